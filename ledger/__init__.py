@@ -1,0 +1,1 @@
+"""Each node's signed, hash-chained credit ledger: pure chain rules plus one SQLite store."""

@@ -1,0 +1,16 @@
+"""The sandbox: untrusted jobs in wasmtime (or CPython-on-WASI) inside worker processes."""
+
+from node.sandbox.config import SandboxConfig
+from node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
+from node.sandbox.pool import PoolStatistics, SandboxPool, run_job
+
+__all__ = [
+    "ErrorKind",
+    "ExecutionResult",
+    "JobRequest",
+    "PoolStatistics",
+    "Runtime",
+    "SandboxConfig",
+    "SandboxPool",
+    "run_job",
+]

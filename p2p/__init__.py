@@ -1,0 +1,1 @@
+"""py-libp2p and trio: the host, gossip topics and request/response streams. Moves bytes only."""

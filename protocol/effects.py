@@ -1,0 +1,134 @@
+"""Effects: what the engine asks the node (or the simulator) to do. I/O: none."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from protocol.identity import PeerId
+from protocol.job_messages import JobId
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Publish:
+    """Gossip ``data`` on ``topic``."""
+
+    topic: str
+    data: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Send:
+    """Deliver ``data`` to ``peer`` over a direct stream speaking ``protocol``."""
+
+    peer: PeerId
+    protocol: str
+    data: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SetTimer:
+    """Fire ``TimerFired(key)`` at ``at_ms``; setting a key again replaces its deadline."""
+
+    key: str
+    at_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CancelTimer:
+    key: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Penalise:
+    """Lower ``peer``'s reputation by ``points`` because of ``reason`` (a stable short code)."""
+
+    peer: PeerId
+    reason: str
+    points: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Log:
+    """A structured log record: ``event`` is a stable name, ``fields`` sorted key/value pairs."""
+
+    level: str
+    event: str
+    fields: tuple[tuple[str, str | int], ...] = ()
+
+
+# Jobs (issue 6). The node carries these out and reports back with the events in protocol.events.
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FetchBlob:
+    """Fetch ``blob_hash`` (``size_bytes`` long) from ``peer`` over /hearth/blob/1, hash-check it,
+    then report ``BlobFetched`` or ``BlobFetchFailed``; if the store has it, report at once."""
+
+    peer: PeerId
+    blob_hash: bytes
+    size_bytes: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RunJob:
+    """Run the job in the sandbox on the two fetched blobs; report ``JobExecuted``."""
+
+    job_id: JobId
+    runtime: str
+    module_hash: bytes
+    input_hash: bytes
+    fuel_max: int
+    memory_mb_max: int
+    deadline_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AbortJob:
+    """Stop ``RunJob(job_id)`` if it still runs (the award was cancelled); no event follows."""
+
+    job_id: JobId
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PayWorker:
+    """Pay ``worker`` for a verified result: one per (job, worker), ever (ADR 0007)."""
+
+    job_id: JobId
+    worker: PeerId
+    amount_mc: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordMismatch:
+    """Record that ``worker``'s result for ``job_id`` lost the vote or broke its commitment.
+
+    ``commit_envelope`` is the worker's own signed commitment: with ``claimed_digest`` and
+    ``salt`` anyone can check what it committed to (ADR 0007).
+    """
+
+    job_id: JobId
+    worker: PeerId
+    reason: str
+    claimed_digest: bytes
+    accepted_digest: bytes
+    salt: bytes
+    commit_envelope: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobProgress:
+    """For the progress display: ``phase`` is bidding|running|verifying|paid|failed."""
+
+    job_id: JobId
+    phase: str
+    detail: str
+    results: int
+    replicas: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SaveJob:
+    """Persist the publisher's state of ``job_id``; ``PublisherComponent.restore`` reads it back."""
+
+    job_id: JobId
+    state: bytes

@@ -1,0 +1,219 @@
+"""The node's protocol engine: ``Engine.step(event, now_ms) -> list[Effect]``.
+
+I/O: none. Time: ``now_ms`` argument. Randomness: the injected ``random.Random``.
+
+Theory of operation
+-------------------
+The engine is the whole of a node's protocol logic behind one function. The daemon (node/) and
+the simulator (testnet/sim/) both feed it events and carry out the effects it returns, so the same
+rules run on real sockets and on a simulated network of thousands of nodes.
+
+Every message arrives in a signed envelope. The engine opens it (size, canonical encoding,
+signature, expiry), refuses authors proven to have forked their ledger, checks the (author,
+nonce) replay guard, checks that the message type is allowed on the channel it came by, and only
+then hands the body to the component that owns that type. A message that fails any check is
+dropped with a ``Log`` and a ``Penalise`` of the peer that delivered it; nothing a peer sends can
+raise out of ``step``.
+
+Components own disjoint message types and timer keys ``"<component>:<name>"``. The market
+component publishes this host's capacity ad every ``CAPACITY_AD_INTERVAL_MS`` and keeps the market
+view; later components (jobs, payments) plug in the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Protocol
+
+from protocol import limits
+from protocol.effects import Log, Penalise, Publish, SetTimer
+from protocol.envelope import Envelope, ReplayGuard, open_envelope, seal
+from protocol.errors import RemoteProtocolError
+from protocol.events import (
+    MessageReceived,
+    PeerConnected,
+    PeerDisconnected,
+    RttMeasured,
+    Started,
+    TimerFired,
+)
+from protocol.identity import Identity, PeerId, PublicKey
+from protocol.market import Market
+from protocol.messages import TOPIC_CAPACITY, CapacityAd
+from protocol.pricing import PricingConfig, price_curve, price_now
+from protocol.reputation import Reputation
+
+Effect = Any  # one of the dataclasses in protocol.effects (or a component's own effects)
+MessageHandler = Callable[[Envelope, PeerId, int], list[Effect]]
+
+PENALTY_POINTS_BY_REASON: Final = {
+    "bad-signature": 50,
+    "replay": 10,
+    "expired": 2,
+    "busy": 0,
+    "refused-author": 20,
+    "wrong-channel": 20,
+}
+PENALTY_POINTS_DEFAULT: Final = 25
+
+
+@dataclasses.dataclass(frozen=True)
+class HostProfile:
+    """What this node offers the market and what it costs to run."""
+
+    cores_offered: int
+    memory_mb_offered: int
+    fuel_per_s: int
+    runtimes: tuple[str, ...]
+    availability_hours_mask: int
+    energy_source: str
+    operator: str
+    pricing: PricingConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    identity: Identity
+    profile: HostProfile
+    verify_signatures: bool = True  # False only in simulator runs that say so
+
+
+class Component(Protocol):
+    """A part of the engine that owns some message types and timers named ``<name>:...``."""
+
+    name: str
+
+    def handlers(self) -> Mapping[type, tuple[frozenset[str], MessageHandler]]:
+        """Message type -> (channels it may arrive on, handler)."""
+        ...
+
+    def on_started(self, now_ms: int) -> list[Effect]: ...
+
+    def on_timer(self, key: str, now_ms: int) -> list[Effect]: ...
+
+
+class Engine:
+    def __init__(self, config: EngineConfig, rng: random.Random) -> None:
+        self.config = config
+        self.identity = config.identity
+        self.rng = rng
+        self.replay_guard = ReplayGuard()
+        self.reputation = Reputation()
+        self.refused_authors: set[PublicKey] = set()
+        self.market_component = MarketComponent(self)
+        self._components: dict[str, Component] = {}
+        self._handlers: dict[type, tuple[frozenset[str], MessageHandler]] = {}
+        self.add_component(self.market_component)
+
+    @property
+    def market(self) -> Market:
+        return self.market_component.market
+
+    def add_component(self, component: Component) -> None:
+        assert component.name not in self._components, component.name
+        for message_type, route in component.handlers().items():
+            assert message_type not in self._handlers, message_type
+            self._handlers[message_type] = route
+        self._components[component.name] = component
+
+    def seal(self, body: object, *, now_ms: int, ttl_ms: int) -> bytes:
+        return seal(self.identity, body, now_ms=now_ms, ttl_ms=ttl_ms, rng=self.rng)
+
+    def step(self, event: object, now_ms: int) -> list[Effect]:
+        if isinstance(event, MessageReceived):
+            return self._on_message(event, now_ms)
+        if isinstance(event, TimerFired):
+            component = self._components.get(event.key.split(":", 1)[0])
+            assert component is not None, f"timer {event.key} has no component"
+            return component.on_timer(event.key, now_ms)
+        if isinstance(event, Started):
+            return [e for c in self._components.values() for e in c.on_started(now_ms)]
+        if isinstance(event, RttMeasured):
+            self.reputation.on_rtt(event.peer, event.rtt_ms)
+            return []
+        if isinstance(event, PeerConnected | PeerDisconnected):
+            return []
+        raise TypeError(f"unknown event {type(event).__name__}")
+
+    def _on_message(self, event: MessageReceived, now_ms: int) -> list[Effect]:
+        try:
+            envelope = open_envelope(
+                event.data, now_ms=now_ms, verify=self.config.verify_signatures
+            )
+            if envelope.author in self.refused_authors:
+                raise RemoteProtocolError("author is refused", reason="refused-author")
+            route = self._handlers.get(type(envelope.body))
+            if route is None or event.channel not in route[0]:
+                raise RemoteProtocolError(
+                    f"{type(envelope.body).__name__} on {event.channel}", reason="wrong-channel"
+                )
+            self.replay_guard.check(envelope, now_ms=now_ms)
+            return route[1](envelope, event.peer, now_ms)
+        except RemoteProtocolError as exc:
+            return self.reject(event.peer, exc, channel=event.channel)
+
+    def reject(self, peer: PeerId, exc: RemoteProtocolError, *, channel: str) -> list[Effect]:
+        """Drop a peer's message: log why and charge the peer that delivered it."""
+        points = PENALTY_POINTS_BY_REASON.get(exc.reason, PENALTY_POINTS_DEFAULT)
+        self.reputation.penalise(peer, points)
+        fields = (("peer", str(peer)), ("channel", channel), ("reason", exc.reason))
+        effects: list[Effect] = [Log("warning", "message-dropped", (*fields, ("detail", str(exc))))]
+        if points:
+            effects.append(Penalise(peer, exc.reason, points))
+        return effects
+
+
+class MarketComponent:
+    """Publishes this host's capacity ad and keeps the market view of everyone else's."""
+
+    name = "market"
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.market = Market()
+
+    def handlers(self) -> Mapping[type, tuple[frozenset[str], MessageHandler]]:
+        return {CapacityAd: (frozenset({TOPIC_CAPACITY}), self._on_ad)}
+
+    def on_started(self, now_ms: int) -> list[Effect]:
+        return self._publish_ad(now_ms)
+
+    def on_timer(self, key: str, now_ms: int) -> list[Effect]:
+        assert key == "market:ad", key
+        self.market.expire(now_ms)
+        return self._publish_ad(now_ms)
+
+    def current_ad(self, now_ms: int) -> CapacityAd:
+        profile = self._engine.config.profile
+        start_ms, curve = price_curve(profile.pricing, profile.fuel_per_s, now_ms)
+        hour_utc = (now_ms // 3_600_000) % 24
+        return CapacityAd(
+            cores_offered=profile.cores_offered,
+            memory_mb_offered=profile.memory_mb_offered,
+            fuel_per_s=profile.fuel_per_s,
+            runtimes=profile.runtimes,
+            availability_hours_mask=profile.availability_hours_mask,
+            available_now=bool(profile.availability_hours_mask >> hour_utc & 1),
+            energy_source=profile.energy_source,
+            price_mc_per_tfuel=price_now(profile.pricing, profile.fuel_per_s, now_ms),
+            price_curve_mc_per_tfuel=curve,
+            curve_start_ms=start_ms,
+            operator=profile.operator,
+        )
+
+    def _publish_ad(self, now_ms: int) -> list[Effect]:
+        data = self._engine.seal(
+            self.current_ad(now_ms), now_ms=now_ms, ttl_ms=limits.CAPACITY_AD_TTL_MS
+        )
+        return [
+            Publish(TOPIC_CAPACITY, data),
+            SetTimer("market:ad", now_ms + limits.CAPACITY_AD_INTERVAL_MS),
+        ]
+
+    def _on_ad(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        if envelope.author == self._engine.identity.public_key:
+            return []  # our own ad coming back through the mesh
+        self.market.on_ad(envelope, now_ms)
+        return []

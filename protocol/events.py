@@ -1,0 +1,113 @@
+"""Input events for the engine: past-tense facts the node observed. I/O: none."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from protocol.identity import PeerId
+from protocol.job_messages import JobId
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Started:
+    """The node is listening; the engine schedules its first ads and timers."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """``data`` arrived from ``peer`` on ``channel`` (a gossip topic or a stream protocol id)."""
+
+    peer: PeerId
+    channel: str
+    data: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TimerFired:
+    key: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PeerConnected:
+    """A connection to ``peer`` is up; ``ip`` is its observed address (for replica diversity)."""
+
+    peer: PeerId
+    ip: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PeerDisconnected:
+    peer: PeerId
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RttMeasured:
+    peer: PeerId
+    rtt_ms: int
+
+
+# Jobs (issue 6). Local facts the node reports to the job components; none comes from a peer.
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublishJob:
+    """A local command: run this job on the network (the node already holds both blobs).
+
+    ``replicas`` results must agree; on disagreement more run, up to ``replicas_max``. The call
+    for bids never reveals either number. ``prefer`` is "cheapest", "fastest" or "greenest".
+    """
+
+    job_id: JobId
+    runtime: str
+    module_hash: bytes
+    module_bytes: int
+    input_hash: bytes
+    input_bytes: int
+    fuel_max: int
+    memory_mb_max: int
+    deadline_ms: int
+    max_price_mc_per_tfuel: int
+    bid_window_ms: int
+    replicas: int = 2
+    replicas_max: int = 5
+    prefer: str = "cheapest"
+    requirements: tuple[str, ...] = ()
+    lease_ms: int = 60_000  # an accepted award must be committed within this
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobFetched:
+    """The blob is in the local store, hash-checked (at once if it already was)."""
+
+    blob_hash: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BlobFetchFailed:
+    blob_hash: bytes
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobExecuted:
+    """The sandbox finished ``RunJob``. ``error_kind`` is "" on success, else the sandbox's kind.
+
+    The node keeps ``output`` in its blob store under ``output_hash`` so that a publisher can
+    fetch an output too large to travel inline.
+    """
+
+    job_id: JobId
+    ok: bool
+    output_hash: bytes
+    output: bytes
+    fuel_used: int
+    error_kind: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PaymentReceived:
+    """The ledger recorded ``amount_mc`` earned from ``payer`` for ``job_id`` (countersigned)."""
+
+    job_id: JobId
+    payer: PeerId
+    amount_mc: int

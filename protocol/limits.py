@@ -1,0 +1,88 @@
+"""Every bound in Hearth, in one place, with its unit last in its name.
+
+TigerBeetle's rule: put a limit on everything. A peer can only make us hold as much as these
+numbers allow; raising one is a protocol decision and belongs in the changelog.
+"""
+
+from typing import Final
+
+# Wire
+MESSAGE_BYTES_MAX: Final = 256 * 1024  # one decoded message, envelope included
+GOSSIP_MESSAGE_BYTES_MAX: Final = 64 * 1024
+FRAME_BYTES_MAX: Final = 1024 * 1024  # one length-prefixed frame on a direct stream
+ARRAY_ITEMS_MAX: Final = 4096  # items in any array inside a message
+STRING_BYTES_MAX: Final = 4096
+INT_MIN: Final = -(2**63)
+INT_MAX: Final = 2**63 - 1
+
+# Envelope and replay
+ENVELOPE_TTL_MS_MAX: Final = 10 * 60 * 1000  # expires_ms - created_ms may not exceed this
+CLOCK_SKEW_MS_MAX: Final = 30 * 1000  # created_ms may run this far ahead of our clock
+REPLAY_CACHE_ENTRIES_MAX: Final = 200_000
+
+# Market
+CAPACITY_AD_TTL_MS: Final = 30 * 1000
+CAPACITY_AD_INTERVAL_MS: Final = 5 * 1000
+MARKET_PEERS_MAX: Final = 100_000
+PRICE_CURVE_HOURS: Final = 24
+RUNTIMES_MAX: Final = 8
+
+# Reputation (application-level, kept across reconnects)
+REPUTATION_PEERS_MAX: Final = 100_000
+REPUTATION_SCORE_MIN: Final = -1_000_000
+REPUTATION_SCORE_MAX: Final = 1_000_000
+
+# Streams and queues
+STREAM_READ_TIMEOUT_MS: Final = 10 * 1000
+GOSSIP_QUEUE_MESSAGES_MAX: Final = 1024
+EVENT_QUEUE_MESSAGES_MAX: Final = 4096
+
+# Sandbox (docs/adr/0005-sandbox.md): what one job may ask of a host. The stack size is part of
+# the result (where deep recursion traps), so every honest replica must run with the same one.
+JOB_MODULE_BYTES_MAX: Final = 32 * 1024 * 1024
+JOB_INPUT_BYTES_MAX: Final = 64 * 1024 * 1024
+JOB_OUTPUT_BYTES_MAX: Final = 64 * 1024 * 1024
+JOB_FUEL_MAX: Final = 2**62  # wasmtime keeps fuel in a signed 64-bit counter
+JOB_MEMORY_BYTES_MAX: Final = 4 * 1024 * 1024 * 1024  # all a wasm32 memory can address
+JOB_DEADLINE_MS_MAX: Final = 60 * 60 * 1000
+JOB_WASM_STACK_BYTES: Final = 512 * 1024
+
+# Peer discovery (p2p/discovery.py)
+PEERS_CONNECTED_TARGET: Final = 32  # stop dialling peers learnt by exchange above this many
+PEER_EXCHANGE_PEERS_MAX: Final = 32  # peers in one peer-exchange reply
+PEER_EXCHANGE_ADDRS_MAX: Final = 4  # addresses per peer in one peer-exchange reply
+PEER_EXCHANGE_DIALS_MAX: Final = 8  # new peers dialled per discovery round
+DIAL_TIMEOUT_MS: Final = 5 * 1000
+BOOTSTRAP_BACKOFF_MS_MAX: Final = 30 * 1000
+
+# Ledger (docs/adr/0004-ledger-format.md). Mutual credit: every node starts at 0 and may spend
+# down to -CREDIT_LIMIT_MC; raising the limit is a network-wide decision.
+CREDIT_LIMIT_MC: Final = 1_000_000  # 1,000 credits
+LEDGER_ENTRY_BYTES_MAX: Final = 48 * 1024  # one entry on the wire (a fork-evidence entry is largest)
+LEDGER_PROOF_ENTRY_BYTES_MAX: Final = 16 * 1024  # each forked entry inside a recordable proof
+LEDGER_RANGE_ENTRIES_MAX: Final = 256  # entries in one /hearth/ledger/1 response
+RECEIPT_TTL_MS_MAX: Final = 10 * 60 * 1000  # receipt expires_ms - created_ms
+JOB_ID_BYTES_MAX: Final = 64
+MISMATCH_EVIDENCE_HASHES_MAX: Final = 16
+REFUSED_AUTHORS_MAX: Final = 100_000
+LEDGER_GROUP_ENTRIES_MAX: Final = 1024  # entries committed in one group commit
+
+# Jobs: auction, execution, verification (ADR 0006, ADR 0007)
+HASH_BYTES: Final = 32  # sha256 of blobs, results and commitments
+SALT_BYTES: Final = 16
+REQUIREMENTS_MAX: Final = 16
+OPERATOR_LABEL_BYTES_MAX: Final = 64
+OUTPUT_INLINE_BYTES_MAX: Final = 64 * 1024  # a larger output is fetched over /hearth/blob/1
+BIDS_PER_AUCTION_MAX: Final = 256
+BID_WINDOW_MS_MIN: Final = 100
+BID_WINDOW_MS_MAX: Final = 60 * 1000
+LEASE_MS_MAX: Final = 3_600_000
+REPLICAS_MAX: Final = 15
+CALL_ROUNDS_MAX: Final = 3  # fresh calls for bids for one job when candidates run out
+PUBLISHER_JOBS_OPEN_MAX: Final = 1024
+PUBLISHER_JOBS_KEPT_MAX: Final = 4096  # finished jobs kept for queries, oldest forgotten first
+WORKER_TASKS_MAX: Final = 1024  # awards a worker remembers (running and recently finished)
+WORKER_BIDS_REMEMBERED_MAX: Final = 4096
+WORKER_TASK_RETENTION_MS: Final = 10 * 60 * 1000  # keep a finished task to answer re-sent awards
+WORKER_PUBLISHERS_OWING_MAX: Final = 10_000
+PEER_ADDRESSES_MAX: Final = 100_000

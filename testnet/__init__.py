@@ -1,0 +1,1 @@
+"""Many real nodes on one machine, scenarios, reports, and the discrete-event simulator."""

@@ -1,0 +1,70 @@
+"""protocol/ and the ledger's chain rules do no I/O: walk their AST and refuse forbidden imports."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FORBIDDEN = {"trio", "libp2p", "sqlite3", "sqlite_utils", "socket", "time", "os", "subprocess"}
+PURE_LEDGER_MODULES = ("entry.py", "chain.py", "receipts.py", "memory.py")
+
+
+def pure_files() -> list[Path]:
+    files = sorted((ROOT / "protocol").rglob("*.py"))
+    files += [
+        ROOT / "ledger" / name for name in PURE_LEDGER_MODULES if (ROOT / "ledger" / name).exists()
+    ]
+    return files
+
+
+def forbidden_imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [
+            f"{path.name}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in FORBIDDEN
+        ]
+    return found
+
+
+def module_level_random_calls(path: Path) -> list[str]:
+    """``random.random()`` and friends share hidden global state; only injected Randoms may."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    calls = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "random"
+            and node.func.attr != "Random"
+        ):
+            calls.append(f"{path.name}:{node.lineno} calls random.{node.func.attr}")
+    return calls
+
+
+def test_the_pure_modules_exist() -> None:
+    names = {p.name for p in pure_files()}
+    assert {"codec.py", "envelope.py", "engine.py", "pricing.py"} <= names
+
+
+@pytest.mark.parametrize("path", pure_files(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_no_io_imports(path: Path) -> None:
+    assert forbidden_imports(path) == []
+    assert module_level_random_calls(path) == []
+
+
+def test_the_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import os\nfrom trio import sleep\nimport random\nx = random.random()\n")
+    assert len(forbidden_imports(bad)) == 2
+    assert len(module_level_random_calls(bad)) == 1
