@@ -1,0 +1,53 @@
+"""The `hearth` command: mounts the command groups and turns failures into one line and exit 1."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from node.commands.common import CommandError
+
+app = typer.Typer(
+    name="hearth",
+    help="Hearth: peer-to-peer compute for home data centres.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Hearth: peer-to-peer compute for home data centres."""
+
+
+def _mount() -> None:
+    # Each group lives in node/commands/<group>.py and exposes `app` (a group) or `register(app)`.
+    import importlib
+
+    for name in ("init", "node", "market", "ledger", "job", "testnet", "sim"):
+        try:
+            module = importlib.import_module(f"node.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"node.commands.{name}":
+                continue  # group not built yet
+            raise
+        if hasattr(module, "register"):
+            module.register(app)
+        else:
+            app.add_typer(module.app, name=name)
+
+
+_mount()
+
+
+def main() -> None:
+    try:
+        app()
+    except CommandError as exc:
+        sys.stderr.write(f"hearth: {exc}\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.stderr.write("hearth: interrupted\n")
+        sys.exit(130)

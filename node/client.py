@@ -1,0 +1,56 @@
+"""Talk to the local daemon's API: find it through node.json, authenticate with the token."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from node import paths
+from node.commands.common import CommandError
+from node.home import load_token
+
+REQUEST_TIMEOUT_S = 30.0
+
+
+class NodeClient:
+    def __init__(self, home: Path | None = None, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
+        self.home = home or paths.data_dir()
+        info_path = paths.node_info_path(self.home)
+        try:
+            self.info: dict[str, Any] = json.loads(info_path.read_text())
+        except FileNotFoundError:
+            raise CommandError(
+                f"no running node for {self.home}; start one with `hearth node start`"
+            ) from None
+        except ValueError:
+            raise CommandError(f"{info_path} is damaged; restart the node") from None
+        self._http = httpx.Client(
+            base_url=self.info["api"],
+            headers={"Authorization": f"Bearer {load_token(self.home)}"},
+            timeout=timeout_s,
+        )
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise CommandError(f"the node at {self.info['api']} did not answer: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                reason = response.json().get("error", response.text)
+            except ValueError:
+                reason = response.text
+            raise CommandError(f"the node refused: {reason}")
+        return response.json()
+
+    def get(self, path: str, **kwargs: Any) -> Any:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        return self.request("POST", path, **kwargs)
+
+    def close(self) -> None:
+        self._http.close()

@@ -1,0 +1,1 @@
+"""One module per `hearth` command group; node/cli.py mounts them."""

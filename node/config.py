@@ -1,0 +1,187 @@
+"""The node's configuration file (``config.toml``): defaults, a commented template, validation.
+
+Money in the file is in credits (decimals, for people); the node turns it into integer
+milli-credits before anything is signed. A wrong value gives one line that names the key and the
+fix, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from node.commands.common import CommandError
+from protocol.messages import ENERGY_SOURCES, HOURS_MASK_ALL, RUNTIMES
+from protocol.pricing import DAY_HOURS, PricingConfig
+
+TEMPLATE = """\
+# Hearth node configuration. `hearth node start` reads this file; command-line flags win.
+# Money is in credits (1 credit = 1000 milli-credits; the testnet reckons 1 credit as 1 cent);
+# power in watts; hours are local hours.
+
+[node]
+# Address and TCP port to listen on (port 0 picks a free one).
+host = "127.0.0.1"
+port = 0
+# Multiaddrs of peers to join through, each ending in /p2p/<peer id>.
+bootstrap = []
+# Who runs this machine. One job's replicas never all go to one operator.
+operator = ""
+
+[limits]
+# Caps on what jobs may use on this machine.
+cores = 1
+memory_mb = 1024
+runtimes = ["wasm", "python"]
+
+[energy]
+# Extra power the machine draws when it is busy, in watts.
+power_w = 60
+# Electricity price in credits per kWh, and time-of-use prices by local hour range.
+tariff_per_kwh = 30.0
+tariff_hours = { "17-21" = 45.0, "0-6" = 20.0 }
+# Local hours when solar surplus makes energy free (only wear is charged then).
+solar_surplus_hours = []
+# grid, solar, battery or mixed: publishers may prefer the greenest hosts.
+source = "grid"
+# Your offset from UTC in minutes, so that "local hour" means your hour.
+utc_offset_min = 0
+# Margin over cost, in percent, and a floor for wear in milli-credits per 10^12 fuel.
+margin_pct = 10
+wear_mc_per_tfuel = 1
+
+[availability]
+# Local hours when the node takes jobs, as ranges.
+hours = ["0-24"]
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    bootstrap: tuple[str, ...] = ()
+    operator: str = ""
+    cores: int = 1
+    memory_mb: int = 1024
+    runtimes: tuple[str, ...] = ("wasm", "python")
+    energy_source: str = "grid"
+    availability_hours_mask: int = HOURS_MASK_ALL
+    pricing: PricingConfig = dataclasses.field(
+        default_factory=lambda: PricingConfig(60, (30_000,) * DAY_HOURS)
+    )
+
+
+def _bad(key: str, fix: str) -> CommandError:
+    return CommandError(f"config: {key}: {fix}")
+
+
+def _hours(spec: str, key: str) -> list[int]:
+    """Hours in a range: "17-21" is 17:00 to 21:00 (hours 17-20); "5" is the hour from 05:00."""
+    try:
+        if "-" in spec:
+            start, end = (int(part) for part in spec.split("-", 1))
+        else:
+            start = int(spec)
+            end = start + 1
+    except ValueError:
+        raise _bad(key, f'{spec!r} is not an hour range like "17-21"') from None
+    if not (0 <= start <= 23 and 1 <= end <= 24 and start < end):
+        raise _bad(key, f"{spec!r} must be within 0-24 with start < end")
+    return list(range(start, end))
+
+
+def _typed(section: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    value = section[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _bad(f"{where}.{key}", f"expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _mc(credits: float) -> int:
+    return round(credits * 1000)
+
+
+def parse(text: str) -> NodeConfig:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CommandError(
+            f"config: not valid TOML ({exc}); fix the file or run `hearth init`"
+        ) from None
+    known = {"node", "limits", "energy", "availability"}
+    for section in raw:
+        if section not in known:
+            raise _bad(section, f"unknown section; expected one of {sorted(known)}")
+    template = tomllib.loads(TEMPLATE)
+    merged = {name: {**template[name], **raw.get(name, {})} for name in known}
+    for name in known:
+        for key in merged[name]:
+            if key not in template[name]:
+                raise _bad(
+                    f"{name}.{key}", f"unknown key; expected one of {sorted(template[name])}"
+                )
+    node, caps, energy, avail = (merged[n] for n in ("node", "limits", "energy", "availability"))
+    runtimes = tuple(_typed(caps, "runtimes", list, "limits"))
+    if not set(runtimes) <= set(RUNTIMES):
+        raise _bad("limits.runtimes", f"choose from {list(RUNTIMES)}")
+    source = _typed(energy, "source", str, "energy")
+    if source not in ENERGY_SOURCES:
+        raise _bad("energy.source", f"choose one of {list(ENERGY_SOURCES)}")
+    tariff = [_mc(_typed(energy, "tariff_per_kwh", float, "energy"))] * DAY_HOURS
+    for spec, price in sorted(_typed(energy, "tariff_hours", dict, "energy").items()):
+        if not isinstance(price, int | float) or price < 0:
+            raise _bad(f"energy.tariff_hours.{spec}", "expected a price in credits per kWh")
+        for hour in _hours(spec, f"energy.tariff_hours.{spec}"):
+            tariff[hour] = _mc(price)
+    utc_offset_min = _typed(energy, "utc_offset_min", int, "energy")
+    mask = 0  # the ad speaks UTC hours so that every reader agrees on them
+    for spec in _typed(avail, "hours", list, "availability"):
+        for hour in _hours(str(spec), "availability.hours"):
+            mask |= 1 << ((hour - utc_offset_min // 60) % DAY_HOURS)
+    cores = _typed(caps, "cores", int, "limits")
+    memory_mb = _typed(caps, "memory_mb", int, "limits")
+    if cores < 1 or memory_mb < 16:
+        raise _bad("limits", "cores must be at least 1 and memory_mb at least 16")
+    port = _typed(node, "port", int, "node")
+    if not 0 <= port <= 65535:
+        raise _bad("node.port", "must be 0-65535")
+    solar = _typed(energy, "solar_surplus_hours", list, "energy")
+    if not all(isinstance(h, int) and 0 <= h <= 23 for h in solar):
+        raise _bad("energy.solar_surplus_hours", "expected a list of hours 0-23")
+    power_w = _typed(energy, "power_w", int, "energy")
+    margin_pct = _typed(energy, "margin_pct", int, "energy")
+    wear = _typed(energy, "wear_mc_per_tfuel", int, "energy")
+    if power_w < 0 or margin_pct < 0 or wear < 0 or min(tariff) < 0:
+        raise _bad("energy", "power, tariffs, margin and wear must not be negative")
+    return NodeConfig(
+        host=_typed(node, "host", str, "node"),
+        port=port,
+        bootstrap=tuple(str(b) for b in _typed(node, "bootstrap", list, "node")),
+        operator=_typed(node, "operator", str, "node"),
+        cores=cores,
+        memory_mb=memory_mb,
+        runtimes=runtimes,
+        energy_source=source,
+        availability_hours_mask=mask,
+        pricing=PricingConfig(
+            power_w=power_w,
+            tariff_mc_per_kwh_by_hour=tuple(tariff),
+            solar_surplus_hours=frozenset(solar),
+            utc_offset_min=utc_offset_min,
+            margin_pct=margin_pct,
+            wear_mc_per_tfuel=wear,
+        ),
+    )
+
+
+def load(path: Path) -> NodeConfig:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise CommandError(f"no config at {path}; run `hearth init` first") from None
+    return parse(text)

@@ -1,0 +1,198 @@
+"""The trio shell around the engine: feeds it events, carries out the effects it returns.
+
+Theory of operation
+-------------------
+One task, ``run``, owns the engine: it takes events from a single bounded channel, calls
+``engine.step(event, now_ms)`` and carries out each effect. Everything that produces events
+(transport inbound, timers, the peer watcher, local API commands, the sandbox, the ledger) sends
+into that channel, so the engine never runs twice at once and needs no locks.
+
+Effects that wait on the network (Publish, Send) run as tasks in the driver's nursery, so a slow
+peer never stalls the engine. Timers live in a dict of key -> deadline; one task sleeps until the
+earliest and wakes when the dict changes. Effects the driver does not know are looked up in
+``effect_handlers``, which the node's runtime fills (sandbox, blobs, ledger).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import multiaddr
+import trio
+
+from node.clock import Clock
+from node.logs import log
+from p2p.transport import Inbound, Transport, TransportError
+from protocol import limits
+from protocol.effects import CancelTimer, Log, Penalise, Publish, Send, SetTimer
+from protocol.engine import Engine
+from protocol.events import (
+    MessageReceived,
+    PeerConnected,
+    PeerDisconnected,
+    RttMeasured,
+    TimerFired,
+)
+from protocol.identity import PeerId
+
+EffectHandler = Callable[[Any], Awaitable[None] | None]
+PEER_WATCH_INTERVAL_S = 1.0
+PING_INTERVAL_S = 10.0
+
+if TYPE_CHECKING:  # trio-typing's stubs (a py-libp2p dependency) shadow trio's own types
+    from trio_typing import TaskStatus
+
+
+def ip_of(addrs: tuple[str, ...]) -> str:
+    """The first IP address in a peer's multiaddrs, or "" if none has one."""
+    for text in addrs:
+        try:
+            addr = multiaddr.Multiaddr(text)
+        except Exception:  # a peer-supplied address we cannot parse carries no IP for us
+            continue
+        for proto in ("ip4", "ip6"):
+            try:
+                value = addr.value_for_protocol(proto)
+            except Exception:
+                continue
+            if value:
+                return str(ipaddress.ip_address(value))
+    return ""
+
+
+class Driver:
+    def __init__(self, engine: Engine, transport: Transport, clock: Clock) -> None:
+        self.engine = engine
+        self.transport = transport
+        self.clock = clock
+        self.effect_handlers: dict[type, EffectHandler] = {}
+        self.request_handlers: dict[str, Callable[[Inbound], Awaitable[None]]] = {}
+        self.observers: list[Callable[[object, list[Any]], None]] = []
+        self._send, self._receive = trio.open_memory_channel[object](
+            limits.EVENT_QUEUE_MESSAGES_MAX
+        )
+        self._timers: dict[str, int] = {}
+        self._timers_changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.events_dropped = 0
+
+    def submit_nowait(self, event: object) -> bool:
+        """Queue an event for the engine; False (and counted) if the queue is full."""
+        try:
+            self._send.send_nowait(event)
+        except trio.WouldBlock:
+            self.events_dropped += 1
+            return False
+        return True
+
+    async def submit(self, event: object) -> None:
+        await self._send.send(event)
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._pump_inbound)
+            nursery.start_soon(self._run_timers)
+            nursery.start_soon(self._watch_peers)
+            task_status.started()
+            async for event in self._receive:
+                self.step(event)
+
+    def step(self, event: object) -> None:
+        effects = self.engine.step(event, self.clock.now_ms())
+        for observer in self.observers:
+            observer(event, effects)
+        for effect in effects:
+            self._execute(effect)
+
+    def _execute(self, effect: Any) -> None:
+        assert self._nursery is not None
+        if isinstance(effect, Publish):
+            self._nursery.start_soon(self._publish, effect)
+        elif isinstance(effect, Send):
+            self._nursery.start_soon(self._deliver, effect)
+        elif isinstance(effect, SetTimer):
+            self._timers[effect.key] = effect.at_ms
+            self._timers_changed.set()
+        elif isinstance(effect, CancelTimer):
+            self._timers.pop(effect.key, None)
+            self._timers_changed.set()
+        elif isinstance(effect, Penalise):
+            self.transport.reputation.adjust(effect.peer, -effect.points)
+        elif isinstance(effect, Log):
+            log(effect.level, effect.event, **dict(effect.fields))
+        else:
+            handler = self.effect_handlers.get(type(effect))
+            assert handler is not None, f"no handler for effect {type(effect).__name__}"
+            result = handler(effect)
+            if result is not None:
+                self._nursery.start_soon(_await, result)
+
+    async def _publish(self, effect: Publish) -> None:
+        try:
+            await self.transport.publish(effect.topic, effect.data)
+        except TransportError as exc:
+            log("warning", "publish-failed", topic=effect.topic, error=str(exc))
+
+    async def _deliver(self, effect: Send) -> None:
+        try:
+            await self.transport.send(effect.peer, effect.protocol, effect.data)
+        except TransportError as exc:
+            log("info", "send-failed", peer=effect.peer, protocol=effect.protocol, error=str(exc))
+
+    async def _pump_inbound(self) -> None:
+        async for item in self.transport.inbound:
+            handler = self.request_handlers.get(item.channel)
+            if handler is not None and self._nursery is not None:
+                self._nursery.start_soon(handler, item)
+                continue
+            self.submit_nowait(MessageReceived(PeerId(item.peer_id), item.channel, item.data))
+
+    async def _run_timers(self) -> None:
+        while True:
+            self._timers_changed = trio.Event()
+            if not self._timers:
+                await self._timers_changed.wait()
+                continue
+            key, at_ms = min(self._timers.items(), key=lambda kv: (kv[1], kv[0]))
+            wait_s = max(0, at_ms - self.clock.now_ms()) / 1000
+            with trio.move_on_after(wait_s):
+                await self._timers_changed.wait()
+                continue
+            if self._timers.get(key) == at_ms:
+                del self._timers[key]
+                await self.submit(TimerFired(key))
+
+    async def _watch_peers(self) -> None:
+        """Turn the transport's peer list into engine events, and measure round trips."""
+        known: set[str] = set()
+        last_ping_s: dict[str, float] = {}
+        while True:
+            connected = {p.peer_id: p for p in self.transport.peers() if p.connected}
+            for peer_id in sorted(connected.keys() - known):
+                self.submit_nowait(PeerConnected(PeerId(peer_id), ip_of(connected[peer_id].addrs)))
+            for peer_id in sorted(known - connected.keys()):
+                self.submit_nowait(PeerDisconnected(PeerId(peer_id)))
+            known = set(connected)
+            now_s = trio.current_time()
+            for peer_id in sorted(known):
+                if now_s - last_ping_s.get(peer_id, -math.inf) >= PING_INTERVAL_S:
+                    last_ping_s[peer_id] = now_s
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._ping, peer_id)
+            await trio.sleep(PEER_WATCH_INTERVAL_S)
+
+    async def _ping(self, peer_id: str) -> None:
+        try:
+            with trio.fail_after(5):
+                rtt_ms = await self.transport.ping(peer_id)
+        except (TransportError, trio.TooSlowError, OSError):
+            return
+        self.submit_nowait(RttMeasured(PeerId(peer_id), max(0, round(rtt_ms))))
+
+
+async def _await(awaitable: Awaitable[None]) -> None:
+    await awaitable

@@ -1,0 +1,204 @@
+"""The daemon: wires identity, config, transport, engine, driver and API, and runs them.
+
+``hearth node start`` calls ``run_node``. It writes ``node.json`` once the node listens on both
+the peer-to-peer side and the local API, and removes it when the node stops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import random
+import secrets
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from node import calibrate, paths
+from node.api import ad_json, build_app, market_entry_json, serve_api
+from node.clock import Clock, SystemClock
+from node.driver import Driver
+from node.home import load_config, load_identity, load_token
+from node.logs import log
+from p2p.host import open_transport
+from p2p.transport import HostConfig, Transport
+from protocol.engine import Engine, EngineConfig, HostProfile
+from protocol.events import Started
+from protocol.messages import PROTOCOLS, TOPICS
+
+if TYPE_CHECKING:  # trio-typing's stubs (a py-libp2p dependency) shadow trio's own types
+    from trio_typing import TaskStatus
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeOptions:
+    """Command-line choices that override config.toml."""
+
+    home: Path
+    host: str | None = None
+    port: int | None = None
+    bootstrap: tuple[str, ...] = ()
+    api_port: int = 0
+    psk: bytes | None = None
+
+
+@dataclasses.dataclass
+class Node:
+    """A running node's parts, for the API handlers and for tests."""
+
+    options: NodeOptions
+    engine: Engine
+    transport: Transport
+    driver: Driver
+    clock: Clock
+    api_url: str = ""
+    started_ms: int = 0
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "peer_id": self.transport.peer_id,
+            "multiaddrs": list(self.transport.listen_addrs),
+            "api": self.api_url,
+            "pid": os.getpid(),
+            "home": str(self.options.home),
+            "started_ms": self.started_ms,
+        }
+
+
+def read_psk(home: Path) -> bytes | None:
+    """A testnet's private-network key, if the data dir holds one (``swarm.key``, 64 hex chars)."""
+    path = home / "swarm.key"
+    if not path.exists():
+        return None
+    key = bytes.fromhex(path.read_text().strip())
+    if len(key) != 32:
+        raise ValueError(f"{path} must hold 64 hex characters")
+    return key
+
+
+def build_routes(node: Node) -> list[Route]:
+    async def status(request: Request) -> Response:
+        now_ms = node.clock.now_ms()
+        ad = node.engine.market_component.current_ad(now_ms)
+        return JSONResponse(
+            {
+                **node.info(),
+                "now_ms": now_ms,
+                "uptime_ms": now_ms - node.started_ms,
+                "peers_connected": sum(1 for p in node.transport.peers() if p.connected),
+                "ad": ad_json(ad),
+            }
+        )
+
+    async def market(request: Request) -> Response:
+        now_ms = node.clock.now_ms()
+        return JSONResponse(
+            {
+                "now_ms": now_ms,
+                "self": {
+                    "peer_id": node.transport.peer_id,
+                    **ad_json(node.engine.market_component.current_ad(now_ms)),
+                },
+                "offers": [
+                    market_entry_json(e, now_ms) for e in node.engine.market.snapshot(now_ms)
+                ],
+            }
+        )
+
+    async def peers(request: Request) -> Response:
+        records = dict(node.engine.reputation.items())
+        rows = []
+        for peer in sorted(node.transport.peers(), key=lambda p: p.peer_id):
+            record = records.get(peer.peer_id)  # type: ignore[call-overload]
+            rows.append(
+                {
+                    "peer_id": peer.peer_id,
+                    "addrs": list(peer.addrs),
+                    "connected": peer.connected,
+                    "rtt_ms": None if peer.rtt_ms is None else round(peer.rtt_ms, 3),
+                    "reputation": record.score if record else 0,
+                    "results_valid": record.results_valid if record else 0,
+                    "results_invalid": record.results_invalid if record else 0,
+                }
+            )
+        return JSONResponse({"peers": rows})
+
+    return [
+        Route("/v1/status", status),
+        Route("/v1/market", market),
+        Route("/v1/peers", peers),
+    ]
+
+
+def write_node_info(home: Path, info: dict[str, Any]) -> None:
+    """Write node.json atomically, so a reader never sees half of it."""
+    target = paths.node_info_path(home)
+    partial = target.with_suffix(".json.partial")
+    partial.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    os.replace(partial, target)
+
+
+async def run_node(
+    options: NodeOptions,
+    *,
+    clock: Clock | None = None,
+    task_status: TaskStatus[Node] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    home = options.home
+    identity = load_identity(home)
+    config = load_config(home)
+    token = load_token(home)
+    clock = clock or SystemClock()
+    profile = HostProfile(
+        cores_offered=config.cores,
+        memory_mb_offered=config.memory_mb,
+        fuel_per_s=calibrate.fuel_per_s(home),
+        runtimes=config.runtimes,
+        availability_hours_mask=config.availability_hours_mask,
+        energy_source=config.energy_source,
+        operator=config.operator,
+        pricing=config.pricing,
+    )
+    engine = Engine(EngineConfig(identity, profile), random.Random(secrets.randbits(128)))
+    host_config = HostConfig(
+        seed=identity.seed,
+        listen_host=options.host or config.host,
+        port=config.port if options.port is None else options.port,
+        bootstrap=options.bootstrap or config.bootstrap,
+        topics=TOPICS,
+        protocols=PROTOCOLS,
+        psk=options.psk if options.psk is not None else read_psk(home),
+    )
+    async with open_transport(host_config) as transport, trio.open_nursery() as nursery:
+        driver = Driver(engine, transport, clock)
+        node = Node(options, engine, transport, driver, clock, started_ms=clock.now_ms())
+        await nursery.start(driver.run)
+        app = build_app(build_routes(node), token)
+        node.api_url = await nursery.start(functools.partial(serve_api, app, port=options.api_port))
+        driver.submit_nowait(Started())
+        write_node_info(home, node.info())
+        log("info", "node-started", **node.info())
+        task_status.started(node)
+        try:
+            await trio.sleep_forever()
+        finally:
+            paths.node_info_path(home).unlink(missing_ok=True)
+            nursery.cancel_scope.cancel()
+
+
+async def run_until_signalled(options: NodeOptions) -> None:
+    """Run the node in the foreground until SIGINT or SIGTERM, then shut down cleanly."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_node, options)
+            async for signum in signals:
+                log("info", "node-stopping", signal=signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break

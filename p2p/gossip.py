@@ -1,0 +1,105 @@
+"""Gossipsub topics as bounded channels of bytes: router settings, validation, delivery pumps.
+
+Settings and why (see NOTES-DEPENDENCIES.md): a 1 s heartbeat with adaptive gossip off (py-libp2p
+otherwise stretches it to 30-120 s on small nets); strict signing on (strict peers drop unsigned
+messages either way); content-addressed message ids, because py-libp2p seeds the seqno from the
+clock and a quick restart can reuse (from, seqno). Delivery to the node never blocks the router:
+a full queue drops the message and counts it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Final
+
+import trio
+from libp2p.abc import IHost, ISubscriptionAPI
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V12, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import ContentAddressedMessageIDGenerator, Pubsub
+
+from p2p.peers import PeerReputation
+from p2p.transport import Inbound, TransportStatistics
+from protocol import limits
+
+logger = logging.getLogger(__name__)
+
+GOSSIP_PROTOCOLS: Final = (PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID)
+
+# Mesh degree: the gossipsub v1.1 spec's defaults (D=6, D_lo=4, D_hi=12).
+MESH_DEGREE: Final = 6
+MESH_DEGREE_LOW: Final = 4
+MESH_DEGREE_HIGH: Final = 12
+
+
+def build_gossip(host: IHost, heartbeat_s: int) -> tuple[Pubsub, GossipSub]:
+    router = GossipSub(
+        protocols=[TProtocol(p) for p in GOSSIP_PROTOCOLS],
+        degree=MESH_DEGREE,
+        degree_low=MESH_DEGREE_LOW,
+        degree_high=MESH_DEGREE_HIGH,
+        heartbeat_initial_delay=0.1,
+        heartbeat_interval=heartbeat_s,
+        adaptive_gossip_enabled=False,
+    )
+    pubsub = Pubsub(
+        host,
+        router,
+        strict_signing=True,
+        msg_id_constructor=ContentAddressedMessageIDGenerator(),
+    )
+    return pubsub, router
+
+
+class TopicGate:
+    """The topic validator: refuses oversize messages and those a banned peer sent or forwarded."""
+
+    def __init__(self, reputation: PeerReputation, stats: TransportStatistics) -> None:
+        self._reputation = reputation
+        self._stats = stats
+
+    def __call__(self, forwarder: ID, message: rpc_pb2.Message) -> bool:
+        author = ID(message.from_id).to_base58()
+        if len(message.data) > limits.GOSSIP_MESSAGE_BYTES_MAX:
+            self._stats.gossip_refused += 1
+            return False
+        if self._reputation.is_banned(author) or self._reputation.is_banned(forwarder.to_base58()):
+            self._stats.gossip_refused += 1
+            return False
+        return True
+
+
+async def subscribe_topics(
+    pubsub: Pubsub,
+    topics: tuple[str, ...],
+    gate: TopicGate,
+    deliver: Callable[[Inbound], bool],
+    stats: TransportStatistics,
+    nursery: trio.Nursery,
+) -> None:
+    """Subscribe to each topic and start a pump that moves its messages to ``deliver``."""
+    own_id = pubsub.my_id.to_bytes()
+    for topic in topics:
+        pubsub.set_topic_validator(topic, gate, is_async_validator=False)
+        subscription = await pubsub.subscribe(topic)
+        nursery.start_soon(_pump, topic, subscription, own_id, deliver, stats)
+
+
+async def _pump(
+    topic: str,
+    subscription: ISubscriptionAPI,
+    own_id: bytes,
+    deliver: Callable[[Inbound], bool],
+    stats: TransportStatistics,
+) -> None:
+    async for message in subscription:
+        # py-libp2p hands our own publications back to us; the node already knows them.
+        if message.from_id == own_id:
+            continue
+        author = ID(message.from_id).to_base58()
+        if not deliver(Inbound(author, topic, bytes(message.data))):
+            stats.inbound_dropped += 1
+            logger.debug("inbound queue full; dropped gossip on %s from %s", topic, author)

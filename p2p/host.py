@@ -1,0 +1,276 @@
+"""Open a py-libp2p host on one address and expose it as a `Transport` (`open_transport`).
+
+The host speaks Noise and Yamux only: py-libp2p's `new_host` also offers plaintext and SECIO by
+default, and a peer that proposed plaintext would get an unauthenticated link. With a `psk` the
+TCP connection is wrapped in libp2p pnet (XSalsa20 under the shared key) before Noise, so nodes
+of another testnet cannot even finish a handshake.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.peer.id import ID
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+
+from p2p import discovery
+from p2p.gossip import TopicGate, build_gossip, subscribe_topics
+from p2p.peers import PeerReputation
+from p2p.streams import StreamServer, check_frame, request_on, send_on
+from p2p.transport import (
+    HostConfig,
+    Inbound,
+    PeerStatus,
+    PeerUnreachableError,
+    TransportError,
+    TransportStatistics,
+)
+from protocol import limits
+from protocol.errors import LocalProtocolError
+
+logger = logging.getLogger(__name__)
+
+PING_BYTES = 32  # the libp2p ping protocol's fixed payload
+
+
+def _listen_multiaddr(config: HostConfig) -> multiaddr.Multiaddr:
+    family = "ip6" if ":" in config.listen_host else "ip4"
+    return multiaddr.Multiaddr(f"/{family}/{config.listen_host}/tcp/{config.port}")
+
+
+def _new_libp2p_host(config: HostConfig) -> IHost:
+    key_pair = create_new_key_pair(config.seed)
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={TProtocol(NOISE_PROTOCOL): noise},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL): Yamux},
+        listen_addrs=[_listen_multiaddr(config)],
+        psk=config.psk.hex() if config.psk is not None else None,
+    )
+
+
+def _to_id(peer_id: str) -> ID:
+    try:
+        return ID.from_base58(peer_id)
+    except Exception as error:
+        raise ValueError(f"not a peer id: {peer_id!r}") from error
+
+
+class Libp2pTransport:
+    """The `Transport` over a running py-libp2p host. Made by `open_transport` only."""
+
+    def __init__(self, host: IHost, pubsub: Pubsub, config: HostConfig) -> None:
+        self.host = host  # exposed for tests and diagnostics; the node uses the methods
+        self._pubsub = pubsub
+        self._config = config
+        self._stats = TransportStatistics()
+        self._reputation = PeerReputation()
+        self._rtt_ms: dict[str, float] = {}
+        self._timeout_s = config.stream_read_timeout_ms / 1000
+        self._inbound_send, self._inbound_receive = trio.open_memory_channel[Inbound](
+            config.inbound_messages_max
+        )
+        self._server = StreamServer(self._deliver, self._reputation, self._stats, self._timeout_s)
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.host.get_id().to_base58())
+
+    @property
+    def listen_addrs(self) -> tuple[str, ...]:
+        return tuple(str(a) for a in self.host.get_addrs())
+
+    @property
+    def inbound(self) -> trio.MemoryReceiveChannel[Inbound]:
+        return self._inbound_receive
+
+    @property
+    def reputation(self) -> PeerReputation:
+        return self._reputation
+
+    def statistics(self) -> TransportStatistics:
+        return self._stats
+
+    def topic_peers(self, topic: str) -> list[str]:
+        """Peers we would forward ``topic`` to right now (its mesh), sorted."""
+        router = self._pubsub.router
+        mesh = getattr(router, "mesh", {}).get(topic, set())
+        return sorted(str(p.to_base58()) for p in mesh)
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        for protocol_id in self._config.protocols:
+            self.host.set_stream_handler(TProtocol(protocol_id), self._make_handler(protocol_id))
+        self.host.set_stream_handler(
+            TProtocol(discovery.PEER_EXCHANGE_PROTOCOL), self._serve_exchange
+        )
+        gate = TopicGate(self._reputation, self._stats)
+        await subscribe_topics(
+            self._pubsub, self._config.topics, gate, self._deliver, self._stats, nursery
+        )
+        for addr in self._config.bootstrap:
+            nursery.start_soon(
+                discovery.keep_bootstrap_connected,
+                self.host,
+                addr,
+                self._config.discovery_interval_s,
+                self._count_failed_dial,
+            )
+        nursery.start_soon(
+            discovery.run_peer_exchange,
+            self.host,
+            self.request,
+            self._reputation,
+            self._config.discovery_interval_s,
+        )
+
+    def close_inbound(self) -> None:
+        """End the node's `async for` over `inbound`; later items are dropped and counted."""
+        self._inbound_send.close()
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        if len(data) > limits.GOSSIP_MESSAGE_BYTES_MAX:
+            raise LocalProtocolError(f"gossip message of {len(data)} bytes exceeds the cap")
+        await self._pubsub.publish(topic, data)
+
+    async def request(self, peer_id: str, protocol_id: str, data: bytes, timeout_ms: int) -> bytes:
+        check_frame(data)
+        deadline_s = trio.current_time() + timeout_ms / 1000
+        with trio.move_on_at(deadline_s) as scope:
+            stream = await self._open_stream(peer_id, protocol_id)
+        if scope.cancelled_caught:
+            raise PeerUnreachableError(f"no stream to {peer_id} within {timeout_ms} ms")
+        return await request_on(stream, data, max(deadline_s - trio.current_time(), 0.001))
+
+    async def send(self, peer_id: str, protocol_id: str, data: bytes) -> None:
+        check_frame(data)
+        with trio.move_on_after(self._timeout_s) as scope:
+            stream = await self._open_stream(peer_id, protocol_id)
+        if scope.cancelled_caught:
+            raise PeerUnreachableError(f"no stream to {peer_id} within {self._timeout_s} s")
+        await send_on(stream, data, self._timeout_s)
+
+    async def connect(self, multiaddr_text: str) -> str:
+        info = discovery.parse_peer_addr(multiaddr_text)
+        if not await discovery.dial(self.host, info, fresh=True):
+            self._count_failed_dial()
+            raise PeerUnreachableError(f"could not connect to {multiaddr_text}")
+        return str(info.peer_id.to_base58())
+
+    async def ping(self, peer_id: str) -> float:
+        """Round trip in ms of one libp2p ping (`/ipfs/ping/1.0.0`), remembered for `peers()`."""
+        payload = secrets.token_bytes(PING_BYTES)
+        echo = b""
+        with trio.move_on_after(self._timeout_s) as scope:
+            stream = await self._open_stream(peer_id, PING_PROTOCOL)
+            try:
+                started_s = trio.current_time()
+                await stream.write(payload)
+                echo = await self._read_echo(stream)
+                rtt_ms = (trio.current_time() - started_s) * 1000
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await stream.reset()
+        if scope.cancelled_caught:
+            raise PeerUnreachableError(f"no ping reply from {peer_id} within {self._timeout_s} s")
+        if echo != payload:
+            raise TransportError(f"{peer_id} answered a ping with other bytes")
+        self._rtt_ms[peer_id] = rtt_ms
+        return rtt_ms
+
+    def peers(self) -> list[PeerStatus]:
+        own = self.host.get_id()
+        connected = set(self.host.get_connected_peers())
+        store = self.host.get_peerstore()
+        known = (set(store.peers_with_addrs()) | connected) - {own}
+        out = []
+        for peer in sorted(known, key=str):
+            text = str(peer.to_base58())
+            addrs = tuple(
+                sorted(
+                    {
+                        f"{discovery.transport_addr(a)}/p2p/{text}"
+                        for a in discovery.known_addrs(self.host, peer)
+                    }
+                )
+            )
+            out.append(PeerStatus(text, addrs, peer in connected, self._rtt_ms.get(text)))
+        return out
+
+    def _deliver(self, item: Inbound) -> bool:
+        try:
+            self._inbound_send.send_nowait(item)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            return False
+        return True
+
+    def _count_failed_dial(self) -> None:
+        self._stats.dials_failed += 1
+
+    def _make_handler(self, protocol_id: str) -> Callable[[INetStream], Awaitable[None]]:
+        async def handle(stream: INetStream) -> None:
+            peer_id = str(stream.muxed_conn.peer_id.to_base58())
+            await self._server.handle(stream, peer_id, protocol_id)
+
+        return handle
+
+    async def _serve_exchange(self, stream: INetStream) -> None:
+        await discovery.serve_exchange(self.host, stream, self._timeout_s)
+
+    async def _open_stream(self, peer_id: str, protocol_id: str) -> INetStream:
+        try:
+            return await self.host.new_stream(_to_id(peer_id), [TProtocol(protocol_id)])
+        except trio.Cancelled:
+            raise
+        except Exception as error:
+            raise PeerUnreachableError(f"no {protocol_id} stream to {peer_id}: {error}") from error
+
+    @staticmethod
+    async def _read_echo(stream: INetStream) -> bytes:
+        echo = b""
+        while len(echo) < PING_BYTES:
+            chunk = await stream.read(PING_BYTES - len(echo))
+            if not chunk:
+                break
+            echo += chunk
+        return echo
+
+
+@asynccontextmanager
+async def open_transport(config: HostConfig) -> AsyncIterator[Libp2pTransport]:
+    """Run a host, gossipsub and discovery; yield the transport once it listens.
+
+    Everything it starts runs in a nursery inside this context and stops when it exits.
+    """
+    host = _new_libp2p_host(config)
+    pubsub, router = build_gossip(host, config.gossip_heartbeat_s)
+    async with (
+        host.run(listen_addrs=[_listen_multiaddr(config)]),
+        background_trio_service(pubsub),
+        background_trio_service(router),
+    ):
+        await pubsub.wait_until_ready()
+        transport = Libp2pTransport(host, pubsub, config)
+        async with trio.open_nursery() as nursery:
+            await transport.start(nursery)
+            try:
+                yield transport
+            finally:
+                transport.close_inbound()
+                nursery.cancel_scope.cancel()

@@ -1,0 +1,139 @@
+"""The byte-moving interface the node uses: `Transport`, its config, inbound items and errors.
+
+No libp2p here, so node/ and its tests can type against `Transport` and run on the in-memory
+implementation in `p2p.memory` without opening a socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import trio
+
+from p2p.peers import PeerReputation
+from protocol import limits
+from protocol.errors import HearthError
+
+# An answer to a request: at most one frame, written back on the request's own stream.
+ReplyFn = Callable[[bytes], Awaitable[None]]
+
+
+class TransportError(HearthError):
+    """The network failed us (dial, stream, timeout); not a protocol violation by the peer."""
+
+
+class PeerUnreachableError(TransportError):
+    """No connection to the peer could be made, or the stream could not be opened."""
+
+
+class RequestTimeoutError(TransportError):
+    """The peer did not answer (or finish a frame) within the timeout."""
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Everything needed to open a node's network presence.
+
+    ``seed`` is the node's 32-byte Ed25519 seed: the libp2p peer ID is derived from it exactly as
+    ``protocol.identity.peer_id_from_public_key`` does. ``psk`` is a 32-byte private-network key
+    (libp2p pnet): hosts with different keys cannot complete a handshake.
+    """
+
+    seed: bytes
+    listen_host: str = "127.0.0.1"
+    port: int = 0  # 0: let the OS choose
+    bootstrap: tuple[str, ...] = ()  # multiaddrs ending in /p2p/<peer id>
+    topics: tuple[str, ...] = ()
+    protocols: tuple[str, ...] = ()  # request/response protocol ids this node serves
+    psk: bytes | None = None
+    gossip_heartbeat_s: int = 1  # py-libp2p's default is 120 s; see NOTES-DEPENDENCIES.md
+    discovery_interval_s: float = 1.0  # how often to ask peers for their peers
+    inbound_messages_max: int = limits.EVENT_QUEUE_MESSAGES_MAX
+    stream_read_timeout_ms: int = limits.STREAM_READ_TIMEOUT_MS
+
+    def __post_init__(self) -> None:
+        if len(self.seed) != 32:
+            raise ValueError(f"seed must be 32 bytes, got {len(self.seed)}")
+        if self.psk is not None and len(self.psk) != 32:
+            raise ValueError(f"psk must be 32 bytes, got {len(self.psk)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port out of range: {self.port}")
+        if self.inbound_messages_max < 1:
+            raise ValueError("inbound_messages_max must be at least 1")
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One item for the node: a gossip message (``reply`` is None) or a direct-stream frame.
+
+    ``peer_id`` is the gossip message's signing author, or the stream's authenticated remote peer.
+    ``channel`` is the topic or the protocol id. ``reply`` writes one answer frame back on the
+    stream; it does nothing if the requester has gone (a one-way `send`, or it timed out).
+    """
+
+    peer_id: str
+    channel: str
+    data: bytes
+    reply: ReplyFn | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class PeerStatus:
+    peer_id: str
+    addrs: tuple[str, ...]
+    connected: bool
+    rtt_ms: float | None  # last measured ping round trip; None until pinged
+
+
+@dataclass
+class TransportStatistics:
+    """Counters of what the transport refused or dropped, for logs, metrics and tests."""
+
+    inbound_dropped: int = 0  # inbound queue full
+    frames_refused: int = 0  # oversize or malformed frame from a peer
+    read_timeouts: int = 0  # a peer stalled mid-frame
+    requests_refused: int = 0  # stream from a banned peer or on a protocol we do not serve
+    gossip_refused: int = 0  # oversize gossip or from a banned author
+    dials_failed: int = 0
+
+
+class Transport(Protocol):
+    """What node/ needs from the network. All methods are trio-async; none blocks forever."""
+
+    @property
+    def peer_id(self) -> str: ...
+
+    @property
+    def listen_addrs(self) -> tuple[str, ...]: ...
+
+    @property
+    def inbound(self) -> trio.MemoryReceiveChannel[Inbound]: ...
+
+    @property
+    def reputation(self) -> PeerReputation:
+        """Shared with the node: it penalises bad messages, we refuse banned peers."""
+        ...
+
+    async def publish(self, topic: str, data: bytes) -> None: ...
+
+    async def request(self, peer_id: str, protocol_id: str, data: bytes, timeout_ms: int) -> bytes:
+        """Send one frame on a new stream and return the peer's one reply frame."""
+        ...
+
+    async def send(self, peer_id: str, protocol_id: str, data: bytes) -> None:
+        """Send one frame on a new stream and close it; delivery is not confirmed."""
+        ...
+
+    async def connect(self, multiaddr: str) -> str:
+        """Dial a multiaddr ending in /p2p/<id>; return the peer id."""
+        ...
+
+    async def ping(self, peer_id: str) -> float:
+        """Round trip in ms over the standard libp2p ping protocol."""
+        ...
+
+    def peers(self) -> list[PeerStatus]: ...
+
+    def statistics(self) -> TransportStatistics: ...

@@ -1,0 +1,236 @@
+"""Start and stop N real node processes on this machine, each on its own loopback address.
+
+Each node gets its own data directory under the testnet's folder, its own 127.0.0.x address
+(distinct IPs keep gossipsub's colocation scoring honest), and the testnet's private-network key,
+so two testnets never mix. The first node is the bootstrap node. ``testnet.json`` in the folder
+records exactly which processes were started, so ``down`` stops those and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from node import paths
+from node.home import init_home
+
+STATE_FILE = "testnet.json"
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+POLL_INTERVAL_S = 0.05
+FIRST_HOST_OCTET = 2
+NODES_MAX = 250
+
+
+class TestnetError(Exception):
+    """A testnet could not be started or stopped; the message says why."""
+
+
+@dataclasses.dataclass
+class LaunchedNode:
+    index: int
+    home: Path
+    host: str
+    pid: int
+    info: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"node{self.index}"
+
+
+def node_home(root: Path, index: int) -> Path:
+    return root / f"node{index}"
+
+
+def host_for(index: int) -> str:
+    return f"127.0.0.{FIRST_HOST_OCTET + index}"
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` until it holds; raise TestnetError naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TestnetError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(POLL_INTERVAL_S)
+
+
+def prepare_home(home: Path, psk: bytes, config_text: str | None) -> None:
+    init_home(home)
+    (home / "swarm.key").write_text(psk.hex() + "\n")
+    if config_text is not None:
+        paths.config_path(home).write_text(config_text)
+
+
+def start_process(
+    home: Path, host: str, bootstrap: str | None, log_path: Path
+) -> subprocess.Popen[bytes]:
+    argv = [sys.executable, "-m", "node", "node", "start", "--host", host, "--port", "0"]
+    if bootstrap:
+        argv += ["--bootstrap", bootstrap]
+    env = {**os.environ, "HEARTH_HOME": str(home)}
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in the launcher's terminal goes to the launcher only
+        )
+
+
+def read_info(home: Path, pid: int) -> dict[str, Any] | None:
+    try:
+        info: dict[str, Any] = json.loads(paths.node_info_path(home).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return info if info.get("pid") == pid else None
+
+
+def wait_until_listening(
+    home: Path, process: subprocess.Popen[bytes], timeout_s: float
+) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    def listening() -> bool:
+        if process.poll() is not None:
+            raise TestnetError(
+                f"node in {home} exited with code {process.returncode}; see {home / 'node.out'}"
+            )
+        info = read_info(home, process.pid)
+        if info:
+            found.update(info)
+        return bool(info)
+
+    wait_for(listening, timeout_s, f"the node in {home} to listen")
+    return found
+
+
+def up(
+    root: Path,
+    count: int,
+    *,
+    configs: Sequence[str | None] | None = None,
+    psk: bytes | None = None,
+    timeout_s: float = START_TIMEOUT_S,
+) -> list[LaunchedNode]:
+    """Start ``count`` nodes under ``root`` and wait until every one listens."""
+    if not 1 <= count <= NODES_MAX:
+        raise TestnetError(f"a testnet has 1 to {NODES_MAX} nodes, not {count}")
+    if (root / STATE_FILE).exists() and running(root):
+        raise TestnetError(f"a testnet is already running in {root}; run `hearth testnet down`")
+    root.mkdir(parents=True, exist_ok=True)
+    psk = psk or secrets.token_bytes(32)
+    configs = configs or [None] * count
+    nodes: list[LaunchedNode] = []
+    try:
+        for index in range(count):
+            home = node_home(root, index)
+            prepare_home(home, psk, configs[index])
+            bootstrap = nodes[0].info["multiaddrs"][0] if nodes else None
+            process = start_process(home, host_for(index), bootstrap, home / "node.out")
+            nodes.append(LaunchedNode(index, home, host_for(index), process.pid, {}))
+            save_state(root, nodes)
+            nodes[-1].info = wait_until_listening(home, process, timeout_s)
+        save_state(root, nodes)
+    except BaseException:
+        stop(nodes)
+        raise
+    return nodes
+
+
+def save_state(root: Path, nodes: list[LaunchedNode]) -> None:
+    state = [{"index": n.index, "home": str(n.home), "host": n.host, "pid": n.pid} for n in nodes]
+    (root / STATE_FILE).write_text(json.dumps({"nodes": state}, indent=2) + "\n")
+
+
+def load(root: Path) -> list[LaunchedNode]:
+    try:
+        state = json.loads((root / STATE_FILE).read_text())
+    except FileNotFoundError:
+        raise TestnetError(f"no testnet in {root}; start one with `hearth testnet up`") from None
+    nodes = []
+    for entry in state["nodes"]:
+        home = Path(entry["home"])
+        info = read_info(home, entry["pid"]) or {}
+        nodes.append(LaunchedNode(entry["index"], home, entry["host"], entry["pid"], info))
+    return nodes
+
+
+def is_alive(pid: int, home: Path) -> bool:
+    """True if ``pid`` is still the node we started (its node.json names it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return read_info(home, pid) is not None or _is_our_child_starting(pid)
+
+
+def _is_our_child_starting(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"node\x00start" in cmdline
+
+
+def running(root: Path) -> list[LaunchedNode]:
+    return [n for n in load(root) if is_alive(n.pid, n.home)]
+
+
+def stop(nodes: list[LaunchedNode], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM every node we started, then SIGKILL any that outlive the timeout."""
+    alive = [n for n in nodes if is_alive(n.pid, n.home)]
+    for node in alive:
+        _signal(node.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for node in alive:
+        while is_running(node.pid) and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL_S)
+        if is_running(node.pid):
+            _signal(node.pid, signal.SIGKILL)
+            _reap(node.pid)
+
+
+def down(root: Path) -> int:
+    nodes = load(root)
+    stop(nodes)
+    return len(nodes)
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def is_running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (a zombie child of ours is reaped here)."""
+    _reap(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return status != "Z"

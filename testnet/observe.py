@@ -1,0 +1,31 @@
+"""Ask a testnet's nodes what they see, through each node's own local API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node.client import NodeClient
+from node.commands.common import CommandError
+from testnet.launch import LaunchedNode
+
+
+def ask(node: LaunchedNode, path: str) -> Any:
+    client = NodeClient(node.home, timeout_s=10)
+    try:
+        return client.get(path)
+    finally:
+        client.close()
+
+
+def market_complete(nodes: list[LaunchedNode]) -> bool:
+    """True once every node's market lists every other node."""
+    everyone = {n.info["peer_id"] for n in nodes}
+    for node in nodes:
+        try:
+            view = ask(node, "/v1/market")
+        except CommandError:
+            return False
+        seen = {offer["peer_id"] for offer in view["offers"]}
+        if seen != everyone - {node.info["peer_id"]}:
+            return False
+    return True
