@@ -1,0 +1,434 @@
+"""The chain rules: what may follow what in one author's ledger, the balance fold, verify_chain.
+
+I/O: none. Time: entries carry their own ``created_ms``; rules compare those, never a clock.
+
+Theory of operation. ``ChainState`` is the fold of a verified prefix: head (seq, hash,
+created_ms), balance, credit reserved by pending pays, and the receipt indexes. ``check`` decides
+whether one more entry may follow (raising a ``ChainError`` naming the broken rule) without
+changing anything; ``apply`` then folds it in and returns what ``revert`` needs to undo it, so a
+store can stage a group of entries and take them back if the commit fails. A receipt the author
+pays moves PENDING -> SETTLED, or PENDING -> CANCELLED (only after it expired) -> SETTLED (a late
+countersignature still counts). Never: a balance below -CREDIT_LIMIT_MC through a PAY, two credits
+for one (job, payee), an EARN after its receipt expired, a SETTLE the payee did not countersign.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+from typing import Final
+
+from ledger.entry import (
+    GENESIS_PREV_HASH,
+    LEDGER_FORMAT_VERSION,
+    CancelBody,
+    CountersignedReceipt,
+    DoubleClaimProof,
+    Entry,
+    ForkProof,
+    GenesisBody,
+    HalfSignedReceipt,
+    Kind,
+    MismatchBody,
+    Receipt,
+    parse_body,
+    parse_header,
+    parse_receipt,
+    sha256,
+)
+from ledger.errors import (
+    BodyError,
+    ChainError,
+    CountersignatureError,
+    CreditLimitError,
+    DoubleClaimError,
+    EntrySignatureError,
+    ExpiredReceiptError,
+    ForkProofError,
+    GenesisError,
+    HeadMismatchError,
+    PrevHashError,
+    ReceiptSignatureError,
+    ReceiptStateError,
+    ReorderedError,
+    RepeatedSeqError,
+    ReplayedEntryError,
+    SeqGapError,
+    TamperedEntryError,
+    TimeTravelError,
+    TruncatedChainError,
+    UnknownReceiptError,
+    WrongAuthorError,
+)
+from ledger.proofs import make_fork_proof, verify_fork_proof
+from protocol import limits
+from protocol.codec import encode
+from protocol.errors import RemoteProtocolError
+from protocol.identity import PUBLIC_KEY_BYTES, PublicKey, verify_signature
+
+
+class PayStatus(enum.IntEnum):
+    PENDING = 0
+    CANCELLED = 1
+    SETTLED = 2
+
+
+@dataclasses.dataclass(slots=True)
+class PayRecord:
+    """What the payer's chain remembers of one receipt it signed."""
+
+    job_id: bytes
+    payee: bytes
+    amount_mc: int
+    expires_ms: int
+    half_hash: bytes  # sha256 of the HalfSignedReceipt the payee must have countersigned
+    status: PayStatus
+    seq: int  # the entry that last changed ``status``
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Head:
+    seq: int
+    hash: bytes
+    created_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Change:
+    balance_delta_mc: int = 0
+    reserved_delta_mc: int = 0
+    new_pay: tuple[bytes, PayRecord] | None = None  # receipt hash, record
+    pay_status: tuple[bytes, PayStatus] | None = None
+    earn_job_id: bytes | None = None
+    refused_author: bytes | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Undo:
+    head: Head
+    change: _Change
+    old_status: tuple[PayStatus, int] | None
+
+
+_NO_CHANGE: Final = _Change()
+
+
+class ChainState:
+    """The fold of one author's verified chain prefix (see the module docstring)."""
+
+    __slots__ = (
+        "author", "balance_mc", "earns", "head", "pay_keys", "pays", "refused", "reserved_mc",
+    )  # fmt: skip
+
+    def __init__(self, author: bytes) -> None:
+        assert len(author) == PUBLIC_KEY_BYTES
+        self.author = PublicKey(author)
+        self.head = Head(-1, GENESIS_PREV_HASH, limits.INT_MIN)
+        self.balance_mc = 0
+        self.reserved_mc = 0  # sum of PENDING pays: spendable credit, not balance
+        self.pays: dict[bytes, PayRecord] = {}
+        self.pay_keys: dict[tuple[bytes, bytes], bytes] = {}  # (job_id, payee) -> receipt hash
+        self.earns: dict[bytes, int] = {}  # job_id -> seq of our EARN (we are the payee)
+        self.refused: dict[bytes, int] = {}  # author -> seq of our FORK_EVIDENCE entry
+
+    @property
+    def available_mc(self) -> int:
+        return self.balance_mc - self.reserved_mc + limits.CREDIT_LIMIT_MC
+
+    def check(self, entry: Entry, *, signatures: bool = True) -> None:
+        """Raise a ``ChainError`` unless ``entry`` (body parsed) may follow the head."""
+        self._plan(entry, signatures=signatures)
+
+    def append(self, entry: Entry, *, signatures: bool = True) -> Undo:
+        """``check`` then ``apply``."""
+        return self.apply(entry, self._plan(entry, signatures=signatures))
+
+    def apply(self, entry: Entry, change: _Change) -> Undo:
+        old_status = None
+        undo_head = self.head
+        self.head = Head(entry.seq, entry.hash, entry.created_ms)
+        self.balance_mc += change.balance_delta_mc
+        self.reserved_mc += change.reserved_delta_mc
+        if change.new_pay is not None:
+            receipt_hash, record = change.new_pay
+            self.pays[receipt_hash] = record
+            self.pay_keys[(record.job_id, record.payee)] = receipt_hash
+        if change.pay_status is not None:
+            record = self.pays[change.pay_status[0]]
+            old_status = (record.status, record.seq)
+            record.status, record.seq = change.pay_status[1], entry.seq
+        if change.earn_job_id is not None:
+            self.earns[change.earn_job_id] = entry.seq
+        if change.refused_author is not None:
+            self.refused[change.refused_author] = entry.seq
+        assert self.reserved_mc >= 0
+        return Undo(undo_head, change, old_status)
+
+    def revert(self, undo: Undo) -> None:
+        """Take back the last applied entry (undos are reverted newest first)."""
+        change = undo.change
+        self.head = undo.head
+        self.balance_mc -= change.balance_delta_mc
+        self.reserved_mc -= change.reserved_delta_mc
+        if change.new_pay is not None:
+            receipt_hash, record = change.new_pay
+            del self.pays[receipt_hash]
+            del self.pay_keys[(record.job_id, record.payee)]
+        if change.pay_status is not None:
+            assert undo.old_status is not None
+            record = self.pays[change.pay_status[0]]
+            record.status, record.seq = undo.old_status
+        if change.earn_job_id is not None:
+            del self.earns[change.earn_job_id]
+        if change.refused_author is not None:
+            del self.refused[change.refused_author]
+
+    def _plan(self, entry: Entry, *, signatures: bool) -> _Change:
+        if entry.author != self.author:
+            raise WrongAuthorError("entry is signed in another author's name")
+        if signatures and not verify_signature(entry.author, entry.signed, entry.signature):
+            raise EntrySignatureError("entry signature is not its author's")
+        if entry.seq != self.head.seq + 1:
+            raise SeqGapError(f"seq {entry.seq} does not follow {self.head.seq}")
+        if entry.prev_hash != self.head.hash:
+            raise PrevHashError("prev_hash is not the hash of the previous entry")
+        if entry.created_ms < self.head.created_ms:
+            raise TimeTravelError("created_ms runs backwards")
+        if (entry.seq == 0) != (entry.kind is Kind.GENESIS):
+            raise GenesisError("a chain starts with exactly one genesis entry, at seq 0")
+        try:
+            return _PLANNERS[entry.kind](self, entry)
+        except ChainError:
+            raise
+        except RemoteProtocolError as exc:  # a receipt or proof inside the body does not parse
+            raise BodyError(f"{entry.kind.name.lower()} body: {exc.reason}: {exc}") from exc
+
+    def _plan_genesis(self, entry: Entry) -> _Change:
+        body: GenesisBody = entry.body
+        if body.format_version != LEDGER_FORMAT_VERSION:
+            raise GenesisError(f"ledger format {body.format_version} is not supported")
+        if body.credit_limit_mc != limits.CREDIT_LIMIT_MC:
+            raise GenesisError("genesis names another network's credit limit")
+        return _NO_CHANGE
+
+    def _plan_pay(self, entry: Entry) -> _Change:
+        half: HalfSignedReceipt = entry.body
+        receipt = parse_receipt(half.receipt)
+        if receipt.payer != self.author:
+            raise BodyError("a pay entry must be for a receipt its author pays")
+        if not receipt.created_ms <= entry.created_ms <= receipt.expires_ms:
+            raise BodyError("a pay entry must be written while its receipt is live")
+        if (receipt.job_id, receipt.payee) in self.pay_keys:
+            raise _double_claim(self.pays[self.pay_keys[(receipt.job_id, receipt.payee)]].seq)
+        if self.available_mc < receipt.amount_mc:
+            raise CreditLimitError(f"pay of {receipt.amount_mc} mc exceeds available credit")
+        record = PayRecord(
+            receipt.job_id, receipt.payee, receipt.amount_mc, receipt.expires_ms,
+            sha256(encode(half)), PayStatus.PENDING, entry.seq,
+        )  # fmt: skip
+        return _Change(reserved_delta_mc=receipt.amount_mc, new_pay=(sha256(half.receipt), record))
+
+    def _plan_earn(self, entry: Entry) -> _Change:
+        body: CountersignedReceipt = entry.body
+        receipt = parse_receipt(body.receipt)
+        if receipt.payee != self.author:
+            raise BodyError("an earn entry must be for a receipt its author is paid")
+        if entry.created_ms > receipt.expires_ms:
+            raise ExpiredReceiptError("earned after the receipt expired")
+        if receipt.job_id in self.earns:
+            raise _double_claim(self.earns[receipt.job_id])
+        if not verify_signature(receipt.payer, body.receipt, body.payer_signature):
+            raise ReceiptSignatureError("receipt is not signed by its payer")
+        return _Change(balance_delta_mc=receipt.amount_mc, earn_job_id=receipt.job_id)
+
+    def _plan_settle(self, entry: Entry) -> _Change:
+        body: CountersignedReceipt = entry.body
+        receipt, record = self._paid(body.receipt)
+        if record.status is PayStatus.SETTLED:
+            raise ReceiptStateError("receipt is already settled")
+        half_bytes = encode(body.half)
+        if sha256(half_bytes) != record.half_hash:
+            raise BodyError("settle names a receipt signature other than the pay entry's")
+        if not verify_signature(receipt.payee, half_bytes, body.payee_signature):
+            raise CountersignatureError("countersignature is not the payee's")
+        reserved = -receipt.amount_mc if record.status is PayStatus.PENDING else 0
+        return _Change(
+            balance_delta_mc=-receipt.amount_mc,
+            reserved_delta_mc=reserved,
+            pay_status=(sha256(body.receipt), PayStatus.SETTLED),
+        )
+
+    def _plan_cancel(self, entry: Entry) -> _Change:
+        body: CancelBody = entry.body
+        record = self.pays.get(body.receipt_hash)
+        if record is None:
+            raise UnknownReceiptError("cancel of a receipt this chain never paid")
+        if record.status is not PayStatus.PENDING:
+            raise ReceiptStateError(f"cancel of a {record.status.name.lower()} receipt")
+        if entry.created_ms <= record.expires_ms:
+            raise ReceiptStateError("cancel before the receipt expired")
+        return _Change(
+            reserved_delta_mc=-record.amount_mc,
+            pay_status=(body.receipt_hash, PayStatus.CANCELLED),
+        )
+
+    def _plan_mismatch(self, entry: Entry) -> _Change:
+        body: MismatchBody = entry.body
+        if not 0 < len(body.job_id) <= limits.JOB_ID_BYTES_MAX:
+            raise BodyError("mismatch job_id has a bad length")
+        if len(body.worker) != PUBLIC_KEY_BYTES or body.worker == self.author:
+            raise BodyError("mismatch must name another worker's key")
+        if len(body.evidence_hashes) > limits.MISMATCH_EVIDENCE_HASHES_MAX or any(
+            len(h) != 32 for h in body.evidence_hashes
+        ):
+            raise BodyError("mismatch evidence must be at most the limit of 32-byte hashes")
+        return _NO_CHANGE
+
+    def _plan_fork_evidence(self, entry: Entry) -> _Change:
+        proof: ForkProof = entry.body
+        if max(len(proof.entry_a), len(proof.entry_b)) > limits.LEDGER_PROOF_ENTRY_BYTES_MAX:
+            raise BodyError("forked entries too large to record")
+        try:
+            accused = verify_fork_proof(proof)
+        except ForkProofError as exc:
+            raise BodyError(f"fork evidence is no proof: {exc}") from exc
+        if accused == self.author or accused in self.refused:
+            raise BodyError("fork evidence against ourselves or recorded twice")
+        return _Change(refused_author=bytes(accused))
+
+    def _paid(self, receipt_bytes: bytes) -> tuple[Receipt, PayRecord]:
+        receipt = parse_receipt(receipt_bytes)
+        record = self.pays.get(sha256(receipt_bytes))
+        if receipt.payer != self.author or record is None:
+            raise UnknownReceiptError("settle of a receipt this chain never paid")
+        return receipt, record
+
+
+def _double_claim(first_seq: int) -> DoubleClaimError:
+    error = DoubleClaimError(f"one (job, payee) is already credited at seq {first_seq}")
+    error.first_seq = first_seq
+    return error
+
+
+_PLANNERS: Final = {
+    Kind.GENESIS: ChainState._plan_genesis,
+    Kind.PAY: ChainState._plan_pay,
+    Kind.EARN: ChainState._plan_earn,
+    Kind.SETTLE: ChainState._plan_settle,
+    Kind.CANCEL: ChainState._plan_cancel,
+    Kind.MISMATCH: ChainState._plan_mismatch,
+    Kind.FORK_EVIDENCE: ChainState._plan_fork_evidence,
+}
+
+
+def verify_chain(
+    wires: Sequence[bytes],
+    *,
+    author: bytes | None = None,
+    head: tuple[int, bytes] | None = None,
+    recorded_hashes: Sequence[bytes] | None = None,
+) -> ChainState:
+    """Verify a whole chain from genesis; return its state or raise the first ``ChainError``.
+
+    ``head`` is the (seq, hash) the chain is known to end at (a store's record, a gossiped head):
+    without it a cut-off tail is indistinguishable from a short chain. ``recorded_hashes`` are
+    per-entry hashes kept beside the bytes (the store's index); with them, or with the successor's
+    ``prev_hash``, an entry whose signature fails is told apart as altered bytes or a foreign key.
+    """
+    if not wires:
+        raise TruncatedChainError("empty chain: no genesis", index=0, seq=0)
+    entries: list[Entry] = []
+    state: ChainState | None = None
+    for index, wire in enumerate(wires):
+        try:
+            entry = parse_header(wire)
+            if state is None:
+                state = ChainState(author if author is not None else entry.author)
+            entries.append(entry)
+            _verify_one(state, entries, index, wires, recorded_hashes, head)
+        except ChainError as exc:
+            raise exc.located(index, exc.seq) from None
+    assert state is not None
+    if head is not None:
+        if state.head.seq < head[0]:
+            raise TruncatedChainError(
+                f"chain ends at seq {state.head.seq}, its head is {head[0]}",
+                index=len(wires),
+                seq=state.head.seq + 1,
+            )
+        if state.head.seq != head[0] or state.head.hash != head[1]:
+            raise HeadMismatchError(
+                "the last entry is not the recorded head", index=len(wires) - 1, seq=head[0]
+            )
+    return state
+
+
+def _verify_one(
+    state: ChainState,
+    entries: list[Entry],
+    index: int,
+    wires: Sequence[bytes],
+    recorded_hashes: Sequence[bytes] | None,
+    head: tuple[int, bytes] | None,
+) -> None:
+    entry = entries[index]
+    if entry.author != state.author:
+        raise WrongAuthorError("entry is signed in another author's name", seq=entry.seq)
+    if not verify_signature(entry.author, entry.signed, entry.signature):
+        recorded = _recorded_hash(index, wires, recorded_hashes, head, entry.seq)
+        if recorded is not None and recorded != entry.hash:
+            raise TamperedEntryError("entry bytes changed after they were chained", seq=entry.seq)
+        raise EntrySignatureError("entry signature is not its author's", seq=entry.seq)
+    expected = state.head.seq + 1
+    if entry.seq < expected:
+        earlier = entries[entry.seq]  # accepted entries sit at index == seq
+        if earlier.hash == entry.hash:
+            raise ReplayedEntryError(f"copy of the entry at seq {entry.seq}", seq=entry.seq)
+        error = RepeatedSeqError("two entries with one seq: a fork", seq=entry.seq)
+        error.proof = make_fork_proof(earlier.wire, entry.wire)
+        raise error
+    if entry.seq > expected:
+        later = any(_peek_seq(w) == expected for w in wires[index + 1 :])
+        kind = ReorderedError if later else SeqGapError
+        raise kind(f"seq {entry.seq} where {expected} belongs", seq=entry.seq)
+    entry = parse_body(entry)
+    entries[index] = entry
+    try:
+        state.append(entry, signatures=False)
+    except DoubleClaimError as exc:
+        first = exc.first_seq
+        exc.proof = DoubleClaimProof(entries[first].wire, entry.wire)
+        exc.existing_entry = entries[first].wire
+        raise
+
+
+def _recorded_hash(
+    index: int,
+    wires: Sequence[bytes],
+    recorded_hashes: Sequence[bytes] | None,
+    head: tuple[int, bytes] | None,
+    seq: int,
+) -> bytes | None:
+    if recorded_hashes is not None:
+        return recorded_hashes[index]
+    if index + 1 < len(wires):
+        try:
+            return parse_header(wires[index + 1]).prev_hash
+        except ChainError:
+            return None
+    if head is not None and head[0] == seq:
+        return head[1]
+    return None
+
+
+def _peek_seq(wire: bytes) -> int | None:
+    try:
+        return parse_header(wire).seq
+    except ChainError:
+        return None
+
+
+def balance_mc(wires: Sequence[bytes]) -> int:
+    """The balance a verified chain proves (half-signed receipts never count)."""
+    return verify_chain(wires).balance_mc

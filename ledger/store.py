@@ -1,0 +1,266 @@
+"""The ledger on disk: the only SQLite code in Hearth. One writer, WAL, synchronous=FULL.
+
+I/O: one SQLite file (via sqlite-utils) and a lock file beside it. Time: ``now_ms`` arguments.
+
+``SqliteLedger.open`` takes an exclusive lock (one writer per file), creates the schema and the
+genesis entry on first use, and otherwise verifies the whole chain before anything may be
+appended: a broken chain raises ``LedgerCorruptError`` and the node stops rather than build on it.
+Every group of entries is one transaction: ``BEGIN IMMEDIATE``, the rows, the head, ``COMMIT``.
+With WAL and ``synchronous=FULL`` the commit has reached the disk when it returns, and only then
+does ``LedgerBase`` release the signatures. ``credits`` carries the UNIQUE (role, job_id, payee)
+constraint, so the file itself refuses a second credit for one job even if a bug let one through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Generator, Sequence
+from pathlib import Path
+from typing import Final
+
+import sqlite_utils
+
+from ledger.base import LedgerBase
+from ledger.chain import ChainState, verify_chain
+from ledger.entry import (
+    CountersignedReceipt,
+    Entry,
+    HalfSignedReceipt,
+    Kind,
+    parse_header,
+    parse_receipt,
+)
+from ledger.errors import ChainError, LedgerCorruptError, LedgerUnavailableError, TamperedEntryError
+from protocol.errors import HearthError
+from protocol.identity import Identity
+
+SCHEMA_VERSION: Final = 1
+_ROLE_EARN: Final = 0  # we are the payee
+_ROLE_PAY: Final = 1  # we are the payer
+
+
+class LedgerBusyError(HearthError):
+    """Another process owns this ledger file (one writer only)."""
+
+
+class SqliteLedger(LedgerBase):
+    def __init__(
+        self, identity: Identity, state: ChainState, db: sqlite_utils.Database, lock_fd: int
+    ) -> None:
+        super().__init__(identity, state)
+        self._db = db
+        self._conn: sqlite3.Connection = db.conn
+        self._lock_fd = lock_fd
+        self._load_refused()
+
+    @classmethod
+    def open(cls, path: Path, identity: Identity, *, now_ms: int) -> SqliteLedger:
+        """Open (or create) ``path`` for writing; verify the chain; raise if it is broken."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock(path)
+        try:
+            db = _connect(path)
+            try:
+                state = _open_state(db, path, identity, now_ms)
+            except BaseException:
+                db.conn.close()
+                raise
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(identity, state, db, lock_fd)
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            self._conn.close()
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> SqliteLedger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def set_page_count_max(self, pages: int) -> None:
+        """Cap the file's size (SQLite ``max_page_count``): a quota, and how tests fill a disk."""
+        self._conn.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+    def page_count(self) -> int:
+        return int(self._conn.execute("PRAGMA page_count").fetchone()[0])
+
+    def probe_writable(self) -> bool:
+        """Try a write that needs fresh space; clears ``unable_reason`` when there is room."""
+        try:
+            with _transaction(self._conn):
+                self._conn.execute("INSERT INTO probe VALUES (zeroblob(8192))")
+                self._conn.execute("DELETE FROM probe")
+        except sqlite3.Error as exc:
+            self.unable_reason = _why(exc)
+            return False
+        self.unable_reason = None
+        return True
+
+    def _write(self, entries: Sequence[Entry]) -> None:
+        rows = [(e.seq, e.hash, int(e.kind), e.created_ms, e.wire) for e in entries]
+        credits = [credit for e in entries if (credit := _credit_row(e)) is not None]
+        head = entries[-1]
+        try:
+            with _transaction(self._conn):
+                self._conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", rows)
+                self._conn.executemany("INSERT INTO credits VALUES (?, ?, ?, ?)", credits)
+                self._conn.execute(
+                    "UPDATE meta SET head_seq = ?, head_hash = ?", (head.seq, head.hash)
+                )
+        except sqlite3.IntegrityError as exc:
+            raise AssertionError(f"chain rules let through what the schema refuses: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise LedgerUnavailableError(_why(exc)) from exc
+
+    def entry_wires(self, from_seq: int = 0, count: int | None = None) -> list[bytes]:
+        limit = -1 if count is None else count
+        rows = self._conn.execute(
+            "SELECT wire FROM entries WHERE seq >= ? ORDER BY seq LIMIT ?", (from_seq, limit)
+        )
+        return [bytes(row[0]) for row in rows]
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LedgerBusyError(f"another process is writing {path}") from None
+    return fd
+
+
+def _connect(path: Path) -> sqlite_utils.Database:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return sqlite_utils.Database(conn)
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Generator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:  # SQLITE_FULL may already have rolled it back
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _why(exc: sqlite3.Error) -> str:
+    code = getattr(exc, "sqlite_errorname", "")
+    if code == "SQLITE_FULL":
+        return f"disk full ({exc})"
+    return f"{code or type(exc).__name__}: {exc}"
+
+
+def _credit_row(entry: Entry) -> tuple[bytes, bytes, int, int] | None:
+    if entry.kind is Kind.EARN or entry.kind is Kind.PAY:
+        body: CountersignedReceipt | HalfSignedReceipt = entry.body
+        receipt = parse_receipt(body.receipt)
+        role = _ROLE_EARN if entry.kind is Kind.EARN else _ROLE_PAY
+        return (receipt.job_id, receipt.payee, role, entry.seq)
+    return None
+
+
+def _create_schema(db: sqlite_utils.Database, identity: Identity, genesis: Entry) -> None:
+    db["entries"].create(  # type: ignore[union-attr]
+        {"seq": int, "hash": bytes, "kind": int, "created_ms": int, "wire": bytes},
+        pk="seq",
+        not_null={"hash", "kind", "created_ms", "wire"},
+    )
+    db["credits"].create(  # type: ignore[union-attr]
+        {"job_id": bytes, "payee": bytes, "role": int, "seq": int},
+        pk=("role", "job_id", "payee"),  # exactly one credit per (job, payee) on each side
+        not_null={"seq"},
+    )
+    db["meta"].create(  # type: ignore[union-attr]
+        {"author": bytes, "head_seq": int, "head_hash": bytes},
+        not_null={"author", "head_seq", "head_hash"},
+    )
+    db["probe"].create({"filler": bytes})  # type: ignore[union-attr]
+    db.conn.execute(
+        "INSERT INTO meta VALUES (?, ?, ?)", (identity.public_key, genesis.seq, genesis.hash)
+    )
+    db.conn.execute(
+        "INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
+        (genesis.seq, genesis.hash, int(genesis.kind), genesis.created_ms, genesis.wire),
+    )
+    db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def _open_state(
+    db: sqlite_utils.Database, path: Path, identity: Identity, now_ms: int
+) -> ChainState:
+    version = int(db.conn.execute("PRAGMA user_version").fetchone()[0])
+    if version == 0:
+        genesis = LedgerBase.genesis(identity, now_ms=now_ms)
+        with _transaction(db.conn):
+            _create_schema(db, identity, genesis)
+    elif version != SCHEMA_VERSION:
+        raise HearthError(f"ledger {path} has schema {version}; this node reads {SCHEMA_VERSION}")
+    (author,) = db.conn.execute("SELECT author FROM meta").fetchone()
+    if bytes(author) != identity.public_key:
+        raise HearthError(f"ledger {path} belongs to another identity")
+    return verify_file(db.conn, str(path))
+
+
+def read_rows(conn: sqlite3.Connection) -> tuple[list[bytes], list[bytes], tuple[int, bytes]]:
+    """Everything a verifier needs from a ledger file: bytes, recorded hashes, recorded head."""
+    rows = conn.execute(  # CAST: a hand edit may have left TEXT where bytes belong
+        "SELECT seq, CAST(hash AS BLOB), CAST(wire AS BLOB) FROM entries ORDER BY seq"
+    ).fetchall()
+    head_seq, head_hash = conn.execute("SELECT head_seq, head_hash FROM meta").fetchone()
+    wires = [bytes(r[2]) for r in rows]
+    hashes = [bytes(r[1]) for r in rows]
+    return wires, hashes, (int(head_seq), bytes(head_hash))
+
+
+def verify_file(conn: sqlite3.Connection, name: str) -> ChainState:
+    """Verify the chain in an open ledger file, or raise ``LedgerCorruptError``."""
+    wires, hashes, head = read_rows(conn)
+    try:
+        state = verify_chain(wires, head=head, recorded_hashes=hashes)
+        _check_index(conn)
+    except ChainError as exc:
+        raise LedgerCorruptError(name, exc) from exc
+    return state
+
+
+def _check_index(conn: sqlite3.Connection) -> None:
+    """The columns beside each entry are an index of it: a hand edit there is tampering too."""
+    rows = conn.execute(
+        "SELECT seq, kind, created_ms, CAST(wire AS BLOB) FROM entries ORDER BY seq"
+    )
+    for index, (seq, kind, created_ms, wire) in enumerate(rows):
+        entry = parse_header(bytes(wire))
+        if (seq, kind, created_ms) != (entry.seq, int(entry.kind), entry.created_ms):
+            raise TamperedEntryError(
+                "the index columns disagree with the entry", index=index, seq=seq
+            )
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A reader's connection (no lock, no writes) for `hearth ledger show/verify/export`."""
+    if not path.exists():
+        raise HearthError(f"no ledger at {path}")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    try:
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise HearthError(f"{path} is not a ledger: {exc}") from exc
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise HearthError(f"{path} has ledger schema {version}; this node reads {SCHEMA_VERSION}")
+    return conn

@@ -1,0 +1,121 @@
+"""`hearth ledger`: show, balance, verify and export this node's credit ledger.
+
+I/O: reads the ledger file (read-only; the node may be writing it at the same time).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ledger.chain import ChainState, verify_chain
+from ledger.entry import parse_entry, to_json
+from ledger.errors import ChainError, LedgerCorruptError
+from ledger.store import open_readonly, read_rows, verify_file
+from node.commands.common import JSON_OPTION, fail, print_json
+from node.paths import data_dir, ledger_path
+from protocol.errors import HearthError
+
+app = typer.Typer(help="Inspect and check this node's credit ledger.", no_args_is_help=True)
+
+DB_OPTION = typer.Option(None, "--db", help="Ledger file (default: the node's data directory).")
+OUTPUT_OPTION = typer.Option(None, "--output", "-o", help="Write to this file.")
+
+
+def _path(db: Path | None) -> Path:
+    return db if db is not None else ledger_path(data_dir())
+
+
+def _connect(db: Path | None) -> sqlite3.Connection:
+    try:
+        return open_readonly(_path(db))
+    except HearthError as exc:
+        fail(str(exc))
+
+
+def _verified(conn: sqlite3.Connection, db: Path | None) -> ChainState:
+    try:
+        return verify_file(conn, str(_path(db)))
+    except LedgerCorruptError as exc:
+        fail(str(exc))
+    except sqlite3.Error as exc:
+        fail(f"cannot read ledger {_path(db)}: {exc}")
+
+
+@app.command()
+def show(json_output: bool = JSON_OPTION, db: Path | None = DB_OPTION) -> None:
+    """List the entries, newest last."""
+    conn = _connect(db)
+    wires, _, _ = read_rows(conn)
+    entries = [to_json(parse_entry(w)) for w in wires]
+    if json_output:
+        print_json(entries)
+        return
+    for e in entries:
+        detail = _summary(e)
+        typer.echo(f"{e['seq']:>6}  {e['kind']:<13} {e['created_ms']:>14}  {detail}")
+
+
+def _summary(entry: dict[str, Any]) -> str:
+    receipt = entry["body"].get("receipt") if isinstance(entry["body"], dict) else None
+    if isinstance(receipt, dict):
+        return f"job {receipt['job_id'][:16]} {receipt['amount_mc']} mc"
+    return ""
+
+
+@app.command()
+def balance(json_output: bool = JSON_OPTION, db: Path | None = DB_OPTION) -> None:
+    """Print the balance the verified chain proves (pending pays never count)."""
+    state = _verified(_connect(db), db)
+    pending_mc = state.reserved_mc
+    if json_output:
+        print_json(
+            {
+                "balance_mc": state.balance_mc,
+                "pending_mc": pending_mc,
+                "available_mc": state.available_mc,
+                "head_seq": state.head.seq,
+            }
+        )
+        return
+    typer.echo(
+        f"balance {state.balance_mc} mc  pending {pending_mc} mc  available {state.available_mc} mc"
+    )
+
+
+@app.command()
+def verify(db: Path | None = DB_OPTION) -> None:
+    """Verify the whole chain: exit 0 only if every entry checks out."""
+    state = _verified(_connect(db), db)
+    typer.echo(f"ok: {state.head.seq + 1} entries verify, head {state.head.hash.hex()[:16]}")
+
+
+@app.command()
+def export(
+    output: Path | None = OUTPUT_OPTION,
+    db: Path | None = DB_OPTION,
+) -> None:
+    """Export the verified chain as JSON lines (one entry per line, with its wire bytes)."""
+    conn = _connect(db)
+    _verified(conn, db)
+    wires, _, _ = read_rows(conn)
+    lines = (json.dumps(to_json(parse_entry(w)), sort_keys=True) + "\n" for w in wires)
+    if output is None:
+        sys.stdout.writelines(lines)
+    else:
+        with output.open("w") as f:
+            f.writelines(lines)
+
+
+def verify_wires(wires: list[bytes]) -> str | None:
+    """For scripts: None if ``wires`` verify, else one line naming the first bad entry."""
+    try:
+        verify_chain(wires)
+    except ChainError as exc:
+        return exc.describe()
+    return None
