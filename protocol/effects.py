@@ -103,16 +103,19 @@ class RecordMismatch:
     """Record that ``worker``'s result for ``job_id`` lost the vote or broke its commitment.
 
     ``commit_envelope`` is the worker's own signed commitment: with ``claimed_digest`` and
-    ``salt`` anyone can check what it committed to (ADR 0007).
+    ``salt`` anyone can check what it committed to. ``reveal_envelope`` is the worker's signed
+    reveal when that reveal failed to open the commitment ("bad-reveal", "garbage-output"),
+    else empty (ADR 0007). ``accepted_digest`` is empty when the job had no verdict yet.
     """
 
     job_id: JobId
     worker: PeerId
-    reason: str
+    reason: str  # outvoted | bad-reveal | garbage-output | fuel-over-max
     claimed_digest: bytes
     accepted_digest: bytes
     salt: bytes
     commit_envelope: bytes
+    reveal_envelope: bytes
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -17,13 +17,17 @@ raise out of ``step``.
 
 Components own disjoint message types and timer keys ``"<component>:<name>"``. The market
 component publishes this host's capacity ad every ``CAPACITY_AD_INTERVAL_MS`` and keeps the market
-view; later components (jobs, payments) plug in the same way.
+view; the worker and publisher components (protocol/worker.py, protocol/publisher.py) bid on,
+run, verify and pay for jobs. Local events from the node rather than a peer (``PublishJob``,
+``BlobFetched``, ``JobExecuted``, ...) go to the one component that claimed their type with
+``add_local_handler``; ``PeerConnected`` addresses are kept in ``peer_ips`` for replica diversity.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Protocol
 
@@ -40,13 +44,17 @@ from protocol.events import (
     TimerFired,
 )
 from protocol.identity import Identity, PeerId, PublicKey
+from protocol.jobs_config import JobsConfig
 from protocol.market import Market
 from protocol.messages import TOPIC_CAPACITY, CapacityAd
 from protocol.pricing import PricingConfig, price_curve, price_now
+from protocol.publisher import PublisherComponent
 from protocol.reputation import Reputation
+from protocol.worker import WorkerComponent
 
 Effect = Any  # one of the dataclasses in protocol.effects (or a component's own effects)
 MessageHandler = Callable[[Envelope, PeerId, int], list[Effect]]
+LocalHandler = Callable[[Any, int], list[Effect]]  # a local event (not from a peer), now_ms
 
 PENALTY_POINTS_BY_REASON: Final = {
     "bad-signature": 50,
@@ -78,6 +86,7 @@ class EngineConfig:
     identity: Identity
     profile: HostProfile
     verify_signatures: bool = True  # False only in simulator runs that say so
+    jobs: JobsConfig = dataclasses.field(default_factory=JobsConfig)
 
 
 class Component(Protocol):
@@ -105,7 +114,13 @@ class Engine:
         self.market_component = MarketComponent(self)
         self._components: dict[str, Component] = {}
         self._handlers: dict[type, tuple[frozenset[str], MessageHandler]] = {}
+        self._local_handlers: dict[type, LocalHandler] = {}
+        self.peer_ips: OrderedDict[PeerId, str] = OrderedDict()  # last observed address
         self.add_component(self.market_component)
+        self.worker = WorkerComponent(self)
+        self.publisher = PublisherComponent(self)
+        self.add_component(self.worker)
+        self.add_component(self.publisher)
 
     @property
     def market(self) -> Market:
@@ -117,6 +132,17 @@ class Engine:
             assert message_type not in self._handlers, message_type
             self._handlers[message_type] = route
         self._components[component.name] = component
+
+    def add_local_handler(self, event_type: type, handler: LocalHandler) -> None:
+        """Route a local event type (from the node, not a peer) to one component's handler."""
+        assert event_type not in self._local_handlers, event_type
+        self._local_handlers[event_type] = handler
+
+    def _note_peer_ip(self, peer: PeerId, ip: str) -> None:
+        self.peer_ips[peer] = ip
+        self.peer_ips.move_to_end(peer)
+        while len(self.peer_ips) > limits.PEER_ADDRESSES_MAX:
+            self.peer_ips.popitem(last=False)
 
     def seal(self, body: object, *, now_ms: int, ttl_ms: int) -> bytes:
         return seal(self.identity, body, now_ms=now_ms, ttl_ms=ttl_ms, rng=self.rng)
@@ -133,6 +159,11 @@ class Engine:
         if isinstance(event, RttMeasured):
             self.reputation.on_rtt(event.peer, event.rtt_ms)
             return []
+        if isinstance(event, PeerConnected):
+            self._note_peer_ip(event.peer, event.ip)
+        local = self._local_handlers.get(type(event))
+        if local is not None:
+            return local(event, now_ms)
         if isinstance(event, PeerConnected | PeerDisconnected):
             return []
         raise TypeError(f"unknown event {type(event).__name__}")

@@ -58,7 +58,7 @@ BOOTSTRAP_BACKOFF_MS_MAX: Final = 30 * 1000
 # Ledger (docs/adr/0004-ledger-format.md). Mutual credit: every node starts at 0 and may spend
 # down to -CREDIT_LIMIT_MC; raising the limit is a network-wide decision.
 CREDIT_LIMIT_MC: Final = 1_000_000  # 1,000 credits
-LEDGER_ENTRY_BYTES_MAX: Final = 48 * 1024  # one entry on the wire (a fork-evidence entry is largest)
+LEDGER_ENTRY_BYTES_MAX: Final = 48 * 1024  # one entry on the wire (fork evidence is largest)
 LEDGER_PROOF_ENTRY_BYTES_MAX: Final = 16 * 1024  # each forked entry inside a recordable proof
 LEDGER_RANGE_ENTRIES_MAX: Final = 256  # entries in one /hearth/ledger/1 response
 RECEIPT_TTL_MS_MAX: Final = 10 * 60 * 1000  # receipt expires_ms - created_ms
@@ -86,3 +86,9 @@ WORKER_BIDS_REMEMBERED_MAX: Final = 4096
 WORKER_TASK_RETENTION_MS: Final = 10 * 60 * 1000  # keep a finished task to answer re-sent awards
 WORKER_PUBLISHERS_OWING_MAX: Final = 10_000
 PEER_ADDRESSES_MAX: Final = 100_000
+
+# Blobs (modules, inputs, outputs) on /hearth/blob/1
+BLOB_BYTES_MAX: Final = 64 * 1024 * 1024
+BLOB_CHUNK_BYTES_MAX: Final = 512 * 1024
+BLOB_STORE_BYTES_MAX: Final = 4 * 1024 * 1024 * 1024
+BLOB_REQUEST_TIMEOUT_MS: Final = 15 * 1000

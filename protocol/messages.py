@@ -88,3 +88,27 @@ class CapacityAd:
             raise RemoteProtocolError(
                 f"capacity ad has bad {', '.join(problems)}", reason="invalid-ad"
             )
+
+
+@message(60)
+@dataclasses.dataclass(frozen=True)
+class BlobRequest:
+    """Ask for ``length`` bytes of the blob ``blob_hash`` from ``offset`` (on /hearth/blob/1).
+
+    Blobs are content-addressed and hash-checked by the receiver, so neither side signs them.
+    """
+
+    blob_hash: bytes
+    offset: int
+    length: int
+
+
+@message(61)
+@dataclasses.dataclass(frozen=True)
+class BlobChunk:
+    """A piece of a blob; ``total_bytes`` is the whole blob's size, -1 if the peer lacks it."""
+
+    blob_hash: bytes
+    offset: int
+    data: bytes
+    total_bytes: int

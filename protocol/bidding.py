@@ -1,0 +1,106 @@
+"""A host's bid policy: whether to bid on a call for bids, and at what price.
+
+I/O: none. Time: ``now_ms`` argument. A pure function of the call, the host's profile and what
+the worker knows of the publisher, in the spirit of Bacalhau's tiny bidding interface: the
+worker component gathers the facts, this module decides.
+
+The price bid is the host's cost floor at the hour the job would run (protocol.pricing), never
+less; the auction pays a uniform clearing price at or above every winner's bid (ADR 0006), so
+bidding one's true cost is the sensible strategy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from protocol import limits
+from protocol.job_messages import CallForBids
+from protocol.pricing import cost_mc, price_now
+
+if TYPE_CHECKING:
+    from protocol.engine import HostProfile
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerConfig:
+    """The host's own rules for taking jobs, beyond its HostProfile."""
+
+    bidding: bool = True  # False: never bid (a node that only publishes)
+    publisher_score_min: int = -100  # refuse publishers whose local reputation is below this
+    credit_limit_mc: int = limits.CREDIT_LIMIT_MC  # unpaid work we carry for one publisher
+    capabilities: frozenset[str] = frozenset()  # requirement labels this host satisfies
+    bid_ttl_ms: int = 30_000
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublisherStanding:
+    """What this worker knows of a publisher: local reputation and what it owes us."""
+
+    reputation_score: int
+    owed_mc: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BidDecision:
+    """A price to bid, or a reason (a stable code) for not bidding."""
+
+    price_mc_per_tfuel: int = -1
+    refusal: str = ""
+
+
+def host_requirements(profile: HostProfile, config: WorkerConfig) -> frozenset[str]:
+    """Labels a call's requirements may name: configured ones plus runtime and energy facts."""
+    derived = {f"runtime:{runtime}" for runtime in profile.runtimes}
+    derived.add(f"energy:{profile.energy_source}")
+    return config.capabilities | derived
+
+
+def decide_bid(
+    call: CallForBids,
+    profile: HostProfile,
+    config: WorkerConfig,
+    standing: PublisherStanding,
+    tasks_running: int,
+    now_ms: int,
+) -> BidDecision:
+    """Bid our cost floor on ``call``, or say why not. Checks run cheapest first."""
+    refusal = _refusal(call, profile, config, standing, tasks_running, now_ms)
+    if refusal:
+        return BidDecision(refusal=refusal)
+    price = price_now(profile.pricing, profile.fuel_per_s, max(now_ms, call.bid_deadline_ms))
+    if price > call.max_price_mc_per_tfuel:
+        return BidDecision(refusal="price-floor-above-max")
+    if standing.owed_mc + cost_mc(price, call.fuel_max) > config.credit_limit_mc:
+        return BidDecision(refusal="publisher-credit")
+    return BidDecision(price_mc_per_tfuel=price)
+
+
+def _refusal(
+    call: CallForBids,
+    profile: HostProfile,
+    config: WorkerConfig,
+    standing: PublisherStanding,
+    tasks_running: int,
+    now_ms: int,
+) -> str:
+    if not config.bidding:
+        return "not-bidding"
+    if call.bid_deadline_ms <= now_ms:
+        return "bid-deadline-passed"
+    if call.runtime not in profile.runtimes:
+        return "runtime"
+    if call.memory_mb_max > profile.memory_mb_offered:
+        return "memory"
+    if not set(call.requirements) <= host_requirements(profile, config):
+        return "requirements"
+    hour_utc = (max(now_ms, call.bid_deadline_ms) // 3_600_000) % 24
+    if not profile.availability_hours_mask >> hour_utc & 1:
+        return "unavailable"
+    if tasks_running >= profile.cores_offered:
+        return "busy"
+    if standing.reputation_score < config.publisher_score_min:
+        return "publisher-reputation"
+    if standing.owed_mc >= config.credit_limit_mc:
+        return "publisher-credit"
+    return ""

@@ -1,0 +1,252 @@
+"""Wire messages of a job's life: call for bids, bid, award, commit, reveal, cancel, mismatch.
+
+I/O: none. Type codes 20-49 go on the wire (ADR 0006, ADR 0007); 90-92 are the publisher's saved
+state (protocol.publisher_state). Every message travels in a signed envelope; its author is the
+publisher (calls, awards, reveal requests, cancels, mismatch notices) or the worker (bids, award
+replies, commits, reveals). ``check`` raises ``RemoteProtocolError`` for a field out of range, so
+handlers may trust what they read after it.
+
+A result is named by its *digest*, which covers exactly what honest replicas must agree on bit
+for bit (the sandbox's verdict): the error kind, the output hash and the fuel used. A worker
+commits to ``commitment(job_id, digest, salt, its public key)`` before anyone reveals; the key
+inside the hash is what stops a lazy worker from submitting a copy of another worker's commitment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Final, NewType
+
+from protocol import limits
+from protocol.codec import message
+from protocol.errors import RemoteProtocolError
+from protocol.messages import ENERGY_SOURCES, RUNTIMES
+
+JobId = NewType("JobId", bytes)
+
+PREFERENCES: Final = ("cheapest", "fastest", "greenest")
+# Wall-clock failures depend on the host, not the job: a worker reports them as a failed award,
+# never as a result to vote on (node/sandbox/model.py ExecutionResult.verdict).
+HOST_ERROR_KINDS: Final = frozenset({"deadline", "crashed", "compile-timeout"})
+ERROR_KIND_BYTES_MAX: Final = 64
+REASON_BYTES_MAX: Final = 128
+
+_RESULT_DOMAIN: Final = b"hearth/result/1\x00"
+_COMMIT_DOMAIN: Final = b"hearth/commit/1\x00"
+
+
+def _require(ok: bool, what: str) -> None:
+    if not ok:
+        raise RemoteProtocolError(f"bad {what}", reason="invalid-job-message")
+
+
+def _check_job_id(job_id: bytes) -> None:
+    _require(0 < len(job_id) <= limits.JOB_ID_BYTES_MAX, "job_id")
+
+
+def _check_hash(value: bytes, what: str) -> None:
+    _require(len(value) == limits.HASH_BYTES, what)
+
+
+def _check_text(value: str, what: str, bytes_max: int) -> None:
+    _require(len(value.encode()) <= bytes_max, what)
+
+
+def result_digest(job_id: bytes, error_kind: str, output_hash: bytes, fuel_used: int) -> bytes:
+    """What replicas vote on. Fixed-width fields first, the one variable field last."""
+    return hashlib.sha256(
+        _RESULT_DOMAIN
+        + len(job_id).to_bytes(1, "big")
+        + job_id
+        + output_hash
+        + fuel_used.to_bytes(8, "big")
+        + error_kind.encode()
+    ).digest()
+
+
+def commitment(job_id: bytes, digest: bytes, salt: bytes, worker_key: bytes) -> bytes:
+    return hashlib.sha256(
+        _COMMIT_DOMAIN + len(job_id).to_bytes(1, "big") + job_id + digest + salt + worker_key
+    ).digest()
+
+
+@message(20)
+@dataclasses.dataclass(frozen=True)
+class CallForBids:
+    """Gossiped on TOPIC_JOBS. Says nothing of how many replicas will run (ADR 0007).
+
+    ``call_round`` counts fresh calls for the same job, made when the candidates run out.
+    """
+
+    job_id: bytes
+    call_round: int
+    runtime: str
+    module_hash: bytes
+    module_bytes: int
+    input_hash: bytes
+    input_bytes: int
+    fuel_max: int
+    memory_mb_max: int
+    deadline_ms: int
+    max_price_mc_per_tfuel: int
+    bid_deadline_ms: int
+    requirements: tuple[str, ...]
+
+    def check(self, now_ms: int) -> None:
+        _check_job_id(self.job_id)
+        _require(0 <= self.call_round < limits.CALL_ROUNDS_MAX, "call_round")
+        _require(self.runtime in RUNTIMES, "runtime")
+        _check_hash(self.module_hash, "module_hash")
+        _check_hash(self.input_hash, "input_hash")
+        _require(0 < self.module_bytes <= limits.JOB_MODULE_BYTES_MAX, "module_bytes")
+        _require(0 <= self.input_bytes <= limits.JOB_INPUT_BYTES_MAX, "input_bytes")
+        _require(0 < self.fuel_max <= limits.JOB_FUEL_MAX, "fuel_max")
+        _require(0 < self.memory_mb_max * 1024 * 1024 <= limits.JOB_MEMORY_BYTES_MAX, "memory")
+        _require(0 <= self.max_price_mc_per_tfuel <= limits.CREDIT_LIMIT_MC, "max_price")
+        _require(self.bid_deadline_ms < self.deadline_ms, "bid_deadline_ms")
+        window_ms = self.deadline_ms - now_ms
+        _require(window_ms <= limits.JOB_DEADLINE_MS_MAX + limits.BID_WINDOW_MS_MAX, "deadline")
+        _require(len(self.requirements) <= limits.REQUIREMENTS_MAX, "requirements")
+        for requirement in self.requirements:
+            _check_text(requirement, "requirement", limits.OPERATOR_LABEL_BYTES_MAX)
+
+
+@message(21)
+@dataclasses.dataclass(frozen=True)
+class Bid:
+    """Sent on PROTOCOL_BID straight to the publisher; sealed: no other bidder sees it."""
+
+    job_id: bytes
+    call_round: int
+    price_mc_per_tfuel: int
+    fuel_per_s: int
+    energy_source: str
+    operator: str
+
+    def check(self) -> None:
+        _check_job_id(self.job_id)
+        _require(0 <= self.call_round < limits.CALL_ROUNDS_MAX, "call_round")
+        _require(0 <= self.price_mc_per_tfuel <= limits.CREDIT_LIMIT_MC, "price")
+        _require(self.fuel_per_s > 0, "fuel_per_s")
+        _require(self.energy_source in ENERGY_SOURCES, "energy_source")
+        _check_text(self.operator, "operator", limits.OPERATOR_LABEL_BYTES_MAX)
+
+
+@message(22)
+@dataclasses.dataclass(frozen=True)
+class Award:
+    """PROTOCOL_AWARD, publisher to winner. Carries the call so a worker need not have kept it.
+
+    ``award_no`` numbers the awards of one job, so that replies and commits name the award they
+    answer. ``lease_ms`` is how long the worker has, from the award, to commit a result.
+    """
+
+    call: CallForBids
+    award_no: int
+    price_mc_per_tfuel: int
+    lease_ms: int
+
+    def check(self, now_ms: int) -> None:
+        self.call.check(now_ms)
+        _require(0 <= self.award_no <= limits.REPLICAS_MAX * 16, "award_no")
+        _require(0 <= self.price_mc_per_tfuel <= self.call.max_price_mc_per_tfuel, "price")
+        _require(0 < self.lease_ms <= limits.LEASE_MS_MAX, "lease_ms")
+
+
+@message(23)
+@dataclasses.dataclass(frozen=True)
+class AwardReply:
+    """PROTOCOL_AWARD, worker to publisher. A late decline (``accept`` false after an accept)
+    says the worker could not finish: a blob fetch failed or the host stopped the run."""
+
+    job_id: bytes
+    award_no: int
+    accept: bool
+    reason: str
+
+    def check(self) -> None:
+        _check_job_id(self.job_id)
+        _check_text(self.reason, "reason", REASON_BYTES_MAX)
+
+
+@message(24)
+@dataclasses.dataclass(frozen=True)
+class ResultCommit:
+    job_id: bytes
+    award_no: int
+    commitment: bytes
+
+    def check(self) -> None:
+        _check_job_id(self.job_id)
+        _check_hash(self.commitment, "commitment")
+
+
+@message(25)
+@dataclasses.dataclass(frozen=True)
+class RevealRequest:
+    job_id: bytes
+    award_no: int
+
+    def check(self) -> None:
+        _check_job_id(self.job_id)
+
+
+@message(26)
+@dataclasses.dataclass(frozen=True)
+class ResultReveal:
+    """The opening of a commitment. ``output`` is inline when at most OUTPUT_INLINE_BYTES_MAX,
+    else empty and fetched by hash from the worker over /hearth/blob/1."""
+
+    job_id: bytes
+    award_no: int
+    error_kind: str
+    output_hash: bytes
+    fuel_used: int
+    salt: bytes
+    output_bytes: int
+    output: bytes
+
+    def check(self) -> None:
+        _check_job_id(self.job_id)
+        _check_text(self.error_kind, "error_kind", ERROR_KIND_BYTES_MAX)
+        _check_hash(self.output_hash, "output_hash")
+        _require(0 <= self.fuel_used <= limits.JOB_FUEL_MAX, "fuel_used")
+        _require(len(self.salt) == limits.SALT_BYTES, "salt")
+        _require(0 <= self.output_bytes <= limits.JOB_OUTPUT_BYTES_MAX, "output_bytes")
+        inline = self.output_bytes <= limits.OUTPUT_INLINE_BYTES_MAX
+        _require(len(self.output) == (self.output_bytes if inline else 0), "output")
+
+    @property
+    def digest(self) -> bytes:
+        return result_digest(self.job_id, self.error_kind, self.output_hash, self.fuel_used)
+
+
+@message(27)
+@dataclasses.dataclass(frozen=True)
+class Cancel:
+    """The publisher withdraws award ``award_no`` of ``job_id`` (or every award, with -1)."""
+
+    job_id: bytes
+    award_no: int
+    reason: str
+
+    def check(self) -> None:
+        _check_job_id(self.job_id)
+        _check_text(self.reason, "reason", REASON_BYTES_MAX)
+
+
+@message(28)
+@dataclasses.dataclass(frozen=True)
+class MismatchNotice:
+    """Signed by the publisher: the worker's result lost the vote, or did not open its commit."""
+
+    job_id: bytes
+    award_no: int
+    reason: str
+    claimed_digest: bytes
+    accepted_digest: bytes
+
+    def check(self) -> None:
+        _check_job_id(self.job_id)
+        _check_text(self.reason, "reason", REASON_BYTES_MAX)

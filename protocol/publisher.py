@@ -1,0 +1,612 @@
+"""The publisher side of a job: call for bids, choose winners, award, verify, pay.
+
+I/O: none. Time: ``now_ms`` argument. Randomness: the engine's Random (job seed, adaptive trust).
+
+Theory of operation
+-------------------
+A local ``PublishJob`` starts a job. The publisher gossips a signed call for bids and collects
+sealed bids until the bid deadline: one per peer, at most ``BIDS_PER_AUCTION_MAX``, none above
+the max price. At the deadline the winner rule (protocol.auction, ADR 0006) ranks the bids and
+awards ``replicas`` diverse winners. Each award is a *slot*:
+
+    AWARDED --accept--> ACCEPTED --commit--> COMMITTED --all live committed--> REVEALING
+    REVEALING --reveal opens the commitment--> REVEALED
+    AWARDED | ACCEPTED | REVEALING --decline | silent past its deadline | bad reveal--> DROPPED
+
+A dropped slot is replaced by the next candidate that keeps the winners diverse; when none is
+left, a fresh call for bids (the next round) finds more, up to ``CALL_ROUNDS_MAX`` rounds. When
+every live slot has revealed, protocol.verification judges them (ADR 0007): accepted -> every
+matching worker is paid once and every other one gets a signed mismatch notice; disagreement ->
+more replicas, up to ``replicas_max``; past that the job fails as unverifiable with its evidence.
+
+    BIDDING --bid deadline--> RUNNING --all committed--> VERIFYING --quorum--> PAID
+    RUNNING | VERIFYING --disagreement | slot dropped--> RUNNING (more awards) | BIDDING (new round)
+    any open phase --job deadline | no workers | unverifiable--> FAILED
+
+The two tables live in protocol.publisher_state (SLOT_TRANSITIONS, PHASE_TRANSITIONS); every move
+is checked against them. Peer input never moves a slot the tables do not allow: a message that
+does not fit the slot's state is ignored or refused before any move.
+
+Never: pay a worker twice for one job (only the single move to PAID pays, and a PAID job stays
+PAID through restarts), pay a result that did not win the vote, reveal one worker's result to
+another, or ask for reveals before every live replica has committed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from protocol import limits
+from protocol.auction import BidView, choose_winners, pick, rank
+from protocol.codec import encode
+from protocol.effects import (
+    CancelTimer,
+    JobProgress,
+    Log,
+    PayWorker,
+    Penalise,
+    Publish,
+    SaveJob,
+    Send,
+    SetTimer,
+)
+from protocol.envelope import Envelope, EnvelopeWire
+from protocol.errors import LocalProtocolError, RemoteProtocolError
+from protocol.events import PeerDisconnected, PublishJob
+from protocol.identity import PeerId
+from protocol.job_messages import (
+    PREFERENCES,
+    Award,
+    AwardReply,
+    Bid,
+    CallForBids,
+    Cancel,
+    JobId,
+    ResultCommit,
+    ResultReveal,
+    RevealRequest,
+)
+from protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT, TOPIC_JOBS
+from protocol.publisher_state import (
+    TERMINAL_PHASES,
+    WAITING_STATES,
+    JobSummary,
+    Phase,
+    PublisherJob,
+    Slot,
+    SlotState,
+    bid_view,
+    decode_job,
+    encode_job,
+    summarise,
+)
+from protocol.settlement import reject_result, settle
+from protocol.verification import Verdict, judge, reveal_problem
+
+if TYPE_CHECKING:
+    from protocol.engine import Engine, MessageHandler
+
+Effect = Any
+SEED_BYTES: Final = 16
+AWARDS_PER_REPLICA_MAX: Final = 4  # awards of one job <= this x replicas_max, then it fails
+SILENT_PENALTY_POINTS: Final = 5
+MISMATCH_PENALTY_POINTS: Final = 100  # as Reputation.on_result(valid=False) charges
+
+
+def _timer(job_id: bytes, what: str) -> str:
+    return f"publisher:{job_id.hex()}:{what}"
+
+
+def newcomers_max(replicas: int) -> int:
+    """Newcomers may hold at most half of the replicas, so they never form a quorum alone."""
+    return max(1, replicas // 2)
+
+
+class PublisherComponent:
+    """Runs the auction, the verification and the payment of the jobs this node publishes."""
+
+    name = "publisher"
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._config = engine.config.jobs.publisher
+        self.jobs: dict[JobId, PublisherJob] = {}
+        engine.add_local_handler(PublishJob, self._on_publish_job)
+        engine.add_local_handler(PeerDisconnected, self._on_peer_disconnected)
+
+    def handlers(self) -> Mapping[type, tuple[frozenset[str], MessageHandler]]:
+        award, result = frozenset({PROTOCOL_AWARD}), frozenset({PROTOCOL_RESULT})
+        return {
+            Bid: (frozenset({PROTOCOL_BID}), self._on_bid),
+            AwardReply: (award, self._on_award_reply),
+            ResultCommit: (result, self._on_commit),
+            ResultReveal: (result, self._on_reveal),
+        }
+
+    def on_started(self, now_ms: int) -> list[Effect]:
+        return []
+
+    # Queries
+
+    def summary(self, job_id: JobId) -> JobSummary | None:
+        job = self.jobs.get(job_id)
+        return None if job is None else summarise(job)
+
+    def list_jobs(self) -> list[JobSummary]:
+        ordered = sorted(self.jobs.values(), key=lambda job: (job.created_ms, job.job_id))
+        return [summarise(job) for job in ordered]
+
+    # Starting, restoring, timers
+
+    def _on_publish_job(self, event: object, now_ms: int) -> list[Effect]:
+        assert isinstance(event, PublishJob)
+        self._check_command(event, now_ms)
+        call = CallForBids(
+            job_id=event.job_id,
+            call_round=0,
+            runtime=event.runtime,
+            module_hash=event.module_hash,
+            module_bytes=event.module_bytes,
+            input_hash=event.input_hash,
+            input_bytes=event.input_bytes,
+            fuel_max=event.fuel_max,
+            memory_mb_max=event.memory_mb_max,
+            deadline_ms=event.deadline_ms,
+            max_price_mc_per_tfuel=event.max_price_mc_per_tfuel,
+            bid_deadline_ms=now_ms + event.bid_window_ms,
+            requirements=event.requirements,
+        )
+        try:
+            call.check(now_ms)
+        except RemoteProtocolError as exc:
+            raise LocalProtocolError(f"PublishJob: {exc}") from exc
+        self._forget_finished()
+        job = PublisherJob(
+            call=call,
+            replicas=event.replicas,
+            replicas_max=event.replicas_max,
+            prefer=event.prefer,
+            lease_ms=event.lease_ms,
+            bid_window_ms=event.bid_window_ms,
+            seed=self._engine.rng.randbytes(SEED_BYTES),
+            created_ms=now_ms,
+            target=event.replicas,
+        )
+        self.jobs[job.job_id] = job
+        effects = self._publish_call(job, now_ms)
+        return self._done(
+            job, [*effects, SetTimer(_timer(job.job_id, "deadline"), call.deadline_ms)]
+        )
+
+    def _check_command(self, event: PublishJob, now_ms: int) -> None:
+        problems = []
+        if event.job_id in self.jobs:
+            problems.append("job_id already used")
+        if not 1 <= event.replicas <= event.replicas_max <= limits.REPLICAS_MAX:
+            problems.append("replicas")
+        if event.prefer not in PREFERENCES:
+            problems.append("prefer")
+        if not limits.BID_WINDOW_MS_MIN <= event.bid_window_ms <= limits.BID_WINDOW_MS_MAX:
+            problems.append("bid_window_ms")
+        if not 0 < event.lease_ms <= limits.LEASE_MS_MAX:
+            problems.append("lease_ms")
+        open_jobs = sum(1 for job in self.jobs.values() if job.phase not in TERMINAL_PHASES)
+        if open_jobs >= limits.PUBLISHER_JOBS_OPEN_MAX:
+            problems.append("too many open jobs")
+        if problems:
+            raise LocalProtocolError(f"PublishJob: bad {', '.join(problems)}")
+
+    def _forget_finished(self) -> None:
+        finished = sorted(
+            (job.created_ms, job.job_id)
+            for job in self.jobs.values()
+            if job.phase in TERMINAL_PHASES
+        )
+        excess = len(self.jobs) - limits.PUBLISHER_JOBS_KEPT_MAX + 1
+        for _, job_id in finished[: max(0, excess)]:
+            del self.jobs[job_id]
+
+    def restore(self, state_bytes: bytes, now_ms: int) -> list[Effect]:
+        """Resume a job from ``SaveJob`` bytes after a restart, or cancel it if it is too late."""
+        job = decode_job(state_bytes)
+        self.jobs[job.job_id] = job
+        if job.phase in TERMINAL_PHASES:
+            return []  # kept for queries; a paid job is never paid again
+        if job.call.deadline_ms <= now_ms:
+            return self._done(
+                job, self._fail(job, "deadline passed while the publisher was down", now_ms)
+            )
+        effects: list[Effect] = [SetTimer(_timer(job.job_id, "deadline"), job.call.deadline_ms)]
+        if job.phase is Phase.BIDDING:
+            effects.append(SetTimer(_timer(job.job_id, "bids"), job.call.bid_deadline_ms))
+            return effects
+        job.ranked = self._rank(job)
+        floor_ms = now_ms + self._config.restart_grace_ms
+        for slot in job.live():
+            if slot.state in (SlotState.AWARDED, SlotState.ACCEPTED):
+                effects.append(self._send_award(job, slot, now_ms))  # may have been lost with us
+            elif slot.state is SlotState.REVEALING:
+                effects.append(
+                    self._send(
+                        slot.worker,
+                        PROTOCOL_RESULT,
+                        RevealRequest(job.job_id, slot.award_no),
+                        now_ms,
+                    )
+                )
+            if slot.state in WAITING_STATES:
+                slot.deadline_ms = max(slot.deadline_ms, floor_ms)
+                effects.append(self._slot_timer(job, slot))
+        return self._done(job, [*effects, *self._advance(job, now_ms)])
+
+    def on_timer(self, key: str, now_ms: int) -> list[Effect]:
+        _, job_hex, what = key.split(":", 2)
+        job = self.jobs.get(JobId(bytes.fromhex(job_hex)))
+        if job is None or job.phase in TERMINAL_PHASES:
+            return []
+        if what == "bids":
+            effects = self._close_bidding(job, now_ms) if job.phase is Phase.BIDDING else []
+        elif what == "deadline":
+            effects = self._fail(job, "deadline", now_ms)
+        else:
+            effects = self._on_slot_timer(job, int(what.removeprefix("slot-")), now_ms)
+        return self._done(job, effects)
+
+    def _on_slot_timer(self, job: PublisherJob, award_no: int, now_ms: int) -> list[Effect]:
+        slot = next((s for s in job.slots if s.award_no == award_no), None)
+        if slot is None or slot.state not in WAITING_STATES or now_ms < slot.deadline_ms:
+            return []  # answered in time, or the deadline moved
+        reason = "reveal-timeout" if slot.state is SlotState.REVEALING else "silent"
+        self._engine.reputation.penalise(slot.worker, SILENT_PENALTY_POINTS)
+        return [
+            Penalise(slot.worker, reason, SILENT_PENALTY_POINTS),
+            *self._drop(job, slot, reason, now_ms, notify=True),
+            *self._advance(job, now_ms),
+        ]
+
+    def _on_peer_disconnected(self, event: object, now_ms: int) -> list[Effect]:
+        """A replica that drops off mid-job gets a short grace, then its award moves on."""
+        assert isinstance(event, PeerDisconnected)
+        effects: list[Effect] = []
+        grace_ms = now_ms + self._config.disconnect_grace_ms
+        for job_id in sorted(self.jobs):
+            job = self.jobs[job_id]
+            if job.phase in TERMINAL_PHASES:
+                continue
+            for slot in job.live():
+                if slot.worker == event.peer and slot.state in WAITING_STATES:
+                    slot.deadline_ms = min(slot.deadline_ms, grace_ms)
+                    effects.append(self._slot_timer(job, slot))
+        return effects
+
+    # Bidding
+
+    def _publish_call(self, job: PublisherJob, now_ms: int) -> list[Effect]:
+        call = job.call
+        ttl_ms = min(limits.ENVELOPE_TTL_MS_MAX, max(1, call.bid_deadline_ms - now_ms))
+        data = self._engine.seal(call, now_ms=now_ms, ttl_ms=ttl_ms)
+        return [
+            Publish(TOPIC_JOBS, data),
+            SetTimer(_timer(job.job_id, "bids"), call.bid_deadline_ms),
+        ]
+
+    def _on_bid(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        bid = envelope.body
+        assert isinstance(bid, Bid)
+        bid.check()
+        job = self.jobs.get(JobId(bid.job_id))
+        worker = envelope.peer_id
+        if job is None or not _open_for_bids(job, bid.call_round, now_ms):
+            # A bid for a finished job, or one that missed the deadline: honest network delay.
+            return [Log("debug", "bid-late", (("job", bid.job_id.hex()), ("peer", str(worker))))]
+        if bid.price_mc_per_tfuel > job.call.max_price_mc_per_tfuel:
+            raise RemoteProtocolError("bid above the max price", reason="over-price")
+        if worker in job.bids or any(slot.worker == worker for slot in job.slots):
+            raise RemoteProtocolError("a second bid for one job", reason="duplicate-bid")
+        if len(job.bids) >= limits.BIDS_PER_AUCTION_MAX:
+            raise RemoteProtocolError("auction full", reason="busy")
+        if worker == self._engine.identity.peer_id:
+            return []
+        ip = self._engine.peer_ips.get(worker)
+        view = bid_view(bid, worker, self._engine.reputation.get(worker), ip, self._config)
+        job.bids[worker] = (view, bytes(envelope.author))
+        return []  # saved at the bid deadline: one save per auction, not one per bid
+
+    def _rank(self, job: PublisherJob) -> list[BidView]:
+        views = [view for _, (view, _key) in sorted(job.bids.items())]
+        return rank(views, job.prefer, job.call.max_price_mc_per_tfuel, job.seed)
+
+    def _close_bidding(self, job: PublisherJob, now_ms: int) -> list[Effect]:
+        """The bid deadline: choose winners by the rule of ADR 0006, then award them."""
+        taken = frozenset(slot.worker for slot in job.slots)
+        views = [view for worker, (view, _) in sorted(job.bids.items()) if worker not in taken]
+        needed = max(1, job.target - len(job.live()))
+        selection = choose_winners(
+            views,
+            needed,
+            job.prefer,
+            job.call.max_price_mc_per_tfuel,
+            job.seed,
+            newcomers_max(job.target),
+        )
+        job.ranked = self._rank(job)
+        job.move(Phase.RUNNING)
+        if not job.slots and selection.winners:
+            job.clearing_price_mc_per_tfuel = selection.clearing_price_mc_per_tfuel
+            self._maybe_trust_one(job, selection.winners[0])
+        elif selection.winners:  # a later round: its winners are paid at least their own bid
+            job.clearing_price_mc_per_tfuel = max(
+                job.clearing_price_mc_per_tfuel, selection.clearing_price_mc_per_tfuel
+            )
+        return self._advance(job, now_ms)
+
+    def _maybe_trust_one(self, job: PublisherJob, best: BidView) -> None:
+        """BOINC adaptive replication: at random, a long valid streak runs the job alone."""
+        config = self._config
+        if not config.adaptive_replication:
+            return
+        streak = self._engine.reputation.get(best.worker).valid_streak
+        if streak >= config.trust_streak_min and self._engine.rng.randrange(100) < config.trust_pct:
+            job.replicas = job.target = 1
+
+    # Awarding
+
+    def _advance(self, job: PublisherJob, now_ms: int) -> list[Effect]:
+        """Move the job as far as its slots allow: award, request reveals, judge."""
+        if not _awarding(job):
+            return []
+        effects = self._fill_slots(job, now_ms)
+        if not _awarding(job):  # failed, or went back to bidding for more candidates
+            return effects
+        live = job.live()
+        if len(live) < job.target:
+            return effects
+        if all(
+            s.state in (SlotState.COMMITTED, SlotState.REVEALING, SlotState.REVEALED) for s in live
+        ):
+            job.move(Phase.VERIFYING)
+            for slot in live:
+                if slot.state is SlotState.COMMITTED:
+                    effects += self._request_reveal(job, slot, now_ms)
+        if all(s.state is SlotState.REVEALED for s in live):
+            effects += self._judge(job, now_ms)
+        return effects
+
+    def _fill_slots(self, job: PublisherJob, now_ms: int) -> list[Effect]:
+        needed = job.target - len(job.live())
+        if needed <= 0:
+            return []
+        if len(job.slots) + needed > AWARDS_PER_REPLICA_MAX * job.replicas_max:
+            return self._fail(job, "too many awards failed", now_ms)
+        chosen = [slot.bid for slot in job.live()]
+        excluded = frozenset(slot.worker for slot in job.slots)
+        fresh = pick(job.ranked, needed, chosen, excluded, newcomers_max(job.target))
+        job.move(Phase.RUNNING)
+        effects = [self._award(job, bid, now_ms) for bid in fresh]
+        if len(fresh) == needed:
+            return [e for pair in effects for e in pair]
+        flat = [e for pair in effects for e in pair]
+        return flat + self._new_round(job, now_ms)
+
+    def _new_round(self, job: PublisherJob, now_ms: int) -> list[Effect]:
+        """Candidates ran out: call for bids again, unless rounds or time have run out."""
+        call = job.call
+        bid_deadline_ms = now_ms + job.bid_window_ms
+        if call.call_round + 1 >= limits.CALL_ROUNDS_MAX or bid_deadline_ms >= call.deadline_ms:
+            return self._fail(job, "not enough diverse workers", now_ms)
+        job.call = CallForBids(
+            **{
+                **_fields(call),
+                "call_round": call.call_round + 1,
+                "bid_deadline_ms": bid_deadline_ms,
+            }
+        )
+        taken = {slot.worker for slot in job.slots}
+        job.bids = {w: entry for w, entry in job.bids.items() if w in taken}
+        job.move(Phase.BIDDING)
+        return self._publish_call(job, now_ms)
+
+    def _award(self, job: PublisherJob, bid: BidView, now_ms: int) -> tuple[Effect, Effect]:
+        _, worker_key = job.bids[bid.worker]
+        slot = Slot(
+            award_no=len(job.slots),
+            bid=bid,
+            worker_key=worker_key,
+            # A later candidate may have bid above the clearing price: never pay below a bid.
+            price_mc_per_tfuel=max(job.clearing_price_mc_per_tfuel, bid.price_mc_per_tfuel),
+            awarded_ms=now_ms,
+            deadline_ms=now_ms + self._config.award_reply_timeout_ms,
+        )
+        job.slots.append(slot)
+        return self._send_award(job, slot, now_ms), self._slot_timer(job, slot)
+
+    def _send_award(self, job: PublisherJob, slot: Slot, now_ms: int) -> Send:
+        lease_ms = min(job.lease_ms, max(1, job.call.deadline_ms - slot.awarded_ms))
+        award = Award(job.call, slot.award_no, slot.price_mc_per_tfuel, lease_ms)
+        return self._send(slot.worker, PROTOCOL_AWARD, award, now_ms)
+
+    def _slot_timer(self, job: PublisherJob, slot: Slot) -> SetTimer:
+        return SetTimer(_timer(job.job_id, f"slot-{slot.award_no}"), slot.deadline_ms)
+
+    def _send(self, peer: PeerId, protocol: str, body: object, now_ms: int) -> Send:
+        data = self._engine.seal(body, now_ms=now_ms, ttl_ms=self._config.message_ttl_ms)
+        return Send(peer, protocol, data)
+
+    def _drop(
+        self, job: PublisherJob, slot: Slot, reason: str, now_ms: int, *, notify: bool
+    ) -> list[Effect]:
+        slot.move(SlotState.DROPPED)
+        slot.verdict = reason
+        slot.output = b""  # its evidence is in the RecordMismatch effect; the state stays small
+        effects: list[Effect] = [
+            CancelTimer(_timer(job.job_id, f"slot-{slot.award_no}")),
+            Log(
+                "info",
+                "replica-dropped",
+                (("job", job.job_id.hex()), ("reason", reason), ("worker", str(slot.worker))),
+            ),
+        ]
+        if notify:  # a worker that revives must not keep working for nothing
+            effects.append(
+                self._send(
+                    slot.worker, PROTOCOL_AWARD, Cancel(job.job_id, slot.award_no, reason), now_ms
+                )
+            )
+        return effects
+
+    # Replies, commits, reveals
+
+    def _slot_for(
+        self, envelope: Envelope, job_id: bytes, award_no: int
+    ) -> tuple[PublisherJob, Slot] | None:
+        job = self.jobs.get(JobId(job_id))
+        if job is None or job.phase in TERMINAL_PHASES:
+            return None  # a late message about a finished job: nothing to do, nothing to pay
+        slot = job.slot(envelope.peer_id, award_no)
+        if slot is None:
+            raise RemoteProtocolError("no such award to this worker", reason="wrong-award")
+        return job, slot
+
+    def _on_award_reply(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        reply = envelope.body
+        assert isinstance(reply, AwardReply)
+        reply.check()
+        found = self._slot_for(envelope, reply.job_id, reply.award_no)
+        if found is None:
+            return []
+        job, slot = found
+        if reply.accept:
+            if slot.state is SlotState.AWARDED:
+                slot.move(SlotState.ACCEPTED)
+                slot.deadline_ms = min(slot.awarded_ms + job.lease_ms, job.call.deadline_ms)
+                return self._done(job, [self._slot_timer(job, slot)])
+            return []  # a repeated accept (after a re-sent award)
+        if slot.state not in (SlotState.AWARDED, SlotState.ACCEPTED, SlotState.COMMITTED):
+            return []
+        effects = self._drop(job, slot, f"declined:{reply.reason}"[:64], now_ms, notify=False)
+        return self._done(job, [*effects, *self._advance(job, now_ms)])
+
+    def _on_commit(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        commit = envelope.body
+        assert isinstance(commit, ResultCommit)
+        commit.check()
+        found = self._slot_for(envelope, commit.job_id, commit.award_no)
+        if found is None:
+            return []
+        job, slot = found
+        if slot.state not in (SlotState.AWARDED, SlotState.ACCEPTED):
+            if slot.commitment and slot.commitment != commit.commitment:
+                raise RemoteProtocolError("a second, different commitment", reason="recommit")
+            return []  # the same commitment again, after a re-sent award
+        slot.move(SlotState.COMMITTED)
+        slot.commitment = commit.commitment
+        slot.commit_envelope = encode(EnvelopeWire(envelope.signed_bytes, envelope.signature))
+        effects: list[Effect] = [CancelTimer(_timer(job.job_id, f"slot-{slot.award_no}"))]
+        return self._done(job, [*effects, *self._advance(job, now_ms)])
+
+    def _request_reveal(self, job: PublisherJob, slot: Slot, now_ms: int) -> list[Effect]:
+        slot.move(SlotState.REVEALING)
+        slot.deadline_ms = now_ms + self._config.reveal_timeout_ms
+        request = RevealRequest(job.job_id, slot.award_no)
+        return [
+            self._send(slot.worker, PROTOCOL_RESULT, request, now_ms),
+            self._slot_timer(job, slot),
+        ]
+
+    def _on_reveal(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        reveal = envelope.body
+        assert isinstance(reveal, ResultReveal)
+        reveal.check()
+        found = self._slot_for(envelope, reveal.job_id, reveal.award_no)
+        if found is None:
+            return []
+        job, slot = found
+        if slot.state is not SlotState.REVEALING:
+            return []  # unasked, or a repeat: a reveal counts only once, and only when asked
+        slot.salt = reveal.salt
+        slot.digest = reveal.digest
+        slot.error_kind = reveal.error_kind
+        slot.output_hash = reveal.output_hash
+        slot.output_bytes = reveal.output_bytes
+        slot.output = reveal.output
+        slot.fuel_used = reveal.fuel_used
+        problem = reveal_problem(reveal, slot.commitment, slot.worker_key)
+        if not problem and reveal.fuel_used > job.call.fuel_max:
+            problem = "fuel-over-max"
+        effects: list[Effect] = [CancelTimer(_timer(job.job_id, f"slot-{slot.award_no}"))]
+        if problem:
+            evidence = encode(EnvelopeWire(envelope.signed_bytes, envelope.signature))
+            send = functools.partial(self._send, now_ms=now_ms)
+            effects += reject_result(job, slot, problem, evidence, self._engine.reputation, send)
+            effects += self._drop(job, slot, problem, now_ms, notify=False)
+        else:
+            slot.move(SlotState.REVEALED)
+        return self._done(job, [*effects, *self._advance(job, now_ms)])
+
+    # Judging and paying
+
+    def _judge(self, job: PublisherJob, now_ms: int) -> list[Effect]:
+        live = job.live()
+        judgement = judge([s.digest for s in live], job.replicas, job.replicas_max)
+        if judgement.verdict is Verdict.ACCEPTED:
+            send = functools.partial(self._send, now_ms=now_ms)
+            effects = settle(job, judgement.digest, self._engine.reputation, send)
+            return [*effects, CancelTimer(_timer(job.job_id, "deadline"))]
+        if judgement.verdict is Verdict.NEED_MORE:
+            job.target = len(live) + judgement.more
+            job.detail = f"results disagree: {job.target} replicas"
+            return self._advance(job, now_ms)
+        assert judgement.verdict is Verdict.UNVERIFIABLE, judgement
+        return self._fail(job, "unverifiable: no result holds a majority", now_ms)
+
+    def _fail(self, job: PublisherJob, reason: str, now_ms: int) -> list[Effect]:
+        """End the job unpaid; evidence stays in its slots. Open awards are cancelled, signed."""
+        job.move(Phase.FAILED)
+        job.detail = reason
+        effects: list[Effect] = [CancelTimer(_timer(job.job_id, "deadline"))]
+        for slot in job.live():
+            if slot.state is not SlotState.REVEALED:
+                effects += self._drop(job, slot, "cancelled", now_ms, notify=True)
+        return effects
+
+    def _done(self, job: PublisherJob, effects: list[Effect]) -> list[Effect]:
+        """Close a handler that changed ``job``: report progress and save the state.
+
+        Payments go after ``SaveJob``: once the job is durably PAID, no restart can pay it again
+        (a crash between the two loses a payment the node must replay, never doubles one).
+        """
+        payments = [e for e in effects if isinstance(e, PayWorker)]
+        rest = [e for e in effects if not isinstance(e, PayWorker)]
+        return [*rest, *self._finish(job), *payments]
+
+    def _finish(self, job: PublisherJob) -> list[Effect]:
+        live = job.live()
+        results = sum(
+            1
+            for s in live
+            if s.state in (SlotState.COMMITTED, SlotState.REVEALING, SlotState.REVEALED)
+        )
+        effects: list[Effect] = [
+            JobProgress(job.job_id, job.phase.value, job.detail, results, job.target)
+        ]
+        if self._config.persist_jobs:
+            effects.append(SaveJob(job.job_id, encode_job(job)))
+        return effects
+
+
+def _fields(call: CallForBids) -> dict[str, Any]:
+    return {name: getattr(call, name) for name in CallForBids.__dataclass_fields__}
+
+
+def _open_for_bids(job: PublisherJob, call_round: int, now_ms: int) -> bool:
+    return (
+        job.phase is Phase.BIDDING
+        and call_round == job.call.call_round
+        and now_ms <= job.call.bid_deadline_ms
+    )
+
+
+def _awarding(job: PublisherJob) -> bool:
+    return job.phase in (Phase.RUNNING, Phase.VERIFYING)

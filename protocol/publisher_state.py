@@ -1,0 +1,460 @@
+"""The publisher's record of each job it runs: bids, replica slots, persistence, summaries.
+
+I/O: none. ``encode_job`` / ``decode_job`` turn a job into the canonical bytes of ``SaveJob``
+(type codes 90-92, never sent to a peer) so that a restarted publisher resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Final
+
+from protocol import limits
+from protocol.auction import BidView, network_group
+from protocol.codec import decode_as, encode, message
+from protocol.errors import LocalProtocolError, RemoteProtocolError
+from protocol.identity import PeerId
+from protocol.job_messages import PREFERENCES, Bid, CallForBids, JobId
+from protocol.reputation import PeerRecord
+
+# Outputs are kept only for revealed, undecided replicas (at most REPLICAS_MAX inline outputs),
+# then only for the accepted result; bids and slots add little.
+STATE_BYTES_MAX: Final = (limits.REPLICAS_MAX + 2) * limits.OUTPUT_INLINE_BYTES_MAX + (
+    limits.BIDS_PER_AUCTION_MAX * 1024
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PublisherConfig:
+    network_prefix_v4: int = 24  # a loopback testnet uses 32: every 127.0.0.x its own group
+    network_prefix_v6: int = 48
+    award_reply_timeout_ms: int = 5_000
+    reveal_timeout_ms: int = 10_000
+    disconnect_grace_ms: int = 2_000  # a replica that drops off gets this long to come back
+    restart_grace_ms: int = 5_000  # after a restore, waiting replicas get at least this long
+    message_ttl_ms: int = 60_000
+    persist_jobs: bool = True  # emit SaveJob; a simulator may turn it off
+    adaptive_replication: bool = False  # BOINC: trust a long valid streak alone, at random
+    trust_streak_min: int = 20
+    trust_pct: int = 10  # chance, in percent, that such a job runs on one replica
+
+
+class Phase(enum.Enum):
+    BIDDING = "bidding"
+    RUNNING = "running"
+    VERIFYING = "verifying"
+    PAID = "paid"
+    FAILED = "failed"
+
+
+TERMINAL_PHASES: Final = frozenset({Phase.PAID, Phase.FAILED})
+
+
+class SlotState(enum.Enum):
+    AWARDED = "awarded"  # award sent, no reply yet
+    ACCEPTED = "accepted"  # running on the worker; a commit is due within the lease
+    COMMITTED = "committed"  # waiting for the other replicas to commit
+    REVEALING = "revealing"  # reveal requested
+    REVEALED = "revealed"  # opened and checked against its commitment
+    DROPPED = "dropped"  # declined, silent, or its reveal broke its commitment
+
+
+WAITING_STATES: Final = frozenset({SlotState.AWARDED, SlotState.ACCEPTED, SlotState.REVEALING})
+
+_S, _P = SlotState, Phase
+SLOT_TRANSITIONS: Final = {  # (state, next state) a slot may take; anything else is our bug
+    (_S.AWARDED, _S.ACCEPTED),
+    (_S.AWARDED, _S.COMMITTED),  # a commit implies the accept, which may have been lost
+    (_S.ACCEPTED, _S.COMMITTED),
+    (_S.COMMITTED, _S.REVEALING),
+    (_S.REVEALING, _S.REVEALED),
+    (_S.AWARDED, _S.DROPPED),  # declined or silent
+    (_S.ACCEPTED, _S.DROPPED),  # late decline, silent past the lease, disconnected
+    (_S.COMMITTED, _S.DROPPED),  # late decline, or cancelled when the job fails
+    (_S.REVEALING, _S.DROPPED),  # no reveal in time, or a reveal that breaks its commitment
+}
+PHASE_TRANSITIONS: Final = {  # (phase, next phase) a job may take
+    (_P.BIDDING, _P.RUNNING),  # bid deadline
+    (_P.RUNNING, _P.RUNNING),
+    (_P.RUNNING, _P.VERIFYING),  # every live replica committed
+    (_P.VERIFYING, _P.VERIFYING),
+    (_P.VERIFYING, _P.RUNNING),  # disagreement or a dropped replica: award more
+    (_P.RUNNING, _P.BIDDING),  # candidates ran out: a fresh call for bids
+    (_P.VERIFYING, _P.BIDDING),
+    (_P.VERIFYING, _P.PAID),  # a quorum
+    (_P.BIDDING, _P.FAILED),
+    (_P.RUNNING, _P.FAILED),
+    (_P.VERIFYING, _P.FAILED),
+}
+
+
+@dataclasses.dataclass(slots=True)
+class Slot:
+    """One award of the job to one worker, and what came of it."""
+
+    award_no: int
+    bid: BidView
+    worker_key: bytes
+    price_mc_per_tfuel: int
+    awarded_ms: int
+    state: SlotState = SlotState.AWARDED
+    deadline_ms: int = 0
+    commitment: bytes = b""
+    commit_envelope: bytes = b""
+    digest: bytes = b""
+    salt: bytes = b""
+    error_kind: str = ""
+    output_hash: bytes = b""
+    output_bytes: int = 0
+    output: bytes = b""
+    fuel_used: int = 0
+    verdict: str = ""  # match | mismatch | a drop reason
+    paid_mc: int = 0
+
+    @property
+    def worker(self) -> PeerId:
+        return self.bid.worker
+
+    def move(self, state: SlotState) -> None:
+        assert (self.state, state) in SLOT_TRANSITIONS, (self.state, state)
+        self.state = state
+
+
+@dataclasses.dataclass(slots=True)
+class PublisherJob:
+    call: CallForBids  # the current round's call
+    replicas: int  # agreeing results wanted (1 when adaptive replication trusts one worker)
+    replicas_max: int
+    prefer: str
+    lease_ms: int
+    bid_window_ms: int
+    seed: bytes  # secret to the publisher: orders near-equal bids (ADR 0006)
+    created_ms: int
+    phase: Phase = Phase.BIDDING
+    detail: str = ""
+    target: int = 0  # results to collect now; raised on disagreement
+    clearing_price_mc_per_tfuel: int = 0
+    accepted_digest: bytes = b""
+    bids: dict[PeerId, tuple[BidView, bytes]] = dataclasses.field(default_factory=dict)
+    slots: list[Slot] = dataclasses.field(default_factory=list)
+    ranked: list[BidView] = dataclasses.field(default_factory=list)  # derived, not saved
+
+    @property
+    def job_id(self) -> JobId:
+        return JobId(self.call.job_id)
+
+    def move(self, phase: Phase) -> None:
+        assert (self.phase, phase) in PHASE_TRANSITIONS, (self.phase, phase)
+        self.phase = phase
+
+    def live(self) -> list[Slot]:
+        return [slot for slot in self.slots if slot.state is not SlotState.DROPPED]
+
+    def slot(self, worker: PeerId, award_no: int) -> Slot | None:
+        for slot in self.slots:
+            if slot.worker == worker and slot.award_no == award_no:
+                return slot
+        return None
+
+
+def bid_view(
+    bid: Bid, worker: PeerId, record: PeerRecord, ip: str | None, config: PublisherConfig
+) -> BidView:
+    """The bid with what we measured of its author, frozen at arrival for reproducibility."""
+    group = (
+        f"peer:{worker}"  # no address known: a group of its own
+        if ip is None
+        else network_group(ip, config.network_prefix_v4, config.network_prefix_v6)
+    )
+    return BidView(
+        worker=worker,
+        price_mc_per_tfuel=bid.price_mc_per_tfuel,
+        rtt_ms=record.rtt_ms,
+        reputation_score=record.score,
+        results_valid=record.results_valid,
+        energy_source=bid.energy_source,
+        operator=bid.operator,
+        network_group=group,
+    )
+
+
+# Persistence
+
+
+@message(90)
+@dataclasses.dataclass(frozen=True)
+class BidRecord:
+    worker: str
+    worker_key: bytes
+    price_mc_per_tfuel: int
+    rtt_ms: int
+    reputation_score: int
+    results_valid: int
+    energy_source: str
+    operator: str
+    network_group: str
+
+
+@message(91)
+@dataclasses.dataclass(frozen=True)
+class SlotRecord:
+    award_no: int
+    bid: BidRecord
+    price_mc_per_tfuel: int
+    awarded_ms: int
+    state: str
+    deadline_ms: int
+    commitment: bytes
+    commit_envelope: bytes
+    digest: bytes
+    salt: bytes
+    error_kind: str
+    output_hash: bytes
+    output_bytes: int
+    output: bytes
+    fuel_used: int
+    verdict: str
+    paid_mc: int
+
+
+@message(92)
+@dataclasses.dataclass(frozen=True)
+class JobRecord:
+    call: CallForBids
+    replicas: int
+    replicas_max: int
+    prefer: str
+    lease_ms: int
+    bid_window_ms: int
+    seed: bytes
+    created_ms: int
+    phase: str
+    detail: str
+    target: int
+    clearing_price_mc_per_tfuel: int
+    accepted_digest: bytes
+    bids: tuple[BidRecord, ...]
+    slots: tuple[SlotRecord, ...]
+
+
+def _bid_record(view: BidView, worker_key: bytes) -> BidRecord:
+    return BidRecord(
+        worker=view.worker,
+        worker_key=worker_key,
+        price_mc_per_tfuel=view.price_mc_per_tfuel,
+        rtt_ms=view.rtt_ms,
+        reputation_score=view.reputation_score,
+        results_valid=view.results_valid,
+        energy_source=view.energy_source,
+        operator=view.operator,
+        network_group=view.network_group,
+    )
+
+
+def _bid_view(record: BidRecord) -> BidView:
+    return BidView(
+        worker=PeerId(record.worker),
+        price_mc_per_tfuel=record.price_mc_per_tfuel,
+        rtt_ms=record.rtt_ms,
+        reputation_score=record.reputation_score,
+        results_valid=record.results_valid,
+        energy_source=record.energy_source,
+        operator=record.operator,
+        network_group=record.network_group,
+    )
+
+
+def encode_job(job: PublisherJob) -> bytes:
+    slots = tuple(
+        SlotRecord(
+            award_no=s.award_no,
+            bid=_bid_record(s.bid, s.worker_key),
+            price_mc_per_tfuel=s.price_mc_per_tfuel,
+            awarded_ms=s.awarded_ms,
+            state=s.state.value,
+            deadline_ms=s.deadline_ms,
+            commitment=s.commitment,
+            commit_envelope=s.commit_envelope,
+            digest=s.digest,
+            salt=s.salt,
+            error_kind=s.error_kind,
+            output_hash=s.output_hash,
+            output_bytes=s.output_bytes,
+            output=s.output,
+            fuel_used=s.fuel_used,
+            verdict=s.verdict,
+            paid_mc=s.paid_mc,
+        )
+        for s in job.slots
+    )
+    record = JobRecord(
+        call=job.call,
+        replicas=job.replicas,
+        replicas_max=job.replicas_max,
+        prefer=job.prefer,
+        lease_ms=job.lease_ms,
+        bid_window_ms=job.bid_window_ms,
+        seed=job.seed,
+        created_ms=job.created_ms,
+        phase=job.phase.value,
+        detail=job.detail,
+        target=job.target,
+        clearing_price_mc_per_tfuel=job.clearing_price_mc_per_tfuel,
+        accepted_digest=job.accepted_digest,
+        bids=tuple(_bid_record(view, key) for _, (view, key) in sorted(job.bids.items())),
+        slots=slots,
+    )
+    return encode(record)
+
+
+def decode_job(state: bytes) -> PublisherJob:
+    """Read back ``encode_job``'s bytes; our own storage, so damage is a LocalProtocolError."""
+    try:
+        record = decode_as(state, JobRecord, bytes_max=STATE_BYTES_MAX)
+        phase = Phase(record.phase)
+        slot_states = [SlotState(s.state) for s in record.slots]
+    except (RemoteProtocolError, ValueError) as exc:
+        raise LocalProtocolError(f"saved job state is unreadable: {exc}") from exc
+    if record.prefer not in PREFERENCES:
+        raise LocalProtocolError(f"saved job state has preference {record.prefer!r}")
+    job = PublisherJob(
+        call=record.call,
+        replicas=record.replicas,
+        replicas_max=record.replicas_max,
+        prefer=record.prefer,
+        lease_ms=record.lease_ms,
+        bid_window_ms=record.bid_window_ms,
+        seed=record.seed,
+        created_ms=record.created_ms,
+        phase=phase,
+        detail=record.detail,
+        target=record.target,
+        clearing_price_mc_per_tfuel=record.clearing_price_mc_per_tfuel,
+        accepted_digest=record.accepted_digest,
+        bids={PeerId(b.worker): (_bid_view(b), b.worker_key) for b in record.bids},
+    )
+    for s, slot_state in zip(record.slots, slot_states, strict=True):
+        job.slots.append(
+            Slot(
+                award_no=s.award_no,
+                bid=_bid_view(s.bid),
+                worker_key=s.bid.worker_key,
+                price_mc_per_tfuel=s.price_mc_per_tfuel,
+                awarded_ms=s.awarded_ms,
+                state=slot_state,
+                deadline_ms=s.deadline_ms,
+                commitment=s.commitment,
+                commit_envelope=s.commit_envelope,
+                digest=s.digest,
+                salt=s.salt,
+                error_kind=s.error_kind,
+                output_hash=s.output_hash,
+                output_bytes=s.output_bytes,
+                output=s.output,
+                fuel_used=s.fuel_used,
+                verdict=s.verdict,
+                paid_mc=s.paid_mc,
+            )
+        )
+    return job
+
+
+# Queries (for the API): plain values, no references into live state
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BidSummary:
+    worker: PeerId
+    price_mc_per_tfuel: int
+    operator: str
+    network_group: str
+    energy_source: str
+    rtt_ms: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ReplicaSummary:
+    award_no: int
+    worker: PeerId
+    state: str
+    verdict: str
+    price_mc_per_tfuel: int
+    result_digest: bytes
+    output_hash: bytes
+    error_kind: str
+    fuel_used: int
+    paid_mc: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobSummary:
+    job_id: JobId
+    phase: str
+    detail: str
+    created_ms: int
+    deadline_ms: int
+    call_round: int
+    replicas: int
+    replicas_max: int
+    prefer: str
+    max_price_mc_per_tfuel: int
+    clearing_price_mc_per_tfuel: int
+    bids: tuple[BidSummary, ...]
+    replicas_detail: tuple[ReplicaSummary, ...]
+    fuel_used: int  # agreed fuel of the accepted result, 0 until then
+    credits_paid_mc: int
+    result_digest: bytes
+    output_hash: bytes
+    error_kind: str
+    output: bytes  # inline output of the accepted result; empty if fetched as a blob
+
+
+def summarise(job: PublisherJob) -> JobSummary:
+    accepted = [s for s in job.slots if s.verdict == "match"]
+    first = accepted[0] if accepted else None
+    return JobSummary(
+        job_id=job.job_id,
+        phase=job.phase.value,
+        detail=job.detail,
+        created_ms=job.created_ms,
+        deadline_ms=job.call.deadline_ms,
+        call_round=job.call.call_round,
+        replicas=job.replicas,
+        replicas_max=job.replicas_max,
+        prefer=job.prefer,
+        max_price_mc_per_tfuel=job.call.max_price_mc_per_tfuel,
+        clearing_price_mc_per_tfuel=job.clearing_price_mc_per_tfuel,
+        bids=tuple(
+            BidSummary(
+                v.worker,
+                v.price_mc_per_tfuel,
+                v.operator,
+                v.network_group,
+                v.energy_source,
+                v.rtt_ms,
+            )
+            for _, (v, _key) in sorted(job.bids.items())
+        ),
+        replicas_detail=tuple(
+            ReplicaSummary(
+                award_no=s.award_no,
+                worker=s.worker,
+                state=s.state.value,
+                verdict=s.verdict,
+                price_mc_per_tfuel=s.price_mc_per_tfuel,
+                result_digest=s.digest,
+                output_hash=s.output_hash,
+                error_kind=s.error_kind,
+                fuel_used=s.fuel_used,
+                paid_mc=s.paid_mc,
+            )
+            for s in job.slots
+        ),
+        fuel_used=first.fuel_used if first else 0,
+        credits_paid_mc=sum(s.paid_mc for s in job.slots),
+        result_digest=job.accepted_digest,
+        output_hash=first.output_hash if first else b"",
+        error_kind=first.error_kind if first else "",
+        output=first.output if first else b"",
+    )

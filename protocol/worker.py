@@ -1,0 +1,431 @@
+"""The worker side of a job: bid on calls, take awards, fetch, run, commit, reveal.
+
+I/O: none. Time: ``now_ms`` argument. Randomness (commitment salts): the engine's Random.
+
+Theory of operation
+-------------------
+A call for bids arrives by gossip; ``protocol.bidding`` decides whether to bid and at what
+price, and a bid goes straight to the publisher. A worker bids at most once per (job, round).
+
+An award creates a *task*, keyed by job id: a worker runs one job at most once, whatever awards
+are re-sent or replayed. The worker accepts (or declines when its cores are busy), asks the node
+for the module and the input (``FetchBlob``; the node answers at once when it has a blob), runs
+the job (``RunJob``), then commits to its result with a salted hash that includes its own key,
+and reveals the result only when the publisher asks, after every replica has committed.
+
+    FETCHING --all blobs--> RUNNING --JobExecuted--> COMMITTED --RevealRequest--> REVEALED
+    REVEALED --PaymentReceived | MismatchNotice--> DONE
+    FETCHING | RUNNING --fetch failed | host error | Cancel | deadline--> ABANDONED
+
+A task is forgotten ``WORKER_TASK_RETENTION_MS`` after the job's deadline. Until then a re-sent
+award (a publisher restarted from its saved state) is answered from the task: accepted again and,
+once committed, the same commitment is sent again; the job never runs twice.
+Never: run a job whose award was cancelled, reveal before being asked, reveal to anyone but the
+publisher that awarded the job.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from protocol import limits
+from protocol.bidding import PublisherStanding, decide_bid
+from protocol.effects import AbortJob, CancelTimer, FetchBlob, Log, RunJob, Send, SetTimer
+from protocol.envelope import Envelope
+from protocol.errors import RemoteProtocolError
+from protocol.events import BlobFetched, BlobFetchFailed, JobExecuted, PaymentReceived
+from protocol.identity import PeerId
+from protocol.job_messages import (
+    HOST_ERROR_KINDS,
+    Award,
+    AwardReply,
+    Bid,
+    CallForBids,
+    Cancel,
+    JobId,
+    MismatchNotice,
+    ResultCommit,
+    ResultReveal,
+    RevealRequest,
+    commitment,
+    result_digest,
+)
+from protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT, TOPIC_JOBS
+from protocol.pricing import cost_mc
+
+if TYPE_CHECKING:
+    from protocol.engine import Engine, MessageHandler
+
+Effect = Any
+MESSAGE_TTL_MS: Final = 60_000
+
+
+class TaskState(enum.Enum):
+    FETCHING = "fetching"
+    RUNNING = "running"
+    COMMITTED = "committed"
+    REVEALED = "revealed"
+    DONE = "done"
+    ABANDONED = "abandoned"
+
+
+S = TaskState
+TRANSITIONS: Final = {  # (state, trigger) -> next state; our own moves, asserted
+    (S.FETCHING, "blobs-ready"): S.RUNNING,
+    (S.FETCHING, "fetch-failed"): S.ABANDONED,
+    (S.RUNNING, "executed"): S.COMMITTED,
+    (S.RUNNING, "host-error"): S.ABANDONED,
+    (S.COMMITTED, "reveal"): S.REVEALED,
+    (S.REVEALED, "reveal"): S.REVEALED,
+    (S.REVEALED, "paid"): S.DONE,
+    (S.COMMITTED, "mismatch"): S.DONE,
+    (S.REVEALED, "mismatch"): S.DONE,
+    (S.FETCHING, "cancel"): S.ABANDONED,
+    (S.RUNNING, "cancel"): S.ABANDONED,
+    (S.COMMITTED, "cancel"): S.ABANDONED,
+    (S.FETCHING, "deadline"): S.ABANDONED,
+    (S.RUNNING, "deadline"): S.ABANDONED,
+}
+BUSY_STATES: Final = frozenset({S.FETCHING, S.RUNNING})
+
+
+@dataclasses.dataclass(slots=True)
+class Task:
+    call: CallForBids
+    publisher: PeerId
+    award_no: int
+    price_mc_per_tfuel: int
+    state: TaskState = TaskState.FETCHING
+    blobs_pending: frozenset[bytes] = frozenset()
+    error_kind: str = ""
+    output_hash: bytes = b""
+    output_bytes: int = 0
+    output: bytes = b""
+    fuel_used: int = 0
+    salt: bytes = b""
+    commitment: bytes = b""
+    owed_mc: int = 0
+
+    @property
+    def job_id(self) -> JobId:
+        return JobId(self.call.job_id)
+
+    def move(self, trigger: str) -> None:
+        self.state = TRANSITIONS[(self.state, trigger)]
+
+
+def _timer(job_id: bytes, what: str) -> str:
+    return f"worker:{job_id.hex()}:{what}"
+
+
+class WorkerComponent:
+    """Bids on calls for bids and carries out awards for this host."""
+
+    name = "worker"
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._config = engine.config.jobs.worker
+        self.tasks: dict[JobId, Task] = {}
+        self._bids_sent: collections.OrderedDict[tuple[bytes, int], int] = collections.OrderedDict()
+        self.owed_mc_by_publisher: dict[PeerId, int] = {}
+        engine.add_local_handler(BlobFetched, self._on_blob_fetched)
+        engine.add_local_handler(BlobFetchFailed, self._on_blob_failed)
+        engine.add_local_handler(JobExecuted, self._on_job_executed)
+        engine.add_local_handler(PaymentReceived, self._on_payment)
+
+    def handlers(self) -> Mapping[type, tuple[frozenset[str], MessageHandler]]:
+        award, result = frozenset({PROTOCOL_AWARD}), frozenset({PROTOCOL_RESULT})
+        return {
+            CallForBids: (frozenset({TOPIC_JOBS}), self._on_call),
+            Award: (award, self._on_award),
+            Cancel: (award, self._on_cancel),
+            RevealRequest: (result, self._on_reveal_request),
+            MismatchNotice: (result, self._on_mismatch),
+        }
+
+    def on_started(self, now_ms: int) -> list[Effect]:
+        return []
+
+    def on_timer(self, key: str, now_ms: int) -> list[Effect]:
+        _, job_hex, what = key.split(":", 2)
+        job_id = JobId(bytes.fromhex(job_hex))
+        task = self.tasks.get(job_id)
+        if task is None:
+            return []
+        if what == "deadline" and task.state in BUSY_STATES:
+            task.move("deadline")
+            return [AbortJob(job_id), Log("info", "task-deadline", (("job", job_hex),))]
+        if what == "forget":
+            del self.tasks[job_id]
+        return []
+
+    def tasks_running(self) -> int:
+        return sum(1 for task in self.tasks.values() if task.state in BUSY_STATES)
+
+    def standing(self, publisher: PeerId) -> PublisherStanding:
+        return PublisherStanding(
+            reputation_score=self._engine.reputation.get(publisher).score,
+            owed_mc=self.owed_mc_by_publisher.get(publisher, 0),
+        )
+
+    # Calls and bids
+
+    def _on_call(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        call = envelope.body
+        assert isinstance(call, CallForBids)
+        call.check(now_ms)
+        publisher = envelope.peer_id
+        key = (call.job_id, call.call_round)
+        if publisher == self._engine.identity.peer_id or key in self._bids_sent:
+            return []  # our own call back through the mesh, or a second copy of one we answered
+        if JobId(call.job_id) in self.tasks:
+            return []  # we already hold an award for this job: never bid on it again
+        profile = self._engine.config.profile
+        decision = decide_bid(
+            call, profile, self._config, self.standing(publisher), self.tasks_running(), now_ms
+        )
+        if decision.refusal:
+            return [Log("debug", "no-bid", (("job", call.job_id.hex()), ("why", decision.refusal)))]
+        self._remember_bid(key, decision.price_mc_per_tfuel)
+        bid = Bid(
+            job_id=call.job_id,
+            call_round=call.call_round,
+            price_mc_per_tfuel=decision.price_mc_per_tfuel,
+            fuel_per_s=profile.fuel_per_s,
+            energy_source=profile.energy_source,
+            operator=profile.operator,
+        )
+        ttl_ms = min(self._config.bid_ttl_ms, limits.ENVELOPE_TTL_MS_MAX)
+        return [Send(publisher, PROTOCOL_BID, self._engine.seal(bid, now_ms=now_ms, ttl_ms=ttl_ms))]
+
+    def _remember_bid(self, key: tuple[bytes, int], price_mc_per_tfuel: int) -> None:
+        self._bids_sent[key] = price_mc_per_tfuel
+        while len(self._bids_sent) > limits.WORKER_BIDS_REMEMBERED_MAX:
+            self._bids_sent.popitem(last=False)
+
+    # Awards
+
+    def _on_award(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        award = envelope.body
+        assert isinstance(award, Award)
+        award.check(now_ms)
+        call, publisher = award.call, envelope.peer_id
+        job_id = JobId(call.job_id)
+        task = self.tasks.get(job_id)
+        if task is not None:
+            return self._on_award_again(task, award, publisher, now_ms)
+        refusal = self._award_refusal(award, now_ms)
+        if refusal:
+            return [self._reply(publisher, job_id, award.award_no, refusal, now_ms)]
+        task = Task(
+            call=call,
+            publisher=publisher,
+            award_no=award.award_no,
+            price_mc_per_tfuel=award.price_mc_per_tfuel,
+            blobs_pending=frozenset({call.module_hash, call.input_hash}),
+        )
+        self.tasks[job_id] = task
+        return [
+            self._reply(publisher, job_id, award.award_no, "", now_ms),
+            SetTimer(_timer(job_id, "deadline"), call.deadline_ms),
+            SetTimer(_timer(job_id, "forget"), call.deadline_ms + limits.WORKER_TASK_RETENTION_MS),
+            FetchBlob(publisher, call.module_hash, call.module_bytes),
+            FetchBlob(publisher, call.input_hash, call.input_bytes),
+        ]
+
+    def _award_refusal(self, award: Award, now_ms: int) -> str:
+        call = award.call
+        profile = self._engine.config.profile
+        if call.deadline_ms <= now_ms:
+            return "deadline-passed"
+        if len(self.tasks) >= limits.WORKER_TASKS_MAX or self.tasks_running() >= (
+            profile.cores_offered
+        ):
+            return "busy"
+        bid = self._bids_sent.get((call.job_id, call.call_round))
+        if bid is None:
+            return "no-bid"  # unsolicited work (or a bid we no longer remember): not ours to run
+        if award.price_mc_per_tfuel < bid:
+            return "price-below-bid"
+        return ""
+
+    def _on_award_again(
+        self, task: Task, award: Award, publisher: PeerId, now_ms: int
+    ) -> list[Effect]:
+        """A re-sent award (publisher restarted): answer from the task, never run again."""
+        if publisher != task.publisher:
+            raise RemoteProtocolError(
+                "award for a job another publisher awarded", reason="conflict"
+            )
+        if task.state is S.ABANDONED:
+            return [self._reply(publisher, task.job_id, award.award_no, "abandoned", now_ms)]
+        task.award_no = award.award_no
+        effects = [self._reply(publisher, task.job_id, award.award_no, "", now_ms)]
+        if task.state in (S.COMMITTED, S.REVEALED, S.DONE):
+            effects.append(self._commit_message(task, now_ms))
+        return effects
+
+    def _reply(
+        self, publisher: PeerId, job_id: JobId, award_no: int, refusal: str, now_ms: int
+    ) -> Send:
+        reply = AwardReply(job_id=job_id, award_no=award_no, accept=not refusal, reason=refusal)
+        data = self._engine.seal(reply, now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
+        return Send(publisher, PROTOCOL_AWARD, data)
+
+    def _on_cancel(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        cancel = envelope.body
+        assert isinstance(cancel, Cancel)
+        cancel.check()
+        task = self.tasks.get(JobId(cancel.job_id))
+        if task is None or task.publisher != envelope.peer_id:
+            return []
+        if cancel.award_no not in (-1, task.award_no) or (task.state, "cancel") not in TRANSITIONS:
+            return []  # a cancel of an older award, or of work already revealed: nothing to stop
+        was_running = task.state in BUSY_STATES
+        task.move("cancel")
+        effects: list[Effect] = [Log("info", "task-cancelled", (("job", cancel.job_id.hex()),))]
+        if was_running:
+            effects.append(AbortJob(task.job_id))
+        return effects
+
+    # Blobs and execution (local events from the node)
+
+    def _on_blob_fetched(self, event: object, now_ms: int) -> list[Effect]:
+        assert isinstance(event, BlobFetched)
+        effects: list[Effect] = []
+        for job_id in sorted(self.tasks):
+            task = self.tasks[job_id]
+            if task.state is not S.FETCHING or event.blob_hash not in task.blobs_pending:
+                continue
+            task.blobs_pending = task.blobs_pending - {event.blob_hash}
+            if not task.blobs_pending:
+                task.move("blobs-ready")
+                call = task.call
+                effects.append(
+                    RunJob(
+                        job_id=job_id,
+                        runtime=call.runtime,
+                        module_hash=call.module_hash,
+                        input_hash=call.input_hash,
+                        fuel_max=call.fuel_max,
+                        memory_mb_max=call.memory_mb_max,
+                        deadline_ms=call.deadline_ms,
+                    )
+                )
+        return effects
+
+    def _on_blob_failed(self, event: object, now_ms: int) -> list[Effect]:
+        assert isinstance(event, BlobFetchFailed)
+        effects: list[Effect] = []
+        for job_id in sorted(self.tasks):
+            task = self.tasks[job_id]
+            if task.state is S.FETCHING and event.blob_hash in task.blobs_pending:
+                task.move("fetch-failed")
+                reason = f"fetch-failed:{event.reason}"[:64]
+                effects.append(self._reply(task.publisher, job_id, task.award_no, reason, now_ms))
+        return effects
+
+    def _on_job_executed(self, event: object, now_ms: int) -> list[Effect]:
+        assert isinstance(event, JobExecuted)
+        task = self.tasks.get(event.job_id)
+        if task is None or task.state is not S.RUNNING:
+            return []  # cancelled or past its deadline while it ran
+        error_kind = "" if event.ok else (event.error_kind or "crashed")
+        if error_kind in HOST_ERROR_KINDS:
+            task.move("host-error")
+            return [self._reply(task.publisher, task.job_id, task.award_no, error_kind, now_ms)]
+        task.move("executed")
+        task.error_kind = error_kind
+        task.output_hash = event.output_hash
+        task.output_bytes = len(event.output)
+        task.output = event.output if task.output_bytes <= limits.OUTPUT_INLINE_BYTES_MAX else b""
+        task.fuel_used = event.fuel_used
+        task.salt = self._engine.rng.randbytes(limits.SALT_BYTES)
+        digest = result_digest(task.job_id, error_kind, event.output_hash, event.fuel_used)
+        task.commitment = commitment(
+            task.job_id, digest, task.salt, self._engine.identity.public_key
+        )
+        return [self._commit_message(task, now_ms)]
+
+    def _commit_message(self, task: Task, now_ms: int) -> Send:
+        commit = ResultCommit(task.job_id, task.award_no, task.commitment)
+        data = self._engine.seal(commit, now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
+        return Send(task.publisher, PROTOCOL_RESULT, data)
+
+    # Reveal and settlement
+
+    def _publisher_task(self, envelope: Envelope, job_id: bytes) -> Task | None:
+        task = self.tasks.get(JobId(job_id))
+        if task is not None and task.publisher != envelope.peer_id:
+            raise RemoteProtocolError("not the publisher of this job", reason="not-publisher")
+        return task
+
+    def _on_reveal_request(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        request = envelope.body
+        assert isinstance(request, RevealRequest)
+        request.check()
+        task = self._publisher_task(envelope, request.job_id)
+        if task is None or task.state not in (S.COMMITTED, S.REVEALED):
+            return [Log("debug", "reveal-unanswerable", (("job", request.job_id.hex()),))]
+        if request.award_no != task.award_no:
+            raise RemoteProtocolError("reveal request for another award", reason="wrong-award")
+        if task.state is S.COMMITTED:
+            task.owed_mc = cost_mc(task.price_mc_per_tfuel, task.fuel_used)
+            self._add_owed(task.publisher, task.owed_mc)
+        task.move("reveal")
+        reveal = ResultReveal(
+            job_id=task.job_id,
+            award_no=task.award_no,
+            error_kind=task.error_kind,
+            output_hash=task.output_hash,
+            fuel_used=task.fuel_used,
+            salt=task.salt,
+            output_bytes=task.output_bytes,
+            output=task.output,
+        )
+        data = self._engine.seal(reveal, now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
+        return [Send(task.publisher, PROTOCOL_RESULT, data)]
+
+    def _add_owed(self, publisher: PeerId, amount_mc: int) -> None:
+        if publisher not in self.owed_mc_by_publisher and (
+            len(self.owed_mc_by_publisher) >= limits.WORKER_PUBLISHERS_OWING_MAX
+        ):
+            return  # full: this debt goes unrecorded rather than evicting a known debtor
+        self.owed_mc_by_publisher[publisher] = self.owed_mc_by_publisher.get(publisher, 0) + (
+            amount_mc
+        )
+
+    def _settle_owed(self, publisher: PeerId, amount_mc: int) -> None:
+        owed = self.owed_mc_by_publisher.get(publisher, 0) - amount_mc
+        if owed > 0:
+            self.owed_mc_by_publisher[publisher] = owed
+        else:
+            self.owed_mc_by_publisher.pop(publisher, None)
+
+    def _on_mismatch(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        notice = envelope.body
+        assert isinstance(notice, MismatchNotice)
+        notice.check()
+        task = self._publisher_task(envelope, notice.job_id)
+        if task is None or (task.state, "mismatch") not in TRANSITIONS:
+            return []
+        task.move("mismatch")
+        self._settle_owed(task.publisher, task.owed_mc)
+        fields = (("job", notice.job_id.hex()), ("reason", notice.reason))
+        return [
+            Log("warning", "result-rejected", fields),
+            CancelTimer(_timer(task.job_id, "deadline")),
+        ]
+
+    def _on_payment(self, event: object, now_ms: int) -> list[Effect]:
+        assert isinstance(event, PaymentReceived)
+        self._settle_owed(event.payer, event.amount_mc)
+        task = self.tasks.get(event.job_id)
+        if task is not None and (task.state, "paid") in TRANSITIONS:
+            task.move("paid")
+        return []
