@@ -29,7 +29,7 @@ import dataclasses
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from protocol import limits
 from protocol.effects import Log, Penalise, Publish, SetTimer
@@ -49,8 +49,12 @@ from protocol.market import Market
 from protocol.messages import TOPIC_CAPACITY, CapacityAd
 from protocol.pricing import PricingConfig, price_curve, price_now
 from protocol.publisher import PublisherComponent
+from protocol.payments import PaymentComponent
 from protocol.reputation import Reputation
 from protocol.worker import WorkerComponent
+
+if TYPE_CHECKING:
+    from ledger.base import LedgerBase
 
 Effect = Any  # one of the dataclasses in protocol.effects (or a component's own effects)
 MessageHandler = Callable[[Envelope, PeerId, int], list[Effect]]
@@ -104,7 +108,9 @@ class Component(Protocol):
 
 
 class Engine:
-    def __init__(self, config: EngineConfig, rng: random.Random) -> None:
+    def __init__(
+        self, config: EngineConfig, rng: random.Random, ledger: LedgerBase | None = None
+    ) -> None:
         self.config = config
         self.identity = config.identity
         self.rng = rng
@@ -121,6 +127,10 @@ class Engine:
         self.publisher = PublisherComponent(self)
         self.add_component(self.worker)
         self.add_component(self.publisher)
+        # Without a ledger (some protocol tests) PayWorker and RecordMismatch pass through.
+        self.payments = PaymentComponent(self, ledger) if ledger is not None else None
+        if self.payments is not None:
+            self.add_component(self.payments)
 
     @property
     def market(self) -> Market:
@@ -148,6 +158,12 @@ class Engine:
         return seal(self.identity, body, now_ms=now_ms, ttl_ms=ttl_ms, rng=self.rng)
 
     def step(self, event: object, now_ms: int) -> list[Effect]:
+        effects = self._step(event, now_ms)
+        if self.payments is not None:
+            effects = self.payments.absorb(effects, now_ms)
+        return effects
+
+    def _step(self, event: object, now_ms: int) -> list[Effect]:
         if isinstance(event, MessageReceived):
             return self._on_message(event, now_ms)
         if isinstance(event, TimerFired):

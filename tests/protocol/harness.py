@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from ledger.memory import MemoryLedger
 from protocol.effects import (
     CancelTimer,
     FetchBlob,
@@ -102,8 +103,12 @@ class Cluster:
         operators: dict[int, str] | None = None,
         ips: dict[int, str] | None = None,
         publisher_config: PublisherConfig | None = None,
+        ledgers: bool = False,
+        drop: Callable[[int, Send], bool] | None = None,
     ) -> None:
         self.now_ms = T0_MS
+        self.with_ledgers = ledgers
+        self.drop = drop  # (sending node index, Send) -> True to lose the message
         self.seed = seed
         self._queue: list[tuple[int, int, int, Any]] = []
         self._seq = 0
@@ -126,12 +131,10 @@ class Cluster:
         self.run_for(0)
 
     def _engine(self, index: int, profile: HostProfile, rng_tag: str = "") -> Engine:
-        config = EngineConfig(
-            Identity(hashlib.sha256(f"node{index}".encode()).digest()),
-            profile,
-            jobs=JobsConfig(publisher=self.publisher_config),
-        )
-        return Engine(config, random.Random(f"{self.seed}:{index}{rng_tag}"))
+        identity = Identity(hashlib.sha256(f"node{index}".encode()).digest())
+        config = EngineConfig(identity, profile, jobs=JobsConfig(publisher=self.publisher_config))
+        ledger = MemoryLedger(identity, now_ms=T0_MS) if self.with_ledgers else None
+        return Engine(config, random.Random(f"{self.seed}:{index}{rng_tag}"), ledger)
 
     # Driving
 
@@ -208,6 +211,8 @@ class Cluster:
             self.wire.append((self.now_ms, node.index, effect))
             if node.behaviour == "mute" and effect.protocol != PROTOCOL_BID:
                 return  # bids, then silence
+            if self.drop is not None and self.drop(node.index, effect):
+                return
             target = self.by_peer.get(effect.peer)
             if target is None:
                 return  # an identity the test made up: nobody listens

@@ -1,0 +1,153 @@
+"""Payment by countersigned receipts on both ledgers, through message loss, replays and a full disk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ledger.chain import verify_chain
+from ledger.entry import Kind, parse_receipt
+from ledger.errors import LedgerUnavailableError
+from ledger.memory import MemoryLedger
+from protocol.effects import PayWorker, Send
+from protocol.identity import peer_id_from_public_key
+from protocol.job_messages import JobId
+from protocol.messages import PROTOCOL_RECEIPT
+from tests.protocol.harness import Cluster
+
+MODULE = b"\0asm fake module"
+INPUT = b"hello, hearth"
+
+
+def ledger_of(cluster: Cluster, index: int) -> MemoryLedger:
+    ledger = cluster.nodes[index].engine.payments.ledger  # type: ignore[union-attr]
+    assert isinstance(ledger, MemoryLedger)
+    return ledger
+
+
+def pays(ledger: MemoryLedger) -> list[PayWorker]:
+    """The payments a publisher's chain records, as the decisions that made them."""
+    out = []
+    for entry in ledger.entries():
+        if entry.kind == Kind.PAY:
+            receipt = parse_receipt(entry.body.receipt)
+            worker = peer_id_from_public_key(receipt.payee)
+            out.append(PayWorker(JobId(receipt.job_id), worker, receipt.amount_mc))
+    return out
+
+
+def kinds(ledger: MemoryLedger) -> list[Kind]:
+    return [entry.kind for entry in ledger.entries()]
+
+
+def check_conserved(cluster: Cluster) -> None:
+    total = 0
+    for index in range(len(cluster.nodes)):
+        ledger = ledger_of(cluster, index)
+        verify_chain(ledger.entry_wires(), author=cluster.nodes[index].engine.identity.public_key)
+        total += ledger.balance_mc()
+    assert total == 0
+
+
+def settle_all(cluster: Cluster) -> None:
+    cluster.run_for(300_000)  # past every receipt's expiry and every resend
+
+
+def test_each_matching_worker_is_paid_once_on_both_ledgers() -> None:
+    cluster = Cluster(5, ledgers=True)
+    job_id = cluster.publish_job(3, MODULE, INPUT)
+    cluster.run_until(cluster.finished(3, job_id))
+    settle_all(cluster)
+    summary = cluster.nodes[3].engine.publisher.summary(job_id)
+    assert summary is not None and summary.phase == "paid"
+    workers = [p.worker for p in pays(ledger_of(cluster, 3))]
+    assert len(set(workers)) == 2
+    publisher = ledger_of(cluster, 3)
+    assert kinds(publisher).count(Kind.PAY) == 2 and kinds(publisher).count(Kind.SETTLE) == 2
+    paid_total = 0
+    for node in cluster.nodes:
+        ledger = ledger_of(cluster, node.index)
+        earns = kinds(ledger).count(Kind.EARN)
+        assert earns == (1 if node.peer_id in workers else 0)
+        paid_total += max(0, ledger.balance_mc())
+    assert publisher.balance_mc() == -paid_total == -summary.credits_paid_mc
+    check_conserved(cluster)
+
+
+def test_the_liar_gets_a_mismatch_entry_and_no_credit() -> None:
+    cluster = Cluster(5, behaviours={0: "liar"}, ledgers=True)
+    job_id = cluster.publish_job(4, MODULE, INPUT, replicas=3)
+    cluster.run_until(cluster.finished(4, job_id))
+    settle_all(cluster)
+    assert ledger_of(cluster, 0).balance_mc() == 0
+    assert Kind.EARN not in kinds(ledger_of(cluster, 0))
+    assert kinds(ledger_of(cluster, 4)).count(Kind.MISMATCH) == 1
+    check_conserved(cluster)
+
+
+def test_lost_receipt_messages_are_resent_until_both_sides_agree() -> None:
+    lost = {"count": 0}
+
+    def lose_first_receipts(_sender: int, send: Send) -> bool:
+        if send.protocol == PROTOCOL_RECEIPT and lost["count"] < 6:
+            lost["count"] += 1
+            return True
+        return False
+
+    cluster = Cluster(5, ledgers=True, drop=lose_first_receipts)
+    job_id = cluster.publish_job(3, MODULE, INPUT)
+    cluster.run_until(cluster.finished(3, job_id))
+    settle_all(cluster)
+    assert lost["count"] == 6
+    assert kinds(ledger_of(cluster, 3)).count(Kind.SETTLE) == 2
+    check_conserved(cluster)
+
+
+def test_a_payee_that_never_answers_ends_in_a_signed_cancel() -> None:
+    cluster = Cluster(5, ledgers=True, drop=lambda _s, send: send.protocol == PROTOCOL_RECEIPT)
+    job_id = cluster.publish_job(3, MODULE, INPUT)
+    cluster.run_until(cluster.finished(3, job_id))
+    settle_all(cluster)
+    publisher = kinds(ledger_of(cluster, 3))
+    assert publisher.count(Kind.PAY) == 2 and publisher.count(Kind.CANCEL) == 2
+    assert ledger_of(cluster, 3).balance_mc() == 0
+    check_conserved(cluster)
+
+
+def test_a_replayed_pay_decision_pays_nothing_more() -> None:
+    cluster = Cluster(5, ledgers=True)
+    job_id = cluster.publish_job(3, MODULE, INPUT)
+    cluster.run_until(cluster.finished(3, job_id))
+    settle_all(cluster)
+    engine = cluster.nodes[3].engine
+    before = kinds(ledger_of(cluster, 3))
+    decisions = pays(ledger_of(cluster, 3))
+    assert len(decisions) == 2
+    for payment in decisions:
+        assert engine.payments is not None
+        assert engine.payments.absorb([payment], cluster.now_ms) == []
+    assert kinds(ledger_of(cluster, 3)) == before
+
+
+def test_a_full_disk_defers_the_payment_and_it_resumes() -> None:
+    cluster = Cluster(5, ledgers=True)
+    ledger = ledger_of(cluster, 3)
+    real_append = ledger.append_pay_pending
+    refusals = {"left": 2}
+
+    def full_disk(**kwargs: Any) -> Any:
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise LedgerUnavailableError("database or disk is full")
+        return real_append(**kwargs)
+
+    ledger.append_pay_pending = full_disk  # type: ignore[method-assign]
+    job_id = cluster.publish_job(3, MODULE, INPUT)
+    cluster.run_until(cluster.finished(3, job_id))
+    settle_all(cluster)
+    assert refusals["left"] == 0
+    assert kinds(ledger).count(Kind.SETTLE) == 2
+    deferred = [
+        e for _, e in cluster.nodes[3].effects if getattr(e, "event", "") == "payment-deferred"
+    ]
+    assert len(deferred) == 2
+    check_conserved(cluster)
