@@ -47,9 +47,9 @@ from protocol.identity import Identity, PeerId, PublicKey
 from protocol.jobs_config import JobsConfig
 from protocol.market import Market
 from protocol.messages import TOPIC_CAPACITY, CapacityAd
+from protocol.payments import PaymentComponent
 from protocol.pricing import PricingConfig, price_curve, price_now
 from protocol.publisher import PublisherComponent
-from protocol.payments import PaymentComponent
 from protocol.reputation import Reputation
 from protocol.worker import WorkerComponent
 

@@ -8,7 +8,7 @@ Theory of operation
 -------------------
 Payer (the publisher)::
 
-    PayWorker --append_pay_pending--> PENDING --ReceiptCountersigned--> SETTLED --send ReceiptSettled
+    PayWorker --append_pay_pending--> PENDING --ReceiptCountersigned--> SETTLED (+ ReceiptSettled)
         |  resend ReceiptOffer every RESEND_MS while PENDING and unexpired
         +-- expired ----------------> CANCELLED (signed cancel entry); a countersignature that
                                       arrives later still settles (ADR 0004), so nothing is lost
@@ -19,8 +19,9 @@ Payee (the worker)::
                                                until ReceiptSettled or RESENDS_MAX
 
 What must never happen: a signature leaves before its entry is committed (the ledger methods
-return only after commit); two pays for one (job, worker) (the chain's own pay index is consulted
-first, so a decision replayed after a restart pays nothing); an earn for a receipt not addressed to us, or offered by anyone but its payer.
+return only after commit); two pays for one (job, worker) (the chain's own pay index is
+consulted first, so a decision replayed after a restart pays nothing); an earn for a receipt
+not addressed to us, or offered by anyone but its payer.
 The engine hands this component every ``PayWorker`` and ``RecordMismatch`` its other components
 emit (``absorb``), so that payment happens in the same step that decided it.
 """
@@ -197,8 +198,10 @@ class PaymentComponent:
             try:
                 self.ledger.cancel(digest, now_ms=now_ms)
             except LedgerUnavailableError as exc:
-                return [Log("error", "cancel-deferred", (("reason", str(exc)),)),
-                        SetTimer(f"payments:{digest.hex()}:offer", now_ms + RETRY_PAY_MS)]
+                return [
+                    Log("error", "cancel-deferred", (("reason", str(exc)),)),
+                    SetTimer(f"payments:{digest.hex()}:offer", now_ms + RETRY_PAY_MS),
+                ]
             return [Log("warning", "receipt-cancelled", (("receipt", digest.hex()[:16]),))]
         return self._offer(digest, now_ms)
 
@@ -246,7 +249,7 @@ class PaymentComponent:
         countersigned: CountersignedReceipt = envelope.body.countersigned
         receipt = check_countersignature(countersigned)
         if receipt.payer != self._engine.identity.public_key or receipt.payee != envelope.author:
-            raise RemoteProtocolError("a countersignature for another receipt", reason="bad-receipt")
+            raise RemoteProtocolError("countersignature for another receipt", reason="bad-receipt")
         try:
             self.ledger.settle(countersigned, now_ms=now_ms)
         except LedgerUnavailableError as exc:

@@ -1,4 +1,4 @@
-"""Payment by countersigned receipts on both ledgers, through message loss, replays and a full disk."""
+"""Payment by receipts countersigned on both ledgers, through loss, replays and a full disk."""
 
 from __future__ import annotations
 
