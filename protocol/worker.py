@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
 Effect = Any
 MESSAGE_TTL_MS: Final = 60_000
+COMMIT_RESEND_MS: Final = 2_000
 
 
 class TaskState(enum.Enum):
@@ -162,6 +163,8 @@ class WorkerComponent:
             return [AbortJob(job_id), Log("info", "task-deadline", (("job", job_hex),))]
         if what == "forget":
             del self.tasks[job_id]
+        if what == "recommit" and task.state is S.COMMITTED and now_ms < task.call.deadline_ms:
+            return [self._commit_message(task, now_ms), self._recommit_timer(task, now_ms)]
         return []
 
     def tasks_running(self) -> int:
@@ -185,6 +188,11 @@ class WorkerComponent:
             return []  # our own call back through the mesh, or a second copy of one we answered
         if JobId(call.job_id) in self.tasks:
             return []  # we already hold an award for this job: never bid on it again
+        payments = self._engine.payments
+        if payments is not None and not payments.ledger.writable:
+            # No bid while we could not record our earnings: say why, bid again once it can.
+            why = f"ledger-unwritable: {payments.ledger.unable_reason}"
+            return [Log("warning", "no-bid", (("job", call.job_id.hex()), ("why", why)))]
         profile = self._engine.config.profile
         decision = decide_bid(
             call, profile, self._config, self.standing(publisher), self.tasks_running(), now_ms
@@ -350,7 +358,12 @@ class WorkerComponent:
         task.commitment = commitment(
             task.job_id, digest, task.salt, self._engine.identity.public_key
         )
-        return [self._commit_message(task, now_ms)]
+        return [self._commit_message(task, now_ms), self._recommit_timer(task, now_ms)]
+
+    def _recommit_timer(self, task: Task, now_ms: int) -> SetTimer:
+        # A commit is one-way: if the publisher was down when it was sent (a restart), nothing
+        # else would tell it we finished. Re-send it until the publisher asks for the reveal.
+        return SetTimer(_timer(task.job_id, "recommit"), now_ms + COMMIT_RESEND_MS)
 
     def _commit_message(self, task: Task, now_ms: int) -> Send:
         commit = ResultCommit(task.job_id, task.award_no, task.commitment)

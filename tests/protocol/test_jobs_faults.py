@@ -233,3 +233,22 @@ def test_bids_from_refused_authors_are_dropped() -> None:
     )
     assert _dropped(_deliver(cluster, 3, 1, PROTOCOL_BID, data), "refused-author")
     assert refused.identity.peer_id not in job.bids
+
+
+def test_a_lost_commit_is_sent_again_until_the_publisher_asks_for_the_reveal() -> None:
+    from protocol.messages import PROTOCOL_RESULT
+
+    lost: set[int] = set()
+
+    def lose_each_workers_first_result(sender: int, send: Send) -> bool:
+        if send.protocol == PROTOCOL_RESULT and sender != 3 and sender not in lost:
+            lost.add(sender)
+            return True
+        return False
+
+    cluster = Cluster(5, drop=lose_each_workers_first_result)
+    job_id = cluster.publish_job(3, MODULE, INPUT)
+    cluster.run_until(cluster.finished(3, job_id))
+    summary = cluster.nodes[3].engine.publisher.summary(job_id)
+    assert summary is not None and summary.phase == "paid", summary
+    assert len(lost) == 2
