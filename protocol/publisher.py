@@ -95,6 +95,9 @@ SILENT_PENALTY_POINTS: Final = 5
 MISMATCH_PENALTY_POINTS: Final = 100  # as Reputation.on_result(valid=False) charges
 
 
+BUSY_DECLINE_VERDICT: Final = "declined:busy"
+
+
 def _timer(job_id: bytes, what: str) -> str:
     return f"publisher:{job_id.hex()}:{what}"
 
@@ -303,7 +306,7 @@ class PublisherComponent:
             return [Log("debug", "bid-late", (("job", bid.job_id.hex()), ("peer", str(worker))))]
         if bid.price_mc_per_tfuel > job.call.max_price_mc_per_tfuel:
             raise RemoteProtocolError("bid above the max price", reason="over-price")
-        if worker in job.bids or any(slot.worker == worker for slot in job.slots):
+        if worker in job.bids or worker in _barred(job):
             raise RemoteProtocolError("a second bid for one job", reason="duplicate-bid")
         if len(job.bids) >= limits.BIDS_PER_AUCTION_MAX:
             raise RemoteProtocolError("auction full", reason="busy")
@@ -381,7 +384,7 @@ class PublisherComponent:
         if len(job.slots) + needed > AWARDS_PER_REPLICA_MAX * job.replicas_max:
             return self._fail(job, "too many awards failed", now_ms)
         chosen = [slot.bid for slot in job.live()]
-        excluded = frozenset(slot.worker for slot in job.slots)
+        excluded = _barred(job)
         fresh = pick(job.ranked, needed, chosen, excluded, newcomers_max(job.target))
         job.move(Phase.RUNNING)
         effects = [self._award(job, bid, now_ms) for bid in fresh]
@@ -393,7 +396,10 @@ class PublisherComponent:
     def _new_round(self, job: PublisherJob, now_ms: int) -> list[Effect]:
         """Candidates ran out: call for bids again, unless rounds or time have run out."""
         call = job.call
-        bid_deadline_ms = now_ms + job.bid_window_ms
+        # Busy hosts do not bid, and a host frees up only when its job ends: later rounds wait
+        # longer (the window doubles, up to a cap) so that they catch hosts as they free up.
+        window_ms = min(job.bid_window_ms << (call.call_round + 1), limits.BID_WINDOW_MS_ROUND_MAX)
+        bid_deadline_ms = now_ms + max(job.bid_window_ms, window_ms)
         if call.call_round + 1 >= limits.CALL_ROUNDS_MAX or bid_deadline_ms >= call.deadline_ms:
             return self._fail(job, "not enough diverse workers", now_ms)
         job.call = CallForBids(
@@ -403,8 +409,8 @@ class PublisherComponent:
                 "bid_deadline_ms": bid_deadline_ms,
             }
         )
-        taken = {slot.worker for slot in job.slots}
-        job.bids = {w: entry for w, entry in job.bids.items() if w in taken}
+        barred = _barred(job)
+        job.bids = {w: entry for w, entry in job.bids.items() if w in barred}
         job.move(Phase.BIDDING)
         return self._publish_call(job, now_ms)
 
@@ -486,6 +492,10 @@ class PublisherComponent:
         if slot.state not in (SlotState.AWARDED, SlotState.ACCEPTED, SlotState.COMMITTED):
             return []
         effects = self._drop(job, slot, f"declined:{reply.reason}"[:64], now_ms, notify=False)
+        if slot.verdict == BUSY_DECLINE_VERDICT:
+            # The busy host's bid is spent; it may bid again in a later round once it is free.
+            job.bids.pop(slot.worker, None)
+            job.ranked = [bid for bid in job.ranked if bid.worker != slot.worker]
         return self._done(job, [*effects, *self._advance(job, now_ms)])
 
     def _on_commit(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
@@ -598,6 +608,15 @@ class PublisherComponent:
 
 def _fields(call: CallForBids) -> dict[str, Any]:
     return {name: getattr(call, name) for name in CallForBids.__dataclass_fields__}
+
+
+def _barred(job: PublisherJob) -> frozenset[PeerId]:
+    """Workers that may not bid on ``job`` again: each holds or lost an award for it.
+
+    A worker that declined only because it was busy is not barred: it may bid in a later round,
+    once it is free, as any other host may.
+    """
+    return frozenset(slot.worker for slot in job.slots if slot.verdict != BUSY_DECLINE_VERDICT)
 
 
 def _open_for_bids(job: PublisherJob, call_round: int, now_ms: int) -> bool:
