@@ -1,1 +1,10 @@
-"""Hearth's Python SDK."""
+"""Hearth's Python SDK: publish jobs from any running node and get verified results.
+
+from hearth import Client
+with Client() as client:
+    result = client.run("job.wasm", b"input")
+"""
+
+from hearth.client import AsyncClient, Client, HearthError, JobOptions, JobResult
+
+__all__ = ["AsyncClient", "Client", "HearthError", "JobOptions", "JobResult"]

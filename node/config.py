@@ -29,6 +29,8 @@ port = 0
 bootstrap = []
 # Who runs this machine. One job's replicas never all go to one operator.
 operator = ""
+# Replicas of one job go to different networks of this prefix length (a loopback testnet: 32).
+network_group_prefix_v4 = 24
 
 [limits]
 # Caps on what jobs may use on this machine.
@@ -64,6 +66,7 @@ class NodeConfig:
     port: int = 0
     bootstrap: tuple[str, ...] = ()
     operator: str = ""
+    network_group_prefix_v4: int = 24
     cores: int = 1
     memory_mb: int = 1024
     runtimes: tuple[str, ...] = ("wasm", "python")
@@ -104,6 +107,12 @@ def _typed(section: dict[str, Any], key: str, kind: type, where: str) -> Any:
 
 def _mc(credits: float) -> int:
     return round(credits * 1000)
+
+
+def _prefix(bits: int) -> int:
+    if not 8 <= bits <= 32:
+        raise _bad("node.network_group_prefix_v4", "must be between 8 and 32")
+    return bits
 
 
 def parse(text: str) -> NodeConfig:
@@ -163,6 +172,7 @@ def parse(text: str) -> NodeConfig:
         port=port,
         bootstrap=tuple(str(b) for b in _typed(node, "bootstrap", list, "node")),
         operator=_typed(node, "operator", str, "node"),
+        network_group_prefix_v4=_prefix(_typed(node, "network_group_prefix_v4", int, "node")),
         cores=cores,
         memory_mb=memory_mb,
         runtimes=runtimes,

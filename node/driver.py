@@ -25,7 +25,7 @@ import trio
 
 from node.clock import Clock
 from node.logs import log
-from p2p.transport import Inbound, Transport, TransportError
+from p2p.transport import Inbound, PeerStatus, Transport, TransportError
 from protocol import limits
 from protocol.effects import CancelTimer, Log, Penalise, Publish, Send, SetTimer
 from protocol.engine import Engine
@@ -61,6 +61,19 @@ def ip_of(addrs: tuple[str, ...]) -> str:
             if value:
                 return str(ipaddress.ip_address(value))
     return ""
+
+
+def peer_ip(peer: PeerStatus) -> str:
+    """The address that places a peer in a network group for replica diversity.
+
+    The observed address of the connection cannot be forged by the peer, so it is used, except
+    on loopback: dials there leave from 127.0.0.1 whatever address the node listens on, so a
+    local testnet tells its nodes apart by their listen addresses instead.
+    """
+    observed = peer.remote_ip
+    if observed and not ipaddress.ip_address(observed).is_loopback:
+        return observed
+    return ip_of(peer.addrs) or observed
 
 
 class Driver:
@@ -105,6 +118,9 @@ class Driver:
         effects = self.engine.step(event, self.clock.now_ms())
         for observer in self.observers:
             observer(event, effects)
+        self.execute_all(effects)
+
+    def execute_all(self, effects: list[Any]) -> None:
         for effect in effects:
             self._execute(effect)
 
@@ -168,15 +184,17 @@ class Driver:
 
     async def _watch_peers(self) -> None:
         """Turn the transport's peer list into engine events, and measure round trips."""
-        known: set[str] = set()
+        known: dict[str, str] = {}  # connected peer -> the IP last announced ("" if none yet)
         last_ping_s: dict[str, float] = {}
         while True:
-            connected = {p.peer_id: p for p in self.transport.peers() if p.connected}
-            for peer_id in sorted(connected.keys() - known):
-                self.submit_nowait(PeerConnected(PeerId(peer_id), ip_of(connected[peer_id].addrs)))
-            for peer_id in sorted(known - connected.keys()):
+            connected = {p.peer_id: peer_ip(p) for p in self.transport.peers() if p.connected}
+            for peer_id, ip in sorted(connected.items()):
+                # Announce new peers, and again once identify has told us an inbound peer's IP.
+                if known.get(peer_id) != ip:
+                    self.submit_nowait(PeerConnected(PeerId(peer_id), ip))
+            for peer_id in sorted(known.keys() - connected.keys()):
                 self.submit_nowait(PeerDisconnected(PeerId(peer_id)))
-            known = set(connected)
+            known = connected
             now_s = trio.current_time()
             for peer_id in sorted(known):
                 if now_s - last_ping_s.get(peer_id, -math.inf) >= PING_INTERVAL_S:

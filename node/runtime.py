@@ -21,17 +21,34 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ledger.audit import LedgerRangeRequest, serve_range
+from ledger.errors import LedgerCorruptError
+from ledger.store import LedgerBusyError, SqliteLedger
 from node import calibrate, paths
+from node.adversary import load as load_adversary
 from node.api import ad_json, build_app, market_entry_json, serve_api
+from node.blobs import BlobStore, serve_blob_request
 from node.clock import Clock, SystemClock
+from node.commands.common import CommandError
 from node.driver import Driver
 from node.home import load_config, load_identity, load_token
+from node.jobs import JobService
 from node.logs import log
+from node.routes import build_job_routes
+from node.sandbox.config import SandboxConfig
+from node.sandbox.pool import SandboxPool
 from p2p.host import open_transport
-from p2p.transport import HostConfig, Transport
+from p2p.transport import HostConfig, Inbound, Transport
+from protocol.codec import decode_as, encode
 from protocol.engine import Engine, EngineConfig, HostProfile
+from protocol.errors import RemoteProtocolError
 from protocol.events import Started
-from protocol.messages import PROTOCOLS, TOPICS
+from protocol.identity import Identity
+from protocol.jobs_config import JobsConfig
+from protocol.messages import PROTOCOL_BLOB, PROTOCOL_LEDGER, PROTOCOLS, TOPICS
+from protocol.publisher_state import PublisherConfig
+
+LEDGER_PROBE_INTERVAL_S = 5.0
 
 if TYPE_CHECKING:  # trio-typing's stubs (a py-libp2p dependency) shadow trio's own types
     from trio_typing import TaskStatus
@@ -58,6 +75,8 @@ class Node:
     transport: Transport
     driver: Driver
     clock: Clock
+    ledger: SqliteLedger
+    jobs: JobService
     api_url: str = ""
     started_ms: int = 0
 
@@ -134,6 +153,7 @@ def build_routes(node: Node) -> list[Route]:
         Route("/v1/status", status),
         Route("/v1/market", market),
         Route("/v1/peers", peers),
+        *build_job_routes(node),
     ]
 
 
@@ -155,6 +175,7 @@ async def run_node(
     identity = load_identity(home)
     config = load_config(home)
     token = load_token(home)
+    adversary = load_adversary(home, identity.seed)
     clock = clock or SystemClock()
     profile = HostProfile(
         cores_offered=config.cores,
@@ -166,7 +187,9 @@ async def run_node(
         operator=config.operator,
         pricing=config.pricing,
     )
-    engine = Engine(EngineConfig(identity, profile), random.Random(secrets.randbits(128)))
+    jobs_config = JobsConfig(
+        publisher=PublisherConfig(network_prefix_v4=config.network_group_prefix_v4)
+    )
     host_config = HostConfig(
         seed=identity.seed,
         listen_host=options.host or config.host,
@@ -176,21 +199,93 @@ async def run_node(
         protocols=PROTOCOLS,
         psk=options.psk if options.psk is not None else read_psk(home),
     )
-    async with open_transport(host_config) as transport, trio.open_nursery() as nursery:
-        driver = Driver(engine, transport, clock)
-        node = Node(options, engine, transport, driver, clock, started_ms=clock.now_ms())
-        await nursery.start(driver.run)
-        app = build_app(build_routes(node), token)
-        node.api_url = await nursery.start(functools.partial(serve_api, app, port=options.api_port))
-        driver.submit_nowait(Started())
-        write_node_info(home, node.info())
-        log("info", "node-started", **node.info())
-        task_status.started(node)
+    ledger = open_ledger(paths.ledger_path(home), identity, clock.now_ms())
+    sandbox = SandboxPool(SandboxConfig(home=home, workers=config.cores))
+    try:
+        async with (
+            sandbox,
+            open_transport(host_config) as transport,
+            trio.open_nursery() as nursery,
+        ):
+            engine = Engine(
+                EngineConfig(identity, profile, jobs=jobs_config),
+                random.Random(secrets.randbits(128)),
+                ledger,
+            )
+            driver = Driver(engine, transport, clock)
+            jobs = JobService(home, driver, BlobStore(home / "blobs"), sandbox, adversary)
+            node = Node(options, engine, transport, driver, clock, ledger, jobs)
+            node.started_ms = clock.now_ms()
+            serve_requests(node)
+            await nursery.start(driver.run)
+            app = build_app(build_routes(node), token)
+            node.api_url = await nursery.start(
+                functools.partial(serve_api, app, port=options.api_port)
+            )
+            driver.submit_nowait(Started())
+            restored = jobs.restore_saved(clock.now_ms())
+            nursery.start_soon(watch_ledger_space, ledger)
+            write_node_info(home, node.info())
+            log(
+                "info",
+                "node-started",
+                jobs_restored=restored,
+                adversary=adversary.behaviour,
+                **node.info(),
+            )
+            task_status.started(node)
+            try:
+                await trio.sleep_forever()
+            finally:
+                paths.node_info_path(home).unlink(missing_ok=True)
+                nursery.cancel_scope.cancel()
+    finally:
+        ledger.close()
+
+
+def open_ledger(path: Path, identity: Identity, now_ms: int) -> SqliteLedger:
+    """Open (or create) the ledger; a broken chain or a second writer stops the node here."""
+    try:
+        return SqliteLedger.open(path, identity, now_ms=now_ms)
+    except LedgerCorruptError as exc:
+        raise CommandError(
+            f"ledger {path} does not verify ({exc}); the node will not build on it. "
+            f"Run `hearth ledger verify` and restore it from a backup"
+        ) from None
+    except LedgerBusyError:
+        raise CommandError(f"another process is using {path}; is a node already running?") from None
+
+
+def serve_requests(node: Node) -> None:
+    """Direct-stream protocols answered by the node itself rather than the engine."""
+
+    async def blob(item: Inbound) -> None:
+        await serve_blob_request(node.jobs.blobs, item)
+
+    async def ledger_range(item: Inbound) -> None:
+        if item.reply is None:
+            return
         try:
-            await trio.sleep_forever()
-        finally:
-            paths.node_info_path(home).unlink(missing_ok=True)
-            nursery.cancel_scope.cancel()
+            request = decode_as(item.data, LedgerRangeRequest)
+            response = serve_range(node.ledger, request)
+        except RemoteProtocolError as exc:
+            node.transport.reputation.adjust(item.peer_id, -10)
+            log("info", "ledger-request-refused", peer=item.peer_id, reason=exc.reason)
+            return
+        await item.reply(encode(response))
+
+    node.driver.request_handlers[PROTOCOL_BLOB] = blob
+    node.driver.request_handlers[PROTOCOL_LEDGER] = ledger_range
+
+
+async def watch_ledger_space(ledger: SqliteLedger) -> None:
+    """While the ledger cannot write (a full disk), probe it so that bidding resumes with space."""
+    while True:
+        await trio.sleep(LEDGER_PROBE_INTERVAL_S)
+        if not ledger.writable:
+            ledger.probe_writable()
+            if ledger.writable:
+                log("info", "ledger-writable-again")
 
 
 async def run_until_signalled(options: NodeOptions) -> None:

@@ -8,6 +8,7 @@ of another testnet cannot even finish a handshake.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -210,8 +211,22 @@ class Libp2pTransport:
                     }
                 )
             )
-            out.append(PeerStatus(text, addrs, peer in connected, self._rtt_ms.get(text)))
+            status = PeerStatus(text, addrs, peer in connected, self._rtt_ms.get(text))
+            if peer in connected:
+                status = dataclasses.replace(status, remote_ip=self._remote_ip(peer))
+            out.append(status)
         return out
+
+    def _remote_ip(self, peer: ID) -> str:
+        """The observed address of a live connection: unlike listen addresses, not self-reported."""
+        for conn in self.host.get_network().connections.get(peer) or []:
+            try:
+                address = conn.muxed_conn.get_remote_address()  # type: ignore[attr-defined]
+            except (AttributeError, OSError):
+                continue
+            if address:
+                return str(address[0])
+        return ""
 
     def _deliver(self, item: Inbound) -> bool:
         try:

@@ -85,6 +85,7 @@ class PeerStatus:
     addrs: tuple[str, ...]
     connected: bool
     rtt_ms: float | None  # last measured ping round trip; None until pinged
+    remote_ip: str = ""  # the IP the live connection actually comes from ("" if none)
 
 
 @dataclass

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +11,14 @@ from rich.table import Table
 
 from node import paths
 from node.commands.common import JSON_OPTION, fail, print_json
-from node.commands.market import short
 from testnet import launch
-from testnet.observe import ask, market_complete
+from testnet.observe import ask
 
 app = typer.Typer(help="Run a local testnet of real node processes.", no_args_is_help=True)
 DIR_OPTION = typer.Option(None, "--dir", help="Testnet folder (default: <data dir>/testnet).")
+SCENARIO_ARGUMENT = typer.Argument(..., help="A scenario file, e.g. testnet/scenarios/churn.toml.")
+OUT_OPTION = typer.Option(..., "--out", help="Folder for the report (created if missing).")
+RUN_DIR_OPTION = typer.Option(None, "--dir", help="Folder for the nodes (default: <out>/testnet).")
 
 
 def testnet_dir(directory: Path | None) -> Path:
@@ -94,33 +94,78 @@ def status(directory: Path = DIR_OPTION, json_output: bool = JSON_OPTION) -> Non
     Console().print(table)
 
 
-@app.command("demo")
-def demo(n: int = typer.Option(3, "-n", help="How many nodes.")) -> None:
-    """Start a few nodes, show the market each one sees, and stop them all."""
+SUMMARY_ROWS = (
+    "jobs_published",
+    "jobs_verified",
+    "jobs_failed",
+    "jobs_completed_pct",
+    "wrong_results_accepted",
+    "latency_ms_p50",
+    "latency_ms_p99",
+    "credits_sum_mc",
+    "cheaters_earned_mc",
+    "nodes_killed",
+    "nodes_restarted",
+    "forks_detected",
+)
+
+
+@app.command("run")
+def run(
+    scenario: Path = SCENARIO_ARGUMENT,
+    out: Path = OUT_OPTION,
+    directory: Path = RUN_DIR_OPTION,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Run a scenario on real nodes (adversaries, churn, jobs) and write a report to --out.
+
+    Exit status: 0 when every check in summary.json holds, 1 when one fails, 130 on Ctrl-C.
+    """
+    from testnet.run import RunOptions, run_scenario
+    from testnet.scenario import ScenarioError
+
+    try:
+        summary = run_scenario(RunOptions(scenario, out, directory))
+    except ScenarioError as exc:
+        fail(str(exc), exit_code=2)
+    except launch.TestnetError as exc:
+        fail(str(exc))
+    if json_output:
+        print_json({k: v for k, v in summary.items() if k not in ("jobs", "scenario_text")})
+    else:
+        print_run_summary(summary, out)
+    if summary["interrupted"]:
+        raise typer.Exit(130)
+    if not summary["ok"]:
+        raise typer.Exit(1)
+
+
+def print_run_summary(summary: dict[str, Any], out: Path) -> None:
+    table = Table(title=f"Scenario {summary['scenario']} (seed {summary['seed']})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key in SUMMARY_ROWS:
+        table.add_row(key, str(summary[key]))
+    for name, held in summary["checks"].items():
+        table.add_row(f"check: {name}", "yes" if held else "NO")
     console = Console()
-    started_s = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="hearth-demo-") as tmp:
-        root = Path(tmp)
-        console.print(f"starting {n} nodes in {root} ...")
-        nodes = launch.up(root, n)
-        try:
-            launch.wait_for(lambda: market_complete(nodes), 30, "every node to see every other")
-            names = {x.info["peer_id"]: x.name for x in nodes}
-            table = Table(title="What each node sees (prices in mc per 10^12 fuel)")
-            table.add_column("node")
-            for other in nodes:
-                table.add_column(f"price of {other.name}")
-            for node in nodes:
-                view = ask(node, "/v1/market")
-                prices = {o["peer_id"]: o["price_mc_per_tfuel"] for o in view["offers"]}
-                prices[view["self"]["peer_id"]] = view["self"]["price_mc_per_tfuel"]
-                table.add_row(
-                    f"{node.name} ({short(node.info['peer_id'])})",
-                    *(str(prices.get(o.info["peer_id"], "-")) for o in nodes),
-                )
-            console.print(table)
-            console.print(
-                f"{len(names)} nodes agreed on the market in {time.monotonic() - started_s:.1f} s"
-            )
-        finally:
-            launch.stop(nodes)
+    console.print(table)
+    for name in summary["nodes_died"]:
+        console.print(f"[red]{name} died during the run; see events.jsonl[/red]")
+    console.print(f"report in {out} (summary.json, events.jsonl, metrics.csv, plots)")
+
+
+@app.command("demo")
+def demo(
+    seed: int = typer.Option(1, help="Seed for the jobs' inputs."),
+    directory: Path = DIR_OPTION,
+) -> None:
+    """Start 5 nodes, publish jobs from different peers, show them verified and paid, stop."""
+    from testnet.demo import run_demo
+
+    try:
+        ok = run_demo(seed, directory)
+    except launch.TestnetError as exc:
+        fail(str(exc))
+    if not ok:
+        fail("the demo found a problem (listed above)")

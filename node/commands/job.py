@@ -1,0 +1,192 @@
+"""`hearth job`: publish a job through the running node, or run it here in the sandbox (--local)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import wasmtime
+
+from node.commands import job_network
+from node.commands.common import JSON_OPTION, CommandError, print_json
+from node.sandbox import config as sandbox_config
+from node.sandbox.config import SandboxConfig
+from node.sandbox.model import ExecutionResult, JobRequest, Runtime
+from node.sandbox.pool import run_job
+from node.sandbox.python import PythonUnavailable
+
+app = typer.Typer(
+    help="Run jobs on the network (verified by redundant execution) or here.", no_args_is_help=True
+)
+
+RUNTIME_BY_SUFFIX = {".wasm": Runtime.WASM, ".wat": Runtime.WASM, ".py": Runtime.PYTHON}
+
+
+def runtime_for(path: Path, given: str | None) -> Runtime:
+    if given is not None:
+        try:
+            return Runtime(given)
+        except ValueError:
+            raise CommandError(f"unknown runtime {given!r}; choose wasm or python") from None
+    found = RUNTIME_BY_SUFFIX.get(path.suffix.lower())
+    if found is None:
+        raise CommandError(f"cannot tell the runtime of {path.name}; pass --runtime wasm|python")
+    return found
+
+
+def read_module(path: Path, runtime: Runtime) -> bytes:
+    data = _read(path)
+    if runtime is Runtime.WASM and path.suffix.lower() == ".wat":
+        try:  # a convenience for authors; the network only ever carries the binary
+            return bytes(wasmtime.wat2wasm(data.decode("utf-8")))
+        except (wasmtime.WasmtimeError, UnicodeDecodeError) as exc:
+            raise CommandError(
+                f"{path.name} is not valid WAT: {str(exc).splitlines()[0]}"
+            ) from None
+    return data
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def build_request(
+    file: Path, input_file: Path | None, runtime: Runtime, limits: dict[str, int]
+) -> JobRequest:
+    try:
+        return JobRequest(
+            runtime=runtime,
+            module=read_module(file, runtime),
+            input=_read(input_file) if input_file else b"",
+            output_bytes_max=sandbox_config.DEFAULT_OUTPUT_BYTES_MAX,
+            **limits,
+        )
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def summary(result: ExecutionResult) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "ok": result.ok,
+        "runtime": result.runtime.value,
+        "fuel_used": result.fuel_used,
+        "elapsed_ms": result.elapsed_ms,
+    }
+    if result.ok:
+        base |= {"output_sha256": result.output_sha256.hex(), "output_bytes": len(result.output)}
+    else:
+        base["error"] = {"kind": str(result.error_kind), "message": result.error_message}
+    return base
+
+
+def run_locally(request: JobRequest) -> ExecutionResult:
+    try:
+        return run_job(request, SandboxConfig())
+    except PythonUnavailable as exc:
+        raise CommandError(str(exc)) from None
+
+
+FileArg = Annotated[
+    Path | None, typer.Argument(help="The job: a .wasm (or .wat) module or a .py program.")
+]
+InputOpt = Annotated[Path | None, typer.Option("--input", help="File the job reads on stdin.")]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", help="Where the job's stdout is written.")
+]
+ReplicasOpt = Annotated[int | None, typer.Option("--replicas", help="Results that must agree.")]
+ReplicasMaxOpt = Annotated[
+    int | None, typer.Option("--replicas-max", help="Most replicas to run on disagreement.")
+]
+MaxPriceOpt = Annotated[
+    int | None, typer.Option("--max-price", help="Highest price, mc per 10^12 fuel.")
+]
+PreferOpt = Annotated[str | None, typer.Option("--prefer", help="cheapest, fastest or greenest.")]
+SpecOpt = Annotated[Path | None, typer.Option("--spec", help="A job spec file (TOML).")]
+LocalOpt = Annotated[bool, typer.Option("--local", help="Run in this machine's sandbox.")]
+RuntimeOpt = Annotated[
+    str | None, typer.Option("--runtime", help="wasm or python (default: by suffix).")
+]
+FuelOpt = Annotated[int, typer.Option("--fuel", help="Fuel budget (units of work).")]
+MemoryOpt = Annotated[int, typer.Option("--memory-mb", help="Memory cap in MiB.")]
+DeadlineOpt = Annotated[float, typer.Option("--deadline-s", help="Wall-clock limit in seconds.")]
+
+
+@app.command("run")
+def run(
+    file: FileArg = None,
+    output_file: OutputOpt = None,
+    input_file: InputOpt = None,
+    local: LocalOpt = False,
+    runtime: RuntimeOpt = None,
+    fuel: FuelOpt = sandbox_config.DEFAULT_FUEL_MAX,
+    memory_mb: MemoryOpt = sandbox_config.DEFAULT_MEMORY_BYTES_MAX // 2**20,
+    deadline_s: DeadlineOpt = sandbox_config.DEFAULT_DEADLINE_MS / 1000,
+    replicas: ReplicasOpt = None,
+    replicas_max: ReplicasMaxOpt = None,
+    max_price: MaxPriceOpt = None,
+    prefer: PreferOpt = None,
+    spec_file: SpecOpt = None,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Run FILE on --input and write its verified output to --output.
+
+    Without --local the job is published from the running node: hosts bid, the winners run it,
+    and the result is written only once independent replicas agree.
+    """
+    spec = job_network.load_spec(spec_file) if spec_file else {}
+    file = file or _spec_path(spec, "module")
+    output_file = output_file or _spec_path(spec, "output")
+    input_file = input_file or (Path(spec["input"]) if "input" in spec else None)
+    chosen = runtime_for(file, runtime or spec.get("runtime"))
+    if not local:
+        flags = {
+            "runtime": chosen.value, "replicas": replicas, "replicas_max": replicas_max,
+            "max_price_mc_per_tfuel": max_price, "prefer": prefer, "fuel_max": fuel,
+            "memory_mb_max": memory_mb, "deadline_s": max(1, int(deadline_s)),
+        }  # fmt: skip
+        options = job_network.options_from(spec, flags)
+        data = _read(input_file) if input_file else b""
+        job_network.publish(file, data, output_file, options, json_output)
+        return
+    limits = {
+        "fuel_max": fuel,
+        "memory_bytes_max": memory_mb * 2**20,
+        "deadline_ms": max(1, int(deadline_s * 1000)),
+    }
+    result = run_locally(build_request(file, input_file, chosen, limits))
+    if result.ok:
+        try:
+            output_file.write_bytes(result.output)
+        except OSError as exc:
+            raise CommandError(f"cannot write {output_file}: {exc.strerror or exc}") from None
+    report(result, json_output)
+
+
+def _spec_path(spec: dict[str, Any], key: str) -> Path:
+    if key not in spec:
+        flag = "FILE" if key == "module" else f"--{key}"
+        raise CommandError(f'give {flag} or a --spec file with {key} = "..."')
+    return Path(spec[key])
+
+
+job_network.register(app, JSON_OPTION)
+
+
+def report(result: ExecutionResult, json_output: bool) -> None:
+    if json_output:
+        print_json(summary(result))
+        if not result.ok:
+            raise typer.Exit(1)
+        return
+    if not result.ok:
+        raise CommandError(
+            f"{result.error_kind}: {result.error_message} (fuel used {result.fuel_used})"
+        )
+    typer.echo(
+        f"ok: fuel used {result.fuel_used}, output sha256 {result.output_sha256.hex()} "
+        f"({len(result.output)} bytes, {result.elapsed_ms} ms)"
+    )

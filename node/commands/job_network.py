@@ -1,0 +1,161 @@
+"""The network half of `hearth job`: publish through the running node, follow it, list, show."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hearth.client import Client, HearthError, JobOptions
+from node.commands.common import CommandError, print_json
+
+SPEC_KEYS = {f.name for f in dataclasses.fields(JobOptions)} | {"module", "input", "output"}
+
+
+def load_spec(path: Path) -> dict[str, Any]:
+    """A job spec file (TOML): the same names as the flags, e.g. replicas = 3."""
+    try:
+        spec = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CommandError(f"{path}: not valid TOML ({exc})") from None
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise CommandError(f"{path}: unknown keys {unknown}; expected some of {sorted(SPEC_KEYS)}")
+    return spec
+
+
+def options_from(spec: dict[str, Any], flags: dict[str, Any]) -> JobOptions:
+    """Flags given on the command line win over the spec file, which wins over defaults."""
+    values = {k: v for k, v in spec.items() if k not in ("module", "input", "output")}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return JobOptions(**values)
+    except TypeError as exc:
+        raise CommandError(f"job options: {exc}") from None
+
+
+def phase_line(event: dict[str, Any]) -> str:
+    phase = event["phase"]
+    if phase == "running":
+        return f"running {event['results']}/{event['replicas']}"
+    if phase in ("paid", "failed") and event.get("detail"):
+        return f"{phase}: {event['detail']}"
+    return str(phase)
+
+
+def publish(
+    module: Path, data: bytes, output: Path, options: JobOptions, json_output: bool
+) -> None:
+    """Publish, show progress (bidding, running i/n, verifying, paid), write a verified result."""
+    try:
+        with Client() as client:
+            job_id = client.submit(module, data, options)
+            if json_output:
+                result = client.wait(job_id)
+            else:
+                console = Console(stderr=True)
+                with console.status(f"job {job_id[:12]}: bidding") as status:
+                    for event in client.events(job_id):
+                        status.update(f"job {job_id[:12]}: {phase_line(event)}")
+                        console.log(phase_line(event))
+                result = client.wait(job_id)
+    except HearthError as exc:
+        raise CommandError(str(exc)) from None
+    if not result.ok:
+        raise CommandError(f"job {job_id} failed: {result.reason or result.summary['phase']}")
+    try:
+        output.write_bytes(result.output)
+    except OSError as exc:
+        raise CommandError(f"cannot write {output}: {exc.strerror or exc}") from None
+    report = {
+        "job_id": job_id,
+        "state": "accepted",
+        "output_sha256": result.output_sha256,
+        "output_bytes": len(result.output),
+        "fuel_used": result.fuel_used,
+        "paid_mc": result.paid_mc,
+        "clearing_price_mc_per_tfuel": result.summary["clearing_price_mc_per_tfuel"],
+        "replicas": [r["worker"] for r in result.summary["replicas_detail"] if r["paid_mc"]],
+    }
+    if json_output:
+        print_json(report)
+        return
+    typer.echo(
+        f"verified: {len(result.output)} bytes to {output}, sha256 {result.output_sha256}, "
+        f"fuel {result.fuel_used}, paid {result.paid_mc} mc to {len(report['replicas'])} hosts"
+    )
+
+
+def register(app: typer.Typer, json_option: Any) -> None:
+    @app.command("list")
+    def list_jobs(json_output: bool = json_option) -> None:
+        """Jobs published from this node."""
+        jobs = _client_call(lambda c: c.jobs())
+        if json_output:
+            print_json({"jobs": jobs})
+            return
+        table = Table(title="Jobs published from this node")
+        for column in ("job", "state", "replicas", "fuel", "paid mc", "detail"):
+            table.add_column(column)
+        for job in jobs:
+            table.add_row(
+                job["job_id"][:12],
+                job["state"],
+                str(job["replicas"]),
+                str(job["fuel_used"]),
+                str(job["paid_mc"]),
+                job["detail"],
+            )
+        Console().print(table)
+
+    @app.command("show")
+    def show(job_id: str, json_output: bool = json_option) -> None:
+        """Bids, winners, each replica's verdict, fuel and credits paid for one job."""
+        job = _client_call(lambda c: c.job(job_id))
+        if json_output:
+            print_json(job)
+            return
+        typer.echo(f"job {job['job_id']}: {job['state']} {job['detail']}")
+        typer.echo(
+            f"clearing price {job['clearing_price_mc_per_tfuel']} mc/Tfuel, "
+            f"fuel {job['fuel_used']}, paid {job['paid_mc']} mc"
+        )
+        bids = Table(title="Bids")
+        for column in ("worker", "price", "operator", "network", "energy", "rtt ms"):
+            bids.add_column(column)
+        for bid in job["bids"]:
+            bids.add_row(
+                bid["worker"][-10:],
+                str(bid["price_mc_per_tfuel"]),
+                bid["operator"],
+                bid["network_group"],
+                bid["energy_source"],
+                str(bid["rtt_ms"]),
+            )
+        replicas = Table(title="Replicas")
+        for column in ("worker", "state", "verdict", "fuel", "paid mc"):
+            replicas.add_column(column)
+        for rep in job["replicas_detail"]:
+            replicas.add_row(
+                rep["worker"][-10:],
+                rep["state"],
+                rep["verdict"],
+                str(rep["fuel_used"]),
+                str(rep["paid_mc"]),
+            )
+        Console().print(bids, replicas)
+
+
+def _client_call(call: Any) -> Any:
+    try:
+        with Client() as client:
+            return call(client)
+    except HearthError as exc:
+        raise CommandError(str(exc)) from None

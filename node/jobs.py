@@ -1,0 +1,182 @@
+"""The node's part of a job: blobs, the sandbox, saved publisher state and progress for the API.
+
+It carries out the job effects the engine returns (FetchBlob, RunJob, AbortJob, JobProgress,
+SaveJob) and feeds their outcomes back as events. Publisher state is saved as one file per job
+(written to a temporary file, synced, renamed) and restored when the node starts, so a publisher
+killed mid-job resumes it or cancels it with signed messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from node.adversary import Adversary
+from node.blobs import BlobError, BlobStore, fetch_blob
+from node.driver import Driver
+from node.logs import log
+from node.sandbox.model import JobRequest, Runtime
+from node.sandbox.pool import SandboxPool
+from protocol import limits
+from protocol.effects import AbortJob, FetchBlob, JobProgress, RunJob, SaveJob
+from protocol.events import BlobFetched, BlobFetchFailed, JobExecuted
+from protocol.job_messages import JobId
+
+EVENTS_PER_JOB_MAX = 256
+OUTPUT_BYTES_MAX = limits.BLOB_BYTES_MAX
+TERMINAL_PHASES = frozenset({"paid", "failed"})
+
+
+@dataclasses.dataclass
+class JobLog:
+    """Progress events of one job published here, for `hearth job run` and the SDK."""
+
+    events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    changed: trio.Event = dataclasses.field(default_factory=trio.Event)
+    done: bool = False
+
+    def add(self, event: dict[str, Any]) -> None:
+        if len(self.events) < EVENTS_PER_JOB_MAX or event["phase"] in TERMINAL_PHASES:
+            self.events.append(event)
+        self.done = self.done or event["phase"] in TERMINAL_PHASES
+        self.changed.set()
+        self.changed = trio.Event()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+class JobService:
+    def __init__(
+        self, home: Path, driver: Driver, blobs: BlobStore, pool: SandboxPool, adversary: Adversary
+    ) -> None:
+        self.driver = driver
+        self.adversary = adversary
+        self.blobs = blobs
+        self.pool = pool
+        self.jobs_dir = home / "jobs"
+        self.jobs_dir.mkdir(exist_ok=True)
+        self.logs: dict[bytes, JobLog] = {}
+        self._running: dict[bytes, trio.CancelScope] = {}
+        driver.effect_handlers.update(
+            {
+                FetchBlob: self._fetch,
+                RunJob: self._run,
+                AbortJob: self._abort,
+                JobProgress: self._progress,
+                SaveJob: self._save,
+            }
+        )
+
+    def restore_saved(self, now_ms: int) -> int:
+        """Hand every saved publisher job back to the engine; return how many."""
+        count = 0
+        for path in sorted(self.jobs_dir.glob("*.state")):
+            job_id = bytes.fromhex(path.stem)
+            self.logs.setdefault(job_id, JobLog())
+            effects = self.driver.engine.publisher.restore(path.read_bytes(), now_ms)
+            self.driver.execute_all(effects)
+            count += 1
+        return count
+
+    def log_for(self, job_id: bytes) -> JobLog:
+        return self.logs.setdefault(job_id, JobLog())
+
+    async def _fetch(self, effect: FetchBlob) -> None:
+        try:
+            await fetch_blob(
+                self.driver.transport, self.blobs, effect.peer, effect.blob_hash, effect.size_bytes
+            )
+        except BlobError as exc:
+            await self.driver.submit(BlobFetchFailed(effect.blob_hash, str(exc)))
+            return
+        await self.driver.submit(BlobFetched(effect.blob_hash))
+
+    async def _run(self, effect: RunJob) -> None:
+        if not self.adversary.delivers:
+            return  # a stalling adversary keeps the award and lets its lease run out
+        module = self.blobs.get(effect.module_hash)
+        data = self.blobs.get(effect.input_hash)
+        if module is None or data is None:
+            await self.driver.submit(JobExecuted(effect.job_id, False, b"", b"", 0, "crashed"))
+            return
+        deadline_ms = max(1, effect.deadline_ms - self.driver.clock.now_ms())
+        request = JobRequest(
+            runtime=Runtime(effect.runtime),
+            module=module,
+            input=data,
+            fuel_max=effect.fuel_max,
+            memory_bytes_max=effect.memory_mb_max * 1024 * 1024,
+            deadline_ms=deadline_ms,
+            output_bytes_max=OUTPUT_BYTES_MAX,
+        )
+        with trio.CancelScope() as scope:
+            self._running[effect.job_id] = scope
+            try:
+                result = await self.pool.run(request)
+            finally:
+                self._running.pop(effect.job_id, None)
+        if scope.cancelled_caught:
+            return  # AbortJob: the award was cancelled and no event is expected
+        output = self.adversary.output(effect, result.output) if result.ok else b""
+        digest = self.blobs.put(output)  # a failure reports the hash of no output
+        log(
+            "info",
+            "job-executed",
+            job=effect.job_id.hex()[:16],
+            ok=result.ok,
+            fuel_used=result.fuel_used,
+            error=str(result.error_kind or ""),
+        )
+        await self.driver.submit(
+            JobExecuted(
+                JobId(effect.job_id),
+                result.ok,
+                digest,
+                output,
+                result.fuel_used,
+                "" if result.error_kind is None else str(result.error_kind),
+            )
+        )
+
+    def _abort(self, effect: AbortJob) -> None:
+        scope = self._running.get(effect.job_id)
+        if scope is not None:
+            scope.cancel()
+
+    def _progress(self, effect: JobProgress) -> None:
+        if effect.phase == "paid":
+            self._keep_inline_output(effect.job_id)
+        self.log_for(effect.job_id).add(
+            {
+                "ts_ms": self.driver.clock.now_ms(),
+                "phase": effect.phase,
+                "detail": effect.detail,
+                "results": effect.results,
+                "replicas": effect.replicas,
+            }
+        )
+
+    def _keep_inline_output(self, job_id: bytes) -> None:
+        """An accepted output that came inline in a reveal goes into the blob store too."""
+        summary = self.driver.engine.publisher.summary(JobId(job_id))
+        if summary is not None and summary.output and not self.blobs.has(summary.output_hash):
+            self.blobs.put(summary.output, expected=summary.output_hash)
+
+    def _save(self, effect: SaveJob) -> None:
+        _write_atomically(self.jobs_dir / f"{effect.job_id.hex()}.state", effect.state)

@@ -1,0 +1,197 @@
+"""The job and ledger endpoints of the local API (status, market and peers are in runtime.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import trio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from node.api import to_json
+from node.blobs import BlobError
+from protocol import limits
+from protocol.errors import LocalProtocolError
+from protocol.events import PublishJob
+from protocol.job_messages import JobId
+from protocol.messages import RUNTIMES
+
+if TYPE_CHECKING:
+    from node.runtime import Node
+
+EVENTS_WAIT_S_MAX = 30.0
+PREFERENCES = ("cheapest", "fastest", "greenest")
+JOB_FIELDS: dict[str, type] = {
+    "runtime": str,
+    "module_hash": str,
+    "input_hash": str,
+    "fuel_max": int,
+    "memory_mb_max": int,
+    "deadline_s": int,
+    "replicas": int,
+    "replicas_max": int,
+    "max_price_mc_per_tfuel": int,
+    "prefer": str,
+    "bid_window_ms": int,
+}
+
+
+def error(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def job_json(summary: Any) -> dict[str, Any]:
+    data: dict[str, Any] = to_json(summary)
+    data.pop("output", None)  # fetched as a blob: GET /v1/blobs/<result_hash>
+    phase = summary.phase
+    data["state"] = {"paid": "accepted", "failed": "failed"}.get(phase, phase)
+    data["result_hash"] = summary.output_hash.hex() if phase == "paid" else ""
+    data["paid_mc"] = summary.credits_paid_mc
+    data["reason"] = summary.detail if phase == "failed" else ""
+    return data
+
+
+def parse_job_body(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    unknown = sorted(set(body) - set(JOB_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown fields: {', '.join(unknown)}")
+    missing = sorted(set(JOB_FIELDS) - set(body))
+    if missing:
+        raise ValueError(f"missing fields: {', '.join(missing)}")
+    for name, kind in JOB_FIELDS.items():
+        value = body[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"{name} must be a {kind.__name__}")
+    if body["runtime"] not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {list(RUNTIMES)}")
+    if body["prefer"] not in PREFERENCES:
+        raise ValueError(f"prefer must be one of {list(PREFERENCES)}")
+    return body
+
+
+def build_job_routes(node: Node) -> list[Route]:
+    jobs = node.jobs
+    engine = node.engine
+
+    async def put_blob(request: Request) -> Response:
+        data = await request.body()
+        if len(data) > limits.BLOB_BYTES_MAX:
+            return error(f"a blob may hold at most {limits.BLOB_BYTES_MAX} bytes", 413)
+        try:
+            digest = jobs.blobs.put(data)
+        except (BlobError, OSError) as exc:
+            return error(f"could not store the blob: {exc}", 507)
+        return JSONResponse({"hash": digest.hex(), "bytes": len(data)})
+
+    async def get_blob(request: Request) -> Response:
+        try:
+            data = jobs.blobs.get(bytes.fromhex(request.path_params["digest"]))
+        except (ValueError, BlobError):
+            return error("not a blob hash")
+        if data is None:
+            return error("no such blob here", 404)
+        return Response(data, media_type="application/octet-stream")
+
+    async def publish(request: Request) -> Response:
+        try:
+            body = parse_job_body(await request.json())
+            module_hash = bytes.fromhex(body["module_hash"])
+            input_hash = bytes.fromhex(body["input_hash"])
+        except ValueError as exc:
+            return error(str(exc))
+        sizes = [jobs.blobs.size(h) if len(h) == 32 else -1 for h in (module_hash, input_hash)]
+        if min(sizes) < 0:
+            return error("upload the module and the input first (PUT /v1/blobs)")
+        now_ms = node.clock.now_ms()
+        job_id = JobId(
+            hashlib.sha256(
+                engine.identity.public_key + module_hash + input_hash + secrets.token_bytes(16)
+            ).digest()[:16]
+        )
+        event = PublishJob(
+            job_id=job_id,
+            runtime=body["runtime"],
+            module_hash=module_hash,
+            module_bytes=sizes[0],
+            input_hash=input_hash,
+            input_bytes=sizes[1],
+            fuel_max=body["fuel_max"],
+            memory_mb_max=body["memory_mb_max"],
+            deadline_ms=now_ms + body["deadline_s"] * 1000,
+            max_price_mc_per_tfuel=body["max_price_mc_per_tfuel"],
+            bid_window_ms=body["bid_window_ms"],
+            replicas=body["replicas"],
+            replicas_max=body["replicas_max"],
+            prefer=body["prefer"],
+        )
+        jobs.log_for(job_id)
+        try:
+            node.driver.step(event)  # on the loop, between engine steps: no race
+        except LocalProtocolError as exc:
+            jobs.logs.pop(job_id, None)
+            return error(str(exc))
+        return JSONResponse({"job_id": job_id.hex()})
+
+    def summary_or_none(request: Request) -> Any:
+        try:
+            job_id = JobId(bytes.fromhex(request.path_params["job_id"]))
+        except ValueError:
+            return None
+        return engine.publisher.summary(job_id)
+
+    async def list_jobs(request: Request) -> Response:
+        return JSONResponse({"jobs": [job_json(s) for s in engine.publisher.list_jobs()]})
+
+    async def show_job(request: Request) -> Response:
+        summary = summary_or_none(request)
+        if summary is None:
+            return error("no such job published from this node", 404)
+        return JSONResponse(job_json(summary))
+
+    async def job_events(request: Request) -> Response:
+        summary = summary_or_none(request)
+        if summary is None:
+            return error("no such job published from this node", 404)
+        try:
+            after = int(request.query_params.get("after", "0"))
+            wait_s = min(EVENTS_WAIT_S_MAX, float(request.query_params.get("wait_s", "0")))
+        except ValueError:
+            return error("after and wait_s must be numbers")
+        if not math.isfinite(wait_s):
+            return error("wait_s must be finite")
+        log = jobs.log_for(summary.job_id)
+        if len(log.events) <= after and not log.done and wait_s > 0:
+            with trio.move_on_after(wait_s):
+                await log.changed.wait()
+        events = log.events[after:]
+        return JSONResponse({"events": events, "next": after + len(events), "done": log.done})
+
+    async def balance(request: Request) -> Response:
+        ledger = node.ledger
+        head = ledger.head()
+        return JSONResponse(
+            {
+                "balance_mc": ledger.balance_mc(),
+                "available_mc": ledger.available_mc(),
+                "head_seq": head.seq,
+                "writable": ledger.writable,
+                "unable_reason": ledger.unable_reason,
+                "pending_pays": len(ledger.pending_pays()),
+            }
+        )
+
+    return [
+        Route("/v1/blobs", put_blob, methods=["PUT"]),
+        Route("/v1/blobs/{digest}", get_blob),
+        Route("/v1/jobs", publish, methods=["POST"]),
+        Route("/v1/jobs", list_jobs, methods=["GET"]),
+        Route("/v1/jobs/{job_id}", show_job),
+        Route("/v1/jobs/{job_id}/events", job_events),
+        Route("/v1/ledger/balance", balance),
+    ]

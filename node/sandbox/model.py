@@ -1,0 +1,146 @@
+"""What the sandbox is asked to run and what it answers: runtimes, error kinds, request, result."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol import limits
+
+
+class Runtime(enum.StrEnum):
+    WASM = "wasm"
+    PYTHON = "python"
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a job did not succeed; stable strings, shown to users and compared across replicas."""
+
+    OUT_OF_FUEL = "out-of-fuel"
+    MEMORY_LIMIT = "memory-limit"
+    DEADLINE = "deadline"
+    TRAP = "trap"
+    EXIT = "exit"  # the program ended itself with a non-zero status
+    INVALID_MODULE = "invalid-module"
+    OUTPUT_TOO_LARGE = "output-too-large"
+    COMPILE_TIMEOUT = "compile-timeout"
+    CRASHED = "crashed"  # the worker process died; the node did not
+
+
+# Failures that depend on the host's wall clock or health rather than on the job alone; replicas
+# must not be judged on them.
+NONDETERMINISTIC_KINDS = frozenset(
+    {ErrorKind.DEADLINE, ErrorKind.COMPILE_TIMEOUT, ErrorKind.CRASHED}
+)
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """One job for the sandbox. ``module`` is a wasm binary or, for ``python``, UTF-8 source."""
+
+    runtime: Runtime
+    module: bytes
+    input: bytes
+    fuel_max: int
+    memory_bytes_max: int
+    deadline_ms: int
+    output_bytes_max: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runtime", Runtime(self.runtime))
+        _check_range("module bytes", len(self.module), 1, limits.JOB_MODULE_BYTES_MAX)
+        _check_range("input bytes", len(self.input), 0, limits.JOB_INPUT_BYTES_MAX)
+        _check_range("fuel_max", self.fuel_max, 1, limits.JOB_FUEL_MAX)
+        _check_range("memory_bytes_max", self.memory_bytes_max, 65536, limits.JOB_MEMORY_BYTES_MAX)
+        _check_range("deadline_ms", self.deadline_ms, 1, limits.JOB_DEADLINE_MS_MAX)
+        _check_range("output_bytes_max", self.output_bytes_max, 0, limits.JOB_OUTPUT_BYTES_MAX)
+
+    @property
+    def module_sha256(self) -> bytes:
+        return hashlib.sha256(self.module).digest()
+
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime.value,
+            "module": self.module,
+            "input": self.input,
+            "fuel_max": self.fuel_max,
+            "memory_bytes_max": self.memory_bytes_max,
+            "deadline_ms": self.deadline_ms,
+            "output_bytes_max": self.output_bytes_max,
+        }
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> JobRequest:
+        return cls(**message)
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """How one job ended. ``fuel_used`` is deterministic except for the wall-clock kinds, where
+    the worker was stopped from outside and 0 is reported; ``elapsed_ms`` is this host's alone."""
+
+    runtime: Runtime
+    output: bytes = b""
+    fuel_used: int = 0
+    error_kind: ErrorKind | None = None
+    error_message: str = ""
+    exit_code: int | None = None
+    stderr_tail: bytes = b""
+    elapsed_ms: int = 0
+    output_sha256: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output_sha256", hashlib.sha256(self.output).digest())
+        if self.error_kind is None:
+            assert not self.error_message, "a successful result carries no error message"
+        else:
+            assert self.error_message, "a failure says what stopped it"
+
+    @property
+    def ok(self) -> bool:
+        return self.error_kind is None
+
+    @property
+    def verdict(self) -> tuple[str, bytes, int]:
+        """What honest replicas must agree on, bit for bit."""
+        return (self.error_kind or "", self.output_sha256, self.fuel_used)
+
+    def to_message(self) -> dict[str, Any]:
+        return {
+            "runtime": self.runtime.value,
+            "output": self.output,
+            "fuel_used": self.fuel_used,
+            "error_kind": self.error_kind.value if self.error_kind else None,
+            "error_message": self.error_message,
+            "exit_code": self.exit_code,
+            "stderr_tail": self.stderr_tail,
+            "elapsed_ms": self.elapsed_ms,
+        }
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> ExecutionResult:
+        kind = message["error_kind"]
+        return cls(
+            runtime=Runtime(message["runtime"]),
+            output=message["output"],
+            fuel_used=message["fuel_used"],
+            error_kind=ErrorKind(kind) if kind else None,
+            error_message=message["error_message"],
+            exit_code=message["exit_code"],
+            stderr_tail=message["stderr_tail"],
+            elapsed_ms=message["elapsed_ms"],
+        )
+
+    @classmethod
+    def failure(
+        cls, runtime: Runtime, kind: ErrorKind, message: str, *, fuel_used: int = 0
+    ) -> ExecutionResult:
+        return cls(runtime=runtime, error_kind=kind, error_message=message, fuel_used=fuel_used)

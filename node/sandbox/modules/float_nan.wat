@@ -1,0 +1,28 @@
+;; Float work that makes NaNs from its input (two f64, the second usually a NaN with a payload)
+;; and writes the raw bits of eight results. With NaN canonicalisation every NaN it writes is
+;; the canonical 0x7ff8000000000000 (f64) or 0x7fc00000 (f32, widened into the low word).
+(module
+  (import "wasi_snapshot_preview1" "fd_read" (func $fd_read (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func $put (param $slot i32) (param $x f64)
+    (i64.store offset=64 (i32.mul (local.get $slot) (i32.const 8)) (i64.reinterpret_f64 (local.get $x))))
+  (func (export "_start") (local $a f64) (local $b f64)
+    (i32.store (i32.const 0) (i32.const 32))
+    (i32.store (i32.const 4) (i32.const 16))
+    (drop (call $fd_read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+    (local.set $a (f64.load (i32.const 32)))
+    (local.set $b (f64.load (i32.const 40)))
+    (call $put (i32.const 0) (f64.div (f64.sub (local.get $a) (local.get $a)) (f64.sub (local.get $a) (local.get $a))))
+    (call $put (i32.const 1) (f64.sqrt (f64.neg (f64.abs (local.get $a)))))
+    (call $put (i32.const 2) (f64.add (local.get $b) (local.get $a)))
+    (call $put (i32.const 3) (f64.mul (local.get $b) (f64.const -1.5)))
+    (call $put (i32.const 4) (f64.min (local.get $b) (local.get $a)))
+    (call $put (i32.const 5) (f64.promote_f32 (f32.demote_f64 (local.get $b))))
+    (call $put (i32.const 6)
+      (f64.reinterpret_i64 (i64.extend_i32_u (i32.reinterpret_f32
+        (f32.div (f32.demote_f64 (local.get $b)) (f32.const 3))))))
+    (call $put (i32.const 7) (f64.mul (local.get $a) (f64.const 1e308)))
+    (i32.store (i32.const 0) (i32.const 64))
+    (i32.store (i32.const 4) (i32.const 64))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))

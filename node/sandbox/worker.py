@@ -1,0 +1,110 @@
+"""A sandbox worker process: runs one job at a time for the pool, under resource limits.
+
+Started as ``python -m node.sandbox.worker SETTINGS_JSON`` by node/sandbox/pool.py. It reads
+request frames on stdin and answers on stdout: "ready" once, then for each job "compiled" (the
+module is compiled; the deadline starts) and "done" with the result. The pool kills it on any
+overrun, so nothing here needs to be trusted to stop. ``--warm-python`` compiles CPython into
+the cache and exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from node.sandbox import frames, python
+from node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
+from node.sandbox.wasm import WasmRunner
+
+
+def apply_limits(settings: dict[str, Any], *, heap_limited: bool) -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    address_space = settings["address_space_bytes_max"]
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+    if heap_limited:
+        data = settings["data_bytes_max"]
+        resource.setrlimit(resource.RLIMIT_DATA, (data, data))
+
+
+def enter_scratch(settings: dict[str, Any]) -> None:
+    """Anything a library writes to the working or temporary directory lands in scratch."""
+    scratch = Path(settings["scratch_dir"])
+    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chdir(scratch)
+    os.environ["TMPDIR"] = str(scratch)
+
+
+def private_stdout() -> BinaryIO:
+    """Frames get their own copy of stdout; fd 1 then points at stderr, so a stray print from a
+    library cannot corrupt the frame stream."""
+    frames_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    return frames_out
+
+
+class Worker:
+    def __init__(self, settings: dict[str, Any], out: BinaryIO) -> None:
+        self.cache_dir = Path(settings["cache_dir"])
+        self.out = out
+        self.wasm = WasmRunner(self.cache_dir, epoch_interruption=settings["epoch_interruption"])
+        self.python_loaded = False
+
+    def serve(self, stream: BinaryIO) -> None:
+        frames.write_frame(self.out, {"phase": "ready", "pid": os.getpid()})
+        while (message := frames.read_frame(stream)) is not None:
+            request = JobRequest.from_message(message["job"])
+            result = self.run(request)
+            frames.write_frame(self.out, {"phase": "done", "result": result.to_message()})
+
+    def run(self, request: JobRequest) -> ExecutionResult:
+        if request.runtime is Runtime.WASM:
+            compiled = self.wasm.compile(request.module)
+            if isinstance(compiled, ExecutionResult):
+                return compiled
+            self._compiled()
+            return self._timed(lambda: self.wasm.run(compiled, request))
+        if not self.python_loaded:
+            python.warm(self.cache_dir)  # loads the cached CPython into this process
+            self.python_loaded = True
+        self._compiled()
+        return self._timed(lambda: python.run(request, self.cache_dir))
+
+    def _compiled(self) -> None:
+        frames.write_frame(self.out, {"phase": "compiled"})
+
+    def _timed(self, job: Any) -> ExecutionResult:
+        started_ns = time.perf_counter_ns()
+        result: ExecutionResult = job()
+        elapsed_ms = (time.perf_counter_ns() - started_ns) // 1_000_000
+        return dataclasses.replace(result, elapsed_ms=elapsed_ms)
+
+
+def main(argv: list[str]) -> int:
+    warm_python = "--warm-python" in argv
+    settings = json.loads(next(arg for arg in argv if not arg.startswith("--")))
+    # Compiling CPython is trusted work on a pinned binary and needs ~1.7 GB of heap.
+    apply_limits(settings, heap_limited=not warm_python)
+    enter_scratch(settings)
+    if warm_python:
+        python.warm(Path(settings["cache_dir"]))
+        return 0
+    out = private_stdout()
+    try:
+        Worker(settings, out).serve(sys.stdin.buffer)
+    except MemoryError:
+        return 3  # the pool reports the job as crashed; this process is gone, the node is not
+    except Exception as exc:
+        failure = ExecutionResult.failure(Runtime.WASM, ErrorKind.CRASHED, f"worker: {exc!r}")
+        frames.write_frame(out, {"phase": "done", "result": failure.to_message()})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,214 @@
+"""Jobs across real node processes: verified results, honest payment, liars, kills and restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hearth import Client, JobOptions
+from node.adversary import ADVERSARY_FILE
+from node.config import TEMPLATE
+from testnet import launch
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+ECHO = ROOT / "node" / "sandbox" / "modules" / "echo.wat"
+LOOP = ROOT / "node" / "sandbox" / "modules" / "bench_loop.wat"
+TESTNET_CONFIG = TEMPLATE.replace("network_group_prefix_v4 = 24", "network_group_prefix_v4 = 32")
+
+
+def config(power_w: int = 60) -> str:
+    return TESTNET_CONFIG.replace("power_w = 60", f"power_w = {power_w}")
+
+
+def hearth(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "node", *args],
+        env={**os.environ, "HEARTH_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def balances(nodes: list[launch.LaunchedNode]) -> dict[str, int]:
+    out = {}
+    for node in nodes:
+        result = hearth(node.home, "ledger", "balance", "--json")
+        assert result.returncode == 0, result.stderr
+        out[node.info["peer_id"]] = json.loads(result.stdout)["balance_mc"]
+    return out
+
+
+def settled(nodes: list[launch.LaunchedNode]) -> bool:
+    """True once no ledger holds a pending pay: every receipt is countersigned or cancelled."""
+    for node in nodes:
+        with Client(node.home) as client:
+            if client._call("GET", "/v1/ledger/balance")["pending_pays"]:
+                return False
+    return True
+
+
+def start(root: Path, configs: list[str]) -> list[launch.LaunchedNode]:
+    nodes = launch.up(root, len(configs), configs=configs)
+    launch.wait_for(lambda: market_ready(nodes), 30, "every market to be complete")
+    return nodes
+
+
+def market_ready(nodes: list[launch.LaunchedNode]) -> bool:
+    from testnet.observe import market_complete
+
+    return market_complete(nodes)
+
+
+@pytest.fixture(scope="module")
+def five(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[launch.LaunchedNode]]:
+    nodes = start(tmp_path_factory.mktemp("five"), [config(60 + 10 * i) for i in range(5)])
+    try:
+        yield nodes
+    finally:
+        launch.stop(nodes)
+
+
+def test_a_job_from_the_fourth_node_is_verified_byte_exact_and_paid(five) -> None:  # type: ignore[no-untyped-def]
+    data = os.urandom(50_000)
+    with Client(five[3].home) as client:
+        result = client.run(ECHO, data, replicas=2)
+    assert result.ok, result.reason
+    assert result.output == data
+    assert result.paid_mc > 0
+    launch.wait_for(lambda: settled(five), 30, "every receipt to settle")
+    for node in five:
+        verify = hearth(node.home, "ledger", "verify")
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    after = balances(five)
+    assert sum(after.values()) == 0
+    assert after[five[3].info["peer_id"]] < 0
+    workers = {r["worker"] for r in result.summary["replicas_detail"] if r["paid_mc"] > 0}
+    assert len(workers) == 2 and all(after[w] > 0 for w in workers)
+
+
+def test_the_cli_runs_a_job_and_lists_it(five, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = tmp_path / "input.bin"
+    source.write_bytes(b"hello from the command line")
+    output = tmp_path / "output.bin"
+    run = hearth(
+        five[1].home,
+        "job",
+        "run",
+        str(ECHO),
+        "--input",
+        str(source),
+        "--output",
+        str(output),
+        "--replicas",
+        "2",
+        "--json",
+    )
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert output.read_bytes() == source.read_bytes()
+    listed = json.loads(hearth(five[1].home, "job", "list", "--json").stdout)
+    assert report["job_id"] in {job["job_id"] for job in listed["jobs"]}
+    shown = json.loads(hearth(five[1].home, "job", "show", report["job_id"], "--json").stdout)
+    assert shown["state"] == "accepted" and len(shown["bids"]) >= 2
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes(five) -> None:  # type: ignore[no-untyped-def]
+    publisher = five[0]
+    iterations = struct.pack("<Q", 3_000_000_000)  # a few seconds of work
+    options = JobOptions(fuel_max=200_000_000_000, deadline_s=180)
+    with Client(publisher.home) as client:
+        job_id = client.submit(LOOP, iterations, options)
+        victim = None
+        for event in client.events(job_id):
+            if event["phase"] == "running":
+                running = [
+                    r for r in client.job(job_id)["replicas_detail"] if r["state"] == "accepted"
+                ]
+                if running:
+                    victim = running[0]["worker"]
+                    break
+        assert victim is not None
+        [node] = [n for n in five if n.info["peer_id"] == victim]
+        os.kill(node.pid, signal.SIGKILL)
+        result = client.wait(job_id)
+    assert result.ok, result.reason
+    assert len(result.output) == 8
+    verdicts = {r["worker"]: r for r in result.summary["replicas_detail"]}
+    assert verdicts[victim]["paid_mc"] == 0
+    assert sum(1 for r in verdicts.values() if r["paid_mc"] > 0) == 2
+
+
+@pytest.fixture
+def four_with_a_liar(tmp_path: Path) -> Iterator[list[launch.LaunchedNode]]:
+    # The liar is the cheapest host, so it is always among the first winners.
+    root = tmp_path / "liar"
+    configs = [config(200), config(5), config(200), config(200)]
+    (root / "node1").mkdir(parents=True)
+    (root / "node1" / ADVERSARY_FILE).write_text('behaviour = "wrong-result"\n')
+    nodes = start(root, configs)
+    try:
+        yield nodes
+    finally:
+        launch.stop(nodes)
+
+
+def test_a_liar_is_outvoted_recorded_and_not_paid(four_with_a_liar) -> None:  # type: ignore[no-untyped-def]
+    nodes = four_with_a_liar
+    liar = nodes[1].info["peer_id"]
+    data = b"the truth, byte for byte"
+    with Client(nodes[0].home) as client:
+        result = client.run(ECHO, data, replicas=2, replicas_max=3)
+    assert result.ok, result.reason
+    assert result.output == data
+    verdicts = {r["worker"]: r for r in result.summary["replicas_detail"]}
+    assert liar in verdicts, json.dumps(result.summary, indent=1)
+    assert verdicts[liar]["verdict"] != "match" and verdicts[liar]["paid_mc"] == 0
+    honest = [r for w, r in verdicts.items() if w != liar]
+    assert len(honest) == 2 and all(r["paid_mc"] > 0 for r in honest)
+    launch.wait_for(lambda: settled(nodes), 30, "every receipt to settle")
+    after = balances(nodes)
+    assert after[liar] == 0 and sum(after.values()) == 0
+    shown = hearth(nodes[0].home, "ledger", "show", "--json")
+    assert '"mismatch"' in shown.stdout
+
+
+def test_a_publisher_killed_mid_job_resumes_after_restart(tmp_path: Path) -> None:
+    nodes = start(tmp_path / "restart", [config(60 + 10 * i) for i in range(4)])
+    try:
+        publisher = nodes[0]
+        options = JobOptions(fuel_max=200_000_000_000, deadline_s=180)
+        with Client(publisher.home) as client:
+            job_id = client.submit(LOOP, struct.pack("<Q", 2_000_000_000), options)
+            for event in client.events(job_id):
+                if event["phase"] == "running":
+                    break
+        os.kill(publisher.pid, signal.SIGKILL)
+        launch.wait_for(lambda: not launch.is_running(publisher.pid), 10, "the publisher to die")
+        (publisher.home / "node.json").unlink(missing_ok=True)
+        bootstrap = nodes[1].info["multiaddrs"][0]
+        process = launch.start_process(
+            publisher.home, publisher.host, bootstrap, publisher.home / "node.out"
+        )
+        publisher.pid = process.pid
+        launch.wait_until_listening(publisher.home, process, 60)
+        with Client(publisher.home) as client:
+            result = client.wait(job_id)
+        assert result.ok, result.reason
+        assert len(result.output) == 8
+        paid = [r for r in result.summary["replicas_detail"] if r["paid_mc"] > 0]
+        assert len(paid) == len({r["worker"] for r in paid}) == 2
+        launch.wait_for(lambda: settled(nodes), 30, "every receipt to settle")
+        assert sum(balances(nodes).values()) == 0
+    finally:
+        launch.stop(nodes)
