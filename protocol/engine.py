@@ -43,6 +43,7 @@ from protocol.events import (
     Started,
     TimerFired,
 )
+from protocol.heads import HeadsComponent
 from protocol.identity import Identity, PeerId, PublicKey
 from protocol.jobs_config import JobsConfig
 from protocol.market import Market
@@ -129,8 +130,10 @@ class Engine:
         self.add_component(self.publisher)
         # Without a ledger (some protocol tests) PayWorker and RecordMismatch pass through.
         self.payments = PaymentComponent(self, ledger) if ledger is not None else None
-        if self.payments is not None:
+        self.heads = HeadsComponent(self, ledger) if ledger is not None else None
+        if self.payments is not None and self.heads is not None:
             self.add_component(self.payments)
+            self.add_component(self.heads)
 
     @property
     def market(self) -> Market:

@@ -1,0 +1,104 @@
+"""Ledger heads gossip: expose forks, keep the proof, spread it, and refuse the forker.
+
+I/O: none of its own; it records proofs through the ledger it is given (ADR 0008). Time: now_ms.
+
+Theory of operation
+-------------------
+Every node gossips the latest entry of its own chain on ``hearth/heads/1`` every
+``HEADS_INTERVAL_MS``. Each node remembers the latest entry it saw per (author, seq) in a bounded
+``ForkWatch``. Two validly signed entries with one author and one seq are a fork: a proof that
+needs no context. The node records it in its own ledger (a fork-evidence entry, so the refusal
+survives restarts), refuses the author in the engine from then on, and gossips the proof so that
+nodes which saw only one of the two entries refuse the author too.
+
+What must never happen: an author refused on a forged proof (every proof is verified first), or
+a forker's messages acted on after its proof was recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Final
+
+from ledger.audit import HeadGossip
+from ledger.entry import ForkProof, parse_entry
+from ledger.errors import ChainError, ForkProofError, LedgerUnavailableError
+from ledger.proofs import ForkWatch, verify_fork_proof
+from protocol.effects import Log, Publish, SetTimer
+from protocol.envelope import Envelope
+from protocol.errors import RemoteProtocolError
+from protocol.identity import PeerId, PublicKey, peer_id_from_public_key, verify_signature
+from protocol.messages import TOPIC_HEADS
+
+if TYPE_CHECKING:
+    from ledger.base import LedgerBase
+    from protocol.engine import Effect, Engine, MessageHandler
+
+HEADS_INTERVAL_MS: Final = 10_000
+HEADS_TTL_MS: Final = 60_000
+
+
+class HeadsComponent:
+    name = "heads"
+
+    def __init__(self, engine: Engine, ledger: LedgerBase) -> None:
+        self._engine = engine
+        self.ledger = ledger
+        self.watch = ForkWatch()
+        self.forks_detected = 0
+        for author in sorted(ledger.state.refused):
+            engine.refused_authors.add(PublicKey(author))
+
+    def handlers(self) -> Mapping[type, tuple[frozenset[str], MessageHandler]]:
+        channel = frozenset({TOPIC_HEADS})
+        return {HeadGossip: (channel, self._on_head), ForkProof: (channel, self._on_proof)}
+
+    def on_started(self, now_ms: int) -> list[Effect]:
+        return self._publish_head(now_ms)
+
+    def on_timer(self, key: str, now_ms: int) -> list[Effect]:
+        assert key == "heads:publish", key
+        return self._publish_head(now_ms)
+
+    def _publish_head(self, now_ms: int) -> list[Effect]:
+        head = self.ledger.entry_at(self.ledger.head().seq)
+        data = self._engine.seal(HeadGossip(head.wire), now_ms=now_ms, ttl_ms=HEADS_TTL_MS)
+        return [Publish(TOPIC_HEADS, data), SetTimer("heads:publish", now_ms + HEADS_INTERVAL_MS)]
+
+    def _on_head(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        try:
+            entry = parse_entry(envelope.body.entry)
+        except ChainError as exc:
+            raise RemoteProtocolError(f"head does not parse: {exc}", reason=exc.reason) from None
+        if not verify_signature(entry.author, entry.signed, entry.signature):
+            raise RemoteProtocolError("head is not signed by its author", reason="bad-head")
+        proof = self.watch.observe(entry)
+        if proof is None:
+            return []
+        return self._convict(proof, now_ms, gossip=True)
+
+    def _on_proof(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        try:
+            verify_fork_proof(envelope.body)
+        except ForkProofError as exc:
+            raise RemoteProtocolError(str(exc), reason="bad-fork-proof") from None
+        return self._convict(envelope.body, now_ms, gossip=False)
+
+    def _convict(self, proof: ForkProof, now_ms: int, *, gossip: bool) -> list[Effect]:
+        author = verify_fork_proof(proof)
+        if author == self._engine.identity.public_key or author in self._engine.refused_authors:
+            return []
+        self._engine.refused_authors.add(author)
+        self.forks_detected += 1
+        effects: list[Effect] = [
+            Log("warning", "fork-detected", (("author", peer_id_from_public_key(author)),))
+        ]
+        try:
+            self.ledger.record_fork(proof, now_ms=now_ms)
+        except LedgerUnavailableError as exc:
+            effects.append(Log("error", "fork-not-recorded", (("reason", str(exc)),)))
+        if gossip:
+            # Spread the proof itself: nodes that saw only one of the two heads can check it alone.
+            data = self._engine.seal(proof, now_ms=now_ms, ttl_ms=HEADS_TTL_MS)
+            effects.append(Publish(TOPIC_HEADS, data))
+        return effects
