@@ -37,6 +37,7 @@ from node.logs import log
 from node.routes import build_job_routes
 from node.sandbox.config import SandboxConfig
 from node.sandbox.pool import SandboxPool
+from node.sandbox.python import PythonUnavailable
 from p2p.host import open_transport
 from p2p.transport import HostConfig, Inbound, Transport
 from protocol.codec import decode_as, encode
@@ -181,7 +182,8 @@ async def run_node(
         cores_offered=config.cores,
         memory_mb_offered=config.memory_mb,
         fuel_per_s=calibrate.fuel_per_s(home),
-        runtimes=config.runtimes,
+        # Python is offered only once CPython-on-WASI is compiled (see offer_python).
+        runtimes=tuple(r for r in config.runtimes if r != "python"),
         availability_hours_mask=config.availability_hours_mask,
         energy_source=config.energy_source,
         operator=config.operator,
@@ -225,6 +227,8 @@ async def run_node(
             driver.submit_nowait(Started())
             restored = jobs.restore_saved(clock.now_ms())
             nursery.start_soon(watch_ledger_space, ledger)
+            if "python" in config.runtimes:
+                nursery.start_soon(offer_python, sandbox, engine)
             write_node_info(home, node.info())
             log(
                 "info",
@@ -276,6 +280,25 @@ def serve_requests(node: Node) -> None:
 
     node.driver.request_handlers[PROTOCOL_BLOB] = blob
     node.driver.request_handlers[PROTOCOL_LEDGER] = ledger_range
+
+
+async def offer_python(sandbox: SandboxPool, engine: Engine) -> None:
+    """Compile the Python runtime in the background, then add it to what this host offers.
+
+    The first compile takes minutes; a host that bid on Python jobs before it finished would
+    spend the publisher's deadline compiling.
+    """
+    try:
+        await sandbox.warm_python()
+    except (PythonUnavailable, RuntimeError, trio.TooSlowError) as exc:
+        log("warning", "python-runtime-not-offered", reason=str(exc))
+        return
+    profile = engine.config.profile
+    runtimes = (*profile.runtimes, "python")
+    engine.config = dataclasses.replace(
+        engine.config, profile=dataclasses.replace(profile, runtimes=runtimes)
+    )
+    log("info", "python-runtime-offered")
 
 
 async def watch_ledger_space(ledger: SqliteLedger) -> None:

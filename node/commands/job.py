@@ -14,7 +14,7 @@ from node.sandbox import config as sandbox_config
 from node.sandbox.config import SandboxConfig
 from node.sandbox.model import ExecutionResult, JobRequest, Runtime
 from node.sandbox.pool import run_job
-from node.sandbox.python import PythonUnavailable
+from node.sandbox.python import PythonUnavailable, python_cache_dir
 
 app = typer.Typer(
     help="Run jobs on the network (verified by redundant execution) or here.", no_args_is_help=True
@@ -84,8 +84,16 @@ def summary(result: ExecutionResult) -> dict[str, Any]:
 
 
 def run_locally(request: JobRequest) -> ExecutionResult:
+    config = SandboxConfig()
+    if request.runtime is Runtime.PYTHON and not any(python_cache_dir(config.cache_dir).iterdir()):
+        # Otherwise the first Python job looks hung while CPython compiles.
+        typer.echo(
+            "preparing the Python runtime: compiling CPython for this machine, once "
+            "(a minute or two)...",
+            err=True,
+        )
     try:
-        return run_job(request, SandboxConfig())
+        return run_job(request, config)
     except PythonUnavailable as exc:
         raise CommandError(str(exc)) from None
 

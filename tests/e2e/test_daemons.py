@@ -25,6 +25,9 @@ MARKET_DEADLINE_S = 5.0
 
 def config_with(power_w: int, operator: str) -> str:
     text = TEMPLATE.replace("power_w = 60", f"power_w = {power_w}")
+    text = text.replace(
+        'runtimes = ["wasm", "python"]', 'runtimes = ["wasm"]'
+    )  # no CPython compile
     return text.replace('operator = ""', f'operator = "{operator}"')
 
 

@@ -23,7 +23,10 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 ECHO = ROOT / "node" / "sandbox" / "modules" / "echo.wat"
 LOOP = ROOT / "node" / "sandbox" / "modules" / "bench_loop.wat"
-TESTNET_CONFIG = TEMPLATE.replace("network_group_prefix_v4 = 24", "network_group_prefix_v4 = 32")
+# Wasm only: a node offering python would compile CPython (minutes, 1.7 GB) in the background.
+TESTNET_CONFIG = TEMPLATE.replace(
+    "network_group_prefix_v4 = 24", "network_group_prefix_v4 = 32"
+).replace('runtimes = ["wasm", "python"]', 'runtimes = ["wasm"]')
 
 
 def config(power_w: int = 60) -> str:
