@@ -25,6 +25,7 @@ from ledger.audit import LedgerRangeRequest, serve_range
 from ledger.errors import LedgerCorruptError
 from ledger.store import LedgerBusyError, SqliteLedger
 from node import calibrate, paths
+from node.adversary import gossip_forks
 from node.adversary import load as load_adversary
 from node.api import ad_json, build_app, market_entry_json, serve_api
 from node.blobs import BlobStore, serve_blob_request
@@ -44,7 +45,7 @@ from protocol.codec import decode_as, encode
 from protocol.engine import Engine, EngineConfig, HostProfile
 from protocol.errors import RemoteProtocolError
 from protocol.events import Started
-from protocol.identity import Identity
+from protocol.identity import Identity, peer_id_from_public_key
 from protocol.jobs_config import JobsConfig
 from protocol.messages import PROTOCOL_BLOB, PROTOCOL_LEDGER, PROTOCOLS, TOPICS
 from protocol.publisher_state import PublisherConfig
@@ -113,6 +114,10 @@ def build_routes(node: Node) -> list[Route]:
                 "now_ms": now_ms,
                 "uptime_ms": now_ms - node.started_ms,
                 "peers_connected": sum(1 for p in node.transport.peers() if p.connected),
+                "forks_detected": node.engine.heads.forks_detected if node.engine.heads else 0,
+                "refused_authors": sorted(
+                    peer_id_from_public_key(a) for a in node.engine.refused_authors
+                ),
                 "ad": ad_json(ad),
             }
         )
@@ -227,6 +232,8 @@ async def run_node(
             driver.submit_nowait(Started())
             restored = jobs.restore_saved(clock.now_ms())
             nursery.start_soon(watch_ledger_space, ledger)
+            if adversary.behaviour == "fork":
+                nursery.start_soon(gossip_forks, ledger, engine, transport)
             if "python" in config.runtimes:
                 nursery.start_soon(offer_python, sandbox, engine)
             write_node_info(home, node.info())

@@ -22,10 +22,12 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.exceptions import MuxedStreamError
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
@@ -185,6 +187,8 @@ class Libp2pTransport:
                 await stream.write(payload)
                 echo = await self._read_echo(stream)
                 rtt_ms = (trio.current_time() - started_s) * 1000
+            except (StreamError, MuxedStreamError) as error:  # the peer died mid-ping
+                raise PeerUnreachableError(f"ping to {peer_id} broke off: {error!r}") from error
             finally:
                 with trio.CancelScope(shield=True), trio.move_on_after(1):
                     await stream.reset()

@@ -7,6 +7,7 @@ public key (KeyType=Ed25519, Data=key) wrapped in an identity multihash, in base
 
 from __future__ import annotations
 
+import functools
 from typing import Final, NewType
 
 import nacl.exceptions
@@ -49,6 +50,9 @@ def _b58decode(text: str) -> bytes:
     return b"\0" * leading_zeros + body
 
 
+# Every received envelope names its author by key; base58 costs more than the rest of opening a
+# small message, so the IDs of recently seen authors are kept (bounded, pure).
+@functools.lru_cache(maxsize=1 << 17)
 def peer_id_from_public_key(public_key: bytes) -> PeerId:
     if len(public_key) != PUBLIC_KEY_BYTES:
         raise LocalProtocolError(f"Ed25519 public key must be 32 bytes, got {len(public_key)}")

@@ -40,6 +40,7 @@ from ledger.errors import (
     DoubleClaimError,
     ExpiredReceiptError,
     LedgerUnavailableError,
+    RefusedAuthorError,
 )
 from ledger.receipts import check_countersignature, check_half_signed, receipt_hash
 from protocol.codec import message
@@ -131,6 +132,14 @@ class PaymentComponent:
 
     def _pay(self, effect: PayWorker, now_ms: int) -> list[Effect]:
         payee = public_key_from_peer_id(effect.worker)
+        if payee in self._engine.refused_authors:
+            return [
+                Log(
+                    "warning",
+                    "payment-withheld",
+                    (("worker", effect.worker), ("reason", "refused-author")),
+                )
+            ]
         if (effect.job_id, payee) in self.ledger.state.pay_keys:
             return []  # already paid (a replayed decision, or one restored after a restart)
         try:
@@ -147,7 +156,8 @@ class PaymentComponent:
                 Log("error", "payment-deferred", (("reason", str(exc)),)),
                 SetTimer("payments:retry", now_ms + RETRY_PAY_MS),
             ]
-        except CreditLimitError as exc:
+        except (CreditLimitError, RefusedAuthorError) as exc:
+            # A worker proven to have forked since its result was revealed is never paid.
             return [Log("error", "payment-refused", (("reason", str(exc)),))]
         digest = receipt_hash(half.receipt)
         self._offers[digest] = (effect.worker, half)

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from ledger.chain import verify_chain
-from ledger.entry import Kind, parse_receipt
+from ledger.entry import Kind, parse_receipt, sign_entry
 from ledger.errors import LedgerUnavailableError
 from ledger.memory import MemoryLedger
+from ledger.proofs import make_fork_proof
 from protocol.effects import PayWorker, Send
 from protocol.identity import peer_id_from_public_key
 from protocol.job_messages import JobId
 from protocol.messages import PROTOCOL_RECEIPT
-from tests.protocol.harness import Cluster
+from tests.protocol.harness import T0_MS, Cluster
 
 MODULE = b"\0asm fake module"
 INPUT = b"hello, hearth"
@@ -151,3 +152,27 @@ def test_a_full_disk_defers_the_payment_and_it_resumes() -> None:
     ]
     assert len(deferred) == 2
     check_conserved(cluster)
+
+
+def test_a_worker_proven_to_fork_after_its_reveal_is_refused_pay_not_raised() -> None:
+    """Found by the simulator: settle() paid a worker the ledger had since refused, and the
+    RefusedAuthorError escaped Engine.step."""
+    cluster = Cluster(5, ledgers=True)
+    forker = cluster.nodes[1].engine.identity
+    forked = MemoryLedger(forker, now_ms=T0_MS)
+    head = forked.entry_at(0)
+    twin = sign_entry(
+        forker,
+        seq=0,
+        prev_hash=head.prev_hash,
+        kind=Kind.GENESIS,
+        body=head.body,
+        created_ms=head.created_ms + 1,
+    )
+    publisher = ledger_of(cluster, 3)
+    publisher.record_fork(make_fork_proof(head.wire, twin.wire), now_ms=cluster.now_ms)
+    engine = cluster.nodes[3].engine
+    assert engine.payments is not None
+    effects = engine.payments.absorb([PayWorker(JobId(b"j" * 16), forker.peer_id, 10)], T0_MS)
+    assert [(e.level, e.event) for e in effects] == [("error", "payment-refused")]
+    assert Kind.PAY not in kinds(publisher)
