@@ -16,7 +16,9 @@ Payer (the publisher)::
 Payee (the worker)::
 
     ReceiptOffer --append_earn (idempotent)--> send ReceiptCountersigned, resend every RESEND_MS
-                                               until ReceiptSettled or RESENDS_MAX
+                                               with backoff until ReceiptSettled, for up
+                                               to COUNTERSIGN_RESEND_WINDOW_MS (a restart
+                                               resumes it for the earns of that window)
 
 What must never happen: a signature leaves before its entry is committed (the ledger methods
 return only after commit); two pays for one (job, worker) (the chain's own pay index is
@@ -34,7 +36,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ledger.chain import PayStatus
-from ledger.entry import CountersignedReceipt, HalfSignedReceipt, parse_receipt
+from ledger.entry import CountersignedReceipt, HalfSignedReceipt, Kind, parse_receipt
 from ledger.errors import (
     CreditLimitError,
     DoubleClaimError,
@@ -58,7 +60,12 @@ if TYPE_CHECKING:
 
 RECEIPT_TTL_MS: Final = 120_000  # time the payee has to countersign
 RESEND_MS: Final = 2_000
-RESENDS_MAX: Final = 30
+# The payer may cancel an unanswered receipt and then settle it late (ADR 0004); the payee keeps
+# re-sending its countersignature far beyond the receipt's life so that a long partition or a
+# payer's restart still ends in a settle, and credits stay conserved.
+RESEND_MS_MAX: Final = 60_000
+COUNTERSIGN_RESEND_WINDOW_MS: Final = 24 * 3_600_000
+UNCONFIRMED_MAX: Final = 100_000
 MESSAGE_TTL_MS: Final = 60_000
 RETRY_PAY_MS: Final = 5_000  # a pay the ledger could not write (disk full) is tried again
 
@@ -85,7 +92,11 @@ class ReceiptSettled:
 class _Unconfirmed:
     payer: PeerId
     countersigned: CountersignedReceipt
+    first_sent_ms: int
     resends: int = 0
+
+    def next_resend_ms(self, now_ms: int) -> int:
+        return now_ms + min(RESEND_MS << min(self.resends, 16), RESEND_MS_MAX)
 
 
 class PaymentComponent:
@@ -106,9 +117,25 @@ class PaymentComponent:
             ReceiptSettled: (channel, self._on_settled),
         }
 
+    def _forget_oldest_unconfirmed(self) -> None:
+        oldest = min(self._unconfirmed, key=lambda d: (self._unconfirmed[d].first_sent_ms, d))
+        del self._unconfirmed[oldest]
+
     def on_started(self, now_ms: int) -> list[Effect]:
-        """Resume offering every receipt still pending in the chain (after a restart)."""
+        """After a restart: offer every receipt still pending, and re-send recent countersignatures.
+
+        The payer settles a repeated countersignature as a no-op and answers ReceiptSettled, so
+        re-sending what it may already hold costs one message and can only repair its books.
+        """
         effects: list[Effect] = []
+        for entry in self.ledger.entries():
+            if entry.kind != Kind.EARN or now_ms - entry.created_ms > COUNTERSIGN_RESEND_WINDOW_MS:
+                continue
+            countersigned: CountersignedReceipt = entry.body
+            payer = peer_id_from_public_key(parse_receipt(countersigned.receipt).payer)
+            digest = receipt_hash(countersigned.receipt)
+            self._unconfirmed[digest] = _Unconfirmed(payer, countersigned, entry.created_ms)
+            effects += self._send_countersigned(digest, now_ms)
         for pending in self.ledger.pending_pays():
             record = self.ledger.state.pays[pending.receipt_hash]
             half = self.ledger.entry_at(record.seq).body  # a PENDING record's seq is its pay
@@ -220,9 +247,9 @@ class PaymentComponent:
         if pending is None:
             return []
         pending.resends += 1
-        if pending.resends > RESENDS_MAX:
+        if now_ms - pending.first_sent_ms > COUNTERSIGN_RESEND_WINDOW_MS:
             del self._unconfirmed[digest]
-            return []
+            return [Log("warning", "countersignature-unconfirmed", (("receipt", digest.hex()),))]
         return self._send_countersigned(digest, now_ms)
 
     def _send_countersigned(self, digest: bytes, now_ms: int) -> list[Effect]:
@@ -231,7 +258,7 @@ class PaymentComponent:
         data = self._engine.seal(body, now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
         return [
             Send(pending.payer, PROTOCOL_RECEIPT, data),
-            SetTimer(f"payments:{digest.hex()}:countersign", now_ms + RESEND_MS),
+            SetTimer(f"payments:{digest.hex()}:countersign", pending.next_resend_ms(now_ms)),
         ]
 
     def _on_offer(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
@@ -248,7 +275,10 @@ class PaymentComponent:
         except LedgerUnavailableError as exc:
             return [Log("error", "earn-deferred", (("reason", str(exc)),))]
         first = digest not in self._unconfirmed
-        self._unconfirmed[digest] = _Unconfirmed(envelope.peer_id, countersigned)
+        if first and len(self._unconfirmed) >= UNCONFIRMED_MAX:
+            self._forget_oldest_unconfirmed()
+        if first:
+            self._unconfirmed[digest] = _Unconfirmed(envelope.peer_id, countersigned, now_ms)
         effects = self._send_countersigned(digest, now_ms)
         if first:
             paid = PaymentReceived(JobId(receipt.job_id), envelope.peer_id, receipt.amount_mc)

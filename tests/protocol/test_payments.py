@@ -9,7 +9,9 @@ from ledger.entry import Kind, parse_receipt, sign_entry
 from ledger.errors import LedgerUnavailableError
 from ledger.memory import MemoryLedger
 from ledger.proofs import make_fork_proof
+from protocol.codec import decode
 from protocol.effects import PayWorker, Send
+from protocol.envelope import EnvelopeWire, SignedWire
 from protocol.identity import peer_id_from_public_key
 from protocol.job_messages import JobId
 from protocol.messages import PROTOCOL_RECEIPT
@@ -17,6 +19,15 @@ from tests.protocol.harness import T0_MS, Cluster
 
 MODULE = b"\0asm fake module"
 INPUT = b"hello, hearth"
+
+
+def decode_body(data: bytes) -> object:
+    """The message inside a sealed envelope, without checking it (the test's own traffic)."""
+    wire = decode(data)
+    assert isinstance(wire, EnvelopeWire)
+    signed = decode(wire.signed)
+    assert isinstance(signed, SignedWire)
+    return decode(signed.body)
 
 
 def ledger_of(cluster: Cluster, index: int) -> MemoryLedger:
@@ -176,3 +187,28 @@ def test_a_worker_proven_to_fork_after_its_reveal_is_refused_pay_not_raised() ->
     effects = engine.payments.absorb([PayWorker(JobId(b"j" * 16), forker.peer_id, 10)], T0_MS)
     assert [(e.level, e.event) for e in effects] == [("error", "payment-refused")]
     assert Kind.PAY not in kinds(publisher)
+
+
+def test_a_partition_longer_than_the_receipt_still_ends_settled_on_both_sides() -> None:
+    """Found by the simulator: the payee gave up re-sending before the payer cancelled."""
+    heal_ms: list[int] = []
+
+    def partition(_sender: int, send: Send) -> bool:
+        if send.protocol != PROTOCOL_RECEIPT:
+            return False
+        kind = type(decode_body(send.data)).__name__
+        if not heal_ms and kind == "ReceiptCountersigned":
+            heal_ms.append(cluster.now_ms + 300_000)  # the payees have earned; now cut them off
+        if heal_ms and cluster.now_ms < heal_ms[0]:
+            return kind != "ReceiptOffer"  # offers still arrive: the payees earn, unheard
+        # After the heal, lose the payer's offers: the payees alone must repair the books.
+        return kind == "ReceiptOffer" and bool(heal_ms)
+
+    cluster = Cluster(5, ledgers=True, drop=partition)
+    job_id = cluster.publish_job(3, MODULE, INPUT)
+    cluster.run_until(cluster.finished(3, job_id))
+    cluster.run_for(900_000)
+    publisher = kinds(ledger_of(cluster, 3))
+    assert publisher.count(Kind.CANCEL) == 2  # the receipts expired during the partition
+    assert publisher.count(Kind.SETTLE) == 2  # and settled late, from the payees' re-sends
+    check_conserved(cluster)
