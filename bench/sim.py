@@ -1,0 +1,114 @@
+"""Benchmark `hearth sim`: events/s, simulated-to-real time ratio and peak memory by network size.
+
+Run: ``.venv/bin/python bench/sim.py [--sizes 1000,10000,80000] [--skip-80k] [--real-signatures]``.
+Each size runs in its own process, so that peak memory (``ru_maxrss``) is that size's alone.
+A run has nodes/10 jobs arriving over a 20 s safety phase with 10% wrong-result workers, 2%
+colluders and 1% crash-restart hosts, then a liveness phase until every job and payment settles.
+The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from testnet.scenario import Scenario  # noqa: E402
+
+BENCH_SCENARIO = Scenario(
+    name="bench",
+    seed=1,
+    duration_s=20,
+    job_rate_per_s=500,
+    adversary_shares_pct=(("colluder", 2), ("crash_restart", 1), ("wrong_result", 10)),
+)
+KEPT = (
+    "nodes",
+    "jobs_published",
+    "jobs_verified",
+    "jobs_failed",
+    "wrong_results_accepted",
+    "credits_sum_mc",
+    "events",
+    "sim_time_ms",
+    "wall_s",
+    "setup_s",
+    "events_per_s",
+    "sim_to_real_ratio",
+    "peak_rss_mb",
+    "trace_sha256",
+    "invariant_failed",
+    "fake_signatures",
+)
+
+
+def run_one(nodes: int, fake_signatures: bool) -> dict[str, Any]:
+    """One size, in this process; returns the summary figures kept by the benchmark."""
+    from testnet.sim.run import run_simulation
+    from testnet.sim.simulation import SimConfig
+
+    config = SimConfig(
+        nodes=nodes,
+        jobs=max(1, nodes // 10),
+        seed=BENCH_SCENARIO.seed,
+        scenario=BENCH_SCENARIO,
+        fake_signatures=fake_signatures,
+    )
+    result = run_simulation(config, progress=lambda line: print(f"  [{nodes}] {line}", flush=True))
+    return {key: result.summary[key] for key in KEPT}
+
+
+def _run_child(command: list[str]) -> list[str]:
+    """Run one size in a child process, echoing its progress; returns its output lines."""
+    lines: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None
+        for line in child.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("  ["):
+                print(line, end="", flush=True)
+    if child.returncode != 0 or not lines:
+        raise SystemExit(f"{command[3]} nodes failed (exit {child.returncode})")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,80000")
+    parser.add_argument("--skip-80k", action="store_true", help="Leave out sizes above 10,000.")
+    parser.add_argument("--real-signatures", action="store_true")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child process's size
+    args = parser.parse_args()
+    fake = not args.real_signatures
+    if args.one is not None:
+        print(json.dumps(run_one(args.one, fake)), flush=True)
+        return
+    sizes = [int(size) for size in args.sizes.split(",")]
+    if args.skip_80k:
+        sizes = [size for size in sizes if size <= 10_000]
+    print(f"signatures: {'FAKE (envelopes not verified)' if fake else 'real Ed25519'}")
+    results = []
+    for size in sizes:
+        command = [sys.executable, __file__, "--one", str(size)]
+        if args.real_signatures:
+            command.append("--real-signatures")
+        lines = _run_child(command)
+        figures = json.loads(lines[-1])
+        results.append(figures)
+        print(
+            f"{size:>6} nodes: {figures['wall_s']:>7.1f} s wall, {figures['events']:>9} events, "
+            f"{figures['events_per_s']:>6} events/s, sim/real {figures['sim_to_real_ratio']}, "
+            f"peak {figures['peak_rss_mb']} MB",
+            flush=True,
+        )
+    print(json.dumps({"benchmark": "sim", "fake_signatures": fake, "runs": results}))
+
+
+if __name__ == "__main__":
+    main()

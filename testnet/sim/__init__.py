@@ -1,0 +1,1 @@
+"""The deterministic simulator: real protocol engines on a simulated network (`hearth sim`)."""
