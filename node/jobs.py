@@ -83,6 +83,9 @@ class JobService:
             }
         )
 
+    def has_saved(self) -> bool:
+        return any(self.jobs_dir.glob("*.state"))
+
     def restore_saved(self, now_ms: int) -> int:
         """Hand every saved publisher job back to the engine; return how many."""
         count = 0

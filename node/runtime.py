@@ -51,6 +51,9 @@ from protocol.messages import PROTOCOL_BLOB, PROTOCOL_LEDGER, PROTOCOLS, TOPICS
 from protocol.publisher_state import PublisherConfig
 
 LEDGER_PROBE_INTERVAL_S = 5.0
+RESTORE_WAIT_S_MAX = 15.0  # restore saved jobs anyway after this, even if alone
+PEERS_STABLE_S = 1.0  # connected and no new peer for this long: the peer exchange is done
+PEERS_POLL_S = 0.1
 
 if TYPE_CHECKING:  # trio-typing's stubs (a py-libp2p dependency) shadow trio's own types
     from trio_typing import TaskStatus
@@ -230,6 +233,8 @@ async def run_node(
                 functools.partial(serve_api, app, port=options.api_port)
             )
             driver.submit_nowait(Started())
+            if jobs.has_saved():
+                await wait_for_peers(transport)
             restored = jobs.restore_saved(clock.now_ms())
             nursery.start_soon(watch_ledger_space, ledger)
             if adversary.behaviour == "fork":
@@ -287,6 +292,20 @@ def serve_requests(node: Node) -> None:
 
     node.driver.request_handlers[PROTOCOL_BLOB] = blob
     node.driver.request_handlers[PROTOCOL_LEDGER] = ledger_range
+
+
+async def wait_for_peers(transport: Transport) -> None:
+    """Wait until we are back on the network and the peer count has settled (bounded).
+
+    A restored publisher at once re-sends its awards and reveal requests; sent before we know
+    any worker's address they fail, and the workers would be dropped as silent for our fault.
+    """
+    with trio.move_on_after(RESTORE_WAIT_S_MAX):
+        seen, stable_s = -1, 0.0
+        while stable_s < PEERS_STABLE_S:
+            count = sum(1 for p in transport.peers() if p.connected)
+            seen, stable_s = count, (stable_s + PEERS_POLL_S if count == seen and count else 0.0)
+            await trio.sleep(PEERS_POLL_S)
 
 
 async def offer_python(sandbox: SandboxPool, engine: Engine) -> None:
