@@ -78,6 +78,7 @@ S = TaskState
 TRANSITIONS: Final = {  # (state, trigger) -> next state; our own moves, asserted
     (S.FETCHING, "blobs-ready"): S.RUNNING,
     (S.FETCHING, "fetch-failed"): S.ABANDONED,
+    (S.ABANDONED, "retry-fetch"): S.FETCHING,  # never ran: the publisher came back, try again
     (S.RUNNING, "executed"): S.COMMITTED,
     (S.RUNNING, "host-error"): S.ABANDONED,
     (S.COMMITTED, "reveal"): S.REVEALED,
@@ -110,6 +111,7 @@ class Task:
     salt: bytes = b""
     commitment: bytes = b""
     owed_mc: int = 0
+    fetch_failed: bool = False  # abandoned before running, because the blobs could not be had
 
     @property
     def job_id(self) -> JobId:
@@ -270,6 +272,18 @@ class WorkerComponent:
             raise RemoteProtocolError(
                 "award for a job another publisher awarded", reason="conflict"
             )
+        if task.state is S.ABANDONED and task.fetch_failed and now_ms < task.call.deadline_ms:
+            # The publisher was away while we fetched from it (it restarted): the job never
+            # ran here, so fetching again cannot run it twice.
+            task.move("retry-fetch")
+            task.fetch_failed = False
+            task.award_no = award.award_no
+            task.blobs_pending = frozenset({task.call.module_hash, task.call.input_hash})
+            return [
+                self._reply(publisher, task.job_id, award.award_no, "", now_ms),
+                FetchBlob(publisher, task.call.module_hash, task.call.module_bytes),
+                FetchBlob(publisher, task.call.input_hash, task.call.input_bytes),
+            ]
         if task.state is S.ABANDONED:
             return [self._reply(publisher, task.job_id, award.award_no, "abandoned", now_ms)]
         task.award_no = award.award_no
@@ -334,6 +348,7 @@ class WorkerComponent:
             task = self.tasks[job_id]
             if task.state is S.FETCHING and event.blob_hash in task.blobs_pending:
                 task.move("fetch-failed")
+                task.fetch_failed = True
                 reason = f"fetch-failed:{event.reason}"[:64]
                 effects.append(self._reply(task.publisher, job_id, task.award_no, reason, now_ms))
         return effects

@@ -224,7 +224,9 @@ class Cluster:
         elif isinstance(effect, CancelTimer):
             node.timers.pop(effect.key, None)
         elif isinstance(effect, FetchBlob):
-            found = effect.blob_hash in self.blobs
+            source = self.by_peer.get(effect.peer)
+            # A blob comes from the peer that holds it: not from one that is down.
+            found = effect.blob_hash in self.blobs and (source is None or source.alive)
             answer: Any = (
                 BlobFetched(effect.blob_hash)
                 if found
