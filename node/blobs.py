@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import trio
 
+from node.files import write_atomically
 from p2p.transport import Inbound, Transport, TransportError
 from protocol import limits
 from protocol.codec import decode_as, encode
@@ -70,16 +70,7 @@ class BlobStore:
         if target.exists():
             return digest
         target.parent.mkdir(exist_ok=True)
-        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, target)
-        except BaseException:
-            Path(partial).unlink(missing_ok=True)
-            raise
+        write_atomically(target, data)
         return digest
 
     def read_chunk(self, digest: bytes, offset: int, length: int) -> tuple[bytes, int]:

@@ -9,8 +9,6 @@ killed mid-job resumes it or cancels it with signed messages.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import trio
 from node.adversary import Adversary
 from node.blobs import BlobError, BlobStore, fetch_blob
 from node.driver import Driver
+from node.files import write_atomically
 from node.logs import log
 from node.sandbox.model import JobRequest, Runtime
 from node.sandbox.pool import SandboxPool
@@ -46,19 +45,6 @@ class JobLog:
         self.done = self.done or event["phase"] in TERMINAL_PHASES
         self.changed.set()
         self.changed = trio.Event()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
 
 
 class JobService:
@@ -182,4 +168,4 @@ class JobService:
             self.blobs.put(summary.output, expected=summary.output_hash)
 
     def _save(self, effect: SaveJob) -> None:
-        _write_atomically(self.jobs_dir / f"{effect.job_id.hex()}.state", effect.state)
+        write_atomically(self.jobs_dir / f"{effect.job_id.hex()}.state", effect.state)
