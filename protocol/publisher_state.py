@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Final
+from typing import Any, Final, TypeVar
 
 from protocol import limits
 from protocol.auction import BidView, network_group
@@ -265,27 +265,19 @@ def _bid_view(record: BidRecord) -> BidView:
     )
 
 
+T = TypeVar("T")
+
+
+def _copy_fields(source: Any, target: type[T], **overrides: Any) -> T:
+    """Build ``target`` from the same-named fields of ``source``, except ``overrides``."""
+    fields = dataclasses.fields(target)  # type: ignore[arg-type]
+    names = [f.name for f in fields if f.init and f.name not in overrides]
+    return target(**{name: getattr(source, name) for name in names}, **overrides)
+
+
 def encode_job(job: PublisherJob) -> bytes:
     slots = tuple(
-        SlotRecord(
-            award_no=s.award_no,
-            bid=_bid_record(s.bid, s.worker_key),
-            price_mc_per_tfuel=s.price_mc_per_tfuel,
-            awarded_ms=s.awarded_ms,
-            state=s.state.value,
-            deadline_ms=s.deadline_ms,
-            commitment=s.commitment,
-            commit_envelope=s.commit_envelope,
-            digest=s.digest,
-            salt=s.salt,
-            error_kind=s.error_kind,
-            output_hash=s.output_hash,
-            output_bytes=s.output_bytes,
-            output=s.output,
-            fuel_used=s.fuel_used,
-            verdict=s.verdict,
-            paid_mc=s.paid_mc,
-        )
+        _copy_fields(s, SlotRecord, bid=_bid_record(s.bid, s.worker_key), state=s.state.value)
         for s in job.slots
     )
     record = JobRecord(
@@ -336,25 +328,8 @@ def decode_job(state: bytes) -> PublisherJob:
     )
     for s, slot_state in zip(record.slots, slot_states, strict=True):
         job.slots.append(
-            Slot(
-                award_no=s.award_no,
-                bid=_bid_view(s.bid),
-                worker_key=s.bid.worker_key,
-                price_mc_per_tfuel=s.price_mc_per_tfuel,
-                awarded_ms=s.awarded_ms,
-                state=slot_state,
-                deadline_ms=s.deadline_ms,
-                commitment=s.commitment,
-                commit_envelope=s.commit_envelope,
-                digest=s.digest,
-                salt=s.salt,
-                error_kind=s.error_kind,
-                output_hash=s.output_hash,
-                output_bytes=s.output_bytes,
-                output=s.output,
-                fuel_used=s.fuel_used,
-                verdict=s.verdict,
-                paid_mc=s.paid_mc,
+            _copy_fields(
+                s, Slot, bid=_bid_view(s.bid), worker_key=s.bid.worker_key, state=slot_state
             )
         )
     return job
