@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -85,7 +86,28 @@ class Worker:
         return dataclasses.replace(result, elapsed_ms=elapsed_ms)
 
 
+PARENT_POLL_S = 1.0
+
+
+def die_with_parent() -> None:
+    """Exit as soon as the process that started this worker is gone.
+
+    A serving worker also exits at the end of its stdin, but a compile of CPython never reads
+    it: without this, a node or CLI killed mid-compile would leave the compile running. (Linux's
+    parent-death signal will not do: trio forks from a helper thread, whose exit would fire it.)
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
+    die_with_parent()
     warm_python = "--warm-python" in argv
     settings = json.loads(next(arg for arg in argv if not arg.startswith("--")))
     # Compiling CPython is trusted work on a pinned binary and needs ~1.7 GB of heap.
