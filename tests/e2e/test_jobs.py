@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ECHO = ROOT / "node" / "sandbox" / "modules" / "echo.wat"
 LOOP = ROOT / "node" / "sandbox" / "modules" / "bench_loop.wat"
 # Wasm only: a node offering python would compile CPython (minutes, 1.7 GB) in the background.
+LIAR_ATTEMPTS_MAX = 5
 TESTNET_CONFIG = TEMPLATE.replace(
     "network_group_prefix_v4 = 24", "network_group_prefix_v4 = 32"
 ).replace('runtimes = ["wasm", "python"]', 'runtimes = ["wasm"]')
@@ -169,13 +171,19 @@ def four_with_a_liar(tmp_path: Path) -> Iterator[list[launch.LaunchedNode]]:
 def test_a_liar_is_outvoted_recorded_and_not_paid(four_with_a_liar) -> None:  # type: ignore[no-untyped-def]
     nodes = four_with_a_liar
     liar = nodes[1].info["peer_id"]
-    data = b"the truth, byte for byte"
+    # The liar bids cheapest, but a bid can still miss a window while the gossip mesh forms:
+    # publish until it has taken part, checking every accepted result on the way.
+    verdicts: dict[str, dict[str, Any]] = {}
     with Client(nodes[0].home) as client:
-        result = client.run(ECHO, data, replicas=2, replicas_max=3)
-    assert result.ok, result.reason
-    assert result.output == data
-    verdicts = {r["worker"]: r for r in result.summary["replicas_detail"]}
-    assert liar in verdicts, json.dumps(result.summary, indent=1)
+        for attempt in range(LIAR_ATTEMPTS_MAX):
+            data = f"the truth, byte for byte ({attempt})".encode()
+            result = client.run(ECHO, data, replicas=2, replicas_max=3)
+            assert result.ok, result.reason
+            assert result.output == data
+            verdicts = {r["worker"]: r for r in result.summary["replicas_detail"]}
+            if liar in verdicts:
+                break
+    assert liar in verdicts, f"the cheapest host never won in {LIAR_ATTEMPTS_MAX} jobs"
     assert verdicts[liar]["verdict"] != "match" and verdicts[liar]["paid_mc"] == 0
     honest = [r for w, r in verdicts.items() if w != liar]
     assert len(honest) == 2 and all(r["paid_mc"] > 0 for r in honest)
