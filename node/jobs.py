@@ -77,13 +77,15 @@ class JobService:
         count = 0
         for path in sorted(self.jobs_dir.glob("*.state")):
             job_id = bytes.fromhex(path.stem)
-            self.logs.setdefault(job_id, JobLog())
+            self.log_for(job_id)
             effects = self.driver.engine.publisher.restore(path.read_bytes(), now_ms)
             self.driver.execute_all(effects)
             count += 1
         return count
 
     def log_for(self, job_id: bytes) -> JobLog:
+        if job_id not in self.logs and len(self.logs) >= limits.PUBLISHER_JOBS_KEPT_MAX:
+            del self.logs[next(iter(self.logs))]  # oldest first, as the engine forgets its jobs
         return self.logs.setdefault(job_id, JobLog())
 
     async def _fetch(self, effect: FetchBlob) -> None:

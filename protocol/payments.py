@@ -128,9 +128,13 @@ class PaymentComponent:
         re-sending what it may already hold costs one message and can only repair its books.
         """
         effects: list[Effect] = []
-        for entry in self.ledger.entries():
-            if entry.kind != Kind.EARN or now_ms - entry.created_ms > COUNTERSIGN_RESEND_WINDOW_MS:
-                continue
+        # Newest earns first, from the chain's own index: stop at the first one out of the window
+        # rather than parse the whole chain at every start.
+        for seq in sorted(self.ledger.state.earns.values(), reverse=True):
+            entry = self.ledger.entry_at(seq)
+            assert entry.kind == Kind.EARN, "the earns index points at earn entries"
+            if now_ms - entry.created_ms > COUNTERSIGN_RESEND_WINDOW_MS:
+                break
             countersigned: CountersignedReceipt = entry.body
             payer = peer_id_from_public_key(parse_receipt(countersigned.receipt).payer)
             digest = receipt_hash(countersigned.receipt)

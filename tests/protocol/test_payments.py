@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from ledger.chain import verify_chain
@@ -11,10 +12,12 @@ from ledger.memory import MemoryLedger
 from ledger.proofs import make_fork_proof
 from protocol.codec import decode
 from protocol.effects import PayWorker, Send
+from protocol.engine import Engine
 from protocol.envelope import EnvelopeWire, SignedWire
 from protocol.identity import peer_id_from_public_key
 from protocol.job_messages import JobId
 from protocol.messages import PROTOCOL_RECEIPT
+from protocol.payments import COUNTERSIGN_RESEND_WINDOW_MS
 from tests.protocol.harness import T0_MS, Cluster
 
 MODULE = b"\0asm fake module"
@@ -212,3 +215,20 @@ def test_a_partition_longer_than_the_receipt_still_ends_settled_on_both_sides() 
     assert publisher.count(Kind.CANCEL) == 2  # the receipts expired during the partition
     assert publisher.count(Kind.SETTLE) == 2  # and settled late, from the payees' re-sends
     check_conserved(cluster)
+
+
+def test_a_restarted_payee_re_sends_its_recent_countersignatures() -> None:
+    cluster = Cluster(5, ledgers=True)
+    job_id = cluster.publish_job(3, MODULE, INPUT)
+    cluster.run_until(cluster.finished(3, job_id))
+    settle_all(cluster)
+    [worker] = [p.worker for p in pays(ledger_of(cluster, 3))][:1]
+    node = cluster.by_peer[worker]
+    reopened = ledger_of(cluster, node.index).reopen()
+    engine = Engine(node.engine.config, random.Random(1), reopened)
+    assert engine.payments is not None
+    resent = engine.payments.on_started(cluster.now_ms)
+    assert [type(e).__name__ for e in resent] == ["Send", "SetTimer"]
+    assert type(decode_body(resent[0].data)).__name__ == "ReceiptCountersigned"
+    much_later = cluster.now_ms + 2 * COUNTERSIGN_RESEND_WINDOW_MS
+    assert engine.payments.on_started(much_later) == []
