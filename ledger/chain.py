@@ -14,10 +14,11 @@ for one (job, payee), an EARN after its receipt expired, a SETTLE the payee did 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Final, NamedTuple
 
 from ledger.entry import (
     GENESIS_PREV_HASH,
@@ -32,7 +33,8 @@ from ledger.entry import (
     Kind,
     MismatchBody,
     Receipt,
-    parse_body,
+    half_bytes,
+    parse_entry_deferred,
     parse_header,
     parse_receipt,
     sha256,
@@ -63,9 +65,13 @@ from ledger.errors import (
 )
 from ledger.proofs import make_fork_proof, verify_fork_proof
 from protocol import limits
-from protocol.codec import encode
 from protocol.errors import RemoteProtocolError
 from protocol.identity import PUBLIC_KEY_BYTES, PublicKey, verify_signature
+
+WINDOW_ENTRIES: Final = 256  # parsed ahead of the fold: small enough to stay in caches
+
+Claim = tuple[bytes, bytes, bytes]  # (public key, message, signature): one signature to check
+Verify = Callable[[bytes, bytes, bytes], bool]
 
 
 class PayStatus(enum.IntEnum):
@@ -87,14 +93,13 @@ class PayRecord:
     seq: int  # the entry that last changed ``status``
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Head:
+class Head(NamedTuple):
     seq: int
     hash: bytes
     created_ms: int
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)  # not frozen: a fold builds one per entry (never mutated)
 class _Change:
     balance_delta_mc: int = 0
     reserved_delta_mc: int = 0
@@ -104,7 +109,7 @@ class _Change:
     refused_author: bytes | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)  # not frozen, for the same reason
 class Undo:
     head: Head
     change: _Change
@@ -136,13 +141,19 @@ class ChainState:
     def available_mc(self) -> int:
         return self.balance_mc - self.reserved_mc + limits.CREDIT_LIMIT_MC
 
-    def check(self, entry: Entry, *, signatures: bool = True) -> None:
-        """Raise a ``ChainError`` unless ``entry`` (body parsed) may follow the head."""
-        self._plan(entry, signatures=signatures)
+    def check(self, entry: Entry, *, signatures: bool = True, verify: Verify | None = None) -> None:
+        """Raise a ``ChainError`` unless ``entry`` (body parsed) may follow the head.
 
-    def append(self, entry: Entry, *, signatures: bool = True) -> Undo:
+        ``signatures=False`` skips the entry's own signature (the caller checked or made it);
+        ``verify`` checks the signatures inside bodies (default: ``verify_signature``)."""
+        self._plan(entry, signatures=signatures, verify=verify or verify_signature)
+
+    def append(
+        self, entry: Entry, *, signatures: bool = True, verify: Verify | None = None
+    ) -> Undo:
         """``check`` then ``apply``."""
-        return self.apply(entry, self._plan(entry, signatures=signatures))
+        plan = self._plan(entry, signatures=signatures, verify=verify or verify_signature)
+        return self.apply(entry, plan)
 
     def apply(self, entry: Entry, change: _Change) -> Undo:
         old_status = None
@@ -184,7 +195,7 @@ class ChainState:
         if change.refused_author is not None:
             del self.refused[change.refused_author]
 
-    def _plan(self, entry: Entry, *, signatures: bool) -> _Change:
+    def _plan(self, entry: Entry, *, signatures: bool, verify: Verify) -> _Change:
         if entry.author != self.author:
             raise WrongAuthorError("entry is signed in another author's name")
         if signatures and not verify_signature(entry.author, entry.signed, entry.signature):
@@ -198,13 +209,13 @@ class ChainState:
         if (entry.seq == 0) != (entry.kind is Kind.GENESIS):
             raise GenesisError("a chain starts with exactly one genesis entry, at seq 0")
         try:
-            return _PLANNERS[entry.kind](self, entry)
+            return _PLANNERS[entry.kind](self, entry, verify)
         except ChainError:
             raise
         except RemoteProtocolError as exc:  # a receipt or proof inside the body does not parse
             raise BodyError(f"{entry.kind.name.lower()} body: {exc.reason}: {exc}") from exc
 
-    def _plan_genesis(self, entry: Entry) -> _Change:
+    def _plan_genesis(self, entry: Entry, verify: Verify) -> _Change:
         body: GenesisBody = entry.body
         if body.format_version != LEDGER_FORMAT_VERSION:
             raise GenesisError(f"ledger format {body.format_version} is not supported")
@@ -212,7 +223,7 @@ class ChainState:
             raise GenesisError("genesis names another network's credit limit")
         return _NO_CHANGE
 
-    def _plan_pay(self, entry: Entry) -> _Change:
+    def _plan_pay(self, entry: Entry, verify: Verify) -> _Change:
         half: HalfSignedReceipt = entry.body
         receipt = parse_receipt(half.receipt)
         if receipt.payer != self.author:
@@ -225,11 +236,11 @@ class ChainState:
             raise CreditLimitError(f"pay of {receipt.amount_mc} mc exceeds available credit")
         record = PayRecord(
             receipt.job_id, receipt.payee, receipt.amount_mc, receipt.expires_ms,
-            sha256(encode(half)), PayStatus.PENDING, entry.seq,
+            sha256(half_bytes(half.receipt, half.payer_signature)), PayStatus.PENDING, entry.seq,
         )  # fmt: skip
         return _Change(reserved_delta_mc=receipt.amount_mc, new_pay=(sha256(half.receipt), record))
 
-    def _plan_earn(self, entry: Entry) -> _Change:
+    def _plan_earn(self, entry: Entry, verify: Verify) -> _Change:
         body: CountersignedReceipt = entry.body
         receipt = parse_receipt(body.receipt)
         if receipt.payee != self.author:
@@ -238,19 +249,19 @@ class ChainState:
             raise ExpiredReceiptError("earned after the receipt expired")
         if receipt.job_id in self.earns:
             raise _double_claim(self.earns[receipt.job_id])
-        if not verify_signature(receipt.payer, body.receipt, body.payer_signature):
+        if not verify(receipt.payer, body.receipt, body.payer_signature):
             raise ReceiptSignatureError("receipt is not signed by its payer")
         return _Change(balance_delta_mc=receipt.amount_mc, earn_job_id=receipt.job_id)
 
-    def _plan_settle(self, entry: Entry) -> _Change:
+    def _plan_settle(self, entry: Entry, verify: Verify) -> _Change:
         body: CountersignedReceipt = entry.body
         receipt, record = self._paid(body.receipt)
         if record.status is PayStatus.SETTLED:
             raise ReceiptStateError("receipt is already settled")
-        half_bytes = encode(body.half)
-        if sha256(half_bytes) != record.half_hash:
+        half = body.half_bytes
+        if sha256(half) != record.half_hash:
             raise BodyError("settle names a receipt signature other than the pay entry's")
-        if not verify_signature(receipt.payee, half_bytes, body.payee_signature):
+        if not verify(receipt.payee, half, body.payee_signature):
             raise CountersignatureError("countersignature is not the payee's")
         reserved = -receipt.amount_mc if record.status is PayStatus.PENDING else 0
         return _Change(
@@ -259,7 +270,7 @@ class ChainState:
             pay_status=(sha256(body.receipt), PayStatus.SETTLED),
         )
 
-    def _plan_cancel(self, entry: Entry) -> _Change:
+    def _plan_cancel(self, entry: Entry, verify: Verify) -> _Change:
         body: CancelBody = entry.body
         record = self.pays.get(body.receipt_hash)
         if record is None:
@@ -273,7 +284,7 @@ class ChainState:
             pay_status=(body.receipt_hash, PayStatus.CANCELLED),
         )
 
-    def _plan_mismatch(self, entry: Entry) -> _Change:
+    def _plan_mismatch(self, entry: Entry, verify: Verify) -> _Change:
         body: MismatchBody = entry.body
         if not 0 < len(body.job_id) <= limits.JOB_ID_BYTES_MAX:
             raise BodyError("mismatch job_id has a bad length")
@@ -285,7 +296,7 @@ class ChainState:
             raise BodyError("mismatch evidence must be at most the limit of 32-byte hashes")
         return _NO_CHANGE
 
-    def _plan_fork_evidence(self, entry: Entry) -> _Change:
+    def _plan_fork_evidence(self, entry: Entry, verify: Verify) -> _Change:
         proof: ForkProof = entry.body
         if max(len(proof.entry_a), len(proof.entry_b)) > limits.LEDGER_PROOF_ENTRY_BYTES_MAX:
             raise BodyError("forked entries too large to record")
@@ -322,6 +333,167 @@ _PLANNERS: Final = {
 }
 
 
+def receipt_claim(entry: Entry) -> Claim | None:
+    """The signature inside an entry's body that the chain must check: the payer's on an EARN,
+    the payee's countersignature on a SETTLE. Raises ``RemoteProtocolError`` if the receipt
+    does not parse."""
+    if entry.kind is Kind.EARN:
+        body: CountersignedReceipt = entry.body
+        return parse_receipt(body.receipt).payer, body.receipt, body.payer_signature
+    if entry.kind is Kind.SETTLE:
+        body = entry.body
+        return parse_receipt(body.receipt).payee, body.half_bytes, body.payee_signature
+    return None
+
+
+@dataclasses.dataclass(slots=True)
+class Window:
+    """Entries ``start..`` parsed ahead of their fold, with the signatures they will need.
+
+    Nothing here is trusted yet: a header that does not parse ends the window (``error``), a body
+    that does not parse waits in ``body_errors`` for its turn, because an earlier entry may be at
+    fault first and the chain reports only the first bad entry.
+    """
+
+    start: int
+    entries: list[Entry]
+    body_errors: dict[int, ChainError]
+    error: ChainError | None
+    claims: list[Claim]
+
+
+class ChainVerifier:
+    """``verify_chain`` in steps, so that its signature checks can run anywhere (sans-IO).
+
+    ``parse`` turns a window of wires into entries and the signature ``claims`` they carry;
+    whoever drives the verifier checks those claims (inline, or on other threads while it parses
+    the next window) and hands the results to ``fold``, windows in order. ``fold`` applies the
+    chain rules exactly as a one-pass verify would, raising the first ``ChainError``, located. A
+    claim without a result is checked inline, so results are an optimisation, never a trust.
+    """
+
+    def __init__(
+        self,
+        wires: Sequence[bytes],
+        *,
+        author: bytes | None = None,
+        head: tuple[int, bytes] | None = None,
+        recorded_hashes: Sequence[bytes] | None = None,
+    ) -> None:
+        if not wires:
+            raise TruncatedChainError("empty chain: no genesis", index=0, seq=0)
+        self._wires = wires
+        self._author = author
+        self._head = head
+        self._recorded_hashes = recorded_hashes
+        self._entries: list[Entry] = []  # folded so far: index == seq
+        self._state: ChainState | None = None
+        self._checked: dict[Claim, bool] = {}
+
+    def __len__(self) -> int:
+        return len(self._wires)
+
+    def parse(self, start: int, stop: int) -> Window:
+        """Parse ``wires[start:stop]`` (never raises: faults wait for ``fold``)."""
+        window = Window(start, [], {}, None, [])
+        claims = window.claims
+        for index in range(start, min(stop, len(self._wires))):
+            try:
+                entry, body_error = parse_entry_deferred(self._wires[index])
+            except ChainError as exc:
+                window.error = exc.located(index, exc.seq)
+                break
+            window.entries.append(entry)
+            claims.append((entry.author, entry.signed, entry.signature))
+            if body_error is not None:
+                window.body_errors[index] = body_error
+                continue
+            with contextlib.suppress(RemoteProtocolError):  # the fold raises it in its turn
+                claim = receipt_claim(entry)
+                if claim is not None:
+                    claims.append(claim)
+        return window
+
+    def fold(self, window: Window, results: Sequence[bool] = ()) -> None:
+        """Apply a parsed window; ``results`` are its claims' outcomes in order, or empty."""
+        assert window.start == len(self._entries), "windows fold in order"
+        checked = self._checked
+        checked.clear()
+        if results:
+            checked.update(zip(window.claims, results, strict=True))
+        for offset, entry in enumerate(window.entries):
+            index = window.start + offset
+            try:
+                if self._state is None:
+                    self._state = ChainState(entry.author if self._author is None else self._author)
+                self._entries.append(entry)
+                self._fold_one(self._state, index, window.body_errors.get(index))
+            except ChainError as exc:
+                raise exc.located(index, exc.seq) from None
+        if window.error is not None:
+            raise window.error
+
+    def finish(self) -> ChainState:
+        """The verified chain's state, once every window has folded."""
+        state = self._state
+        assert state is not None and len(self._entries) == len(self._wires), "fold every window"
+        head = self._head
+        if head is not None:
+            if state.head.seq < head[0]:
+                raise TruncatedChainError(
+                    f"chain ends at seq {state.head.seq}, its head is {head[0]}",
+                    index=len(self._wires),
+                    seq=state.head.seq + 1,
+                )
+            if state.head.seq != head[0] or state.head.hash != head[1]:
+                raise HeadMismatchError(
+                    "the last entry is not the recorded head",
+                    index=len(self._wires) - 1,
+                    seq=head[0],
+                )
+        return state
+
+    def _verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+        known = self._checked.get((public_key, message, signature))
+        if known is None:
+            return verify_signature(public_key, message, signature)
+        return known
+
+    def _fold_one(self, state: ChainState, index: int, body_error: ChainError | None) -> None:
+        entries, wires = self._entries, self._wires
+        entry = entries[index]
+        if entry.author != state.author:
+            raise WrongAuthorError("entry is signed in another author's name", seq=entry.seq)
+        if not self._verify(entry.author, entry.signed, entry.signature):
+            recorded = _recorded_hash(index, wires, self._recorded_hashes, self._head, entry.seq)
+            if recorded is not None and recorded != entry.hash:
+                raise TamperedEntryError(
+                    "entry bytes changed after they were chained", seq=entry.seq
+                )
+            raise EntrySignatureError("entry signature is not its author's", seq=entry.seq)
+        expected = state.head.seq + 1
+        if entry.seq < expected:
+            earlier = entries[entry.seq]  # accepted entries sit at index == seq
+            if earlier.hash == entry.hash:
+                raise ReplayedEntryError(f"copy of the entry at seq {entry.seq}", seq=entry.seq)
+            error = RepeatedSeqError("two entries with one seq: a fork", seq=entry.seq)
+            error.proof = make_fork_proof(earlier.wire, entry.wire)
+            raise error
+        if entry.seq > expected:
+            later = any(_peek_seq(w) == expected for w in wires[index + 1 :])
+            kind = ReorderedError if later else SeqGapError
+            raise kind(f"seq {entry.seq} where {expected} belongs", seq=entry.seq)
+        if body_error is not None:
+            raise body_error
+        try:
+            state.append(entry, signatures=False, verify=self._verify)
+        except DoubleClaimError as exc:
+            first = exc.first_seq
+            exc.proof = DoubleClaimProof(entries[first].wire, entry.wire)
+            exc.existing_entry = entries[first].wire
+            raise
+
+
 def verify_chain(
     wires: Sequence[bytes],
     *,
@@ -335,72 +507,12 @@ def verify_chain(
     without it a cut-off tail is indistinguishable from a short chain. ``recorded_hashes`` are
     per-entry hashes kept beside the bytes (the store's index); with them, or with the successor's
     ``prev_hash``, an entry whose signature fails is told apart as altered bytes or a foreign key.
+    One thread, signatures checked as the fold reaches them; ``ledger.parallel`` spreads them.
     """
-    if not wires:
-        raise TruncatedChainError("empty chain: no genesis", index=0, seq=0)
-    entries: list[Entry] = []
-    state: ChainState | None = None
-    for index, wire in enumerate(wires):
-        try:
-            entry = parse_header(wire)
-            if state is None:
-                state = ChainState(author if author is not None else entry.author)
-            entries.append(entry)
-            _verify_one(state, entries, index, wires, recorded_hashes, head)
-        except ChainError as exc:
-            raise exc.located(index, exc.seq) from None
-    assert state is not None
-    if head is not None:
-        if state.head.seq < head[0]:
-            raise TruncatedChainError(
-                f"chain ends at seq {state.head.seq}, its head is {head[0]}",
-                index=len(wires),
-                seq=state.head.seq + 1,
-            )
-        if state.head.seq != head[0] or state.head.hash != head[1]:
-            raise HeadMismatchError(
-                "the last entry is not the recorded head", index=len(wires) - 1, seq=head[0]
-            )
-    return state
-
-
-def _verify_one(
-    state: ChainState,
-    entries: list[Entry],
-    index: int,
-    wires: Sequence[bytes],
-    recorded_hashes: Sequence[bytes] | None,
-    head: tuple[int, bytes] | None,
-) -> None:
-    entry = entries[index]
-    if entry.author != state.author:
-        raise WrongAuthorError("entry is signed in another author's name", seq=entry.seq)
-    if not verify_signature(entry.author, entry.signed, entry.signature):
-        recorded = _recorded_hash(index, wires, recorded_hashes, head, entry.seq)
-        if recorded is not None and recorded != entry.hash:
-            raise TamperedEntryError("entry bytes changed after they were chained", seq=entry.seq)
-        raise EntrySignatureError("entry signature is not its author's", seq=entry.seq)
-    expected = state.head.seq + 1
-    if entry.seq < expected:
-        earlier = entries[entry.seq]  # accepted entries sit at index == seq
-        if earlier.hash == entry.hash:
-            raise ReplayedEntryError(f"copy of the entry at seq {entry.seq}", seq=entry.seq)
-        error = RepeatedSeqError("two entries with one seq: a fork", seq=entry.seq)
-        error.proof = make_fork_proof(earlier.wire, entry.wire)
-        raise error
-    if entry.seq > expected:
-        later = any(_peek_seq(w) == expected for w in wires[index + 1 :])
-        kind = ReorderedError if later else SeqGapError
-        raise kind(f"seq {entry.seq} where {expected} belongs", seq=entry.seq)
-    entry = parse_body(entry)
-    entries[index] = entry
-    try:
-        state.append(entry, signatures=False)
-    except DoubleClaimError as exc:
-        first = exc.first_seq
-        exc.proof = DoubleClaimProof(entries[first].wire, entry.wire)
-        exc.existing_entry = entries[first].wire
-        raise
+    verifier = ChainVerifier(wires, author=author, head=head, recorded_hashes=recorded_hashes)
+    for start in range(0, len(wires), WINDOW_ENTRIES):
+        verifier.fold(verifier.parse(start, start + WINDOW_ENTRIES))
+    return verifier.finish()
 
 
 def _recorded_hash(

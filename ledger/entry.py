@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 from typing import Any, Final, TypeVar
 
 import msgpack
 
-from ledger.errors import MalformedEntryError, NonCanonicalEntryError
+from ledger.errors import ChainError, MalformedEntryError, NonCanonicalEntryError
 from protocol import limits
 from protocol.codec import decode_as, encode, message
 from protocol.errors import DecodeError, NonCanonicalError, RemoteProtocolError
@@ -87,6 +88,19 @@ class CountersignedReceipt:
     @property
     def half(self) -> HalfSignedReceipt:
         return HalfSignedReceipt(self.receipt, self.payer_signature)
+
+    @property
+    def half_bytes(self) -> bytes:
+        """``encode(self.half)``, the bytes the payee countersigned, without the detour."""
+        return half_bytes(self.receipt, self.payer_signature)
+
+
+def half_bytes(receipt: bytes, payer_signature: bytes) -> bytes:
+    """The canonical bytes of ``HalfSignedReceipt(receipt, payer_signature)``: a chain hashes
+    and checks these by the thousand, so they are packed directly (a test holds them equal)."""
+    fields = [HalfSignedReceipt.TYPE, HalfSignedReceipt.VERSION, receipt, payer_signature]  # type: ignore[attr-defined]
+    data: bytes = msgpack.packb(fields, use_bin_type=True)
+    return data
 
 
 @message(110)
@@ -164,9 +178,9 @@ class Entry:
 
 M = TypeVar("M")
 
-# The flat messages a chain holds by the thousand, as (type code, field types). Parsing them
-# through ``_fast_decode`` accepts exactly what ``codec.decode_as`` accepts (the canonical bytes of
-# that shape) at a fraction of the cost; anything else falls back to the codec for its error.
+# The flat messages a chain holds by the thousand, and their field types. Parsing them through
+# ``_fast_decode`` accepts exactly what ``codec.decode_as`` accepts (the canonical bytes of that
+# shape) at a fraction of the cost; anything else falls back to the codec for its error.
 _FLAT: Final[dict[type[Any], tuple[type[Any], ...]]] = {
     EntryWire: (bytes, bytes),
     EntrySigned: (bytes, int, bytes, int, bytes, int),
@@ -179,25 +193,50 @@ _FLAT: Final[dict[type[Any], tuple[type[Any], ...]]] = {
 }
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Shape:
+    head: list[int]  # [TYPE, VERSION]
+    types: list[type[Any]]  # the type of every array item, the head's included
+    int_items: tuple[int, ...]  # where the int fields sit in the array
+
+
+_SHAPES: Final = {
+    cls: _Shape(
+        [cls.TYPE, cls.VERSION],
+        [int, int, *fields],
+        tuple(2 + i for i, t in enumerate(fields) if t is int),
+    )
+    for cls, fields in _FLAT.items()
+}
+
+
+def _fast_fields(data: bytes, cls: type[Any]) -> list[Any] | None:
+    """The fields of ``data`` if it is the canonical encoding of a flat ``cls``, else None."""
+    shape = _SHAPES[cls]
+    if len(data) > limits.LEDGER_ENTRY_BYTES_MAX:
+        return None
+    try:
+        raw = msgpack.unpackb(data, raw=False, use_list=True, max_map_len=0, max_ext_len=0)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return None
+    # Only a uint64 can leave the int range (an int64 cannot), so one bound is enough; the
+    # re-encoding then proves the bytes were the canonical ones.
+    if (
+        type(raw) is list
+        and list(map(type, raw)) == shape.types
+        and raw[:2] == shape.head
+        and (not shape.int_items or max([raw[i] for i in shape.int_items]) <= limits.INT_MAX)
+        and msgpack.packb(raw, use_bin_type=True) == data
+    ):
+        return raw[2:]
+    return None
+
+
 def _fast_decode(data: bytes, cls: type[M]) -> M:
-    shape = _FLAT.get(cls)
-    if shape is not None and len(data) <= limits.LEDGER_ENTRY_BYTES_MAX:
-        try:
-            raw = msgpack.unpackb(data, raw=False, use_list=True, max_map_len=0, max_ext_len=0)
-        except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-            raw = None
-        if (
-            type(raw) is list
-            and len(raw) == 2 + len(shape)
-            and raw[0] == cls.TYPE  # type: ignore[attr-defined]
-            and raw[1] == cls.VERSION  # type: ignore[attr-defined]
-            and type(raw[0]) is int
-            and type(raw[1]) is int
-            and all(type(v) is t for v, t in zip(raw[2:], shape, strict=True))
-            and all(limits.INT_MIN <= v <= limits.INT_MAX for v in raw[2:] if type(v) is int)
-            and msgpack.packb(raw, use_bin_type=True) == data
-        ):
-            return cls(*raw[2:])
+    if cls in _SHAPES:
+        fields = _fast_fields(data, cls)
+        if fields is not None:
+            return cls(*fields)
     return decode_as(data, cls, bytes_max=limits.LEDGER_ENTRY_BYTES_MAX)
 
 
@@ -225,48 +264,80 @@ def parse_entry(wire: bytes) -> Entry:
 
 
 def parse_header(wire: bytes) -> Entry:
-    """Parse everything but the body (``body`` is None): a chain checks the signature first."""
-    if len(wire) > limits.LEDGER_ENTRY_BYTES_MAX:
-        raise MalformedEntryError(f"entry of {len(wire)} bytes exceeds the limit")
-    try:
-        outer = _fast_decode(wire, EntryWire)
-        signed = _fast_decode(outer.signed, EntrySigned)
-    except NonCanonicalError as exc:
-        raise NonCanonicalEntryError(str(exc)) from exc
-    except RemoteProtocolError as exc:
-        raise MalformedEntryError(f"{exc.reason}: {exc}") from exc
-    seq = signed.seq
-    if len(signed.author) != PUBLIC_KEY_BYTES or len(outer.signature) != SIGNATURE_BYTES:
-        raise MalformedEntryError("author key or signature has the wrong length", seq=seq)
-    if seq < 0 or len(signed.prev_hash) != HASH_BYTES:
-        raise MalformedEntryError("negative seq or prev_hash of the wrong length", seq=seq)
-    try:
-        kind = Kind(signed.kind)
-    except ValueError:
-        raise MalformedEntryError(f"unknown entry kind {signed.kind}", seq=seq) from None
-    return Entry(
-        PublicKey(signed.author), seq, signed.prev_hash, kind, signed.body, signed.created_ms,
-        outer.signed, outer.signature, wire, sha256(outer.signed),
-    )  # fmt: skip
+    """Parse everything but the body (``body`` is its bytes): a chain checks the signature first."""
+    return Entry(*_header_fields(wire))
 
 
 def parse_body(header: Entry) -> Entry:
     """Decode the body bytes ``parse_header`` left in ``body`` into its kind's message."""
-    try:
-        body = _fast_decode(header.body, BODY_TYPES[header.kind])
-    except NonCanonicalError as exc:
-        raise NonCanonicalEntryError(f"body: {exc}", seq=header.seq) from exc
-    except RemoteProtocolError as exc:
-        raise MalformedEntryError(f"body: {exc.reason}: {exc}", seq=header.seq) from exc
     h = header
+    body = _body(h.kind, h.body, h.seq)
     return Entry(
         h.author, h.seq, h.prev_hash, h.kind, body, h.created_ms, h.signed, h.signature, h.wire,
         h.hash,
     )  # fmt: skip
 
 
+def parse_entry_deferred(wire: bytes) -> tuple[Entry, ChainError | None]:
+    """Parse a whole entry, but hand back a body that does not parse with its error instead of
+    raising it, so that a chain can first report a fault in the header or the signature.
+    A header that does not parse raises."""
+    fields = _header_fields(wire)
+    try:
+        fields[4] = _body(fields[3], fields[4], fields[1])
+    except ChainError as exc:
+        return Entry(*fields), exc
+    return Entry(*fields), None
+
+
+_KINDS: Final = tuple(Kind)
+assert all(kind == i for i, kind in enumerate(_KINDS)), "kinds number 0, 1, 2..."
+
+
+def _header_fields(wire: bytes) -> list[Any]:
+    """``Entry``'s fields in order, ``body`` still bytes; raises a ``ChainError``."""
+    if len(wire) > limits.LEDGER_ENTRY_BYTES_MAX:
+        raise MalformedEntryError(f"entry of {len(wire)} bytes exceeds the limit")
+    outer = _fast_fields(wire, EntryWire)
+    inner = None if outer is None else _fast_fields(outer[0], EntrySigned)
+    if outer is None or inner is None:  # not the usual shape: the codec decides, and names faults
+        try:
+            slow = decode_as(wire, EntryWire, bytes_max=limits.LEDGER_ENTRY_BYTES_MAX)
+            slow_signed = decode_as(
+                slow.signed, EntrySigned, bytes_max=limits.LEDGER_ENTRY_BYTES_MAX
+            )
+        except NonCanonicalError as exc:
+            raise NonCanonicalEntryError(str(exc)) from exc
+        except RemoteProtocolError as exc:
+            raise MalformedEntryError(f"{exc.reason}: {exc}") from exc
+        outer = [slow.signed, slow.signature]
+        inner = [getattr(slow_signed, f.name) for f in dataclasses.fields(EntrySigned)]
+    signed, signature = outer
+    author, seq, prev_hash, kind, body, created_ms = inner
+    if len(author) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
+        raise MalformedEntryError("author key or signature has the wrong length", seq=seq)
+    if seq < 0 or len(prev_hash) != HASH_BYTES:
+        raise MalformedEntryError("negative seq or prev_hash of the wrong length", seq=seq)
+    if not 0 <= kind < len(_KINDS):
+        raise MalformedEntryError(f"unknown entry kind {kind}", seq=seq)
+    return [
+        PublicKey(author), seq, prev_hash, _KINDS[kind], body, created_ms, signed, signature, wire,
+        sha256(signed),
+    ]  # fmt: skip
+
+
+def _body(kind: Kind, data: bytes, seq: int) -> Any:
+    try:
+        return _fast_decode(data, BODY_TYPES[kind])
+    except NonCanonicalError as exc:
+        raise NonCanonicalEntryError(f"body: {exc}", seq=seq) from exc
+    except RemoteProtocolError as exc:
+        raise MalformedEntryError(f"body: {exc.reason}: {exc}", seq=seq) from exc
+
+
+@functools.lru_cache(maxsize=4096)  # a verify meets each receipt twice: its claim, its rule
 def parse_receipt(data: bytes) -> Receipt:
-    """Parse a receipt's bytes and check the shape every receipt must have."""
+    """Parse a receipt's bytes and check the shape every receipt must have (immutable result)."""
     receipt = _fast_decode(data, Receipt)
     if not 0 < len(receipt.job_id) <= limits.JOB_ID_BYTES_MAX:
         raise DecodeError("job_id must be 1..JOB_ID_BYTES_MAX bytes")

@@ -72,9 +72,7 @@ def countersign(payee: Identity, half: HalfSignedReceipt, *, now_ms: int) -> Cou
 def check_countersignature(countersigned: CountersignedReceipt) -> Receipt:
     """The payer's check on what came back: the payee, and only the payee, countersigned."""
     receipt = parse_receipt(countersigned.receipt)
-    if not verify_signature(
-        receipt.payee, encode(countersigned.half), countersigned.payee_signature
-    ):
+    if not verify_signature(receipt.payee, countersigned.half_bytes, countersigned.payee_signature):
         raise CountersignatureError("countersignature is not the payee's")
     return receipt
 

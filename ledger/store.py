@@ -24,7 +24,7 @@ from typing import Final
 import sqlite_utils
 
 from ledger.base import LedgerBase
-from ledger.chain import ChainState, verify_chain
+from ledger.chain import ChainState
 from ledger.entry import (
     CountersignedReceipt,
     Entry,
@@ -34,6 +34,7 @@ from ledger.entry import (
     parse_receipt,
 )
 from ledger.errors import ChainError, LedgerCorruptError, LedgerUnavailableError, TamperedEntryError
+from ledger.parallel import THREADS_MAX, verify_chain_parallel
 from protocol.errors import HearthError
 from protocol.identity import Identity
 
@@ -226,11 +227,19 @@ def read_rows(conn: sqlite3.Connection) -> tuple[list[bytes], list[bytes], tuple
     return wires, hashes, (int(head_seq), bytes(head_hash))
 
 
+def verify_threads() -> int:
+    """Threads for checking signatures: the cores this process may run on."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(THREADS_MAX, cores or 1))
+
+
 def verify_file(conn: sqlite3.Connection, name: str) -> ChainState:
     """Verify the chain in an open ledger file, or raise ``LedgerCorruptError``."""
     wires, hashes, head = read_rows(conn)
     try:
-        state = verify_chain(wires, head=head, recorded_hashes=hashes)
+        state = verify_chain_parallel(
+            wires, threads=verify_threads(), head=head, recorded_hashes=hashes
+        )
         _check_index(conn)
     except ChainError as exc:
         raise LedgerCorruptError(name, exc) from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Final, NewType
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -73,7 +74,7 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
     if len(public_key) != PUBLIC_KEY_BYTES or len(signature) != SIGNATURE_BYTES:
         return False
     try:
-        nacl.signing.VerifyKey(public_key).verify(message, signature)
+        nacl.bindings.crypto_sign_open(signature + message, public_key)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
         return False
     return True

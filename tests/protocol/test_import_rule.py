@@ -8,8 +8,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN = {"trio", "libp2p", "sqlite3", "sqlite_utils", "socket", "time", "os", "subprocess"}
-LEDGER_IO_MODULES = ("store.py",)  # the one module of ledger/ that touches SQLite
+FORBIDDEN = {
+    "trio", "libp2p", "sqlite3", "sqlite_utils", "socket", "time", "os", "subprocess",
+    "threading", "concurrent", "multiprocessing",
+}  # fmt: skip
+# The drivers of ledger/: store.py is the only SQLite code, parallel.py the only threads.
+LEDGER_IO_MODULES = ("store.py", "parallel.py")
 
 
 def pure_files() -> list[Path]:
