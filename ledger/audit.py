@@ -150,6 +150,5 @@ def _receipt_in(entry: Entry) -> bytes | None:
     return None
 
 
-def _key(receipt_bytes: bytes) -> tuple[bytes, bytes]:
-    receipt = parse_receipt(receipt_bytes)
-    return (receipt.job_id, receipt.payee)
+def _key(receipt_bytes: bytes) -> tuple[bytes, bytes, bytes]:
+    return parse_receipt(receipt_bytes).credit_key

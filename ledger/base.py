@@ -128,7 +128,7 @@ class Group:
         ledger = self._ledger
         receipt = check_half_signed(half, payee=ledger.identity.public_key, now_ms=now_ms)
         ledger.refused.check(receipt.payer)
-        earlier_seq = ledger.state.earns.get(receipt.job_id)
+        earlier_seq = ledger.state.earns.get((receipt.payer, receipt.job_id))
         if earlier_seq is not None:
             earlier = ledger.entry_at(earlier_seq)
             if earlier.body.half == half:

@@ -105,7 +105,7 @@ class _Change:
     reserved_delta_mc: int = 0
     new_pay: tuple[bytes, PayRecord] | None = None  # receipt hash, record
     pay_status: tuple[bytes, PayStatus] | None = None
-    earn_job_id: bytes | None = None
+    earn_key: tuple[bytes, bytes] | None = None  # (payer, job_id)
     refused_author: bytes | None = None
 
 
@@ -134,7 +134,7 @@ class ChainState:
         self.reserved_mc = 0  # sum of PENDING pays: spendable credit, not balance
         self.pays: dict[bytes, PayRecord] = {}
         self.pay_keys: dict[tuple[bytes, bytes], bytes] = {}  # (job_id, payee) -> receipt hash
-        self.earns: dict[bytes, int] = {}  # job_id -> seq of our EARN (we are the payee)
+        self.earns: dict[tuple[bytes, bytes], int] = {}  # (payer, job_id) -> seq of our EARN
         self.refused: dict[bytes, int] = {}  # author -> seq of our FORK_EVIDENCE entry
 
     @property
@@ -169,8 +169,8 @@ class ChainState:
             record = self.pays[change.pay_status[0]]
             old_status = (record.status, record.seq)
             record.status, record.seq = change.pay_status[1], entry.seq
-        if change.earn_job_id is not None:
-            self.earns[change.earn_job_id] = entry.seq
+        if change.earn_key is not None:
+            self.earns[change.earn_key] = entry.seq
         if change.refused_author is not None:
             self.refused[change.refused_author] = entry.seq
         assert self.reserved_mc >= 0
@@ -190,8 +190,8 @@ class ChainState:
             assert undo.old_status is not None
             record = self.pays[change.pay_status[0]]
             record.status, record.seq = undo.old_status
-        if change.earn_job_id is not None:
-            del self.earns[change.earn_job_id]
+        if change.earn_key is not None:
+            del self.earns[change.earn_key]
         if change.refused_author is not None:
             del self.refused[change.refused_author]
 
@@ -247,11 +247,12 @@ class ChainState:
             raise BodyError("an earn entry must be for a receipt its author is paid")
         if entry.created_ms > receipt.expires_ms:
             raise ExpiredReceiptError("earned after the receipt expired")
-        if receipt.job_id in self.earns:
-            raise _double_claim(self.earns[receipt.job_id])
+        earn_key = (receipt.payer, receipt.job_id)
+        if earn_key in self.earns:
+            raise _double_claim(self.earns[earn_key])
         if not verify(receipt.payer, body.receipt, body.payer_signature):
             raise ReceiptSignatureError("receipt is not signed by its payer")
-        return _Change(balance_delta_mc=receipt.amount_mc, earn_job_id=receipt.job_id)
+        return _Change(balance_delta_mc=receipt.amount_mc, earn_key=earn_key)
 
     def _plan_settle(self, entry: Entry, verify: Verify) -> _Change:
         body: CountersignedReceipt = entry.body

@@ -68,6 +68,12 @@ class Receipt:
     created_ms: int
     expires_ms: int
 
+    @property
+    def credit_key(self) -> tuple[bytes, bytes, bytes]:
+        """(payer, job_id, payee): at most one credit each. A job id is the publisher's to
+        choose, so it names a job only together with the payer (ADR 0011)."""
+        return (self.payer, self.job_id, self.payee)
+
 
 @message(103)
 @dataclasses.dataclass(frozen=True)

@@ -59,16 +59,16 @@ def verify_fork_proof(proof: ForkProof) -> PublicKey:
     return a.author
 
 
-def _credit_key(entry: Entry) -> tuple[bytes, bytes] | None:
+def _credit_key(entry: Entry) -> tuple[bytes, bytes, bytes] | None:
     if entry.kind is Kind.EARN or entry.kind is Kind.PAY:
         body: CountersignedReceipt | HalfSignedReceipt = entry.body
-        receipt = parse_receipt(body.receipt)
-        return (receipt.job_id, receipt.payee)
+        return parse_receipt(body.receipt).credit_key
     return None
 
 
 def verify_double_claim_proof(proof: DoubleClaimProof) -> PublicKey:
-    """Two EARN (or two PAY) entries by one author for one (job, payee); return the author."""
+    """Two EARN (or two PAY) entries by one author for one (payer, job, payee); return the
+    author."""
     a, b = _signed_pair(proof.entry_a, proof.entry_b, DoubleClaimProofError)
     if a.kind is not b.kind or a.seq >= b.seq:
         raise DoubleClaimProofError("entries must be of one kind, the earlier one first")
@@ -77,7 +77,7 @@ def verify_double_claim_proof(proof: DoubleClaimProof) -> PublicKey:
     except RemoteProtocolError as exc:
         raise DoubleClaimProofError(f"receipt does not parse: {exc}") from exc
     if key_a is None or key_a != key_b:
-        raise DoubleClaimProofError("the entries do not credit one (job, payee)")
+        raise DoubleClaimProofError("the entries do not credit one (payer, job, payee)")
     return a.author
 
 

@@ -7,8 +7,11 @@ genesis entry on first use, and otherwise verifies the whole chain before anythi
 appended: a broken chain raises ``LedgerCorruptError`` and the node stops rather than build on it.
 Every group of entries is one transaction: ``BEGIN IMMEDIATE``, the rows, the head, ``COMMIT``.
 With WAL and ``synchronous=FULL`` the commit has reached the disk when it returns, and only then
-does ``LedgerBase`` release the signatures. ``credits`` carries the UNIQUE (role, job_id, payee)
-constraint, so the file itself refuses a second credit for one job even if a bug let one through.
+does ``LedgerBase`` release the signatures. ``credits`` carries the primary key (role, payer,
+job_id, payee), so the file itself refuses a second credit for one job even if a bug let one
+through.
+Schema 1 keyed credits by (role, job_id, payee); opening such a file verifies it, then rebuilds
+``credits`` from the chain in one transaction (ADR 0011).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ledger.entry import (
     Entry,
     HalfSignedReceipt,
     Kind,
+    parse_entry,
     parse_header,
     parse_receipt,
 )
@@ -38,7 +42,8 @@ from ledger.parallel import THREADS_MAX, verify_chain_parallel
 from protocol.errors import HearthError
 from protocol.identity import Identity
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+_SCHEMAS_MIGRATED: Final = (1,)  # older schemas this node upgrades on open
 _ROLE_EARN: Final = 0  # we are the payee
 _ROLE_PAY: Final = 1  # we are the payer
 
@@ -112,7 +117,7 @@ class SqliteLedger(LedgerBase):
         try:
             with _transaction(self._conn):
                 self._conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", rows)
-                self._conn.executemany("INSERT INTO credits VALUES (?, ?, ?, ?)", credits)
+                self._conn.executemany(_INSERT_CREDIT, credits)
                 self._conn.execute(
                     "UPDATE meta SET head_seq = ?, head_hash = ?", (head.seq, head.hash)
                 )
@@ -165,13 +170,36 @@ def _why(exc: sqlite3.Error) -> str:
     return f"{code or type(exc).__name__}: {exc}"
 
 
-def _credit_row(entry: Entry) -> tuple[bytes, bytes, int, int] | None:
+_INSERT_CREDIT: Final = (
+    "INSERT INTO credits (payer, job_id, payee, role, seq) VALUES (?, ?, ?, ?, ?)"
+)
+
+
+def _credit_row(entry: Entry) -> tuple[bytes, bytes, bytes, int, int] | None:
     if entry.kind is Kind.EARN or entry.kind is Kind.PAY:
         body: CountersignedReceipt | HalfSignedReceipt = entry.body
-        receipt = parse_receipt(body.receipt)
         role = _ROLE_EARN if entry.kind is Kind.EARN else _ROLE_PAY
-        return (receipt.job_id, receipt.payee, role, entry.seq)
+        return (*parse_receipt(body.receipt).credit_key, role, entry.seq)
     return None
+
+
+def _create_credits(db: sqlite_utils.Database) -> None:
+    db["credits"].create(  # type: ignore[union-attr]
+        {"payer": bytes, "job_id": bytes, "payee": bytes, "role": int, "seq": int},
+        pk=("role", "payer", "job_id", "payee"),  # one credit per (payer, job, payee) each side
+        not_null={"seq"},
+    )
+
+
+def _migrate(db: sqlite_utils.Database, wires: Sequence[bytes], version: int) -> None:
+    """Schema 1 -> 2: rebuild ``credits`` from the verified chain, in one transaction."""
+    assert version in _SCHEMAS_MIGRATED
+    rows = [row for w in wires if (row := _credit_row(parse_entry(w))) is not None]
+    with _transaction(db.conn):
+        db.conn.execute("DROP TABLE credits")
+        _create_credits(db)
+        db.conn.executemany(_INSERT_CREDIT, rows)
+        db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _create_schema(db: sqlite_utils.Database, identity: Identity, genesis: Entry) -> None:
@@ -180,11 +208,7 @@ def _create_schema(db: sqlite_utils.Database, identity: Identity, genesis: Entry
         pk="seq",
         not_null={"hash", "kind", "created_ms", "wire"},
     )
-    db["credits"].create(  # type: ignore[union-attr]
-        {"job_id": bytes, "payee": bytes, "role": int, "seq": int},
-        pk=("role", "job_id", "payee"),  # exactly one credit per (job, payee) on each side
-        not_null={"seq"},
-    )
+    _create_credits(db)
     db["meta"].create(  # type: ignore[union-attr]
         {"author": bytes, "head_seq": int, "head_hash": bytes},
         not_null={"author", "head_seq", "head_hash"},
@@ -208,12 +232,15 @@ def _open_state(
         genesis = LedgerBase.genesis(identity, now_ms=now_ms)
         with _transaction(db.conn):
             _create_schema(db, identity, genesis)
-    elif version != SCHEMA_VERSION:
+    elif version != SCHEMA_VERSION and version not in _SCHEMAS_MIGRATED:
         raise HearthError(f"ledger {path} has schema {version}; this node reads {SCHEMA_VERSION}")
     (author,) = db.conn.execute("SELECT author FROM meta").fetchone()
     if bytes(author) != identity.public_key:
         raise HearthError(f"ledger {path} belongs to another identity")
-    return verify_file(db.conn, str(path))
+    state = verify_file(db.conn, str(path))
+    if version in _SCHEMAS_MIGRATED:
+        _migrate(db, read_rows(db.conn)[0], version)
+    return state
 
 
 def read_rows(conn: sqlite3.Connection) -> tuple[list[bytes], list[bytes], tuple[int, bytes]]:
@@ -269,7 +296,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise HearthError(f"{path} is not a ledger: {exc}") from exc
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION and version not in _SCHEMAS_MIGRATED:  # readers need no credits
         conn.close()
         raise HearthError(f"{path} has ledger schema {version}; this node reads {SCHEMA_VERSION}")
     return conn

@@ -45,8 +45,8 @@ class Checker:
         self.unsettled_mc = 0  # earned by payees, not yet settled by payers
         self._unsettled: dict[bytes, int] = {}  # receipt hash -> amount
         self._pending: set[bytes] = set()  # receipt hashes of PAY entries not settled/cancelled
-        self._pay_keys: set[tuple[bytes, bytes]] = set()
-        self._earn_keys: set[tuple[bytes, bytes]] = set()
+        self._pay_keys: set[tuple[bytes, bytes, bytes]] = set()
+        self._earn_keys: set[tuple[bytes, bytes, bytes]] = set()
         self._paid_jobs: set[bytes] = set()
         self.wrong_results_accepted = 0
         self.forks_injected: dict[bytes, int] = {}  # author -> when
@@ -97,7 +97,7 @@ class Checker:
 
     def _on_pay(self, half: HalfSignedReceipt, now_ms: int) -> None:
         receipt = parse_receipt(half.receipt)
-        key = (receipt.job_id, receipt.payee)
+        key = receipt.credit_key
         if key in self._pay_keys:
             raise InvariantViolation(
                 "double-pay", f"job {receipt.job_id.hex()} paid twice to one worker", now_ms
@@ -116,7 +116,7 @@ class Checker:
 
     def _on_earn(self, node: int, countersigned: CountersignedReceipt, now_ms: int) -> None:
         receipt = parse_receipt(countersigned.receipt)
-        key = (receipt.job_id, receipt.payee)
+        key = receipt.credit_key
         if key in self._earn_keys:
             raise InvariantViolation(
                 "double-earn", f"job {receipt.job_id.hex()} credited twice to node {node}", now_ms

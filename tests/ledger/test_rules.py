@@ -295,3 +295,19 @@ def test_tickets_hold_signatures_until_the_group_commits(
         _ = lost.value
     assert len(payer.entry_wires()) == 2 and payer.head().seq == 1
     assert payer.available_mc() == limits.CREDIT_LIMIT_MC - 1
+
+
+def test_a_job_id_names_a_job_only_with_its_payer() -> None:
+    """A publisher chooses its job ids, so another can reuse one: paying a worker first under a
+    victim's job id must not cost the worker the victim's payment (one credit per payer)."""
+    victim, griefer, worker = (
+        MemoryLedger(identity(1)),
+        MemoryLedger(identity(3)),
+        MemoryLedger(identity(2)),
+    )
+    exchange(griefer, worker, b"job-7", 1)
+    exchange(victim, worker, b"job-7", 250, now_ms=2_000)
+    assert worker.balance_mc() == 251
+    assert verify_chain(worker.entry_wires()).balance_mc == 251
+    with pytest.raises(errors.DoubleClaimError):  # the same payer twice is still refused
+        exchange(victim, worker, b"job-7", 5, now_ms=3_000)

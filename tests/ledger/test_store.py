@@ -78,9 +78,49 @@ def test_the_file_refuses_a_second_credit_for_one_job(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
     filled(path)
     conn = sqlite3.connect(path)
-    job_id, payee, role = conn.execute("SELECT job_id, payee, role FROM credits").fetchone()
+    row = conn.execute("SELECT payer, job_id, payee, role FROM credits").fetchone()
     with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        conn.execute("INSERT INTO credits VALUES (?, ?, ?, 99)", (job_id, payee, role))
+        conn.execute(
+            "INSERT INTO credits (payer, job_id, payee, role, seq) VALUES (?, ?, ?, ?, 99)", row
+        )
+    conn.close()
+
+
+def test_a_schema_1_file_is_verified_then_its_credits_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    filled(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    expected = conn.execute("SELECT payer, job_id, payee, role, seq FROM credits").fetchall()
+    assert len(expected) == 3  # three pays by this node
+    conn.executescript(  # what schema 1 looked like
+        """
+        DROP TABLE credits;
+        CREATE TABLE credits (job_id BLOB, payee BLOB, role INTEGER, seq INTEGER NOT NULL,
+                              PRIMARY KEY (role, job_id, payee));
+        PRAGMA user_version = 1;
+        """
+    )
+    conn.close()
+    with SqliteLedger.open(path, identity(1), now_ms=100) as store:
+        assert store.balance_mc() == -(10 + 11 + 12)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    rows = conn.execute("SELECT payer, job_id, payee, role, seq FROM credits").fetchall()
+    assert sorted(rows) == sorted(expected)
+    conn.close()
+
+
+def test_a_broken_schema_1_file_is_refused_before_any_migration(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    filled(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    flip_byte(path, seq=3, offset=40)
+    with pytest.raises(errors.LedgerCorruptError):
+        SqliteLedger.open(path, identity(1), now_ms=100)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (1,)  # untouched
     conn.close()
 
 
