@@ -37,6 +37,8 @@ network_group_prefix_v4 = 24
 cores = 1
 memory_mb = 1024
 runtimes = ["wasm", "python"]
+# Disk for compiled job modules, oldest unused evicted first (0 keeps none on disk).
+module_cache_mb = 512
 
 [energy]
 # Extra power the machine draws when it is busy, in watts.
@@ -69,6 +71,7 @@ class NodeConfig:
     network_group_prefix_v4: int = 24
     cores: int = 1
     memory_mb: int = 1024
+    module_cache_mb: int = 512
     runtimes: tuple[str, ...] = ("wasm", "python")
     energy_source: str = "grid"
     availability_hours_mask: int = HOURS_MASK_ALL
@@ -156,6 +159,9 @@ def parse(text: str) -> NodeConfig:
     memory_mb = _typed(caps, "memory_mb", int, "limits")
     if cores < 1 or memory_mb < 16:
         raise _bad("limits", "cores must be at least 1 and memory_mb at least 16")
+    module_cache_mb = _typed(caps, "module_cache_mb", int, "limits")
+    if module_cache_mb < 0:
+        raise _bad("limits.module_cache_mb", "must be 0 or more (0 keeps no compiled module)")
     port = _typed(node, "port", int, "node")
     if not 0 <= port <= 65535:
         raise _bad("node.port", "must be 0-65535")
@@ -175,6 +181,7 @@ def parse(text: str) -> NodeConfig:
         network_group_prefix_v4=_prefix(_typed(node, "network_group_prefix_v4", int, "node")),
         cores=cores,
         memory_mb=memory_mb,
+        module_cache_mb=module_cache_mb,
         runtimes=runtimes,
         energy_source=source,
         availability_hours_mask=mask,

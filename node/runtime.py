@@ -210,7 +210,11 @@ async def run_node(
         psk=options.psk if options.psk is not None else read_psk(home),
     )
     ledger = open_ledger(paths.ledger_path(home), identity, clock.now_ms())
-    sandbox = SandboxPool(SandboxConfig(home=home, workers=config.cores))
+    sandbox = SandboxPool(
+        SandboxConfig(
+            home=home, workers=config.cores, module_cache_bytes_max=config.module_cache_mb << 20
+        )
+    )
     try:
         async with (
             sandbox,

@@ -21,7 +21,11 @@ PYTHON_WARM_TIMEOUT_MS: Final = 10 * 60 * 1000  # compiling CPython once takes ~
 WORKER_START_TIMEOUT_MS: Final = 30 * 1000
 DEADLINE_GRACE_MS: Final = 50  # past the deadline, the worker is killed after this much more
 STDERR_TAIL_BYTES_MAX: Final = 4096
-COMPILED_MODULES_CACHED_MAX: Final = 64  # per worker, in memory; the disk cache has no cap yet
+COMPILED_MODULES_CACHED_MAX: Final = 64  # per worker, in memory
+# Disk for compiled job modules, least recently used evicted first. Every distinct module a
+# publisher sends is compiled once, so without a cap a stream of new modules fills the disk.
+# CPython-on-WASI's one-off compile lives apart and is not counted.
+MODULE_CACHE_BYTES_MAX: Final = 512 * 1024 * 1024
 # A worker's host-side heap (Python, the compiler; RLIMIT_DATA). A guest's linear memory is
 # held by the store limits instead: wasmtime commits it with mprotect, which RLIMIT_DATA skips.
 WORKER_DATA_BYTES_MAX: Final = 2 * 1024 * 1024 * 1024
@@ -49,10 +53,15 @@ class SandboxConfig:
     # Epoch interruption lets a worker stop a job at its deadline without dying, but it costs
     # ~1.6x on top of fuel (ADR 0005); off, the pool kills the worker at the deadline instead.
     epoch_interruption: bool = False
+    module_cache_bytes_max: int = MODULE_CACHE_BYTES_MAX  # 0: keep no compiled module on disk
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1; got {self.workers}")
+        if self.module_cache_bytes_max < 0:
+            raise ValueError(
+                f"module_cache_bytes_max must be >= 0; got {self.module_cache_bytes_max}"
+            )
 
     @property
     def cache_dir(self) -> Path:
@@ -70,4 +79,5 @@ class SandboxConfig:
             "data_bytes_max": self.worker_data_bytes_max,
             "address_space_bytes_max": self.worker_address_space_bytes_max,
             "epoch_interruption": self.epoch_interruption,
+            "module_cache_bytes_max": self.module_cache_bytes_max,
         }

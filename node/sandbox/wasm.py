@@ -9,6 +9,7 @@ import collections
 import contextlib
 import hashlib
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from importlib import metadata
@@ -62,11 +63,19 @@ def engine_fingerprint(*, metered: bool, epoch_interruption: bool) -> str:
 
 
 class ModuleCache:
-    """Compiled modules by module SHA-256: in memory (LRU), then ``directory``, else compiled."""
+    """Compiled modules by module SHA-256: in memory (LRU), then ``directory``, else compiled.
 
-    def __init__(self, engine: wt.Engine, directory: Path | None) -> None:
+    The directory holds at most ``bytes_max`` of compiled code: after each store the least
+    recently used files go (a load marks a file used). Workers share the directory, so a file
+    may vanish under another worker: that is a miss, never an error. A store that fails (a full
+    disk) only costs the next worker a compile."""
+
+    def __init__(
+        self, engine: wt.Engine, directory: Path | None, *, bytes_max: int | None = None
+    ) -> None:
         self.engine = engine
         self.directory = directory
+        self.bytes_max = bytes_max
         self._memory: collections.OrderedDict[bytes, wt.Module] = collections.OrderedDict()
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -93,10 +102,13 @@ class ModuleCache:
 
     def _load(self, digest: bytes) -> wt.Module | None:
         path = self._path(digest)
-        if path is None or not path.is_file():
+        if path is None:
             return None
         try:
+            os.utime(path)  # most recently used: the last to be evicted
             return wt.Module.deserialize_file(self.engine, str(path))
+        except FileNotFoundError:
+            return None
         except wt.WasmtimeError:
             path.unlink(missing_ok=True)  # written by another engine build: compile afresh
             return None
@@ -112,11 +124,35 @@ class ModuleCache:
 
     def _store(self, digest: bytes, compiled: wt.Module) -> None:
         path = self._path(digest)
-        if path is None:
+        if path is None or self.bytes_max == 0:
             return
         partial = path.with_suffix(f".{os.getpid()}.partial")
-        partial.write_bytes(compiled.serialize())
-        os.replace(partial, path)  # atomic: a reader sees a whole file or none
+        try:
+            partial.write_bytes(compiled.serialize())
+            os.replace(partial, path)  # atomic: a reader sees a whole file or none
+        except OSError as exc:  # a full disk or a quota: run uncached rather than fail the job
+            partial.unlink(missing_ok=True)
+            print(f"hearth-sandbox: compiled module not cached: {exc}", file=sys.stderr)
+            return
+        self._trim(keep=path)
+
+    def _trim(self, keep: Path) -> None:
+        """Evict the least recently used files until the directory fits ``bytes_max``."""
+        if self.bytes_max is None or self.directory is None:
+            return
+        files = []
+        for entry in os.scandir(self.directory):
+            if entry.name.endswith(".cwasm"):
+                with contextlib.suppress(FileNotFoundError):  # another worker evicted it
+                    info = entry.stat()
+                    files.append((info.st_mtime_ns, info.st_size, Path(entry.path)))
+        total = sum(size for _, size, _ in files)
+        for _, size, path in sorted(files):
+            if total <= self.bytes_max:
+                break
+            if path != keep:
+                path.unlink(missing_ok=True)
+                total -= size
 
 
 class EpochTicker:
@@ -145,11 +181,18 @@ class EpochTicker:
 class WasmRunner:
     """Runs wasm jobs one at a time in this process."""
 
-    def __init__(self, cache_dir: Path | None, *, epoch_interruption: bool = False) -> None:
+    def __init__(
+        self,
+        cache_dir: Path | None,
+        *,
+        epoch_interruption: bool = False,
+        module_cache_bytes_max: int | None = None,
+    ) -> None:
         check_wasmtime_pin()
         self.engine = make_engine(epoch_interruption=epoch_interruption)
         fingerprint = engine_fingerprint(metered=True, epoch_interruption=epoch_interruption)
-        self.cache = ModuleCache(self.engine, cache_dir and cache_dir / fingerprint)
+        directory = cache_dir and cache_dir / fingerprint
+        self.cache = ModuleCache(self.engine, directory, bytes_max=module_cache_bytes_max)
         self.ticker = EpochTicker(self.engine) if epoch_interruption else None
         self.wasi = wasi.Wasi()
         self.linker = wt.Linker(self.engine)

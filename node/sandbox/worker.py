@@ -53,7 +53,11 @@ class Worker:
     def __init__(self, settings: dict[str, Any], out: BinaryIO) -> None:
         self.cache_dir = Path(settings["cache_dir"])
         self.out = out
-        self.wasm = WasmRunner(self.cache_dir, epoch_interruption=settings["epoch_interruption"])
+        self.wasm = WasmRunner(
+            self.cache_dir,
+            epoch_interruption=settings["epoch_interruption"],
+            module_cache_bytes_max=settings["module_cache_bytes_max"],
+        )
         self.python_loaded = False
 
     def serve(self, stream: BinaryIO) -> None:
