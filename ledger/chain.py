@@ -250,7 +250,7 @@ class ChainState:
         earn_key = (receipt.payer, receipt.job_id)
         if earn_key in self.earns:
             raise _double_claim(self.earns[earn_key])
-        if not verify(receipt.payer, body.receipt, body.payer_signature):
+        if not verify(*_receipt_claim(entry)):
             raise ReceiptSignatureError("receipt is not signed by its payer")
         return _Change(balance_delta_mc=receipt.amount_mc, earn_key=earn_key)
 
@@ -259,10 +259,9 @@ class ChainState:
         receipt, record = self._paid(body.receipt)
         if record.status is PayStatus.SETTLED:
             raise ReceiptStateError("receipt is already settled")
-        half = body.half_bytes
-        if sha256(half) != record.half_hash:
+        if sha256(body.half_bytes) != record.half_hash:
             raise BodyError("settle names a receipt signature other than the pay entry's")
-        if not verify(receipt.payee, half, body.payee_signature):
+        if not verify(*_receipt_claim(entry)):
             raise CountersignatureError("countersignature is not the payee's")
         reserved = -receipt.amount_mc if record.status is PayStatus.PENDING else 0
         return _Change(
@@ -347,6 +346,12 @@ def receipt_claim(entry: Entry) -> Claim | None:
     return None
 
 
+def _receipt_claim(entry: Entry) -> Claim:
+    claim = receipt_claim(entry)
+    assert claim is not None, "only earns and settles carry a receipt signature"
+    return claim
+
+
 @dataclasses.dataclass(slots=True)
 class Window:
     """Entries ``start..`` parsed ahead of their fold, with the signatures they will need.
@@ -369,8 +374,9 @@ class ChainVerifier:
     ``parse`` turns a window of wires into entries and the signature ``claims`` they carry;
     whoever drives the verifier checks those claims (inline, or on other threads while it parses
     the next window) and hands the results to ``fold``, windows in order. ``fold`` applies the
-    chain rules exactly as a one-pass verify would, raising the first ``ChainError``, located. A
-    claim without a result is checked inline, so results are an optimisation, never a trust.
+    chain rules exactly as a one-pass verify would, raising the first ``ChainError``, located.
+    Results are taken as given, so only a driver that really checked the claims may pass them
+    (``ledger.parallel``); a claim without a result is checked inline.
     """
 
     def __init__(
@@ -390,9 +396,6 @@ class ChainVerifier:
         self._entries: list[Entry] = []  # folded so far: index == seq
         self._state: ChainState | None = None
         self._checked: dict[Claim, bool] = {}
-
-    def __len__(self) -> int:
-        return len(self._wires)
 
     def parse(self, start: int, stop: int) -> Window:
         """Parse ``wires[start:stop]`` (never raises: faults wait for ``fold``)."""
@@ -430,7 +433,7 @@ class ChainVerifier:
                 self._entries.append(entry)
                 self._fold_one(self._state, index, window.body_errors.get(index))
             except ChainError as exc:
-                raise exc.located(index, exc.seq) from None
+                raise exc.located(index, entry.seq) from None  # rules raise unlocated
         if window.error is not None:
             raise window.error
 

@@ -107,13 +107,16 @@ def test_windows_fold_in_order_and_results_must_match_the_claims() -> None:
         verifier.fold(first, [True])
 
 
-def test_a_false_result_is_not_trusted_over_the_signature_it_names() -> None:
-    """Results come from whoever drives the verifier; a wrong 'bad' must still fail, and the
-    chain rules see only what was claimed, so a wrong 'good' is the driver's own bug."""
+def test_a_failed_claim_fails_the_entry_that_carries_it() -> None:
+    """The fold goes by the results it is given: the settle at seq 2 carries claims 2 (its own
+    signature) and 3 (the payee's countersignature); failing claim 3 fails that entry's rule."""
     verifier = ChainVerifier(PAYER)
     window = verifier.parse(0, len(PAYER))
-    with pytest.raises(errors.EntrySignatureError):
-        verifier.fold(window, [False] * len(window.claims))
+    results = [True] * len(window.claims)
+    results[3] = False
+    with pytest.raises(errors.CountersignatureError) as caught:
+        verifier.fold(window, results)
+    assert (caught.value.index, caught.value.seq) == (2, 2)
 
 
 def test_every_receipt_entry_claims_its_inner_signature() -> None:
