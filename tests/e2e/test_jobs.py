@@ -6,8 +6,6 @@ import json
 import os
 import signal
 import struct
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,63 +14,12 @@ import pytest
 
 from hearth import Client, JobOptions
 from node.adversary import ADVERSARY_FILE
-from node.config import TEMPLATE
 from testnet import launch
+from tests.e2e.network import ECHO, LOOP, balances, config, hearth, settled, start
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
-ECHO = ROOT / "node" / "sandbox" / "modules" / "echo.wat"
-LOOP = ROOT / "node" / "sandbox" / "modules" / "bench_loop.wat"
-# Wasm only: a node offering python would compile CPython (minutes, 1.7 GB) in the background.
 LIAR_ATTEMPTS_MAX = 5
-TESTNET_CONFIG = TEMPLATE.replace(
-    "network_group_prefix_v4 = 24", "network_group_prefix_v4 = 32"
-).replace('runtimes = ["wasm", "python"]', 'runtimes = ["wasm"]')
-
-
-def config(power_w: int = 60) -> str:
-    return TESTNET_CONFIG.replace("power_w = 60", f"power_w = {power_w}")
-
-
-def hearth(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "node", *args],
-        env={**os.environ, "HEARTH_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def balances(nodes: list[launch.LaunchedNode]) -> dict[str, int]:
-    out = {}
-    for node in nodes:
-        result = hearth(node.home, "ledger", "balance", "--json")
-        assert result.returncode == 0, result.stderr
-        out[node.info["peer_id"]] = json.loads(result.stdout)["balance_mc"]
-    return out
-
-
-def settled(nodes: list[launch.LaunchedNode]) -> bool:
-    """True once no ledger holds a pending pay: every receipt is countersigned or cancelled."""
-    for node in nodes:
-        with Client(node.home) as client:
-            if client._call("GET", "/v1/ledger/balance")["pending_pays"]:
-                return False
-    return True
-
-
-def start(root: Path, configs: list[str]) -> list[launch.LaunchedNode]:
-    nodes = launch.up(root, len(configs), configs=configs)
-    launch.wait_for(lambda: market_ready(nodes), 30, "every market to be complete")
-    return nodes
-
-
-def market_ready(nodes: list[launch.LaunchedNode]) -> bool:
-    from testnet.observe import market_complete
-
-    return market_complete(nodes)
 
 
 @pytest.fixture(scope="module")

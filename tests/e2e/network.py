@@ -1,0 +1,81 @@
+"""Shared helpers for tests on real node processes: configs, the CLI, balances and settlement."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hearth import Client
+from node.config import TEMPLATE
+from testnet import launch
+
+ROOT = Path(__file__).resolve().parents[2]
+ECHO = ROOT / "node" / "sandbox" / "modules" / "echo.wat"
+LOOP = ROOT / "node" / "sandbox" / "modules" / "bench_loop.wat"
+# Wasm only: a node offering python would compile CPython (minutes, 1.7 GB) in the background.
+TESTNET_CONFIG = TEMPLATE.replace(
+    "network_group_prefix_v4 = 24", "network_group_prefix_v4 = 32"
+).replace('runtimes = ["wasm", "python"]', 'runtimes = ["wasm"]')
+
+
+def config(power_w: int = 60) -> str:
+    return TESTNET_CONFIG.replace("power_w = 60", f"power_w = {power_w}")
+
+
+def hearth(home: Path, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the CLI against the node in ``home``, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "node", *args],
+        env={**os.environ, "HEARTH_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def balances(nodes: list[launch.LaunchedNode]) -> dict[str, int]:
+    out = {}
+    for node in nodes:
+        result = hearth(node.home, "ledger", "balance", "--json")
+        assert result.returncode == 0, result.stderr
+        out[node.info["peer_id"]] = json.loads(result.stdout)["balance_mc"]
+    return out
+
+
+def settled(nodes: list[launch.LaunchedNode]) -> bool:
+    """True once no ledger holds a pending pay: every receipt is countersigned or cancelled."""
+    for node in nodes:
+        with Client(node.home) as client:
+            if client._call("GET", "/v1/ledger/balance")["pending_pays"]:
+                return False
+    return True
+
+
+def market_ready(nodes: list[launch.LaunchedNode]) -> bool:
+    from testnet.observe import market_complete
+
+    return market_complete(nodes)
+
+
+def start(root: Path, configs: list[str]) -> list[launch.LaunchedNode]:
+    nodes = launch.up(root, len(configs), configs=configs)
+    try:
+        launch.wait_for(lambda: market_ready(nodes), 30, "every market to be complete")
+    except BaseException:
+        launch.stop(nodes)
+        raise
+    return nodes
+
+
+def assert_books_balance(nodes: list[launch.LaunchedNode]) -> dict[str, int]:
+    """Every receipt settled, every ledger verifies, and the balances sum to zero."""
+    launch.wait_for(lambda: settled(nodes), 30, "every receipt to settle")
+    for node in nodes:
+        verify = hearth(node.home, "ledger", "verify")
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+    after = balances(nodes)
+    assert sum(after.values()) == 0, after
+    return after
