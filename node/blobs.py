@@ -344,13 +344,25 @@ def request_problem(request: BlobRequest) -> str:
     return ""
 
 
+def _nobody(peer: str, digest: bytes) -> bool:
+    return False
+
+
+def _no_penalty(peer: str, points: int, reason: str) -> None:
+    return None
+
+
 async def serve_blob_request(
-    store: BlobStore, item: Inbound, may_fetch: MayFetch, penalise: Penalise
+    store: BlobStore,
+    item: Inbound,
+    may_fetch: MayFetch = _nobody,
+    penalise: Penalise = _no_penalty,
 ) -> None:
     """Answer one /hearth/blob/1 request: a chunk to a peer entitled to the blob, else a refusal.
 
     Nothing in a request can raise out of here: its fields are checked against absolute bounds,
-    then against the peer's entitlement, then against the blob itself.
+    then against the peer's entitlement, then against the blob itself. Without ``may_fetch``
+    nobody is entitled; the node passes the engine's answer (node/runtime.py).
     """
     if item.reply is None:
         return

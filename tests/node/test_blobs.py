@@ -349,3 +349,17 @@ async def test_a_refused_fetch_and_a_lying_size_fail_cleanly(
         with pytest.raises(BlobError, match="another blob or range"):
             await fetch_blob(client, target, server.peer_id, digest, 5 * KIB)
     assert target.bytes_held == 0 and disk_bytes(tmp_path / "target") == 0
+
+
+async def test_without_an_entitlement_rule_nobody_is_served(tmp_path: Path) -> None:
+    store, _ = make_store(tmp_path)
+    digest = store.put(b"held, and still not served")
+    replies: list[bytes] = []
+
+    async def reply(frame: bytes) -> None:
+        replies.append(frame)
+
+    request = encode(BlobRequest(digest, 0, 1024))
+    await serve_blob_request(store, Inbound(PEER_A, PROTOCOL_BLOB, request, reply))
+    chunk = decode_as(replies[0], BlobChunk)
+    assert chunk.total_bytes == BLOB_TOTAL_REFUSED and chunk.data == b""
