@@ -163,6 +163,8 @@ async def test_a_publisher_of_big_blobs_cannot_make_a_host_keep_more_than_its_qu
             lambda data=data: run_to_the_end(publisher, HELLO, data, replicas=2)
         )
         assert summary["state"] == "accepted", summary["reason"]
+        ran = {r["worker"] for r in summary["replicas_detail"] if r["verdict"] == "match"}
+        assert ran == {host.info["peer_id"] for host in hosts}  # each host fetched every input
         for host in hosts:
             held = {name: size for name, size in blob_files(host).items() if name in published}
             assert sum(held.values()) <= QUOTA_BYTES, (host.index, held)
