@@ -398,16 +398,23 @@ async def serve_blob_request(
 
 
 async def fetch_blob(
-    transport: Transport, store: BlobStore, peer: str, digest: bytes, size_bytes: int
+    transport: Transport,
+    store: BlobStore,
+    peer: str,
+    digest: bytes,
+    size_bytes: int,
+    owner: str | None = None,
 ) -> None:
-    """Fetch a whole blob from ``peer`` into ``store``, counted against ``peer``'s quota; raise
-    BlobError saying why not. The size the peer claimed is checked before a byte is asked for."""
+    """Fetch a whole blob from ``peer`` into ``store``, counted against ``owner``'s quota (the
+    peer's, unless given); raise BlobError saying why not. The size the peer claimed is checked
+    before a byte is asked for."""
+    owner = peer if owner is None else owner
     if store.has(digest):
         store.touch(digest)
         return
     if not 0 <= size_bytes <= limits.BLOB_BYTES_MAX:
         raise BlobError(f"blob size {size_bytes} is out of bounds")
-    with store.reservation(size_bytes, peer), store.partial_file() as (path, handle):
+    with store.reservation(size_bytes, owner), store.partial_file() as (path, handle):
         hasher = hashlib.sha256()
         offset = 0
         while True:
@@ -425,7 +432,7 @@ async def fetch_blob(
         try:
             handle.flush()
             os.fsync(handle.fileno())
-            store.commit(path, digest, peer)
+            store.commit(path, digest, owner)
         except OSError as exc:
             raise BlobError(f"storing blob {digest.hex()[:16]}: {exc}") from None
 

@@ -109,9 +109,17 @@ class JobService:
         return self.logs.setdefault(job_id, JobLog())
 
     async def _fetch(self, effect: FetchBlob) -> None:
+        # The accepted output of a job we published is our user's result, not the worker's load.
+        _, results = self.driver.engine.publisher.blobs_in_use()
+        owner = "" if effect.blob_hash in results else effect.peer
         try:
             await fetch_blob(
-                self.driver.transport, self.blobs, effect.peer, effect.blob_hash, effect.size_bytes
+                self.driver.transport,
+                self.blobs,
+                effect.peer,
+                effect.blob_hash,
+                effect.size_bytes,
+                owner,
             )
         except BlobError as exc:
             await self.driver.submit(BlobFetchFailed(effect.blob_hash, str(exc)))

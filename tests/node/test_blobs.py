@@ -363,3 +363,15 @@ async def test_without_an_entitlement_rule_nobody_is_served(tmp_path: Path) -> N
     await serve_blob_request(store, Inbound(PEER_A, PROTOCOL_BLOB, request, reply))
     chunk = decode_as(replies[0], BlobChunk)
     assert chunk.total_bytes == BLOB_TOTAL_REFUSED and chunk.data == b""
+
+
+async def test_our_own_result_is_fetched_for_us_not_against_the_workers_quota(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    source, _ = make_store(tmp_path / "source")
+    digest = source.put(blob(9, 200 * KIB))
+    target, _ = make_store(tmp_path / "target", peer_bytes_max=100 * KIB)
+    async with two_peers(source, lambda peer, h: True) as (server, client, _seen):
+        await fetch_blob(client, target, server.peer_id, digest, 200 * KIB, owner="")
+    assert target.has(digest) and target.owner_bytes(server.peer_id) == 0
+    assert target.owner_bytes("") == 200 * KIB
