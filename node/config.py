@@ -39,6 +39,10 @@ memory_mb = 1024
 runtimes = ["wasm", "python"]
 # Disk for compiled job modules, oldest unused evicted first (0 keeps none on disk).
 module_cache_mb = 512
+# Disk for job blobs (modules, inputs, outputs), and the most held for any one peer's jobs.
+# Blobs no job needs are evicted, least recently used first, and deleted after 10 minutes.
+blob_store_mb = 4096
+blob_store_peer_mb = 512
 
 [energy]
 # Extra power the machine draws when it is busy, in watts.
@@ -72,6 +76,8 @@ class NodeConfig:
     cores: int = 1
     memory_mb: int = 1024
     module_cache_mb: int = 512
+    blob_store_mb: int = 4096
+    blob_store_peer_mb: int = 512
     runtimes: tuple[str, ...] = ("wasm", "python")
     energy_source: str = "grid"
     availability_hours_mask: int = HOURS_MASK_ALL
@@ -162,6 +168,10 @@ def parse(text: str) -> NodeConfig:
     module_cache_mb = _typed(caps, "module_cache_mb", int, "limits")
     if module_cache_mb < 0:
         raise _bad("limits.module_cache_mb", "must be 0 or more (0 keeps no compiled module)")
+    blob_store_mb = _typed(caps, "blob_store_mb", int, "limits")
+    blob_store_peer_mb = _typed(caps, "blob_store_peer_mb", int, "limits")
+    if not 1 <= blob_store_peer_mb <= blob_store_mb:
+        raise _bad("limits.blob_store_peer_mb", "must be at least 1 and at most blob_store_mb")
     port = _typed(node, "port", int, "node")
     if not 0 <= port <= 65535:
         raise _bad("node.port", "must be 0-65535")
@@ -182,6 +192,8 @@ def parse(text: str) -> NodeConfig:
         cores=cores,
         memory_mb=memory_mb,
         module_cache_mb=module_cache_mb,
+        blob_store_mb=blob_store_mb,
+        blob_store_peer_mb=blob_store_peer_mb,
         runtimes=runtimes,
         energy_source=source,
         availability_hours_mask=mask,

@@ -15,7 +15,7 @@ from typing import Any
 import trio
 
 from node.adversary import Adversary
-from node.blobs import BlobError, BlobStore, fetch_blob
+from node.blobs import BlobError, BlobStore, BlobUse, blob_hash, fetch_blob
 from node.driver import Driver
 from node.files import write_atomically
 from node.logs import log
@@ -27,6 +27,7 @@ from protocol.events import BlobFetched, BlobFetchFailed, JobExecuted
 from protocol.job_messages import JobId
 
 EVENTS_PER_JOB_MAX = 256
+BLOB_SWEEP_INTERVAL_S = 60.0
 OUTPUT_BYTES_MAX = limits.BLOB_BYTES_MAX
 TERMINAL_PHASES = frozenset({"paid", "failed"})
 
@@ -59,6 +60,8 @@ class JobService:
         self.jobs_dir.mkdir(exist_ok=True)
         self.logs: dict[bytes, JobLog] = {}
         self._running: dict[bytes, trio.CancelScope] = {}
+        self._restored = False  # until saved jobs are back, every blob on disk may be needed
+        blobs.in_use = self._blobs_in_use
         driver.effect_handlers.update(
             {
                 FetchBlob: self._fetch,
@@ -81,7 +84,24 @@ class JobService:
             effects = self.driver.engine.publisher.restore(path.read_bytes(), now_ms)
             self.driver.execute_all(effects)
             count += 1
+        self._restored = True
         return count
+
+    def _blobs_in_use(self) -> BlobUse:
+        """What the engine's work needs, asked at the moment the store must choose."""
+        if not self._restored:
+            return BlobUse(pinned=self.blobs.digests())
+        engine = self.driver.engine
+        needed, results = engine.publisher.blobs_in_use()
+        return BlobUse(pinned=needed | engine.worker.blobs_in_use(), retained=results)
+
+    async def sweep_blobs(self) -> None:
+        """Delete blobs no work needs once their grace period is over, for as long as we run."""
+        while True:
+            await trio.sleep(BLOB_SWEEP_INTERVAL_S)
+            freed = self.blobs.sweep()
+            if freed:
+                log("info", "blobs-swept", bytes=freed, **self.blobs.statistics())
 
     def log_for(self, job_id: bytes) -> JobLog:
         if job_id not in self.logs and len(self.logs) >= limits.PUBLISHER_JOBS_KEPT_MAX:
@@ -89,9 +109,17 @@ class JobService:
         return self.logs.setdefault(job_id, JobLog())
 
     async def _fetch(self, effect: FetchBlob) -> None:
+        # The accepted output of a job we published is our user's result, not the worker's load.
+        _, results = self.driver.engine.publisher.blobs_in_use()
+        owner = "" if effect.blob_hash in results else effect.peer
         try:
             await fetch_blob(
-                self.driver.transport, self.blobs, effect.peer, effect.blob_hash, effect.size_bytes
+                self.driver.transport,
+                self.blobs,
+                effect.peer,
+                effect.blob_hash,
+                effect.size_bytes,
+                owner,
             )
         except BlobError as exc:
             await self.driver.submit(BlobFetchFailed(effect.blob_hash, str(exc)))
@@ -125,7 +153,14 @@ class JobService:
         if scope.cancelled_caught:
             return  # AbortJob: the award was cancelled and no event is expected
         output = self.adversary.output(effect, result.output) if result.ok else b""
-        digest = self.blobs.put(output)  # a failure reports the hash of no output
+        digest = blob_hash(output)  # a failure reports the hash of no output
+        if len(output) > limits.OUTPUT_INLINE_BYTES_MAX:  # the publisher will fetch it from us
+            try:
+                self.blobs.put(output, owner=self._publisher_of(effect.job_id))
+            except (BlobError, OSError) as exc:
+                log("warning", "output-not-kept", job=effect.job_id.hex()[:16], error=str(exc))
+                await self.driver.submit(JobExecuted(effect.job_id, False, b"", b"", 0, "crashed"))
+                return
         log(
             "info",
             "job-executed",
@@ -144,6 +179,10 @@ class JobService:
                 "" if result.error_kind is None else str(result.error_kind),
             )
         )
+
+    def _publisher_of(self, job_id: bytes) -> str:
+        task = self.driver.engine.worker.tasks.get(JobId(job_id))
+        return "" if task is None else str(task.publisher)
 
     def _abort(self, effect: AbortJob) -> None:
         scope = self._running.get(effect.job_id)
@@ -166,8 +205,12 @@ class JobService:
     def _keep_inline_output(self, job_id: bytes) -> None:
         """An accepted output that came inline in a reveal goes into the blob store too."""
         summary = self.driver.engine.publisher.summary(JobId(job_id))
-        if summary is not None and summary.output and not self.blobs.has(summary.output_hash):
+        if summary is None or not summary.output or self.blobs.has(summary.output_hash):
+            return
+        try:
             self.blobs.put(summary.output, expected=summary.output_hash)
+        except (BlobError, OSError) as exc:
+            log("warning", "output-not-kept", job=job_id.hex()[:16], error=str(exc))
 
     def _save(self, effect: SaveJob) -> None:
         write_atomically(self.jobs_dir / f"{effect.job_id.hex()}.state", effect.state)

@@ -28,7 +28,7 @@ from node import calibrate, paths
 from node.adversary import gossip_forks
 from node.adversary import load as load_adversary
 from node.api import ad_json, build_app, market_entry_json, serve_api
-from node.blobs import BlobStore, serve_blob_request
+from node.blobs import BlobStore, BlobStoreConfig, serve_blob_request
 from node.clock import Clock, SystemClock
 from node.commands.common import CommandError
 from node.driver import Driver
@@ -45,7 +45,7 @@ from protocol.codec import decode_as, encode
 from protocol.engine import Engine, EngineConfig, HostProfile
 from protocol.errors import RemoteProtocolError
 from protocol.events import Started
-from protocol.identity import Identity, peer_id_from_public_key
+from protocol.identity import Identity, PeerId, peer_id_from_public_key
 from protocol.jobs_config import JobsConfig
 from protocol.messages import PROTOCOL_BLOB, PROTOCOL_LEDGER, PROTOCOLS, TOPICS
 from protocol.publisher_state import PublisherConfig
@@ -227,7 +227,15 @@ async def run_node(
                 ledger,
             )
             driver = Driver(engine, transport, clock)
-            jobs = JobService(home, driver, BlobStore(home / "blobs"), sandbox, adversary)
+            blobs = BlobStore(
+                home / "blobs",
+                BlobStoreConfig(
+                    bytes_max=config.blob_store_mb << 20,
+                    peer_bytes_max=config.blob_store_peer_mb << 20,
+                ),
+                clock,
+            )
+            jobs = JobService(home, driver, blobs, sandbox, adversary)
             node = Node(options, engine, transport, driver, clock, ledger, jobs)
             node.started_ms = clock.now_ms()
             serve_requests(node)
@@ -241,6 +249,7 @@ async def run_node(
                 await wait_for_peers(transport)
             restored = jobs.restore_saved(clock.now_ms())
             nursery.start_soon(watch_ledger_space, ledger)
+            nursery.start_soon(jobs.sweep_blobs)
             if adversary.behaviour == "fork":
                 nursery.start_soon(gossip_forks, ledger, engine, transport)
             if "python" in config.runtimes:
@@ -279,8 +288,19 @@ def open_ledger(path: Path, identity: Identity, now_ms: int) -> SqliteLedger:
 def serve_requests(node: Node) -> None:
     """Direct-stream protocols answered by the node itself rather than the engine."""
 
+    engine = node.engine
+
+    def may_fetch(peer: str, blob_hash: bytes) -> bool:
+        peer_id = PeerId(peer)
+        return engine.publisher.may_fetch(peer_id, blob_hash) or engine.worker.may_fetch(
+            peer_id, blob_hash
+        )
+
+    def penalise(peer: str, points: int, reason: str) -> None:
+        node.transport.reputation.adjust(peer, -points)
+
     async def blob(item: Inbound) -> None:
-        await serve_blob_request(node.jobs.blobs, item)
+        await serve_blob_request(node.jobs.blobs, item, may_fetch, penalise)
 
     async def ledger_range(item: Inbound) -> None:
         if item.reply is None:

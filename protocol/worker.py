@@ -93,6 +93,7 @@ TRANSITIONS: Final = {  # (state, trigger) -> next state; our own moves, asserte
     (S.RUNNING, "deadline"): S.ABANDONED,
 }
 BUSY_STATES: Final = frozenset({S.FETCHING, S.RUNNING})
+OUTPUT_STATES: Final = frozenset({S.COMMITTED, S.REVEALED, S.DONE})  # output may be fetched
 
 
 @dataclasses.dataclass(slots=True)
@@ -171,6 +172,23 @@ class WorkerComponent:
 
     def tasks_running(self) -> int:
         return sum(1 for task in self.tasks.values() if task.state in BUSY_STATES)
+
+    def may_fetch(self, peer: PeerId, blob_hash: bytes) -> bool:
+        """May ``peer`` fetch ``blob_hash`` from us? Only our output of a task it published."""
+        return any(
+            task.publisher == peer and task.output_hash == blob_hash and task.state in OUTPUT_STATES
+            for task in self.tasks.values()
+        )
+
+    def blobs_in_use(self) -> frozenset[bytes]:
+        """Blobs our tasks still need: the module and input until run, the output until revealed."""
+        needed: set[bytes] = set()
+        for task in self.tasks.values():
+            if task.state in BUSY_STATES:
+                needed.update((task.call.module_hash, task.call.input_hash))
+            elif task.state in (S.COMMITTED, S.REVEALED):
+                needed.add(task.output_hash)
+        return frozenset(needed)
 
     def standing(self, publisher: PeerId) -> PublisherStanding:
         return PublisherStanding(
