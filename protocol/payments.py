@@ -227,12 +227,11 @@ class PaymentComponent:
             if age_ms > COUNTERSIGN_RESEND_WINDOW_MS:
                 break
             resends = resends_due(age_ms)
+            if resends >= COUNTERSIGN_RESENDS_MAX:
+                break  # and so are all older ones
             countersigned: CountersignedReceipt = entry.body
             payer = peer_id_from_public_key(parse_receipt(countersigned.receipt).payer)
-            if (
-                resends >= COUNTERSIGN_RESENDS_MAX
-                or self._unbacked_by_payer.get(payer, 0) >= UNBACKED_PER_PAYER_MAX
-            ):
+            if self._unbacked_by_payer.get(payer, 0) >= UNBACKED_PER_PAYER_MAX:
                 continue
             digest = receipt_hash(countersigned.receipt)
             self._add_unconfirmed(

@@ -7,7 +7,10 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
 from ledger.entry import CountersignedReceipt, Kind
+from ledger.errors import LedgerUnavailableError
 from ledger.memory import MemoryLedger
 from ledger.receipts import make_receipt
 from protocol.codec import encode
@@ -119,6 +122,22 @@ def test_a_restart_counts_every_earlier_earn_as_unbacked() -> None:
     reopened = CreditLines(CreditConfig(), ledger_of(cluster, worker.index).reopen().state)
     assert not reopened.has_history(publisher)
     assert reopened.statistics()["unknown_pool_mc"] == earned
+
+
+def test_the_fold_takes_back_the_flows_of_a_failed_commit() -> None:
+    ledger = MemoryLedger(WORKER, now_ms=T0_MS, entries_max=2)
+    first, second = (
+        make_receipt(
+            MALLORY, job_id=bytes([job]) * 8, payee=WORKER.public_key, amount_mc=7,
+            now_ms=T0_MS, ttl_ms=60_000,
+        )
+        for job in (1, 2)
+    )  # fmt: skip
+    ledger.append_earn(first, now_ms=T0_MS)
+    with pytest.raises(LedgerUnavailableError):
+        ledger.append_earn(second, now_ms=T0_MS)
+    assert ledger.state.earned_by_payer == {MALLORY.public_key: [7, 1]}
+    assert ledger.reopen().state.earned_by_payer == {MALLORY.public_key: [7, 1]}
 
 
 # Engines driven directly: a hostile payer offers receipts to one worker engine.
