@@ -153,7 +153,13 @@ def offer(engine: Engine, payer: Identity, amount_mc: int, job: int, now_ms: int
         payer, job_id=job.to_bytes(8, "big"), payee=WORKER.public_key, amount_mc=amount_mc,
         now_ms=now_ms, ttl_ms=120_000,
     )  # fmt: skip
-    data = seal(payer, ReceiptOffer(half), now_ms=now_ms, ttl_ms=60_000, rng=random.Random(job))
+    data = seal(
+        payer,
+        ReceiptOffer(half),
+        now_ms=now_ms,
+        ttl_ms=60_000,
+        rng=random.Random(f"{job}:{now_ms}"),
+    )
     return engine.step(MessageReceived(payer.peer_id, PROTOCOL_RECEIPT, data), now_ms)
 
 
@@ -252,3 +258,17 @@ def test_the_honest_path_is_backed_and_untouched_by_the_lines() -> None:
         if ledger_of(cluster, node.index).balance_mc() > 0:
             assert payments.credit.has_history(publisher)
     check_conserved(cluster)
+
+
+def test_an_earn_the_disk_refused_charges_no_line() -> None:
+    ledger = MemoryLedger(WORKER, now_ms=T0_MS, entries_max=1)  # genesis only: every write fails
+    engine = worker_engine(ledger)
+    effects = offer(engine, MALLORY, 500, 1, T0_MS)
+    assert [e.event for e in effects if isinstance(e, Log)] == ["earn-deferred"]
+    assert not [e for e in effects if isinstance(e, Send)]
+    assert engine.payments is not None
+    assert engine.payments.credit.statistics()["unknown_pool_mc"] == 0
+    ledger.entries_max = None  # space returns: the re-offer is admitted and charged once
+    offer(engine, MALLORY, 500, 1, T0_MS + 10)
+    assert earns(engine) == 1
+    assert engine.payments.credit.statistics()["unknown_pool_mc"] == 500
