@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from node.commands.common import CommandError
+from protocol.credit import CreditConfig
 from protocol.messages import ENERGY_SOURCES, HOURS_MASK_ALL, RUNTIMES
 from protocol.pricing import DAY_HOURS, PricingConfig
 
@@ -63,6 +64,18 @@ wear_mc_per_tfuel = 1
 [availability]
 # Local hours when the node takes jobs, as ranges.
 hours = ["0-24"]
+
+[credit]
+# Credit this node accepts from a payer for no work it did for that payer (gifts, spam, or a
+# payment it can no longer match to its job after a restart), in credits and in receipts.
+# Payment for work this node did is never limited. See docs/adr/0013-credit-lines.md.
+unknown_payer = 10.0
+unknown_payer_receipts = 16
+# The same, for every payer without history together (a swarm of throwaway keys shares it).
+unknown_total = 100.0
+unknown_total_receipts = 256
+# A payer's line grows by what it paid us for work and what we paid it, up to this much more.
+history_max = 1000.0
 """
 
 
@@ -84,6 +97,7 @@ class NodeConfig:
     pricing: PricingConfig = dataclasses.field(
         default_factory=lambda: PricingConfig(60, (30_000,) * DAY_HOURS)
     )
+    credit: CreditConfig = dataclasses.field(default_factory=CreditConfig)
 
 
 def _bad(key: str, fix: str) -> CommandError:
@@ -131,7 +145,7 @@ def parse(text: str) -> NodeConfig:
         raise CommandError(
             f"config: not valid TOML ({exc}); fix the file or run `hearth init`"
         ) from None
-    known = {"node", "limits", "energy", "availability"}
+    known = {"node", "limits", "energy", "availability", "credit"}
     for section in raw:
         if section not in known:
             raise _bad(section, f"unknown section; expected one of {sorted(known)}")
@@ -184,6 +198,7 @@ def parse(text: str) -> NodeConfig:
     if power_w < 0 or margin_pct < 0 or wear < 0 or min(tariff) < 0:
         raise _bad("energy", "power, tariffs, margin and wear must not be negative")
     return NodeConfig(
+        credit=_credit(merged["credit"]),
         host=_typed(node, "host", str, "node"),
         port=port,
         bootstrap=tuple(str(b) for b in _typed(node, "bootstrap", list, "node")),
@@ -205,6 +220,26 @@ def parse(text: str) -> NodeConfig:
             margin_pct=margin_pct,
             wear_mc_per_tfuel=wear,
         ),
+    )
+
+
+def _credit(section: dict[str, Any]) -> CreditConfig:
+    amounts = {
+        key: _typed(section, key, float, "credit")
+        for key in ("unknown_payer", "unknown_total", "history_max")
+    }
+    counts = {
+        key: _typed(section, key, int, "credit")
+        for key in ("unknown_payer_receipts", "unknown_total_receipts")
+    }
+    if min(amounts.values()) < 0 or min(counts.values()) < 0:
+        raise _bad("credit", "credit lines and receipt counts must not be negative")
+    return CreditConfig(
+        unknown_payer_mc=_mc(amounts["unknown_payer"]),
+        unknown_payer_receipts=counts["unknown_payer_receipts"],
+        unknown_total_mc=_mc(amounts["unknown_total"]),
+        unknown_total_receipts=counts["unknown_total_receipts"],
+        history_mc_max=_mc(amounts["history_max"]),
     )
 
 

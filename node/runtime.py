@@ -122,6 +122,8 @@ def build_routes(node: Node) -> list[Route]:
                     peer_id_from_public_key(a) for a in node.engine.refused_authors
                 ),
                 "ad": ad_json(ad),
+                "payments": node.engine.payments.status() if node.engine.payments else {},
+                "replay_guard": node.engine.replay_guard.statistics(),
             }
         )
 
@@ -222,7 +224,7 @@ async def run_node(
             trio.open_nursery() as nursery,
         ):
             engine = Engine(
-                EngineConfig(identity, profile, jobs=jobs_config),
+                EngineConfig(identity, profile, jobs=jobs_config, credit=config.credit),
                 random.Random(secrets.randbits(128)),
                 ledger,
             )

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from protocol import limits
+from protocol.credit import CreditConfig
 from protocol.effects import Log, Penalise, Publish, SetTimer
 from protocol.envelope import Envelope, ReplayGuard, open_envelope, seal
 from protocol.errors import RemoteProtocolError
@@ -92,6 +93,7 @@ class EngineConfig:
     profile: HostProfile
     verify_signatures: bool = True  # False only in simulator runs that say so
     jobs: JobsConfig = dataclasses.field(default_factory=JobsConfig)
+    credit: CreditConfig = dataclasses.field(default_factory=CreditConfig)  # ADR 0013
 
 
 class Component(Protocol):
@@ -129,7 +131,9 @@ class Engine:
         self.add_component(self.worker)
         self.add_component(self.publisher)
         # Without a ledger (some protocol tests) PayWorker and RecordMismatch pass through.
-        self.payments = PaymentComponent(self, ledger) if ledger is not None else None
+        self.payments = (
+            PaymentComponent(self, ledger, config.credit) if ledger is not None else None
+        )
         self.heads = HeadsComponent(self, ledger) if ledger is not None else None
         if self.payments is not None and self.heads is not None:
             self.add_component(self.payments)
