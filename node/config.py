@@ -39,6 +39,8 @@ memory_mb = 1024
 runtimes = ["wasm", "python"]
 # Disk for compiled job modules, oldest unused evicted first (0 keeps none on disk).
 module_cache_mb = 512
+# node.log is rotated at this size; three old files are kept besides it.
+log_mb = 10
 
 [energy]
 # Extra power the machine draws when it is busy, in watts.
@@ -72,6 +74,7 @@ class NodeConfig:
     cores: int = 1
     memory_mb: int = 1024
     module_cache_mb: int = 512
+    log_mb: int = 10
     runtimes: tuple[str, ...] = ("wasm", "python")
     energy_source: str = "grid"
     availability_hours_mask: int = HOURS_MASK_ALL
@@ -162,6 +165,9 @@ def parse(text: str) -> NodeConfig:
     module_cache_mb = _typed(caps, "module_cache_mb", int, "limits")
     if module_cache_mb < 0:
         raise _bad("limits.module_cache_mb", "must be 0 or more (0 keeps no compiled module)")
+    log_mb = _typed(caps, "log_mb", int, "limits")
+    if log_mb < 1:
+        raise _bad("limits.log_mb", "must be at least 1 (node.log is rotated at this size)")
     port = _typed(node, "port", int, "node")
     if not 0 <= port <= 65535:
         raise _bad("node.port", "must be 0-65535")
@@ -182,6 +188,7 @@ def parse(text: str) -> NodeConfig:
         cores=cores,
         memory_mb=memory_mb,
         module_cache_mb=module_cache_mb,
+        log_mb=log_mb,
         runtimes=runtimes,
         energy_source=source,
         availability_hours_mask=mask,

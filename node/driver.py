@@ -128,6 +128,12 @@ class Driver:
                 with self.boundary.guard(f"step:{type(event).__name__}", peer):
                     self.step(event)
 
+    def expedite(self, key: str) -> None:
+        """Fire the timer ``key`` now if it is set (what it waited for has come back)."""
+        if key in self._timers:
+            self._timers[key] = self.clock.now_ms()
+            self._timers_changed.set()
+
     def step(self, event: object) -> None:
         effects = self.engine.step(event, self.clock.now_ms())
         for observer in self.observers:

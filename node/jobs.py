@@ -4,18 +4,24 @@ It carries out the job effects the engine returns (FetchBlob, RunJob, AbortJob, 
 SaveJob) and feeds their outcomes back as events. Publisher state is saved as one file per job
 (written to a temporary file, synced, renamed) and restored when the node starts, so a publisher
 killed mid-job resumes it or cancels it with signed messages.
+
+A write the disk refuses (``OSError``: a full disk) never fails the job or the node: a job's
+state and an output blob that could not be written stay in memory (``unsaved``,
+``unsaved_blobs``), ``disk_failure`` says why (the node is then degraded and takes no work,
+node/health.py), and ``save_pending`` writes them once there is room.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from node.adversary import Adversary
-from node.blobs import BlobError, BlobStore, fetch_blob
+from node.blobs import BlobError, BlobStore, blob_hash, fetch_blob
 from node.driver import Driver
 from node.files import write_atomically
 from node.logs import log
@@ -29,6 +35,7 @@ from protocol.job_messages import JobId
 EVENTS_PER_JOB_MAX = 256
 OUTPUT_BYTES_MAX = limits.BLOB_BYTES_MAX
 TERMINAL_PHASES = frozenset({"paid", "failed"})
+UNSAVED_BLOB_BYTES_MAX = 2 * limits.BLOB_BYTES_MAX  # outputs held in memory while the disk is full
 
 
 @dataclasses.dataclass
@@ -59,6 +66,10 @@ class JobService:
         self.jobs_dir.mkdir(exist_ok=True)
         self.logs: dict[bytes, JobLog] = {}
         self._running: dict[bytes, trio.CancelScope] = {}
+        self.unsaved: dict[bytes, bytes] = {}  # job id -> its latest state not yet on disk
+        self.unsaved_blobs: dict[bytes, bytes] = {}  # hash -> blob not yet on disk
+        self.disk_failure: str | None = None
+        self.on_disk_change: Callable[[], object] = lambda: None
         driver.effect_handlers.update(
             {
                 FetchBlob: self._fetch,
@@ -88,6 +99,49 @@ class JobService:
             del self.logs[next(iter(self.logs))]  # oldest first, as the engine forgets its jobs
         return self.logs.setdefault(job_id, JobLog())
 
+    def blob(self, digest: bytes) -> bytes | None:
+        """A blob from the store, or one held in memory until the disk has room for it."""
+        return self.unsaved_blobs.get(digest) or self.blobs.get(digest)
+
+    def _failed_write(self, what: str, exc: OSError) -> None:
+        if self.disk_failure is None:  # one line per outage, not one per write
+            log("error", "write-failed", what=what, error=str(exc))
+        self.disk_failure = f"{what}: {exc}"
+        self.on_disk_change()
+
+    def _keep_blob(self, data: bytes) -> bytes:
+        """Store ``data``; if the disk refuses it, hold it in memory (bounded) and say why."""
+        digest = blob_hash(data)
+        try:
+            self.blobs.put(data, expected=digest)
+        except OSError as exc:
+            held = sum(len(b) for b in self.unsaved_blobs.values())
+            if held + len(data) <= UNSAVED_BLOB_BYTES_MAX:
+                self.unsaved_blobs[digest] = data
+            self._failed_write("blob", exc)
+        return digest
+
+    def save_pending(self) -> bool:
+        """Write every job state and blob held in memory; False if the disk still refuses."""
+        try:
+            for job_id, state in list(self.unsaved.items()):
+                write_atomically(self._state_path(job_id), state)
+                del self.unsaved[job_id]
+            for digest, data in list(self.unsaved_blobs.items()):
+                self.blobs.put(data, expected=digest)
+                del self.unsaved_blobs[digest]
+        except OSError as exc:
+            self._failed_write("job state" if self.unsaved else "blob", exc)
+            return False
+        if self.disk_failure is not None:
+            self.disk_failure = None
+            log("info", "writes-saved")
+            self.on_disk_change()
+        return True
+
+    def _state_path(self, job_id: bytes) -> Path:
+        return self.jobs_dir / f"{job_id.hex()}.state"
+
     async def _fetch(self, effect: FetchBlob) -> None:
         try:
             await fetch_blob(
@@ -95,6 +149,10 @@ class JobService:
             )
         except BlobError as exc:
             await self.driver.submit(BlobFetchFailed(effect.blob_hash, str(exc)))
+            return
+        except OSError as exc:  # the blob arrived whole but the disk would not keep it
+            self._failed_write("blob", exc)
+            await self.driver.submit(BlobFetchFailed(effect.blob_hash, f"not stored: {exc}"))
             return
         await self.driver.submit(BlobFetched(effect.blob_hash))
 
@@ -125,7 +183,7 @@ class JobService:
         if scope.cancelled_caught:
             return  # AbortJob: the award was cancelled and no event is expected
         output = self.adversary.output(effect, result.output) if result.ok else b""
-        digest = self.blobs.put(output)  # a failure reports the hash of no output
+        digest = self._keep_blob(output)  # a failure reports the hash of no output
         log(
             "info",
             "job-executed",
@@ -167,7 +225,10 @@ class JobService:
         """An accepted output that came inline in a reveal goes into the blob store too."""
         summary = self.driver.engine.publisher.summary(JobId(job_id))
         if summary is not None and summary.output and not self.blobs.has(summary.output_hash):
-            self.blobs.put(summary.output, expected=summary.output_hash)
+            self._keep_blob(summary.output)
 
     def _save(self, effect: SaveJob) -> None:
-        write_atomically(self.jobs_dir / f"{effect.job_id.hex()}.state", effect.state)
+        """Save the job's state; if the disk refuses, keep the latest in memory for a retry."""
+        self.unsaved[effect.job_id] = effect.state
+        if self.disk_failure is None:
+            self.save_pending()

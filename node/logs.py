@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import logging.handlers
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ LOG_BYTES_MAX_DEFAULT = 10 * 1024 * 1024
 LOG_FILES_KEPT = 3  # node.log.1 .. node.log.3 besides node.log
 LINES_PER_WINDOW_MAX = 10
 LINE_WINDOW_S = 10.0
+PROBE_FREE_BYTES_MIN = 64 * 1024  # room for many lines: the log may be written again
 
 
 class JsonFormatter(logging.Formatter):
@@ -65,6 +67,17 @@ class NodeLogFile(logging.handlers.RotatingFileHandler):
             with contextlib.suppress(OSError):
                 stream.close()
 
+    def probe(self) -> None:
+        """Clear ``file_failure`` once the log's folder has room again (the next line tells)."""
+        if self.file_failure is None:
+            return
+        try:
+            stats = os.statvfs(Path(self.baseFilename).parent)
+        except OSError:
+            return
+        if stats.f_bavail * stats.f_frsize >= PROBE_FREE_BYTES_MIN:
+            self.file_failure = None
+
 
 def setup(
     home: Path | None, level: str = "info", bytes_max: int = LOG_BYTES_MAX_DEFAULT
@@ -89,6 +102,12 @@ def file_failure() -> str | None:
         if isinstance(handler, NodeLogFile) and handler.file_failure:
             return handler.file_failure
     return None
+
+
+def probe_file() -> None:
+    for handler in logging.getLogger(LOGGER_NAME).handlers:
+        if isinstance(handler, NodeLogFile):
+            handler.probe()
 
 
 def log(level: str, event: str, *, exc_info: BaseException | None = None, **fields: Any) -> None:

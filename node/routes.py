@@ -91,7 +91,7 @@ def build_job_routes(node: Node) -> list[Route]:
 
     async def get_blob(request: Request) -> Response:
         try:
-            data = jobs.blobs.get(bytes.fromhex(request.path_params["digest"]))
+            data = jobs.blob(bytes.fromhex(request.path_params["digest"]))
         except (ValueError, BlobError):
             return error("not a blob hash")
         if data is None:
