@@ -7,7 +7,7 @@ import typer
 from node import paths
 from node.client import NodeClient
 from node.commands.common import JSON_OPTION, print_json
-from node.home import load_config
+from node.home import load_config, load_token
 from node.logs import setup as setup_logs
 
 BOOTSTRAP_OPTION = typer.Option([], help="Multiaddr of a peer to join through (repeatable).")
@@ -29,6 +29,7 @@ def start(
 
     home = paths.data_dir()
     config = load_config(home)  # a wrong config stops here with its one-line reason
+    load_token(home)  # so does an API token others could read, or an empty one
     setup_logs(home, log_level, bytes_max=config.log_mb << 20)
     options = NodeOptions(
         home=home, host=host, port=port, bootstrap=tuple(bootstrap), api_port=api_port
