@@ -35,6 +35,8 @@ from protocol.job_messages import JobId
 EVENTS_PER_JOB_MAX = 256
 OUTPUT_BYTES_MAX = limits.BLOB_BYTES_MAX
 TERMINAL_PHASES = frozenset({"paid", "failed"})
+PROBE_FILE_NAME = ".space-probe"
+PROBE_BYTES = 1 << 20  # room for this means room for job states and small blobs again
 UNSAVED_BLOB_BYTES_MAX = 2 * limits.BLOB_BYTES_MAX  # outputs held in memory while the disk is full
 
 
@@ -103,6 +105,10 @@ class JobService:
         """A blob from the store, or one held in memory until the disk has room for it."""
         return self.unsaved_blobs.get(digest) or self.blobs.get(digest)
 
+    def note_failed_write(self, what: str, exc: OSError) -> None:
+        """A write elsewhere (an uploaded blob) met a full disk: degrade until a probe passes."""
+        self._failed_write(what, exc)
+
     def _failed_write(self, what: str, exc: OSError) -> None:
         if self.disk_failure is None:  # one line per outage, not one per write
             log("error", "write-failed", what=what, error=str(exc))
@@ -130,8 +136,12 @@ class JobService:
             for digest, data in list(self.unsaved_blobs.items()):
                 self.blobs.put(data, expected=digest)
                 del self.unsaved_blobs[digest]
+            if self.disk_failure is not None:  # a fetched blob may have failed: is there room?
+                probe = self.jobs_dir / PROBE_FILE_NAME
+                write_atomically(probe, bytes(PROBE_BYTES))
+                probe.unlink()
         except OSError as exc:
-            self._failed_write("job state" if self.unsaved else "blob", exc)
+            self._failed_write(_what_failed(self.unsaved, self.unsaved_blobs), exc)
             return False
         if self.disk_failure is not None:
             self.disk_failure = None
@@ -232,3 +242,7 @@ class JobService:
         self.unsaved[effect.job_id] = effect.state
         if self.disk_failure is None:
             self.save_pending()
+
+
+def _what_failed(unsaved: dict[bytes, bytes], unsaved_blobs: dict[bytes, bytes]) -> str:
+    return "job state" if unsaved else "blob" if unsaved_blobs else "disk"

@@ -18,9 +18,8 @@ FILLER_NAME = "filler"
 FILL_CHUNK_BYTES = 1 << 20
 
 
-@contextmanager
-def small_disk(folder: Path, size_mb: int) -> Iterator[Path]:
-    """Mount a ``size_mb`` tmpfs on ``folder`` for the body; always unmount it after."""
+def mount_small_disk(folder: Path, size_mb: int) -> str | None:
+    """Mount a ``size_mb`` tmpfs on ``folder``; None if mounted, else why not."""
     folder.mkdir(parents=True, exist_ok=True)
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m,mode=0700", "tmpfs", str(folder)],
@@ -28,11 +27,24 @@ def small_disk(folder: Path, size_mb: int) -> Iterator[Path]:
         text=True,
     )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill (needs root/CAP_SYS_ADMIN): {mounted.stderr}")
+        return f"cannot mount a tmpfs to fill (needs root/CAP_SYS_ADMIN): {mounted.stderr.strip()}"
+    return None
+
+
+def unmount(folder: Path) -> None:
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@contextmanager
+def small_disk(folder: Path, size_mb: int) -> Iterator[Path]:
+    """A ``size_mb`` tmpfs on ``folder`` for the body (the test is skipped if it cannot be)."""
+    why_not = mount_small_disk(folder, size_mb)
+    if why_not:
+        pytest.skip(why_not)
     try:
         yield folder
     finally:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
+        unmount(folder)
 
 
 def fill(folder: Path) -> Path:

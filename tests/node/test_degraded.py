@@ -116,6 +116,21 @@ async def test_a_full_disk_degrades_the_node_and_it_heals_when_space_returns(
     assert blob_hash(output) == digest
 
 
+async def test_a_blob_the_disk_refused_keeps_the_node_degraded_until_there_is_room(
+    autojump_clock: trio.abc.Clock, disk: Path
+) -> None:
+    async with node_on(disk) as (health, jobs):
+        filler = fill(disk)
+        with pytest.raises(OSError) as refused:
+            jobs.blobs.put(os.urandom(100_000))  # a fetched blob or an upload: nothing to retry
+        jobs.note_failed_write("blob", refused.value)
+        await trio.sleep(3)
+        assert health.reasons() and health.reasons()[0].startswith("jobs: disk: [Errno 28]")
+        free(filler)
+        await trio.sleep(2)
+        assert health.reasons() == []
+
+
 async def test_a_full_ledger_is_probed_back_to_writable(
     autojump_clock: trio.abc.Clock, disk: Path
 ) -> None:
