@@ -8,8 +8,9 @@ of them raises into the node. Each keeps what it could not write in memory and r
 ledger's own flag), ``NodeLogFile.file_failure``. ``Health.refresh`` gathers them into the
 engine's one flag, ``engine.degraded`` (the ledger is read by the engine itself), which the
 worker consults before every bid: no bid while any reason stands. ``engine.unable_reasons()`` is
-what ``hearth node status`` shows. Each change is logged once (``node-degraded``,
-``node-recovered``), never per failed write.
+what ``hearth node status`` shows. Each change is logged once (``node-degraded``, and
+``node-recovered`` with every reason the outage had, since lines written while the disk was full
+may be lost), never per failed write.
 
 ``watch`` probes every ``PROBE_INTERVAL_S`` while degraded: it retries the unsaved job states
 and blobs, probes the ledger with a write that needs fresh space, and checks that the log's
@@ -44,6 +45,7 @@ class Health:
         self.ledger = ledger
         self.jobs = jobs
         self._reported: list[str] = []
+        self._outage: dict[str, None] = {}  # every reason since the node degraded, in order
         jobs.on_disk_change = self.refresh
 
     def reasons(self) -> list[str]:
@@ -61,8 +63,10 @@ class Health:
         if reasons != self._reported:
             if reasons:
                 log("error", "node-degraded", reasons=reasons, bids="off until space returns")
+                self._outage.update(dict.fromkeys(reasons))
             else:
-                log("info", "node-recovered", was=self._reported)
+                log("info", "node-recovered", was=list(self._outage))
+                self._outage.clear()
                 self.driver.expedite(RETRY_TIMER_KEY)
             self._reported = reasons
         return reasons

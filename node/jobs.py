@@ -125,6 +125,8 @@ class JobService:
             if held + len(data) <= UNSAVED_BLOB_BYTES_MAX:
                 self.unsaved_blobs[digest] = data
             self._failed_write("blob", exc)
+        except BlobError as exc:  # over a cap: the output still travels inline in the reveal
+            log("warning", "blob-not-kept", blob=digest.hex()[:16], reason=str(exc))
         return digest
 
     def save_pending(self) -> bool:

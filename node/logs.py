@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import logging.handlers
@@ -45,24 +46,34 @@ class JsonFormatter(logging.Formatter):
 
 
 class NodeLogFile(logging.handlers.RotatingFileHandler):
-    """``node.log``, rotated by size; a failed write is remembered, never raised or printed."""
+    """``node.log``, rotated by size; whole lines only; a failed write is remembered, not raised.
+
+    Each line is one unbuffered append; a short write (the disk filled mid-line) is cut back off,
+    so a reader never meets half a line, and the next line starts on a line of its own.
+    """
 
     def __init__(self, path: Path, bytes_max: int) -> None:
         super().__init__(path, maxBytes=bytes_max, backupCount=LOG_FILES_KEPT, delay=True)
         self.file_failure: str | None = None
-        self._failed = False
+
+    def _open(self) -> Any:
+        return open(self.baseFilename, "ab", buffering=0)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._failed = False
-        super().emit(record)
-        if not self._failed:
-            self.file_failure = None
+        try:
+            if self.shouldRollover(record):
+                self.doRollover()
+            if self.stream is None:
+                self.stream = self._open()
+            _append_whole(self.stream, (self.format(record) + "\n").encode())
+        except Exception:
+            self.handleError(record)
+            return
+        self.file_failure = None
 
     def handleError(self, record: logging.LogRecord) -> None:
-        self._failed = True
         self.file_failure = f"{LOG_FILE_NAME}: {sys.exc_info()[1]}"
-        # Drop what is buffered: reopened, the file gets whole lines again once there is room.
-        stream, self.stream = self.stream, None
+        stream, self.stream = self.stream, None  # reopened for the next line
         if stream is not None:
             with contextlib.suppress(OSError):
                 stream.close()
@@ -77,6 +88,14 @@ class NodeLogFile(logging.handlers.RotatingFileHandler):
             return
         if stats.f_bavail * stats.f_frsize >= PROBE_FREE_BYTES_MIN:
             self.file_failure = None
+
+
+def _append_whole(stream: Any, line: bytes) -> None:
+    start = stream.seek(0, os.SEEK_END)
+    written = stream.write(line)
+    if written != len(line):
+        stream.truncate(start)
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (a short write, cut off)")
 
 
 def setup(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from node import logs
 from node.commands.common import CommandError
 from node.config import parse
 from node.logs import LOG_FILES_KEPT, LOGGER_NAME, NodeLogFile
+from tests.diskfull import fill, free, small_disk
 
 
 @pytest.fixture
@@ -56,3 +58,22 @@ def test_log_mb_is_configurable_and_checked() -> None:
     assert parse("[limits]\nlog_mb = 2\n").log_mb == 2
     with pytest.raises(CommandError, match=r"limits\.log_mb"):
         parse("[limits]\nlog_mb = 0\n")
+
+
+def test_a_line_the_disk_cuts_short_is_cut_off_so_the_log_holds_whole_lines(
+    tmp_path: Path, restore_logger: None
+) -> None:
+    with small_disk(tmp_path / "disk", size_mb=1) as disk:
+        logs.setup(disk)
+        logs.log("info", "first")  # its page has room for a few thousand bytes more
+        filler = fill(disk)
+        logs.log("info", "too-long-for-the-page", padding="p" * 10_000)
+        assert "a short write, cut off" in (logs.file_failure() or "")
+        free(filler)
+        logs.probe_file()
+        logs.log("info", "after")
+        assert logs.file_failure() is None
+        lines = (disk / "node.log").read_text().splitlines()
+        assert [json.loads(line)["event"] for line in lines] == ["first", "after"]
+        for handler in logging.getLogger(LOGGER_NAME).handlers:
+            handler.close()
