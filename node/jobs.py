@@ -115,14 +115,14 @@ class JobService:
         self.disk_failure = f"{what}: {exc}"
         self.on_disk_change()
 
-    def _keep_blob(self, data: bytes) -> bytes:
+    def _keep_blob(self, data: bytes, expected: bytes | None = None) -> bytes:
         """Store ``data``; if the disk refuses it, hold it in memory (bounded) and say why."""
         digest = blob_hash(data)
         try:
-            self.blobs.put(data, expected=digest)
+            self.blobs.put(data, expected=expected or digest)
         except OSError as exc:
             held = sum(len(b) for b in self.unsaved_blobs.values())
-            if held + len(data) <= UNSAVED_BLOB_BYTES_MAX:
+            if held + len(data) <= UNSAVED_BLOB_BYTES_MAX and digest == (expected or digest):
                 self.unsaved_blobs[digest] = data
             self._failed_write("blob", exc)
         except BlobError as exc:  # over a cap: the output still travels inline in the reveal
@@ -237,7 +237,7 @@ class JobService:
         """An accepted output that came inline in a reveal goes into the blob store too."""
         summary = self.driver.engine.publisher.summary(JobId(job_id))
         if summary is not None and summary.output and not self.blobs.has(summary.output_hash):
-            self._keep_blob(summary.output)
+            self._keep_blob(summary.output, expected=summary.output_hash)
 
     def _save(self, effect: SaveJob) -> None:
         """Save the job's state; if the disk refuses, keep the latest in memory for a retry."""
