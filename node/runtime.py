@@ -123,7 +123,8 @@ def build_routes(node: Node) -> list[Route]:
                     peer_id_from_public_key(a) for a in node.engine.refused_authors
                 ),
                 "ad": ad_json(ad),
-                "degraded": node.health.reasons() if node.health else [],
+                # Refreshed here too: an outage seen by a reader is an outage in the log.
+                "degraded": node.health.refresh() if node.health else [],
             }
         )
 
