@@ -44,6 +44,8 @@ module_cache_mb = 512
 # Blobs no job needs are evicted, least recently used first, and deleted after 10 minutes.
 blob_store_mb = 4096
 blob_store_peer_mb = 512
+# node.log is rotated at this size; three old files are kept besides it.
+log_mb = 10
 
 [energy]
 # Extra power the machine draws when it is busy, in watts.
@@ -91,6 +93,7 @@ class NodeConfig:
     module_cache_mb: int = 512
     blob_store_mb: int = 4096
     blob_store_peer_mb: int = 512
+    log_mb: int = 10
     runtimes: tuple[str, ...] = ("wasm", "python")
     energy_source: str = "grid"
     availability_hours_mask: int = HOURS_MASK_ALL
@@ -186,6 +189,9 @@ def parse(text: str) -> NodeConfig:
     blob_store_peer_mb = _typed(caps, "blob_store_peer_mb", int, "limits")
     if not 1 <= blob_store_peer_mb <= blob_store_mb:
         raise _bad("limits.blob_store_peer_mb", "must be at least 1 and at most blob_store_mb")
+    log_mb = _typed(caps, "log_mb", int, "limits")
+    if log_mb < 1:
+        raise _bad("limits.log_mb", "must be at least 1 (node.log is rotated at this size)")
     port = _typed(node, "port", int, "node")
     if not 0 <= port <= 65535:
         raise _bad("node.port", "must be 0-65535")
@@ -209,6 +215,7 @@ def parse(text: str) -> NodeConfig:
         module_cache_mb=module_cache_mb,
         blob_store_mb=blob_store_mb,
         blob_store_peer_mb=blob_store_peer_mb,
+        log_mb=log_mb,
         runtimes=runtimes,
         energy_source=source,
         availability_hours_mask=mask,

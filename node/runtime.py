@@ -32,6 +32,7 @@ from node.blobs import BlobStore, BlobStoreConfig, serve_blob_request
 from node.clock import Clock, SystemClock
 from node.commands.common import CommandError
 from node.driver import Driver
+from node.health import Health
 from node.home import load_config, load_identity, load_token
 from node.jobs import JobService
 from node.logs import log
@@ -50,7 +51,6 @@ from protocol.jobs_config import JobsConfig
 from protocol.messages import PROTOCOL_BLOB, PROTOCOL_LEDGER, PROTOCOLS, TOPICS
 from protocol.publisher_state import PublisherConfig
 
-LEDGER_PROBE_INTERVAL_S = 5.0
 RESTORE_WAIT_S_MAX = 15.0  # restore saved jobs anyway after this, even if alone
 PEERS_STABLE_S = 1.0  # connected and no new peer for this long: the peer exchange is done
 PEERS_POLL_S = 0.1
@@ -84,6 +84,7 @@ class Node:
     jobs: JobService
     api_url: str = ""
     started_ms: int = 0
+    health: Health | None = None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -124,6 +125,8 @@ def build_routes(node: Node) -> list[Route]:
                 "ad": ad_json(ad),
                 "payments": node.engine.payments.status() if node.engine.payments else {},
                 "replay_guard": node.engine.replay_guard.statistics(),
+                # Refreshed here too: an outage seen by a reader is an outage in the log.
+                "degraded": node.health.refresh() if node.health else [],
             }
         )
 
@@ -239,6 +242,7 @@ async def run_node(
             )
             jobs = JobService(home, driver, blobs, sandbox, adversary)
             node = Node(options, engine, transport, driver, clock, ledger, jobs)
+            node.health = Health(driver, ledger, jobs)
             node.started_ms = clock.now_ms()
             serve_requests(node)
             await nursery.start(driver.run)
@@ -250,7 +254,7 @@ async def run_node(
             if jobs.has_saved():
                 await wait_for_peers(transport)
             restored = jobs.restore_saved(clock.now_ms())
-            nursery.start_soon(watch_ledger_space, ledger)
+            nursery.start_soon(node.health.watch)
             nursery.start_soon(jobs.sweep_blobs)
             if adversary.behaviour == "fork":
                 nursery.start_soon(gossip_forks, ledger, engine, transport)
@@ -351,16 +355,6 @@ async def offer_python(sandbox: SandboxPool, engine: Engine) -> None:
         engine.config, profile=dataclasses.replace(profile, runtimes=runtimes)
     )
     log("info", "python-runtime-offered")
-
-
-async def watch_ledger_space(ledger: SqliteLedger) -> None:
-    """While the ledger cannot write (a full disk), probe it so that bidding resumes with space."""
-    while True:
-        await trio.sleep(LEDGER_PROBE_INTERVAL_S)
-        if not ledger.writable:
-            ledger.probe_writable()
-            if ledger.writable:
-                log("info", "ledger-writable-again")
 
 
 async def run_until_signalled(options: NodeOptions) -> None:

@@ -125,6 +125,9 @@ class Engine:
         self._handlers: dict[type, tuple[frozenset[str], MessageHandler]] = {}
         self._local_handlers: dict[type, LocalHandler] = {}
         self.peer_ips: OrderedDict[PeerId, str] = OrderedDict()  # last observed address
+        # Why the node may not take work, by source ("jobs", "blobs", "log": a full disk...):
+        # set by the node, which alone sees its disks; the worker bids on nothing while it is set.
+        self.degraded: dict[str, str] = {}
         self.add_component(self.market_component)
         self.worker = WorkerComponent(self)
         self.publisher = PublisherComponent(self)
@@ -142,6 +145,13 @@ class Engine:
     @property
     def market(self) -> Market:
         return self.market_component.market
+
+    def unable_reasons(self) -> list[str]:
+        """Why this node must not take work now (its ledger or disk cannot write), or []."""
+        reasons = [f"{source}: {why}" for source, why in sorted(self.degraded.items())]
+        if self.payments is not None and not self.payments.ledger.writable:
+            reasons.insert(0, f"ledger-unwritable: {self.payments.ledger.unable_reason}")
+        return reasons
 
     def add_component(self, component: Component) -> None:
         assert component.name not in self._components, component.name

@@ -208,10 +208,11 @@ class WorkerComponent:
             return []  # our own call back through the mesh, or a second copy of one we answered
         if JobId(call.job_id) in self.tasks:
             return []  # we already hold an award for this job: never bid on it again
-        payments = self._engine.payments
-        if payments is not None and not payments.ledger.writable:
-            # No bid while we could not record our earnings: say why, bid again once it can.
-            why = f"ledger-unwritable: {payments.ledger.unable_reason}"
+        unable = self._engine.unable_reasons()
+        if unable:
+            # No bid while we could not record our earnings or our work (a full disk): say why,
+            # bid again once the node can.
+            why = "; ".join(unable)
             return [Log("warning", "no-bid", (("job", call.job_id.hex()), ("why", why)))]
         profile = self._engine.config.profile
         decision = decide_bid(
