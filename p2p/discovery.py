@@ -45,6 +45,11 @@ def parse_peer_addr(text: str) -> PeerInfo:
         raise ValueError(f"not a dialable /p2p/ multiaddr: {text!r}") from error
 
 
+def peer_id_of(text: str) -> str:
+    """The peer id a /p2p/ multiaddr names; ValueError if it is not one."""
+    return str(parse_peer_addr(text).peer_id.to_base58())
+
+
 def _is_dialable(addr: multiaddr.Multiaddr) -> bool:
     names = {p.name for p in addr.protocols()}
     return "tcp" in names and names <= _DIALABLE_PROTOCOLS

@@ -34,6 +34,8 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from p2p import discovery
 from p2p.gossip import TopicGate, build_gossip, subscribe_topics
+from p2p.patches import swarm as swarm_patch
+from p2p.patches import yamux as yamux_patch
 from p2p.peers import PeerReputation
 from p2p.streams import StreamServer, check_frame, request_on, send_on
 from p2p.transport import (
@@ -66,6 +68,8 @@ def _new_libp2p_host(config: HostConfig) -> IHost:
         muxer_opt={TProtocol(YAMUX_PROTOCOL): Yamux},
         listen_addrs=[_listen_multiaddr(config)],
         psk=config.psk.hex() if config.psk is not None else None,
+        transports=[swarm_patch.SourceBoundTCP(config.listen_host)],
+        connection_config=swarm_patch.connection_config(config.connection_limits),
     )
 
 
@@ -91,6 +95,25 @@ class Libp2pTransport:
             config.inbound_messages_max
         )
         self._server = StreamServer(self._deliver, self._reputation, self._stats, self._timeout_s)
+        self._muxer_guard = self._install_bounds()
+
+    def _install_bounds(self) -> yamux_patch.MuxerGuard:
+        """Put the host under our yamux and connection bounds (ADR 0014), before it listens."""
+        network = self.host.get_network()
+        limits = self._config.connection_limits
+        guard = yamux_patch.MuxerGuard(limits.streams_per_peer_max, self._reputation.adjust)
+        yamux_patch.install(network, yamux_patch.bounded_yamux(guard))
+        swarm_patch.disable_auto_connector(network)
+        self._connections = swarm_patch.ConnectionManager(
+            network,
+            limits,
+            self._stats,
+            self._reputation.score,
+            self._reputation.is_banned,
+            frozenset(discovery.peer_id_of(addr) for addr in self._config.bootstrap),
+        )
+        self._connections.install()
+        return guard
 
     @property
     def peer_id(self) -> str:
@@ -109,6 +132,8 @@ class Libp2pTransport:
         return self._reputation
 
     def statistics(self) -> TransportStatistics:
+        self._stats.windows_exceeded = self._muxer_guard.windows_exceeded
+        self._stats.streams_refused = self._muxer_guard.streams_refused
         return self._stats
 
     def topic_peers(self, topic: str) -> list[str]:
@@ -123,6 +148,7 @@ class Libp2pTransport:
         self.host.set_stream_handler(
             TProtocol(discovery.PEER_EXCHANGE_PROTOCOL), self._serve_exchange
         )
+        nursery.start_soon(self._connections.run_trimmer)
         gate = TopicGate(self._reputation, self._stats)
         await subscribe_topics(
             self._pubsub, self._config.topics, gate, self._deliver, self._stats, nursery
@@ -279,13 +305,13 @@ async def open_transport(config: HostConfig) -> AsyncIterator[Libp2pTransport]:
     """
     host = _new_libp2p_host(config)
     pubsub, router = build_gossip(host, config.gossip_heartbeat_s)
+    transport = Libp2pTransport(host, pubsub, config)
     async with (
         host.run(listen_addrs=[_listen_multiaddr(config)]),
         background_trio_service(pubsub),
         background_trio_service(router),
     ):
         await pubsub.wait_until_ready()
-        transport = Libp2pTransport(host, pubsub, config)
         async with trio.open_nursery() as nursery:
             await transport.start(nursery)
             try:
