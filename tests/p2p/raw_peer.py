@@ -42,6 +42,10 @@ from libp2p.transport.upgrader import TransportUpgrader
 CHUNK_BYTES = MAX_MESSAGE_SIZE - HEADER_SIZE
 
 
+class HandshakeStopped(Exception):
+    """A ``secure_only`` handshake completed Noise and hung up, as asked."""
+
+
 def split_addr(addr: str) -> tuple[multiaddr.Multiaddr, ID]:
     """A /p2p/ multiaddr as (transport address, peer id)."""
     transport, peer = addr.split("/p2p/", 1)
@@ -49,9 +53,17 @@ def split_addr(addr: str) -> tuple[multiaddr.Multiaddr, ID]:
 
 
 async def handshake(
-    addr: str, *, source_ip: str, psk: bytes | None = None, timeout_s: float = 10
+    addr: str,
+    *,
+    source_ip: str,
+    psk: bytes | None = None,
+    timeout_s: float = 10,
+    secure_only: bool = False,
 ) -> Yamux:
-    """Connect to ``addr`` from ``source_ip`` as a fresh identity; return the (unstarted) yamux."""
+    """Connect to ``addr`` from ``source_ip`` as a fresh identity; return the (unstarted) yamux.
+
+    ``secure_only``: stop after the Noise handshake (close, and raise `HandshakeStopped`).
+    """
     target, peer_id = split_addr(addr)
     key_pair = create_new_key_pair()
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
@@ -63,6 +75,9 @@ async def handshake(
         if psk is not None:
             raw = new_protected_conn(raw, psk.hex())
         secured = await upgrader.upgrade_security(raw, True, peer_id)
+        if secure_only:
+            await secured.close()
+            raise HandshakeStopped
         muxed = await upgrader.upgrade_connection(secured, peer_id)
     assert isinstance(muxed, Yamux)
     return muxed
@@ -109,18 +124,23 @@ async def push_past_window(muxed: Yamux, stream: YamuxStream, total_bytes: int) 
 
 
 async def cycle(
-    addr: str, source_ips: list[str], count: int, psk: bytes | None, hold: bool
+    addr: str, source_ips: list[str], count: int, psk: bytes | None, hold: bool, secure_only: bool
 ) -> None:
     """``count`` handshakes with fresh keys, round robin over ``source_ips``.
 
     ``hold``: keep every connection open until stdin closes; otherwise close each at once.
+    ``secure_only``: hang up after Noise, before the muxer (counted as succeeded).
     Prints one line: ``done <succeeded> <failed>``, and for ``hold`` waits for stdin to close.
     """
     succeeded = failed = 0
     held: list[Yamux] = []
     for index in range(count):
+        source_ip = source_ips[index % len(source_ips)]
         try:
-            muxed = await handshake(addr, source_ip=source_ips[index % len(source_ips)], psk=psk)
+            muxed = await handshake(addr, source_ip=source_ip, psk=psk, secure_only=secure_only)
+        except HandshakeStopped:
+            succeeded += 1
+            continue
         except Exception:
             failed += 1
             continue
@@ -141,9 +161,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--psk", help="private-network key, hex")
     parser.add_argument("--hold", action="store_true", help="keep connections open")
+    parser.add_argument("--secure-only", action="store_true", help="hang up after Noise")
     args = parser.parse_args()
     psk = bytes.fromhex(args.psk) if args.psk else None
-    trio.run(cycle, args.addr, args.source, args.count, psk, args.hold)
+    trio.run(cycle, args.addr, args.source, args.count, psk, args.hold, args.secure_only)
 
 
 if __name__ == "__main__":
