@@ -13,6 +13,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import multiaddr
 import trio
@@ -22,6 +23,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.network.config import RetryConfig
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 from libp2p.pubsub.pubsub import Pubsub
@@ -33,6 +35,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2p import discovery
+from p2p.dialing import AddressBook
 from p2p.gossip import TopicGate, build_gossip, subscribe_topics
 from p2p.patches import swarm as swarm_patch
 from p2p.patches import yamux as yamux_patch
@@ -95,15 +98,18 @@ class Libp2pTransport:
             config.inbound_messages_max
         )
         self._server = StreamServer(self._deliver, self._reputation, self._stats, self._timeout_s)
+        self._book = AddressBook()
         self._muxer_guard = self._install_bounds()
 
     def _install_bounds(self) -> yamux_patch.MuxerGuard:
         """Put the host under our yamux and connection bounds (ADR 0014), before it listens."""
-        network = self.host.get_network()
+        network: Any = self.host.get_network()  # the Swarm: its internals are patched here
         limits = self._config.connection_limits
         guard = yamux_patch.MuxerGuard(limits.streams_per_peer_max, self._reputation.adjust)
         yamux_patch.install(network, yamux_patch.bounded_yamux(guard))
         swarm_patch.disable_auto_connector(network)
+        # One TCP attempt per dial: our callers budget dials and back off themselves.
+        network.retry_config = RetryConfig(max_retries=0)
         self._connections = swarm_patch.ConnectionManager(
             network,
             limits,
@@ -157,17 +163,15 @@ class Libp2pTransport:
             nursery.start_soon(
                 discovery.keep_bootstrap_connected,
                 self.host,
+                self._book,
                 addr,
                 self._config.discovery_interval_s,
                 self._count_failed_dial,
             )
-        nursery.start_soon(
-            discovery.run_peer_exchange,
-            self.host,
-            self.request,
-            self._reputation,
-            self._config.discovery_interval_s,
+        exchange = discovery.PeerExchange(
+            self.host, self.request, self._reputation, self._stats, self._book, self._remote_ip
         )
+        nursery.start_soon(exchange.run, self._config.discovery_interval_s)
 
     def close_inbound(self) -> None:
         """End the node's `async for` over `inbound`; later items are dropped and counted."""
@@ -200,6 +204,7 @@ class Libp2pTransport:
         if not await discovery.dial(self.host, info, fresh=True):
             self._count_failed_dial()
             raise PeerUnreachableError(f"could not connect to {multiaddr_text}")
+        self._book.record_working(info.peer_id.to_base58(), discovery.transport_addr(info.addrs[0]))
         return str(info.peer_id.to_base58())
 
     async def ping(self, peer_id: str) -> float:
@@ -276,7 +281,7 @@ class Libp2pTransport:
         return handle
 
     async def _serve_exchange(self, stream: INetStream) -> None:
-        await discovery.serve_exchange(self.host, stream, self._timeout_s)
+        await discovery.serve_exchange(self.host, self._book, stream, self._timeout_s)
 
     async def _open_stream(self, peer_id: str, protocol_id: str) -> INetStream:
         try:
