@@ -57,6 +57,7 @@ YAMUX_STREAM_BUFFER_BYTES_MAX: Final = 2 * YAMUX_WINDOW_BYTES_MAX
 PENALTY_WINDOW_EXCEEDED: Final = -500
 PENALTY_STREAMS_OVER_CAP: Final = -10
 STREAM_RESET_TIMEOUT_S: Final = 1.0
+GUARD_PEERS_PRUNE_AT: Final = 1024
 
 
 def apply_window_cap() -> None:
@@ -82,6 +83,9 @@ class MuxerGuard:
         return sum(m.inbound_streams_held() for m in self.muxers.get(peer, ()))
 
     def register(self, muxer: BoundedYamux) -> None:
+        if len(self.muxers) >= GUARD_PEERS_PRUNE_AT:  # muxers that never started left sets
+            for peer in [peer for peer, held in self.muxers.items() if not held]:
+                del self.muxers[peer]
         self.muxers.setdefault(muxer.peer_id, weakref.WeakSet()).add(muxer)
 
     def forget(self, muxer: BoundedYamux) -> None:

@@ -6,6 +6,8 @@ upstream fixes it, the unpatched case fails and says the patch can go.
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 import trio
 from libp2p.custom_types import TProtocol
@@ -91,3 +93,33 @@ async def test_streams_over_the_per_peer_cap_are_reset(
                 assert victim.statistics().streams_refused >= 2 * cap
             else:
                 assert opened == 3 * cap
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, int, int]] = []
+
+    def check_data_frame(self, stream_id: int, flags: int, length: int) -> None:
+        self.frames.append((stream_id, flags, length))
+
+
+def test_frame_headers_are_seen_however_the_reads_split_them() -> None:
+    from libp2p.stream_muxer.yamux.yamux import (
+        TYPE_DATA,
+        TYPE_WINDOW_UPDATE,
+        YAMUX_HEADER_FORMAT,
+    )
+
+    stream = (
+        struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_WINDOW_UPDATE, 1, 3, 5000)  # no body
+        + struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_DATA, 0, 3, 7)
+        + b"payload"
+        + struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_DATA, 4, 5, 2)
+        + b"ok"
+    )
+    for step in (1, 5, 12, 13, len(stream)):
+        recorder = _Recorder()
+        frames = yamux_patch._InboundFrames(None, recorder)  # type: ignore[arg-type]
+        for offset in range(0, len(stream), step):
+            frames._scan(stream[offset : offset + step])
+        assert recorder.frames == [(3, 0, 7), (5, 4, 2)], step
