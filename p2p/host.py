@@ -201,6 +201,8 @@ class Libp2pTransport:
 
     async def connect(self, multiaddr_text: str) -> str:
         info = discovery.parse_peer_addr(multiaddr_text)
+        if info.peer_id in self.host.get_connected_peers():
+            return str(info.peer_id.to_base58())
         if not await discovery.dial(self.host, info, fresh=True):
             self._count_failed_dial()
             raise PeerUnreachableError(f"could not connect to {multiaddr_text}")

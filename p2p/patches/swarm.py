@@ -41,6 +41,7 @@ from p2p.transport import ConnectionLimits, TransportStatistics
 logger = logging.getLogger(__name__)
 
 TRIM_INTERVAL_S = 1.0
+PEER_ADDRS_TO_DIAL_MAX = 4
 CLOSE_TIMEOUT_S = 2.0
 
 
@@ -52,6 +53,9 @@ def connection_config(limits: ConnectionLimits) -> ConnectionConfig:
         low_watermark=limits.connections_max,
         high_watermark=limits.connections_max,
         max_connections_per_peer=limits.connections_per_peer_max,
+        # A request to a peer we are not connected to dials the addresses it claimed in
+        # identify; upstream tries 25 of them.
+        max_peer_addrs_to_dial=PEER_ADDRS_TO_DIAL_MAX,
     )
 
 
