@@ -15,6 +15,10 @@ Upstream defects fixed here (py-libp2p 0.8.1, `libp2p/network/swarm.py`):
   loopback node) rather than the address the node listens on, so per-IP accounting and
   network-group diversity saw one IP. `SourceBoundTCP` dials from the listen address.
 
+`handle_inbound` leaves out two branches of upstream's handler that we do not use: the
+allow/deny-list connection gate (we configure no lists) and pre-multiplexed transports (QUIC,
+WebTransport; we listen on TCP only).
+
 Docs: docs/adr/0014-resource-bounds-below-libp2p.md.
 """
 
