@@ -7,29 +7,39 @@ exchange only happens on PRUNE, which a mesh smaller than D_hi never sends. None
 connected peer for the peers it is connected to and dial the ones we lack, up to a target.
 Wire: the request is an empty frame; the reply one frame of newline-separated multiaddrs, each
 ending in /p2p/<peer id>.
+
+What we pass on and what we dial follows `p2p.dialing` (ADR 0014): only addresses we have seen
+work are passed on; what others tell us is dialled within budgets and backoff. Before 0014 a
+node dialled whatever a peer named: 132 connections to attacker-chosen addresses in 10 s.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 import multiaddr
 import trio
 from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.security.pnet.protector import new_protected_conn
 
+from p2p.dialing import AddressBook, Hearsay
 from p2p.peers import PeerReputation
 from p2p.streams import encode_frame, read_frame
+from p2p.transport import TransportStatistics
 from protocol import limits
 
 logger = logging.getLogger(__name__)
 
 PEER_EXCHANGE_PROTOCOL: Final = "/hearth/peers/1"
 PEER_EXCHANGE_BYTES_MAX: Final = 64 * 1024
+PEER_EXCHANGE_TIMEOUT_MS: Final = 2000
+PROBE_ADDRS_PER_PEER_MAX: Final = 2  # listen addresses of one inbound peer we check per round
 BOOTSTRAP_BACKOFF_S_MIN: Final = 0.25
 _DIALABLE_PROTOCOLS: Final = frozenset({"ip4", "ip6", "tcp", "p2p"})
 
@@ -43,6 +53,11 @@ def parse_peer_addr(text: str) -> PeerInfo:
         return info_from_p2p_addr(multiaddr.Multiaddr(text))
     except Exception as error:
         raise ValueError(f"not a dialable /p2p/ multiaddr: {text!r}") from error
+
+
+def peer_id_of(text: str) -> str:
+    """The peer id a /p2p/ multiaddr names; ValueError if it is not one."""
+    return str(parse_peer_addr(text).peer_id.to_base58())
 
 
 def _is_dialable(addr: multiaddr.Multiaddr) -> bool:
@@ -62,16 +77,22 @@ def known_addrs(host: IHost, peer: ID) -> list[multiaddr.Multiaddr]:
         return []
 
 
-def exchange_reply(host: IHost, requester: ID) -> bytes:
-    """The peers we are connected to, with their listen addresses, for one requester."""
+def ip_of(addr: multiaddr.Multiaddr | str) -> str:
+    """The IP of a /ip4/ or /ip6/ multiaddr ("" if it has none)."""
+    parts = str(addr).split("/")
+    return parts[2] if len(parts) > 2 and parts[1] in ("ip4", "ip6") else ""
+
+
+def exchange_reply(host: IHost, book: AddressBook, requester: ID) -> bytes:
+    """Connected peers at addresses we have seen work, for one requester."""
     lines: list[str] = []
     peers = sorted(host.get_connected_peers(), key=str)[: limits.PEER_EXCHANGE_PEERS_MAX]
     for peer in peers:
         if peer == requester:
             continue
-        addrs = sorted({transport_addr(a) for a in known_addrs(host, peer) if _is_dialable(a)})
-        for addr in addrs[: limits.PEER_EXCHANGE_ADDRS_MAX]:
-            lines.append(f"{addr}/p2p/{peer.to_base58()}")
+        text = peer.to_base58()
+        for addr in book.verified(text)[: limits.PEER_EXCHANGE_ADDRS_MAX]:
+            lines.append(f"{addr}/p2p/{text}")
     return "\n".join(lines).encode()
 
 
@@ -92,12 +113,15 @@ def parse_exchange_reply(data: bytes) -> list[PeerInfo]:
     return list(found.values())
 
 
-async def serve_exchange(host: IHost, stream: INetStream, read_timeout_s: float) -> None:
+async def serve_exchange(
+    host: IHost, book: AddressBook, stream: INetStream, read_timeout_s: float
+) -> None:
     """Answer one peer-exchange request; never raises but for cancellation."""
     try:
         with trio.fail_after(read_timeout_s):
             await read_frame(stream, frame_bytes_max=0)
-            await stream.write(encode_frame(exchange_reply(host, stream.muxed_conn.peer_id)))
+            reply = exchange_reply(host, book, stream.muxed_conn.peer_id)
+            await stream.write(encode_frame(reply))
         await stream.close()
     except Exception as error:
         logger.debug("peer exchange with %s failed: %r", stream.muxed_conn.peer_id, error)
@@ -109,35 +133,66 @@ async def serve_exchange(host: IHost, stream: INetStream, read_timeout_s: float)
 
 
 async def dial(host: IHost, info: PeerInfo, *, fresh: bool = False) -> bool:
-    """Connect within the dial timeout. ``fresh`` skips py-libp2p's negative dial cache.
+    """Connect to ``info``'s first address only, within the dial timeout.
 
-    The swarm refuses to redial a peer for 60 s after all its addresses failed; bootstrap and
-    explicit connects run their own backoff and must not be silenced for a minute by it.
+    One address: `host.connect` would also try every address the peerstore holds for the peer,
+    which includes what the peer claimed for itself in identify. ``fresh`` skips py-libp2p's
+    negative dial cache (60 s after a peer's addresses all failed); bootstrap and explicit
+    connects run their own backoff and must not be silenced for a minute by it.
     """
+    network: Any = host.get_network()
     if fresh:
-        unblock = getattr(host.get_network(), "unblock_peer", None)
-        if unblock is not None:
-            unblock(info.peer_id)
+        network.unblock_peer(info.peer_id)
     try:
         with trio.fail_after(limits.DIAL_TIMEOUT_MS / 1000):
-            await host.connect(info)
+            await network.dial_addr(info.addrs[0], info.peer_id)
         return True
     except Exception as error:
         logger.debug("dial %s failed: %r", info.peer_id, error)
         return False
 
 
+async def probe(host: IHost, peer: ID, addr: multiaddr.Multiaddr) -> bool:
+    """Whether ``peer`` answers at ``addr``: a TCP connection and a Noise handshake, then hang up.
+
+    We are usually connected to the peer already (it dialled us), so `host.connect` would prove
+    nothing: it reuses the connection.
+    """
+    network: Any = host.get_network()
+    try:
+        with trio.fail_after(limits.DIAL_TIMEOUT_MS / 1000):
+            raw = await network.transport_manager.transport_for_dialing(addr).dial(addr)
+            if network.psk is not None:
+                raw = new_protected_conn(raw, network.psk)
+            try:
+                secured = await network.upgrader.upgrade_security(raw, True, peer)
+            finally:
+                await raw.close()
+        await secured.close()
+        return True
+    except Exception as error:
+        logger.debug("probe of %s at %s failed: %r", peer, addr, error)
+        return False
+
+
 async def keep_bootstrap_connected(
-    host: IHost, addr: str, check_interval_s: float, on_fail: Callable[[], None]
+    host: IHost,
+    book: AddressBook,
+    addr: str,
+    check_interval_s: float,
+    on_fail: Callable[[], None],
 ) -> None:
     """Dial ``addr`` until connected, with capped exponential backoff; re-dial if it drops."""
     info = parse_peer_addr(addr)
     backoff_s = BOOTSTRAP_BACKOFF_S_MIN
     rng = random.Random()
     while True:
-        if info.peer_id in host.get_connected_peers() or await dial(host, info, fresh=True):
-            backoff_s = BOOTSTRAP_BACKOFF_S_MIN
+        if info.peer_id in host.get_connected_peers():
             await trio.sleep(check_interval_s)
+            continue
+        if await dial(host, info, fresh=True):
+            book.record_working(info.peer_id.to_base58(), transport_addr(info.addrs[0]))
+            backoff_s = BOOTSTRAP_BACKOFF_S_MIN
             continue
         on_fail()
         # Jitter spreads the retries of many nodes that lost the same bootstrap node.
@@ -145,35 +200,112 @@ async def keep_bootstrap_connected(
         backoff_s = min(backoff_s * 2, limits.BOOTSTRAP_BACKOFF_MS_MAX / 1000)
 
 
-async def run_peer_exchange(
-    host: IHost,
-    request: RequestFn,
-    reputation: PeerReputation,
-    interval_s: float,
-) -> None:
-    """Every ``interval_s``, learn peers from connected peers and dial the ones we lack."""
-    while True:
-        await exchange_round(host, request, reputation)
-        await trio.sleep(interval_s)
+def _ms() -> int:
+    return int(trio.current_time() * 1000)
 
 
-async def exchange_round(host: IHost, request: RequestFn, reputation: PeerReputation) -> int:
-    """One round; returns how many new peers were dialled successfully."""
-    connected = set(host.get_connected_peers())
-    if len(connected) >= limits.PEERS_CONNECTED_TARGET:
-        return 0
-    candidates: dict[ID, PeerInfo] = {}
-    for peer in sorted(connected, key=str)[: limits.PEER_EXCHANGE_PEERS_MAX]:
-        try:
-            reply = await request(peer.to_base58(), PEER_EXCHANGE_PROTOCOL, b"", 2000)
-        except Exception as error:
-            logger.debug("peer exchange with %s failed: %r", peer, error)
-            continue
-        for info in parse_exchange_reply(reply):
-            if info.peer_id != host.get_id() and info.peer_id not in connected:
-                candidates.setdefault(info.peer_id, info)
-    dialled = 0
-    for info in list(candidates.values())[: limits.PEER_EXCHANGE_DIALS_MAX]:
-        if not reputation.is_banned(info.peer_id.to_base58()) and await dial(host, info):
-            dialled += 1
-    return dialled
+class PeerExchange:
+    """Rounds of peer exchange: verify inbound peers' addresses, ask peers, dial within budget."""
+
+    def __init__(
+        self,
+        host: IHost,
+        request: RequestFn,
+        reputation: PeerReputation,
+        stats: TransportStatistics,
+        book: AddressBook,
+        remote_ip: Callable[[ID], str],
+    ) -> None:
+        self._host = host
+        self._request = request
+        self._reputation = reputation
+        self._stats = stats
+        self._book = book
+        self._remote_ip = remote_ip
+
+    async def run(self, interval_s: float) -> None:
+        """Every ``interval_s``, one round."""
+        while True:
+            await self.round()
+            await trio.sleep(interval_s)
+
+    async def round(self) -> int:
+        """Verify, ask, dial; returns how many new peers were dialled successfully."""
+        connected = set(self._host.get_connected_peers())
+        await self._verify_inbound(connected)
+        if len(connected) >= limits.PEERS_CONNECTED_TARGET:
+            return 0
+        candidates = await self._ask(connected)
+        return await self._dial(candidates, connected)
+
+    async def _verify_inbound(self, connected: set[ID]) -> None:
+        """Probe connected peers' own listen addresses, on the IP their connection comes from."""
+        for peer in sorted(connected, key=str)[: limits.PEER_EXCHANGE_PEERS_MAX]:
+            text = peer.to_base58()
+            ip = self._remote_ip(peer)
+            if self._book.verified(text) or not ip:
+                continue
+            claimed = [a for a in known_addrs(self._host, peer) if _is_dialable(a)]
+            own = sorted({transport_addr(a) for a in claimed if ip_of(a) == ip})
+            for addr in own[:PROBE_ADDRS_PER_PEER_MAX]:
+                if not self._book.may_probe(ip, addr, _ms()):
+                    continue
+                if await probe(self._host, peer, multiaddr.Multiaddr(addr)):
+                    self._book.record_working(text, addr)
+                    break
+                self._book.record_failed(addr, _ms())
+
+    async def _ask(self, connected: set[ID]) -> list[Hearsay]:
+        own = self._host.get_id()
+        found: dict[tuple[str, str], Hearsay] = {}
+        for peer in sorted(connected, key=str)[: limits.PEER_EXCHANGE_PEERS_MAX]:
+            source = peer.to_base58()
+            try:
+                reply = await self._request(
+                    source, PEER_EXCHANGE_PROTOCOL, b"", PEER_EXCHANGE_TIMEOUT_MS
+                )
+            except Exception as error:
+                logger.debug("peer exchange with %s failed: %r", peer, error)
+                continue
+            for info in parse_exchange_reply(reply):
+                if info.peer_id == own or info.peer_id in connected:
+                    continue
+                for addr in info.addrs:
+                    text = transport_addr(addr)
+                    key = (info.peer_id.to_base58(), text)
+                    hearsay = Hearsay(key[0], text, ip_of(text), source, self._remote_ip(peer))
+                    found.setdefault(key, hearsay)
+        return list(found.values())
+
+    async def _dial(self, candidates: list[Hearsay], connected: set[ID]) -> int:
+        dialled = attempts = 0
+        tried: set[str] = set()
+        for hearsay in candidates:
+            if attempts >= limits.PEER_EXCHANGE_DIALS_MAX:
+                break
+            peer = ID.from_base58(hearsay.peer_id)
+            if hearsay.peer_id in tried or peer in self._host.get_connected_peers():
+                continue
+            if self._reputation.is_banned(hearsay.peer_id) or not _is_routable(hearsay):
+                continue
+            if not self._book.may_dial(hearsay, _ms()):
+                self._stats.exchange_dials_refused += 1
+                continue
+            tried.add(hearsay.peer_id)
+            attempts += 1
+            self._stats.exchange_dials += 1
+            if await dial(self._host, PeerInfo(peer, [multiaddr.Multiaddr(hearsay.addr)])):
+                self._book.record_working(hearsay.peer_id, hearsay.addr)
+                dialled += 1
+            else:
+                self._book.record_failed(hearsay.addr, _ms())
+        return dialled
+
+
+def _is_routable(hearsay: Hearsay) -> bool:
+    """Not an unspecified or multicast address: nobody listens there."""
+    try:
+        ip = ipaddress.ip_address(hearsay.target_ip)
+    except ValueError:
+        return False
+    return not (ip.is_unspecified or ip.is_multicast)

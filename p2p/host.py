@@ -13,6 +13,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import multiaddr
 import trio
@@ -22,6 +23,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.host.ping import ID as PING_PROTOCOL
+from libp2p.network.config import RetryConfig
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 from libp2p.pubsub.pubsub import Pubsub
@@ -33,7 +35,10 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2p import discovery
+from p2p.dialing import AddressBook
 from p2p.gossip import TopicGate, build_gossip, subscribe_topics
+from p2p.patches import swarm as swarm_patch
+from p2p.patches import yamux as yamux_patch
 from p2p.peers import PeerReputation
 from p2p.streams import StreamServer, check_frame, request_on, send_on
 from p2p.transport import (
@@ -66,6 +71,8 @@ def _new_libp2p_host(config: HostConfig) -> IHost:
         muxer_opt={TProtocol(YAMUX_PROTOCOL): Yamux},
         listen_addrs=[_listen_multiaddr(config)],
         psk=config.psk.hex() if config.psk is not None else None,
+        transports=[swarm_patch.SourceBoundTCP(config.listen_host)],
+        connection_config=swarm_patch.connection_config(config.connection_limits),
     )
 
 
@@ -91,6 +98,28 @@ class Libp2pTransport:
             config.inbound_messages_max
         )
         self._server = StreamServer(self._deliver, self._reputation, self._stats, self._timeout_s)
+        self._book = AddressBook()
+        self._muxer_guard = self._install_bounds()
+
+    def _install_bounds(self) -> yamux_patch.MuxerGuard:
+        """Put the host under our yamux and connection bounds (ADR 0014), before it listens."""
+        network: Any = self.host.get_network()  # the Swarm: its internals are patched here
+        limits = self._config.connection_limits
+        guard = yamux_patch.MuxerGuard(limits.streams_per_peer_max, self._reputation.adjust)
+        yamux_patch.install(network, yamux_patch.bounded_yamux(guard))
+        swarm_patch.disable_auto_connector(network)
+        # One TCP attempt per dial: our callers budget dials and back off themselves.
+        network.retry_config = RetryConfig(max_retries=0)
+        self._connections = swarm_patch.ConnectionManager(
+            network,
+            limits,
+            self._stats,
+            self._reputation.score,
+            self._reputation.is_banned,
+            frozenset(discovery.peer_id_of(addr) for addr in self._config.bootstrap),
+        )
+        self._connections.install()
+        return guard
 
     @property
     def peer_id(self) -> str:
@@ -109,6 +138,8 @@ class Libp2pTransport:
         return self._reputation
 
     def statistics(self) -> TransportStatistics:
+        self._stats.windows_exceeded = self._muxer_guard.windows_exceeded
+        self._stats.streams_refused = self._muxer_guard.streams_refused
         return self._stats
 
     def topic_peers(self, topic: str) -> list[str]:
@@ -123,6 +154,7 @@ class Libp2pTransport:
         self.host.set_stream_handler(
             TProtocol(discovery.PEER_EXCHANGE_PROTOCOL), self._serve_exchange
         )
+        nursery.start_soon(self._connections.run_trimmer)
         gate = TopicGate(self._reputation, self._stats)
         await subscribe_topics(
             self._pubsub, self._config.topics, gate, self._deliver, self._stats, nursery
@@ -131,17 +163,15 @@ class Libp2pTransport:
             nursery.start_soon(
                 discovery.keep_bootstrap_connected,
                 self.host,
+                self._book,
                 addr,
                 self._config.discovery_interval_s,
                 self._count_failed_dial,
             )
-        nursery.start_soon(
-            discovery.run_peer_exchange,
-            self.host,
-            self.request,
-            self._reputation,
-            self._config.discovery_interval_s,
+        exchange = discovery.PeerExchange(
+            self.host, self.request, self._reputation, self._stats, self._book, self._remote_ip
         )
+        nursery.start_soon(exchange.run, self._config.discovery_interval_s)
 
     def close_inbound(self) -> None:
         """End the node's `async for` over `inbound`; later items are dropped and counted."""
@@ -171,9 +201,12 @@ class Libp2pTransport:
 
     async def connect(self, multiaddr_text: str) -> str:
         info = discovery.parse_peer_addr(multiaddr_text)
+        if info.peer_id in self.host.get_connected_peers():
+            return str(info.peer_id.to_base58())
         if not await discovery.dial(self.host, info, fresh=True):
             self._count_failed_dial()
             raise PeerUnreachableError(f"could not connect to {multiaddr_text}")
+        self._book.record_working(info.peer_id.to_base58(), discovery.transport_addr(info.addrs[0]))
         return str(info.peer_id.to_base58())
 
     async def ping(self, peer_id: str) -> float:
@@ -250,7 +283,7 @@ class Libp2pTransport:
         return handle
 
     async def _serve_exchange(self, stream: INetStream) -> None:
-        await discovery.serve_exchange(self.host, stream, self._timeout_s)
+        await discovery.serve_exchange(self.host, self._book, stream, self._timeout_s)
 
     async def _open_stream(self, peer_id: str, protocol_id: str) -> INetStream:
         try:
@@ -279,13 +312,13 @@ async def open_transport(config: HostConfig) -> AsyncIterator[Libp2pTransport]:
     """
     host = _new_libp2p_host(config)
     pubsub, router = build_gossip(host, config.gossip_heartbeat_s)
+    transport = Libp2pTransport(host, pubsub, config)
     async with (
         host.run(listen_addrs=[_listen_multiaddr(config)]),
         background_trio_service(pubsub),
         background_trio_service(router),
     ):
         await pubsub.wait_until_ready()
-        transport = Libp2pTransport(host, pubsub, config)
         async with trio.open_nursery() as nursery:
             await transport.start(nursery)
             try:

@@ -33,6 +33,34 @@ class RequestTimeoutError(TransportError):
 
 
 @dataclass(frozen=True)
+class ConnectionLimits:
+    """Bounds on connections and streams, so that no flood can eclipse a node (ADR 0014).
+
+    Above ``connections_high`` the least valuable connections are closed until
+    ``connections_low`` remain; at ``connections_max`` new inbound connections are refused
+    before their handshake. Connections younger than ``trim_grace_ms`` and those to bootstrap
+    peers are never trimmed.
+    """
+
+    connections_low: int = 64
+    connections_high: int = 96
+    connections_max: int = 128
+    connections_per_ip_max: int = 8  # inbound, counted from the TCP source address
+    connections_per_peer_max: int = 2
+    streams_per_peer_max: int = 64  # inbound streams open (or holding unread data) at once
+    trim_grace_ms: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0 < self.connections_low <= self.connections_high <= self.connections_max:
+            raise ValueError("need 0 < connections_low <= connections_high <= connections_max")
+        for name in ("connections_per_ip_max", "connections_per_peer_max", "streams_per_peer_max"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.trim_grace_ms < 0:
+            raise ValueError("trim_grace_ms must not be negative")
+
+
+@dataclass(frozen=True)
 class HostConfig:
     """Everything needed to open a node's network presence.
 
@@ -52,6 +80,7 @@ class HostConfig:
     discovery_interval_s: float = 1.0  # how often to ask peers for their peers
     inbound_messages_max: int = limits.EVENT_QUEUE_MESSAGES_MAX
     stream_read_timeout_ms: int = limits.STREAM_READ_TIMEOUT_MS
+    connection_limits: ConnectionLimits = ConnectionLimits()
 
     def __post_init__(self) -> None:
         if len(self.seed) != 32:
@@ -98,6 +127,12 @@ class TransportStatistics:
     requests_refused: int = 0  # stream from a banned peer or on a protocol we do not serve
     gossip_refused: int = 0  # oversize gossip or from a banned author
     dials_failed: int = 0
+    connections_refused: int = 0  # inbound over a cap, or from a banned peer
+    connections_trimmed: int = 0  # closed by the connection manager above high water
+    windows_exceeded: int = 0  # yamux receive window overrun: connection closed
+    streams_refused: int = 0  # inbound stream over the per-peer cap: reset
+    exchange_dials: int = 0  # dials to addresses learnt by peer exchange
+    exchange_dials_refused: int = 0  # candidates refused by a dial budget or backoff
 
 
 class Transport(Protocol):

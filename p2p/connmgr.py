@@ -1,0 +1,88 @@
+"""Connection manager policy: inbound admission per IP and in total, and which connections to trim.
+
+Pure: the libp2p glue in `p2p.patches.swarm` feeds it what it sees and carries out its
+decisions. Time: ``now_ms`` arguments.
+
+Theory of operation. An inbound connection takes a slot in `InboundGate` before its handshake
+(refused at once if its IP already holds `connections_per_ip_max`, or the node holds
+`connections_max`) and gives it back when the connection closes, never later: py-libp2p 0.8.1
+kept each slot until the swarm stopped, so 250 connections in a node's life eclipsed it.
+Above high water, `choose_trim` closes the least valuable connections down to low water: a
+peer's connections beyond `connections_per_peer_max` first, then by reputation, inbound before
+outbound, newest before oldest. Bootstrap peers and connections in their grace period stay.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from p2p.transport import ConnectionLimits
+
+
+@dataclass(frozen=True)
+class ConnectionView:
+    """One live connection as the policy sees it. ``key`` identifies it to the caller."""
+
+    key: int
+    peer_id: str
+    outbound: bool
+    opened_ms: int
+    protected: bool  # a bootstrap peer: never trimmed
+    score: int  # the peer's reputation
+
+
+class InboundGate:
+    """Inbound slots per IP and in total, held from before the handshake until the close."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self._limits = limits
+        self._per_ip: Counter[str] = Counter()
+
+    @property
+    def held(self) -> int:
+        return sum(self._per_ip.values())
+
+    def try_admit(self, ip: str, connections_live: int) -> bool:
+        """Take a slot for a connection from ``ip``; False if a cap refuses it."""
+        if self._per_ip[ip] >= self._limits.connections_per_ip_max:
+            return False
+        if max(connections_live, self.held) >= self._limits.connections_max:
+            return False
+        self._per_ip[ip] += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        assert self._per_ip[ip] > 0, f"release without admit for {ip}"
+        self._per_ip[ip] -= 1
+        if not self._per_ip[ip]:
+            del self._per_ip[ip]
+
+    def per_ip(self) -> dict[str, int]:
+        return dict(self._per_ip)
+
+
+def choose_trim(
+    connections: list[ConnectionView], limits: ConnectionLimits, now_ms: int
+) -> list[int]:
+    """Keys of the connections to close now, least valuable first."""
+    chosen: list[ConnectionView] = []
+    by_peer: dict[str, list[ConnectionView]] = {}
+    for view in connections:
+        by_peer.setdefault(view.peer_id, []).append(view)
+    for views in by_peer.values():
+        views.sort(key=lambda v: (v.opened_ms, v.key))  # keep the oldest of a peer's
+        chosen.extend(views[limits.connections_per_peer_max :])
+    remaining = len(connections) - len(chosen)
+    if remaining > limits.connections_high:
+        taken = {v.key for v in chosen}
+        candidates = [
+            v
+            for v in connections
+            if v.key not in taken
+            and not v.protected
+            and now_ms - v.opened_ms >= limits.trim_grace_ms
+        ]
+        candidates.sort(key=lambda v: (v.score, v.outbound, -v.opened_ms, v.key))
+        chosen.extend(candidates[: remaining - limits.connections_low])
+    return [v.key for v in chosen]
