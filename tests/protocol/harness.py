@@ -157,7 +157,7 @@ class Cluster:
             "module_bytes": len(module),
             "input_hash": input_hash,
             "input_bytes": len(data),
-            "fuel_max": 10**12,
+            "fuel_max": 2 * 10**10,  # a bound the fake runs keep (FUEL_PER_INPUT_BYTE)
             "memory_mb_max": 256,
             "deadline_ms": self.now_ms + 120_000,
             "max_price_mc_per_tfuel": 50_000,
