@@ -21,11 +21,11 @@ PUBLISHER = 3
 @pytest.mark.parametrize(
     ("fuel_max", "fuel_per_s", "time_left_ms", "expected_ms"),
     [
-        (10**10, 10**10, 18_500, 7_000),  # 1 s of work: twice that plus the margin
-        (2 * 10**11, 10**10, 178_500, 45_000),  # 20 s of work, a long deadline
+        (10**10, 10**10, 18_500, 8_000),  # 1 s of work: three times that plus the margin
+        (2 * 10**11, 10**10, 178_500, 65_000),  # 20 s of work, a long deadline
         (10**11, 10**10, 20_000, 15_000),  # the slack would pass half the time: the floor holds
         (3 * 10**11, 10**10, 20_000, 20_000),  # never past the deadline
-        (10**6, 10**10, 3_600_000, LEASE_MARGIN_MS + 2),  # a 1 ms job: the margin dominates
+        (10**6, 10**10, 3_600_000, LEASE_MARGIN_MS + 3),  # a 1 ms job: the margin dominates
     ],
 )
 def test_the_derived_lease_fits_the_job(
@@ -37,7 +37,7 @@ def test_the_derived_lease_fits_the_job(
 def test_a_set_lease_wins_but_never_runs_past_the_deadline() -> None:
     assert lease_ms(5_000, 10**12, 10**9, 60_000) == 5_000
     assert lease_ms(90_000, 10**12, 10**9, 60_000) == 60_000
-    assert lease_ms(0, 10**10, 10**10, 18_500) == 7_000
+    assert lease_ms(0, 10**10, 10**10, 18_500) == 8_000
     assert run_ms_max(10**9 + 1, 10**9) == 1_001  # rounded up: never promise too little time
 
 
@@ -57,7 +57,7 @@ def test_the_award_carries_the_derived_lease() -> None:
     job = cluster.nodes[PUBLISHER].engine.publisher.jobs[job_id]
     fuel_per_s = cluster.nodes[PUBLISHER].engine.config.profile.fuel_per_s
     expected = derived_lease_ms(4 * 10**9, fuel_per_s, job.call.deadline_ms - at_ms)
-    assert envelope.body.lease_ms == expected == 13_000  # 4 s of work, 2 x 4 s + 5 s
+    assert envelope.body.lease_ms == expected == 17_000  # 4 s of work, 3 x 4 s + 5 s
 
 
 def test_a_winner_that_accepts_and_never_commits_loses_a_20_s_job_in_time() -> None:
