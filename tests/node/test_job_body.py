@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from hearth.client import JobOptions
+from node.commands.job_network import options_from
 from node.routes import parse_job_body
 
 
@@ -36,3 +37,9 @@ def test_a_lease_within_the_deadline_is_kept(lease_s: int) -> None:
 def test_a_lease_outside_the_deadline_or_not_whole_seconds_is_refused(lease_s: Any) -> None:
     with pytest.raises(ValueError, match="lease_s"):
         parse_job_body(_body(lease_s=lease_s))
+
+
+def test_the_cli_flag_and_the_spec_file_carry_the_lease() -> None:
+    assert options_from({"lease_s": 7}, {"lease_s": None}).lease_s == 7  # from the spec file
+    assert options_from({"lease_s": 7}, {"lease_s": 9}).lease_s == 9  # --lease wins
+    assert options_from({}, {}).lease_s is None  # derived
