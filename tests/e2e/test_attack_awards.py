@@ -173,7 +173,7 @@ async def test_forged_awards_to_every_node_leave_an_honest_job_on_time(net) -> N
             nursery.cancel_scope.cancel()
     assert_verified_and_paid(result, data)
     assert elapsed_s < NORMAL_JOB_S_MAX
-    assert attack.forged == len(net)
+    assert attack.forged >= len(net)  # one per node for each call seen
     hostile_id, publisher_id = hostile.transport.peer_id, publisher.info["peer_id"]
     workers = [n for n in net if n is not publisher]
     views = [await trio.to_thread.run_sync(reputations, w) for w in workers]
