@@ -94,11 +94,14 @@ def _connection(home: Path | None) -> tuple[str, dict[str, str]]:
     home = home or paths.data_dir()
     try:
         info = json.loads(paths.node_info_path(home).read_text())
-        token = paths.token_path(home).read_text().strip()
     except FileNotFoundError:
         raise HearthError(
             f"no running node for {home}; start one with `hearth node start`"
         ) from None
+    try:
+        token = paths.read_token(paths.token_path(home))
+    except ValueError as exc:
+        raise HearthError(str(exc)) from None
     return info["api"], {"Authorization": f"Bearer {token}"}
 
 

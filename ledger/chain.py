@@ -123,7 +123,8 @@ class ChainState:
     """The fold of one author's verified chain prefix (see the module docstring)."""
 
     __slots__ = (
-        "author", "balance_mc", "earns", "head", "pay_keys", "pays", "refused", "reserved_mc",
+        "author", "balance_mc", "earned_by_payer", "earns", "head", "paid_by_payee", "pay_keys",
+        "pays", "refused", "reserved_mc",
     )  # fmt: skip
 
     def __init__(self, author: bytes) -> None:
@@ -136,6 +137,10 @@ class ChainState:
         self.pay_keys: dict[tuple[bytes, bytes], bytes] = {}  # (job_id, payee) -> receipt hash
         self.earns: dict[tuple[bytes, bytes], int] = {}  # (payer, job_id) -> seq of our EARN
         self.refused: dict[bytes, int] = {}  # author -> seq of our FORK_EVIDENCE entry
+        # Per counterparty, for credit lines (ADR 0013): what each payer has credited us, and
+        # what each payee has countersigned from us (settled), as [mc, receipts].
+        self.earned_by_payer: dict[bytes, list[int]] = {}
+        self.paid_by_payee: dict[bytes, list[int]] = {}
 
     @property
     def available_mc(self) -> int:
@@ -169,8 +174,11 @@ class ChainState:
             record = self.pays[change.pay_status[0]]
             old_status = (record.status, record.seq)
             record.status, record.seq = change.pay_status[1], entry.seq
+            if record.status is PayStatus.SETTLED:
+                _add_flow(self.paid_by_payee, record.payee, record.amount_mc, 1)
         if change.earn_key is not None:
             self.earns[change.earn_key] = entry.seq
+            _add_flow(self.earned_by_payer, change.earn_key[0], change.balance_delta_mc, 1)
         if change.refused_author is not None:
             self.refused[change.refused_author] = entry.seq
         assert self.reserved_mc >= 0
@@ -189,9 +197,12 @@ class ChainState:
         if change.pay_status is not None:
             assert undo.old_status is not None
             record = self.pays[change.pay_status[0]]
+            if record.status is PayStatus.SETTLED:
+                _add_flow(self.paid_by_payee, record.payee, -record.amount_mc, -1)
             record.status, record.seq = undo.old_status
         if change.earn_key is not None:
             del self.earns[change.earn_key]
+            _add_flow(self.earned_by_payer, change.earn_key[0], -change.balance_delta_mc, -1)
         if change.refused_author is not None:
             del self.refused[change.refused_author]
 
@@ -314,6 +325,14 @@ class ChainState:
         if receipt.payer != self.author or record is None:
             raise UnknownReceiptError("settle of a receipt this chain never paid")
         return receipt, record
+
+
+def _add_flow(flows: dict[bytes, list[int]], party: bytes, amount_mc: int, receipts: int) -> None:
+    flow = flows.setdefault(party, [0, 0])
+    flow[0] += amount_mc
+    flow[1] += receipts
+    if flow[1] == 0:
+        del flows[party]
 
 
 def _double_claim(first_seq: int) -> DoubleClaimError:

@@ -2,6 +2,10 @@
 
 The CLI, the Python SDK and the dashboard all speak to it. Handlers read the engine's state
 directly: they run on the daemon's trio loop, between engine steps, so they see a consistent view.
+
+Every request is checked before its body is read: the token first (401), then the body's size
+(413): a declared ``Content-Length`` over ``BODY_BYTES_MAX`` is refused unread, and a body
+without one is read only up to the cap, so no request makes the node hold more than one blob.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from protocol import limits
 from protocol.market import MarketEntry
 from protocol.messages import CapacityAd
 
 Handler = Callable[[Request], Awaitable[Response]]
+BODY_BYTES_MAX = limits.BLOB_BYTES_MAX  # the largest body any endpoint takes: one blob
 
 if TYPE_CHECKING:  # trio-typing's stubs (a py-libp2p dependency) shadow trio's own types
     from trio_typing import TaskStatus
@@ -69,25 +75,81 @@ def to_json(value: Any) -> Any:
 
 
 class TokenGuard:
-    """ASGI middleware: every request must carry ``Authorization: Bearer <token>``."""
+    """ASGI middleware: every request must carry ``Authorization: Bearer <token>``, and a body of
+    at most ``body_bytes_max`` bytes (checked before it is read, then while it is read)."""
 
-    def __init__(self, app: Any, token: str) -> None:
+    def __init__(self, app: Any, token: str, body_bytes_max: int = BODY_BYTES_MAX) -> None:
         self._app = app
         self._token = token.encode()
+        self._body_bytes_max = body_bytes_max
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             headers = dict(scope.get("headers") or [])
             supplied = headers.get(b"authorization", b"")
             if not hmac.compare_digest(supplied, b"Bearer " + self._token):
-                response = JSONResponse({"error": "missing or wrong API token"}, status_code=401)
-                await response(scope, receive, send)
+                await _refuse(401, "missing or wrong API token", scope, receive, send)
+                return
+            refusal = self._declared_size_refusal(headers.get(b"content-length"))
+            if refusal is None:
+                first = await self._read_body(receive)
+                if first is None:
+                    refusal = self._too_large()
+                else:
+                    receive = _replay(first, receive)
+            if refusal is not None:
+                await _refuse(*refusal, scope, receive, send)
                 return
         await self._app(scope, receive, send)
 
+    def _too_large(self) -> tuple[int, str]:
+        return 413, f"the request body is over {self._body_bytes_max} bytes"
 
-def build_app(routes: list[Route], token: str) -> TokenGuard:
-    return TokenGuard(Starlette(routes=routes), token)
+    def _declared_size_refusal(self, header: bytes | None) -> tuple[int, str] | None:
+        if header is None:
+            return None
+        try:
+            declared = int(header)
+        except ValueError:
+            return 400, "Content-Length is not a number"
+        return self._too_large() if declared > self._body_bytes_max else None
+
+    async def _read_body(self, receive: Any) -> dict[str, Any] | None:
+        """The whole body as one ASGI message (or the client's disconnect), or None as soon as
+        it passes the cap: the rest is never read."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message: dict[str, Any] = await receive()
+            if message["type"] != "http.request":
+                return message  # the client went away: the app sees that, and nothing is kept
+            size += len(message.get("body", b""))
+            if size > self._body_bytes_max:
+                return None
+            parts.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return {"type": "http.request", "body": b"".join(parts), "more_body": False}
+
+
+def _replay(first: dict[str, Any], receive: Any) -> Any:
+    """A ``receive`` that gives the app the message already read, then what the server sends."""
+    pending = [first]
+
+    async def replay() -> dict[str, Any]:
+        if pending:
+            return pending.pop()
+        message: dict[str, Any] = await receive()
+        return message
+
+    return replay
+
+
+async def _refuse(status: int, reason: str, scope: Any, receive: Any, send: Any) -> None:
+    await JSONResponse({"error": reason}, status_code=status)(scope, receive, send)
+
+
+def build_app(routes: list[Route], token: str, body_bytes_max: int = BODY_BYTES_MAX) -> TokenGuard:
+    return TokenGuard(Starlette(routes=routes), token, body_bytes_max)
 
 
 async def serve_api(

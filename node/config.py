@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from node.commands.common import CommandError
+from protocol.credit import CreditConfig
 from protocol.messages import ENERGY_SOURCES, HOURS_MASK_ALL, RUNTIMES
 from protocol.pricing import DAY_HOURS, PricingConfig
 
@@ -39,6 +40,12 @@ memory_mb = 1024
 runtimes = ["wasm", "python"]
 # Disk for compiled job modules, oldest unused evicted first (0 keeps none on disk).
 module_cache_mb = 512
+# Disk for job blobs (modules, inputs, outputs), and the most held for any one peer's jobs.
+# Blobs no job needs are evicted, least recently used first, and deleted after 10 minutes.
+blob_store_mb = 4096
+blob_store_peer_mb = 512
+# node.log is rotated at this size; three old files are kept besides it.
+log_mb = 10
 
 [energy]
 # Extra power the machine draws when it is busy, in watts.
@@ -59,6 +66,18 @@ wear_mc_per_tfuel = 1
 [availability]
 # Local hours when the node takes jobs, as ranges.
 hours = ["0-24"]
+
+[credit]
+# Credit this node accepts from a payer for no work it did for that payer (gifts, spam, or a
+# payment it can no longer match to its job after a restart), in credits and in receipts.
+# Payment for work this node did is never limited. See docs/adr/0013-credit-lines.md.
+unknown_payer = 10.0
+unknown_payer_receipts = 16
+# The same, for every payer without history together (a swarm of throwaway keys shares it).
+unknown_total = 100.0
+unknown_total_receipts = 256
+# A payer's line grows by what it paid us for work and what we paid it, up to this much more.
+history_max = 1000.0
 """
 
 
@@ -72,12 +91,16 @@ class NodeConfig:
     cores: int = 1
     memory_mb: int = 1024
     module_cache_mb: int = 512
+    blob_store_mb: int = 4096
+    blob_store_peer_mb: int = 512
+    log_mb: int = 10
     runtimes: tuple[str, ...] = ("wasm", "python")
     energy_source: str = "grid"
     availability_hours_mask: int = HOURS_MASK_ALL
     pricing: PricingConfig = dataclasses.field(
         default_factory=lambda: PricingConfig(60, (30_000,) * DAY_HOURS)
     )
+    credit: CreditConfig = dataclasses.field(default_factory=CreditConfig)
 
 
 def _bad(key: str, fix: str) -> CommandError:
@@ -125,7 +148,7 @@ def parse(text: str) -> NodeConfig:
         raise CommandError(
             f"config: not valid TOML ({exc}); fix the file or run `hearth init`"
         ) from None
-    known = {"node", "limits", "energy", "availability"}
+    known = {"node", "limits", "energy", "availability", "credit"}
     for section in raw:
         if section not in known:
             raise _bad(section, f"unknown section; expected one of {sorted(known)}")
@@ -162,6 +185,13 @@ def parse(text: str) -> NodeConfig:
     module_cache_mb = _typed(caps, "module_cache_mb", int, "limits")
     if module_cache_mb < 0:
         raise _bad("limits.module_cache_mb", "must be 0 or more (0 keeps no compiled module)")
+    blob_store_mb = _typed(caps, "blob_store_mb", int, "limits")
+    blob_store_peer_mb = _typed(caps, "blob_store_peer_mb", int, "limits")
+    if not 1 <= blob_store_peer_mb <= blob_store_mb:
+        raise _bad("limits.blob_store_peer_mb", "must be at least 1 and at most blob_store_mb")
+    log_mb = _typed(caps, "log_mb", int, "limits")
+    if log_mb < 1:
+        raise _bad("limits.log_mb", "must be at least 1 (node.log is rotated at this size)")
     port = _typed(node, "port", int, "node")
     if not 0 <= port <= 65535:
         raise _bad("node.port", "must be 0-65535")
@@ -174,6 +204,7 @@ def parse(text: str) -> NodeConfig:
     if power_w < 0 or margin_pct < 0 or wear < 0 or min(tariff) < 0:
         raise _bad("energy", "power, tariffs, margin and wear must not be negative")
     return NodeConfig(
+        credit=_credit(merged["credit"]),
         host=_typed(node, "host", str, "node"),
         port=port,
         bootstrap=tuple(str(b) for b in _typed(node, "bootstrap", list, "node")),
@@ -182,6 +213,9 @@ def parse(text: str) -> NodeConfig:
         cores=cores,
         memory_mb=memory_mb,
         module_cache_mb=module_cache_mb,
+        blob_store_mb=blob_store_mb,
+        blob_store_peer_mb=blob_store_peer_mb,
+        log_mb=log_mb,
         runtimes=runtimes,
         energy_source=source,
         availability_hours_mask=mask,
@@ -193,6 +227,26 @@ def parse(text: str) -> NodeConfig:
             margin_pct=margin_pct,
             wear_mc_per_tfuel=wear,
         ),
+    )
+
+
+def _credit(section: dict[str, Any]) -> CreditConfig:
+    amounts = {
+        key: _typed(section, key, float, "credit")
+        for key in ("unknown_payer", "unknown_total", "history_max")
+    }
+    counts = {
+        key: _typed(section, key, int, "credit")
+        for key in ("unknown_payer_receipts", "unknown_total_receipts")
+    }
+    if min(amounts.values()) < 0 or min(counts.values()) < 0:
+        raise _bad("credit", "credit lines and receipt counts must not be negative")
+    return CreditConfig(
+        unknown_payer_mc=_mc(amounts["unknown_payer"]),
+        unknown_payer_receipts=counts["unknown_payer_receipts"],
+        unknown_total_mc=_mc(amounts["unknown_total"]),
+        unknown_total_receipts=counts["unknown_total_receipts"],
+        history_mc_max=_mc(amounts["history_max"]),
     )
 
 

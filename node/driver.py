@@ -11,6 +11,11 @@ Effects that wait on the network (Publish, Send) run as tasks in the driver's nu
 peer never stalls the engine. Timers live in a dict of key -> deadline; one task sleeps until the
 earliest and wakes when the dict changes. Effects the driver does not know are looked up in
 ``effect_handlers``, which the node's runtime fills (sandbox, blobs, ledger).
+
+Each step, each effect, each effect's task and each request handler runs inside the failure
+boundary (node/boundary.py): an exception there fails that one piece of work, is logged and
+charged to the peer that sent the input, and the node runs on. ``Log`` effects go through a
+limiter, so a flood of rejected messages becomes a few lines and a count.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 import multiaddr
 import trio
 
+from node.boundary import Boundary
 from node.clock import Clock
-from node.logs import log
+from node.logs import LINE_WINDOW_S, LogLimiter
 from p2p.transport import Inbound, PeerStatus, Transport, TransportError
 from protocol import limits
 from protocol.effects import CancelTimer, Log, Penalise, Publish, Send, SetTimer
@@ -91,6 +97,11 @@ class Driver:
         self._timers_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.events_dropped = 0
+        self.log_limiter = LogLimiter()
+        self.boundary = Boundary(transport.reputation, self.now_s, self.log_limiter)
+
+    def now_s(self) -> float:
+        return self.clock.now_ms() / 1000
 
     def submit_nowait(self, event: object) -> bool:
         """Queue an event for the engine; False (and counted) if the queue is full."""
@@ -110,9 +121,18 @@ class Driver:
             nursery.start_soon(self._pump_inbound)
             nursery.start_soon(self._run_timers)
             nursery.start_soon(self._watch_peers)
+            nursery.start_soon(self._flush_logs)
             task_status.started()
             async for event in self._receive:
-                self.step(event)
+                peer = event.peer if isinstance(event, MessageReceived) else None
+                with self.boundary.guard(f"step:{type(event).__name__}", peer):
+                    self.step(event)
+
+    def expedite(self, key: str) -> None:
+        """Fire the timer ``key`` now if it is set (what it waited for has come back)."""
+        if key in self._timers:
+            self._timers[key] = self.clock.now_ms()
+            self._timers_changed.set()
 
     def step(self, event: object) -> None:
         effects = self.engine.step(event, self.clock.now_ms())
@@ -122,7 +142,8 @@ class Driver:
 
     def execute_all(self, effects: list[Any]) -> None:
         for effect in effects:
-            self._execute(effect)
+            with self.boundary.guard(f"effect:{type(effect).__name__}"):
+                self._execute(effect)
 
     def _execute(self, effect: Any) -> None:
         assert self._nursery is not None
@@ -139,31 +160,55 @@ class Driver:
         elif isinstance(effect, Penalise):
             self.transport.reputation.adjust(effect.peer, -effect.points)
         elif isinstance(effect, Log):
-            log(effect.level, effect.event, **dict(effect.fields))
+            fields = dict(effect.fields)
+            key = f"{effect.event}:{fields.get('reason', '')}"
+            self.log_limiter.log(key, self.now_s(), effect.level, effect.event, **fields)
         else:
             handler = self.effect_handlers.get(type(effect))
             assert handler is not None, f"no handler for effect {type(effect).__name__}"
             result = handler(effect)
             if result is not None:
-                self._nursery.start_soon(_await, result)
+                self._nursery.start_soon(self._await, f"effect:{type(effect).__name__}", result)
+
+    async def _await(self, what: str, awaitable: Awaitable[None]) -> None:
+        with self.boundary.guard(what):
+            await awaitable
 
     async def _publish(self, effect: Publish) -> None:
-        try:
-            await self.transport.publish(effect.topic, effect.data)
-        except TransportError as exc:
-            log("warning", "publish-failed", topic=effect.topic, error=str(exc))
+        with self.boundary.guard("effect:Publish"):
+            try:
+                await self.transport.publish(effect.topic, effect.data)
+            except TransportError as exc:
+                self.log_limiter.log(
+                    "publish-failed", self.now_s(), "warning", "publish-failed",
+                    topic=effect.topic, error=str(exc),
+                )  # fmt: skip
 
     async def _deliver(self, effect: Send) -> None:
-        try:
-            await self.transport.send(effect.peer, effect.protocol, effect.data)
-        except TransportError as exc:
-            log("info", "send-failed", peer=effect.peer, protocol=effect.protocol, error=str(exc))
+        with self.boundary.guard("effect:Send"):
+            try:
+                await self.transport.send(effect.peer, effect.protocol, effect.data)
+            except TransportError as exc:
+                self.log_limiter.log(
+                    "send-failed", self.now_s(), "info", "send-failed",
+                    peer=effect.peer, protocol=effect.protocol, error=str(exc),
+                )  # fmt: skip
+
+    async def _serve(self, handler: Callable[[Inbound], Awaitable[None]], item: Inbound) -> None:
+        """Answer one direct-stream request; its failure is the requester's, never the node's."""
+        with self.boundary.guard(f"request:{item.channel}", item.peer_id):
+            await handler(item)
+
+    async def _flush_logs(self) -> None:
+        while True:
+            await trio.sleep(LINE_WINDOW_S)
+            self.log_limiter.flush(self.now_s())
 
     async def _pump_inbound(self) -> None:
         async for item in self.transport.inbound:
             handler = self.request_handlers.get(item.channel)
             if handler is not None and self._nursery is not None:
-                self._nursery.start_soon(handler, item)
+                self._nursery.start_soon(self._serve, handler, item)
                 continue
             self.submit_nowait(MessageReceived(PeerId(item.peer_id), item.channel, item.data))
 
@@ -210,7 +255,3 @@ class Driver:
         except (TransportError, trio.TooSlowError, OSError):
             return
         self.submit_nowait(RttMeasured(PeerId(peer_id), max(0, round(rtt_ms))))
-
-
-async def _await(awaitable: Awaitable[None]) -> None:
-    await awaitable

@@ -59,10 +59,11 @@ def load_identity(home: Path) -> Identity:
 
 
 def load_token(home: Path) -> str:
+    """The API token; refused if missing, empty, or readable by other users (one line, a fix)."""
     try:
-        return paths.token_path(home).read_text().strip()
-    except FileNotFoundError:
-        raise CommandError(f"no API token in {home}; run `hearth init`") from None
+        return paths.read_token(paths.token_path(home))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
 
 
 def load_config(home: Path) -> NodeConfig:

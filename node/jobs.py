@@ -4,18 +4,24 @@ It carries out the job effects the engine returns (FetchBlob, RunJob, AbortJob, 
 SaveJob) and feeds their outcomes back as events. Publisher state is saved as one file per job
 (written to a temporary file, synced, renamed) and restored when the node starts, so a publisher
 killed mid-job resumes it or cancels it with signed messages.
+
+A write the disk refuses (``OSError``: a full disk) never fails the job or the node: a job's
+state and an output blob that could not be written stay in memory (``unsaved``,
+``unsaved_blobs``), ``disk_failure`` says why (the node is then degraded and takes no work,
+node/health.py), and ``save_pending`` writes them once there is room.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from node.adversary import Adversary
-from node.blobs import BlobError, BlobStore, fetch_blob
+from node.blobs import BlobError, BlobStore, BlobUse, blob_hash, fetch_blob
 from node.driver import Driver
 from node.files import write_atomically
 from node.logs import log
@@ -27,8 +33,12 @@ from protocol.events import BlobFetched, BlobFetchFailed, JobExecuted
 from protocol.job_messages import JobId
 
 EVENTS_PER_JOB_MAX = 256
+BLOB_SWEEP_INTERVAL_S = 60.0
 OUTPUT_BYTES_MAX = limits.BLOB_BYTES_MAX
 TERMINAL_PHASES = frozenset({"paid", "failed"})
+PROBE_FILE_NAME = ".space-probe"
+PROBE_BYTES = 1 << 20  # room for this means room for job states and small blobs again
+UNSAVED_BLOB_BYTES_MAX = 2 * limits.BLOB_BYTES_MAX  # outputs held in memory while the disk is full
 
 
 @dataclasses.dataclass
@@ -59,6 +69,12 @@ class JobService:
         self.jobs_dir.mkdir(exist_ok=True)
         self.logs: dict[bytes, JobLog] = {}
         self._running: dict[bytes, trio.CancelScope] = {}
+        self._restored = False  # until saved jobs are back, every blob on disk may be needed
+        blobs.in_use = self._blobs_in_use
+        self.unsaved: dict[bytes, bytes] = {}  # job id -> its latest state not yet on disk
+        self.unsaved_blobs: dict[bytes, bytes] = {}  # hash -> blob not yet on disk
+        self.disk_failure: str | None = None
+        self.on_disk_change: Callable[[], object] = lambda: None
         driver.effect_handlers.update(
             {
                 FetchBlob: self._fetch,
@@ -81,20 +97,109 @@ class JobService:
             effects = self.driver.engine.publisher.restore(path.read_bytes(), now_ms)
             self.driver.execute_all(effects)
             count += 1
+        self._restored = True
         return count
+
+    def _blobs_in_use(self) -> BlobUse:
+        """What the engine's work needs, asked at the moment the store must choose."""
+        if not self._restored:
+            return BlobUse(pinned=self.blobs.digests())
+        engine = self.driver.engine
+        needed, results = engine.publisher.blobs_in_use()
+        return BlobUse(pinned=needed | engine.worker.blobs_in_use(), retained=results)
+
+    async def sweep_blobs(self) -> None:
+        """Delete blobs no work needs once their grace period is over, for as long as we run."""
+        while True:
+            await trio.sleep(BLOB_SWEEP_INTERVAL_S)
+            freed = self.blobs.sweep()
+            if freed:
+                fields: dict[str, Any] = {"bytes": freed, **self.blobs.statistics()}
+                log("info", "blobs-swept", **fields)
 
     def log_for(self, job_id: bytes) -> JobLog:
         if job_id not in self.logs and len(self.logs) >= limits.PUBLISHER_JOBS_KEPT_MAX:
             del self.logs[next(iter(self.logs))]  # oldest first, as the engine forgets its jobs
         return self.logs.setdefault(job_id, JobLog())
 
+    def blob(self, digest: bytes) -> bytes | None:
+        """A blob from the store, or one held in memory until the disk has room for it."""
+        return self.unsaved_blobs.get(digest) or self.blobs.get(digest)
+
+    def note_failed_write(self, what: str, exc: OSError) -> None:
+        """A write elsewhere (an uploaded blob) met a full disk: degrade until a probe passes."""
+        self._failed_write(what, exc)
+
+    def _failed_write(self, what: str, exc: OSError) -> None:
+        if self.disk_failure is None:  # one line per outage, not one per write
+            log("error", "write-failed", what=what, error=str(exc))
+        self.disk_failure = f"{what}: {exc}"
+        self.on_disk_change()
+
+    def _keep_blob(self, data: bytes, expected: bytes | None = None, owner: str = "") -> bool:
+        """Store ``data``; if the disk refuses it, hold it in memory (bounded) and say why.
+
+        False if it is held nowhere: over a quota, or the disk is full and memory too.
+        """
+        digest = blob_hash(data)
+        try:
+            self.blobs.put(data, expected=expected or digest, owner=owner)
+        except OSError as exc:
+            held = sum(len(b) for b in self.unsaved_blobs.values())
+            kept = held + len(data) <= UNSAVED_BLOB_BYTES_MAX and digest == (expected or digest)
+            if kept:
+                self.unsaved_blobs[digest] = data
+            self._failed_write("blob", exc)
+            return kept
+        except BlobError as exc:
+            log("warning", "blob-not-kept", blob=digest.hex()[:16], reason=str(exc))
+            return False
+        return True
+
+    def save_pending(self) -> bool:
+        """Write every job state and blob held in memory; False if the disk still refuses."""
+        try:
+            for job_id, state in list(self.unsaved.items()):
+                write_atomically(self._state_path(job_id), state)
+                del self.unsaved[job_id]
+            for digest, data in list(self.unsaved_blobs.items()):
+                self.blobs.put(data, expected=digest)
+                del self.unsaved_blobs[digest]
+            if self.disk_failure is not None:  # a fetched blob may have failed: is there room?
+                probe = self.jobs_dir / PROBE_FILE_NAME
+                write_atomically(probe, bytes(PROBE_BYTES))
+                probe.unlink()
+        except OSError as exc:
+            self._failed_write(_what_failed(self.unsaved, self.unsaved_blobs), exc)
+            return False
+        if self.disk_failure is not None:
+            self.disk_failure = None
+            log("info", "writes-saved")
+            self.on_disk_change()
+        return True
+
+    def _state_path(self, job_id: bytes) -> Path:
+        return self.jobs_dir / f"{job_id.hex()}.state"
+
     async def _fetch(self, effect: FetchBlob) -> None:
+        # The accepted output of a job we published is our user's result, not the worker's load.
+        _, results = self.driver.engine.publisher.blobs_in_use()
+        owner = "" if effect.blob_hash in results else effect.peer
         try:
             await fetch_blob(
-                self.driver.transport, self.blobs, effect.peer, effect.blob_hash, effect.size_bytes
+                self.driver.transport,
+                self.blobs,
+                effect.peer,
+                effect.blob_hash,
+                effect.size_bytes,
+                owner,
             )
         except BlobError as exc:
             await self.driver.submit(BlobFetchFailed(effect.blob_hash, str(exc)))
+            return
+        except OSError as exc:  # the blob arrived whole but the disk would not keep it
+            self._failed_write("blob", exc)
+            await self.driver.submit(BlobFetchFailed(effect.blob_hash, f"not stored: {exc}"))
             return
         await self.driver.submit(BlobFetched(effect.blob_hash))
 
@@ -125,7 +230,12 @@ class JobService:
         if scope.cancelled_caught:
             return  # AbortJob: the award was cancelled and no event is expected
         output = self.adversary.output(effect, result.output) if result.ok else b""
-        digest = self.blobs.put(output)  # a failure reports the hash of no output
+        digest = blob_hash(output)  # a failure reports the hash of no output
+        if len(output) > limits.OUTPUT_INLINE_BYTES_MAX and not self._keep_blob(
+            output, owner=self._publisher_of(effect.job_id)
+        ):  # the publisher would fetch it from us, and we cannot hold it
+            await self.driver.submit(JobExecuted(effect.job_id, False, b"", b"", 0, "crashed"))
+            return
         log(
             "info",
             "job-executed",
@@ -144,6 +254,10 @@ class JobService:
                 "" if result.error_kind is None else str(result.error_kind),
             )
         )
+
+    def _publisher_of(self, job_id: bytes) -> str:
+        task = self.driver.engine.worker.tasks.get(JobId(job_id))
+        return "" if task is None else str(task.publisher)
 
     def _abort(self, effect: AbortJob) -> None:
         scope = self._running.get(effect.job_id)
@@ -167,7 +281,14 @@ class JobService:
         """An accepted output that came inline in a reveal goes into the blob store too."""
         summary = self.driver.engine.publisher.summary(JobId(job_id))
         if summary is not None and summary.output and not self.blobs.has(summary.output_hash):
-            self.blobs.put(summary.output, expected=summary.output_hash)
+            self._keep_blob(summary.output, expected=summary.output_hash)
 
     def _save(self, effect: SaveJob) -> None:
-        write_atomically(self.jobs_dir / f"{effect.job_id.hex()}.state", effect.state)
+        """Save the job's state; if the disk refuses, keep the latest in memory for a retry."""
+        self.unsaved[effect.job_id] = effect.state
+        if self.disk_failure is None:
+            self.save_pending()
+
+
+def _what_failed(unsaved: dict[bytes, bytes], unsaved_blobs: dict[bytes, bytes]) -> str:
+    return "job state" if unsaved else "blob" if unsaved_blobs else "disk"

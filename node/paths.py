@@ -39,3 +39,21 @@ def ledger_path(home: Path) -> Path:
 
 def cache_dir(home: Path) -> Path:
     return home / "cache"
+
+
+def read_token(path: Path) -> str:
+    """The API token in ``path``; ValueError saying what is wrong and how to fix it.
+
+    The token grants everything the local API can do, so a file other users may read (or an
+    empty one, which any request could match) is refused rather than trusted.
+    """
+    try:
+        mode = path.stat().st_mode & 0o777
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        raise ValueError(f"no API token at {path}; run `hearth init`") from None
+    if mode & 0o077:
+        raise ValueError(f"{path} is open to other users (mode {mode:o}); run chmod 600 {path}")
+    if not token:
+        raise ValueError(f"{path} is empty; delete it and run `hearth init` to make a new token")
+    return token

@@ -103,13 +103,16 @@ def build_job_routes(node: Node) -> list[Route]:
             return error(f"a blob may hold at most {limits.BLOB_BYTES_MAX} bytes", 413)
         try:
             digest = jobs.blobs.put(data)
-        except (BlobError, OSError) as exc:
+        except OSError as exc:
+            jobs.note_failed_write("blob", exc)
+            return error(f"could not store the blob: {exc}", 507)
+        except BlobError as exc:
             return error(f"could not store the blob: {exc}", 507)
         return JSONResponse({"hash": digest.hex(), "bytes": len(data)})
 
     async def get_blob(request: Request) -> Response:
         try:
-            data = jobs.blobs.get(bytes.fromhex(request.path_params["digest"]))
+            data = jobs.blob(bytes.fromhex(request.path_params["digest"]))
         except (ValueError, BlobError):
             return error("not a blob hash")
         if data is None:

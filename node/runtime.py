@@ -28,10 +28,11 @@ from node import calibrate, paths
 from node.adversary import gossip_forks
 from node.adversary import load as load_adversary
 from node.api import ad_json, build_app, market_entry_json, serve_api
-from node.blobs import BlobStore, serve_blob_request
+from node.blobs import BlobStore, BlobStoreConfig, serve_blob_request
 from node.clock import Clock, SystemClock
 from node.commands.common import CommandError
 from node.driver import Driver
+from node.health import Health
 from node.home import load_config, load_identity, load_token
 from node.jobs import JobService
 from node.logs import log
@@ -45,12 +46,11 @@ from protocol.codec import decode_as, encode
 from protocol.engine import Engine, EngineConfig, HostProfile
 from protocol.errors import RemoteProtocolError
 from protocol.events import Started
-from protocol.identity import Identity, peer_id_from_public_key
+from protocol.identity import Identity, PeerId, peer_id_from_public_key
 from protocol.jobs_config import JobsConfig
 from protocol.messages import PROTOCOL_BLOB, PROTOCOL_LEDGER, PROTOCOLS, TOPICS
 from protocol.publisher_state import PublisherConfig
 
-LEDGER_PROBE_INTERVAL_S = 5.0
 RESTORE_WAIT_S_MAX = 15.0  # restore saved jobs anyway after this, even if alone
 PEERS_STABLE_S = 1.0  # connected and no new peer for this long: the peer exchange is done
 PEERS_POLL_S = 0.1
@@ -84,6 +84,7 @@ class Node:
     jobs: JobService
     api_url: str = ""
     started_ms: int = 0
+    health: Health | None = None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -122,6 +123,10 @@ def build_routes(node: Node) -> list[Route]:
                     peer_id_from_public_key(a) for a in node.engine.refused_authors
                 ),
                 "ad": ad_json(ad),
+                "payments": node.engine.payments.status() if node.engine.payments else {},
+                "replay_guard": node.engine.replay_guard.statistics(),
+                # Refreshed here too: an outage seen by a reader is an outage in the log.
+                "degraded": node.health.refresh() if node.health else [],
             }
         )
 
@@ -222,13 +227,22 @@ async def run_node(
             trio.open_nursery() as nursery,
         ):
             engine = Engine(
-                EngineConfig(identity, profile, jobs=jobs_config),
+                EngineConfig(identity, profile, jobs=jobs_config, credit=config.credit),
                 random.Random(secrets.randbits(128)),
                 ledger,
             )
             driver = Driver(engine, transport, clock)
-            jobs = JobService(home, driver, BlobStore(home / "blobs"), sandbox, adversary)
+            blobs = BlobStore(
+                home / "blobs",
+                BlobStoreConfig(
+                    bytes_max=config.blob_store_mb << 20,
+                    peer_bytes_max=config.blob_store_peer_mb << 20,
+                ),
+                clock,
+            )
+            jobs = JobService(home, driver, blobs, sandbox, adversary)
             node = Node(options, engine, transport, driver, clock, ledger, jobs)
+            node.health = Health(driver, ledger, jobs)
             node.started_ms = clock.now_ms()
             serve_requests(node)
             await nursery.start(driver.run)
@@ -240,7 +254,8 @@ async def run_node(
             if jobs.has_saved():
                 await wait_for_peers(transport)
             restored = jobs.restore_saved(clock.now_ms())
-            nursery.start_soon(watch_ledger_space, ledger)
+            nursery.start_soon(node.health.watch)
+            nursery.start_soon(jobs.sweep_blobs)
             if adversary.behaviour == "fork":
                 nursery.start_soon(gossip_forks, ledger, engine, transport)
             if "python" in config.runtimes:
@@ -279,8 +294,19 @@ def open_ledger(path: Path, identity: Identity, now_ms: int) -> SqliteLedger:
 def serve_requests(node: Node) -> None:
     """Direct-stream protocols answered by the node itself rather than the engine."""
 
+    engine = node.engine
+
+    def may_fetch(peer: str, blob_hash: bytes) -> bool:
+        peer_id = PeerId(peer)
+        return engine.publisher.may_fetch(peer_id, blob_hash) or engine.worker.may_fetch(
+            peer_id, blob_hash
+        )
+
+    def penalise(peer: str, points: int, reason: str) -> None:
+        node.transport.reputation.adjust(peer, -points)
+
     async def blob(item: Inbound) -> None:
-        await serve_blob_request(node.jobs.blobs, item)
+        await serve_blob_request(node.jobs.blobs, item, may_fetch, penalise)
 
     async def ledger_range(item: Inbound) -> None:
         if item.reply is None:
@@ -329,16 +355,6 @@ async def offer_python(sandbox: SandboxPool, engine: Engine) -> None:
         engine.config, profile=dataclasses.replace(profile, runtimes=runtimes)
     )
     log("info", "python-runtime-offered")
-
-
-async def watch_ledger_space(ledger: SqliteLedger) -> None:
-    """While the ledger cannot write (a full disk), probe it so that bidding resumes with space."""
-    while True:
-        await trio.sleep(LEDGER_PROBE_INTERVAL_S)
-        if not ledger.writable:
-            ledger.probe_writable()
-            if ledger.writable:
-                log("info", "ledger-writable-again")
 
 
 async def run_until_signalled(options: NodeOptions) -> None:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from protocol import limits
+from protocol.credit import CreditConfig
 from protocol.effects import Log, Penalise, Publish, SetTimer
 from protocol.envelope import Envelope, ReplayGuard, open_envelope, seal
 from protocol.errors import RemoteProtocolError
@@ -92,6 +93,7 @@ class EngineConfig:
     profile: HostProfile
     verify_signatures: bool = True  # False only in simulator runs that say so
     jobs: JobsConfig = dataclasses.field(default_factory=JobsConfig)
+    credit: CreditConfig = dataclasses.field(default_factory=CreditConfig)  # ADR 0013
 
 
 class Component(Protocol):
@@ -123,13 +125,18 @@ class Engine:
         self._handlers: dict[type, tuple[frozenset[str], MessageHandler]] = {}
         self._local_handlers: dict[type, LocalHandler] = {}
         self.peer_ips: OrderedDict[PeerId, str] = OrderedDict()  # last observed address
+        # Why the node may not take work, by source ("jobs", "blobs", "log": a full disk...):
+        # set by the node, which alone sees its disks; the worker bids on nothing while it is set.
+        self.degraded: dict[str, str] = {}
         self.add_component(self.market_component)
         self.worker = WorkerComponent(self)
         self.publisher = PublisherComponent(self)
         self.add_component(self.worker)
         self.add_component(self.publisher)
         # Without a ledger (some protocol tests) PayWorker and RecordMismatch pass through.
-        self.payments = PaymentComponent(self, ledger) if ledger is not None else None
+        self.payments = (
+            PaymentComponent(self, ledger, config.credit) if ledger is not None else None
+        )
         self.heads = HeadsComponent(self, ledger) if ledger is not None else None
         if self.payments is not None and self.heads is not None:
             self.add_component(self.payments)
@@ -138,6 +145,13 @@ class Engine:
     @property
     def market(self) -> Market:
         return self.market_component.market
+
+    def unable_reasons(self) -> list[str]:
+        """Why this node must not take work now (its ledger or disk cannot write), or []."""
+        reasons = [f"{source}: {why}" for source, why in sorted(self.degraded.items())]
+        if self.payments is not None and not self.payments.ledger.writable:
+            reasons.insert(0, f"ledger-unwritable: {self.payments.ledger.unable_reason}")
+        return reasons
 
     def add_component(self, component: Component) -> None:
         assert component.name not in self._components, component.name

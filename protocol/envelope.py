@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import random
+from collections import OrderedDict
 from typing import Any, Final
 
 from protocol import limits
@@ -137,30 +138,106 @@ def open_envelope(
 class ReplayGuard:
     """Remembers (author, nonce) until the envelope expires; a second sighting is a replay.
 
-    Bounded: when full of unexpired entries it refuses new envelopes rather than forgetting old
-    ones, because forgetting would let a replay through.
+    Theory of operation (ADR 0013). Bounded twice: ``entries_max`` in all, and
+    ``author_entries_max`` for any one author, so that one identity flooding validly signed
+    messages fills its own share and no more. An author at its share has its new envelopes
+    refused (``busy``) until its own entries expire; nobody else is affected. When the whole
+    cache is full (many authors at once), the heaviest author gives up its oldest entry to an
+    author holding fewer, so a fresh author is never refused because of others; only when every
+    author holds an equal share is the newcomer refused. Forgetting an entry before it expires
+    would let that one envelope be replayed, so it is done only to the author taking the most.
     """
 
-    def __init__(self, entries_max: int = limits.REPLAY_CACHE_ENTRIES_MAX) -> None:
+    def __init__(
+        self,
+        entries_max: int = limits.REPLAY_CACHE_ENTRIES_MAX,
+        author_entries_max: int = limits.REPLAY_CACHE_AUTHOR_ENTRIES_MAX,
+    ) -> None:
+        assert entries_max >= 1 and author_entries_max >= 1
         self._entries_max = entries_max
-        self._seen: set[tuple[bytes, int]] = set()
-        self._expiry: list[tuple[int, bytes, int]] = []
+        self._author_entries_max = min(author_entries_max, entries_max)
+        self._seen: dict[tuple[bytes, int], int] = {}  # (author, nonce) -> expires_ms
+        self._expiry: list[tuple[int, bytes, int]] = []  # may hold evicted keys: checked on pop
+        self._by_author: dict[bytes, OrderedDict[int, None]] = {}  # nonces, oldest first
+        self._authors_by_count: dict[int, set[bytes]] = {}
+        self._count_max = 0
+        self.evicted = 0
+        self.refused_busy = 0
 
     def __len__(self) -> int:
         return len(self._seen)
 
+    def author_entries(self, author: bytes) -> int:
+        return len(self._by_author.get(author, ()))
+
     def check(self, envelope: Envelope, *, now_ms: int) -> None:
-        """Record the envelope, or raise ``ReplayError`` if it was seen (or the guard is full)."""
+        """Record the envelope, or raise ``ReplayError`` if it was seen (or no room is fair)."""
         self._forget_expired(now_ms)
-        key = (bytes(envelope.author), envelope.nonce)
+        author = bytes(envelope.author)
+        key = (author, envelope.nonce)
         if key in self._seen:
             raise ReplayError(f"nonce {envelope.nonce} from this author was already seen")
-        if len(self._seen) >= self._entries_max:
+        held = self.author_entries(author)
+        if held >= self._author_entries_max:
+            self.refused_busy += 1
+            raise ReplayError(
+                "replay budget of this author is full; refusing it until its entries expire",
+                reason="busy",
+            )
+        if len(self._seen) >= self._entries_max and not self._evict_from_heaviest(held):
+            self.refused_busy += 1
             raise ReplayError("replay cache full; refusing until entries expire", reason="busy")
-        self._seen.add(key)
-        heapq.heappush(self._expiry, (envelope.expires_ms, key[0], key[1]))
+        self._add(author, envelope.nonce, envelope.expires_ms)
+
+    def _add(self, author: bytes, nonce: int, expires_ms: int) -> None:
+        self._seen[(author, nonce)] = expires_ms
+        heapq.heappush(self._expiry, (expires_ms, author, nonce))
+        nonces = self._by_author.setdefault(author, OrderedDict())
+        self._recount(author, len(nonces), len(nonces) + 1)
+        nonces[nonce] = None
+
+    def _remove(self, author: bytes, nonce: int) -> None:
+        del self._seen[(author, nonce)]
+        nonces = self._by_author[author]
+        del nonces[nonce]
+        self._recount(author, len(nonces) + 1, len(nonces))
+        if not nonces:
+            del self._by_author[author]
+
+    def _recount(self, author: bytes, old: int, new: int) -> None:
+        """Keep authors bucketed by entry count, so the heaviest is found in O(1)."""
+        if old:
+            bucket = self._authors_by_count[old]
+            bucket.discard(author)
+            if not bucket:
+                del self._authors_by_count[old]
+        if new:
+            self._authors_by_count.setdefault(new, set()).add(author)
+        if new > self._count_max:
+            self._count_max = new
+        while self._count_max and self._count_max not in self._authors_by_count:
+            self._count_max -= 1
+
+    def _evict_from_heaviest(self, held: int) -> bool:
+        if self._count_max <= held + 1:
+            return False  # every author holds no more than the newcomer would: a fair share
+        heaviest = min(self._authors_by_count[self._count_max])  # min: deterministic choice
+        oldest = next(iter(self._by_author[heaviest]))
+        self._remove(heaviest, oldest)
+        self.evicted += 1
+        return True
 
     def _forget_expired(self, now_ms: int) -> None:
         while self._expiry and self._expiry[0][0] <= now_ms:
-            _, author, nonce = heapq.heappop(self._expiry)
-            self._seen.discard((author, nonce))
+            expires_ms, author, nonce = heapq.heappop(self._expiry)
+            if self._seen.get((author, nonce)) == expires_ms:  # not evicted (or re-added) since
+                self._remove(author, nonce)
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "entries": len(self._seen),
+            "authors": len(self._by_author),
+            "author_entries_most": self._count_max,
+            "evicted": self.evicted,
+            "refused_busy": self.refused_busy,
+        }

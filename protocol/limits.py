@@ -19,6 +19,10 @@ INT_MAX: Final = 2**63 - 1
 ENVELOPE_TTL_MS_MAX: Final = 10 * 60 * 1000  # expires_ms - created_ms may not exceed this
 CLOCK_SKEW_MS_MAX: Final = 30 * 1000  # created_ms may run this far ahead of our clock
 REPLAY_CACHE_ENTRIES_MAX: Final = 200_000
+# One author's share of the replay cache (ADR 0013): beyond it only that author is refused. An
+# honest node's own traffic (ads every 5 s, bids, awards, results, receipts; TTLs of 30-600 s)
+# stays far below it; one identity flooding fills 1/25 of the cache at most.
+REPLAY_CACHE_AUTHOR_ENTRIES_MAX: Final = 8_192
 
 # Market
 CAPACITY_AD_TTL_MS: Final = 30 * 1000

@@ -90,6 +90,10 @@ class CapacityAd:
             )
 
 
+BLOB_TOTAL_MISSING: Final = -1  # BlobChunk.total_bytes: the peer does not hold the blob
+BLOB_TOTAL_REFUSED: Final = -2  # not entitled to the blob, or a malformed request (ADR 0015)
+
+
 @message(60)
 @dataclasses.dataclass(frozen=True)
 class BlobRequest:
@@ -106,7 +110,8 @@ class BlobRequest:
 @message(61)
 @dataclasses.dataclass(frozen=True)
 class BlobChunk:
-    """A piece of a blob; ``total_bytes`` is the whole blob's size, -1 if the peer lacks it."""
+    """A piece of a blob; ``total_bytes`` is the whole blob's size, or ``BLOB_TOTAL_MISSING``
+    if the peer lacks it, or ``BLOB_TOTAL_REFUSED`` if it will not serve it to us (ADR 0015)."""
 
     blob_hash: bytes
     offset: int

@@ -15,15 +15,23 @@ Payer (the publisher)::
 
 Payee (the worker)::
 
-    ReceiptOffer --append_earn (idempotent)--> send ReceiptCountersigned, resend every RESEND_MS
-                                               with backoff until ReceiptSettled, for up
-                                               to COUNTERSIGN_RESEND_WINDOW_MS (a restart
-                                               resumes it for the earns of that window)
+    ReceiptOffer --credit line (ADR 0013)--> refused: counted, logged in summary, nothing written
+        |  admitted
+        +--append_earn (idempotent)--> send ReceiptCountersigned, resend with exponential backoff
+                                       until ReceiptSettled, at most COUNTERSIGN_RESENDS_MAX times
+                                       within COUNTERSIGN_RESEND_WINDOW_MS. At most UNCONFIRMED_MAX
+                                       pending, of which at most UNBACKED_UNCONFIRMED_MAX (and
+                                       UNBACKED_PER_PAYER_MAX per payer) not for our work. A
+                                       restart resumes the newest where their age says their
+                                       backoff would be, as unbacked (the tasks are gone).
+
+A receipt is admitted if it is *backed* (this node did the work for that payer: its worker task
+is owed at least the amount) or fits the payer's credit line (``protocol.credit``).
 
 What must never happen: a signature leaves before its entry is committed (the ledger methods
 return only after commit); two pays for one (job, worker) (the chain's own pay index is
 consulted first, so a decision replayed after a restart pays nothing); an earn for a receipt
-not addressed to us, or offered by anyone but its payer.
+not addressed to us, or offered by anyone but its payer; an unbacked earn beyond the payer's line.
 The engine hands this component every ``PayWorker`` and ``RecordMismatch`` its other components
 emit (``absorb``), so that payment happens in the same step that decided it.
 """
@@ -46,6 +54,7 @@ from ledger.errors import (
 )
 from ledger.receipts import check_countersignature, check_half_signed, receipt_hash
 from protocol.codec import message
+from protocol.credit import CreditConfig, CreditLines
 from protocol.effects import Log, PayWorker, RecordMismatch, Send, SetTimer
 from protocol.envelope import Envelope
 from protocol.errors import RemoteProtocolError
@@ -62,10 +71,17 @@ RECEIPT_TTL_MS: Final = 120_000  # time the payee has to countersign
 RESEND_MS: Final = 2_000
 # The payer may cancel an unanswered receipt and then settle it late (ADR 0004); the payee keeps
 # re-sending its countersignature far beyond the receipt's life so that a long partition or a
-# payer's restart still ends in a settle, and credits stay conserved.
-RESEND_MS_MAX: Final = 60_000
+# payer's restart still ends in a settle, and credits stay conserved. Backoff doubles from
+# RESEND_MS to an hour: 16 sends span about 6 hours (ADR 0013).
+RESEND_MS_MAX: Final = 3_600_000
+COUNTERSIGN_RESENDS_MAX: Final = 16
 COUNTERSIGN_RESEND_WINDOW_MS: Final = 24 * 3_600_000
-UNCONFIRMED_MAX: Final = 100_000
+UNCONFIRMED_MAX: Final = 100_000  # countersignatures awaiting ReceiptSettled, in all
+# Pending countersignatures of unbacked receipts (no work of ours behind them), in all and per
+# payer: the oldest give way. Backed ones are bounded by the work we did (ADR 0013).
+UNBACKED_UNCONFIRMED_MAX: Final = 1_024
+UNBACKED_PER_PAYER_MAX: Final = 64
+REFUSALS_LOG_INTERVAL_MS: Final = 10_000  # refused receipts are logged as one summary this often
 MESSAGE_TTL_MS: Final = 60_000
 RETRY_PAY_MS: Final = 5_000  # a pay the ledger could not write (disk full) is tried again
 
@@ -94,20 +110,62 @@ class _Unconfirmed:
     countersigned: CountersignedReceipt
     first_sent_ms: int
     resends: int = 0
+    backed: bool = True
 
     def next_resend_ms(self, now_ms: int) -> int:
-        return now_ms + min(RESEND_MS << min(self.resends, 16), RESEND_MS_MAX)
+        return now_ms + _backoff_ms(self.resends)
+
+
+def _backoff_ms(resends: int) -> int:
+    return min(RESEND_MS << min(resends, 16), RESEND_MS_MAX)
+
+
+def resends_due(age_ms: int) -> int:
+    """How many resends the backoff would have made in ``age_ms`` (to resume after a restart)."""
+    done, elapsed_ms = 0, _backoff_ms(0)
+    while elapsed_ms <= age_ms and done < COUNTERSIGN_RESENDS_MAX:
+        done += 1
+        elapsed_ms += _backoff_ms(done)
+    return done
+
+
+class LogSummary:
+    """Turns a stream of like events into at most one ``Log`` per interval, with counts."""
+
+    def __init__(self, event: str, interval_ms: int = REFUSALS_LOG_INTERVAL_MS) -> None:
+        self._event = event
+        self._interval_ms = interval_ms
+        self._logged_ms: int | None = None
+        self.counts: dict[str, int] = {}
+        self.totals: dict[str, int] = {}
+
+    def note(self, reason: str, now_ms: int, *fields: tuple[str, str | int]) -> list[Effect]:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        self.totals[reason] = self.totals.get(reason, 0) + 1
+        if self._logged_ms is not None and now_ms - self._logged_ms < self._interval_ms:
+            return []
+        self._logged_ms = now_ms
+        counts = ",".join(f"{r}={n}" for r, n in sorted(self.counts.items()))
+        self.counts = {}
+        return [Log("warning", self._event, (*fields, ("reason", reason), ("counts", counts)))]
 
 
 class PaymentComponent:
     name = "payments"
 
-    def __init__(self, engine: Engine, ledger: LedgerBase) -> None:
+    def __init__(
+        self, engine: Engine, ledger: LedgerBase, credit: CreditConfig | None = None
+    ) -> None:
         self._engine = engine
         self.ledger = ledger
+        self.credit = CreditLines(credit or CreditConfig(), ledger.state)
         self._offers: dict[bytes, tuple[PeerId, HalfSignedReceipt]] = {}
         self._unconfirmed: dict[bytes, _Unconfirmed] = {}
+        self._unbacked_by_payer: dict[PeerId, int] = {}  # pending unbacked, per payer
         self._retry: list[PayWorker] = []
+        self.refusals = LogSummary("receipts-refused")
+        self.given_up = LogSummary("countersignatures-unconfirmed")
+        self.countersignatures_sent = 0  # first sends and resends, for statistics
 
     def handlers(self) -> Mapping[type, tuple[frozenset[str], MessageHandler]]:
         channel = frozenset({PROTOCOL_RECEIPT})
@@ -117,9 +175,38 @@ class PaymentComponent:
             ReceiptSettled: (channel, self._on_settled),
         }
 
-    def _forget_oldest_unconfirmed(self) -> None:
-        oldest = min(self._unconfirmed, key=lambda d: (self._unconfirmed[d].first_sent_ms, d))
-        del self._unconfirmed[oldest]
+    def _add_unconfirmed(self, digest: bytes, pending: _Unconfirmed) -> None:
+        """Keep a countersignature to re-send, within the caps (the oldest give way)."""
+        assert digest not in self._unconfirmed
+        if not pending.backed:
+            if self._unbacked_by_payer.get(pending.payer, 0) >= UNBACKED_PER_PAYER_MAX:
+                self._forget_oldest_unconfirmed(pending.payer)
+            if sum(self._unbacked_by_payer.values()) >= UNBACKED_UNCONFIRMED_MAX:
+                self._forget_oldest_unconfirmed(None)
+            self._unbacked_by_payer[pending.payer] = (
+                self._unbacked_by_payer.get(pending.payer, 0) + 1
+            )
+        if len(self._unconfirmed) >= UNCONFIRMED_MAX:
+            self._forget_oldest_unconfirmed(None, backed_too=True)
+        self._unconfirmed[digest] = pending
+
+    def _drop_unconfirmed(self, digest: bytes) -> None:
+        pending = self._unconfirmed.pop(digest)
+        if not pending.backed:
+            count = self._unbacked_by_payer[pending.payer] - 1
+            if count:
+                self._unbacked_by_payer[pending.payer] = count
+            else:
+                del self._unbacked_by_payer[pending.payer]
+
+    def _forget_oldest_unconfirmed(self, payer: PeerId | None, *, backed_too: bool = False) -> None:
+        candidates = [
+            d
+            for d, p in self._unconfirmed.items()
+            if (backed_too or not p.backed) and (payer is None or p.payer == payer)
+        ]
+        oldest = min(candidates, key=lambda d: (self._unconfirmed[d].first_sent_ms, d))
+        self._drop_unconfirmed(oldest)
 
     def on_started(self, now_ms: int) -> list[Effect]:
         """After a restart: offer every receipt still pending, and re-send recent countersignatures.
@@ -129,16 +216,27 @@ class PaymentComponent:
         """
         effects: list[Effect] = []
         # Newest earns first, from the chain's own index: stop at the first one out of the window
-        # rather than parse the whole chain at every start.
+        # (or past what may be pending) rather than parse the whole chain at every start. Each
+        # resumes its backoff where its age puts it, so restarts never multiply the resends.
         for seq in sorted(self.ledger.state.earns.values(), reverse=True):
+            if len(self._unconfirmed) >= UNBACKED_UNCONFIRMED_MAX:
+                break
             entry = self.ledger.entry_at(seq)
             assert entry.kind == Kind.EARN, "the earns index points at earn entries"
-            if now_ms - entry.created_ms > COUNTERSIGN_RESEND_WINDOW_MS:
+            age_ms = now_ms - entry.created_ms
+            if age_ms > COUNTERSIGN_RESEND_WINDOW_MS:
                 break
+            resends = resends_due(age_ms)
+            if resends >= COUNTERSIGN_RESENDS_MAX:
+                break  # and so are all older ones
             countersigned: CountersignedReceipt = entry.body
             payer = peer_id_from_public_key(parse_receipt(countersigned.receipt).payer)
+            if self._unbacked_by_payer.get(payer, 0) >= UNBACKED_PER_PAYER_MAX:
+                continue
             digest = receipt_hash(countersigned.receipt)
-            self._unconfirmed[digest] = _Unconfirmed(payer, countersigned, entry.created_ms)
+            self._add_unconfirmed(
+                digest, _Unconfirmed(payer, countersigned, entry.created_ms, resends, backed=False)
+            )
             effects += self._send_countersigned(digest, now_ms)
         for pending in self.ledger.pending_pays():
             record = self.ledger.state.pays[pending.receipt_hash]
@@ -253,13 +351,19 @@ class PaymentComponent:
         if pending is None:
             return []
         pending.resends += 1
-        if now_ms - pending.first_sent_ms > COUNTERSIGN_RESEND_WINDOW_MS:
-            del self._unconfirmed[digest]
-            return [Log("warning", "countersignature-unconfirmed", (("receipt", digest.hex()),))]
+        if (
+            pending.resends >= COUNTERSIGN_RESENDS_MAX
+            or now_ms - pending.first_sent_ms > COUNTERSIGN_RESEND_WINDOW_MS
+        ):
+            self._drop_unconfirmed(digest)
+            return self.given_up.note(
+                "no-receipt-settled", now_ms, ("payer", pending.payer), ("receipt", digest.hex())
+            )
         return self._send_countersigned(digest, now_ms)
 
     def _send_countersigned(self, digest: bytes, now_ms: int) -> list[Effect]:
         pending = self._unconfirmed[digest]
+        self.countersignatures_sent += 1
         body = ReceiptCountersigned(pending.countersigned)
         data = self._engine.seal(body, now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
         return [
@@ -274,22 +378,42 @@ class PaymentComponent:
             raise RemoteProtocolError("a receipt offered by someone else", reason="bad-receipt")
         check_half_signed(half, payee=self._engine.identity.public_key, now_ms=now_ms)
         digest = receipt_hash(half.receipt)
+        new_earn = (receipt.payer, receipt.job_id) not in self.ledger.state.earns
+        backed = self._backed(receipt.payer, JobId(receipt.job_id), receipt.amount_mc)
+        if new_earn:
+            why = self.credit.decide(receipt.payer, receipt.amount_mc, backed=backed, now_ms=now_ms)
+            if why:
+                # Nothing is written and nothing is sent: the payer learns by its receipt's
+                # expiry and cancels it (ADR 0004), so no credit moves on either side.
+                return self.refusals.note(
+                    why, now_ms, ("payer", envelope.peer_id), ("amount_mc", receipt.amount_mc)
+                )
         try:
             countersigned = self.ledger.append_earn(half, now_ms=now_ms)
         except (ExpiredReceiptError, DoubleClaimError) as exc:
             raise RemoteProtocolError(str(exc), reason=exc.reason) from None
         except LedgerUnavailableError as exc:
             return [Log("error", "earn-deferred", (("reason", str(exc)),))]
+        if new_earn:
+            self.credit.charge(receipt.payer, receipt.amount_mc, backed=backed)
         first = digest not in self._unconfirmed
-        if first and len(self._unconfirmed) >= UNCONFIRMED_MAX:
-            self._forget_oldest_unconfirmed()
         if first:
-            self._unconfirmed[digest] = _Unconfirmed(envelope.peer_id, countersigned, now_ms)
+            pending = _Unconfirmed(envelope.peer_id, countersigned, now_ms, backed=backed)
+            self._add_unconfirmed(digest, pending)
         effects = self._send_countersigned(digest, now_ms)
         if first:
             paid = PaymentReceived(JobId(receipt.job_id), envelope.peer_id, receipt.amount_mc)
             effects += self._engine.step(paid, now_ms)
         return effects
+
+    def _backed(self, payer: bytes, job_id: JobId, amount_mc: int) -> bool:
+        """True when we did this job for this payer and are owed at least ``amount_mc``."""
+        task = self._engine.worker.tasks.get(job_id)
+        return (
+            task is not None
+            and task.publisher == peer_id_from_public_key(payer)
+            and 0 < amount_mc <= task.owed_mc
+        )
 
     def _on_countersigned(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
         countersigned: CountersignedReceipt = envelope.body.countersigned
@@ -308,7 +432,7 @@ class PaymentComponent:
     def _on_settled(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
         pending = self._unconfirmed.get(envelope.body.receipt_hash)
         if pending is not None and pending.payer == envelope.peer_id:
-            del self._unconfirmed[envelope.body.receipt_hash]
+            self._drop_unconfirmed(envelope.body.receipt_hash)
         return []
 
     def status(self) -> dict[str, Any]:
@@ -316,4 +440,8 @@ class PaymentComponent:
             "offers_open": len(self._offers),
             "countersignatures_unconfirmed": len(self._unconfirmed),
             "pays_deferred": len(self._retry),
+            "receipts_refused": dict(sorted(self.refusals.totals.items())),
+            "countersignatures_given_up": sum(self.given_up.totals.values()),
+            "countersignatures_sent": self.countersignatures_sent,
+            **self.credit.statistics(),
         }

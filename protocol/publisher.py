@@ -151,6 +151,28 @@ class PublisherComponent:
         ordered = sorted(self.jobs.values(), key=lambda job: (job.created_ms, job.job_id))
         return [summarise(job) for job in ordered]
 
+    def may_fetch(self, peer: PeerId, blob_hash: bytes) -> bool:
+        """May ``peer`` fetch ``blob_hash`` from us? Only a module or input of an open job, and
+        only for a worker holding a live award of that job (ADR 0015)."""
+        for job in self.jobs.values():
+            if job.phase in TERMINAL_PHASES:
+                continue
+            if blob_hash in (job.call.module_hash, job.call.input_hash) and any(
+                slot.worker == peer for slot in job.live()
+            ):
+                return True
+        return False
+
+    def blobs_in_use(self) -> tuple[frozenset[bytes], frozenset[bytes]]:
+        """(modules and inputs that open jobs need, accepted outputs of the jobs kept here)."""
+        needed: set[bytes] = set()
+        results: set[bytes] = set()
+        for job in self.jobs.values():
+            if job.phase not in TERMINAL_PHASES:
+                needed.update((job.call.module_hash, job.call.input_hash))
+            results.update(s.output_hash for s in job.slots if s.verdict == "match")
+        return frozenset(needed), frozenset(results)
+
     # Starting, restoring, timers
 
     def _on_publish_job(self, event: object, now_ms: int) -> list[Effect]:

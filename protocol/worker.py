@@ -107,6 +107,7 @@ TRANSITIONS: Final = {  # (state, trigger) -> next state; our own moves, asserte
     (S.RUNNING, "deadline"): S.ABANDONED,
 }
 BUSY_STATES: Final = frozenset({S.FETCHING, S.RUNNING})
+OUTPUT_STATES: Final = frozenset({S.COMMITTED, S.REVEALED, S.DONE})  # output may be fetched
 
 
 @dataclasses.dataclass(slots=True)
@@ -194,6 +195,23 @@ class WorkerComponent:
     def tasks_running(self) -> int:
         return sum(1 for task in self.tasks.values() if task.state in BUSY_STATES)
 
+    def may_fetch(self, peer: PeerId, blob_hash: bytes) -> bool:
+        """May ``peer`` fetch ``blob_hash`` from us? Only our output of a task it published."""
+        return any(
+            task.publisher == peer and task.output_hash == blob_hash and task.state in OUTPUT_STATES
+            for task in self.tasks.values()
+        )
+
+    def blobs_in_use(self) -> frozenset[bytes]:
+        """Blobs our tasks still need: the module and input until run, the output until revealed."""
+        needed: set[bytes] = set()
+        for task in self.tasks.values():
+            if task.state in BUSY_STATES:
+                needed.update((task.call.module_hash, task.call.input_hash))
+            elif task.state in (S.COMMITTED, S.REVEALED):
+                needed.add(task.output_hash)
+        return frozenset(needed)
+
     def standing(self, publisher: PeerId) -> PublisherStanding:
         return PublisherStanding(
             reputation_score=self._engine.reputation.get(publisher).score,
@@ -217,11 +235,11 @@ class WorkerComponent:
             return []  # a second copy of a call we answered
         if JobId(call.job_id) in self.tasks:
             return []  # we already hold an award for this job: never bid on it again
-        payments = self._engine.payments
-        if payments is not None and not payments.ledger.writable:
-            # No bid while we could not record our earnings: say why, bid again once it can.
-            why = f"ledger-unwritable: {payments.ledger.unable_reason}"
-            return [_no_bid(call, why, "warning")]
+        unable = self._engine.unable_reasons()
+        if unable:
+            # No bid while we could not record our earnings or our work (a full disk): say why,
+            # bid again once the node can.
+            return [_no_bid(call, "; ".join(unable), "warning")]
         profile = self._engine.config.profile
         decision = decide_bid(
             call, profile, self._config, self.standing(publisher), self.tasks_running(), now_ms

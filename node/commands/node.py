@@ -7,7 +7,7 @@ import typer
 from node import paths
 from node.client import NodeClient
 from node.commands.common import JSON_OPTION, print_json
-from node.home import load_config
+from node.home import load_config, load_token
 from node.logs import setup as setup_logs
 
 BOOTSTRAP_OPTION = typer.Option([], help="Multiaddr of a peer to join through (repeatable).")
@@ -28,8 +28,9 @@ def start(
     from node.runtime import NodeOptions, run_until_signalled
 
     home = paths.data_dir()
-    load_config(home)  # a wrong config stops here with its one-line reason
-    setup_logs(home, log_level)
+    config = load_config(home)  # a wrong config stops here with its one-line reason
+    load_token(home)  # so does an API token others could read, or an empty one
+    setup_logs(home, log_level, bytes_max=config.log_mb << 20)
     options = NodeOptions(
         home=home, host=host, port=port, bootstrap=tuple(bootstrap), api_port=api_port
     )
@@ -47,5 +48,9 @@ def status(json_output: bool = JSON_OPTION) -> None:
     typer.echo(f"api:      {info['api']}")
     typer.echo(f"peers:    {info['peers_connected']}")
     typer.echo(f"price:    {info['ad']['price_mc_per_tfuel']} mc per 10^12 fuel")
+    degraded = info.get("degraded", [])
+    typer.echo(f"health:   {'degraded, taking no work' if degraded else 'ok'}")
+    for reason in degraded:
+        typer.echo(f"  because {reason}")
     for addr in info["multiaddrs"]:
         typer.echo(f"listen:   {addr}")

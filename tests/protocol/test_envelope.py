@@ -97,3 +97,56 @@ def test_a_full_replay_guard_refuses_rather_than_forgets() -> None:
         guard.check(open_envelope(sealed(seed=seed), now_ms=NOW_MS), now_ms=NOW_MS)
     with pytest.raises(ReplayError, match="full"):
         guard.check(open_envelope(sealed(seed=3), now_ms=NOW_MS), now_ms=NOW_MS)
+
+
+def flood(guard: ReplayGuard, identity: Identity, count: int, *, first_seed: int = 100) -> int:
+    """Offer ``count`` fresh envelopes by ``identity``; return how many the guard refused."""
+    refused = 0
+    for seed in range(first_seed, first_seed + count):
+        try:
+            guard.check(open_envelope(sealed(identity, seed=seed), now_ms=NOW_MS), now_ms=NOW_MS)
+        except ReplayError as exc:
+            assert exc.reason == "busy"
+            refused += 1
+    return refused
+
+
+def test_one_flooding_author_cannot_get_another_authors_fresh_message_refused() -> None:
+    guard = ReplayGuard(entries_max=100, author_entries_max=10)
+    assert flood(guard, MALLORY, 500) == 490  # only its own share is taken, the rest refused
+    assert guard.author_entries(MALLORY.public_key) == 10
+    guard.check(open_envelope(sealed(ALICE), now_ms=NOW_MS), now_ms=NOW_MS)  # not refused
+    assert guard.statistics()["refused_busy"] == 490
+
+
+def test_many_flooding_authors_give_way_to_a_fresh_author() -> None:
+    guard = ReplayGuard(entries_max=30, author_entries_max=10)
+    sybils = [Identity(bytes([3 + i]) * 32) for i in range(3)]
+    for sybil in sybils:
+        assert flood(guard, sybil, 10) == 0
+    assert len(guard) == 30  # full
+    for seed in range(5):  # Alice still gets in: the heaviest authors give up their oldest
+        guard.check(open_envelope(sealed(ALICE, seed=seed), now_ms=NOW_MS), now_ms=NOW_MS)
+    assert len(guard) == 30 and guard.author_entries(ALICE.public_key) == 5
+    assert guard.statistics()["evicted"] == 5
+    assert all(guard.author_entries(s.public_key) >= 8 for s in sybils)
+
+
+def test_a_full_cache_of_equal_shares_refuses_the_newcomer_and_still_catches_replays() -> None:
+    guard = ReplayGuard(entries_max=4, author_entries_max=2)
+    authors = [Identity(bytes([20 + i]) * 32) for i in range(4)]
+    for author in authors:
+        assert flood(guard, author, 1, first_seed=1) == 0
+    with pytest.raises(ReplayError, match="full"):  # every share is equal: nobody gives way
+        guard.check(open_envelope(sealed(ALICE), now_ms=NOW_MS), now_ms=NOW_MS)
+    with pytest.raises(ReplayError, match="already seen"):
+        guard.check(open_envelope(sealed(authors[0], seed=1), now_ms=NOW_MS), now_ms=NOW_MS)
+
+
+def test_an_authors_share_frees_as_its_entries_expire() -> None:
+    guard = ReplayGuard(entries_max=100, author_entries_max=3)
+    assert flood(guard, MALLORY, 5) == 2
+    later = NOW_MS + 10_000  # sealed() envelopes live 10 s
+    fresh = seal(MALLORY, ad(), now_ms=later, ttl_ms=10_000, rng=random.Random(7))
+    guard.check(open_envelope(fresh, now_ms=later), now_ms=later)
+    assert len(guard) == 1 and guard.statistics()["authors"] == 1
