@@ -54,6 +54,9 @@ class JobOptions:
     memory_mb_max: int = 256
     deadline_s: int = 120
     bid_window_ms: int = 1_500
+    # Seconds a winner has to commit before its award moves on; None derives it from fuel_max
+    # and the deadline, so that a winner that never commits is replaced in time.
+    lease_s: int | None = None
 
     def body(self, module_hash: str, input_hash: str, runtime: str) -> dict[str, Any]:
         return {

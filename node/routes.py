@@ -18,6 +18,7 @@ from protocol import limits
 from protocol.errors import LocalProtocolError
 from protocol.events import PublishJob
 from protocol.job_messages import JobId
+from protocol.lease import LEASE_MS_MIN
 from protocol.messages import RUNTIMES
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ JOB_FIELDS: dict[str, type] = {
     "prefer": str,
     "bid_window_ms": int,
 }
+# Optional: absent or null takes the default. A lease of 0 or none is derived from the job
+# (protocol.lease); a set one is whole seconds, at least LEASE_MS_MIN, at most the deadline.
+OPTIONAL_JOB_FIELDS: dict[str, type] = {"lease_s": int}
 
 
 def error(message: str, status: int = 400) -> JSONResponse:
@@ -58,7 +62,7 @@ def job_json(summary: Any) -> dict[str, Any]:
 def parse_job_body(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ValueError("the body must be a JSON object")
-    unknown = sorted(set(body) - set(JOB_FIELDS))
+    unknown = sorted(set(body) - set(JOB_FIELDS) - set(OPTIONAL_JOB_FIELDS))
     if unknown:
         raise ValueError(f"unknown fields: {', '.join(unknown)}")
     missing = sorted(set(JOB_FIELDS) - set(body))
@@ -72,7 +76,21 @@ def parse_job_body(body: Any) -> dict[str, Any]:
         raise ValueError(f"runtime must be one of {list(RUNTIMES)}")
     if body["prefer"] not in PREFERENCES:
         raise ValueError(f"prefer must be one of {list(PREFERENCES)}")
+    body["lease_s"] = _lease_s(body.get("lease_s"), body["deadline_s"])
     return body
+
+
+def _lease_s(value: Any, deadline_s: int) -> int:
+    """The lease in seconds, 0 to derive it; a set lease must fit inside the job's deadline."""
+    if value is None:
+        return 0
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError("lease_s must be an int (seconds) or null")
+    lease_s_min = -(-LEASE_MS_MIN // 1000)
+    lease_s_max = min(deadline_s, limits.LEASE_MS_MAX // 1000)
+    if value and not lease_s_min <= value <= lease_s_max:
+        raise ValueError(f"lease_s must be 0 (derived) or {lease_s_min} to {lease_s_max} seconds")
+    return value
 
 
 def build_job_routes(node: Node) -> list[Route]:
@@ -132,6 +150,7 @@ def build_job_routes(node: Node) -> list[Route]:
             replicas=body["replicas"],
             replicas_max=body["replicas_max"],
             prefer=body["prefer"],
+            lease_ms=body["lease_s"] * 1000,
         )
         jobs.log_for(job_id)
         try:

@@ -4,6 +4,10 @@ I/O: none. Time: ``now_ms`` argument. A pure function of the call, the host's pr
 the worker knows of the publisher, in the spirit of Bacalhau's tiny bidding interface: the
 worker component gathers the facts, this module decides.
 
+A host never bids on a job it cannot finish: when ``fuel_max`` at the host's measured fuel rate
+needs longer than is left between the bid deadline and the job's deadline, the job could be run
+to its end and still be late, for nothing ("cannot-finish").
+
 The price bid is the host's cost floor at the hour the job would run (protocol.pricing), never
 less; the auction pays a uniform clearing price at or above every winner's bid (ADR 0006), so
 bidding one's true cost is the sensible strategy.
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from protocol import limits
 from protocol.job_messages import CallForBids
+from protocol.lease import run_ms_max
 from protocol.pricing import cost_mc, price_now
 
 if TYPE_CHECKING:
@@ -56,6 +61,12 @@ def host_requirements(profile: HostProfile, config: WorkerConfig) -> frozenset[s
     return config.capabilities | derived
 
 
+def can_finish(call: CallForBids, fuel_per_s: int, now_ms: int) -> bool:
+    """Whether all of ``fuel_max`` runs at ``fuel_per_s`` between the award and the deadline."""
+    time_left_ms = call.deadline_ms - max(now_ms, call.bid_deadline_ms)
+    return run_ms_max(call.fuel_max, fuel_per_s) <= time_left_ms
+
+
 def decide_bid(
     call: CallForBids,
     profile: HostProfile,
@@ -94,6 +105,8 @@ def _refusal(
         return "memory"
     if not set(call.requirements) <= host_requirements(profile, config):
         return "requirements"
+    if not can_finish(call, profile.fuel_per_s, now_ms):
+        return "cannot-finish"
     hour_utc = (max(now_ms, call.bid_deadline_ms) // 3_600_000) % 24
     if not profile.availability_hours_mask >> hour_utc & 1:
         return "unavailable"

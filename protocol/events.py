@@ -72,7 +72,7 @@ class PublishJob:
     replicas_max: int = 5
     prefer: str = "cheapest"
     requirements: tuple[str, ...] = ()
-    lease_ms: int = 60_000  # an accepted award must be committed within this
+    lease_ms: int = 0  # an accepted award must commit within this; 0: derived (protocol.lease)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -6,6 +6,11 @@ publisher (calls, awards, reveal requests, cancels, mismatch notices) or the wor
 replies, commits, reveals). ``check`` raises ``RemoteProtocolError`` for a field out of range, so
 handlers may trust what they read after it.
 
+An ``Award`` names its winner's key and embeds the exact call it answers; a worker takes an award
+only from the peer it bid to, for the call it bid on, addressed to itself, and delivered by its
+signer (ADR 0012). Every message on a direct stream must come from its author: a forwarded one
+proves only that its deliverer forwards what was not addressed to it (``require_from_author``).
+
 A result is named by its *digest*, which covers exactly what honest replicas must agree on bit
 for bit (the sandbox's verdict): the error kind, the output hash and the fuel used. A worker
 commits to ``commitment(job_id, digest, salt, its public key)`` before anyone reveals; the key
@@ -19,8 +24,9 @@ import hashlib
 from typing import Final, NewType
 
 from protocol import limits
-from protocol.codec import message
+from protocol.codec import encode, message
 from protocol.errors import RemoteProtocolError
+from protocol.identity import PUBLIC_KEY_BYTES, PeerId
 from protocol.messages import ENERGY_SOURCES, RUNTIMES
 
 JobId = NewType("JobId", bytes)
@@ -34,6 +40,7 @@ REASON_BYTES_MAX: Final = 128
 
 _RESULT_DOMAIN: Final = b"hearth/result/1\x00"
 _COMMIT_DOMAIN: Final = b"hearth/commit/1\x00"
+_CALL_DOMAIN: Final = b"hearth/call/1\x00"
 
 
 def _require(ok: bool, what: str) -> None:
@@ -51,6 +58,18 @@ def _check_hash(value: bytes, what: str) -> None:
 
 def _check_text(value: str, what: str, bytes_max: int) -> None:
     _require(len(value.encode()) <= bytes_max, what)
+
+
+def require_from_author(author: PeerId, sender: PeerId) -> None:
+    """A direct message (bid, award, reply, commit, reveal, cancel) comes from its own author.
+
+    Streams are authenticated, so ``sender`` is who delivered it; a message another peer signed
+    is someone else's mail. The sender, not the author, is the one at fault (ADR 0012).
+    """
+    if author != sender:
+        raise RemoteProtocolError(
+            "a direct message delivered by a peer that did not sign it", reason="forwarded"
+        )
 
 
 def result_digest(job_id: bytes, error_kind: str, output_hash: bytes, fuel_used: int) -> bytes:
@@ -112,6 +131,11 @@ class CallForBids:
             _check_text(requirement, "requirement", limits.OPERATOR_LABEL_BYTES_MAX)
 
 
+def call_hash(call: CallForBids) -> bytes:
+    """Names one call exactly: a worker keeps it with its bid and checks the award against it."""
+    return hashlib.sha256(_CALL_DOMAIN + encode(call)).digest()
+
+
 @message(21)
 @dataclasses.dataclass(frozen=True)
 class Bid:
@@ -133,22 +157,26 @@ class Bid:
         _check_text(self.operator, "operator", limits.OPERATOR_LABEL_BYTES_MAX)
 
 
-@message(22)
+@message(22, version=2)
 @dataclasses.dataclass(frozen=True)
 class Award:
     """PROTOCOL_AWARD, publisher to winner. Carries the call so a worker need not have kept it.
 
-    ``award_no`` numbers the awards of one job, so that replies and commits name the award they
-    answer. ``lease_ms`` is how long the worker has, from the award, to commit a result.
+    ``winner`` is the public key of the worker it is for (version 2, ADR 0012): a copy forwarded to
+    anyone else is refused. ``award_no`` numbers the awards of one job, so that replies and commits
+    name the award they answer. ``lease_ms`` is how long the worker has, from the award, to commit
+    a result.
     """
 
     call: CallForBids
+    winner: bytes
     award_no: int
     price_mc_per_tfuel: int
     lease_ms: int
 
     def check(self, now_ms: int) -> None:
         self.call.check(now_ms)
+        _require(len(self.winner) == PUBLIC_KEY_BYTES, "winner")
         _require(0 <= self.award_no <= limits.REPLICAS_MAX * 16, "award_no")
         _require(0 <= self.price_mc_per_tfuel <= self.call.max_price_mc_per_tfuel, "price")
         _require(0 < self.lease_ms <= limits.LEASE_MS_MAX, "lease_ms")

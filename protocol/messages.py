@@ -19,7 +19,7 @@ TOPIC_HEADS: Final = "hearth/heads/1"
 TOPICS: Final = (TOPIC_CAPACITY, TOPIC_JOBS, TOPIC_HEADS)
 
 PROTOCOL_BID: Final = "/hearth/bid/1"
-PROTOCOL_AWARD: Final = "/hearth/award/1"
+PROTOCOL_AWARD: Final = "/hearth/award/2"  # Award v2 names its winner (ADR 0012)
 PROTOCOL_BLOB: Final = "/hearth/blob/1"
 PROTOCOL_RESULT: Final = "/hearth/result/1"
 PROTOCOL_RECEIPT: Final = "/hearth/receipt/1"

@@ -301,11 +301,13 @@ class PaymentComponent:
         ]
 
     def _record_mismatch(self, effect: RecordMismatch, now_ms: int) -> list[Effect]:
-        evidence = (
-            effect.claimed_digest,
-            effect.accepted_digest,
-            hashlib.sha256(effect.commit_envelope).digest(),
-        )
+        # Only 32-byte hashes are valid evidence: a reveal refused before any vote (bad-reveal,
+        # garbage-output, fuel-over-max) has no accepted digest, and its proof is the reveal.
+        evidence = [effect.claimed_digest, effect.accepted_digest]
+        evidence.append(hashlib.sha256(effect.commit_envelope).digest())
+        if effect.reveal_envelope:
+            evidence.append(hashlib.sha256(effect.reveal_envelope).digest())
+        evidence = [h for h in evidence if len(h) == hashlib.sha256().digest_size]
         try:
             self.ledger.append_mismatch(
                 job_id=effect.job_id,

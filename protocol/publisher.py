@@ -13,6 +13,10 @@ awards ``replicas`` diverse winners. Each award is a *slot*:
     REVEALING --reveal opens the commitment--> REVEALED
     AWARDED | ACCEPTED | REVEALING --decline | silent past its deadline | bad reveal--> DROPPED
 
+Each award names its winner's key and carries a lease (protocol.lease): the winner's time to
+commit, derived from the job unless the developer set one, so that a winner that accepts and
+never commits is replaced while a replacement can still finish.
+
 A dropped slot is replaced by the next candidate that keeps the winners diverse; when none is
 left, a fresh call for bids (the next round) finds more, up to ``CALL_ROUNDS_MAX`` rounds. When
 every live slot has revealed, protocol.verification judges them (ADR 0007): accepted -> every
@@ -26,6 +30,10 @@ more replicas, up to ``replicas_max``; past that the job fails as unverifiable w
 The two tables live in protocol.publisher_state (SLOT_TRANSITIONS, PHASE_TRANSITIONS); every move
 is checked against them. Peer input never moves a slot the tables do not allow: a message that
 does not fit the slot's state is ignored or refused before any move.
+
+Penalties fall only on a peer provably at fault (ADR 0012): every direct message must be delivered
+by its own signer, so a refusal penalises the peer that both signed and sent it, and no third
+party can make an honest worker send something that is punished here.
 
 Never: pay a worker twice for one job (only the single move to PAID pays, and a PAID job stays
 PAID through restarts), pay a result that did not win the vote, reveal one worker's result to
@@ -67,7 +75,9 @@ from protocol.job_messages import (
     ResultCommit,
     ResultReveal,
     RevealRequest,
+    require_from_author,
 )
+from protocol.lease import LEASE_MS_MIN, lease_ms
 from protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT, TOPIC_JOBS
 from protocol.publisher_state import (
     TERMINAL_PHASES,
@@ -215,8 +225,10 @@ class PublisherComponent:
             problems.append("prefer")
         if not limits.BID_WINDOW_MS_MIN <= event.bid_window_ms <= limits.BID_WINDOW_MS_MAX:
             problems.append("bid_window_ms")
-        if not 0 < event.lease_ms <= limits.LEASE_MS_MAX:
-            problems.append("lease_ms")
+        if event.lease_ms and not (
+            LEASE_MS_MIN <= event.lease_ms <= min(limits.LEASE_MS_MAX, event.deadline_ms - now_ms)
+        ):
+            problems.append("lease_ms (0 to derive it, else within the deadline)")
         open_jobs = sum(1 for job in self.jobs.values() if job.phase not in TERMINAL_PHASES)
         if open_jobs >= limits.PUBLISHER_JOBS_OPEN_MAX:
             problems.append("too many open jobs")
@@ -321,8 +333,9 @@ class PublisherComponent:
         bid = envelope.body
         assert isinstance(bid, Bid)
         bid.check()
-        job = self.jobs.get(JobId(bid.job_id))
         worker = envelope.peer_id
+        require_from_author(worker, peer)
+        job = self.jobs.get(JobId(bid.job_id))
         if job is None or not _open_for_bids(job, bid.call_round, now_ms):
             # A bid for a finished job, or one that missed the deadline: honest network delay.
             return [Log("debug", "bid-late", (("job", bid.job_id.hex()), ("peer", str(worker))))]
@@ -451,9 +464,20 @@ class PublisherComponent:
         return self._send_award(job, slot, now_ms), self._slot_timer(job, slot)
 
     def _send_award(self, job: PublisherJob, slot: Slot, now_ms: int) -> Send:
-        lease_ms = min(job.lease_ms, max(1, job.call.deadline_ms - slot.awarded_ms))
-        award = Award(job.call, slot.award_no, slot.price_mc_per_tfuel, lease_ms)
+        award = Award(
+            call=job.call,
+            winner=slot.worker_key,
+            award_no=slot.award_no,
+            price_mc_per_tfuel=slot.price_mc_per_tfuel,
+            lease_ms=self._lease_ms(job, slot),
+        )
         return self._send(slot.worker, PROTOCOL_AWARD, award, now_ms)
+
+    def _lease_ms(self, job: PublisherJob, slot: Slot) -> int:
+        """The set lease, or one derived from the job at our own fuel rate (protocol.lease)."""
+        time_left_ms = job.call.deadline_ms - slot.awarded_ms
+        fuel_per_s = self._engine.config.profile.fuel_per_s
+        return lease_ms(job.lease_ms, job.call.fuel_max, fuel_per_s, time_left_ms)
 
     def _slot_timer(self, job: PublisherJob, slot: Slot) -> SetTimer:
         return SetTimer(_timer(job.job_id, f"slot-{slot.award_no}"), slot.deadline_ms)
@@ -487,8 +511,9 @@ class PublisherComponent:
     # Replies, commits, reveals
 
     def _slot_for(
-        self, envelope: Envelope, job_id: bytes, award_no: int
+        self, envelope: Envelope, peer: PeerId, job_id: bytes, award_no: int
     ) -> tuple[PublisherJob, Slot] | None:
+        require_from_author(envelope.peer_id, peer)
         job = self.jobs.get(JobId(job_id))
         if job is None or job.phase in TERMINAL_PHASES:
             return None  # a late message about a finished job: nothing to do, nothing to pay
@@ -501,14 +526,16 @@ class PublisherComponent:
         reply = envelope.body
         assert isinstance(reply, AwardReply)
         reply.check()
-        found = self._slot_for(envelope, reply.job_id, reply.award_no)
+        found = self._slot_for(envelope, peer, reply.job_id, reply.award_no)
         if found is None:
             return []
         job, slot = found
         if reply.accept:
             if slot.state is SlotState.AWARDED:
                 slot.move(SlotState.ACCEPTED)
-                slot.deadline_ms = min(slot.awarded_ms + job.lease_ms, job.call.deadline_ms)
+                slot.deadline_ms = min(
+                    slot.awarded_ms + self._lease_ms(job, slot), job.call.deadline_ms
+                )
                 return self._done(job, [self._slot_timer(job, slot)])
             return []  # a repeated accept (after a re-sent award)
         if slot.state not in (SlotState.AWARDED, SlotState.ACCEPTED, SlotState.COMMITTED):
@@ -524,7 +551,7 @@ class PublisherComponent:
         commit = envelope.body
         assert isinstance(commit, ResultCommit)
         commit.check()
-        found = self._slot_for(envelope, commit.job_id, commit.award_no)
+        found = self._slot_for(envelope, peer, commit.job_id, commit.award_no)
         if found is None:
             return []
         job, slot = found
@@ -551,7 +578,7 @@ class PublisherComponent:
         reveal = envelope.body
         assert isinstance(reveal, ResultReveal)
         reveal.check()
-        found = self._slot_for(envelope, reveal.job_id, reveal.award_no)
+        found = self._slot_for(envelope, peer, reveal.job_id, reveal.award_no)
         if found is None:
             return []
         job, slot = found

@@ -5,7 +5,16 @@ I/O: none. Time: ``now_ms`` argument. Randomness (commitment salts): the engine'
 Theory of operation
 -------------------
 A call for bids arrives by gossip; ``protocol.bidding`` decides whether to bid and at what
-price, and a bid goes straight to the publisher. A worker bids at most once per (job, round).
+price (never on a job it cannot finish before the deadline at its own fuel rate), and a bid goes
+straight to the publisher. A worker bids at most once per (job, round), and on one job id only to
+one publisher. It remembers, per bid, the publisher (the call's signer) and the hash of the exact
+call it bid on.
+
+An award is taken only when (ADR 0012): the peer that delivered it signed it (a forwarded award is
+refused and its deliverer penalised, with no reply, so that nothing reaches the publisher that it
+would punish), it names this worker as its winner (same), its signer is the publisher this worker
+bid to for that job (else it is forged: its signer is penalised, the honest publisher's standing is
+untouched and its real award is still taken), and it embeds the very call that was bid on.
 
 An award creates a *task*, keyed by job id: a worker runs one job at most once, whatever awards
 are re-sent or replayed. The worker accepts (or declines when its cores are busy), asks the node
@@ -21,7 +30,8 @@ A task is forgotten ``WORKER_TASK_RETENTION_MS`` after the job's deadline. Until
 award (a publisher restarted from its saved state) is answered from the task: accepted again and,
 once committed, the same commitment is sent again; the job never runs twice.
 Never: run a job whose award was cancelled, reveal before being asked, reveal to anyone but the
-publisher that awarded the job.
+publisher that awarded the job, act on a direct message its author did not deliver itself, or
+blame a publisher for what another peer sent in its name.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from protocol import limits
 from protocol.bidding import PublisherStanding, decide_bid
-from protocol.effects import AbortJob, CancelTimer, FetchBlob, Log, RunJob, Send, SetTimer
+from protocol.effects import AbortJob, CancelTimer, FetchBlob, Log, Penalise, RunJob, Send, SetTimer
 from protocol.envelope import Envelope
 from protocol.errors import RemoteProtocolError
 from protocol.events import BlobFetched, BlobFetchFailed, JobExecuted, PaymentReceived
@@ -51,9 +61,12 @@ from protocol.job_messages import (
     ResultCommit,
     ResultReveal,
     RevealRequest,
+    call_hash,
     commitment,
+    require_from_author,
     result_digest,
 )
+from protocol.lease import run_ms_max
 from protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT, TOPIC_JOBS
 from protocol.pricing import cost_mc
 
@@ -63,6 +76,7 @@ if TYPE_CHECKING:
 Effect = Any
 MESSAGE_TTL_MS: Final = 60_000
 COMMIT_RESEND_MS: Final = 2_000
+CALL_MISMATCH_PENALTY_POINTS: Final = 25  # a publisher that awards other terms than it called
 
 
 class TaskState(enum.Enum):
@@ -122,6 +136,14 @@ class Task:
         self.state = TRANSITIONS[(self.state, trigger)]
 
 
+@dataclasses.dataclass(slots=True)
+class JobBids:
+    """What this worker bid on one job: to whom, and on exactly which call in each round."""
+
+    publisher: PeerId
+    calls: dict[int, tuple[bytes, int]]  # call_round -> (call_hash of the call, price bid)
+
+
 def _timer(job_id: bytes, what: str) -> str:
     return f"worker:{job_id.hex()}:{what}"
 
@@ -135,7 +157,7 @@ class WorkerComponent:
         self._engine = engine
         self._config = engine.config.jobs.worker
         self.tasks: dict[JobId, Task] = {}
-        self._bids_sent: collections.OrderedDict[tuple[bytes, int], int] = collections.OrderedDict()
+        self._bids_sent: collections.OrderedDict[bytes, JobBids] = collections.OrderedDict()
         self.owed_mc_by_publisher: dict[PeerId, int] = {}
         engine.add_local_handler(BlobFetched, self._on_blob_fetched)
         engine.add_local_handler(BlobFetchFailed, self._on_blob_failed)
@@ -203,24 +225,33 @@ class WorkerComponent:
         assert isinstance(call, CallForBids)
         call.check(now_ms)
         publisher = envelope.peer_id
-        key = (call.job_id, call.call_round)
-        if publisher == self._engine.identity.peer_id or key in self._bids_sent:
-            return []  # our own call back through the mesh, or a second copy of one we answered
+        if publisher == self._engine.identity.peer_id:
+            return []  # our own call back through the mesh
+        bids = self._bids_sent.get(call.job_id)
+        if bids is not None and bids.publisher != publisher:
+            # A job id is one publisher's: a second caller of it could only be copying it.
+            return [_no_bid(call, "job-id-taken", "debug")]
+        if bids is not None and call.call_round in bids.calls:
+            return []  # a second copy of a call we answered
         if JobId(call.job_id) in self.tasks:
             return []  # we already hold an award for this job: never bid on it again
         unable = self._engine.unable_reasons()
         if unable:
             # No bid while we could not record our earnings or our work (a full disk): say why,
             # bid again once the node can.
-            why = "; ".join(unable)
-            return [Log("warning", "no-bid", (("job", call.job_id.hex()), ("why", why)))]
+            return [_no_bid(call, "; ".join(unable), "warning")]
         profile = self._engine.config.profile
         decision = decide_bid(
             call, profile, self._config, self.standing(publisher), self.tasks_running(), now_ms
         )
+        if decision.refusal == "cannot-finish":
+            run_ms = run_ms_max(call.fuel_max, profile.fuel_per_s)
+            left_ms = call.deadline_ms - max(now_ms, call.bid_deadline_ms)
+            why = f"cannot-finish: fuel_max needs up to {run_ms} ms here, {left_ms} ms left"
+            return [_no_bid(call, why, "info")]
         if decision.refusal:
-            return [Log("debug", "no-bid", (("job", call.job_id.hex()), ("why", decision.refusal)))]
-        self._remember_bid(key, decision.price_mc_per_tfuel)
+            return [_no_bid(call, decision.refusal, "debug")]
+        self._remember_bid(call, publisher, decision.price_mc_per_tfuel)
         bid = Bid(
             job_id=call.job_id,
             call_round=call.call_round,
@@ -232,8 +263,12 @@ class WorkerComponent:
         ttl_ms = min(self._config.bid_ttl_ms, limits.ENVELOPE_TTL_MS_MAX)
         return [Send(publisher, PROTOCOL_BID, self._engine.seal(bid, now_ms=now_ms, ttl_ms=ttl_ms))]
 
-    def _remember_bid(self, key: tuple[bytes, int], price_mc_per_tfuel: int) -> None:
-        self._bids_sent[key] = price_mc_per_tfuel
+    def _remember_bid(self, call: CallForBids, publisher: PeerId, price_mc_per_tfuel: int) -> None:
+        bids = self._bids_sent.get(call.job_id)
+        if bids is None:
+            bids = self._bids_sent[call.job_id] = JobBids(publisher, {})
+        bids.calls[call.call_round] = (call_hash(call), price_mc_per_tfuel)
+        self._bids_sent.move_to_end(call.job_id)
         while len(self._bids_sent) > limits.WORKER_BIDS_REMEMBERED_MAX:
             self._bids_sent.popitem(last=False)
 
@@ -244,13 +279,28 @@ class WorkerComponent:
         assert isinstance(award, Award)
         award.check(now_ms)
         call, publisher = award.call, envelope.peer_id
+        # Refusals that raise go unanswered: the engine logs them and penalises ``peer``, who
+        # delivered the award. Each is provably that peer's doing (ADR 0012).
+        require_from_author(publisher, peer)
+        if award.winner != self._engine.identity.public_key:
+            raise RemoteProtocolError("an award for another worker", reason="misdirected-award")
         job_id = JobId(call.job_id)
+        bids = self._bids_sent.get(job_id)
+        if bids is not None and bids.publisher != publisher:
+            raise RemoteProtocolError("an award for another publisher's job", reason="forged-award")
         task = self.tasks.get(job_id)
         if task is not None:
+            if publisher != task.publisher:  # only once our bid on it is forgotten
+                return [self._reply(publisher, job_id, award.award_no, "job-id-taken", now_ms)]
             return self._on_award_again(task, award, publisher, now_ms)
-        refusal = self._award_refusal(award, now_ms)
+        refusal = self._award_refusal(award, bids, now_ms)
         if refusal:
-            return [self._reply(publisher, job_id, award.award_no, refusal, now_ms)]
+            reply = self._reply(publisher, job_id, award.award_no, refusal, now_ms)
+            effects: list[Effect] = [reply]
+            if refusal == "call-mismatch":  # it signed both the call and these other terms
+                self._engine.reputation.penalise(publisher, CALL_MISMATCH_PENALTY_POINTS)
+                effects.append(Penalise(publisher, refusal, CALL_MISMATCH_PENALTY_POINTS))
+            return effects
         task = Task(
             call=call,
             publisher=publisher,
@@ -267,7 +317,8 @@ class WorkerComponent:
             FetchBlob(publisher, call.input_hash, call.input_bytes),
         ]
 
-    def _award_refusal(self, award: Award, now_ms: int) -> str:
+    def _award_refusal(self, award: Award, bids: JobBids | None, now_ms: int) -> str:
+        """Why a well-addressed award from the publisher we bid to is declined, or ""."""
         call = award.call
         profile = self._engine.config.profile
         if call.deadline_ms <= now_ms:
@@ -276,10 +327,13 @@ class WorkerComponent:
             profile.cores_offered
         ):
             return "busy"
-        bid = self._bids_sent.get((call.job_id, call.call_round))
+        bid = None if bids is None else bids.calls.get(call.call_round)
         if bid is None:
             return "no-bid"  # unsolicited work (or a bid we no longer remember): not ours to run
-        if award.price_mc_per_tfuel < bid:
+        bid_call_hash, bid_price = bid
+        if call_hash(call) != bid_call_hash:
+            return "call-mismatch"
+        if award.price_mc_per_tfuel < bid_price:
             return "price-below-bid"
         return ""
 
@@ -287,10 +341,6 @@ class WorkerComponent:
         self, task: Task, award: Award, publisher: PeerId, now_ms: int
     ) -> list[Effect]:
         """A re-sent award (publisher restarted): answer from the task, never run again."""
-        if publisher != task.publisher:
-            raise RemoteProtocolError(
-                "award for a job another publisher awarded", reason="conflict"
-            )
         if task.state is S.ABANDONED and task.fetch_failed and now_ms < task.call.deadline_ms:
             # The publisher was away while we fetched from it (it restarted): the job never
             # ran here, so fetching again cannot run it twice.
@@ -322,6 +372,7 @@ class WorkerComponent:
         cancel = envelope.body
         assert isinstance(cancel, Cancel)
         cancel.check()
+        require_from_author(envelope.peer_id, peer)
         task = self.tasks.get(JobId(cancel.job_id))
         if task is None or task.publisher != envelope.peer_id:
             return []
@@ -406,7 +457,8 @@ class WorkerComponent:
 
     # Reveal and settlement
 
-    def _publisher_task(self, envelope: Envelope, job_id: bytes) -> Task | None:
+    def _publisher_task(self, envelope: Envelope, peer: PeerId, job_id: bytes) -> Task | None:
+        require_from_author(envelope.peer_id, peer)
         task = self.tasks.get(JobId(job_id))
         if task is not None and task.publisher != envelope.peer_id:
             raise RemoteProtocolError("not the publisher of this job", reason="not-publisher")
@@ -416,7 +468,7 @@ class WorkerComponent:
         request = envelope.body
         assert isinstance(request, RevealRequest)
         request.check()
-        task = self._publisher_task(envelope, request.job_id)
+        task = self._publisher_task(envelope, peer, request.job_id)
         if task is None or task.state not in (S.COMMITTED, S.REVEALED):
             return [Log("debug", "reveal-unanswerable", (("job", request.job_id.hex()),))]
         if request.award_no != task.award_no:
@@ -458,8 +510,10 @@ class WorkerComponent:
         notice = envelope.body
         assert isinstance(notice, MismatchNotice)
         notice.check()
-        task = self._publisher_task(envelope, notice.job_id)
-        if task is None or (task.state, "mismatch") not in TRANSITIONS:
+        task = self._publisher_task(envelope, peer, notice.job_id)
+        if task is None or notice.award_no != task.award_no:
+            return []  # not about the award we hold
+        if (task.state, "mismatch") not in TRANSITIONS:
             return []
         task.move("mismatch")
         self._settle_owed(task.publisher, task.owed_mc)
@@ -476,3 +530,7 @@ class WorkerComponent:
         if task is not None and (task.state, "paid") in TRANSITIONS:
             task.move("paid")
         return []
+
+
+def _no_bid(call: CallForBids, why: str, level: str) -> Log:
+    return Log(level, "no-bid", (("job", call.job_id.hex()), ("why", why)))

@@ -36,7 +36,7 @@ SAMPLE_INTERVAL_S: Final = 2.0
 MARKET_TIMEOUT_S: Final = 60.0
 RESTART_TIMEOUT_S: Final = 60.0
 SETTLE_TIMEOUT_S: Final = 60.0
-JOB_DEADLINE_S: Final = 180  # covers a 60 s lease lost to a staller, then a second round
+JOB_DEADLINE_S: Final = 180  # covers a lease lost to a staller (ADR 0012), then a second round
 JOB_FUEL_MAX: Final = 2_000_000_000
 # Calls for bids cross a loaded machine slowly (gossip among a dozen processes on two cores);
 # the 1.5 s default window expires calls before hosts can bid.

@@ -121,6 +121,14 @@ RuntimeOpt = Annotated[
 FuelOpt = Annotated[int, typer.Option("--fuel", help="Fuel budget (units of work).")]
 MemoryOpt = Annotated[int, typer.Option("--memory-mb", help="Memory cap in MiB.")]
 DeadlineOpt = Annotated[float, typer.Option("--deadline-s", help="Wall-clock limit in seconds.")]
+LeaseOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--lease",
+        help="Seconds a winner has to commit before its award moves on "
+        "(default: derived from --fuel and --deadline-s).",
+    ),
+]
 
 
 @app.command("run")
@@ -137,6 +145,7 @@ def run(
     replicas_max: ReplicasMaxOpt = None,
     max_price: MaxPriceOpt = None,
     prefer: PreferOpt = None,
+    lease: LeaseOpt = None,
     spec_file: SpecOpt = None,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -155,6 +164,7 @@ def run(
             "runtime": chosen.value, "replicas": replicas, "replicas_max": replicas_max,
             "max_price_mc_per_tfuel": max_price, "prefer": prefer, "fuel_max": fuel,
             "memory_mb_max": memory_mb, "deadline_s": max(1, int(deadline_s)),
+            "lease_s": lease,
         }  # fmt: skip
         options = job_network.options_from(spec, flags)
         data = _read(input_file) if input_file else b""

@@ -33,6 +33,9 @@ MODULE_BYTES: Final = 200_000
 INPUT_BYTES: Final = 10_000
 JOB_DEADLINE_MS: Final = 90_000
 LEASE_MS: Final = 15_000
+# Honest runs use at most 8 x 10^8 fuel (faults.honest_result): a bound every host profile can
+# finish before the deadline, so that slow hosts still bid (protocol.bidding, "cannot-finish").
+JOB_FUEL_MAX: Final = 10**9
 TICK_MS: Final = 1_000
 SAMPLE_MS: Final = 5_000
 SAMPLED_NODES: Final = 24  # nodes whose balance is recorded over time, for the plot
@@ -242,7 +245,7 @@ class Simulation:
             module_bytes=MODULE_BYTES,
             input_hash=input_hash,
             input_bytes=INPUT_BYTES,
-            fuel_max=10**11,
+            fuel_max=JOB_FUEL_MAX,
             memory_mb_max=256,
             deadline_ms=now_ms + JOB_DEADLINE_MS,
             max_price_mc_per_tfuel=50_000,

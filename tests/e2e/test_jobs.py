@@ -20,6 +20,10 @@ from tests.e2e.network import ECHO, LOOP, balances, config, hearth, settled, sta
 pytestmark = pytest.mark.integration
 
 LIAR_ATTEMPTS_MAX = 5
+# The loop burns 20 fuel per iteration: 6 x 10^10 for the 3 x 10^9 iterations below, with room to
+# spare. A host bids only if fuel_max fits its fuel rate before the deadline (5.6 x 10^8 fuel/s
+# here; a loaded 2-core machine calibrates near 5 x 10^9), and the lease is derived from it too.
+LOOP_FUEL_MAX = 100_000_000_000
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +82,7 @@ def test_the_cli_runs_a_job_and_lists_it(five, tmp_path: Path) -> None:  # type:
 def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes(five) -> None:  # type: ignore[no-untyped-def]
     publisher = five[0]
     iterations = struct.pack("<Q", 3_000_000_000)  # a few seconds of work
-    options = JobOptions(fuel_max=200_000_000_000, deadline_s=180)
+    options = JobOptions(fuel_max=LOOP_FUEL_MAX, deadline_s=180)
     with Client(publisher.home) as client:
         job_id = client.submit(LOOP, iterations, options)
         victim = None
@@ -145,7 +149,7 @@ def test_a_publisher_killed_mid_job_resumes_after_restart(tmp_path: Path) -> Non
     nodes = start(tmp_path / "restart", [config(60 + 10 * i) for i in range(4)])
     try:
         publisher = nodes[0]
-        options = JobOptions(fuel_max=200_000_000_000, deadline_s=180)
+        options = JobOptions(fuel_max=LOOP_FUEL_MAX, deadline_s=180)
         with Client(publisher.home) as client:
             job_id = client.submit(LOOP, struct.pack("<Q", 2_000_000_000), options)
             for event in client.events(job_id):

@@ -157,7 +157,9 @@ class Cluster:
             "module_bytes": len(module),
             "input_hash": input_hash,
             "input_bytes": len(data),
-            "fuel_max": 10**12,
+            # A realistic bound: half again what the fake sandbox burns (_run_job), so that the
+            # hosts (10^9 fuel/s) can finish it in time and still bid (protocol.bidding).
+            "fuel_max": FUEL_PER_INPUT_BYTE * (1 + len(data)) * 3 // 2,
             "memory_mb_max": 256,
             "deadline_ms": self.now_ms + 120_000,
             "max_price_mc_per_tfuel": 50_000,
