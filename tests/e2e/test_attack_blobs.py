@@ -175,7 +175,7 @@ async def test_a_publisher_of_big_blobs_cannot_make_a_host_keep_more_than_its_qu
     # An input larger than the quota is refused by every host before a byte of it is fetched.
     too_big = os.urandom(QUOTA_BYTES + INPUT_BYTES)
     summary = await trio.to_thread.run_sync(
-        lambda: run_to_the_end(publisher, HELLO, too_big, replicas=2, deadline_s=6)
+        lambda: run_to_the_end(publisher, HELLO, too_big, replicas=2, deadline_s=6, fuel_max=10**9)
     )
     assert summary["state"] == "failed"
     verdicts = [r["verdict"] for r in summary["replicas_detail"]]
