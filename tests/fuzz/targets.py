@@ -57,16 +57,18 @@ from ledger.store import SqliteLedger
 from node.blobs import BlobStore, serve_blob_request
 from p2p.transport import Inbound
 from protocol.codec import decode, decode_as, encode, registered_types
+from protocol.effects import CancelTimer, FetchBlob, RunJob, Send, SetTimer
 from protocol.engine import Engine, EngineConfig
 from protocol.envelope import NONCE_MAX, EnvelopeWire, SignedWire, open_envelope
 from protocol.errors import RemoteProtocolError
-from protocol.events import MessageReceived
+from protocol.events import BlobFetched, JobExecuted, MessageReceived, TimerFired
 from protocol.identity import Identity
 from protocol.messages import PROTOCOLS, TOPICS
 from tests.protocol.harness import T0_MS, make_profile
 
-NOW_MS = T0_MS + 5_000  # inside the lifetime of the corpus's envelopes (made from T0_MS on)
+NOW_MS = T0_MS + 100  # just after the corpus job's call for bids, inside its envelopes' lives
 CHANNELS = (*TOPICS, *PROTOCOLS)
+MESSAGE_INTERVAL_MS = 1_000  # between the messages of one engine input: a bid window passes
 BLOB = b"hearth blob " * 100  # a blob every blob-request input may ask for (its hash is below)
 
 
@@ -193,15 +195,50 @@ def engine(data: bytes) -> None:
     me = AUTHORS[0]
     node = Engine(
         EngineConfig(me, make_profile(0)),
-        random.Random(0),
+        random.Random("0:0"),  # as the harness seeds its node 0, so the corpus's awards match
         MemoryLedger(me, now_ms=T0_MS),
     )
     now_ms = NOW_MS
+    timers: dict[str, int] = {}
     for nonce, (channel, author_index, body) in enumerate(_sequence(data)):
         author = AUTHORS[author_index % len(AUTHORS)]
         wire = _seal_raw(author, body, nonce % NONCE_MAX, now_ms)
-        node.step(MessageReceived(author.peer_id, CHANNELS[channel % len(CHANNELS)], wire), now_ms)
-        now_ms += 10
+        event = MessageReceived(author.peer_id, CHANNELS[channel % len(CHANNELS)], wire)
+        _carry_out(node, node.step(event, now_ms), now_ms, timers)
+        now_ms += MESSAGE_INTERVAL_MS
+        due = sorted((at_ms, key) for key, at_ms in timers.items() if at_ms <= now_ms)
+        for _, key in due[:LOCAL_EVENTS_MAX]:
+            del timers[key]
+            _carry_out(node, node.step(TimerFired(key), now_ms), now_ms, timers)
+
+
+ENGINE_REACHED: set[str] = set()  # protocols the engine under test answered on (for a test)
+LOCAL_EVENTS_MAX = 64  # effects handled per message: a fetch answers, a job runs, no loop
+
+
+def _carry_out(node: Engine, effects: list[Any], now_ms: int, timers: dict[str, int]) -> None:
+    """Do what a node's shell does with effects, at once: blobs are always at hand, jobs run
+    instantly and output a hash of their inputs (so replicas of the corpus agree), timers are
+    kept for the caller to fire as time passes."""
+    queue = list(effects)
+    for _ in range(LOCAL_EVENTS_MAX):
+        if not queue:
+            return
+        effect = queue.pop(0)
+        if isinstance(effect, SetTimer):
+            timers[effect.key] = effect.at_ms
+        elif isinstance(effect, CancelTimer):
+            timers.pop(effect.key, None)
+        elif isinstance(effect, Send):
+            ENGINE_REACHED.add(effect.protocol)
+        elif isinstance(effect, FetchBlob):
+            queue += node.step(BlobFetched(effect.blob_hash), now_ms)
+        elif isinstance(effect, RunJob):
+            output = b"out:" + hashlib.sha256(effect.module_hash + effect.input_hash).digest()
+            done = JobExecuted(
+                effect.job_id, True, hashlib.sha256(output).digest(), output, 10**9, ""
+            )
+            queue += node.step(done, now_ms)
 
 
 # The blob request handler -------------------------------------------------------------------

@@ -7,12 +7,14 @@ Longer runs by hand: see docs/testing.md ("Fuzzing").
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import random
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import msgpack
@@ -22,19 +24,20 @@ from hypothesis import strategies as st
 
 from ledger.audit import LedgerRangeRequest
 from protocol import limits
-from protocol.codec import encode, registered_types
+from protocol.codec import decode, encode, registered_types
 from protocol.messages import BlobRequest
 from tests.fuzz import targets
 from tests.fuzz.targets import TARGETS, KnownIssue, Target, run_one
-from tests.protocol.strategies import INTS, any_message
+from tests.protocol.strategies import INTS, any_message, for_type
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).resolve().parent / "corpus"
-MUTATIONS_PER_TARGET = 300
+MUTATIONS_SLOW_TARGET = 300  # engine and chain take about a millisecond an input
+MUTATIONS_FAST_TARGET = 3_000
 # Seconds of atheris over all targets together (one process); the module stays under 60 s.
 ATHERIS_S = float(os.environ.get("HEARTH_FUZZ_SECONDS", "25"))
 STRUCTURED = settings(
-    max_examples=150,
+    max_examples=int(os.environ.get("HEARTH_FUZZ_EXAMPLES", "150")),
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
@@ -105,7 +108,8 @@ def test_the_corpus_and_seeded_mutations(name: str, tmp_path: Path) -> None:
         check(target, data, tmp_path, origin)
     rng = random.Random(f"hearth-fuzz:{name}")
     inputs = [data for _, data in seeds]
-    for i in range(MUTATIONS_PER_TARGET):
+    count = MUTATIONS_SLOW_TARGET if name in ("engine", "chain") else MUTATIONS_FAST_TARGET
+    for i in range(count):
         data = mutate(rng.choice(inputs), inputs, rng)
         check(target, data, tmp_path, f"seeded mutation {i}")
 
@@ -127,6 +131,37 @@ def test_structured_messages_through_the_parsers_and_the_engine(
     for name in ("codec", "messages"):
         run_one(TARGETS[name], data)
     run_one(TARGETS["engine"], msgpack.packb([[channel, author, data]], use_bin_type=True))
+
+
+def job_flow_inbox() -> list[list[object]]:
+    """The engine corpus's whole job, as node 0 received it: [[channel, author, body], ...]."""
+    biggest = max((CORPUS / "engine").iterdir(), key=lambda p: p.stat().st_size)
+    inbox: list[list[object]] = msgpack.unpackb(biggest.read_bytes())
+    return inbox
+
+
+def test_the_engine_corpus_takes_a_worker_through_a_whole_job() -> None:
+    """Bid, accept the award, commit (result), countersign (receipt): the deep handlers are
+    reached with valid signatures, so mutations start from there."""
+    targets.ENGINE_REACHED.clear()
+    targets.engine(msgpack.packb(job_flow_inbox(), use_bin_type=True))
+    assert {"/hearth/bid/1", "/hearth/award/1", "/hearth/result/1", "/hearth/receipt/1"} <= (
+        targets.ENGINE_REACHED
+    )
+
+
+@STRUCTURED
+@given(data=st.data())
+def test_field_mutations_of_a_real_job_reach_the_engine_handlers(data: st.DataObject) -> None:
+    """One field of one message of the real job replaced by any value of its type: what a
+    hostile publisher or payer would send, signed, to a worker mid-job."""
+    inbox = [list(item) for item in job_flow_inbox()]
+    item = inbox[data.draw(st.integers(0, len(inbox) - 1))]
+    message = decode(item[2])  # type: ignore[arg-type]
+    field = data.draw(st.sampled_from(dataclasses.fields(message)))
+    value = data.draw(for_type(typing.get_type_hints(type(message))[field.name]))
+    item[2] = encode(dataclasses.replace(message, **{field.name: value}))
+    run_one(TARGETS["engine"], msgpack.packb(inbox, use_bin_type=True))
 
 
 HELD = hashlib.sha256(targets.BLOB).digest()
@@ -184,7 +219,7 @@ def test_atheris_finds_no_crash_in_any_target(tmp_path: Path) -> None:
     stats = tmp_path / "stats.json"
     command = [
         sys.executable, "-m", "tests.fuzz.run", "all", f"-max_total_time={ATHERIS_S:g}",
-        "-print_final_stats=1", "-timeout=10", f"-artifact_prefix={tmp_path}/",
+        "-print_final_stats=1", "-timeout=60", f"-artifact_prefix={tmp_path}/",
         str(tmp_path / "corpus"),
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HEARTH_FUZZ_STATS": str(stats)}
