@@ -34,6 +34,7 @@ from ledger.entry import (
     Entry,
     HalfSignedReceipt,
     Kind,
+    parse_body,
     parse_entry,
     parse_header,
     parse_receipt,
@@ -326,9 +327,10 @@ def _file_problems(
         )
     except ChainError as exc:
         return None, [exc]
-    problems = _index_problems(conn, wires)
+    credits: dict[tuple[object, ...], int] = {}  # (role, payer, job_id, payee) -> seq
+    problems = _index_problems(conn, wires, credits)
     if int(conn.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION:
-        problems += _credits_problems(conn, wires)  # schema 1's are rebuilt after verifying
+        problems += _credits_problems(conn, credits)  # schema 1's are rebuilt after verifying
     author, _, _ = _meta(conn, name)
     if author != state.author:
         problems.append(HeadMismatchError("the meta row names another author", seq=0))
@@ -348,8 +350,11 @@ def _snapshot(conn: sqlite3.Connection) -> Generator[None]:
             conn.execute("ROLLBACK")  # nothing was written: a read transaction only
 
 
-def _index_problems(conn: sqlite3.Connection, wires: Sequence[bytes]) -> list[ChainError]:
-    """The columns beside each entry are an index of it: a hand edit there is tampering too."""
+def _index_problems(
+    conn: sqlite3.Connection, wires: Sequence[bytes], credits: dict[tuple[object, ...], int]
+) -> list[ChainError]:
+    """The columns beside each entry are an index of it: a hand edit there is tampering too.
+    Fills ``credits`` with the credits the chain implies, for ``_credits_problems``."""
     rows = conn.execute(
         "SELECT seq, kind, created_ms, CAST(hash AS BLOB) FROM entries ORDER BY seq"
     ).fetchall()
@@ -358,6 +363,10 @@ def _index_problems(conn: sqlite3.Connection, wires: Sequence[bytes]) -> list[Ch
         zip(rows, wires, strict=True)
     ):
         entry = parse_header(wire)
+        if entry.kind is Kind.PAY or entry.kind is Kind.EARN:
+            row = _credit_row(parse_body(entry))
+            assert row is not None
+            credits[(row[3], *row[:3])] = row[4]
         if (seq, kind, created_ms) != (entry.seq, int(entry.kind), entry.created_ms):
             problems.append(
                 TamperedEntryError(
@@ -373,14 +382,10 @@ def _index_problems(conn: sqlite3.Connection, wires: Sequence[bytes]) -> list[Ch
     return problems
 
 
-def _credits_problems(conn: sqlite3.Connection, wires: Sequence[bytes]) -> list[ChainError]:
-    """Rebuild the credits the chain implies and compare them with the ``credits`` table."""
-    expected: dict[tuple[object, ...], int] = {}
-    for wire in wires:
-        if parse_header(wire).kind in (Kind.PAY, Kind.EARN):
-            row = _credit_row(parse_entry(wire))
-            assert row is not None
-            expected[(row[3], *row[:3])] = row[4]
+def _credits_problems(
+    conn: sqlite3.Connection, expected: dict[tuple[object, ...], int]
+) -> list[ChainError]:
+    """Compare the credits the chain implies with the ``credits`` table, row by row."""
     found: dict[tuple[object, ...], int] = {}
     for role, payer, job_id, payee, seq in conn.execute(
         "SELECT role, CAST(payer AS BLOB), CAST(job_id AS BLOB), CAST(payee AS BLOB), seq "
