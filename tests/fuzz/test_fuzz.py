@@ -23,8 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.audit import LedgerRangeRequest
+from ledger.entry import EntrySigned
 from protocol import limits
-from protocol.codec import decode, encode, registered_types
+from protocol.codec import decode, decode_as, encode, registered_types
 from protocol.messages import BlobRequest
 from tests.fuzz import targets
 from tests.fuzz.targets import TARGETS, KnownIssue, Target, run_one
@@ -162,6 +163,53 @@ def test_field_mutations_of_a_real_job_reach_the_engine_handlers(data: st.DataOb
     value = data.draw(for_type(typing.get_type_hints(type(message))[field.name]))
     item[2] = encode(dataclasses.replace(message, **{field.name: value}))
     run_one(TARGETS["engine"], msgpack.packb(inbox, use_bin_type=True))
+
+
+def signed_chains() -> list[list[bytes]]:
+    """The chain corpus's real chains as the ``EntrySigned`` bytes their authors signed."""
+    chains = []
+    for _, data in corpus("chain"):
+        mode, items = msgpack.unpackb(data)
+        if mode == 1:
+            chains.append(items)
+    assert chains
+    return chains
+
+
+ENTRY_FIELDS = {
+    "seq": st.integers(-1, 12),
+    "kind": st.integers(-1, 8),
+    "created_ms": INTS | st.integers(targets.T0_MS - 5, targets.T0_MS + 300),
+    "prev_hash": st.binary(min_size=32, max_size=32) | st.binary(max_size=40),
+    "author": st.sampled_from([a.public_key for a in targets.AUTHORS]) | st.binary(max_size=40),
+}
+
+
+@STRUCTURED
+@given(data=st.data())
+def test_structural_edits_of_real_chains_reach_the_chain_rules(data: st.DataObject) -> None:
+    """Entries dropped, repeated, swapped, or one field (a body taken from another entry)
+    changed and re-signed by the author: the chain rules, not the signature check, decide."""
+    chains = signed_chains()
+    signed = list(data.draw(st.sampled_from(chains)))
+    bodies = [decode_as(s, EntrySigned).body for chain in chains for s in chain]
+    for _ in range(data.draw(st.integers(1, 3))):
+        op = data.draw(st.sampled_from(["drop", "repeat", "swap", "edit", "edit"]))
+        i = data.draw(st.integers(0, len(signed) - 1))
+        j = data.draw(st.integers(0, len(signed) - 1))
+        if op == "drop" and len(signed) > 1:
+            del signed[i]
+        elif op == "repeat":
+            signed.insert(i, signed[j])
+        elif op == "swap":
+            signed[i], signed[j] = signed[j], signed[i]
+        else:
+            entry = decode_as(signed[i], EntrySigned)
+            name = data.draw(st.sampled_from([*ENTRY_FIELDS, "body"]))
+            field_values = ENTRY_FIELDS[name] if name in ENTRY_FIELDS else st.sampled_from(bodies)
+            value = data.draw(field_values)
+            signed[i] = encode(dataclasses.replace(entry, **{name: value}))
+    run_one(TARGETS["chain"], msgpack.packb([1, signed], use_bin_type=True))
 
 
 HELD = hashlib.sha256(targets.BLOB).digest()
