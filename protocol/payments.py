@@ -45,6 +45,7 @@ from ledger.errors import (
     RefusedAuthorError,
 )
 from ledger.receipts import check_countersignature, check_half_signed, receipt_hash
+from protocol import limits
 from protocol.codec import message
 from protocol.effects import Log, PayWorker, RecordMismatch, Send, SetTimer
 from protocol.envelope import Envelope
@@ -203,10 +204,14 @@ class PaymentComponent:
         ]
 
     def _record_mismatch(self, effect: RecordMismatch, now_ms: int) -> list[Effect]:
-        evidence = (
-            effect.claimed_digest,
-            effect.accepted_digest,
-            hashlib.sha256(effect.commit_envelope).digest(),
+        evidence = tuple(  # a digest is empty before a verdict or a reveal (RecordMismatch)
+            digest
+            for digest in (
+                effect.claimed_digest,
+                effect.accepted_digest,
+                hashlib.sha256(effect.commit_envelope).digest(),
+            )
+            if len(digest) == limits.HASH_BYTES
         )
         try:
             self.ledger.append_mismatch(
