@@ -22,29 +22,47 @@ from protocol.effects import Publish, Send
 from protocol.envelope import open_envelope
 from protocol.events import Started
 from protocol.messages import BlobRequest
-from tests.fuzz.targets import AUTHORS, BLOB, CHANNELS, T0_MS, TARGETS, _ledgers, fill
-from tests.protocol.harness import Cluster
+from tests.fuzz.targets import (
+    AUTHORS,
+    BLOB,
+    CHANNELS,
+    CORPUS_INPUT,
+    CORPUS_MODULE,
+    PUBLISHER,
+    T0_MS,
+    TARGETS,
+    _ledgers,
+    corpus_job,
+    fill,
+)
+from tests.protocol.harness import LATENCY_MS, Cluster
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
-ENGINE_UNDER_TEST = 0  # the harness node whose inbox becomes the engine target's sequences
+ROLES = (0, PUBLISHER)  # harness nodes whose inboxes become the engine target's sequences
 
 
-def job_flow() -> list[tuple[str, int, bytes, bool]]:
-    """(channel, author index, envelope, delivered to node 0) for every message of one job."""
+def job_flow() -> list[tuple[int, str, int, bytes, frozenset[int]]]:
+    """(delivery ms, channel, author index, envelope, recipients) for each corpus job message."""
     cluster = Cluster(5, ledgers=True)
-    job_id = cluster.publish_job(3, b"\0asm fuzz corpus module", b"fuzz corpus input")
-    cluster.run_until(cluster.finished(3, job_id))
-    me = cluster.nodes[ENGINE_UNDER_TEST].peer_id
+    job_id = cluster.publish_job(PUBLISHER, CORPUS_MODULE, CORPUS_INPUT)
+    assert job_id == corpus_job().job_id
+    cluster.run_until(cluster.finished(PUBLISHER, job_id))
+    cluster.run_for(2_000)  # the workers' countersignatures and the publisher's settlements
+    index_of = {node.peer_id: node.index for node in cluster.nodes}
+    everyone = frozenset(range(len(cluster.nodes)))
     flow = []
-    for _, sender, effect in cluster.wire:
+    for sent_ms, sender, effect in cluster.wire:
+        at_ms = sent_ms + LATENCY_MS
         if isinstance(effect, Publish):
-            flow.append((effect.topic, sender, effect.data, sender != ENGINE_UNDER_TEST))
+            flow.append((at_ms, effect.topic, sender, effect.data, everyone - {sender}))
         elif isinstance(effect, Send):
-            flow.append((effect.protocol, sender, effect.data, effect.peer == me))
+            to = frozenset({index_of[effect.peer]})
+            flow.append((at_ms, effect.protocol, sender, effect.data, to))
     for sender in (1, 2):  # capacity ads and ledger heads, as a node publishes them on start
         for effect in cluster.nodes[sender].engine.step(Started(), cluster.now_ms):
             if isinstance(effect, Publish):
-                flow.append((effect.topic, sender, effect.data, True))
+                at_ms = cluster.now_ms + LATENCY_MS
+                flow.append((at_ms, effect.topic, sender, effect.data, everyone - {sender}))
     return flow
 
 
@@ -69,16 +87,24 @@ def chains() -> list[list[bytes]]:
 
 def seeds() -> dict[str, list[bytes]]:
     flow = job_flow()
-    opened = [(ch, a, open_envelope(env, now_ms=T0_MS, verify=False), env, to_me)
-              for ch, a, env, to_me in flow]  # fmt: skip
-    bodies = [e.body_bytes for _, _, e, _, _ in opened]
-    envelopes = [env for _, _, _, env, _ in opened]
+    opened = [(t, ch, a, open_envelope(env, now_ms=T0_MS, verify=False), env, to)
+              for t, ch, a, env, to in flow]  # fmt: skip
+    bodies = [e.body_bytes for _, _, _, e, _, _ in opened]
+    envelopes = [env for _, _, _, _, env, _ in opened]
+    inboxes: dict[int, list[object]] = {}
+    for role in ROLES:
+        inbox: list[object] = [role]
+        last_ms = T0_MS
+        for at_ms, ch, a, e, _, to in sorted(opened, key=lambda m: m[0]):
+            if role in to:
+                inbox.append([CHANNELS.index(ch), a, e.body_bytes, at_ms - last_ms])
+                last_ms = at_ms
+        inboxes[role] = inbox
     all_chains = chains()
     entries = [w for c in all_chains for w in c]
     store, _ = _ledgers()
     author = store.identity.public_key
     requests = [LedgerRangeRequest(author, s, c) for s, c in ((0, 1), (0, 64), (3, 2), (99, 5))]
-    inbox = [[CHANNELS.index(ch), a, e.body_bytes] for ch, a, e, _, to_me in opened if to_me]
     fork_proofs = [encode(ForkProof(c[-2], c[-1])) for c in all_chains[2:3]]
     digest = hashlib.sha256(BLOB).digest()
     blob_requests = [BlobRequest(digest, o, n) for o, n in ((0, 65536), (100, 10), (len(BLOB), 1))]
@@ -86,8 +112,12 @@ def seeds() -> dict[str, list[bytes]]:
         "codec": envelopes + bodies + entries,
         "envelope": envelopes,
         "messages": bodies + entries + fork_proofs + [encode(r) for r in requests],
-        "engine": [msgpack.packb(inbox, use_bin_type=True)]
-        + [msgpack.packb([item], use_bin_type=True) for item in inbox],
+        "engine": [msgpack.packb(inbox, use_bin_type=True) for inbox in inboxes.values()]
+        + [
+            msgpack.packb([role, item], use_bin_type=True)
+            for role, inbox in inboxes.items()
+            for item in inbox[1:]
+        ],
         "blob": [encode(r) for r in blob_requests] + [encode(BlobRequest(bytes(32), 0, 10))],
         "ledger_range": [encode(r) for r in requests],
         "audit": [encode(serve_range(store, r)) for r in requests],

@@ -36,11 +36,14 @@ STATS_INTERVAL_S = 0.5
 
 
 def seeds(name: str) -> list[bytes]:
-    """The stored corpus of ``name`` (every target's, prefixed, for ``all``) and, for the
-    parsers, one seed per registered message."""
+    """The stored corpus and regressions of ``name`` (every target's, prefixed, for ``all``)
+    and, for the parsers, one seed per registered message."""
     if name == "all":
         return [bytes([i]) + s for i, n in enumerate(NAMES) for s in seeds(n)]
-    found = [p.read_bytes() for p in sorted((CORPUS / name).iterdir())]
+    regressions = CORPUS.parent / "regressions" / name
+    files = sorted((CORPUS / name).iterdir())
+    files += sorted(regressions.iterdir()) if regressions.is_dir() else []
+    found = [p.read_bytes() for p in files]
     return found + (targets.registry_seeds() if name in ("codec", "messages") else [])
 
 

@@ -57,18 +57,32 @@ from ledger.store import SqliteLedger
 from node.blobs import BlobStore, serve_blob_request
 from p2p.transport import Inbound
 from protocol.codec import decode, decode_as, encode, registered_types
-from protocol.effects import CancelTimer, FetchBlob, RunJob, Send, SetTimer
+from protocol.effects import CancelTimer, FetchBlob, JobProgress, RunJob, Send, SetTimer
 from protocol.engine import Engine, EngineConfig
 from protocol.envelope import NONCE_MAX, EnvelopeWire, SignedWire, open_envelope
 from protocol.errors import RemoteProtocolError
-from protocol.events import BlobFetched, JobExecuted, MessageReceived, TimerFired
+from protocol.events import (
+    BlobFetched,
+    JobExecuted,
+    MessageReceived,
+    PeerConnected,
+    PublishJob,
+    TimerFired,
+)
 from protocol.identity import Identity
+from protocol.job_messages import JobId
+from protocol.jobs_config import JobsConfig
 from protocol.messages import PROTOCOLS, TOPICS
+from protocol.publisher_state import PublisherConfig
 from tests.protocol.harness import T0_MS, make_profile
 
 NOW_MS = T0_MS + 100  # just after the corpus job's call for bids, inside its envelopes' lives
 CHANNELS = (*TOPICS, *PROTOCOLS)
-MESSAGE_INTERVAL_MS = 1_000  # between the messages of one engine input: a bid window passes
+MESSAGE_INTERVAL_MS = 10  # between an engine input's messages that do not say (the latency)
+MESSAGE_DELAY_MS_MAX = 600_000  # the longest wait an input may ask for between two messages
+ENGINE_REACHED: set[str] = set()  # protocols it sent on, job phases it reached (for a test)
+LOCAL_EVENTS_MAX = 64  # effects handled per message: a fetch answers, a job runs, no loop
+FINAL_TIMERS_MAX = 16  # timers fired after the last message (leases, resends), then stop
 BLOB = b"hearth blob " * 100  # a blob every blob-request input may ask for (its hash is below)
 
 
@@ -159,25 +173,48 @@ def messages(data: bytes) -> None:
 # The engine: every message handler, reached with valid signatures ----------------------------
 
 
-def _sequence(data: bytes) -> list[tuple[int, int, bytes]]:
-    """``[[channel, author, body], ...]``, or the whole input as one body on a channel."""
+CORPUS_MODULE = b"\0asm fuzz corpus module"
+CORPUS_INPUT = b"fuzz corpus input"
+PUBLISHER = 3  # the harness node that publishes the corpus job (make_corpus.py)
+
+
+def corpus_job() -> PublishJob:
+    """The job of the corpus, as tests.protocol.harness.Cluster.publish_job made it at T0_MS."""
+    module_hash = hashlib.sha256(CORPUS_MODULE).digest()
+    input_hash = hashlib.sha256(CORPUS_INPUT).digest()
+    return PublishJob(
+        job_id=JobId(hashlib.sha256(module_hash + input_hash + str(T0_MS).encode()).digest()[:16]),
+        runtime="wasm", module_hash=module_hash, module_bytes=len(CORPUS_MODULE),
+        input_hash=input_hash, input_bytes=len(CORPUS_INPUT), fuel_max=10**12, memory_mb_max=256,
+        deadline_ms=T0_MS + 120_000, max_price_mc_per_tfuel=50_000, bid_window_ms=1_000,
+    )  # fmt: skip
+
+
+def _sequence(data: bytes) -> tuple[int, list[tuple[int, int, bytes, int]]]:
+    """``[role, [channel, author, body, delay_ms], ...]`` (role: which harness node the engine
+    is, the publisher publishing the corpus job first; delay_ms: since the previous message, or
+    since the start, optional), or the whole input as one body to node 0."""
     try:
         items = msgpack.unpackb(data, raw=False, max_array_len=64, max_map_len=0)
     except Exception:
-        return [(len(data), 1, data)]
+        return 0, [(len(data), 1, data, 0)]
     if not isinstance(items, list):
-        return [(len(data), 1, data)]
+        return 0, [(len(data), 1, data, 0)]
+    role = 0
+    if items and type(items[0]) is int:
+        role, items = items[0] % len(AUTHORS), items[1:]
     out = []
     for item in items:
         if (
             isinstance(item, list)
-            and len(item) == 3
+            and len(item) in (3, 4)
             and type(item[0]) is int
             and type(item[1]) is int
             and type(item[2]) is bytes
         ):
-            out.append((item[0], item[1], item[2]))
-    return out
+            delay = item[3] if len(item) == 4 and type(item[3]) is int else MESSAGE_INTERVAL_MS
+            out.append((item[0], item[1], item[2], max(0, min(delay, MESSAGE_DELAY_MS_MAX))))
+    return role, out
 
 
 def _seal_raw(author: Identity, body: bytes, nonce: int, now_ms: int) -> bytes:
@@ -192,28 +229,39 @@ def engine(data: bytes) -> None:
     fuzzer reaches each component's handler rather than stopping at the signature. Nothing may
     raise out of ``Engine.step``: every refusal is a ``Log`` and a ``Penalise``.
     """
-    me = AUTHORS[0]
-    node = Engine(
-        EngineConfig(me, make_profile(0)),
-        random.Random("0:0"),  # as the harness seeds its node 0, so the corpus's awards match
+    role, sequence = _sequence(data)
+    me = AUTHORS[role]
+    node = Engine(  # seeded as the harness seeds its node, so the corpus's messages match
+        EngineConfig(me, make_profile(role), jobs=JobsConfig(publisher=PublisherConfig(32))),
+        random.Random(f"0:{role}"),
         MemoryLedger(me, now_ms=T0_MS),
     )
-    now_ms = NOW_MS
+    now_ms = T0_MS  # the corpus job's timeline: published at T0_MS, delays as they were
     timers: dict[str, int] = {}
-    for nonce, (channel, author_index, body) in enumerate(_sequence(data)):
+    for index, other in enumerate(AUTHORS):
+        if other is not me:
+            node.step(PeerConnected(other.peer_id, f"127.0.0.{index + 2}"), now_ms)
+    if role == PUBLISHER:
+        _carry_out(node, node.step(corpus_job(), now_ms), now_ms, timers)
+    for nonce, (channel, author_index, body, delay_ms) in enumerate(sequence):
+        now_ms += delay_ms
+        _fire_due_timers(node, timers, now_ms)
         author = AUTHORS[author_index % len(AUTHORS)]
         wire = _seal_raw(author, body, nonce % NONCE_MAX, now_ms)
         event = MessageReceived(author.peer_id, CHANNELS[channel % len(CHANNELS)], wire)
         _carry_out(node, node.step(event, now_ms), now_ms, timers)
-        now_ms += MESSAGE_INTERVAL_MS
-        due = sorted((at_ms, key) for key, at_ms in timers.items() if at_ms <= now_ms)
-        for _, key in due[:LOCAL_EVENTS_MAX]:
-            del timers[key]
-            _carry_out(node, node.step(TimerFired(key), now_ms), now_ms, timers)
+    _fire_due_timers(node, timers, now_ms + MESSAGE_DELAY_MS_MAX, FINAL_TIMERS_MAX)
 
 
-ENGINE_REACHED: set[str] = set()  # protocols the engine under test answered on (for a test)
-LOCAL_EVENTS_MAX = 64  # effects handled per message: a fetch answers, a job runs, no loop
+def _fire_due_timers(
+    node: Engine, timers: dict[str, int], now_ms: int, count_max: int = LOCAL_EVENTS_MAX
+) -> None:
+    for _ in range(count_max):
+        due = min(((at_ms, key) for key, at_ms in timers.items() if at_ms <= now_ms), default=None)
+        if due is None:
+            return
+        del timers[due[1]]
+        _carry_out(node, node.step(TimerFired(due[1]), due[0]), due[0], timers)
 
 
 def _carry_out(node: Engine, effects: list[Any], now_ms: int, timers: dict[str, int]) -> None:
@@ -231,6 +279,8 @@ def _carry_out(node: Engine, effects: list[Any], now_ms: int, timers: dict[str, 
             timers.pop(effect.key, None)
         elif isinstance(effect, Send):
             ENGINE_REACHED.add(effect.protocol)
+        elif isinstance(effect, JobProgress):
+            ENGINE_REACHED.add(f"phase:{effect.phase}")
         elif isinstance(effect, FetchBlob):
             queue += node.step(BlobFetched(effect.blob_hash), now_ms)
         elif isinstance(effect, RunJob):

@@ -33,6 +33,7 @@ from tests.protocol.strategies import INTS, any_message, for_type
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).resolve().parent / "corpus"
+REGRESSIONS = Path(__file__).resolve().parent / "regressions"
 MUTATIONS_SLOW_TARGET = 300  # engine and chain take about a millisecond an input
 MUTATIONS_FAST_TARGET = 3_000
 # Seconds of atheris over all targets together (one process); the module stays under 60 s.
@@ -46,8 +47,12 @@ STRUCTURED = settings(
 
 
 def corpus(name: str) -> list[tuple[str, bytes]]:
+    """The generated seeds, the crashes found so far (``regressions/``, kept by hand), and for
+    the parsers one seed per registered message."""
     files = sorted((CORPUS / name).iterdir())
     assert files, f"no seeds in {CORPUS / name}; run python -m tests.fuzz.make_corpus"
+    found = REGRESSIONS / name
+    files += sorted(found.iterdir()) if found.is_dir() else []
     seeds = [(str(p), p.read_bytes()) for p in files]
     if name in ("codec", "messages"):
         seeds += [(f"registry seed {i}", s) for i, s in enumerate(targets.registry_seeds())]
@@ -134,35 +139,41 @@ def test_structured_messages_through_the_parsers_and_the_engine(
     run_one(TARGETS["engine"], msgpack.packb([[channel, author, data]], use_bin_type=True))
 
 
-def job_flow_inbox() -> list[list[object]]:
-    """The engine corpus's whole job, as node 0 received it: [[channel, author, body], ...]."""
-    biggest = max((CORPUS / "engine").iterdir(), key=lambda p: p.stat().st_size)
-    inbox: list[list[object]] = msgpack.unpackb(biggest.read_bytes())
-    return inbox
+def job_flow_inboxes() -> list[list[object]]:
+    """The engine corpus's whole job as the worker (node 0) and the publisher (node 3) received
+    it: ``[role, [channel, author, body, delay_ms], ...]``."""
+    inboxes = []
+    for path in sorted((CORPUS / "engine").iterdir()):
+        items = msgpack.unpackb(path.read_bytes())
+        if len(items) > 3:
+            inboxes.append(items)
+    assert sorted(inbox[0] for inbox in inboxes) == [0, targets.PUBLISHER]
+    return inboxes
 
 
-def test_the_engine_corpus_takes_a_worker_through_a_whole_job() -> None:
-    """Bid, accept the award, commit (result), countersign (receipt): the deep handlers are
-    reached with valid signatures, so mutations start from there."""
+def test_the_engine_corpus_takes_a_worker_and_a_publisher_through_a_whole_job() -> None:
+    """Bid, award, commit, reveal, pay, countersign: the deep handlers are reached with valid
+    signatures, so the fuzzers' mutations start from there."""
     targets.ENGINE_REACHED.clear()
-    targets.engine(msgpack.packb(job_flow_inbox(), use_bin_type=True))
-    assert {"/hearth/bid/1", "/hearth/award/1", "/hearth/result/1", "/hearth/receipt/1"} <= (
-        targets.ENGINE_REACHED
-    )
+    for inbox in job_flow_inboxes():
+        targets.engine(msgpack.packb(inbox, use_bin_type=True))
+    protocols = {"/hearth/bid/1", "/hearth/award/1", "/hearth/result/1", "/hearth/receipt/1"}
+    assert protocols | {"phase:paid"} <= targets.ENGINE_REACHED
 
 
 @STRUCTURED
 @given(data=st.data())
 def test_field_mutations_of_a_real_job_reach_the_engine_handlers(data: st.DataObject) -> None:
     """One field of one message of the real job replaced by any value of its type: what a
-    hostile publisher or payer would send, signed, to a worker mid-job."""
-    inbox = [list(item) for item in job_flow_inbox()]
+    hostile publisher, payer, bidder or worker would send, signed, to a node mid-job."""
+    role, *items = data.draw(st.sampled_from(job_flow_inboxes()))
+    inbox = [list(item) for item in items]
     item = inbox[data.draw(st.integers(0, len(inbox) - 1))]
     message = decode(item[2])  # type: ignore[arg-type]
     field = data.draw(st.sampled_from(dataclasses.fields(message)))
     value = data.draw(for_type(typing.get_type_hints(type(message))[field.name]))
     item[2] = encode(dataclasses.replace(message, **{field.name: value}))
-    run_one(TARGETS["engine"], msgpack.packb(inbox, use_bin_type=True))
+    run_one(TARGETS["engine"], msgpack.packb([role, *inbox], use_bin_type=True))
 
 
 def signed_chains() -> list[list[bytes]]:
