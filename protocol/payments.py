@@ -174,6 +174,9 @@ class PaymentComponent:
             ]
         if (effect.job_id, payee) in self.ledger.state.pay_keys:
             return []  # already paid (a replayed decision, or one restored after a restart)
+        if not 0 < effect.amount_mc <= limits.CREDIT_LIMIT_MC:  # more than one receipt carries
+            reason = f"{effect.amount_mc} mc is outside (0, {limits.CREDIT_LIMIT_MC}]"
+            return [Log("error", "payment-refused", (("reason", reason),))]
         try:
             half = self.ledger.append_pay_pending(
                 job_id=effect.job_id,
