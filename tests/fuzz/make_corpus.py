@@ -41,9 +41,10 @@ CORPUS = Path(__file__).resolve().parent / "corpus"
 ROLES = (0, PUBLISHER)  # harness nodes whose inboxes become the engine target's sequences
 
 
-def job_flow() -> list[tuple[int, str, int, bytes, frozenset[int]]]:
-    """(delivery ms, channel, author index, envelope, recipients) for each corpus job message."""
-    cluster = Cluster(5, ledgers=True)
+def job_flow(liar: bool = False) -> list[tuple[int, str, int, bytes, frozenset[int]]]:
+    """(delivery ms, channel, author index, envelope, recipients) for each corpus job message;
+    with ``liar``, node 0 returns a wrong result and is outvoted (a mismatch notice)."""
+    cluster = Cluster(5, ledgers=True, behaviours={0: "liar"} if liar else None)
     job_id = cluster.publish_job(PUBLISHER, CORPUS_MODULE, CORPUS_INPUT)
     assert job_id == corpus_job().job_id
     cluster.run_until(cluster.finished(PUBLISHER, job_id))
@@ -85,21 +86,27 @@ def chains() -> list[list[bytes]]:
     return [payer.entry_wires(), payee.entry_wires(), forked, forker.entry_wires()]
 
 
-def seeds() -> dict[str, list[bytes]]:
-    flow = job_flow()
-    opened = [(t, ch, a, open_envelope(env, now_ms=T0_MS, verify=False), env, to)
-              for t, ch, a, env, to in flow]  # fmt: skip
-    bodies = [e.body_bytes for _, _, _, e, _, _ in opened]
-    envelopes = [env for _, _, _, _, env, _ in opened]
-    inboxes: dict[int, list[object]] = {}
+def inboxes(flow: list[tuple[int, str, int, bytes, frozenset[int]]]) -> list[list[object]]:
+    """``[role, [channel, author, body, delay_ms], ...]`` for the worker and the publisher."""
+    found = []
     for role in ROLES:
         inbox: list[object] = [role]
         last_ms = T0_MS
-        for at_ms, ch, a, e, _, to in sorted(opened, key=lambda m: m[0]):
+        for at_ms, channel, author, envelope, to in sorted(flow, key=lambda m: m[0]):
             if role in to:
-                inbox.append([CHANNELS.index(ch), a, e.body_bytes, at_ms - last_ms])
+                body = open_envelope(envelope, now_ms=T0_MS, verify=False).body_bytes
+                inbox.append([CHANNELS.index(channel), author, body, at_ms - last_ms])
                 last_ms = at_ms
-        inboxes[role] = inbox
+        found.append(inbox)
+    return found
+
+
+def seeds() -> dict[str, list[bytes]]:
+    flow = job_flow()
+    opened = [open_envelope(envelope, now_ms=T0_MS, verify=False) for _, _, _, envelope, _ in flow]
+    bodies = [e.body_bytes for e in opened]
+    envelopes = [envelope for _, _, _, envelope, _ in flow]
+    sequences = [*inboxes(flow), *inboxes(job_flow(liar=True))[:1]]
     all_chains = chains()
     entries = [w for c in all_chains for w in c]
     store, _ = _ledgers()
@@ -112,10 +119,10 @@ def seeds() -> dict[str, list[bytes]]:
         "codec": envelopes + bodies + entries,
         "envelope": envelopes,
         "messages": bodies + entries + fork_proofs + [encode(r) for r in requests],
-        "engine": [msgpack.packb(inbox, use_bin_type=True) for inbox in inboxes.values()]
+        "engine": [msgpack.packb(inbox, use_bin_type=True) for inbox in sequences]
         + [
-            msgpack.packb([role, item], use_bin_type=True)
-            for role, inbox in inboxes.items()
+            msgpack.packb([inbox[0], item], use_bin_type=True)
+            for inbox in sequences[:2]
             for item in inbox[1:]
         ],
         "blob": [encode(r) for r in blob_requests] + [encode(BlobRequest(bytes(32), 0, 10))],
