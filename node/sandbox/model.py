@@ -17,6 +17,9 @@ DATA_FUEL_PER_BYTE: Final = 1  # copying a data segment into linear memory at in
 WASM_HEADER_BYTES: Final = 8  # b"\0asm" and the version
 WASM_SECTION_CODE: Final = 10
 WASM_SECTION_DATA: Final = 11
+# Honest modules have a dozen sections; past this many (custom sections can repeat without end)
+# the rest of the module is charged as code, so the scan stays short and hides nothing.
+WASM_SECTIONS_SCANNED_MAX: Final = 1024
 
 
 class Runtime(enum.StrEnum):
@@ -65,7 +68,9 @@ def _section_bytes(module: bytes) -> tuple[int, int]:
     """(code section bytes, data section bytes) from the module's section headers."""
     sizes = {WASM_SECTION_CODE: 0, WASM_SECTION_DATA: 0}
     offset = WASM_HEADER_BYTES
-    while offset < len(module):
+    for _ in range(WASM_SECTIONS_SCANNED_MAX):
+        if offset >= len(module):
+            break
         section_id = module[offset]
         size, offset = _leb128_u32(module, offset + 1)
         if size is None or offset + size > len(module):
@@ -73,6 +78,8 @@ def _section_bytes(module: bytes) -> tuple[int, int]:
         if section_id in sizes:
             sizes[section_id] += size
         offset += size
+    else:
+        sizes[WASM_SECTION_CODE] += max(0, len(module) - offset)  # unscanned: charged as code
     return sizes[WASM_SECTION_CODE], sizes[WASM_SECTION_DATA]
 
 

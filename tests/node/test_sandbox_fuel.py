@@ -5,7 +5,7 @@ from __future__ import annotations
 import wasmtime
 
 from node.sandbox import ErrorKind, SandboxPool
-from node.sandbox.model import CODE_FUEL_PER_BYTE, module_fuel
+from node.sandbox.model import CODE_FUEL_PER_BYTE, WASM_SECTIONS_SCANNED_MAX, module_fuel
 from node.sandbox.shipped import wasm_bytes
 from tests.node.test_sandbox import pool, request  # noqa: F401 - pool is a fixture
 
@@ -74,3 +74,14 @@ def test_the_charge_of_malformed_bytes_is_their_length() -> None:
         assert module_fuel(junk) == len(junk)
     truncated = hello()[:-3]
     assert module_fuel(truncated) >= len(truncated)
+
+
+def test_a_module_of_endless_sections_is_charged_as_code_past_the_scan() -> None:
+    """Custom sections may repeat: past the scan's limit the rest is charged as code, so code
+    cannot hide behind them, and the scan of 32 MiB of tiny sections stays quick."""
+    custom = b"\x00\x01\x00"  # an empty-named custom section of one byte
+    padded = b"\0asm\x01\0\0\0" + custom * (WASM_SECTIONS_SCANNED_MAX + 10)
+    rest = 10 * len(custom)
+    assert module_fuel(padded) == len(padded) + CODE_FUEL_PER_BYTE * rest
+    huge = b"\0asm\x01\0\0\0" + custom * (11 << 20)
+    assert module_fuel(huge) > CODE_FUEL_PER_BYTE * (len(huge) - 4096)
