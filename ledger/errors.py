@@ -171,6 +171,21 @@ class LedgerCorruptError(HearthError):
         self.cause = cause
 
 
+class CreditsMismatchError(ChainError):
+    """The ``credits`` table (an index of the chain's pays and earns) disagrees with the chain."""
+
+    reason = "credits-mismatch"
+
+
+class LedgerDamagedError(HearthError):
+    """The file cannot be read as a ledger at all: not SQLite, truncated, a table or the meta row
+    missing. Nothing in it can be trusted or built on; the message is one line."""
+
+    def __init__(self, path: str, why: str) -> None:
+        super().__init__(f"ledger {path} is damaged: {why}")
+        self.why = why
+
+
 class LedgerUnavailableError(HearthError):
     """The store cannot write right now (disk full, I/O error); no signature was released."""
 

@@ -9,7 +9,8 @@ Every group of entries is one transaction: ``BEGIN IMMEDIATE``, the rows, the he
 With WAL and ``synchronous=FULL`` the commit has reached the disk when it returns, and only then
 does ``LedgerBase`` release the signatures. ``credits`` carries the primary key (role, payer,
 job_id, payee), so the file itself refuses a second credit for one job even if a bug let one
-through.
+through. ``entries.hash`` and the whole ``credits`` table are indexes of the chain: verification
+recomputes both from the entries and treats any difference as tampering.
 Schema 1 keyed credits by (role, job_id, payee); opening such a file verifies it, then rebuilds
 ``credits`` from the chain in one transaction (ADR 0011).
 """
@@ -33,11 +34,20 @@ from ledger.entry import (
     Entry,
     HalfSignedReceipt,
     Kind,
+    parse_body,
     parse_entry,
     parse_header,
     parse_receipt,
 )
-from ledger.errors import ChainError, LedgerCorruptError, LedgerUnavailableError, TamperedEntryError
+from ledger.errors import (
+    ChainError,
+    CreditsMismatchError,
+    HeadMismatchError,
+    LedgerCorruptError,
+    LedgerDamagedError,
+    LedgerUnavailableError,
+    TamperedEntryError,
+)
 from ledger.parallel import THREADS_MAX, verify_chain_parallel
 from protocol.errors import HearthError
 from protocol.identity import Identity
@@ -74,6 +84,9 @@ class SqliteLedger(LedgerBase):
             except BaseException:
                 db.conn.close()
                 raise
+        except sqlite3.DatabaseError as exc:  # not SQLite, truncated, a table missing...
+            os.close(lock_fd)
+            raise LedgerDamagedError(str(path), _why(exc)) from exc
         except BaseException:
             os.close(lock_fd)
             raise
@@ -234,24 +247,45 @@ def _open_state(
             _create_schema(db, identity, genesis)
     elif version != SCHEMA_VERSION and version not in _SCHEMAS_MIGRATED:
         raise HearthError(f"ledger {path} has schema {version}; this node reads {SCHEMA_VERSION}")
-    (author,) = db.conn.execute("SELECT author FROM meta").fetchone()
-    if bytes(author) != identity.public_key:
+    author, _, _ = _meta(db.conn, str(path))
+    if author != identity.public_key:
         raise HearthError(f"ledger {path} belongs to another identity")
     state = verify_file(db.conn, str(path))
     if version in _SCHEMAS_MIGRATED:
-        _migrate(db, read_rows(db.conn)[0], version)
+        _migrate(db, read_rows(db.conn, str(path))[0], version)
     return state
 
 
-def read_rows(conn: sqlite3.Connection) -> tuple[list[bytes], list[bytes], tuple[int, bytes]]:
-    """Everything a verifier needs from a ledger file: bytes, recorded hashes, recorded head."""
+def _meta(conn: sqlite3.Connection, name: str) -> tuple[bytes, int, bytes]:
+    """(author, head seq, head hash) from the one meta row; ``LedgerDamagedError`` otherwise."""
     rows = conn.execute(  # CAST: a hand edit may have left TEXT where bytes belong
-        "SELECT seq, CAST(hash AS BLOB), CAST(wire AS BLOB) FROM entries ORDER BY seq"
+        "SELECT CAST(author AS BLOB), CAST(head_seq AS INTEGER), CAST(head_hash AS BLOB) FROM meta"
     ).fetchall()
-    head_seq, head_hash = conn.execute("SELECT head_seq, head_hash FROM meta").fetchone()
+    if len(rows) != 1 or None in rows[0]:
+        why = f"{len(rows)} rows" if len(rows) != 1 else "an empty field"
+        raise LedgerDamagedError(name, f"the meta table has {why}, not one full row")
+    author, head_seq, head_hash = rows[0]
+    return bytes(author), int(head_seq), bytes(head_hash)
+
+
+def read_rows(
+    conn: sqlite3.Connection, name: str = "file"
+) -> tuple[list[bytes], list[bytes], tuple[int, bytes]]:
+    """Everything a verifier needs from a ledger file: bytes, recorded hashes, recorded head.
+
+    Raises ``LedgerDamagedError`` if the file cannot be read as a ledger."""
+    try:
+        rows = conn.execute(
+            "SELECT seq, CAST(hash AS BLOB), CAST(wire AS BLOB) FROM entries ORDER BY seq"
+        ).fetchall()
+        _, head_seq, head_hash = _meta(conn, name)
+    except sqlite3.DatabaseError as exc:
+        raise LedgerDamagedError(name, _why(exc)) from exc
+    if any(r[1] is None or r[2] is None for r in rows):
+        raise LedgerDamagedError(name, "an entry row has no hash or no bytes")
     wires = [bytes(r[2]) for r in rows]
     hashes = [bytes(r[1]) for r in rows]
-    return wires, hashes, (int(head_seq), bytes(head_hash))
+    return wires, hashes, (head_seq, head_hash)
 
 
 def verify_threads() -> int:
@@ -261,29 +295,120 @@ def verify_threads() -> int:
 
 
 def verify_file(conn: sqlite3.Connection, name: str) -> ChainState:
-    """Verify the chain in an open ledger file, or raise ``LedgerCorruptError``."""
-    wires, hashes, head = read_rows(conn)
+    """Verify the chain in an open ledger file and its indexes, or raise ``LedgerCorruptError``
+    naming the first problem (``LedgerDamagedError`` if it cannot be read as a ledger)."""
+    state, problems = file_problems(conn, name)
+    if problems:
+        raise LedgerCorruptError(name, problems[0])
+    assert state is not None
+    return state
+
+
+def file_problems(
+    conn: sqlite3.Connection, name: str
+) -> tuple[ChainState | None, list[ChainError]]:
+    """The verified chain's state and every way the file's indexes disagree with it, in seq
+    order; or (None, [the chain's first fault]) if the chain itself does not verify. Reads one
+    snapshot, so a node appending meanwhile (WAL) changes nothing of what is checked."""
+    try:
+        with _snapshot(conn):
+            return _file_problems(conn, name)
+    except sqlite3.DatabaseError as exc:
+        raise LedgerDamagedError(name, _why(exc)) from exc
+
+
+def _file_problems(
+    conn: sqlite3.Connection, name: str
+) -> tuple[ChainState | None, list[ChainError]]:
+    wires, hashes, head = read_rows(conn, name)
     try:
         state = verify_chain_parallel(
             wires, threads=verify_threads(), head=head, recorded_hashes=hashes
         )
-        _check_index(conn)
     except ChainError as exc:
-        raise LedgerCorruptError(name, exc) from exc
-    return state
+        return None, [exc]
+    credits: dict[tuple[object, ...], int] = {}  # (role, payer, job_id, payee) -> seq
+    problems = _index_problems(conn, wires, credits)
+    if int(conn.execute("PRAGMA user_version").fetchone()[0]) == SCHEMA_VERSION:
+        problems += _credits_problems(conn, credits)  # schema 1's are rebuilt after verifying
+    author, _, _ = _meta(conn, name)
+    if author != state.author:
+        problems.append(HeadMismatchError("the meta row names another author", seq=0))
+    return state, sorted(problems, key=lambda p: -1 if p.seq is None else p.seq)
 
 
-def _check_index(conn: sqlite3.Connection) -> None:
-    """The columns beside each entry are an index of it: a hand edit there is tampering too."""
+@contextlib.contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Generator[None]:
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")  # nothing was written: a read transaction only
+
+
+def _index_problems(
+    conn: sqlite3.Connection, wires: Sequence[bytes], credits: dict[tuple[object, ...], int]
+) -> list[ChainError]:
+    """The columns beside each entry are an index of it: a hand edit there is tampering too.
+    Fills ``credits`` with the credits the chain implies, for ``_credits_problems``."""
     rows = conn.execute(
-        "SELECT seq, kind, created_ms, CAST(wire AS BLOB) FROM entries ORDER BY seq"
-    )
-    for index, (seq, kind, created_ms, wire) in enumerate(rows):
-        entry = parse_header(bytes(wire))
+        "SELECT seq, kind, created_ms, CAST(hash AS BLOB) FROM entries ORDER BY seq"
+    ).fetchall()
+    problems: list[ChainError] = []
+    for index, ((seq, kind, created_ms, recorded), wire) in enumerate(
+        zip(rows, wires, strict=True)
+    ):
+        entry = parse_header(wire)
+        if entry.kind is Kind.PAY or entry.kind is Kind.EARN:
+            row = _credit_row(parse_body(entry))
+            assert row is not None
+            credits[(row[3], *row[:3])] = row[4]
         if (seq, kind, created_ms) != (entry.seq, int(entry.kind), entry.created_ms):
-            raise TamperedEntryError(
-                "the index columns disagree with the entry", index=index, seq=seq
+            problems.append(
+                TamperedEntryError(
+                    "the index columns disagree with the entry", index=index, seq=seq
+                )
             )
+        if bytes(recorded) != entry.hash:
+            problems.append(
+                TamperedEntryError(
+                    "the hash column is not the entry's hash", index=index, seq=entry.seq
+                )
+            )
+    return problems
+
+
+def _credits_problems(
+    conn: sqlite3.Connection, expected: dict[tuple[object, ...], int]
+) -> list[ChainError]:
+    """Compare the credits the chain implies with the ``credits`` table, row by row."""
+    found: dict[tuple[object, ...], int] = {}
+    for role, payer, job_id, payee, seq in conn.execute(
+        "SELECT role, CAST(payer AS BLOB), CAST(job_id AS BLOB), CAST(payee AS BLOB), seq "
+        "FROM credits"
+    ):
+        found[(role, bytes(payer or b""), bytes(job_id or b""), bytes(payee or b""))] = (
+            seq if type(seq) is int else -1
+        )
+    problems: list[ChainError] = []
+    for key, seq in expected.items():
+        if key not in found:
+            side = "earn" if key[0] == _ROLE_EARN else "pay"
+            problems.append(CreditsMismatchError(f"no credits row for this {side}", seq=seq))
+        elif found[key] != seq:
+            problems.append(
+                CreditsMismatchError(f"the credits row names seq {found[key]}", seq=seq)
+            )
+    for row_key, seq in found.items():
+        if row_key not in expected:
+            problems.append(
+                CreditsMismatchError("a credits row for no pay or earn of the chain", seq=seq)
+            )
+    return problems
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -295,7 +420,7 @@ def open_readonly(path: Path) -> sqlite3.Connection:
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise HearthError(f"{path} is not a ledger: {exc}") from exc
+        raise LedgerDamagedError(str(path), _why(exc)) from exc
     if version != SCHEMA_VERSION and version not in _SCHEMAS_MIGRATED:  # readers need no credits
         conn.close()
         raise HearthError(f"{path} has ledger schema {version}; this node reads {SCHEMA_VERSION}")

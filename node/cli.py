@@ -48,6 +48,33 @@ def main() -> None:
     except CommandError as exc:
         sys.stderr.write(f"hearth: {exc}\n")
         sys.exit(exc.exit_code)
+    except BaseExceptionGroup as group:  # a CommandError raised inside the daemon's nurseries
+        error = command_error_in(group)
+        if error is None:
+            raise
+        sys.stderr.write(f"hearth: {error}\n")
+        sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("hearth: interrupted\n")
         sys.exit(130)
+
+
+def command_error_in(group: BaseExceptionGroup[BaseException]) -> CommandError | None:
+    """The ``CommandError`` a trio nursery wrapped, if that is all the group holds (with the
+    cancellations it caused); anything else is a bug and keeps its traceback."""
+    errors, rest = group.split(CommandError)
+    if errors is None:
+        return None
+    if rest is not None and rest.split(_is_cancellation)[1] is not None:
+        return None
+    first: BaseException = errors
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, CommandError)
+    return first
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    import trio  # only reached when a nursery raised, so trio is already imported
+
+    return isinstance(exc, trio.Cancelled | KeyboardInterrupt)

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ledger.audit import LedgerRangeRequest, serve_range
-from ledger.errors import LedgerCorruptError
+from ledger.errors import LedgerCorruptError, LedgerDamagedError
 from ledger.store import LedgerBusyError, SqliteLedger
 from node import calibrate, paths
 from node.adversary import gossip_forks
@@ -44,7 +44,7 @@ from p2p.host import open_transport
 from p2p.transport import HostConfig, Inbound, Transport
 from protocol.codec import decode_as, encode
 from protocol.engine import Engine, EngineConfig, HostProfile
-from protocol.errors import RemoteProtocolError
+from protocol.errors import HearthError, RemoteProtocolError
 from protocol.events import Started
 from protocol.identity import Identity, PeerId, peer_id_from_public_key
 from protocol.jobs_config import JobsConfig
@@ -289,6 +289,12 @@ def open_ledger(path: Path, identity: Identity, now_ms: int) -> SqliteLedger:
         ) from None
     except LedgerBusyError:
         raise CommandError(f"another process is using {path}; is a node already running?") from None
+    except LedgerDamagedError as exc:
+        raise CommandError(
+            f"{exc}; the node will not build on it. Restore it from a backup"
+        ) from None
+    except HearthError as exc:  # another identity's ledger, a schema this node does not read
+        raise CommandError(str(exc)) from None
 
 
 def serve_requests(node: Node) -> None:

@@ -53,6 +53,7 @@ from ledger.errors import (
     RefusedAuthorError,
 )
 from ledger.receipts import check_countersignature, check_half_signed, receipt_hash
+from protocol import limits
 from protocol.codec import message
 from protocol.credit import CreditConfig, CreditLines
 from protocol.effects import Log, PayWorker, RecordMismatch, Send, SetTimer
@@ -271,6 +272,9 @@ class PaymentComponent:
             ]
         if (effect.job_id, payee) in self.ledger.state.pay_keys:
             return []  # already paid (a replayed decision, or one restored after a restart)
+        if not 0 < effect.amount_mc <= limits.CREDIT_LIMIT_MC:  # more than one receipt carries
+            reason = f"{effect.amount_mc} mc is outside (0, {limits.CREDIT_LIMIT_MC}]"
+            return [Log("error", "payment-refused", (("reason", reason),))]
         try:
             half = self.ledger.append_pay_pending(
                 job_id=effect.job_id,
@@ -307,7 +311,7 @@ class PaymentComponent:
         evidence.append(hashlib.sha256(effect.commit_envelope).digest())
         if effect.reveal_envelope:
             evidence.append(hashlib.sha256(effect.reveal_envelope).digest())
-        evidence = [h for h in evidence if len(h) == hashlib.sha256().digest_size]
+        evidence = [h for h in evidence if len(h) == limits.HASH_BYTES]
         try:
             self.ledger.append_mismatch(
                 job_id=effect.job_id,

@@ -5,9 +5,11 @@ I/O: reads the ledger file (read-only; the node may be writing it at the same ti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,15 @@ import typer
 
 from ledger.chain import ChainState, verify_chain
 from ledger.entry import parse_entry, to_json
-from ledger.errors import ChainError, LedgerCorruptError
-from ledger.store import open_readonly, read_rows, verify_file
+from ledger.errors import ChainError
+from ledger.store import file_problems, open_readonly, read_rows, verify_file
 from node.commands.common import JSON_OPTION, fail, print_json
 from node.paths import data_dir, ledger_path
 from protocol.errors import HearthError
 
 app = typer.Typer(help="Inspect and check this node's credit ledger.", no_args_is_help=True)
+
+PROBLEM_LINES_MAX = 50  # `ledger verify` lists at most this many problems, then a count
 
 DB_OPTION = typer.Option(None, "--db", help="Ledger file (default: the node's data directory).")
 OUTPUT_OPTION = typer.Option(None, "--output", "-o", help="Write to this file.")
@@ -32,27 +36,41 @@ def _path(db: Path | None) -> Path:
 
 
 def _connect(db: Path | None) -> sqlite3.Connection:
-    try:
+    with _one_line(db):
         return open_readonly(_path(db))
-    except HearthError as exc:
+
+
+@contextlib.contextmanager
+def _one_line(db: Path | None) -> Iterator[None]:
+    """Whatever is wrong with the file, say it in one line and exit 1 (no traceback)."""
+    try:
+        yield
+    except HearthError as exc:  # LedgerCorruptError, LedgerDamagedError, a wrong schema
         fail(str(exc))
+    except ChainError as exc:  # an entry `show` or `export` cannot parse
+        fail(f"ledger {_path(db)} is corrupt at {exc.describe()}")
+    except sqlite3.Error as exc:
+        fail(f"cannot read ledger {_path(db)}: {exc}")
 
 
 def _verified(conn: sqlite3.Connection, db: Path | None) -> ChainState:
-    try:
+    with _one_line(db):
         return verify_file(conn, str(_path(db)))
-    except LedgerCorruptError as exc:
-        fail(str(exc))
-    except sqlite3.Error as exc:
-        fail(f"cannot read ledger {_path(db)}: {exc}")
+    raise AssertionError("unreachable")  # mypy: the context manager may swallow
+
+
+def _wires(conn: sqlite3.Connection, db: Path | None) -> list[bytes]:
+    with _one_line(db):
+        return read_rows(conn, str(_path(db)))[0]
+    raise AssertionError("unreachable")
 
 
 @app.command()
 def show(json_output: bool = JSON_OPTION, db: Path | None = DB_OPTION) -> None:
     """List the entries, newest last."""
     conn = _connect(db)
-    wires, _, _ = read_rows(conn)
-    entries = [to_json(parse_entry(w)) for w in wires]
+    with _one_line(db):
+        entries = [to_json(parse_entry(w)) for w in _wires(conn, db)]
     if json_output:
         print_json(entries)
         return
@@ -90,8 +108,20 @@ def balance(json_output: bool = JSON_OPTION, db: Path | None = DB_OPTION) -> Non
 
 @app.command()
 def verify(db: Path | None = DB_OPTION) -> None:
-    """Verify the whole chain: exit 0 only if every entry checks out."""
-    state = _verified(_connect(db), db)
+    """Verify the whole chain, the hash column and the credits table: exit 0 only if every
+    entry checks out. Each problem is one line naming its entry's seq."""
+    name = str(_path(db))
+    with _one_line(db):
+        state, problems = file_problems(_connect(db), name)
+    if problems:
+        lines = [f"ledger {name} is corrupt at {p.describe()}" for p in problems]
+        if len(lines) > PROBLEM_LINES_MAX:
+            more = len(lines) - PROBLEM_LINES_MAX + 1
+            lines = [*lines[: PROBLEM_LINES_MAX - 1], f"ledger {name}: {more} more problems"]
+        for line in lines[:-1]:
+            sys.stderr.write(f"hearth: {line}\n")
+        fail(lines[-1])
+    assert state is not None
     typer.echo(f"ok: {state.head.seq + 1} entries verify, head {state.head.hash.hex()[:16]}")
 
 
@@ -103,7 +133,7 @@ def export(
     """Export the verified chain as JSON lines (one entry per line, with its wire bytes)."""
     conn = _connect(db)
     _verified(conn, db)
-    wires, _, _ = read_rows(conn)
+    wires = _wires(conn, db)
     lines = (json.dumps(to_json(parse_entry(w)), sort_keys=True) + "\n" for w in wires)
     if output is None:
         sys.stdout.writelines(lines)

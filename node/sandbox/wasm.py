@@ -20,7 +20,7 @@ import wasmtime as wt
 
 from node.sandbox import wasi
 from node.sandbox.config import COMPILED_MODULES_CACHED_MAX, STDERR_TAIL_BYTES_MAX
-from node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
+from node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime, module_fuel
 from protocol import limits
 
 WASMTIME_VERSION: Final = "49.0.0"  # the network's pin (ADR 0005); another version refuses jobs
@@ -205,6 +205,9 @@ class WasmRunner:
             return ExecutionResult.failure(Runtime.WASM, ErrorKind.INVALID_MODULE, str(exc))
 
     def run(self, compiled: wt.Module, request: JobRequest) -> ExecutionResult:
+        refused = refuse_costly_module(request)
+        if refused is not None:
+            return refused
         store = wt.Store(self.engine)
         store.set_limits(
             memory_size=request.memory_bytes_max,
@@ -213,7 +216,7 @@ class WasmRunner:
             tables=8,
             memories=1,
         )
-        store.set_fuel(request.fuel_max)
+        store.set_fuel(request.fuel_max - module_fuel(request.module))  # fuel_used includes it
         job = wasi.JobIO(
             input=request.input,
             output_bytes_max=request.output_bytes_max,
@@ -304,6 +307,17 @@ class WasmRunner:
             exit_code=exit_code,
             stderr_tail=bytes(job.stderr),
         )
+
+
+def refuse_costly_module(request: JobRequest) -> ExecutionResult | None:
+    """Out of fuel before compiling, if the module's size alone costs more than ``fuel_max``."""
+    charge = module_fuel(request.module)
+    if charge <= request.fuel_max:
+        return None
+    message = f"out of fuel: the module's size costs {charge} units, more than {request.fuel_max}"
+    return ExecutionResult.failure(
+        Runtime.WASM, ErrorKind.OUT_OF_FUEL, message, fuel_used=request.fuel_max
+    )
 
 
 def _out_of_fuel(request: JobRequest) -> str:

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from node.sandbox import frames, python
 from node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
-from node.sandbox.wasm import WasmRunner
+from node.sandbox.wasm import WasmRunner, refuse_costly_module
 
 
 def apply_limits(settings: dict[str, Any], *, heap_limited: bool) -> None:
@@ -69,6 +69,9 @@ class Worker:
 
     def run(self, request: JobRequest) -> ExecutionResult:
         if request.runtime is Runtime.WASM:
+            too_costly = refuse_costly_module(request)  # before the compiler sees it
+            if too_costly is not None:
+                return too_costly
             compiled = self.wasm.compile(request.module)
             if isinstance(compiled, ExecutionResult):
                 return compiled
