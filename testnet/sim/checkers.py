@@ -8,6 +8,10 @@ to a worker that did not return the honest result; at most one pay and one earn 
 no worker holds two awards of one job and no job is paid twice; credits are conserved, which
 mid-flight means: the sum of all balances equals what payees have earned and payers have not yet
 settled (pending pays count toward no balance).
+A message refused as expired must really be stale by the rules of ``protocol.envelope`` read on
+the receiver's own clock (``check_refusal``): the protocol promises that clocks up to
+``CLOCK_SKEW_MS_MAX`` apart cost no fresh message. The simulator itself checks that no node acts
+twice in one life on a message the network duplicated (``duplicate-accepted``, cluster.py).
 Liveness (at the end, faults healed): every job is paid or failed, no pay is pending, nothing is
 earned but unsettled (so the sum of all balances is 0), and every fork was detected by an honest
 node.
@@ -21,6 +25,10 @@ from collections.abc import Callable
 from ledger.entry import CountersignedReceipt, Entry, HalfSignedReceipt, Kind, parse_receipt
 from ledger.memory import MemoryLedger
 from ledger.receipts import receipt_hash
+from protocol import limits
+from protocol.codec import decode_as
+from protocol.envelope import EnvelopeWire, SignedWire
+from protocol.errors import RemoteProtocolError
 from protocol.publisher_state import PublisherJob
 
 ResultOf = Callable[[bytes, bytes], bool | None]  # (job id, worker key) -> honest? None: never ran
@@ -34,6 +42,26 @@ class InvariantViolation(Exception):
         self.name = name
         self.detail = detail
         self.at_ms = at_ms
+
+
+def check_refusal(data: bytes, local_ms: int) -> str | None:
+    """Why refusing ``data`` as expired at a receiver's clock ``local_ms`` is wrong, or None if
+    the envelope rules allow it (expired, created too far ahead, or a lifetime out of bounds)."""
+    try:
+        signed = decode_as(decode_as(data, EnvelopeWire).signed, SignedWire)
+    except RemoteProtocolError:
+        return None  # not an envelope at all: any refusal is right
+    lifetime_ms = signed.expires_ms - signed.created_ms
+    if (
+        signed.expires_ms <= local_ms
+        or signed.created_ms > local_ms + limits.CLOCK_SKEW_MS_MAX
+        or not 0 < lifetime_ms <= limits.ENVELOPE_TTL_MS_MAX
+    ):
+        return None
+    return (
+        f"was created {local_ms - signed.created_ms} ms before and expires "
+        f"{signed.expires_ms - local_ms} ms after the receiver's clock"
+    )
 
 
 class Checker:
