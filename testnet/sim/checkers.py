@@ -58,10 +58,11 @@ def check_refusal(data: bytes, local_ms: int) -> str | None:
         or not 0 < lifetime_ms <= limits.ENVELOPE_TTL_MS_MAX
     ):
         return None
-    return (
-        f"was created {local_ms - signed.created_ms} ms before and expires "
-        f"{signed.expires_ms - local_ms} ms after the receiver's clock"
-    )
+    if signed.created_ms > local_ms:
+        created = f"was created {signed.created_ms - local_ms} ms ahead of"
+    else:
+        created = f"was created {local_ms - signed.created_ms} ms before"
+    return f"{created} and expires {signed.expires_ms - local_ms} ms after the receiver's clock"
 
 
 class Checker:
