@@ -11,7 +11,9 @@ settled (pending pays count toward no balance).
 A message refused as expired must really be stale by the rules of ``protocol.envelope`` read on
 the receiver's own clock (``check_refusal``): the protocol promises that clocks up to
 ``CLOCK_SKEW_MS_MAX`` apart cost no fresh message. The simulator itself checks that no node acts
-twice in one life on a message the network duplicated (``duplicate-accepted``, cluster.py).
+twice in one life on a message the network duplicated (``duplicate-accepted``, cluster.py), and
+no receipt signature leaves a node before its ledger entry is committed
+(``signature-before-commit``).
 Liveness (at the end, faults healed): every job is paid or failed, no pay is pending, nothing is
 earned but unsettled (so the sum of all balances is 0), and every fork was detected by an honest
 node.
@@ -26,9 +28,10 @@ from ledger.entry import CountersignedReceipt, Entry, HalfSignedReceipt, Kind, p
 from ledger.memory import MemoryLedger
 from ledger.receipts import receipt_hash
 from protocol import limits
-from protocol.codec import decode_as
+from protocol.codec import decode, decode_as
 from protocol.envelope import EnvelopeWire, SignedWire
 from protocol.errors import RemoteProtocolError
+from protocol.payments import ReceiptCountersigned, ReceiptOffer
 from protocol.publisher_state import PublisherJob
 
 ResultOf = Callable[[bytes, bytes], bool | None]  # (job id, worker key) -> honest? None: never ran
@@ -154,6 +157,24 @@ class Checker:
         self._unsettled[receipt_hash(countersigned.receipt)] = receipt.amount_mc
         self.unsettled_mc += receipt.amount_mc
         self.earned_mc_by_node[node] += receipt.amount_mc
+
+    def on_receipt_sent(self, node: int, ledger: MemoryLedger, data: bytes, now_ms: int) -> None:
+        """A signature leaves a node only after its entry is committed: an offered receipt must
+        be a pay, a countersignature an earn, in the sender's committed chain (ADR 0008)."""
+        body = decode(decode_as(decode_as(data, EnvelopeWire).signed, SignedWire).body)
+        if isinstance(body, ReceiptOffer):
+            committed = receipt_hash(body.half.receipt) in ledger.state.pays
+        elif isinstance(body, ReceiptCountersigned):
+            receipt = parse_receipt(body.countersigned.receipt)
+            committed = (receipt.payer, receipt.job_id) in ledger.state.earns
+        else:
+            return
+        if not committed:
+            raise InvariantViolation(
+                "signature-before-commit",
+                f"node {node} sent a {type(body).__name__} whose ledger entry is not committed",
+                now_ms,
+            )
 
     # Jobs
 

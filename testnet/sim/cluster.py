@@ -64,7 +64,7 @@ from protocol.events import (
 from protocol.heads import HEADS_TTL_MS
 from protocol.identity import Identity, PeerId, public_key_from_peer_id
 from protocol.jobs_config import JobsConfig
-from protocol.messages import TOPIC_HEADS, TOPIC_JOBS
+from protocol.messages import PROTOCOL_RECEIPT, TOPIC_HEADS, TOPIC_JOBS
 from protocol.publisher_state import PublisherConfig
 from testnet.sim import faults
 from testnet.sim.checkers import Checker, InvariantViolation, check_refusal
@@ -327,8 +327,8 @@ class Cluster:
         if seen_life == node.life and node.alive and not self._dropped:
             raise InvariantViolation(
                 "duplicate-accepted",
-                f"node {node.index} acted on a second copy of a message from "
-                f"node {self.index_by_peer[twin.event.peer]}",
+                f"node {node.index} acted on a second copy of a message on "
+                f"{twin.event.channel} from node {self.index_by_peer[twin.event.peer]}",
                 self.now_ms,
             )
 
@@ -402,6 +402,8 @@ class Cluster:
 
     def _send(self, node: SimNode, send: Send) -> None:
         self.counters["sends"] += 1
+        if send.protocol == PROTOCOL_RECEIPT:
+            self.checker.on_receipt_sent(node.index, node.ledger, send.data, self.now_ms)
         target = self.index_by_peer.get(send.peer)
         if target is None or not self.nodes[target].alive:
             self.counters["sends_refused"] += 1
