@@ -5,9 +5,9 @@ every step of an 80,000-node run.
 
 Safety (any moment): no wrong result accepted (a PAID job's digest is the honest one); no payment
 to a worker that did not return the honest result; at most one pay and one earn per (job, worker);
-no worker holds two awards of one job and no job is paid twice; credits are conserved, which
-mid-flight means: the sum of all balances equals what payees have earned and payers have not yet
-settled (pending pays count toward no balance).
+no worker holds two awards of one job (beyond awards it declined as busy) and no job is paid
+twice; credits are conserved, which mid-flight means: the sum of all balances equals what payees
+have earned and payers have not yet settled (pending pays count toward no balance).
 A message refused as expired must really be stale by the rules of ``protocol.envelope`` read on
 the receiver's own clock (``check_refusal``): the protocol promises that clocks up to
 ``CLOCK_SKEW_MS_MAX`` apart cost no fresh message. The simulator itself checks that no node acts
@@ -32,6 +32,7 @@ from protocol.codec import decode, decode_as
 from protocol.envelope import EnvelopeWire, SignedWire
 from protocol.errors import RemoteProtocolError
 from protocol.payments import ReceiptCountersigned, ReceiptOffer
+from protocol.publisher import BUSY_DECLINE_VERDICT
 from protocol.publisher_state import PublisherJob
 
 ResultOf = Callable[[bytes, bytes], bool | None]  # (job id, worker key) -> honest? None: never ran
@@ -180,7 +181,9 @@ class Checker:
 
     def on_job(self, job: PublisherJob, honest_digest: bytes, now_ms: int) -> None:
         """A publisher reported progress on ``job``: check its awards, and its verdict if paid."""
-        workers = [slot.worker for slot in job.slots]
+        # A worker that declined as busy may bid and win again in a later round (the publisher's
+        # ``_barred``); any other award it held or lost bars it from the job.
+        workers = [slot.worker for slot in job.slots if slot.verdict != BUSY_DECLINE_VERDICT]
         if len(set(workers)) != len(workers):
             raise InvariantViolation(
                 "double-award", f"job {job.job_id.hex()} awarded twice to one worker", now_ms

@@ -234,6 +234,29 @@ def test_cli_swarm_prints_its_rates_and_refuses_rates_beside_it(tmp_path: object
     assert "give no rate with it" in str(refused)
 
 
+def test_a_worker_that_declined_as_busy_may_win_the_job_again() -> None:
+    """Swarm seed 2 found this: skewed clocks and a crash left a job with a worker that declined
+    an award as busy and won it in a later round, which the publisher allows; the double-award
+    checker had counted the declined award too."""
+    scenario = Scenario(
+        name="swarm",
+        duration_s=20,
+        job_rate_per_s=20,
+        adversary_shares_pct=(("crash_restart", 5), ("wrong_result", 10)),
+    )
+    rates = FaultRates(clock_offset_ms_max=4574, crash_after_commit_pct=3)
+    result = run_simulation(SimConfig(40, 40, 2, scenario, faults=rates))
+    assert result.violation is None, result.violation
+    rewon = [
+        job
+        for node in result.simulation.cluster.nodes
+        if node.engine is not None
+        for job in node.engine.publisher.jobs.values()
+        if len({slot.worker for slot in job.slots}) < len(job.slots)
+    ]
+    assert rewon  # the case this test is about did happen
+
+
 # Pieces.
 
 
