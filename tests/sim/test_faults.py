@@ -41,6 +41,12 @@ from testnet.sim.simulation import SimConfig
 SMALL = ["--nodes", "30", "--jobs", "20", "--quiet"]
 SWARM_SCENARIO = Scenario(name="swarm", duration_s=20, job_rate_per_s=20)
 SWARM_SEEDS = (1, 2, 3, 4, 5, 6)
+FIRED = {  # rate -> the counter that shows it fired, for the classes frequent enough to check
+    "duplicate_pct": "duplicated",
+    "reorder_pct": "reordered",
+    "late_connect_pct": "late_connects",
+    "storage_fail_pct": "log:settle-deferred",
+}
 
 
 def _sim(argv: list[str], out: str) -> tuple[int, str]:
@@ -215,6 +221,9 @@ def test_swarm_mode_keeps_every_invariant(seed: int) -> None:
     assert result.summary["jobs_unsettled"] == 0
     assert result.summary["faults"] == swarm(seed).shown()
     assert "--swarm" in result.replay
+    counters = result.summary["counters"]
+    for rate, counter in FIRED.items():  # a class that is on does bite
+        assert counters.get(counter, 0) > 0 or rate not in result.summary["faults"], rate
     assert time.perf_counter() - started_s < 60  # a few seconds on a quiet core
 
 
