@@ -202,7 +202,7 @@ class Cluster:
         return self.clocks.local_ms(node.index, self.now_ms)
 
     def heal(self) -> None:
-        """The liveness phase: no more duplicates, holds, disk errors, crashes or late connects."""
+        """Liveness: no more duplicates, reordering, disk errors, crashes or late connects."""
         self.rates = dataclasses.replace(
             self.rates,
             duplicate_pct=0,
