@@ -24,6 +24,47 @@ FakeOpt = Annotated[
     bool, typer.Option("--fake-signatures", help="Skip envelope signature checks (largest runs).")
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Report directory.")]
+SwarmOpt = Annotated[
+    bool, typer.Option("--swarm", help="Draw every fault rate from the seed (ADR 0018).")
+]
+
+
+ClockOffsetOpt = Annotated[
+    int,
+    typer.Option("--clock-offset-ms-max", min=0, help="Each clock is off by up to this many ms."),
+]
+ClockDriftOpt = Annotated[
+    int,
+    typer.Option("--clock-drift-ppm-max", min=0, help="Each clock drifts by up to this many ppm."),
+]
+DuplicateOpt = Annotated[
+    int, typer.Option("--duplicate-pct", min=0, help="Percent of messages delivered twice.")
+]
+ReorderOpt = Annotated[
+    int,
+    typer.Option(
+        "--reorder-pct", min=0, help="Percent of messages held back, so others overtake them."
+    ),
+]
+StorageLatencyOpt = Annotated[
+    int, typer.Option("--storage-latency-ms-max", min=0, help="Sends wait up to this for a commit.")
+]
+StorageFailOpt = Annotated[
+    int, typer.Option("--storage-fail-pct", min=0, help="Percent of ledger writes that fail.")
+]
+CrashOpt = Annotated[
+    int,
+    typer.Option("--crash-after-commit-pct", min=0, help="Percent of commits followed by a crash."),
+]
+LateConnectOpt = Annotated[
+    int,
+    typer.Option(
+        "--late-connect-pct", min=0, help="Percent of first messages before PeerConnected."
+    ),
+]
+LossOpt = Annotated[
+    int | None, typer.Option("--loss-pct", min=0, max=100, help="Loss (default: scenario's).")
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")]
 
 
@@ -37,11 +78,39 @@ def register(app: typer.Typer) -> None:
         fake_signatures: FakeOpt = False,
         out: OutOpt = Path("sim-out"),
         quiet: QuietOpt = False,
+        swarm: SwarmOpt = False,
+        clock_offset_ms_max: ClockOffsetOpt = 0,
+        clock_drift_ppm_max: ClockDriftOpt = 0,
+        duplicate_pct: DuplicateOpt = 0,
+        reorder_pct: ReorderOpt = 0,
+        storage_latency_ms_max: StorageLatencyOpt = 0,
+        storage_fail_pct: StorageFailOpt = 0,
+        crash_after_commit_pct: CrashOpt = 0,
+        late_connect_pct: LateConnectOpt = 0,
+        loss_pct: LossOpt = None,
     ) -> None:
         """Simulate N nodes running J jobs; print a summary and the trace hash; exit 1 on a
         broken invariant, printing the command that replays it."""
         from testnet.scenario import Scenario, ScenarioError, load_scenario
+        from testnet.sim.fault_rates import FaultRates
         from testnet.sim.simulation import SimConfig
+
+        try:
+            rates = FaultRates(
+                clock_offset_ms_max=clock_offset_ms_max,
+                clock_drift_ppm_max=clock_drift_ppm_max,
+                duplicate_pct=duplicate_pct,
+                reorder_pct=reorder_pct,
+                storage_latency_ms_max=storage_latency_ms_max,
+                storage_fail_pct=storage_fail_pct,
+                crash_after_commit_pct=crash_after_commit_pct,
+                late_connect_pct=late_connect_pct,
+                loss_pct=loss_pct,
+            )
+        except ValueError as exc:
+            fail(str(exc), exit_code=2)
+        if swarm and rates.shown():
+            fail("--swarm draws every fault rate from the seed; give no rate with it", exit_code=2)
 
         try:
             loaded = load_scenario(scenario) if scenario is not None else Scenario()
@@ -54,6 +123,8 @@ def register(app: typer.Typer) -> None:
             scenario=loaded,
             scenario_path="" if scenario is None else str(scenario),
             fake_signatures=fake_signatures,
+            faults=rates,
+            swarm=swarm,
         )
         if config.nodes < 2 or config.jobs < 0:
             fail("--nodes must be at least 2 and --jobs at least 0", exit_code=2)
@@ -68,11 +139,17 @@ def _run(config: SimConfig, out: Path, quiet: bool) -> None:
         f"hearth sim: {config.nodes} nodes, {config.jobs} jobs, seed {config.seed}, "
         f"scenario {config.scenario.name}, signatures {signatures}"
     )
+    rates = config.rates.shown()
+    shown = " ".join(f"{name}={value}" for name, value in rates.items()) or "none"
+    typer.echo(f"faults{' (swarm: drawn from the seed)' if config.swarm else ''}: {shown}")
     progress = None if quiet else (lambda line: typer.echo(f"  {line}"))
     result = run_simulation(config, out=out, progress=progress)
     summary = result.summary
     for key in _SHOWN:
         typer.echo(f"{key:>24}: {summary[key]}")
+    for key in _FAULT_COUNTERS:
+        if key in summary["counters"]:
+            typer.echo(f"{key:>24}: {summary['counters'][key]}")
     typer.echo(f"report: {out}")
     typer.echo(f"trace sha256: {result.trace_sha256}")
     if result.violation is not None:
@@ -90,6 +167,7 @@ def _t0_ms() -> int:
     return T0_MS
 
 
+_FAULT_COUNTERS = ("duplicated", "reordered", "crashes_after_commit", "late_connects")
 _SHOWN = (
     "jobs_published",
     "jobs_verified",

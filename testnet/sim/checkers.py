@@ -5,9 +5,15 @@ every step of an 80,000-node run.
 
 Safety (any moment): no wrong result accepted (a PAID job's digest is the honest one); no payment
 to a worker that did not return the honest result; at most one pay and one earn per (job, worker);
-no worker holds two awards of one job and no job is paid twice; credits are conserved, which
-mid-flight means: the sum of all balances equals what payees have earned and payers have not yet
-settled (pending pays count toward no balance).
+no worker holds two awards of one job (beyond awards it declined as busy) and no job is paid
+twice; credits are conserved, which mid-flight means: the sum of all balances equals what payees
+have earned and payers have not yet settled (pending pays count toward no balance).
+A message refused as expired must really be stale by the rules of ``protocol.envelope`` read on
+the receiver's own clock (``check_refusal``): the protocol promises that clocks up to
+``CLOCK_SKEW_MS_MAX`` apart cost no fresh message. The simulator itself checks that no node acts
+twice in one life on a message the network duplicated (``duplicate-accepted``, cluster.py), and
+no receipt signature leaves a node before its ledger entry is committed
+(``signature-before-commit``).
 Liveness (at the end, faults healed): every job is paid or failed, no pay is pending, nothing is
 earned but unsettled (so the sum of all balances is 0), and every fork was detected by an honest
 node.
@@ -21,6 +27,12 @@ from collections.abc import Callable
 from ledger.entry import CountersignedReceipt, Entry, HalfSignedReceipt, Kind, parse_receipt
 from ledger.memory import MemoryLedger
 from ledger.receipts import receipt_hash
+from protocol import limits
+from protocol.codec import decode, decode_as
+from protocol.envelope import EnvelopeWire, SignedWire
+from protocol.errors import RemoteProtocolError
+from protocol.payments import ReceiptCountersigned, ReceiptOffer
+from protocol.publisher import BUSY_DECLINE_VERDICT
 from protocol.publisher_state import PublisherJob
 
 ResultOf = Callable[[bytes, bytes], bool | None]  # (job id, worker key) -> honest? None: never ran
@@ -34,6 +46,27 @@ class InvariantViolation(Exception):
         self.name = name
         self.detail = detail
         self.at_ms = at_ms
+
+
+def check_refusal(data: bytes, local_ms: int) -> str | None:
+    """Why refusing ``data`` as expired at a receiver's clock ``local_ms`` is wrong, or None if
+    the envelope rules allow it (expired, created too far ahead, or a lifetime out of bounds)."""
+    try:
+        signed = decode_as(decode_as(data, EnvelopeWire).signed, SignedWire)
+    except RemoteProtocolError:
+        return None  # not an envelope at all: any refusal is right
+    lifetime_ms = signed.expires_ms - signed.created_ms
+    if (
+        signed.expires_ms <= local_ms
+        or signed.created_ms > local_ms + limits.CLOCK_SKEW_MS_MAX
+        or not 0 < lifetime_ms <= limits.ENVELOPE_TTL_MS_MAX
+    ):
+        return None
+    if signed.created_ms > local_ms:
+        created = f"was created {signed.created_ms - local_ms} ms ahead of"
+    else:
+        created = f"was created {local_ms - signed.created_ms} ms before"
+    return f"{created} and expires {signed.expires_ms - local_ms} ms after the receiver's clock"
 
 
 class Checker:
@@ -126,11 +159,31 @@ class Checker:
         self.unsettled_mc += receipt.amount_mc
         self.earned_mc_by_node[node] += receipt.amount_mc
 
+    def on_receipt_sent(self, node: int, ledger: MemoryLedger, data: bytes, now_ms: int) -> None:
+        """A signature leaves a node only after its entry is committed: an offered receipt must
+        be a pay, a countersignature an earn, in the sender's committed chain (ADR 0008)."""
+        body = decode(decode_as(decode_as(data, EnvelopeWire).signed, SignedWire).body)
+        if isinstance(body, ReceiptOffer):
+            committed = receipt_hash(body.half.receipt) in ledger.state.pays
+        elif isinstance(body, ReceiptCountersigned):
+            receipt = parse_receipt(body.countersigned.receipt)
+            committed = (receipt.payer, receipt.job_id) in ledger.state.earns
+        else:
+            return
+        if not committed:
+            raise InvariantViolation(
+                "signature-before-commit",
+                f"node {node} sent a {type(body).__name__} whose ledger entry is not committed",
+                now_ms,
+            )
+
     # Jobs
 
     def on_job(self, job: PublisherJob, honest_digest: bytes, now_ms: int) -> None:
         """A publisher reported progress on ``job``: check its awards, and its verdict if paid."""
-        workers = [slot.worker for slot in job.slots]
+        # A worker that declined as busy may bid and win again in a later round (the publisher's
+        # ``_barred``); any other award it held or lost bars it from the job.
+        workers = [slot.worker for slot in job.slots if slot.verdict != BUSY_DECLINE_VERDICT]
         if len(set(workers)) != len(workers):
             raise InvariantViolation(
                 "double-award", f"job {job.job_id.hex()} awarded twice to one worker", now_ms

@@ -15,10 +15,18 @@ Send become future deliveries over the simulated network, SetTimer a future ``Ti
 A node that goes down loses its queued timers and local events (``life`` changes), and its
 engine; it keeps its ledger. Coming back it gets a fresh engine over ``MemoryLedger.reopen()``,
 with the publisher's jobs restored from the last ``SaveJob`` of each, as a restarted daemon would.
+
+The fault classes of ``fault_rates.FaultRates`` (ADR 0018) act here: each engine is stepped at
+its own clock's reading; a message may be held back or delivered twice (the second copy a node
+sees in one life must be dropped); a step that committed ledger entries may hold its sends for
+the commit's latency, or crash the node before any of its effects is carried out; a new peer's
+first message may reach the engine before its ``PeerConnected``. Each class draws from its own
+``random.Random(f"{seed}:<class>")``, so a class that is off changes nothing in the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import random
@@ -56,10 +64,18 @@ from protocol.events import (
 from protocol.heads import HEADS_TTL_MS
 from protocol.identity import Identity, PeerId, public_key_from_peer_id
 from protocol.jobs_config import JobsConfig
-from protocol.messages import TOPIC_HEADS, TOPIC_JOBS
+from protocol.messages import PROTOCOL_RECEIPT, TOPIC_HEADS, TOPIC_JOBS
 from protocol.publisher_state import PublisherConfig
 from testnet.sim import faults
-from testnet.sim.checkers import Checker, InvariantViolation
+from testnet.sim.checkers import Checker, InvariantViolation, check_refusal
+from testnet.sim.clocks import Clocks
+from testnet.sim.disk import FlakyDisk, FlakyLedger
+from testnet.sim.fault_rates import (
+    CRASH_DOWN_MS,
+    DUPLICATE_DELAY_MS_MAX,
+    REORDER_DELAY_MS_MAX,
+    FaultRates,
+)
 from testnet.sim.network import Network
 
 T0_MS = 1_800_000_000_000  # 08:00 UTC: solar hosts are up
@@ -112,6 +128,15 @@ class _Local:
         self.event, self.life = event, life
 
 
+class _Twin:
+    """One of two copies of a duplicated message; ``key`` names the pair."""
+
+    __slots__ = ("event", "key")
+
+    def __init__(self, event: MessageReceived, key: int) -> None:
+        self.event, self.key = event, key
+
+
 class Control:
     """A simulator action at a time (a job arrives, a node crashes, ...); see ``Simulation``."""
 
@@ -133,8 +158,10 @@ class Cluster:
         *,
         verify_signatures: bool,
         publisher_config: PublisherConfig,
+        rates: FaultRates | None = None,
     ) -> None:
         self.seed = seed
+        self.rates = rates = rates or FaultRates()
         self.nodes = nodes
         self.network = network
         self.checker = checker
@@ -151,6 +178,42 @@ class Cluster:
         self._seq = 0
         self.on_progress: Any = None  # set by Simulation: (node, JobProgress) -> None
         self.on_control: Any = None  # set by Simulation: (Control) -> None
+        self.clocks = Clocks(
+            len(nodes),
+            T0_MS,
+            rates.clock_offset_ms_max,
+            rates.clock_drift_ppm_max,
+            random.Random(f"{seed}:clock"),
+        )
+        self._wire_rng = random.Random(f"{seed}:wire")  # duplication, reordering
+        self._disk_rng = random.Random(f"{seed}:disk")  # storage latency, crashes
+        self._connect_rng = random.Random(f"{seed}:connect")
+        self._twins: dict[tuple[int, int], int] = {}  # (node, pair) -> life that saw one copy
+        self._delivering: MessageReceived | None = None  # the message being stepped, if any
+        self._dropped = False  # whether the engine dropped ``_delivering``
+        self._hold_ms = 0  # sends of this step wait for the ledger commit
+        if rates.storage_fail_pct:
+            for node in nodes:
+                disk = FlakyDisk(rates.storage_fail_pct, random.Random(f"{seed}:{node.index}:disk"))
+                node.ledger = FlakyLedger(node.identity, disk, now_ms=T0_MS)
+
+    def local_ms(self, node: SimNode) -> int:
+        """What ``node``'s own clock reads now."""
+        return self.clocks.local_ms(node.index, self.now_ms)
+
+    def heal(self) -> None:
+        """Liveness: no more duplicates, reordering, disk errors, crashes or late connects."""
+        self.rates = dataclasses.replace(
+            self.rates,
+            duplicate_pct=0,
+            reorder_pct=0,
+            storage_fail_pct=0,
+            crash_after_commit_pct=0,
+            late_connect_pct=0,
+        )
+        for node in self.nodes:
+            if isinstance(node.ledger, FlakyLedger):
+                node.ledger.disk.fail_pct = 0
 
     # The heap
 
@@ -176,11 +239,13 @@ class Cluster:
                 return  # re-set, cancelled, or set before a crash
             del node.timers[event.key]
             self._trace(index, event.key.encode())
-            self.step_engine(node, TimerFired(event.key))
+            self.step_engine(node, TimerFired(event.key), may_crash=True)
         elif isinstance(event, MessageReceived):
             self._trace(index, event.data)
-            self._connect(node, event.peer)
-            self.step_engine(node, event)
+            self._receive(node, event)
+        elif isinstance(event, _Twin):
+            self._trace(index, event.event.data)
+            self._receive_twin(node, event)
         elif isinstance(event, _Local):
             if event.life == node.life:
                 self._trace(index, repr(event.event).encode())
@@ -194,29 +259,84 @@ class Cluster:
         self.trace.update(_PACK.pack(self.now_ms, index))
         self.trace.update(data)
 
-    def step_engine(self, node: SimNode, event: object) -> None:
+    def step_engine(self, node: SimNode, event: object, *, may_crash: bool = False) -> None:
         engine = node.engine
         assert engine is not None
+        seq_before = node.ledger.committed_seq
         try:
-            effects = engine.step(event, self.now_ms)
+            effects = engine.step(event, self.local_ms(node))
         except Exception as exc:  # the engine must never raise on any input: that is a bug
             detail = (
                 f"node {node.index} raised {type(exc).__name__}: {exc} on {type(event).__name__}"
             )
             raise InvariantViolation("engine-raised", detail, self.now_ms) from exc
+        if node.ledger.committed_seq != seq_before and self._after_commit(node, may_crash):
+            return
         for effect in effects:
             self._carry_out(node, effect)
+        self._hold_ms = 0
         self.checker.on_ledger(node.index, node.ledger, self.now_ms)
 
-    def _connect(self, node: SimNode, peer: PeerId) -> None:
-        """A stream implies a connection: tell the engine the peer's address and RTT once."""
+    def _after_commit(self, node: SimNode, may_crash: bool) -> bool:
+        """Storage faults after a step that committed: True if the node crashed before sending."""
+        rates = self.rates
+        if rates.storage_latency_ms_max:
+            self._hold_ms = self._disk_rng.randint(0, rates.storage_latency_ms_max)
+        if not (may_crash and rates.crash_after_commit_pct):
+            return False
+        if self._disk_rng.randrange(100) >= rates.crash_after_commit_pct:
+            return False
+        self.counters["crashes_after_commit"] += 1
+        self.checker.on_ledger(node.index, node.ledger, self.now_ms)
+        self._hold_ms = 0
+        self.stop(node)
+        down_ms = self._disk_rng.randint(*CRASH_DOWN_MS)
+        self.push(self.now_ms + down_ms, -1, Control("up", node.index))
+        return True
+
+    def _receive(self, node: SimNode, message: MessageReceived) -> None:
+        """Deliver a message as the daemon does: a stream implies a connection, announced first
+        unless this one is late (the message then reaches the engine before its connection)."""
         engine = node.engine
         assert engine is not None
-        if peer in engine.peer_ips:
+        new_peer = message.peer not in engine.peer_ips
+        late = False
+        if new_peer and self.rates.late_connect_pct:
+            late = self._connect_rng.randrange(100) < self.rates.late_connect_pct
+        if new_peer and not late:
+            self._connect(node, message.peer)
+        self._delivering, self._dropped = message, False
+        try:
+            self.step_engine(node, message, may_crash=True)
+        finally:
+            self._delivering = None
+        if late and node.alive and message.peer not in engine.peer_ips:
+            self.counters["late_connects"] += 1
+            self._connect(node, message.peer)
+
+    def _receive_twin(self, node: SimNode, twin: _Twin) -> None:
+        """One copy of a duplicated message: the second copy one life of a node sees must be
+        dropped (replay guard or expiry); after a restart the engine may act on it again."""
+        key = (node.index, twin.key)
+        seen_life = self._twins.pop(key, None)
+        self._receive(node, twin.event)
+        if seen_life is None:
+            if node.alive and not self._dropped:  # a copy dropped for "busy" may be taken later
+                self._twins[key] = node.life
             return
+        if seen_life == node.life and node.alive and not self._dropped:
+            raise InvariantViolation(
+                "duplicate-accepted",
+                f"node {node.index} acted on a second copy of a message on "
+                f"{twin.event.channel} from node {self.index_by_peer[twin.event.peer]}",
+                self.now_ms,
+            )
+
+    def _connect(self, node: SimNode, peer: PeerId) -> None:
+        """Tell the engine a peer's address and RTT, once per connection."""
         other = self.index_by_peer[peer]
-        engine.step(PeerConnected(peer, self.network.ips[other]), self.now_ms)
-        engine.step(RttMeasured(peer, self.network.rtt_ms(node.index, other)), self.now_ms)
+        self.step_engine(node, PeerConnected(peer, self.network.ips[other]))
+        self.step_engine(node, RttMeasured(peer, self.network.rtt_ms(node.index, other)))
 
     # Effects
 
@@ -228,7 +348,8 @@ class Cluster:
         elif kind is SetTimer:
             assert isinstance(effect, SetTimer)
             node.timers[effect.key] = effect.at_ms
-            self.push(effect.at_ms, node.index, _Timer(effect.key, effect.at_ms, node.life))
+            at_ms = self.clocks.true_ms(node.index, effect.at_ms)
+            self.push(at_ms, node.index, _Timer(effect.key, effect.at_ms, node.life))
         elif kind is Publish:
             assert isinstance(effect, Publish)
             self._publish(node, effect)
@@ -251,6 +372,8 @@ class Cluster:
             assert isinstance(effect, Log)
             if effect.level in ("warning", "error"):
                 self.counters[f"log:{effect.event}"] += 1
+            if effect.event == "message-dropped" and self._delivering is not None:
+                self._on_dropped(node, self._delivering, dict(effect.fields))
             if effect.event == "fork-detected":
                 author = public_key_from_peer_id(str(dict(effect.fields)["author"]))
                 self.checker.on_fork_detected(bytes(author), self.now_ms)
@@ -263,8 +386,24 @@ class Cluster:
                 "unknown-effect", f"{kind.__name__} from node {node.index}", self.now_ms
             )
 
+    def _on_dropped(self, node: SimNode, message: MessageReceived, fields: dict[str, Any]) -> None:
+        self._dropped = True
+        if fields.get("reason") == "expired":
+            problem = check_refusal(message.data, self.local_ms(node))
+            if problem is not None:
+                sender = self.index_by_peer[message.peer]
+                raise InvariantViolation(
+                    "fresh-message-refused",
+                    f"node {node.index} refused as expired a message from node {sender} that "
+                    f"{problem} (clocks {self.clocks.offset_ms[node.index]:+d} ms and "
+                    f"{self.clocks.offset_ms[sender]:+d} ms from true time)",
+                    self.now_ms,
+                )
+
     def _send(self, node: SimNode, send: Send) -> None:
         self.counters["sends"] += 1
+        if send.protocol == PROTOCOL_RECEIPT:
+            self.checker.on_receipt_sent(node.index, node.ledger, send.data, self.now_ms)
         target = self.index_by_peer.get(send.peer)
         if target is None or not self.nodes[target].alive:
             self.counters["sends_refused"] += 1
@@ -272,8 +411,7 @@ class Cluster:
         if not self.network.delivers(node.index, target):
             self.counters["sends_lost"] += 1
             return
-        event = MessageReceived(node.peer_id, send.protocol, send.data)
-        self.push(self.now_ms + self.network.latency_ms(node.index, target), target, event)
+        self._deliver(node, target, MessageReceived(node.peer_id, send.protocol, send.data))
 
     def _publish(self, node: SimNode, publish: Publish) -> None:
         self.counters[f"publish:{publish.topic}"] += 1
@@ -284,7 +422,23 @@ class Cluster:
         event = MessageReceived(node.peer_id, publish.topic, publish.data)
         for target in targets:
             if self.nodes[target].alive and self.network.delivers(node.index, target):
-                self.push(self.now_ms + self.network.latency_ms(node.index, target), target, event)
+                self._deliver(node, target, event)
+
+    def _deliver(self, node: SimNode, target: int, event: MessageReceived) -> None:
+        """Queue ``event`` for ``target`` after the link's latency, maybe late, maybe twice."""
+        at_ms = self.now_ms + self._hold_ms + self.network.latency_ms(node.index, target)
+        rates = self.rates
+        if rates.reorder_pct and self._wire_rng.randrange(100) < rates.reorder_pct:
+            self.counters["reordered"] += 1
+            at_ms += self._wire_rng.randint(1, REORDER_DELAY_MS_MAX)
+        if rates.duplicate_pct and self._wire_rng.randrange(100) < rates.duplicate_pct:
+            self.counters["duplicated"] += 1
+            key = self._seq
+            again_ms = at_ms + self._wire_rng.randint(0, DUPLICATE_DELAY_MS_MAX)
+            self.push(at_ms, target, _Twin(event, key))
+            self.push(again_ms, target, _Twin(event, key))
+            return
+        self.push(at_ms, target, event)
 
     def _save(self, node: SimNode, save: SaveJob) -> None:
         engine = node.engine
@@ -341,7 +495,7 @@ class Cluster:
         node.engine, node.alive, node.timers = engine, True, {}
         self.step_engine(node, Started())
         for job_id in sorted(node.saved):
-            for effect in engine.publisher.restore(node.saved[job_id], self.now_ms):
+            for effect in engine.publisher.restore(node.saved[job_id], self.local_ms(node)):
                 self._carry_out(node, effect)
         self.checker.on_ledger(node.index, node.ledger, self.now_ms)
 
@@ -368,7 +522,6 @@ class Cluster:
         heads = faults.forged_heads(node.ledger)
         targets = self.network.gossip_targets(node.index)
         for wire, target in zip(heads, targets, strict=False):
-            data = engine.seal(HeadGossip(wire), now_ms=self.now_ms, ttl_ms=HEADS_TTL_MS)
+            data = engine.seal(HeadGossip(wire), now_ms=self.local_ms(node), ttl_ms=HEADS_TTL_MS)
             if self.nodes[target].alive and self.network.delivers(node.index, target):
-                event = MessageReceived(node.peer_id, TOPIC_HEADS, data)
-                self.push(self.now_ms + self.network.latency_ms(node.index, target), target, event)
+                self._deliver(node, target, MessageReceived(node.peer_id, TOPIC_HEADS, data))

@@ -39,6 +39,8 @@ def summarise(sim: Simulation) -> dict[str, Any]:
         "nodes": sim.config.nodes,
         "roles": _role_counts(sim),
         "fake_signatures": sim.config.fake_signatures,
+        "swarm": sim.config.swarm,
+        "faults": sim.rates.shown(),
         "jobs_published": len(records),
         "jobs_verified": len(verified),
         "jobs_failed": sum(1 for r in records if r.phase == "failed"),

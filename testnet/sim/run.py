@@ -32,6 +32,7 @@ def replay_command(config: SimConfig, out: str | Path = "sim-out") -> str:
         parts += ["--scenario", config.scenario_path]
     if config.fake_signatures:
         parts.append("--fake-signatures")
+    parts += ["--swarm"] if config.swarm else config.faults.flags()
     parts += ["--out", str(out)]
     return shlex.join(parts)
 

@@ -4,9 +4,11 @@ I/O: none (progress goes to the callback it is given). Time: simulated ms. Rando
 from the run seed only, so a run replays exactly from (seed, nodes, jobs, scenario, flags).
 
 Safety phase (``duration_s``): jobs arrive, the scenario's faults are on (loss, a partition,
-churn, crashes, forks) and the checkers run after every step. Liveness phase: the network heals,
-every node that is down comes back, no new fault starts; the run ends when every job is paid or
-failed and every payment is settled or cancelled, or fails when ``liveness_limit_s`` passes first.
+churn, crashes, forks) with the fault classes of ``FaultRates`` (clocks, duplication,
+reordering, storage, connection order), and the checkers run after every step. Liveness phase:
+the network heals, every node that is down comes back, no new fault starts; the run ends when
+every job is paid or failed and every payment is settled or cancelled, or fails when
+``liveness_limit_s`` passes first.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from testnet.scenario import Scenario
 from testnet.sim import faults
 from testnet.sim.checkers import Checker
 from testnet.sim.cluster import T0_MS, Cluster, Control, SimNode
+from testnet.sim.fault_rates import FaultRates, swarm
 from testnet.sim.network import Network, NetworkConfig
 
 MODULES: Final = 8  # jobs share a few modules, as real workloads do
@@ -52,6 +55,13 @@ class SimConfig:
     fake_signatures: bool = False
     network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
     liveness_limit_s: int = 600
+    faults: FaultRates = dataclasses.field(default_factory=FaultRates)
+    swarm: bool = False  # draw ``faults`` from the seed instead (fault_rates.swarm)
+
+    @property
+    def rates(self) -> FaultRates:
+        """The fault rates this run uses: the seed's swarm draw, or the ones given."""
+        return swarm(self.seed) if self.swarm else self.faults
 
 
 @dataclasses.dataclass(slots=True)
@@ -75,7 +85,9 @@ class Simulation:
         profiles, self.roles = faults.assign(self.scenario, config.nodes, self.rng)
         ips = [faults.address(i, role, self.rng) for i, role in enumerate(self.roles)]
         links = [faults.PROFILES[name][0] for name in profiles]
-        net_config = dataclasses.replace(config.network, loss_pct=self.scenario.loss_pct)
+        self.rates = rates = config.rates
+        loss_pct = self.scenario.loss_pct if rates.loss_pct is None else rates.loss_pct
+        net_config = dataclasses.replace(config.network, loss_pct=loss_pct)
         network = Network(links, ips, net_config, random.Random(f"{seed}:net"))
         nodes = [
             SimNode(i, role, _identity(seed, i), faults.host_profile(profiles[i], role, i))
@@ -90,6 +102,7 @@ class Simulation:
             self.checker,
             verify_signatures=not config.fake_signatures,
             publisher_config=publisher_config,
+            rates=rates,
         )
         self.cluster.on_progress = self._on_progress
         self.cluster.on_control = self._on_control
@@ -171,6 +184,7 @@ class Simulation:
         """Heal every fault and bring every node back; from now on jobs must settle."""
         self.phase = "liveness"
         self.cluster.network.heal()
+        self.cluster.heal()
         for node in self.cluster.nodes:
             if not node.alive:
                 self._control_up(node.index)
@@ -237,6 +251,7 @@ class Simulation:
         honest = result_digest(job_id, "", hashlib.sha256(output).digest(), fuel)
         now_ms = self.cluster.now_ms
         self.jobs[job_id] = JobRecord(job_id, publisher, now_ms, honest)
+        local_ms = self.cluster.local_ms(self.cluster.nodes[publisher])
         self.job_order.append(job_id)
         command = PublishJob(
             job_id=job_id,
@@ -247,7 +262,7 @@ class Simulation:
             input_bytes=INPUT_BYTES,
             fuel_max=JOB_FUEL_MAX,
             memory_mb_max=256,
-            deadline_ms=now_ms + JOB_DEADLINE_MS,
+            deadline_ms=local_ms + JOB_DEADLINE_MS,
             max_price_mc_per_tfuel=50_000,
             bid_window_ms=1_000,
             replicas=self.scenario.replicas,
