@@ -1,8 +1,9 @@
-"""Our payment invariants fire where decisions are made: each is broken here through a seam.
+"""Our invariants fire where decisions are made: each is broken here through a seam.
 
-Accepted result == quorum result (where the publisher settles, before its state is written and
-after it is read back), one pay per (payer, job, worker) of the decided amount, and one settle
-per pay. A failure is our bug, so these are assertions; a peer's bad input raises elsewhere.
+Diverse winners, accepted result == quorum result (where the publisher settles, before its
+state is written and after it is read back), one pay per (payer, job, worker) of the decided
+amount, and one settle per pay. A failure is our bug, so these are assertions; a peer's bad
+input raises elsewhere.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pytest
 import protocol.publisher_state
 from ledger.entry import HalfSignedReceipt
 from ledger.memory import MemoryLedger
+from protocol import auction
+from protocol.auction import BidView
 from protocol.effects import PayWorker, Send
 from protocol.engine import Engine, EngineConfig
 from protocol.identity import Identity, PeerId
@@ -147,3 +150,15 @@ def test_a_settle_that_did_not_settle_fires_after_the_write(
     with pytest.raises(AssertionError, match="settled once"):
         cluster.run_until(cluster.finished(3, job_id))
         cluster.run_for(300_000)
+
+
+def test_winners_from_one_subnet_fire_where_they_are_picked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sybils = [
+        BidView(PeerId(f"sybil{i}"), 0, 5, 0, 0, "solar", f"s{i}", "10.6.6.0/24") for i in range(3)
+    ]
+    assert len(auction.pick(sybils, 2, (), frozenset(), 2)) == 1
+    monkeypatch.setattr(auction, "conflicts", lambda bid, chosen: False)  # the seam: a bug there
+    with pytest.raises(AssertionError, match="network group"):
+        auction.pick(sybils, 2, (), frozenset(), 2)
