@@ -214,7 +214,9 @@ class LedgerBase(abc.ABC):
         group = self._group = Group(self)
         try:
             yield group
-            if group.entries:
+            if group.entries:  # before the write: exactly the entries staged past the commit
+                assert group.entries[0].seq == self.committed_seq + 1, "unstaged entries"
+                assert group.entries[-1].seq == self.state.head.seq, "unstaged entries"
                 self._write(group.entries)
         except BaseException as exc:
             for undo in reversed(group.undos):

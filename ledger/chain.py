@@ -146,6 +146,23 @@ class ChainState:
     def available_mc(self) -> int:
         return self.balance_mc - self.reserved_mc + limits.CREDIT_LIMIT_MC
 
+    def assert_conserved(self) -> None:
+        """Our fold's whole-state invariants, O(receipts): run after a chain is read back.
+
+        Credits are conserved receipt by receipt: the balance is what payers credited us minus
+        what payees countersigned from us; the reserve is the sum of the pending pays; each
+        (job, payee) has one pay.
+        """
+        earned_mc = sum(mc for mc, _ in self.earned_by_payer.values())
+        paid_mc = sum(mc for mc, _ in self.paid_by_payee.values())
+        assert self.balance_mc == earned_mc - paid_mc, "balance != earned - settled pays"
+        settled = sum(1 for r in self.pays.values() if r.status is PayStatus.SETTLED)
+        assert settled == sum(n for _, n in self.paid_by_payee.values()), "one settle per pay"
+        assert len(self.earns) == sum(n for _, n in self.earned_by_payer.values())
+        pending = (r.amount_mc for r in self.pays.values() if r.status is PayStatus.PENDING)
+        assert self.reserved_mc == sum(pending), "reserve != pending pays"
+        assert len(self.pay_keys) == len(self.pays), "one pay per (job, payee)"
+
     def check(self, entry: Entry, *, signatures: bool = True, verify: Verify | None = None) -> None:
         """Raise a ``ChainError`` unless ``entry`` (body parsed) may follow the head.
 
@@ -161,6 +178,27 @@ class ChainState:
         return self.apply(entry, plan)
 
     def apply(self, entry: Entry, change: _Change) -> Undo:
+        """Fold in ``entry`` with the ``change`` that ``check`` planned for it on this state.
+
+        Our invariants are asserted before the write (a plan made for another state, or applied
+        twice, is our bug): one pay per (author, job, payee), one earn per (payer, job), one
+        settle per pay, and a settle moves exactly the amount its pay reserved.
+        """
+        assert entry.seq == self.head.seq + 1 and entry.prev_hash == self.head.hash
+        if change.new_pay is not None:
+            receipt_hash, record = change.new_pay
+            assert (record.job_id, record.payee) not in self.pay_keys, "paid twice for one job"
+            assert receipt_hash not in self.pays and change.reserved_delta_mc == record.amount_mc
+        if change.pay_status is not None:
+            record = self.pays[change.pay_status[0]]
+            assert record.status is not PayStatus.SETTLED, "settled twice"
+            if change.pay_status[1] is PayStatus.SETTLED:
+                assert change.balance_delta_mc == -record.amount_mc, "settle != pay amount"
+            held = record.amount_mc if record.status is PayStatus.PENDING else 0
+            assert change.reserved_delta_mc == -held, "a receipt releases what it reserved"
+        if change.earn_key is not None:
+            assert change.earn_key not in self.earns, "earned twice for one job"
+            assert change.balance_delta_mc > 0
         old_status = None
         undo_head = self.head
         self.head = Head(entry.seq, entry.hash, entry.created_ms)
@@ -186,6 +224,7 @@ class ChainState:
 
     def revert(self, undo: Undo) -> None:
         """Take back the last applied entry (undos are reverted newest first)."""
+        assert undo.head.seq == self.head.seq - 1, "undos are reverted newest first"
         change = undo.change
         self.head = undo.head
         self.balance_mc -= change.balance_delta_mc
@@ -474,6 +513,7 @@ class ChainVerifier:
                     index=len(self._wires) - 1,
                     seq=head[0],
                 )
+        state.assert_conserved()  # after the read
         return state
 
     def _verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:

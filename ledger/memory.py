@@ -42,6 +42,7 @@ class MemoryLedger(LedgerBase):
         return MemoryLedger(self.identity, wires=self._wires, entries_max=self.entries_max)
 
     def _write(self, entries: Sequence[Entry]) -> None:
+        assert entries[0].seq == len(self._wires), "an entry's index is its seq"
         if self.entries_max is not None and len(self._wires) + len(entries) > self.entries_max:
             raise LedgerUnavailableError(f"ledger full ({self.entries_max} entries)")
         self._wires.extend(entry.wire for entry in entries)

@@ -20,11 +20,11 @@ from typing import Any
 
 import trio
 
-from node.adversary import Adversary
 from node.blobs import BlobError, BlobStore, BlobUse, blob_hash, fetch_blob
 from node.driver import Driver
 from node.files import write_atomically
 from node.logs import log
+from node.plugins import NodePlugin
 from node.sandbox.model import JobRequest, Runtime
 from node.sandbox.pool import SandboxPool
 from protocol import limits
@@ -59,10 +59,15 @@ class JobLog:
 
 class JobService:
     def __init__(
-        self, home: Path, driver: Driver, blobs: BlobStore, pool: SandboxPool, adversary: Adversary
+        self,
+        home: Path,
+        driver: Driver,
+        blobs: BlobStore,
+        pool: SandboxPool,
+        plugin: NodePlugin | None = None,
     ) -> None:
         self.driver = driver
-        self.adversary = adversary
+        self.plugin = plugin  # None on every node but a testnet's adversaries (node/plugins.py)
         self.blobs = blobs
         self.pool = pool
         self.jobs_dir = home / "jobs"
@@ -204,8 +209,8 @@ class JobService:
         await self.driver.submit(BlobFetched(effect.blob_hash))
 
     async def _run(self, effect: RunJob) -> None:
-        if not self.adversary.delivers:
-            return  # a stalling adversary keeps the award and lets its lease run out
+        if self.plugin is not None and self.plugin.drops(effect):
+            return  # the award is kept and its lease runs out
         module = self.blobs.get(effect.module_hash)
         data = self.blobs.get(effect.input_hash)
         if module is None or data is None:
@@ -229,7 +234,9 @@ class JobService:
                 self._running.pop(effect.job_id, None)
         if scope.cancelled_caught:
             return  # AbortJob: the award was cancelled and no event is expected
-        output = self.adversary.output(effect, result.output) if result.ok else b""
+        output = result.output if result.ok else b""
+        if self.plugin is not None and result.ok:
+            output = self.plugin.transform_result(effect, output)
         digest = blob_hash(output)  # a failure reports the hash of no output
         if len(output) > limits.OUTPUT_INLINE_BYTES_MAX and not self._keep_blob(
             output, owner=self._publisher_of(effect.job_id)

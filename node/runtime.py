@@ -25,8 +25,6 @@ from ledger.audit import LedgerRangeRequest, serve_range
 from ledger.errors import LedgerCorruptError, LedgerDamagedError
 from ledger.store import LedgerBusyError, SqliteLedger
 from node import calibrate, paths
-from node.adversary import gossip_forks
-from node.adversary import load as load_adversary
 from node.api import ad_json, build_app, market_entry_json, serve_api
 from node.blobs import BlobStore, BlobStoreConfig, serve_blob_request
 from node.clock import Clock, SystemClock
@@ -36,6 +34,8 @@ from node.health import Health
 from node.home import load_config, load_identity, load_token
 from node.jobs import JobService
 from node.logs import log
+from node.plugins import PluginContext
+from node.plugins import load as load_plugin
 from node.routes import build_job_routes
 from node.sandbox.config import SandboxConfig
 from node.sandbox.pool import SandboxPool
@@ -189,7 +189,7 @@ async def run_node(
     identity = load_identity(home)
     config = load_config(home)
     token = load_token(home)
-    adversary = load_adversary(home, identity.seed)
+    plugin = load_plugin(home, identity)
     clock = clock or SystemClock()
     profile = HostProfile(
         cores_offered=config.cores,
@@ -240,7 +240,7 @@ async def run_node(
                 ),
                 clock,
             )
-            jobs = JobService(home, driver, blobs, sandbox, adversary)
+            jobs = JobService(home, driver, blobs, sandbox, plugin)
             node = Node(options, engine, transport, driver, clock, ledger, jobs)
             node.health = Health(driver, ledger, jobs)
             node.started_ms = clock.now_ms()
@@ -256,8 +256,8 @@ async def run_node(
             restored = jobs.restore_saved(clock.now_ms())
             nursery.start_soon(node.health.watch)
             nursery.start_soon(jobs.sweep_blobs)
-            if adversary.behaviour == "fork":
-                nursery.start_soon(gossip_forks, ledger, engine, transport)
+            if plugin is not None:
+                nursery.start_soon(plugin.run, PluginContext(engine, transport, ledger, clock))
             if "python" in config.runtimes:
                 nursery.start_soon(offer_python, sandbox, engine)
             write_node_info(home, node.info())
@@ -265,7 +265,7 @@ async def run_node(
                 "info",
                 "node-started",
                 jobs_restored=restored,
-                adversary=adversary.behaviour,
+                plugin="" if plugin is None else plugin.name,
                 **node.info(),
             )
             task_status.started(node)

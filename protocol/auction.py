@@ -134,7 +134,7 @@ def pick(
     newcomers = sum(1 for bid in chosen if bid.newcomer)
     for bid in ranked:
         if len(taken) == count:
-            return taken
+            break
         if bid.worker in excluded or conflicts(bid, [*chosen, *taken]):
             continue
         if bid.newcomer and newcomers >= newcomers_max:
@@ -147,7 +147,21 @@ def pick(
             break
         if not conflicts(bid, [*chosen, *taken]):
             taken.append(bid)
+    # Replica diversity is what stops one operator or subnet from forming a quorum (ADR 0006).
+    assert len(taken) <= count and not any(bid.worker in excluded for bid in taken)
+    assert _diverse(taken, chosen), "winners share an operator or a network group"
     return taken
+
+
+def _diverse(taken: Sequence[BidView], chosen: Sequence[BidView]) -> bool:
+    """Each taken bid apart from every chosen and earlier taken one (checked apart from
+    ``conflicts``, so that a fault there cannot hide itself)."""
+    for i, bid in enumerate(taken):
+        for other in [*chosen, *taken[:i]]:
+            same_operator = bool(bid.operator) and bid.operator == other.operator
+            if same_operator or bid.network_group == other.network_group:
+                return False
+    return True
 
 
 def clearing_price(

@@ -272,8 +272,9 @@ class PaymentComponent:
             ]
         if (effect.job_id, payee) in self.ledger.state.pay_keys:
             return []  # already paid (a replayed decision, or one restored after a restart)
-        if not 0 < effect.amount_mc <= limits.CREDIT_LIMIT_MC:  # more than one receipt carries
-            reason = f"{effect.amount_mc} mc is outside (0, {limits.CREDIT_LIMIT_MC}]"
+        assert effect.amount_mc > 0, "a free result needs no receipt"
+        if not effect.amount_mc <= limits.CREDIT_LIMIT_MC:  # more than one receipt carries
+            reason = f"{effect.amount_mc} mc is over the {limits.CREDIT_LIMIT_MC} mc"
             return [Log("error", "payment-refused", (("reason", reason),))]
         try:
             half = self.ledger.append_pay_pending(
@@ -293,6 +294,11 @@ class PaymentComponent:
             # A worker proven to have forked since its result was revealed is never paid.
             return [Log("error", "payment-refused", (("reason", str(exc)),))]
         digest = receipt_hash(half.receipt)
+        # After the write: one pay of the decided amount for this (us, job, worker), pending.
+        assert self.ledger.state.pay_keys[(effect.job_id, payee)] == digest
+        record = self.ledger.state.pays[digest]
+        assert record.amount_mc == effect.amount_mc, "a pay of another amount than decided"
+        assert record.status is PayStatus.PENDING
         self._offers[digest] = (effect.worker, half)
         return self._offer(digest, now_ms)
 
@@ -398,6 +404,9 @@ class PaymentComponent:
             raise RemoteProtocolError(str(exc), reason=exc.reason) from None
         except LedgerUnavailableError as exc:
             return [Log("error", "earn-deferred", (("reason", str(exc)),))]
+        # Credits are conserved by each receipt: what we earn is exactly what the payer pays.
+        assert countersigned.receipt == half.receipt, "an earn of another receipt"
+        assert (receipt.payer, receipt.job_id) in self.ledger.state.earns
         if new_earn:
             self.credit.charge(receipt.payer, receipt.amount_mc, backed=backed)
         first = digest not in self._unconfirmed
@@ -429,6 +438,9 @@ class PaymentComponent:
         except LedgerUnavailableError as exc:
             return [Log("error", "settle-deferred", (("reason", str(exc)),))]
         digest = receipt_hash(countersigned.receipt)
+        record = self.ledger.state.pays[digest]  # after the write: settled once, for the pay
+        assert record.status is PayStatus.SETTLED, "settled once, for the pay"
+        assert record.amount_mc == receipt.amount_mc, "settled once, for the pay's amount"
         self._offers.pop(digest, None)
         data = self._engine.seal(ReceiptSettled(digest), now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
         return [Send(envelope.peer_id, PROTOCOL_RECEIPT, data)]

@@ -17,6 +17,7 @@ from protocol.errors import LocalProtocolError, RemoteProtocolError
 from protocol.identity import PeerId
 from protocol.job_messages import PREFERENCES, Bid, CallForBids, JobId
 from protocol.reputation import PeerRecord
+from protocol.verification import Judgement, Verdict, judge
 
 # Outputs are kept only for revealed, undecided replicas (at most REPLICAS_MAX inline outputs),
 # then only for the accepted result; bids and slots add little.
@@ -275,7 +276,29 @@ def _copy_fields(source: Any, target: type[T], **overrides: Any) -> T:
     return target(**{name: getattr(source, name) for name in names}, **overrides)
 
 
+def assert_payment(job: PublisherJob) -> None:
+    """Our invariants of a job's payment (a failure is our bug, never a peer's).
+
+    Only the move to PAID pays; a PAID job's accepted digest is the one the quorum rule picks
+    from its live results; only workers that returned that digest are paid, each once. Asserted
+    where the job is settled, before its state is written and after it is read back.
+    """
+    paid = [slot for slot in job.slots if slot.paid_mc]
+    if job.phase is not Phase.PAID:
+        assert not paid and not job.accepted_digest, "only the move to PAID pays"
+        return
+    judgement = judge([s.digest for s in job.live()], job.replicas, job.replicas_max)
+    assert judgement == Judgement(Verdict.ACCEPTED, job.accepted_digest), "accepted != quorum"
+    assert all(
+        s.state is SlotState.REVEALED and s.verdict == "match" and s.digest == judgement.digest
+        for s in paid
+    ), "a payment for a result that did not win the vote"
+    workers = [slot.worker for slot in paid]
+    assert len(set(workers)) == len(workers), "a worker paid twice for one job"
+
+
 def encode_job(job: PublisherJob) -> bytes:
+    assert_payment(job)  # before the write
     slots = tuple(
         _copy_fields(s, SlotRecord, bid=_bid_record(s.bid, s.worker_key), state=s.state.value)
         for s in job.slots
@@ -332,6 +355,7 @@ def decode_job(state: bytes) -> PublisherJob:
                 s, Slot, bid=_bid_view(s.bid), worker_key=s.bid.worker_key, state=slot_state
             )
         )
+    assert_payment(job)  # after the read: a state we wrote keeps our invariants
     return job
 
 

@@ -14,8 +14,9 @@ from protocol.identity import PeerId
 from protocol.job_messages import MismatchNotice
 from protocol.messages import PROTOCOL_RESULT
 from protocol.pricing import cost_mc
-from protocol.publisher_state import Phase, PublisherJob, Slot
+from protocol.publisher_state import Phase, PublisherJob, Slot, SlotState, assert_payment
 from protocol.reputation import Reputation
+from protocol.verification import Judgement, Verdict, judge
 
 Effect = Any
 Sender = Callable[[PeerId, str, object], Send]  # (peer, protocol, body) -> the sealed Send
@@ -29,9 +30,13 @@ def settle(job: PublisherJob, digest: bytes, reputation: Reputation, send: Sende
     them because the digest covers it. A free result (zero price or fuel) needs no receipt.
     """
     assert job.phase is not Phase.PAID, "a job is settled once"
+    live = job.live()
+    # The decision, re-checked where it takes effect: only the quorum's result is accepted.
+    decided = judge([slot.digest for slot in live], job.replicas, job.replicas_max)
+    assert decided == Judgement(Verdict.ACCEPTED, digest), "accepting a result the vote did not"
+    assert all(slot.state is SlotState.REVEALED for slot in live), "judged before every reveal"
     job.move(Phase.PAID)
     job.accepted_digest = digest
-    live = job.live()
     matching = [slot for slot in live if slot.digest == digest]
     fuel_used = min(slot.fuel_used for slot in matching)
     effects: list[Effect] = []
@@ -52,6 +57,9 @@ def settle(job: PublisherJob, digest: bytes, reputation: Reputation, send: Sende
     if first.output_bytes > limits.OUTPUT_INLINE_BYTES_MAX:
         effects.append(FetchBlob(first.worker, first.output_hash, first.output_bytes))
     job.detail = f"verified by {len(matching)} of {len(live)} replicas"
+    payees = [effect.worker for effect in effects if isinstance(effect, PayWorker)]
+    assert len(set(payees)) == len(payees), "one pay per (job, worker)"
+    assert_payment(job)
     return effects
 
 

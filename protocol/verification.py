@@ -43,7 +43,7 @@ def judge(digests: Iterable[bytes], replicas: int, replicas_max: int) -> Judgeme
         return Judgement(Verdict.PENDING)
     # Most votes first; among equals the smaller digest, so that every node picks the same one.
     leader, votes = min(counts.items(), key=lambda item: (-item[1], item[0]))
-    if votes >= replicas and 2 * votes > total:
+    if _quorum(votes, total, replicas):
         return Judgement(Verdict.ACCEPTED, leader)
     if len(counts) == 1 and total < replicas:
         return Judgement(Verdict.PENDING)
@@ -51,7 +51,13 @@ def judge(digests: Iterable[bytes], replicas: int, replicas_max: int) -> Judgeme
     more = max(replicas - votes, total - 2 * votes + 1, 1)
     if total + more > replicas_max:
         return Judgement(Verdict.UNVERIFIABLE)
+    assert _quorum(votes + more, total + more, replicas), "more would not make a quorum"
+    assert more == 1 or not _quorum(votes + more - 1, total + more - 1, replicas), "not fewest"
     return Judgement(Verdict.NEED_MORE, more=more)
+
+
+def _quorum(votes: int, total: int, replicas: int) -> bool:
+    return votes >= replicas and 2 * votes > total
 
 
 def reveal_problem(reveal: ResultReveal, commitment_bytes: bytes, worker_key: bytes) -> str:

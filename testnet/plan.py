@@ -28,7 +28,7 @@ HONEST: Final = "honest"
 # Roles that cheat on results or never deliver; forkers and crash_restart nodes run jobs honestly.
 CHEATING_ROLES: Final = frozenset({"wrong_result", "colluder", "lazy_copier", "bid_spammer"})
 ADVERSARIAL_ROLES: Final = CHEATING_ROLES | {"ledger_forker"}
-# adversary.toml behaviour per scenario role (node/adversary.py); absent roles run honestly.
+# Adversary plug-in per scenario role (testnet/adversaries/); absent roles run honestly.
 BEHAVIOURS: Final = {
     "wrong_result": "wrong-result",
     "colluder": "collude",

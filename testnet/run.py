@@ -1,12 +1,13 @@
 """Run a scenario on real node processes: roles, churn and jobs from the plan; write the report.
 
 Theory of operation: the plan (testnet/plan.py) fixes everything random up front from the seed.
-The runner starts the nodes (adversaries get ``adversary.toml``), waits for a full market, then
-walks one timeline of actions (publish a job, kill -9 a node, restart it) at their planned times.
-One thread follows each published job to its verdict and checks the accepted output against the
-honest output computed here; a sampler thread records balances, reputation and dead nodes. At the
-end it waits for the jobs and for every receipt to settle, then stops exactly the processes it
-started. Ctrl-C ends the timeline early; the nodes are still stopped and the report still written.
+The runner starts the nodes (each adversary gets its plug-in, testnet/adversaries/), waits for a
+full market, then walks one timeline of actions (publish a job, kill -9 a node, restart it) at
+their planned times. One thread follows each published job to its verdict and checks the accepted
+output against the honest output computed here; a sampler thread records balances, reputation and
+dead nodes. At the end it waits for the jobs and for every receipt to settle, then stops exactly
+the processes it started. Ctrl-C ends the timeline early; the nodes are still stopped and the
+report still written.
 """
 
 from __future__ import annotations
@@ -22,12 +23,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from hearth.client import Client, HearthError, JobOptions
-from node.adversary import ADVERSARY_FILE
 from node.commands.common import CommandError
 from node.sandbox.config import SandboxConfig
 from node.sandbox.model import JobRequest, Runtime
 from node.sandbox.pool import run_job
-from testnet import launch, plan, report
+from testnet import adversaries, launch, plan, report
 from testnet.observe import ask, market_complete
 from testnet.scenario import load_scenario
 from testnet.summary import summarise
@@ -175,9 +175,9 @@ class Runner:
         for node in p.nodes:
             home = launch.node_home(self.root, node.index)
             home.mkdir(parents=True, exist_ok=True)
-            (home / ADVERSARY_FILE).unlink(missing_ok=True)  # a reused folder keeps no old role
+            adversaries.clear(home)  # a reused folder keeps no old role
             if node.behaviour:
-                (home / ADVERSARY_FILE).write_text(f'behaviour = "{node.behaviour}"\n')
+                adversaries.write(home, node.behaviour)
         configs = [plan.config_text(node) for node in p.nodes]
         launched = launch.up(self.root, len(p.nodes), configs=configs, psk=secrets.token_bytes(32))
         self.nodes = [Managed(n, x) for n, x in zip(p.nodes, launched, strict=True)]

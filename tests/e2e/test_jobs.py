@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from hearth import Client, JobOptions
-from node.adversary import ADVERSARY_FILE
-from testnet import launch
+from testnet import adversaries, launch
 from tests.e2e.network import ECHO, LOOP, balances, config, hearth, settled, start
 
 pytestmark = pytest.mark.integration
@@ -110,8 +109,7 @@ def four_with_a_liar(tmp_path: Path) -> Iterator[list[launch.LaunchedNode]]:
     # The liar is the cheapest host, so it is always among the first winners.
     root = tmp_path / "liar"
     configs = [config(200), config(5), config(200), config(200)]
-    (root / "node1").mkdir(parents=True)
-    (root / "node1" / ADVERSARY_FILE).write_text('behaviour = "wrong-result"\n')
+    adversaries.write(root / "node1", "wrong-result")
     nodes = start(root, configs)
     try:
         yield nodes

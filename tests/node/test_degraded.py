@@ -18,7 +18,6 @@ import trio
 
 from ledger.store import SqliteLedger
 from node import logs
-from node.adversary import Adversary
 from node.blobs import BlobStore, blob_hash
 from node.driver import Driver
 from node.files import write_atomically
@@ -70,7 +69,7 @@ async def node_on(home: Path) -> AsyncIterator[tuple[Health, JobService]]:
             engine = Engine(EngineConfig(identity, make_profile(0)), random.Random(0), ledger)
             driver = Driver(engine, transport, TrioClock())
             pool = SandboxPool(SandboxConfig(home=home, workers=1))  # never entered: no jobs run
-            jobs = JobService(home, driver, BlobStore(home / "blobs"), pool, Adversary())
+            jobs = JobService(home, driver, BlobStore(home / "blobs"), pool)
             health = Health(driver, ledger, jobs)
             async with trio.open_nursery() as nursery:
                 await nursery.start(driver.run)
