@@ -135,7 +135,7 @@ def build_job_routes(node: Node) -> list[Route]:
         )
         jobs.log_for(job_id)
         try:
-            node.driver.step(event)  # on the loop, between engine steps: no race
+            await node.driver.call(event)  # through the queue, like every event
         except LocalProtocolError as exc:
             jobs.logs.pop(job_id, None)
             return error(str(exc))
