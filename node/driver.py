@@ -97,6 +97,7 @@ class _Command:
     event: object
     done: trio.Event = dataclasses.field(default_factory=trio.Event)
     refusal: LocalProtocolError | None = None
+    failed: bool = False  # the step raised something else: the boundary logged it
 
 
 class Driver:
@@ -135,16 +136,18 @@ class Driver:
     async def submit(self, event: object) -> None:
         await self._send.send(event)
 
-    async def call(self, event: object) -> None:
-        """Queue a local command and wait until the engine has taken it.
+    async def call(self, event: object) -> bool:
+        """Queue a local command and wait until the engine has taken it; False if it failed there.
 
-        Raises the ``LocalProtocolError`` with which the engine refused it (a bad command).
+        Raises the ``LocalProtocolError`` with which the engine refused it (a bad command). Any
+        other failure stays inside the boundary, which logs it, as for every other event.
         """
         command = _Command(event)
         await self._send.send(command)
         await command.done.wait()
         if command.refusal is not None:
             raise command.refusal
+        return not command.failed
 
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -163,6 +166,7 @@ class Driver:
                     self.step(event)
 
     def _step_command(self, command: _Command) -> None:
+        failures = self.boundary.failures
         try:
             with self.boundary.guard(f"step:{type(command.event).__name__}"):
                 try:
@@ -170,6 +174,7 @@ class Driver:
                 except LocalProtocolError as exc:  # the caller's to report, not a failure
                     command.refusal = exc
         finally:
+            command.failed = self.boundary.failures != failures
             command.done.set()
 
     def expedite(self, key: TimerKey) -> None:

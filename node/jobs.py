@@ -86,7 +86,8 @@ class JobService:
         return any(self.jobs_dir.glob("*.state"))
 
     async def restore_saved(self) -> int:
-        """Hand every saved publisher job back to the engine (``JobRestored``); return how many.
+        """Hand every saved publisher job back to the engine (``JobRestored``); return how many
+        it took (one it could not, a damaged file, is logged by the driver's boundary).
 
         Each goes through the driver's queue and is taken before the next is read, so that
         every saved job is back in the engine before blobs are swept by what it needs.
@@ -95,8 +96,7 @@ class JobService:
         for path in sorted(self.jobs_dir.glob("*.state")):
             job_id = bytes.fromhex(path.stem)
             self.log_for(job_id)
-            await self.driver.call(JobRestored(path.read_bytes()))
-            count += 1
+            count += await self.driver.call(JobRestored(path.read_bytes()))
         self._restored = True
         return count
 

@@ -8,7 +8,8 @@ import trio
 
 from protocol.effects import CancelTimer, JobProgress, SaveJob, SetTimer
 from protocol.errors import LocalProtocolError
-from protocol.events import PublishJob, TimerFired
+from protocol.events import MessageReceived, PublishJob, RuntimeOffered, TimerFired
+from protocol.identity import PeerId
 from protocol.job_messages import JobId
 from protocol.timers import BidsTimer, JobDeadlineTimer, SlotTimer, TimerKey
 from tests.node.test_driver_boundary import running_driver
@@ -76,3 +77,13 @@ async def test_a_local_command_goes_through_the_queue_and_its_refusal_comes_back
         assert driver.interpreter.timers.deadline_ms(BidsTimer(JOB)) == now_ms + 1_000
         assert [save.job_id for save in saved] == [JOB]
         assert driver.boundary.failures == 0  # a refused command is the caller's, not a failure
+
+
+async def test_a_command_that_fails_in_the_engine_is_logged_and_reported_false(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with running_driver() as (driver, peer, _):
+        assert not await driver.call(MessageReceived(PeerId(peer.peer_id), "t", b"boom"))
+        assert driver.boundary.failures == 1  # the boundary caught it, as for any event
+        assert await driver.call(RuntimeOffered("python"))
+        assert "python" in driver.engine.config.profile.runtimes
