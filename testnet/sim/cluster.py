@@ -11,12 +11,12 @@ carries out the effects the engine returns through each node's ``protocol.interp
 one the daemon uses, with this simulator's handlers: Publish and Send become future deliveries
 over the simulated network, SetTimer a future ``TimerFired`` (stale if the key was re-set or
 cancelled: the node's timer table decides), FetchBlob and RunJob future ``BlobFetched`` /
-``JobExecuted`` from the blob and sandbox stand-ins. Each step's bytes go into the trace hash.
+``JobExecuted`` from the blob and sandbox stand-ins. A restarted node's saved jobs come back as
+``JobRestored`` events, the daemon's restore path. Each step's bytes go into the trace hash.
 
 A node that goes down loses its queued timers and local events (``life`` changes), and its
 engine; it keeps its ledger. Coming back it gets a fresh engine over ``MemoryLedger.reopen()``,
-with the publisher's jobs restored from the last ``SaveJob`` of each through ``JobRestored``
-events, as a restarted daemon does.
+with the publisher's jobs restored from the last ``SaveJob`` of each, as a restarted daemon would.
 """
 
 from __future__ import annotations
@@ -146,6 +146,8 @@ class Cluster:
         self.checker = checker
         self.now_ms = T0_MS
         self.index_by_peer = {node.peer_id: node.index for node in nodes}
+        for node in nodes:
+            node.interpreter = self._interpreter(node)
         self.blob_bytes: dict[bytes, int] = {}  # the blob store stand-in: hash -> size
         self.runs: dict[tuple[bytes, bytes], bool] = {}  # (job, worker key) -> honest result?
         self.counters: Counter[str] = Counter()
@@ -157,8 +159,6 @@ class Cluster:
         self._seq = 0
         self.on_progress: Any = None  # set by Simulation: (node, JobProgress) -> None
         self.on_control: Any = None  # set by Simulation: (Control) -> None
-        for node in nodes:
-            node.interpreter = self._interpreter(node)
 
     # The heap
 
