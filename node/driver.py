@@ -7,10 +7,15 @@ One task, ``run``, owns the engine: it takes events from a single bounded channe
 (transport inbound, timers, the peer watcher, local API commands, the sandbox, the ledger) sends
 into that channel, so the engine never runs twice at once and needs no locks.
 
-Effects that wait on the network (Publish, Send) run as tasks in the driver's nursery, so a slow
-peer never stalls the engine. Timers live in a dict of key -> deadline; one task sleeps until the
-earliest and wakes when the dict changes. Effects the driver does not know are looked up in
-``effect_handlers``, which the node's runtime fills (sandbox, blobs, ledger).
+Effects are carried out by ``interpreter`` (protocol/interpreter.py), the one the simulator and
+the test harness use: the driver registers its handlers for Publish, Send, Penalise and Log, and
+the node's services register theirs (sandbox, blobs, saved jobs). A handler that returns an
+awaitable (Publish, Send, a fetch, a run) has it run as a task in the driver's nursery, so a
+slow peer or a long job never stalls the engine. Timers live in the interpreter's timer table;
+one task sleeps until the earliest deadline, wakes when a timer is set, and fires what is due.
+
+Local commands (publish a job, restore a saved one) go through the same queue as every other
+event: ``call`` waits until the engine has taken its event and returns the command's refusal.
 
 Each step, each effect, each effect's task and each request handler runs inside the failure
 boundary (node/boundary.py): an exception there fails that one piece of work, is logged and
@@ -20,6 +25,7 @@ limiter, so a flood of rejected messages becomes a few lines and a count.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 from collections.abc import Awaitable, Callable
@@ -33,8 +39,9 @@ from node.clock import Clock
 from node.logs import LINE_WINDOW_S, LogLimiter
 from p2p.transport import Inbound, PeerStatus, Transport, TransportError
 from protocol import limits
-from protocol.effects import CancelTimer, Log, Penalise, Publish, Send, SetTimer
+from protocol.effects import Effect, Log, Penalise, Publish, Send
 from protocol.engine import Engine
+from protocol.errors import LocalProtocolError
 from protocol.events import (
     MessageReceived,
     PeerConnected,
@@ -43,8 +50,9 @@ from protocol.events import (
     TimerFired,
 )
 from protocol.identity import PeerId
+from protocol.interpreter import Interpreter
+from protocol.timers import TimerKey
 
-EffectHandler = Callable[[Any], Awaitable[None] | None]
 PEER_WATCH_INTERVAL_S = 1.0
 PING_INTERVAL_S = 10.0
 
@@ -82,18 +90,31 @@ def peer_ip(peer: PeerStatus) -> str:
     return ip_of(peer.addrs) or observed
 
 
+@dataclasses.dataclass(eq=False)
+class _Command:
+    """A local command for the engine, with a slot for its refusal and a flag for its caller."""
+
+    event: object
+    done: trio.Event = dataclasses.field(default_factory=trio.Event)
+    refusal: LocalProtocolError | None = None
+    failed: bool = False  # the step raised something else: the boundary logged it
+
+
 class Driver:
     def __init__(self, engine: Engine, transport: Transport, clock: Clock) -> None:
         self.engine = engine
         self.transport = transport
         self.clock = clock
-        self.effect_handlers: dict[type, EffectHandler] = {}
+        self.interpreter: Interpreter[Awaitable[None]] = Interpreter(self._on_timer_set)
+        self.interpreter.register(Publish, self._publish)
+        self.interpreter.register(Send, self._deliver)
+        self.interpreter.register(Penalise, self._penalise)
+        self.interpreter.register(Log, self._log)
         self.request_handlers: dict[str, Callable[[Inbound], Awaitable[None]]] = {}
         self.observers: list[Callable[[object, list[Any]], None]] = []
         self._send, self._receive = trio.open_memory_channel[object](
             limits.EVENT_QUEUE_MESSAGES_MAX
         )
-        self._timers: dict[str, int] = {}
         self._timers_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.events_dropped = 0
@@ -115,6 +136,19 @@ class Driver:
     async def submit(self, event: object) -> None:
         await self._send.send(event)
 
+    async def call(self, event: object) -> bool:
+        """Queue a local command and wait until the engine has taken it; False if it failed there.
+
+        Raises the ``LocalProtocolError`` with which the engine refused it (a bad command). Any
+        other failure stays inside the boundary, which logs it, as for every other event.
+        """
+        command = _Command(event)
+        await self._send.send(command)
+        await command.done.wait()
+        if command.refusal is not None:
+            raise command.refusal
+        return not command.failed
+
     async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -124,14 +158,28 @@ class Driver:
             nursery.start_soon(self._flush_logs)
             task_status.started()
             async for event in self._receive:
+                if isinstance(event, _Command):
+                    self._step_command(event)
+                    continue
                 peer = event.peer if isinstance(event, MessageReceived) else None
                 with self.boundary.guard(f"step:{type(event).__name__}", peer):
                     self.step(event)
 
-    def expedite(self, key: str) -> None:
+    def _step_command(self, command: _Command) -> None:
+        failures = self.boundary.failures
+        try:
+            with self.boundary.guard(f"step:{type(command.event).__name__}"):
+                try:
+                    self.step(command.event)
+                except LocalProtocolError as exc:  # the caller's to report, not a failure
+                    command.refusal = exc
+        finally:
+            command.failed = self.boundary.failures != failures
+            command.done.set()
+
+    def expedite(self, key: TimerKey) -> None:
         """Fire the timer ``key`` now if it is set (what it waited for has come back)."""
-        if key in self._timers:
-            self._timers[key] = self.clock.now_ms()
+        if self.interpreter.timers.expedite(key, self.clock.now_ms()):
             self._timers_changed.set()
 
     def step(self, event: object) -> None:
@@ -140,59 +188,47 @@ class Driver:
             observer(event, effects)
         self.execute_all(effects)
 
-    def execute_all(self, effects: list[Any]) -> None:
+    def execute_all(self, effects: list[Effect]) -> None:
         for effect in effects:
-            with self.boundary.guard(f"effect:{type(effect).__name__}"):
-                self._execute(effect)
-
-    def _execute(self, effect: Any) -> None:
-        assert self._nursery is not None
-        if isinstance(effect, Publish):
-            self._nursery.start_soon(self._publish, effect)
-        elif isinstance(effect, Send):
-            self._nursery.start_soon(self._deliver, effect)
-        elif isinstance(effect, SetTimer):
-            self._timers[effect.key] = effect.at_ms
-            self._timers_changed.set()
-        elif isinstance(effect, CancelTimer):
-            self._timers.pop(effect.key, None)
-            self._timers_changed.set()
-        elif isinstance(effect, Penalise):
-            self.transport.reputation.adjust(effect.peer, -effect.points)
-        elif isinstance(effect, Log):
-            fields = dict(effect.fields)
-            key = f"{effect.event}:{fields.get('reason', '')}"
-            self.log_limiter.log(key, self.now_s(), effect.level, effect.event, **fields)
-        else:
-            handler = self.effect_handlers.get(type(effect))
-            assert handler is not None, f"no handler for effect {type(effect).__name__}"
-            result = handler(effect)
-            if result is not None:
-                self._nursery.start_soon(self._await, f"effect:{type(effect).__name__}", result)
+            what = f"effect:{type(effect).__name__}"
+            with self.boundary.guard(what):
+                result = self.interpreter.run(effect)
+                if result is not None:  # an async handler: its own task, its own boundary
+                    assert self._nursery is not None
+                    self._nursery.start_soon(self._await, what, result)
 
     async def _await(self, what: str, awaitable: Awaitable[None]) -> None:
         with self.boundary.guard(what):
             await awaitable
 
+    def _on_timer_set(self, key: TimerKey, at_ms: int) -> None:
+        self._timers_changed.set()
+
+    def _penalise(self, effect: Penalise) -> None:
+        self.transport.reputation.adjust(effect.peer, -effect.points)
+
+    def _log(self, effect: Log) -> None:
+        fields = dict(effect.fields)
+        key = f"{effect.event}:{fields.get('reason', '')}"
+        self.log_limiter.log(key, self.now_s(), effect.level, effect.event, **fields)
+
     async def _publish(self, effect: Publish) -> None:
-        with self.boundary.guard("effect:Publish"):
-            try:
-                await self.transport.publish(effect.topic, effect.data)
-            except TransportError as exc:
-                self.log_limiter.log(
-                    "publish-failed", self.now_s(), "warning", "publish-failed",
-                    topic=effect.topic, error=str(exc),
-                )  # fmt: skip
+        try:
+            await self.transport.publish(effect.topic, effect.data)
+        except TransportError as exc:
+            self.log_limiter.log(
+                "publish-failed", self.now_s(), "warning", "publish-failed",
+                topic=effect.topic, error=str(exc),
+            )  # fmt: skip
 
     async def _deliver(self, effect: Send) -> None:
-        with self.boundary.guard("effect:Send"):
-            try:
-                await self.transport.send(effect.peer, effect.protocol, effect.data)
-            except TransportError as exc:
-                self.log_limiter.log(
-                    "send-failed", self.now_s(), "info", "send-failed",
-                    peer=effect.peer, protocol=effect.protocol, error=str(exc),
-                )  # fmt: skip
+        try:
+            await self.transport.send(effect.peer, effect.protocol, effect.data)
+        except TransportError as exc:
+            self.log_limiter.log(
+                "send-failed", self.now_s(), "info", "send-failed",
+                peer=effect.peer, protocol=effect.protocol, error=str(exc),
+            )  # fmt: skip
 
     async def _serve(self, handler: Callable[[Inbound], Awaitable[None]], item: Inbound) -> None:
         """Answer one direct-stream request; its failure is the requester's, never the node's."""
@@ -213,18 +249,19 @@ class Driver:
             self.submit_nowait(MessageReceived(PeerId(item.peer_id), item.channel, item.data))
 
     async def _run_timers(self) -> None:
+        timers = self.interpreter.timers
         while True:
             self._timers_changed = trio.Event()
-            if not self._timers:
+            at_ms = timers.next_deadline()
+            if at_ms is None:
                 await self._timers_changed.wait()
                 continue
-            key, at_ms = min(self._timers.items(), key=lambda kv: (kv[1], kv[0]))
             wait_s = max(0, at_ms - self.clock.now_ms()) / 1000
             with trio.move_on_after(wait_s):
                 await self._timers_changed.wait()
                 continue
-            if self._timers.get(key) == at_ms:
-                del self._timers[key]
+            # Slept until ``at_ms``: what is due then fires, even if the clock reads a bit less.
+            for key in timers.due(max(at_ms, self.clock.now_ms())):
                 await self.submit(TimerFired(key))
 
     async def _watch_peers(self) -> None:

@@ -29,6 +29,7 @@ import trio
 
 from node import logs
 from node.logs import log
+from protocol.timers import PayRetryTimer
 
 if TYPE_CHECKING:
     from ledger.store import SqliteLedger
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from node.jobs import JobService
 
 PROBE_INTERVAL_S = 1.0
-RETRY_TIMER_KEY = "payments:retry"  # protocol/payments.py: pays deferred by a full disk
+RETRY_TIMER_KEY = PayRetryTimer()  # protocol/payments.py: pays deferred by a full disk
 
 
 class Health:

@@ -2,8 +2,9 @@
 
 It carries out the job effects the engine returns (FetchBlob, RunJob, AbortJob, JobProgress,
 SaveJob) and feeds their outcomes back as events. Publisher state is saved as one file per job
-(written to a temporary file, synced, renamed) and restored when the node starts, so a publisher
-killed mid-job resumes it or cancels it with signed messages.
+(written to a temporary file, synced, renamed) and handed back to the engine as ``JobRestored``
+events when the node starts, so a publisher killed mid-job resumes it or cancels it with signed
+messages.
 
 A write the disk refuses (``OSError``: a full disk) never fails the job or the node: a job's
 state and an output blob that could not be written stay in memory (``unsaved``,
@@ -29,7 +30,7 @@ from node.sandbox.model import JobRequest, Runtime
 from node.sandbox.pool import SandboxPool
 from protocol import limits
 from protocol.effects import AbortJob, FetchBlob, JobProgress, RunJob, SaveJob
-from protocol.events import BlobFetched, BlobFetchFailed, JobExecuted
+from protocol.events import BlobFetched, BlobFetchFailed, JobExecuted, JobRestored
 from protocol.job_messages import JobId
 
 EVENTS_PER_JOB_MAX = 256
@@ -80,28 +81,27 @@ class JobService:
         self.unsaved_blobs: dict[bytes, bytes] = {}  # hash -> blob not yet on disk
         self.disk_failure: str | None = None
         self.on_disk_change: Callable[[], object] = lambda: None
-        driver.effect_handlers.update(
-            {
-                FetchBlob: self._fetch,
-                RunJob: self._run,
-                AbortJob: self._abort,
-                JobProgress: self._progress,
-                SaveJob: self._save,
-            }
-        )
+        driver.interpreter.register(FetchBlob, self._fetch)
+        driver.interpreter.register(RunJob, self._run)
+        driver.interpreter.register(AbortJob, self._abort)
+        driver.interpreter.register(JobProgress, self._progress)
+        driver.interpreter.register(SaveJob, self._save)
 
     def has_saved(self) -> bool:
         return any(self.jobs_dir.glob("*.state"))
 
-    def restore_saved(self, now_ms: int) -> int:
-        """Hand every saved publisher job back to the engine; return how many."""
+    async def restore_saved(self) -> int:
+        """Hand every saved publisher job back to the engine (``JobRestored``); return how many
+        it took (one it could not, a damaged file, is logged by the driver's boundary).
+
+        Each goes through the driver's queue and is taken before the next is read, so that
+        every saved job is back in the engine before blobs are swept by what it needs.
+        """
         count = 0
         for path in sorted(self.jobs_dir.glob("*.state")):
             job_id = bytes.fromhex(path.stem)
             self.log_for(job_id)
-            effects = self.driver.engine.publisher.restore(path.read_bytes(), now_ms)
-            self.driver.execute_all(effects)
-            count += 1
+            count += await self.driver.call(JobRestored(path.read_bytes()))
         self._restored = True
         return count
 

@@ -154,10 +154,14 @@ def build_job_routes(node: Node) -> list[Route]:
         )
         jobs.log_for(job_id)
         try:
-            node.driver.step(event)  # on the loop, between engine steps: no race
+            taken = await node.driver.call(event)  # through the queue, like every event
         except LocalProtocolError as exc:
+            taken, problem = False, (str(exc), 400)
+        else:
+            problem = ("the node failed to start the job; its log says why", 500)
+        if not taken:
             jobs.logs.pop(job_id, None)
-            return error(str(exc))
+            return error(*problem)
         return JSONResponse({"job_id": job_id.hex()})
 
     def summary_or_none(request: Request) -> Any:

@@ -45,7 +45,7 @@ from p2p.transport import HostConfig, Inbound, Transport
 from protocol.codec import decode_as, encode
 from protocol.engine import Engine, EngineConfig, HostProfile
 from protocol.errors import HearthError, RemoteProtocolError
-from protocol.events import Started
+from protocol.events import RuntimeOffered, Started
 from protocol.identity import Identity, PeerId, peer_id_from_public_key
 from protocol.jobs_config import JobsConfig
 from protocol.messages import PROTOCOL_BLOB, PROTOCOL_LEDGER, PROTOCOLS, TOPICS
@@ -253,13 +253,13 @@ async def run_node(
             driver.submit_nowait(Started())
             if jobs.has_saved():
                 await wait_for_peers(transport)
-            restored = jobs.restore_saved(clock.now_ms())
+            restored = await jobs.restore_saved()
             nursery.start_soon(node.health.watch)
             nursery.start_soon(jobs.sweep_blobs)
             if plugin is not None:
                 nursery.start_soon(plugin.run, PluginContext(engine, transport, ledger, clock))
             if "python" in config.runtimes:
-                nursery.start_soon(offer_python, sandbox, engine)
+                nursery.start_soon(offer_python, sandbox, driver)
             write_node_info(home, node.info())
             log(
                 "info",
@@ -344,7 +344,7 @@ async def wait_for_peers(transport: Transport) -> None:
             await trio.sleep(PEERS_POLL_S)
 
 
-async def offer_python(sandbox: SandboxPool, engine: Engine) -> None:
+async def offer_python(sandbox: SandboxPool, driver: Driver) -> None:
     """Compile the Python runtime in the background, then add it to what this host offers.
 
     The first compile takes minutes; a host that bid on Python jobs before it finished would
@@ -355,11 +355,7 @@ async def offer_python(sandbox: SandboxPool, engine: Engine) -> None:
     except (PythonUnavailable, RuntimeError, trio.TooSlowError) as exc:
         log("warning", "python-runtime-not-offered", reason=str(exc))
         return
-    profile = engine.config.profile
-    runtimes = (*profile.runtimes, "python")
-    engine.config = dataclasses.replace(
-        engine.config, profile=dataclasses.replace(profile, runtimes=runtimes)
-    )
+    await driver.submit(RuntimeOffered("python"))
     log("info", "python-runtime-offered")
 
 

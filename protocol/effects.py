@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TypeAlias
 
 from protocol.identity import PeerId
 from protocol.job_messages import JobId
+from protocol.timers import TimerKey
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -29,13 +31,13 @@ class Send:
 class SetTimer:
     """Fire ``TimerFired(key)`` at ``at_ms``; setting a key again replaces its deadline."""
 
-    key: str
+    key: TimerKey
     at_ms: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class CancelTimer:
-    key: str
+    key: TimerKey
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -131,7 +133,27 @@ class JobProgress:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SaveJob:
-    """Persist the publisher's state of ``job_id``; ``PublisherComponent.restore`` reads it back."""
+    """Persist the publisher's state of ``job_id``; after a restart the node hands it back to the
+    engine as ``JobRestored(state)``."""
 
     job_id: JobId
     state: bytes
+
+
+# Every effect the engine returns: a closed set, so that each shell's interpreter
+# (protocol.interpreter) can be checked for a handler of each.
+Effect: TypeAlias = (
+    Publish
+    | Send
+    | SetTimer
+    | CancelTimer
+    | Penalise
+    | Log
+    | FetchBlob
+    | RunJob
+    | AbortJob
+    | PayWorker
+    | RecordMismatch
+    | JobProgress
+    | SaveJob
+)

@@ -15,7 +15,10 @@ then hands the body to the component that owns that type. A message that fails a
 dropped with a ``Log`` and a ``Penalise`` of the peer that delivered it; nothing a peer sends can
 raise out of ``step``.
 
-Components own disjoint message types and timer keys ``"<component>:<name>"``. The market
+Components own disjoint message types and timer key types (protocol.timers; each key names
+its component). Every change to the engine arrives through ``step`` as an event, local ones
+included: ``PublishJob``, ``JobRestored`` (a saved job state read back after a restart),
+``RuntimeOffered``. The market
 component publishes this host's capacity ad every ``CAPACITY_AD_INTERVAL_MS`` and keeps the market
 view; the worker and publisher components (protocol/worker.py, protocol/publisher.py) bid on,
 run, verify and pay for jobs. Local events from the node rather than a peer (``PublishJob``,
@@ -33,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from protocol import limits
 from protocol.credit import CreditConfig
-from protocol.effects import Log, Penalise, Publish, SetTimer
+from protocol.effects import Effect, Log, Penalise, Publish, SetTimer
 from protocol.envelope import Envelope, ReplayGuard, open_envelope, seal
 from protocol.errors import RemoteProtocolError
 from protocol.events import (
@@ -41,6 +44,7 @@ from protocol.events import (
     PeerConnected,
     PeerDisconnected,
     RttMeasured,
+    RuntimeOffered,
     Started,
     TimerFired,
 )
@@ -53,12 +57,12 @@ from protocol.payments import PaymentComponent, ReceiptCountersigned
 from protocol.pricing import PricingConfig, price_curve, price_now
 from protocol.publisher import PublisherComponent
 from protocol.reputation import Reputation
+from protocol.timers import MarketAdTimer, TimerKey
 from protocol.worker import WorkerComponent
 
 if TYPE_CHECKING:
     from ledger.base import LedgerBase
 
-Effect = Any  # one of the dataclasses in protocol.effects (or a component's own effects)
 MessageHandler = Callable[[Envelope, PeerId, int], list[Effect]]
 LocalHandler = Callable[[Any, int], list[Effect]]  # a local event (not from a peer), now_ms
 
@@ -107,7 +111,7 @@ class Component(Protocol):
 
     def on_started(self, now_ms: int) -> list[Effect]: ...
 
-    def on_timer(self, key: str, now_ms: int) -> list[Effect]: ...
+    def on_timer(self, key: TimerKey, now_ms: int) -> list[Effect]: ...
 
 
 class Engine:
@@ -120,7 +124,6 @@ class Engine:
         self.replay_guard = ReplayGuard()
         self.reputation = Reputation()
         self.refused_authors: set[PublicKey] = set()
-        self.market_component = MarketComponent(self)
         self._components: dict[str, Component] = {}
         self._handlers: dict[type, tuple[frozenset[str], MessageHandler]] = {}
         self._local_handlers: dict[type, LocalHandler] = {}
@@ -128,6 +131,7 @@ class Engine:
         # Why the node may not take work, by source ("jobs", "blobs", "log": a full disk...):
         # set by the node, which alone sees its disks; the worker bids on nothing while it is set.
         self.degraded: dict[str, str] = {}
+        self.market_component = MarketComponent(self)
         self.add_component(self.market_component)
         self.worker = WorkerComponent(self)
         self.publisher = PublisherComponent(self)
@@ -184,7 +188,7 @@ class Engine:
         if isinstance(event, MessageReceived):
             return self._on_message(event, now_ms)
         if isinstance(event, TimerFired):
-            component = self._components.get(event.key.split(":", 1)[0])
+            component = self._components.get(event.key.component)
             assert component is not None, f"timer {event.key} has no component"
             return component.on_timer(event.key, now_ms)
         if isinstance(event, Started):
@@ -246,6 +250,7 @@ class MarketComponent:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.market = Market()
+        engine.add_local_handler(RuntimeOffered, self._on_runtime_offered)
 
     def handlers(self) -> Mapping[type, tuple[frozenset[str], MessageHandler]]:
         return {CapacityAd: (frozenset({TOPIC_CAPACITY}), self._on_ad)}
@@ -253,10 +258,20 @@ class MarketComponent:
     def on_started(self, now_ms: int) -> list[Effect]:
         return self._publish_ad(now_ms)
 
-    def on_timer(self, key: str, now_ms: int) -> list[Effect]:
-        assert key == "market:ad", key
+    def on_timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
+        assert isinstance(key, MarketAdTimer), key
         self.market.expire(now_ms)
         return self._publish_ad(now_ms)
+
+    def _on_runtime_offered(self, event: object, now_ms: int) -> list[Effect]:
+        """Offer a runtime the node can run from now on (in the next ad, and to every call)."""
+        assert isinstance(event, RuntimeOffered)
+        config = self._engine.config
+        if event.runtime not in config.profile.runtimes:
+            runtimes = (*config.profile.runtimes, event.runtime)
+            profile = dataclasses.replace(config.profile, runtimes=runtimes)
+            self._engine.config = dataclasses.replace(config, profile=profile)
+        return []
 
     def current_ad(self, now_ms: int) -> CapacityAd:
         profile = self._engine.config.profile
@@ -282,7 +297,7 @@ class MarketComponent:
         )
         return [
             Publish(TOPIC_CAPACITY, data),
-            SetTimer("market:ad", now_ms + limits.CAPACITY_AD_INTERVAL_MS),
+            SetTimer(MarketAdTimer(), now_ms + limits.CAPACITY_AD_INTERVAL_MS),
         ]
 
     def _on_ad(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:

@@ -6,6 +6,7 @@ import dataclasses
 
 from protocol.identity import PeerId
 from protocol.job_messages import JobId
+from protocol.timers import TimerKey
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -24,7 +25,7 @@ class MessageReceived:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class TimerFired:
-    key: str
+    key: TimerKey
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -73,6 +74,23 @@ class PublishJob:
     prefer: str = "cheapest"
     requirements: tuple[str, ...] = ()
     lease_ms: int = 0  # an accepted award must commit within this; 0: derived (protocol.lease)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobRestored:
+    """After a restart the node read back ``state``, the last ``SaveJob`` of a job it published.
+
+    The publisher resumes the job from it, or cancels it with signed messages if it is too late.
+    """
+
+    state: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RuntimeOffered:
+    """The node can now run ``runtime`` (the Python runtime compiled): offer it from now on."""
+
+    runtime: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -29,10 +29,12 @@ from protocol.envelope import Envelope
 from protocol.errors import RemoteProtocolError
 from protocol.identity import PeerId, PublicKey, peer_id_from_public_key, verify_signature
 from protocol.messages import TOPIC_HEADS
+from protocol.timers import HeadsTimer, TimerKey
 
 if TYPE_CHECKING:
     from ledger.base import LedgerBase
-    from protocol.engine import Effect, Engine, MessageHandler
+    from protocol.effects import Effect
+    from protocol.engine import Engine, MessageHandler
 
 HEADS_INTERVAL_MS: Final = 10_000
 HEADS_TTL_MS: Final = 60_000
@@ -56,14 +58,14 @@ class HeadsComponent:
     def on_started(self, now_ms: int) -> list[Effect]:
         return self._publish_head(now_ms)
 
-    def on_timer(self, key: str, now_ms: int) -> list[Effect]:
-        assert key == "heads:publish", key
+    def on_timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
+        assert isinstance(key, HeadsTimer), key
         return self._publish_head(now_ms)
 
     def _publish_head(self, now_ms: int) -> list[Effect]:
         head = self.ledger.entry_at(self.ledger.head().seq)
         data = self._engine.seal(HeadGossip(head.wire), now_ms=now_ms, ttl_ms=HEADS_TTL_MS)
-        return [Publish(TOPIC_HEADS, data), SetTimer("heads:publish", now_ms + HEADS_INTERVAL_MS)]
+        return [Publish(TOPIC_HEADS, data), SetTimer(HeadsTimer(), now_ms + HEADS_INTERVAL_MS)]
 
     def _on_head(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
         try:

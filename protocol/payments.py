@@ -63,10 +63,12 @@ from protocol.events import PaymentReceived
 from protocol.identity import PeerId, peer_id_from_public_key, public_key_from_peer_id
 from protocol.job_messages import JobId
 from protocol.messages import PROTOCOL_RECEIPT
+from protocol.timers import CountersignTimer, OfferTimer, PayRetryTimer, TimerKey
 
 if TYPE_CHECKING:
     from ledger.base import LedgerBase
-    from protocol.engine import Effect, Engine, MessageHandler
+    from protocol.effects import Effect
+    from protocol.engine import Engine, MessageHandler
 
 RECEIPT_TTL_MS: Final = 120_000  # time the payee has to countersign
 RESEND_MS: Final = 2_000
@@ -288,7 +290,7 @@ class PaymentComponent:
             self._retry.append(effect)
             return [
                 Log("error", "payment-deferred", (("reason", str(exc)),)),
-                SetTimer("payments:retry", now_ms + RETRY_PAY_MS),
+                SetTimer(PayRetryTimer(), now_ms + RETRY_PAY_MS),
             ]
         except (CreditLimitError, RefusedAuthorError) as exc:
             # A worker proven to have forked since its result was revealed is never paid.
@@ -307,7 +309,7 @@ class PaymentComponent:
         data = self._engine.seal(ReceiptOffer(half), now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
         return [
             Send(worker, PROTOCOL_RECEIPT, data),
-            SetTimer(f"payments:{digest.hex()}:offer", now_ms + RESEND_MS),
+            SetTimer(OfferTimer(digest), now_ms + RESEND_MS),
         ]
 
     def _record_mismatch(self, effect: RecordMismatch, now_ms: int) -> list[Effect]:
@@ -329,15 +331,14 @@ class PaymentComponent:
             return [Log("error", "mismatch-not-recorded", (("reason", str(exc)),))]
         return []
 
-    def on_timer(self, key: str, now_ms: int) -> list[Effect]:
-        if key == "payments:retry":
+    def on_timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
+        if isinstance(key, PayRetryTimer):
             retry, self._retry = self._retry, []
             return self.absorb(list(retry), now_ms)
-        _, digest_hex, what = key.split(":")
-        digest = bytes.fromhex(digest_hex)
-        if what == "offer":
-            return self._on_offer_timer(digest, now_ms)
-        return self._on_countersign_timer(digest, now_ms)
+        if isinstance(key, OfferTimer):
+            return self._on_offer_timer(key.digest, now_ms)
+        assert isinstance(key, CountersignTimer), key
+        return self._on_countersign_timer(key.digest, now_ms)
 
     def _on_offer_timer(self, digest: bytes, now_ms: int) -> list[Effect]:
         record = self.ledger.state.pays.get(digest)
@@ -351,7 +352,7 @@ class PaymentComponent:
             except LedgerUnavailableError as exc:
                 return [
                     Log("error", "cancel-deferred", (("reason", str(exc)),)),
-                    SetTimer(f"payments:{digest.hex()}:offer", now_ms + RETRY_PAY_MS),
+                    SetTimer(OfferTimer(digest), now_ms + RETRY_PAY_MS),
                 ]
             return [Log("warning", "receipt-cancelled", (("receipt", digest.hex()[:16]),))]
         return self._offer(digest, now_ms)
@@ -378,7 +379,7 @@ class PaymentComponent:
         data = self._engine.seal(body, now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
         return [
             Send(pending.payer, PROTOCOL_RECEIPT, data),
-            SetTimer(f"payments:{digest.hex()}:countersign", pending.next_resend_ms(now_ms)),
+            SetTimer(CountersignTimer(digest), pending.next_resend_ms(now_ms)),
         ]
 
     def _on_offer(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:

@@ -51,6 +51,7 @@ from protocol.auction import BidView, choose_winners, pick, rank
 from protocol.codec import encode
 from protocol.effects import (
     CancelTimer,
+    Effect,
     JobProgress,
     Log,
     PayWorker,
@@ -62,7 +63,7 @@ from protocol.effects import (
 )
 from protocol.envelope import Envelope, EnvelopeWire
 from protocol.errors import LocalProtocolError, RemoteProtocolError
-from protocol.events import PeerDisconnected, PublishJob
+from protocol.events import JobRestored, PeerDisconnected, PublishJob
 from protocol.identity import PeerId
 from protocol.job_messages import (
     PREFERENCES,
@@ -93,12 +94,12 @@ from protocol.publisher_state import (
     summarise,
 )
 from protocol.settlement import reject_result, settle
+from protocol.timers import BidsTimer, JobDeadlineTimer, SlotTimer, TimerKey
 from protocol.verification import Verdict, judge, reveal_problem
 
 if TYPE_CHECKING:
     from protocol.engine import Engine, MessageHandler
 
-Effect = Any
 SEED_BYTES: Final = 16
 AWARDS_PER_REPLICA_MAX: Final = 4  # awards of one job <= this x replicas_max, then it fails
 SILENT_PENALTY_POINTS: Final = 5
@@ -106,10 +107,6 @@ MISMATCH_PENALTY_POINTS: Final = 100  # as Reputation.on_result(valid=False) cha
 
 
 BUSY_DECLINE_VERDICT: Final = "declined:busy"
-
-
-def _timer(job_id: bytes, what: str) -> str:
-    return f"publisher:{job_id.hex()}:{what}"
 
 
 def newcomers_max(replicas: int) -> int:
@@ -128,6 +125,7 @@ class PublisherComponent:
         self.jobs: dict[JobId, PublisherJob] = {}
         engine.add_local_handler(PublishJob, self._on_publish_job)
         engine.add_local_handler(PeerDisconnected, self._on_peer_disconnected)
+        engine.add_local_handler(JobRestored, self._on_job_restored)
 
     def handlers(self) -> Mapping[type, tuple[frozenset[str], MessageHandler]]:
         award, result = frozenset({PROTOCOL_AWARD}), frozenset({PROTOCOL_RESULT})
@@ -211,9 +209,7 @@ class PublisherComponent:
         )
         self.jobs[job.job_id] = job
         effects = self._publish_call(job, now_ms)
-        return self._done(
-            job, [*effects, SetTimer(_timer(job.job_id, "deadline"), call.deadline_ms)]
-        )
+        return self._done(job, [*effects, SetTimer(JobDeadlineTimer(job.job_id), call.deadline_ms)])
 
     def _check_command(self, event: PublishJob, now_ms: int) -> None:
         problems = []
@@ -245,9 +241,10 @@ class PublisherComponent:
         for _, job_id in finished[: max(0, excess)]:
             del self.jobs[job_id]
 
-    def restore(self, state_bytes: bytes, now_ms: int) -> list[Effect]:
+    def _on_job_restored(self, event: object, now_ms: int) -> list[Effect]:
         """Resume a job from ``SaveJob`` bytes after a restart, or cancel it if it is too late."""
-        job = decode_job(state_bytes)
+        assert isinstance(event, JobRestored)
+        job = decode_job(event.state)
         self.jobs[job.job_id] = job
         if job.phase in TERMINAL_PHASES:
             return []  # kept for queries; a paid job is never paid again
@@ -255,9 +252,9 @@ class PublisherComponent:
             return self._done(
                 job, self._fail(job, "deadline passed while the publisher was down", now_ms)
             )
-        effects: list[Effect] = [SetTimer(_timer(job.job_id, "deadline"), job.call.deadline_ms)]
+        effects: list[Effect] = [SetTimer(JobDeadlineTimer(job.job_id), job.call.deadline_ms)]
         if job.phase is Phase.BIDDING:
-            effects.append(SetTimer(_timer(job.job_id, "bids"), job.call.bid_deadline_ms))
+            effects.append(SetTimer(BidsTimer(job.job_id), job.call.bid_deadline_ms))
             return effects
         job.ranked = self._rank(job)
         floor_ms = now_ms + self._config.restart_grace_ms
@@ -278,17 +275,17 @@ class PublisherComponent:
                 effects.append(self._slot_timer(job, slot))
         return self._done(job, [*effects, *self._advance(job, now_ms)])
 
-    def on_timer(self, key: str, now_ms: int) -> list[Effect]:
-        _, job_hex, what = key.split(":", 2)
-        job = self.jobs.get(JobId(bytes.fromhex(job_hex)))
+    def on_timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
+        assert isinstance(key, BidsTimer | JobDeadlineTimer | SlotTimer), key
+        job = self.jobs.get(key.job_id)
         if job is None or job.phase in TERMINAL_PHASES:
             return []
-        if what == "bids":
+        if isinstance(key, BidsTimer):
             effects = self._close_bidding(job, now_ms) if job.phase is Phase.BIDDING else []
-        elif what == "deadline":
+        elif isinstance(key, JobDeadlineTimer):
             effects = self._fail(job, "deadline", now_ms)
         else:
-            effects = self._on_slot_timer(job, int(what.removeprefix("slot-")), now_ms)
+            effects = self._on_slot_timer(job, key.award_no, now_ms)
         return self._done(job, effects)
 
     def _on_slot_timer(self, job: PublisherJob, award_no: int, now_ms: int) -> list[Effect]:
@@ -326,7 +323,7 @@ class PublisherComponent:
         data = self._engine.seal(call, now_ms=now_ms, ttl_ms=ttl_ms)
         return [
             Publish(TOPIC_JOBS, data),
-            SetTimer(_timer(job.job_id, "bids"), call.bid_deadline_ms),
+            SetTimer(BidsTimer(job.job_id), call.bid_deadline_ms),
         ]
 
     def _on_bid(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
@@ -480,7 +477,7 @@ class PublisherComponent:
         return lease_ms(job.lease_ms, job.call.fuel_max, fuel_per_s, time_left_ms)
 
     def _slot_timer(self, job: PublisherJob, slot: Slot) -> SetTimer:
-        return SetTimer(_timer(job.job_id, f"slot-{slot.award_no}"), slot.deadline_ms)
+        return SetTimer(SlotTimer(job.job_id, slot.award_no), slot.deadline_ms)
 
     def _send(self, peer: PeerId, protocol: str, body: object, now_ms: int) -> Send:
         data = self._engine.seal(body, now_ms=now_ms, ttl_ms=self._config.message_ttl_ms)
@@ -493,7 +490,7 @@ class PublisherComponent:
         slot.verdict = reason
         slot.output = b""  # its evidence is in the RecordMismatch effect; the state stays small
         effects: list[Effect] = [
-            CancelTimer(_timer(job.job_id, f"slot-{slot.award_no}")),
+            CancelTimer(SlotTimer(job.job_id, slot.award_no)),
             Log(
                 "info",
                 "replica-dropped",
@@ -562,7 +559,7 @@ class PublisherComponent:
         slot.move(SlotState.COMMITTED)
         slot.commitment = commit.commitment
         slot.commit_envelope = encode(EnvelopeWire(envelope.signed_bytes, envelope.signature))
-        effects: list[Effect] = [CancelTimer(_timer(job.job_id, f"slot-{slot.award_no}"))]
+        effects: list[Effect] = [CancelTimer(SlotTimer(job.job_id, slot.award_no))]
         return self._done(job, [*effects, *self._advance(job, now_ms)])
 
     def _request_reveal(self, job: PublisherJob, slot: Slot, now_ms: int) -> list[Effect]:
@@ -594,7 +591,7 @@ class PublisherComponent:
         problem = reveal_problem(reveal, slot.commitment, slot.worker_key)
         if not problem and reveal.fuel_used > job.call.fuel_max:
             problem = "fuel-over-max"
-        effects: list[Effect] = [CancelTimer(_timer(job.job_id, f"slot-{slot.award_no}"))]
+        effects: list[Effect] = [CancelTimer(SlotTimer(job.job_id, slot.award_no))]
         if problem:
             evidence = encode(EnvelopeWire(envelope.signed_bytes, envelope.signature))
             send = functools.partial(self._send, now_ms=now_ms)
@@ -612,7 +609,7 @@ class PublisherComponent:
         if judgement.verdict is Verdict.ACCEPTED:
             send = functools.partial(self._send, now_ms=now_ms)
             effects = settle(job, judgement.digest, self._engine.reputation, send)
-            return [*effects, CancelTimer(_timer(job.job_id, "deadline"))]
+            return [*effects, CancelTimer(JobDeadlineTimer(job.job_id))]
         if judgement.verdict is Verdict.NEED_MORE:
             job.target = len(live) + judgement.more
             job.detail = f"results disagree: {job.target} replicas"
@@ -624,7 +621,7 @@ class PublisherComponent:
         """End the job unpaid; evidence stays in its slots. Open awards are cancelled, signed."""
         job.move(Phase.FAILED)
         job.detail = reason
-        effects: list[Effect] = [CancelTimer(_timer(job.job_id, "deadline"))]
+        effects: list[Effect] = [CancelTimer(JobDeadlineTimer(job.job_id))]
         for slot in job.live():
             if slot.state is not SlotState.REVEALED:
                 effects += self._drop(job, slot, "cancelled", now_ms, notify=True)

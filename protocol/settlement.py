@@ -6,10 +6,10 @@ I/O: none. Decides only: the effects it returns are what the node carries out (A
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from protocol import limits
-from protocol.effects import FetchBlob, PayWorker, Penalise, RecordMismatch, Send
+from protocol.effects import Effect, FetchBlob, PayWorker, Penalise, RecordMismatch, Send
 from protocol.identity import PeerId
 from protocol.job_messages import MismatchNotice
 from protocol.messages import PROTOCOL_RESULT
@@ -18,7 +18,6 @@ from protocol.publisher_state import Phase, PublisherJob, Slot, SlotState, asser
 from protocol.reputation import Reputation
 from protocol.verification import Judgement, Verdict, judge
 
-Effect = Any
 Sender = Callable[[PeerId, str, object], Send]  # (peer, protocol, body) -> the sealed Send
 MISMATCH_PENALTY_POINTS: Final = 100  # as Reputation.on_result(valid=False) charges
 

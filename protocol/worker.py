@@ -40,11 +40,21 @@ import collections
 import dataclasses
 import enum
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from protocol import limits
 from protocol.bidding import PublisherStanding, decide_bid
-from protocol.effects import AbortJob, CancelTimer, FetchBlob, Log, Penalise, RunJob, Send, SetTimer
+from protocol.effects import (
+    AbortJob,
+    CancelTimer,
+    Effect,
+    FetchBlob,
+    Log,
+    Penalise,
+    RunJob,
+    Send,
+    SetTimer,
+)
 from protocol.envelope import Envelope
 from protocol.errors import RemoteProtocolError
 from protocol.events import BlobFetched, BlobFetchFailed, JobExecuted, PaymentReceived
@@ -69,11 +79,11 @@ from protocol.job_messages import (
 from protocol.lease import run_ms_max
 from protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT, TOPIC_JOBS
 from protocol.pricing import cost_mc
+from protocol.timers import RecommitTimer, TaskDeadlineTimer, TaskForgetTimer, TimerKey
 
 if TYPE_CHECKING:
     from protocol.engine import Engine, MessageHandler
 
-Effect = Any
 MESSAGE_TTL_MS: Final = 60_000
 COMMIT_RESEND_MS: Final = 2_000
 CALL_MISMATCH_PENALTY_POINTS: Final = 25  # a publisher that awards other terms than it called
@@ -144,10 +154,6 @@ class JobBids:
     calls: dict[int, tuple[bytes, int]]  # call_round -> (call_hash of the call, price bid)
 
 
-def _timer(job_id: bytes, what: str) -> str:
-    return f"worker:{job_id.hex()}:{what}"
-
-
 class WorkerComponent:
     """Bids on calls for bids and carries out awards for this host."""
 
@@ -177,18 +183,19 @@ class WorkerComponent:
     def on_started(self, now_ms: int) -> list[Effect]:
         return []
 
-    def on_timer(self, key: str, now_ms: int) -> list[Effect]:
-        _, job_hex, what = key.split(":", 2)
-        job_id = JobId(bytes.fromhex(job_hex))
+    def on_timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
+        assert isinstance(key, TaskDeadlineTimer | TaskForgetTimer | RecommitTimer), key
+        job_id = key.job_id
         task = self.tasks.get(job_id)
         if task is None:
             return []
-        if what == "deadline" and task.state in BUSY_STATES:
+        if isinstance(key, TaskDeadlineTimer) and task.state in BUSY_STATES:
             task.move("deadline")
-            return [AbortJob(job_id), Log("info", "task-deadline", (("job", job_hex),))]
-        if what == "forget":
+            return [AbortJob(job_id), Log("info", "task-deadline", (("job", job_id.hex()),))]
+        if isinstance(key, TaskForgetTimer):
             del self.tasks[job_id]
-        if what == "recommit" and task.state is S.COMMITTED and now_ms < task.call.deadline_ms:
+        recommit = isinstance(key, RecommitTimer)
+        if recommit and task.state is S.COMMITTED and now_ms < task.call.deadline_ms:
             return [self._commit_message(task, now_ms), self._recommit_timer(task, now_ms)]
         return []
 
@@ -311,8 +318,8 @@ class WorkerComponent:
         self.tasks[job_id] = task
         return [
             self._reply(publisher, job_id, award.award_no, "", now_ms),
-            SetTimer(_timer(job_id, "deadline"), call.deadline_ms),
-            SetTimer(_timer(job_id, "forget"), call.deadline_ms + limits.WORKER_TASK_RETENTION_MS),
+            SetTimer(TaskDeadlineTimer(job_id), call.deadline_ms),
+            SetTimer(TaskForgetTimer(job_id), call.deadline_ms + limits.WORKER_TASK_RETENTION_MS),
             FetchBlob(publisher, call.module_hash, call.module_bytes),
             FetchBlob(publisher, call.input_hash, call.input_bytes),
         ]
@@ -356,7 +363,7 @@ class WorkerComponent:
         if task.state is S.ABANDONED:
             return [self._reply(publisher, task.job_id, award.award_no, "abandoned", now_ms)]
         task.award_no = award.award_no
-        effects = [self._reply(publisher, task.job_id, award.award_no, "", now_ms)]
+        effects: list[Effect] = [self._reply(publisher, task.job_id, award.award_no, "", now_ms)]
         if task.state in (S.COMMITTED, S.REVEALED, S.DONE):
             effects.append(self._commit_message(task, now_ms))
         return effects
@@ -448,7 +455,7 @@ class WorkerComponent:
     def _recommit_timer(self, task: Task, now_ms: int) -> SetTimer:
         # A commit is one-way: if the publisher was down when it was sent (a restart), nothing
         # else would tell it we finished. Re-send it until the publisher asks for the reveal.
-        return SetTimer(_timer(task.job_id, "recommit"), now_ms + COMMIT_RESEND_MS)
+        return SetTimer(RecommitTimer(task.job_id), now_ms + COMMIT_RESEND_MS)
 
     def _commit_message(self, task: Task, now_ms: int) -> Send:
         commit = ResultCommit(task.job_id, task.award_no, task.commitment)
@@ -520,7 +527,7 @@ class WorkerComponent:
         fields = (("job", notice.job_id.hex()), ("reason", notice.reason))
         return [
             Log("warning", "result-rejected", fields),
-            CancelTimer(_timer(task.job_id, "deadline")),
+            CancelTimer(TaskDeadlineTimer(task.job_id)),
         ]
 
     def _on_payment(self, event: object, now_ms: int) -> list[Effect]:

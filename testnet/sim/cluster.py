@@ -7,10 +7,12 @@ Theory of operation
 -------------------
 The heap holds ``(deliver_at_ms, seq, node, event)``; ``seq`` breaks ties so that the order is
 total and the run replays exactly. ``step`` pops one item, feeds it to that node's engine and
-carries out the effects the engine returns, the way node/ does with real sockets: Publish and
-Send become future deliveries over the simulated network, SetTimer a future ``TimerFired``
-(stale if the key was re-set or cancelled), FetchBlob and RunJob future ``BlobFetched`` /
-``JobExecuted`` from the blob and sandbox stand-ins. Each step's bytes go into the trace hash.
+carries out the effects the engine returns through each node's ``protocol.interpreter``, the
+one the daemon uses, with this simulator's handlers: Publish and Send become future deliveries
+over the simulated network, SetTimer a future ``TimerFired`` (stale if the key was re-set or
+cancelled: the node's timer table decides), FetchBlob and RunJob future ``BlobFetched`` /
+``JobExecuted`` from the blob and sandbox stand-ins. A restarted node's saved jobs come back as
+``JobRestored`` events, the daemon's restore path. Each step's bytes go into the trace hash.
 
 A node that goes down loses its queued timers and local events (``life`` changes), and its
 engine; it keeps its ledger. Coming back it gets a fresh engine over ``MemoryLedger.reopen()``,
@@ -38,22 +40,24 @@ from ledger.audit import HeadGossip
 from ledger.memory import MemoryLedger
 from protocol.effects import (
     AbortJob,
-    CancelTimer,
+    Effect,
     FetchBlob,
     JobProgress,
     Log,
+    PayWorker,
     Penalise,
     Publish,
+    RecordMismatch,
     RunJob,
     SaveJob,
     Send,
-    SetTimer,
 )
 from protocol.engine import Engine, EngineConfig, HostProfile
 from protocol.events import (
     BlobFetched,
     BlobFetchFailed,
     JobExecuted,
+    JobRestored,
     MessageReceived,
     PeerConnected,
     PeerDisconnected,
@@ -63,9 +67,11 @@ from protocol.events import (
 )
 from protocol.heads import HEADS_TTL_MS
 from protocol.identity import Identity, PeerId, public_key_from_peer_id
+from protocol.interpreter import Interpreter
 from protocol.jobs_config import JobsConfig
 from protocol.messages import PROTOCOL_RECEIPT, TOPIC_HEADS, TOPIC_JOBS
 from protocol.publisher_state import PublisherConfig
+from protocol.timers import TimerKey
 from testnet.sim import faults
 from testnet.sim.checkers import Checker, InvariantViolation, check_refusal
 from testnet.sim.clocks import Clocks
@@ -89,12 +95,12 @@ class SimNode:
         "engine",
         "identity",
         "index",
+        "interpreter",
         "ledger",
         "life",
         "profile",
         "role",
         "saved",
-        "timers",
     )
 
     def __init__(self, index: int, role: str, identity: Identity, profile: HostProfile) -> None:
@@ -106,7 +112,7 @@ class SimNode:
         self.engine: Engine | None = None
         self.alive = False
         self.life = 0  # bumped on every crash: stale timers and local events are dropped
-        self.timers: dict[str, int] = {}
+        self.interpreter: Interpreter[None] = Interpreter()  # the cluster registers its handlers
         self.saved: dict[bytes, bytes] = {}  # job id -> last SaveJob state, open jobs only
 
     @property
@@ -117,7 +123,7 @@ class SimNode:
 class _Timer:
     __slots__ = ("at_ms", "key", "life")
 
-    def __init__(self, key: str, at_ms: int, life: int) -> None:
+    def __init__(self, key: TimerKey, at_ms: int, life: int) -> None:
         self.key, self.at_ms, self.life = key, at_ms, life
 
 
@@ -167,6 +173,8 @@ class Cluster:
         self.checker = checker
         self.now_ms = T0_MS
         self.index_by_peer = {node.peer_id: node.index for node in nodes}
+        for node in nodes:
+            node.interpreter = self._interpreter(node)
         self.blob_bytes: dict[bytes, int] = {}  # the blob store stand-in: hash -> size
         self.runs: dict[tuple[bytes, bytes], bool] = {}  # (job, worker key) -> honest result?
         self.counters: Counter[str] = Counter()
@@ -235,10 +243,9 @@ class Cluster:
         if not node.alive:
             return
         if isinstance(event, _Timer):
-            if event.life != node.life or node.timers.get(event.key) != event.at_ms:
+            if event.life != node.life or not node.interpreter.timers.take(event.key, event.at_ms):
                 return  # re-set, cancelled, or set before a crash
-            del node.timers[event.key]
-            self._trace(index, event.key.encode())
+            self._trace(index, str(event.key).encode())
             self.step_engine(node, TimerFired(event.key), may_crash=True)
         elif isinstance(event, MessageReceived):
             self._trace(index, event.data)
@@ -338,53 +345,42 @@ class Cluster:
         self.step_engine(node, PeerConnected(peer, self.network.ips[other]))
         self.step_engine(node, RttMeasured(peer, self.network.rtt_ms(node.index, other)))
 
-    # Effects
+    # Effects: this simulator's handlers, registered in each node's interpreter
 
-    def _carry_out(self, node: SimNode, effect: object) -> None:
-        kind = type(effect)
-        if kind is Send:
-            assert isinstance(effect, Send)
-            self._send(node, effect)
-        elif kind is SetTimer:
-            assert isinstance(effect, SetTimer)
-            node.timers[effect.key] = effect.at_ms
-            at_ms = self.clocks.true_ms(node.index, effect.at_ms)
-            self.push(at_ms, node.index, _Timer(effect.key, effect.at_ms, node.life))
-        elif kind is Publish:
-            assert isinstance(effect, Publish)
-            self._publish(node, effect)
-        elif kind is CancelTimer:
-            assert isinstance(effect, CancelTimer)
-            node.timers.pop(effect.key, None)
-        elif kind is JobProgress:
-            assert isinstance(effect, JobProgress)
-            self.on_progress(node, effect)
-        elif kind is SaveJob:
-            assert isinstance(effect, SaveJob)
-            self._save(node, effect)
-        elif kind is FetchBlob:
-            assert isinstance(effect, FetchBlob)
-            self._fetch(node, effect)
-        elif kind is RunJob:
-            assert isinstance(effect, RunJob)
-            self._run(node, effect)
-        elif kind is Log:
-            assert isinstance(effect, Log)
-            if effect.level in ("warning", "error"):
-                self.counters[f"log:{effect.event}"] += 1
-            if effect.event == "message-dropped" and self._delivering is not None:
-                self._on_dropped(node, self._delivering, dict(effect.fields))
-            if effect.event == "fork-detected":
-                author = public_key_from_peer_id(str(dict(effect.fields)["author"]))
-                self.checker.on_fork_detected(bytes(author), self.now_ms)
-        elif kind is Penalise:
-            self.counters["penalties"] += 1
-        elif kind is AbortJob:
-            self.counters["aborts"] += 1
-        else:
-            raise InvariantViolation(
-                "unknown-effect", f"{kind.__name__} from node {node.index}", self.now_ms
-            )
+    def _interpreter(self, node: SimNode) -> Interpreter[None]:
+        def wake(key: TimerKey, at_ms: int) -> None:
+            # A node's timers fire when its own (skewed) clock reaches them.
+            true_ms = self.clocks.true_ms(node.index, at_ms)
+            self.push(true_ms, node.index, _Timer(key, at_ms, node.life))
+
+        interpreter: Interpreter[None] = Interpreter(wake)
+        interpreter.register(Send, lambda effect: self._send(node, effect))
+        interpreter.register(Publish, lambda effect: self._publish(node, effect))
+        interpreter.register(JobProgress, lambda effect: self.on_progress(node, effect))
+        interpreter.register(SaveJob, lambda effect: self._save(node, effect))
+        interpreter.register(FetchBlob, lambda effect: self._fetch(node, effect))
+        interpreter.register(RunJob, lambda effect: self._run(node, effect))
+        interpreter.register(Log, lambda effect: self._log(node, effect))
+        interpreter.register(Penalise, lambda effect: self._count("penalties"))
+        interpreter.register(AbortJob, lambda effect: self._count("aborts"))
+        # PayWorker and RecordMismatch never leave an engine with a ledger (payments absorb them).
+        assert interpreter.missing() <= {PayWorker, RecordMismatch}, interpreter.missing()
+        return interpreter
+
+    def _carry_out(self, node: SimNode, effect: Effect) -> None:
+        node.interpreter.run(effect)
+
+    def _count(self, counter: str) -> None:
+        self.counters[counter] += 1
+
+    def _log(self, node: SimNode, effect: Log) -> None:
+        if effect.level in ("warning", "error"):
+            self.counters[f"log:{effect.event}"] += 1
+        if effect.event == "message-dropped" and self._delivering is not None:
+            self._on_dropped(node, self._delivering, dict(effect.fields))
+        if effect.event == "fork-detected":
+            author = public_key_from_peer_id(str(dict(effect.fields)["author"]))
+            self.checker.on_fork_detected(bytes(author), self.now_ms)
 
     def _on_dropped(self, node: SimNode, message: MessageReceived, fields: dict[str, Any]) -> None:
         self._dropped = True
@@ -492,11 +488,12 @@ class Cluster:
             node.ledger = node.ledger.reopen()  # a restart: the chain is verified from genesis
         rng = random.Random(f"{self.seed}:{node.index}{rng_tag}")
         engine = Engine(config, rng, node.ledger)
-        node.engine, node.alive, node.timers = engine, True, {}
+        node.engine, node.alive = engine, True
+        node.interpreter.timers.clear()
         self.step_engine(node, Started())
-        for job_id in sorted(node.saved):
-            for effect in engine.publisher.restore(node.saved[job_id], self.local_ms(node)):
-                self._carry_out(node, effect)
+        for job_id in sorted(node.saved):  # the daemon's restore path: one event per saved job
+            self.counters["jobs_restored"] += 1
+            self.step_engine(node, JobRestored(node.saved[job_id]))
         self.checker.on_ledger(node.index, node.ledger, self.now_ms)
 
     def stop(self, node: SimNode) -> None:
@@ -505,7 +502,7 @@ class Cluster:
         assert engine is not None
         node.alive = False
         node.life += 1
-        node.timers = {}
+        node.interpreter.timers.clear()
         publishers = sorted({task.publisher for task in engine.worker.tasks.values()})
         for publisher in publishers:
             target = self.index_by_peer.get(publisher)

@@ -112,7 +112,7 @@ async def running_driver() -> AsyncIterator[tuple[Driver, Transport, trio.Nurser
         def crash(effect: Crash) -> object:
             return crash_later() if effect.how == "async" else crash_now(effect)
 
-        driver.effect_handlers[Crash] = crash
+        driver.interpreter.register(Crash, crash)
         await nursery.start(driver.run)
         yield driver, peer, nursery
         nursery.cancel_scope.cancel()

@@ -4,7 +4,10 @@ Every node is a real ``protocol.engine.Engine``. Effects are carried out here th
 the simulator carry them out: Publish reaches every other live node and Send its target after a
 fixed latency, SetTimer fires at its time unless replaced or cancelled, FetchBlob answers from a
 shared blob store, and RunJob runs a fake sandbox whose output is a hash of module and input (a
-*liar* returns a wrong output, a *staller* never finishes). Runs are deterministic.
+*liar* returns a wrong output, a *staller* never finishes). Runs are deterministic. Each node's
+effects go through its own ``protocol.interpreter.Interpreter``, the one the daemon and the
+simulator use, with this harness's handlers registered; a restarted publisher gets its saved
+job back as a ``JobRestored`` event, as a restarted daemon does.
 """
 
 from __future__ import annotations
@@ -18,16 +21,18 @@ from typing import Any
 
 from ledger.memory import MemoryLedger
 from protocol.effects import (
-    CancelTimer,
+    AbortJob,
+    Effect,
     FetchBlob,
     JobProgress,
+    Log,
     PayWorker,
+    Penalise,
     Publish,
     RecordMismatch,
     RunJob,
     SaveJob,
     Send,
-    SetTimer,
 )
 from protocol.engine import Engine, EngineConfig, HostProfile
 from protocol.envelope import Envelope, open_envelope
@@ -35,6 +40,7 @@ from protocol.events import (
     BlobFetched,
     BlobFetchFailed,
     JobExecuted,
+    JobRestored,
     MessageReceived,
     PeerConnected,
     PeerDisconnected,
@@ -43,11 +49,13 @@ from protocol.events import (
     TimerFired,
 )
 from protocol.identity import Identity, PeerId
+from protocol.interpreter import Interpreter
 from protocol.job_messages import JobId
 from protocol.jobs_config import JobsConfig
 from protocol.messages import PROTOCOL_BID
 from protocol.pricing import PricingConfig
 from protocol.publisher_state import PublisherConfig
+from protocol.timers import TimerKey
 
 T0_MS = 1_800_000_000_000
 LATENCY_MS = 10
@@ -63,6 +71,18 @@ def honest_output(module: bytes, data: bytes) -> bytes:
     """What every honest replica computes; an input starting "big:" gives a 100 kB output."""
     output = b"out:" + sha256(module + data)
     return output * 3000 if data.startswith(b"big:") else output
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Wake:
+    """A timer's deadline on the heap; it fires only if the node's timer table still holds it."""
+
+    key: TimerKey
+    at_ms: int
+
+
+def _ignore(effect: Effect) -> None:
+    return None
 
 
 def make_profile(index: int, *, operator: str | None = None, power_w: int = 100) -> HostProfile:
@@ -85,7 +105,7 @@ class Node:
     ip: str
     behaviour: str = "honest"  # honest | liar | garbage | stall | mute (bids, then silent)
     alive: bool = True
-    timers: dict[str, int] = dataclasses.field(default_factory=dict)
+    interpreter: Interpreter[None] = dataclasses.field(default_factory=Interpreter)
     effects: list[tuple[int, Any]] = dataclasses.field(default_factory=list)
 
     @property
@@ -120,6 +140,7 @@ class Cluster:
             ip = (ips or {}).get(i, f"127.0.0.{i + 2}")
             profile = make_profile(i, operator=(operators or {}).get(i))
             node = Node(i, self._engine(i, profile), ip, (behaviours or {}).get(i, "honest"))
+            node.interpreter = self._interpreter(node)
             self.nodes.append(node)
         self.by_peer = {node.peer_id: node for node in self.nodes}
         for node in self.nodes:
@@ -189,54 +210,63 @@ class Cluster:
         node = self.nodes[index]
         if not node.alive:
             return
-        if isinstance(event, tuple):  # a timer: (key, at_ms), fired only if still current
-            key, timer_ms = event
-            if node.timers.get(key) != timer_ms:
+        if isinstance(event, _Wake):  # a timer, fired only if its deadline still stands
+            if not node.interpreter.timers.take(event.key, event.at_ms):
                 return
-            del node.timers[key]
-            event = TimerFired(key)
+            event = TimerFired(event.key)
         self.carry_out(node, node.engine.step(event, self.now_ms))
 
-    def carry_out(self, node: Node, effects: list[Any]) -> None:
+    def carry_out(self, node: Node, effects: list[Effect]) -> None:
         for effect in effects:
             node.effects.append((self.now_ms, effect))
-            self._carry_out_one(node, effect)
+            node.interpreter.run(effect)
 
-    def _carry_out_one(self, node: Node, effect: Any) -> None:
-        if isinstance(effect, Publish):
-            self.wire.append((self.now_ms, node.index, effect))
-            for other in self.nodes:
-                if other is not node:
-                    event = MessageReceived(node.peer_id, effect.topic, effect.data)
-                    self._push(self.now_ms + LATENCY_MS, other.index, event)
-        elif isinstance(effect, Send):
-            self.wire.append((self.now_ms, node.index, effect))
-            if node.behaviour == "mute" and effect.protocol != PROTOCOL_BID:
-                return  # bids, then silence
-            if self.drop is not None and self.drop(node.index, effect):
-                return
-            target = self.by_peer.get(effect.peer)
-            if target is None:
-                return  # an identity the test made up: nobody listens
-            event = MessageReceived(node.peer_id, effect.protocol, effect.data)
-            self._push(self.now_ms + LATENCY_MS, target.index, event)
-        elif isinstance(effect, SetTimer):
-            node.timers[effect.key] = effect.at_ms
-            self._push(effect.at_ms, node.index, (effect.key, effect.at_ms))
-        elif isinstance(effect, CancelTimer):
-            node.timers.pop(effect.key, None)
-        elif isinstance(effect, FetchBlob):
-            source = self.by_peer.get(effect.peer)
-            # A blob comes from the peer that holds it: not from one that is down.
-            found = effect.blob_hash in self.blobs and (source is None or source.alive)
-            answer: Any = (
-                BlobFetched(effect.blob_hash)
-                if found
-                else BlobFetchFailed(effect.blob_hash, "not-found")
-            )
-            self._push(self.now_ms + 2 * LATENCY_MS, node.index, answer)
-        elif isinstance(effect, RunJob):
-            self._run_job(node, effect)
+    # Effects: this harness's handlers, registered in each node's interpreter
+
+    def _interpreter(self, node: Node) -> Interpreter[None]:
+        def wake(key: TimerKey, at_ms: int) -> None:
+            self._push(at_ms, node.index, _Wake(key, at_ms))
+
+        interpreter: Interpreter[None] = Interpreter(wake)
+        interpreter.register(Publish, lambda effect: self._publish(node, effect))
+        interpreter.register(Send, lambda effect: self._send(node, effect))
+        interpreter.register(FetchBlob, lambda effect: self._fetch(node, effect))
+        interpreter.register(RunJob, lambda effect: self._run_job(node, effect))
+        # Recorded in ``node.effects`` for the tests to read; nothing else to do here.
+        for kind in (Penalise, Log, AbortJob, PayWorker, RecordMismatch, JobProgress, SaveJob):
+            interpreter.register(kind, _ignore)
+        assert not interpreter.missing(), interpreter.missing()
+        return interpreter
+
+    def _publish(self, node: Node, effect: Publish) -> None:
+        self.wire.append((self.now_ms, node.index, effect))
+        for other in self.nodes:
+            if other is not node:
+                event = MessageReceived(node.peer_id, effect.topic, effect.data)
+                self._push(self.now_ms + LATENCY_MS, other.index, event)
+
+    def _send(self, node: Node, effect: Send) -> None:
+        self.wire.append((self.now_ms, node.index, effect))
+        if node.behaviour == "mute" and effect.protocol != PROTOCOL_BID:
+            return  # bids, then silence
+        if self.drop is not None and self.drop(node.index, effect):
+            return
+        target = self.by_peer.get(effect.peer)
+        if target is None:
+            return  # an identity the test made up: nobody listens
+        event = MessageReceived(node.peer_id, effect.protocol, effect.data)
+        self._push(self.now_ms + LATENCY_MS, target.index, event)
+
+    def _fetch(self, node: Node, effect: FetchBlob) -> None:
+        source = self.by_peer.get(effect.peer)
+        # A blob comes from the peer that holds it: not from one that is down.
+        found = effect.blob_hash in self.blobs and (source is None or source.alive)
+        answer: Any = (
+            BlobFetched(effect.blob_hash)
+            if found
+            else BlobFetchFailed(effect.blob_hash, "not-found")
+        )
+        self._push(self.now_ms + 2 * LATENCY_MS, node.index, answer)
 
     def _run_job(self, node: Node, run: RunJob) -> None:
         if node.behaviour == "stall":
@@ -260,16 +290,17 @@ class Cluster:
             if other is not node and other.alive:
                 self.inject(other.index, PeerDisconnected(node.peer_id))
 
-    def restart_publisher(self, index: int, job_id: JobId) -> list[Any]:
+    def restart_publisher(self, index: int, job_id: JobId) -> list[Effect]:
         """A fresh engine for node ``index`` restored from its last SaveJob of ``job_id``."""
         node = self.nodes[index]
         state = self.saved_state(index, job_id)
         engine = self._engine(index, node.engine.config.profile, rng_tag=f"@{self.now_ms}")
-        node.engine, node.alive, node.timers = engine, True, {}
+        node.engine, node.alive = engine, True
+        node.interpreter.timers.clear()  # a crash loses every timer; wake-ups left find none
         for other in self.nodes:
             if other is not node:
                 engine.step(PeerConnected(other.peer_id, other.ip), self.now_ms)
-        effects = engine.publisher.restore(state, self.now_ms)
+        effects = engine.step(JobRestored(state), self.now_ms)
         self.carry_out(node, effects)
         return effects
 

@@ -24,12 +24,11 @@ class CheckingCluster(Cluster):
         super().__init__(*args, **kwargs)
         self.fetches: list[tuple[int, int, bytes, bool]] = []  # (fetcher, source, hash, served)
 
-    def _carry_out_one(self, node: Node, effect: Any) -> None:
-        if isinstance(effect, FetchBlob):
-            source = self.by_peer[effect.peer]
-            served = may_fetch(source.engine, node.peer_id, effect.blob_hash)
-            self.fetches.append((node.index, source.index, effect.blob_hash, served))
-        super()._carry_out_one(node, effect)
+    def _fetch(self, node: Node, effect: FetchBlob) -> None:
+        source = self.by_peer[effect.peer]
+        served = may_fetch(source.engine, node.peer_id, effect.blob_hash)
+        self.fetches.append((node.index, source.index, effect.blob_hash, served))
+        super()._fetch(node, effect)
 
 
 def test_every_fetch_of_a_job_is_to_an_entitled_peer_and_strangers_are_not() -> None:

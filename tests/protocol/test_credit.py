@@ -29,6 +29,7 @@ from protocol.payments import (
     ReceiptOffer,
     resends_due,
 )
+from protocol.timers import CountersignTimer
 from tests.protocol.harness import T0_MS, Cluster, make_profile
 from tests.protocol.test_payments import INPUT, MODULE, check_conserved, ledger_of, settle_all
 
@@ -195,7 +196,8 @@ def test_countersignature_resends_back_off_and_stop() -> None:
     effects = offer(engine, MALLORY, 5, 1, T0_MS)  # the payer never says ReceiptSettled
     sends, gaps, now_ms = 1, [], T0_MS
     while True:
-        [timer] = [e for e in effects if isinstance(e, SetTimer) and "countersign" in e.key]
+        timers = [e for e in effects if isinstance(e, SetTimer)]
+        [timer] = [e for e in timers if isinstance(e.key, CountersignTimer)]
         gaps.append(timer.at_ms - now_ms)
         now_ms = timer.at_ms
         effects = engine.step(TimerFired(timer.key), now_ms)

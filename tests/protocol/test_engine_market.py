@@ -15,6 +15,7 @@ from protocol.events import MessageReceived, Started, TimerFired
 from protocol.identity import Identity
 from protocol.messages import PROTOCOL_BID, TOPIC_CAPACITY, CapacityAd
 from protocol.pricing import PricingConfig
+from protocol.timers import MarketAdTimer
 
 NOW_MS = 1_800_000_000_000
 
@@ -53,12 +54,14 @@ def test_two_engines_see_each_others_price() -> None:
 def test_ads_repeat_on_a_timer_and_expire_without_renewal() -> None:
     a, b = make_engine(1), make_engine(2)
     effects = a.step(Started(), NOW_MS)
-    assert SetTimer("market:ad", NOW_MS + limits.CAPACITY_AD_INTERVAL_MS) in effects
+    assert SetTimer(MarketAdTimer(), NOW_MS + limits.CAPACITY_AD_INTERVAL_MS) in effects
     b.step(MessageReceived(a.identity.peer_id, TOPIC_CAPACITY, published(effects)), NOW_MS)
     later = NOW_MS + limits.CAPACITY_AD_INTERVAL_MS
     b.step(
         MessageReceived(
-            a.identity.peer_id, TOPIC_CAPACITY, published(a.step(TimerFired("market:ad"), later))
+            a.identity.peer_id,
+            TOPIC_CAPACITY,
+            published(a.step(TimerFired(MarketAdTimer()), later)),
         ),
         later,
     )
@@ -69,7 +72,7 @@ def test_ads_repeat_on_a_timer_and_expire_without_renewal() -> None:
 def test_an_older_ad_never_replaces_a_newer_one() -> None:
     a, b = make_engine(1), make_engine(2)
     first = published(a.step(Started(), NOW_MS))
-    second = published(a.step(TimerFired("market:ad"), NOW_MS + 10))
+    second = published(a.step(TimerFired(MarketAdTimer()), NOW_MS + 10))
     b.step(MessageReceived(a.identity.peer_id, TOPIC_CAPACITY, second), NOW_MS + 20)
     b.step(MessageReceived(a.identity.peer_id, TOPIC_CAPACITY, first), NOW_MS + 20)
     assert b.market.snapshot(NOW_MS + 20)[0].created_ms == NOW_MS + 10
