@@ -3,6 +3,7 @@ refusal boundary, so nothing they do may raise out of Engine.step: cases found b
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 from ledger.entry import Kind, MismatchBody
@@ -37,7 +38,12 @@ def test_a_bad_reveal_before_a_verdict_is_recorded_without_the_missing_digest() 
     assert entry.kind is Kind.MISMATCH
     body = entry.body
     assert isinstance(body, MismatchBody) and body.worker == worker.public_key
-    assert body.evidence_hashes[0] == claimed and len(body.evidence_hashes) == 2
+    # The claimed digest, then the hashes of the signed commit and reveal: no empty digest.
+    assert body.evidence_hashes == (
+        claimed,
+        hashlib.sha256(b"signed commit").digest(),
+        hashlib.sha256(b"signed reveal").digest(),
+    )
 
 
 def test_a_payment_larger_than_one_receipt_can_carry_is_refused_with_a_log() -> None:
