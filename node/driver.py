@@ -210,7 +210,11 @@ class Driver:
             if handler is not None and self._nursery is not None:
                 self._nursery.start_soon(self._serve, handler, item)
                 continue
-            self.submit_nowait(MessageReceived(PeerId(item.peer_id), item.channel, item.data))
+            self.submit_nowait(
+                MessageReceived(
+                    PeerId(item.peer_id), item.channel, item.data, item.remote_ip, item.verified
+                )
+            )
 
     async def _run_timers(self) -> None:
         while True:

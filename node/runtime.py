@@ -32,6 +32,7 @@ from node.blobs import BlobStore, BlobStoreConfig, serve_blob_request
 from node.clock import Clock, SystemClock
 from node.commands.common import CommandError
 from node.driver import Driver
+from node.edge import EdgeGate
 from node.health import Health
 from node.home import load_config, load_identity, load_token
 from node.jobs import JobService
@@ -221,17 +222,20 @@ async def run_node(
         )
     )
     try:
+        # The engine comes first: the transport checks inbound messages against it (ADR 0021).
+        engine = Engine(
+            EngineConfig(identity, profile, jobs=jobs_config, credit=config.credit),
+            random.Random(secrets.randbits(128)),
+            ledger,
+        )
+        edge = EdgeGate(engine, clock)
         async with (
             sandbox,
-            open_transport(host_config) as transport,
+            open_transport(host_config, edge) as transport,
             trio.open_nursery() as nursery,
         ):
-            engine = Engine(
-                EngineConfig(identity, profile, jobs=jobs_config, credit=config.credit),
-                random.Random(secrets.randbits(128)),
-                ledger,
-            )
             driver = Driver(engine, transport, clock)
+            edge.submit = driver.submit_nowait
             blobs = BlobStore(
                 home / "blobs",
                 BlobStoreConfig(

@@ -42,6 +42,7 @@ from p2p.patches import yamux as yamux_patch
 from p2p.peers import PeerReputation
 from p2p.streams import StreamServer, check_frame, request_on, send_on
 from p2p.transport import (
+    EdgeCheck,
     HostConfig,
     Inbound,
     PeerStatus,
@@ -86,7 +87,9 @@ def _to_id(peer_id: str) -> ID:
 class Libp2pTransport:
     """The `Transport` over a running py-libp2p host. Made by `open_transport` only."""
 
-    def __init__(self, host: IHost, pubsub: Pubsub, config: HostConfig) -> None:
+    def __init__(
+        self, host: IHost, pubsub: Pubsub, config: HostConfig, check: EdgeCheck | None = None
+    ) -> None:
         self.host = host  # exposed for tests and diagnostics; the node uses the methods
         self._pubsub = pubsub
         self._config = config
@@ -97,7 +100,10 @@ class Libp2pTransport:
         self._inbound_send, self._inbound_receive = trio.open_memory_channel[Inbound](
             config.inbound_messages_max
         )
-        self._server = StreamServer(self._deliver, self._reputation, self._stats, self._timeout_s)
+        self._check = check
+        self._server = StreamServer(
+            self._deliver, self._reputation, self._stats, self._timeout_s, check
+        )
         self._book = AddressBook()
         self._muxer_guard = self._install_bounds()
 
@@ -155,7 +161,7 @@ class Libp2pTransport:
             TProtocol(discovery.PEER_EXCHANGE_PROTOCOL), self._serve_exchange
         )
         nursery.start_soon(self._connections.run_trimmer)
-        gate = TopicGate(self._reputation, self._stats)
+        gate = TopicGate(self._reputation, self._stats, self._check)
         await subscribe_topics(
             self._pubsub, self._config.topics, gate, self._deliver, self._stats, nursery
         )
@@ -257,12 +263,9 @@ class Libp2pTransport:
     def _remote_ip(self, peer: ID) -> str:
         """The observed address of a live connection: unlike listen addresses, not self-reported."""
         for conn in self.host.get_network().connections.get(peer) or []:
-            try:
-                address = conn.muxed_conn.get_remote_address()  # type: ignore[attr-defined]
-            except (AttributeError, OSError):
-                continue
-            if address:
-                return str(address[0])
+            ip = _conn_ip(conn.muxed_conn)
+            if ip:
+                return ip
         return ""
 
     def _deliver(self, item: Inbound) -> bool:
@@ -278,7 +281,8 @@ class Libp2pTransport:
     def _make_handler(self, protocol_id: str) -> Callable[[INetStream], Awaitable[None]]:
         async def handle(stream: INetStream) -> None:
             peer_id = str(stream.muxed_conn.peer_id.to_base58())
-            await self._server.handle(stream, peer_id, protocol_id)
+            remote_ip = _conn_ip(stream.muxed_conn)
+            await self._server.handle(stream, peer_id, protocol_id, remote_ip)
 
         return handle
 
@@ -304,15 +308,28 @@ class Libp2pTransport:
         return echo
 
 
+def _conn_ip(muxed_conn: Any) -> str:
+    """The remote IP of a connection as its socket sees it ("" if it has none)."""
+    try:
+        address = muxed_conn.get_remote_address()
+    except (AttributeError, OSError):
+        return ""
+    return str(address[0]) if address else ""
+
+
 @asynccontextmanager
-async def open_transport(config: HostConfig) -> AsyncIterator[Libp2pTransport]:
+async def open_transport(
+    config: HostConfig, check: EdgeCheck | None = None
+) -> AsyncIterator[Libp2pTransport]:
     """Run a host, gossipsub and discovery; yield the transport once it listens.
 
+    ``check`` is the node's edge check (ADR 0021): gossip it does not accept is neither
+    delivered nor forwarded, and stream requests it does not accept are never queued.
     Everything it starts runs in a nursery inside this context and stops when it exits.
     """
     host = _new_libp2p_host(config)
     pubsub, router = build_gossip(host, config.gossip_heartbeat_s)
-    transport = Libp2pTransport(host, pubsub, config)
+    transport = Libp2pTransport(host, pubsub, config, check)
     async with (
         host.run(listen_addrs=[_listen_multiaddr(config)]),
         background_trio_service(pubsub),

@@ -38,6 +38,7 @@ from protocol.effects import Log, Penalise, Publish, SetTimer
 from protocol.envelope import Envelope, ReplayGuard, seal
 from protocol.errors import RemoteProtocolError
 from protocol.events import (
+    InboundRefused,
     MessageReceived,
     PeerConnected,
     PeerDisconnected,
@@ -193,6 +194,9 @@ class Engine:
             return component.on_timer(event.key, now_ms)
         if isinstance(event, Started):
             return [e for c in self._components.values() for e in c.on_started(now_ms)]
+        if isinstance(event, InboundRefused):
+            error = RemoteProtocolError("refused at the edge", reason=event.reason)
+            return self.reject(event.peer, error, channel=event.channel)
         if isinstance(event, RttMeasured):
             self.reputation.on_rtt(event.peer, event.rtt_ms)
             return []

@@ -32,6 +32,18 @@ class MessageReceived:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class InboundRefused:
+    """The shell's edge check (protocol/inbound.py) refused a message ``peer`` delivered.
+
+    It never reached ``step``; the engine charges ``peer`` for ``reason`` as if it had.
+    """
+
+    peer: PeerId
+    channel: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class TimerFired:
     key: str
 
