@@ -20,18 +20,15 @@ limiter, so a flood of rejected messages becomes a few lines and a count.
 
 from __future__ import annotations
 
-import ipaddress
-import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import multiaddr
 import trio
 
 from node.boundary import Boundary
 from node.clock import Clock
 from node.logs import LINE_WINDOW_S, LogLimiter
-from p2p.transport import Inbound, PeerStatus, Transport, TransportError
+from p2p.transport import Inbound, Transport, TransportError
 from protocol import limits
 from protocol.effects import CancelTimer, Log, Penalise, Publish, Send, SetTimer
 from protocol.engine import Engine
@@ -45,41 +42,10 @@ from protocol.events import (
 from protocol.identity import PeerId
 
 EffectHandler = Callable[[Any], Awaitable[None] | None]
-PEER_WATCH_INTERVAL_S = 1.0
 PING_INTERVAL_S = 10.0
 
 if TYPE_CHECKING:  # trio-typing's stubs (a py-libp2p dependency) shadow trio's own types
     from trio_typing import TaskStatus
-
-
-def ip_of(addrs: tuple[str, ...]) -> str:
-    """The first IP address in a peer's multiaddrs, or "" if none has one."""
-    for text in addrs:
-        try:
-            addr = multiaddr.Multiaddr(text)
-        except Exception:  # a peer-supplied address we cannot parse carries no IP for us
-            continue
-        for proto in ("ip4", "ip6"):
-            try:
-                value = addr.value_for_protocol(proto)
-            except Exception:
-                continue
-            if value:
-                return str(ipaddress.ip_address(value))
-    return ""
-
-
-def peer_ip(peer: PeerStatus) -> str:
-    """The address that places a peer in a network group for replica diversity.
-
-    The observed address of the connection cannot be forged by the peer, so it is used, except
-    on loopback: dials there leave from 127.0.0.1 whatever address the node listens on, so a
-    local testnet tells its nodes apart by their listen addresses instead.
-    """
-    observed = peer.remote_ip
-    if observed and not ipaddress.ip_address(observed).is_loopback:
-        return observed
-    return ip_of(peer.addrs) or observed
 
 
 class Driver:
@@ -94,6 +60,7 @@ class Driver:
             limits.EVENT_QUEUE_MESSAGES_MAX
         )
         self._timers: dict[str, int] = {}
+        self._connected: set[str] = set()  # from the transport's connection events
         self._timers_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.events_dropped = 0
@@ -121,6 +88,7 @@ class Driver:
             nursery.start_soon(self._pump_inbound)
             nursery.start_soon(self._run_timers)
             nursery.start_soon(self._watch_peers)
+            nursery.start_soon(self._ping_peers)
             nursery.start_soon(self._flush_logs)
             task_status.started()
             async for event in self._receive:
@@ -232,25 +200,23 @@ class Driver:
                 await self.submit(TimerFired(key))
 
     async def _watch_peers(self) -> None:
-        """Turn the transport's peer list into engine events, and measure round trips."""
-        known: dict[str, str] = {}  # connected peer -> the IP last announced ("" if none yet)
-        last_ping_s: dict[str, float] = {}
+        """Turn the transport's connection events (pushed, never polled) into engine events."""
+        async for event in self.transport.peer_events:
+            peer = PeerId(event.peer_id)
+            if event.connected:
+                self._connected.add(event.peer_id)
+                self.submit_nowait(PeerConnected(peer, event.remote_ip))
+            else:
+                self._connected.discard(event.peer_id)
+                self.submit_nowait(PeerDisconnected(peer))
+
+    async def _ping_peers(self) -> None:
+        """Measure the round trip to each connected peer every ``PING_INTERVAL_S``."""
         while True:
-            connected = {p.peer_id: peer_ip(p) for p in self.transport.peers() if p.connected}
-            for peer_id, ip in sorted(connected.items()):
-                # Announce new peers, and again once identify has told us an inbound peer's IP.
-                if known.get(peer_id) != ip:
-                    self.submit_nowait(PeerConnected(PeerId(peer_id), ip))
-            for peer_id in sorted(known.keys() - connected.keys()):
-                self.submit_nowait(PeerDisconnected(PeerId(peer_id)))
-            known = connected
-            now_s = trio.current_time()
-            for peer_id in sorted(known):
-                if now_s - last_ping_s.get(peer_id, -math.inf) >= PING_INTERVAL_S:
-                    last_ping_s[peer_id] = now_s
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._ping, peer_id)
-            await trio.sleep(PEER_WATCH_INTERVAL_S)
+            assert self._nursery is not None
+            for peer_id in sorted(self._connected):
+                self._nursery.start_soon(self._ping, peer_id)
+            await trio.sleep(PING_INTERVAL_S)
 
     async def _ping(self, peer_id: str) -> None:
         try:

@@ -37,6 +37,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from p2p import discovery
 from p2p.dialing import AddressBook
 from p2p.gossip import TopicGate, build_gossip, subscribe_topics
+from p2p.notify import ConnectionNotifee, conn_ip
 from p2p.patches import swarm as swarm_patch
 from p2p.patches import yamux as yamux_patch
 from p2p.peers import PeerReputation
@@ -45,6 +46,7 @@ from p2p.transport import (
     EdgeCheck,
     HostConfig,
     Inbound,
+    PeerEvent,
     PeerStatus,
     PeerUnreachableError,
     TransportError,
@@ -106,6 +108,8 @@ class Libp2pTransport:
         )
         self._book = AddressBook()
         self._muxer_guard = self._install_bounds()
+        self._notifee = ConnectionNotifee()
+        self.host.get_network().register_notifee(self._notifee)
 
     def _install_bounds(self) -> yamux_patch.MuxerGuard:
         """Put the host under our yamux and connection bounds (ADR 0014), before it listens."""
@@ -138,6 +142,10 @@ class Libp2pTransport:
     @property
     def inbound(self) -> trio.MemoryReceiveChannel[Inbound]:
         return self._inbound_receive
+
+    @property
+    def peer_events(self) -> trio.MemoryReceiveChannel[PeerEvent]:
+        return self._notifee.receive
 
     @property
     def reputation(self) -> PeerReputation:
@@ -182,6 +190,7 @@ class Libp2pTransport:
     def close_inbound(self) -> None:
         """End the node's `async for` over `inbound`; later items are dropped and counted."""
         self._inbound_send.close()
+        self._notifee.close()
 
     async def publish(self, topic: str, data: bytes) -> None:
         if len(data) > limits.GOSSIP_MESSAGE_BYTES_MAX:
@@ -263,7 +272,7 @@ class Libp2pTransport:
     def _remote_ip(self, peer: ID) -> str:
         """The observed address of a live connection: unlike listen addresses, not self-reported."""
         for conn in self.host.get_network().connections.get(peer) or []:
-            ip = _conn_ip(conn.muxed_conn)
+            ip = conn_ip(conn.muxed_conn)
             if ip:
                 return ip
         return ""
@@ -281,7 +290,7 @@ class Libp2pTransport:
     def _make_handler(self, protocol_id: str) -> Callable[[INetStream], Awaitable[None]]:
         async def handle(stream: INetStream) -> None:
             peer_id = str(stream.muxed_conn.peer_id.to_base58())
-            remote_ip = _conn_ip(stream.muxed_conn)
+            remote_ip = conn_ip(stream.muxed_conn)
             await self._server.handle(stream, peer_id, protocol_id, remote_ip)
 
         return handle
@@ -306,15 +315,6 @@ class Libp2pTransport:
                 break
             echo += chunk
         return echo
-
-
-def _conn_ip(muxed_conn: Any) -> str:
-    """The remote IP of a connection as its socket sees it ("" if it has none)."""
-    try:
-        address = muxed_conn.get_remote_address()
-    except (AttributeError, OSError):
-        return ""
-    return str(address[0]) if address else ""
 
 
 @asynccontextmanager

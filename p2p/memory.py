@@ -15,9 +15,11 @@ import trio
 
 from p2p.peers import PeerReputation
 from p2p.transport import (
+    PEER_EVENTS_MAX,
     EdgeCheck,
     HostConfig,
     Inbound,
+    PeerEvent,
     PeerStatus,
     PeerUnreachableError,
     ReplyFn,
@@ -65,14 +67,19 @@ class MemoryNetwork:
         return self._nodes.get(peer_id)
 
     def link(self, a: str, b: str) -> None:
-        self._nodes[a]._connected.add(b)
-        self._nodes[b]._connected.add(a)
+        for one, other in ((a, b), (b, a)):
+            node = self._nodes[one]
+            if other not in node._connected:
+                node._connected.add(other)
+                node._emit(PeerEvent(other, True, self._nodes[other]._config.listen_host))
 
     def unlink(self, a: str, b: str) -> None:
         """Cut the link between two peers (a partition); either may reconnect later."""
         for one, other in ((a, b), (b, a)):
-            if one in self._nodes:
-                self._nodes[one]._connected.discard(other)
+            node = self._nodes.get(one)
+            if node is not None and other in node._connected:
+                node._connected.discard(other)
+                node._emit(PeerEvent(other, False))
 
 
 class MemoryTransport:
@@ -90,6 +97,9 @@ class MemoryTransport:
         self._stats = TransportStatistics()
         self._reputation = PeerReputation()
         self._send, self._receive = trio.open_memory_channel[Inbound](config.inbound_messages_max)
+        self._events_send, self._events_receive = trio.open_memory_channel[PeerEvent](
+            PEER_EVENTS_MAX
+        )
 
     @property
     def peer_id(self) -> str:
@@ -105,6 +115,10 @@ class MemoryTransport:
         return self._receive
 
     @property
+    def peer_events(self) -> trio.MemoryReceiveChannel[PeerEvent]:
+        return self._events_receive
+
+    @property
     def reputation(self) -> PeerReputation:
         return self._reputation
 
@@ -116,6 +130,13 @@ class MemoryTransport:
 
     def close_inbound(self) -> None:
         self._send.close()
+        self._events_send.close()
+
+    def _emit(self, event: PeerEvent) -> None:
+        try:
+            self._events_send.send_nowait(event)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            self._stats.inbound_dropped += 1
 
     async def publish(self, topic: str, data: bytes) -> None:
         if len(data) > limits.GOSSIP_MESSAGE_BYTES_MAX:

@@ -17,6 +17,8 @@ from protocol import limits
 from protocol.errors import HearthError
 from protocol.inbound import Verdict
 
+PEER_EVENTS_MAX = 1024  # connection events queued for the node; a full queue drops and counts
+
 # An answer to a request: at most one frame, written back on the request's own stream.
 ReplyFn = Callable[[bytes], Awaitable[None]]
 
@@ -125,6 +127,18 @@ class Inbound:
 
 
 @dataclass(frozen=True)
+class PeerEvent:
+    """A peer's first connection opened (``connected``) or its last one closed.
+
+    ``remote_ip`` is the observed address of the connection that opened ("" when closing).
+    """
+
+    peer_id: str
+    connected: bool
+    remote_ip: str = ""
+
+
+@dataclass(frozen=True)
 class PeerStatus:
     peer_id: str
     addrs: tuple[str, ...]
@@ -163,6 +177,11 @@ class Transport(Protocol):
 
     @property
     def inbound(self) -> trio.MemoryReceiveChannel[Inbound]: ...
+
+    @property
+    def peer_events(self) -> trio.MemoryReceiveChannel[PeerEvent]:
+        """Connections as they open and close, pushed by the transport (never polled)."""
+        ...
 
     @property
     def reputation(self) -> PeerReputation:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import trio
+from libp2p.peer.id import ID
 
 from node.clock import SystemClock
 from node.edge import EdgeGate
 from p2p.host import Libp2pTransport, open_transport
-from p2p.transport import EdgeCheck, Inbound, TransportError
+from p2p.transport import EdgeCheck, Inbound, PeerEvent, TransportError
 from protocol.events import InboundRefused, Started
 from protocol.messages import PROTOCOL_BID, TOPIC_CAPACITY
 from tests.p2p.helpers import ECHO, config, connected_ids, wait_until
@@ -118,3 +119,17 @@ async def test_a_request_refused_at_the_edge_is_never_queued() -> None:
         await wait_until(lambda: server.statistics().edge_refused == 1)
         assert server.inbound.statistics().current_buffer_used == 0
         assert refusals == [InboundRefused(client.peer_id, PROTOCOL_BID, "bad-signature")]
+
+
+async def test_connection_events_are_pushed_with_the_observed_address() -> None:
+    async with (
+        open_transport(_line_config("hub", "127.0.0.2")) as hub,
+        open_transport(_line_config("leaf", "127.0.0.6")) as leaf,
+    ):
+        await leaf.connect(hub.listen_addrs[0])
+        with trio.fail_after(5):
+            assert await hub.peer_events.receive() == PeerEvent(leaf.peer_id, True, "127.0.0.6")
+            assert await leaf.peer_events.receive() == PeerEvent(hub.peer_id, True, "127.0.0.2")
+        await hub.host.disconnect(ID.from_base58(leaf.peer_id))
+        with trio.fail_after(5):
+            assert await hub.peer_events.receive() == PeerEvent(leaf.peer_id, False)
