@@ -30,7 +30,7 @@ from node.clock import Clock
 from node.logs import LINE_WINDOW_S, LogLimiter
 from p2p.transport import Inbound, Transport, TransportError
 from protocol import limits
-from protocol.effects import CancelTimer, Log, Penalise, Publish, Send, SetTimer
+from protocol.effects import BanPeer, CancelTimer, Log, Penalise, Publish, Send, SetTimer
 from protocol.engine import Engine
 from protocol.events import (
     MessageReceived,
@@ -125,8 +125,10 @@ class Driver:
         elif isinstance(effect, CancelTimer):
             self._timers.pop(effect.key, None)
             self._timers_changed.set()
+        elif isinstance(effect, BanPeer):
+            self.transport.reputation.ban(effect.peer)
         elif isinstance(effect, Penalise):
-            self.transport.reputation.adjust(effect.peer, -effect.points)
+            pass  # already charged in the engine's book, which alone decides bans (BanPeer)
         elif isinstance(effect, Log):
             fields = dict(effect.fields)
             key = f"{effect.event}:{fields.get('reason', '')}"

@@ -46,7 +46,7 @@ from p2p.transport import HostConfig, Inbound, Transport
 from protocol.codec import decode_as, encode
 from protocol.engine import Engine, EngineConfig, HostProfile
 from protocol.errors import RemoteProtocolError
-from protocol.events import Started
+from protocol.events import InboundRefused, Started
 from protocol.identity import Identity, PeerId, peer_id_from_public_key
 from protocol.jobs_config import JobsConfig
 from protocol.messages import PROTOCOL_BLOB, PROTOCOL_LEDGER, PROTOCOLS, TOPICS
@@ -307,7 +307,7 @@ def serve_requests(node: Node) -> None:
         )
 
     def penalise(peer: str, points: int, reason: str) -> None:
-        node.transport.reputation.adjust(peer, -points)
+        node.driver.submit_nowait(InboundRefused(PeerId(peer), PROTOCOL_BLOB, reason, points))
 
     async def blob(item: Inbound) -> None:
         await serve_blob_request(node.jobs.blobs, item, may_fetch, penalise)
@@ -319,7 +319,8 @@ def serve_requests(node: Node) -> None:
             request = decode_as(item.data, LedgerRangeRequest)
             response = serve_range(node.ledger, request)
         except RemoteProtocolError as exc:
-            node.transport.reputation.adjust(item.peer_id, -10)
+            refused = InboundRefused(PeerId(item.peer_id), PROTOCOL_LEDGER, exc.reason, 10)
+            node.driver.submit_nowait(refused)
             log("info", "ledger-request-refused", peer=item.peer_id, reason=exc.reason)
             return
         await item.reply(encode(response))

@@ -13,7 +13,7 @@ from typing import Final
 from protocol import limits
 
 # A peer at or below this score is refused: no streams served, no gossip delivered.
-BAN_SCORE: Final = -1000
+BAN_SCORE: Final = limits.REPUTATION_BAN_SCORE
 
 # Penalties the transport applies for framing faults it can see itself.
 PENALTY_BAD_FRAME: Final = -100  # oversize or malformed frame
@@ -40,6 +40,11 @@ class PeerReputation:
 
     def is_banned(self, peer_id: str) -> bool:
         return self.score(peer_id) <= BAN_SCORE
+
+    def ban(self, peer_id: str) -> None:
+        """Refuse ``peer_id`` from now on: the engine's book says so (``BanPeer``)."""
+        self.adjust(peer_id, min(0, BAN_SCORE - self.score(peer_id)))
+        assert self.is_banned(peer_id)
 
     def adjust(self, peer_id: str, delta: int) -> int:
         """Add ``delta`` (negative to penalise) and return the new, clamped score."""

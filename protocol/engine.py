@@ -55,7 +55,7 @@ from protocol.messages import TOPIC_CAPACITY, CapacityAd
 from protocol.payments import PaymentComponent, ReceiptCountersigned
 from protocol.pricing import PricingConfig, price_curve, price_now
 from protocol.publisher import PublisherComponent
-from protocol.reputation import Reputation
+from protocol.reputation import Reputation, bans_for
 from protocol.worker import WorkerComponent
 
 if TYPE_CHECKING:
@@ -181,6 +181,7 @@ class Engine:
 
     def step(self, event: object, now_ms: int) -> list[Effect]:
         effects = self._step(event, now_ms)
+        effects += bans_for(effects, self.reputation)  # this book decides; p2p enforces
         if self.payments is not None:
             effects = self.payments.absorb(effects, now_ms)
         return effects
@@ -195,8 +196,8 @@ class Engine:
         if isinstance(event, Started):
             return [e for c in self._components.values() for e in c.on_started(now_ms)]
         if isinstance(event, InboundRefused):
-            error = RemoteProtocolError("refused at the edge", reason=event.reason)
-            return self.reject(event.peer, error, channel=event.channel)
+            error = RemoteProtocolError("refused by the node", reason=event.reason)
+            return self.reject(event.peer, error, channel=event.channel, points=event.points)
         if isinstance(event, RttMeasured):
             self.reputation.on_rtt(event.peer, event.rtt_ms)
             return []
@@ -243,9 +244,12 @@ class Engine:
         except RemoteProtocolError as exc:
             return self.reject(event.peer, exc, channel=event.channel)
 
-    def reject(self, peer: PeerId, exc: RemoteProtocolError, *, channel: str) -> list[Effect]:
+    def reject(
+        self, peer: PeerId, exc: RemoteProtocolError, *, channel: str, points: int | None = None
+    ) -> list[Effect]:
         """Drop a peer's message: log why and charge the peer that delivered it."""
-        points = PENALTY_POINTS_BY_REASON.get(exc.reason, PENALTY_POINTS_DEFAULT)
+        if points is None:
+            points = PENALTY_POINTS_BY_REASON.get(exc.reason, PENALTY_POINTS_DEFAULT)
         self.reputation.penalise(peer, points)
         fields = (("peer", str(peer)), ("channel", channel), ("reason", exc.reason))
         effects: list[Effect] = [Log("warning", "message-dropped", (*fields, ("detail", str(exc))))]

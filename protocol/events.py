@@ -33,14 +33,17 @@ class MessageReceived:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class InboundRefused:
-    """The shell's edge check (protocol/inbound.py) refused a message ``peer`` delivered.
+    """The shell refused what ``peer`` sent on ``channel``: the edge check (protocol/inbound.py)
+    or a request the node answers itself (blobs, ledger ranges).
 
-    It never reached ``step``; the engine charges ``peer`` for ``reason`` as if it had.
+    It never reached ``step``; the engine charges ``peer`` in its book for ``reason`` as if it
+    had, by ``points`` when given (else by the engine's table of reasons).
     """
 
     peer: PeerId
     channel: str
     reason: str
+    points: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

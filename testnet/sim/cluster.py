@@ -30,6 +30,7 @@ from ledger.audit import HeadGossip
 from ledger.memory import MemoryLedger
 from protocol.effects import (
     AbortJob,
+    BanPeer,
     CancelTimer,
     FetchBlob,
     JobProgress,
@@ -256,6 +257,8 @@ class Cluster:
                 self.checker.on_fork_detected(bytes(author), self.now_ms)
         elif kind is Penalise:
             self.counters["penalties"] += 1
+        elif kind is BanPeer:
+            self.counters["bans"] += 1
         elif kind is AbortJob:
             self.counters["aborts"] += 1
         else:

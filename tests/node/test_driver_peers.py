@@ -1,14 +1,17 @@
-"""Connection events are pushed to the engine, and every message carries its connection's IP."""
+"""Connection events are pushed to the engine, messages carry their IP, the engine's book bans."""
 
 from __future__ import annotations
 
 import random
 
+import pytest
 import trio
 
 from node.driver import Driver
 from p2p.memory import MemoryNetwork
-from protocol.engine import Engine, EngineConfig
+from p2p.transport import TransportError
+from protocol import limits
+from protocol.engine import PENALTY_POINTS_DEFAULT, Engine, EngineConfig
 from protocol.events import MessageReceived, PeerConnected, PeerDisconnected
 from protocol.identity import Identity, PeerId
 from protocol.messages import PROTOCOL_BID
@@ -45,4 +48,30 @@ async def test_connection_events_reach_the_engine_at_once_and_messages_carry_the
         [message] = [e for e in seen if isinstance(e, MessageReceived)]
         assert (message.ip, message.verified) == ("127.0.0.3", False)
         await wait_until(lambda: PeerDisconnected(peer_id) in seen)
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_engines_book_decides_a_ban_and_the_transport_enforces_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    net = MemoryNetwork()
+    async with (
+        net.open_transport(config("node", "127.0.0.2", protocols=(PROTOCOL_BID,))) as node,
+        net.open_transport(config("peer", "127.0.0.3", bootstrap=node.listen_addrs)) as peer,
+        trio.open_nursery() as nursery,
+    ):
+        engine = Engine(EngineConfig(Identity(seed("node")), make_profile(0)), random.Random(0))
+        driver = Driver(engine, node, TrioClock())
+        await nursery.start(driver.run)
+        peer_id = PeerId(peer.peer_id)
+        sends_to_ban = -limits.REPUTATION_BAN_SCORE // PENALTY_POINTS_DEFAULT  # "malformed"
+        for _ in range(sends_to_ban - 1):
+            await peer.send(node.peer_id, PROTOCOL_BID, b"not even an envelope")
+        await wait_until(lambda: engine.reputation.get(peer_id).penalties == sends_to_ban - 1)
+        assert node.reputation.score(peer.peer_id) == 0  # the transport's book is not charged
+        assert not node.reputation.is_banned(peer.peer_id)
+        await peer.send(node.peer_id, PROTOCOL_BID, b"not even an envelope")
+        await wait_until(lambda: node.reputation.is_banned(peer.peer_id))
+        with pytest.raises(TransportError):
+            await peer.send(node.peer_id, PROTOCOL_BID, b"refused before the engine")
         nursery.cancel_scope.cancel()
