@@ -1,8 +1,12 @@
-"""Application-level peer reputation: kept by us, retained across reconnects, bounded in size.
+"""The transport's gate book: scores for what only the transport sees, and the bans it enforces.
 
-Gossipsub's own score is deleted when a peer disconnects (`remove_peer`), so a peer could wash
-its record by reconnecting. This book is keyed by peer id alone and outlives connections.
-I/O: none.
+The engine's reputation book (protocol/reputation.py) decides about everything a message or a
+request says; it bans through ``BanPeer`` (ADR 0021), which lands here as ``ban``. This book is
+charged directly only for faults before any message exists, which the engine never sees: bad or
+stalled frames, yamux window overruns and stream floods, and a handler that crashed on a peer's
+input (node/boundary.py). Gossipsub's own score is deleted when a peer disconnects
+(`remove_peer`), so a peer could wash its record by reconnecting; this book is keyed by peer id
+alone and outlives connections. I/O: none.
 """
 
 from __future__ import annotations
