@@ -206,6 +206,8 @@ class Driver:
         async for event in self.transport.peer_events:
             peer = PeerId(event.peer_id)
             if event.connected:
+                if event.peer_id not in self._connected and self._nursery is not None:
+                    self._nursery.start_soon(self._ping, event.peer_id)  # an RTT for its bids
                 self._connected.add(event.peer_id)
                 self.submit_nowait(PeerConnected(peer, event.remote_ip))
             else:

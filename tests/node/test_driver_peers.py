@@ -43,6 +43,8 @@ async def test_connection_events_reach_the_engine_at_once_and_messages_carry_the
             await wait_until(lambda: engine.peer_ips.get(peer_id) == "127.0.0.3")
             assert trio.current_time() - started_s < POLL_INTERVAL_S_OLD
             assert PeerConnected(peer_id, "127.0.0.3") in seen
+            await wait_until(lambda: engine.reputation.get(peer_id).rtt_ms >= 0)  # pinged at once
+            assert trio.current_time() - started_s < POLL_INTERVAL_S_OLD
             await peer.send(node.peer_id, PROTOCOL_BID, b"not even an envelope")
             await wait_until(lambda: any(isinstance(e, MessageReceived) for e in seen))
         [message] = [e for e in seen if isinstance(e, MessageReceived)]
