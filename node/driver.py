@@ -8,8 +8,8 @@ One task, ``run``, owns the engine: it takes events from a single bounded channe
 into that channel, so the engine never runs twice at once and needs no locks.
 
 Effects are carried out by ``interpreter`` (protocol/interpreter.py), the one the simulator and
-the test harness use: the driver registers its handlers for Publish, Send, Penalise and Log, and
-the node's services register theirs (sandbox, blobs, saved jobs). A handler that returns an
+the test harness use: the driver registers its handlers for Publish, Send, Penalise, BanPeer and
+Log, and the node's services register theirs (sandbox, blobs, saved jobs). A handler that returns an
 awaitable (Publish, Send, a fetch, a run) has it run as a task in the driver's nursery, so a
 slow peer or a long job never stalls the engine. Timers live in the interpreter's timer table;
 one task sleeps until the earliest deadline, wakes when a timer is set, and fires what is due.
@@ -26,20 +26,17 @@ limiter, so a flood of rejected messages becomes a few lines and a count.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import math
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import multiaddr
 import trio
 
 from node.boundary import Boundary
 from node.clock import Clock
 from node.logs import LINE_WINDOW_S, LogLimiter
-from p2p.transport import Inbound, PeerStatus, Transport, TransportError
+from p2p.transport import Inbound, Transport, TransportError
 from protocol import limits
-from protocol.effects import Effect, Log, Penalise, Publish, Send
+from protocol.effects import BanPeer, Effect, Log, Penalise, Publish, Send
 from protocol.engine import Engine
 from protocol.errors import LocalProtocolError
 from protocol.events import (
@@ -53,41 +50,10 @@ from protocol.identity import PeerId
 from protocol.interpreter import Interpreter
 from protocol.timers import TimerKey
 
-PEER_WATCH_INTERVAL_S = 1.0
 PING_INTERVAL_S = 10.0
 
 if TYPE_CHECKING:  # trio-typing's stubs (a py-libp2p dependency) shadow trio's own types
     from trio_typing import TaskStatus
-
-
-def ip_of(addrs: tuple[str, ...]) -> str:
-    """The first IP address in a peer's multiaddrs, or "" if none has one."""
-    for text in addrs:
-        try:
-            addr = multiaddr.Multiaddr(text)
-        except Exception:  # a peer-supplied address we cannot parse carries no IP for us
-            continue
-        for proto in ("ip4", "ip6"):
-            try:
-                value = addr.value_for_protocol(proto)
-            except Exception:
-                continue
-            if value:
-                return str(ipaddress.ip_address(value))
-    return ""
-
-
-def peer_ip(peer: PeerStatus) -> str:
-    """The address that places a peer in a network group for replica diversity.
-
-    The observed address of the connection cannot be forged by the peer, so it is used, except
-    on loopback: dials there leave from 127.0.0.1 whatever address the node listens on, so a
-    local testnet tells its nodes apart by their listen addresses instead.
-    """
-    observed = peer.remote_ip
-    if observed and not ipaddress.ip_address(observed).is_loopback:
-        return observed
-    return ip_of(peer.addrs) or observed
 
 
 @dataclasses.dataclass(eq=False)
@@ -109,12 +75,14 @@ class Driver:
         self.interpreter.register(Publish, self._publish)
         self.interpreter.register(Send, self._deliver)
         self.interpreter.register(Penalise, self._penalise)
+        self.interpreter.register(BanPeer, self._ban)
         self.interpreter.register(Log, self._log)
         self.request_handlers: dict[str, Callable[[Inbound], Awaitable[None]]] = {}
         self.observers: list[Callable[[object, list[Any]], None]] = []
         self._send, self._receive = trio.open_memory_channel[object](
             limits.EVENT_QUEUE_MESSAGES_MAX
         )
+        self._connected: set[str] = set()  # from the transport's connection events
         self._timers_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.events_dropped = 0
@@ -155,6 +123,7 @@ class Driver:
             nursery.start_soon(self._pump_inbound)
             nursery.start_soon(self._run_timers)
             nursery.start_soon(self._watch_peers)
+            nursery.start_soon(self._ping_peers)
             nursery.start_soon(self._flush_logs)
             task_status.started()
             async for event in self._receive:
@@ -205,7 +174,10 @@ class Driver:
         self._timers_changed.set()
 
     def _penalise(self, effect: Penalise) -> None:
-        self.transport.reputation.adjust(effect.peer, -effect.points)
+        """Already charged in the engine's book, which alone decides bans (BanPeer)."""
+
+    def _ban(self, effect: BanPeer) -> None:
+        self.transport.reputation.ban(effect.peer)
 
     def _log(self, effect: Log) -> None:
         fields = dict(effect.fields)
@@ -246,7 +218,11 @@ class Driver:
             if handler is not None and self._nursery is not None:
                 self._nursery.start_soon(self._serve, handler, item)
                 continue
-            self.submit_nowait(MessageReceived(PeerId(item.peer_id), item.channel, item.data))
+            self.submit_nowait(
+                MessageReceived(
+                    PeerId(item.peer_id), item.channel, item.data, item.remote_ip, item.verified
+                )
+            )
 
     async def _run_timers(self) -> None:
         timers = self.interpreter.timers
@@ -265,25 +241,25 @@ class Driver:
                 await self.submit(TimerFired(key))
 
     async def _watch_peers(self) -> None:
-        """Turn the transport's peer list into engine events, and measure round trips."""
-        known: dict[str, str] = {}  # connected peer -> the IP last announced ("" if none yet)
-        last_ping_s: dict[str, float] = {}
+        """Turn the transport's connection events (pushed, never polled) into engine events."""
+        async for event in self.transport.peer_events:
+            peer = PeerId(event.peer_id)
+            if event.connected:
+                if event.peer_id not in self._connected and self._nursery is not None:
+                    self._nursery.start_soon(self._ping, event.peer_id)  # an RTT for its bids
+                self._connected.add(event.peer_id)
+                self.submit_nowait(PeerConnected(peer, event.remote_ip))
+            else:
+                self._connected.discard(event.peer_id)
+                self.submit_nowait(PeerDisconnected(peer))
+
+    async def _ping_peers(self) -> None:
+        """Measure the round trip to each connected peer every ``PING_INTERVAL_S``."""
         while True:
-            connected = {p.peer_id: peer_ip(p) for p in self.transport.peers() if p.connected}
-            for peer_id, ip in sorted(connected.items()):
-                # Announce new peers, and again once identify has told us an inbound peer's IP.
-                if known.get(peer_id) != ip:
-                    self.submit_nowait(PeerConnected(PeerId(peer_id), ip))
-            for peer_id in sorted(known.keys() - connected.keys()):
-                self.submit_nowait(PeerDisconnected(PeerId(peer_id)))
-            known = connected
-            now_s = trio.current_time()
-            for peer_id in sorted(known):
-                if now_s - last_ping_s.get(peer_id, -math.inf) >= PING_INTERVAL_S:
-                    last_ping_s[peer_id] = now_s
-                    assert self._nursery is not None
-                    self._nursery.start_soon(self._ping, peer_id)
-            await trio.sleep(PEER_WATCH_INTERVAL_S)
+            assert self._nursery is not None
+            for peer_id in sorted(self._connected):
+                self._nursery.start_soon(self._ping, peer_id)
+            await trio.sleep(PING_INTERVAL_S)
 
     async def _ping(self, peer_id: str) -> None:
         try:

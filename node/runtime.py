@@ -30,6 +30,7 @@ from node.blobs import BlobStore, BlobStoreConfig, serve_blob_request
 from node.clock import Clock, SystemClock
 from node.commands.common import CommandError
 from node.driver import Driver
+from node.edge import EdgeGate
 from node.health import Health
 from node.home import load_config, load_identity, load_token
 from node.jobs import JobService
@@ -45,7 +46,7 @@ from p2p.transport import HostConfig, Inbound, Transport
 from protocol.codec import decode_as, encode
 from protocol.engine import Engine, EngineConfig, HostProfile
 from protocol.errors import HearthError, RemoteProtocolError
-from protocol.events import RuntimeOffered, Started
+from protocol.events import InboundRefused, RuntimeOffered, Started
 from protocol.identity import Identity, PeerId, peer_id_from_public_key
 from protocol.jobs_config import JobsConfig
 from protocol.messages import PROTOCOL_BLOB, PROTOCOL_LEDGER, PROTOCOLS, TOPICS
@@ -221,17 +222,20 @@ async def run_node(
         )
     )
     try:
+        # The engine comes first: the transport checks inbound messages against it (ADR 0021).
+        engine = Engine(
+            EngineConfig(identity, profile, jobs=jobs_config, credit=config.credit),
+            random.Random(secrets.randbits(128)),
+            ledger,
+        )
+        edge = EdgeGate(engine, clock)
         async with (
             sandbox,
-            open_transport(host_config) as transport,
+            open_transport(host_config, edge) as transport,
             trio.open_nursery() as nursery,
         ):
-            engine = Engine(
-                EngineConfig(identity, profile, jobs=jobs_config, credit=config.credit),
-                random.Random(secrets.randbits(128)),
-                ledger,
-            )
             driver = Driver(engine, transport, clock)
+            edge.submit = driver.submit_nowait
             blobs = BlobStore(
                 home / "blobs",
                 BlobStoreConfig(
@@ -309,7 +313,7 @@ def serve_requests(node: Node) -> None:
         )
 
     def penalise(peer: str, points: int, reason: str) -> None:
-        node.transport.reputation.adjust(peer, -points)
+        node.driver.submit_nowait(InboundRefused(PeerId(peer), PROTOCOL_BLOB, reason, points))
 
     async def blob(item: Inbound) -> None:
         await serve_blob_request(node.jobs.blobs, item, may_fetch, penalise)
@@ -321,7 +325,8 @@ def serve_requests(node: Node) -> None:
             request = decode_as(item.data, LedgerRangeRequest)
             response = serve_range(node.ledger, request)
         except RemoteProtocolError as exc:
-            node.transport.reputation.adjust(item.peer_id, -10)
+            refused = InboundRefused(PeerId(item.peer_id), PROTOCOL_LEDGER, exc.reason, 10)
+            node.driver.submit_nowait(refused)
             log("info", "ledger-request-refused", peer=item.peer_id, reason=exc.reason)
             return
         await item.reply(encode(response))

@@ -22,8 +22,9 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import ContentAddressedMessageIDGenerator, Pubsub
 
 from p2p.peers import PeerReputation
-from p2p.transport import Inbound, TransportStatistics
+from p2p.transport import EdgeCheck, Inbound, TransportStatistics
 from protocol import limits
+from protocol.inbound import Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -55,21 +56,43 @@ def build_gossip(host: IHost, heartbeat_s: int) -> tuple[Pubsub, GossipSub]:
 
 
 class TopicGate:
-    """The topic validator: refuses oversize messages and those a banned peer sent or forwarded."""
+    """The topic validator: refuses oversize messages, those a banned peer sent or forwarded, and
+    those the node's edge check does not accept.
 
-    def __init__(self, reputation: PeerReputation, stats: TransportStatistics) -> None:
+    py-libp2p 0.8.1 runs it in ``Pubsub.push_msg`` after the seen-cache and before the router
+    forwards the message, so what it refuses is never forwarded (nor delivered to us). Its
+    validators are boolean: IGNORE and REJECT both come back as False, which py-libp2p caches
+    against the message id and counts as an invalid message of the forwarder in the router's
+    score; the node charges a REJECT in its own book (node/edge.py). The validator is
+    synchronous, so it never yields between the check and the decision.
+    """
+
+    def __init__(
+        self, reputation: PeerReputation, stats: TransportStatistics, check: EdgeCheck | None
+    ) -> None:
         self._reputation = reputation
         self._stats = stats
+        self.check = check
 
-    def __call__(self, forwarder: ID, message: rpc_pb2.Message) -> bool:
+    def validator(self, topic: str) -> Callable[[ID, rpc_pb2.Message], bool]:
+        def validate(forwarder: ID, message: rpc_pb2.Message) -> bool:
+            if self._admit(topic, forwarder, message):
+                return True
+            self._stats.gossip_refused += 1
+            return False
+
+        return validate
+
+    def _admit(self, topic: str, forwarder: ID, message: rpc_pb2.Message) -> bool:
         author = ID(message.from_id).to_base58()
+        sender = forwarder.to_base58()
         if len(message.data) > limits.GOSSIP_MESSAGE_BYTES_MAX:
-            self._stats.gossip_refused += 1
             return False
-        if self._reputation.is_banned(author) or self._reputation.is_banned(forwarder.to_base58()):
-            self._stats.gossip_refused += 1
+        if self._reputation.is_banned(author) or self._reputation.is_banned(sender):
             return False
-        return True
+        if self.check is None:
+            return True
+        return self.check(sender, topic, bytes(message.data), gossip=True) is Verdict.ACCEPT
 
 
 async def subscribe_topics(
@@ -82,10 +105,11 @@ async def subscribe_topics(
 ) -> None:
     """Subscribe to each topic and start a pump that moves its messages to ``deliver``."""
     own_id = pubsub.my_id.to_bytes()
+    verified = gate.check is not None  # every message the subscription yields passed the gate
     for topic in topics:
-        pubsub.set_topic_validator(topic, gate, is_async_validator=False)
+        pubsub.set_topic_validator(topic, gate.validator(topic), is_async_validator=False)
         subscription = await pubsub.subscribe(topic)
-        nursery.start_soon(_pump, topic, subscription, own_id, deliver, stats)
+        nursery.start_soon(_pump, topic, subscription, own_id, deliver, stats, verified)
 
 
 async def _pump(
@@ -94,12 +118,13 @@ async def _pump(
     own_id: bytes,
     deliver: Callable[[Inbound], bool],
     stats: TransportStatistics,
+    verified: bool,
 ) -> None:
     async for message in subscription:
         # py-libp2p hands our own publications back to us; the node already knows them.
         if message.from_id == own_id:
             continue
         author = ID(message.from_id).to_base58()
-        if not deliver(Inbound(author, topic, bytes(message.data))):
+        if not deliver(Inbound(author, topic, bytes(message.data), verified=verified)):
             stats.inbound_dropped += 1
             logger.debug("inbound queue full; dropped gossip on %s from %s", topic, author)

@@ -37,13 +37,16 @@ from libp2p.tools.anyio_service import background_trio_service
 from p2p import discovery
 from p2p.dialing import AddressBook
 from p2p.gossip import TopicGate, build_gossip, subscribe_topics
+from p2p.notify import ConnectionNotifee, conn_ip
 from p2p.patches import swarm as swarm_patch
 from p2p.patches import yamux as yamux_patch
 from p2p.peers import PeerReputation
 from p2p.streams import StreamServer, check_frame, request_on, send_on
 from p2p.transport import (
+    EdgeCheck,
     HostConfig,
     Inbound,
+    PeerEvent,
     PeerStatus,
     PeerUnreachableError,
     TransportError,
@@ -86,7 +89,9 @@ def _to_id(peer_id: str) -> ID:
 class Libp2pTransport:
     """The `Transport` over a running py-libp2p host. Made by `open_transport` only."""
 
-    def __init__(self, host: IHost, pubsub: Pubsub, config: HostConfig) -> None:
+    def __init__(
+        self, host: IHost, pubsub: Pubsub, config: HostConfig, check: EdgeCheck | None = None
+    ) -> None:
         self.host = host  # exposed for tests and diagnostics; the node uses the methods
         self._pubsub = pubsub
         self._config = config
@@ -97,9 +102,14 @@ class Libp2pTransport:
         self._inbound_send, self._inbound_receive = trio.open_memory_channel[Inbound](
             config.inbound_messages_max
         )
-        self._server = StreamServer(self._deliver, self._reputation, self._stats, self._timeout_s)
+        self._check = check
+        self._server = StreamServer(
+            self._deliver, self._reputation, self._stats, self._timeout_s, check
+        )
         self._book = AddressBook()
         self._muxer_guard = self._install_bounds()
+        self._notifee = ConnectionNotifee()
+        self.host.get_network().register_notifee(self._notifee)
 
     def _install_bounds(self) -> yamux_patch.MuxerGuard:
         """Put the host under our yamux and connection bounds (ADR 0014), before it listens."""
@@ -134,6 +144,10 @@ class Libp2pTransport:
         return self._inbound_receive
 
     @property
+    def peer_events(self) -> trio.MemoryReceiveChannel[PeerEvent]:
+        return self._notifee.receive
+
+    @property
     def reputation(self) -> PeerReputation:
         return self._reputation
 
@@ -155,7 +169,7 @@ class Libp2pTransport:
             TProtocol(discovery.PEER_EXCHANGE_PROTOCOL), self._serve_exchange
         )
         nursery.start_soon(self._connections.run_trimmer)
-        gate = TopicGate(self._reputation, self._stats)
+        gate = TopicGate(self._reputation, self._stats, self._check)
         await subscribe_topics(
             self._pubsub, self._config.topics, gate, self._deliver, self._stats, nursery
         )
@@ -176,6 +190,7 @@ class Libp2pTransport:
     def close_inbound(self) -> None:
         """End the node's `async for` over `inbound`; later items are dropped and counted."""
         self._inbound_send.close()
+        self._notifee.close()
 
     async def publish(self, topic: str, data: bytes) -> None:
         if len(data) > limits.GOSSIP_MESSAGE_BYTES_MAX:
@@ -257,12 +272,9 @@ class Libp2pTransport:
     def _remote_ip(self, peer: ID) -> str:
         """The observed address of a live connection: unlike listen addresses, not self-reported."""
         for conn in self.host.get_network().connections.get(peer) or []:
-            try:
-                address = conn.muxed_conn.get_remote_address()  # type: ignore[attr-defined]
-            except (AttributeError, OSError):
-                continue
-            if address:
-                return str(address[0])
+            ip = conn_ip(conn.muxed_conn)
+            if ip:
+                return ip
         return ""
 
     def _deliver(self, item: Inbound) -> bool:
@@ -278,7 +290,8 @@ class Libp2pTransport:
     def _make_handler(self, protocol_id: str) -> Callable[[INetStream], Awaitable[None]]:
         async def handle(stream: INetStream) -> None:
             peer_id = str(stream.muxed_conn.peer_id.to_base58())
-            await self._server.handle(stream, peer_id, protocol_id)
+            remote_ip = conn_ip(stream.muxed_conn)
+            await self._server.handle(stream, peer_id, protocol_id, remote_ip)
 
         return handle
 
@@ -305,14 +318,18 @@ class Libp2pTransport:
 
 
 @asynccontextmanager
-async def open_transport(config: HostConfig) -> AsyncIterator[Libp2pTransport]:
+async def open_transport(
+    config: HostConfig, check: EdgeCheck | None = None
+) -> AsyncIterator[Libp2pTransport]:
     """Run a host, gossipsub and discovery; yield the transport once it listens.
 
+    ``check`` is the node's edge check (ADR 0021): gossip it does not accept is neither
+    delivered nor forwarded, and stream requests it does not accept are never queued.
     Everything it starts runs in a nursery inside this context and stops when it exits.
     """
     host = _new_libp2p_host(config)
     pubsub, router = build_gossip(host, config.gossip_heartbeat_s)
-    transport = Libp2pTransport(host, pubsub, config)
+    transport = Libp2pTransport(host, pubsub, config, check)
     async with (
         host.run(listen_addrs=[_listen_multiaddr(config)]),
         background_trio_service(pubsub),

@@ -15,8 +15,11 @@ import trio
 
 from p2p.peers import PeerReputation
 from p2p.transport import (
+    PEER_EVENTS_MAX,
+    EdgeCheck,
     HostConfig,
     Inbound,
+    PeerEvent,
     PeerStatus,
     PeerUnreachableError,
     ReplyFn,
@@ -27,6 +30,7 @@ from p2p.transport import (
 from protocol import limits
 from protocol.errors import LocalProtocolError
 from protocol.identity import Identity
+from protocol.inbound import Verdict
 
 
 class MemoryNetwork:
@@ -37,8 +41,10 @@ class MemoryNetwork:
         self._nodes: dict[str, MemoryTransport] = {}
 
     @asynccontextmanager
-    async def open_transport(self, config: HostConfig) -> AsyncIterator[MemoryTransport]:
-        transport = MemoryTransport(self, config)
+    async def open_transport(
+        self, config: HostConfig, check: EdgeCheck | None = None
+    ) -> AsyncIterator[MemoryTransport]:
+        transport = MemoryTransport(self, config, check)
         if transport.peer_id in self._nodes:
             raise LocalProtocolError(f"{transport.peer_id} is already on this network")
         self._nodes[transport.peer_id] = transport
@@ -61,28 +67,39 @@ class MemoryNetwork:
         return self._nodes.get(peer_id)
 
     def link(self, a: str, b: str) -> None:
-        self._nodes[a]._connected.add(b)
-        self._nodes[b]._connected.add(a)
+        for one, other in ((a, b), (b, a)):
+            node = self._nodes[one]
+            if other not in node._connected:
+                node._connected.add(other)
+                node._emit(PeerEvent(other, True, self._nodes[other]._config.listen_host))
 
     def unlink(self, a: str, b: str) -> None:
         """Cut the link between two peers (a partition); either may reconnect later."""
         for one, other in ((a, b), (b, a)):
-            if one in self._nodes:
-                self._nodes[one]._connected.discard(other)
+            node = self._nodes.get(one)
+            if node is not None and other in node._connected:
+                node._connected.discard(other)
+                node._emit(PeerEvent(other, False))
 
 
 class MemoryTransport:
     """One node's end of a `MemoryNetwork`. Made by `MemoryNetwork.open_transport` only."""
 
-    def __init__(self, network: MemoryNetwork, config: HostConfig) -> None:
+    def __init__(
+        self, network: MemoryNetwork, config: HostConfig, check: EdgeCheck | None = None
+    ) -> None:
         self._network = network
         self._config = config
+        self._check = check
         self._peer_id = str(Identity(config.seed).peer_id)
         self._connected: set[str] = set()
         self._rtt_ms: dict[str, float] = {}
         self._stats = TransportStatistics()
         self._reputation = PeerReputation()
         self._send, self._receive = trio.open_memory_channel[Inbound](config.inbound_messages_max)
+        self._events_send, self._events_receive = trio.open_memory_channel[PeerEvent](
+            PEER_EVENTS_MAX
+        )
 
     @property
     def peer_id(self) -> str:
@@ -98,6 +115,10 @@ class MemoryTransport:
         return self._receive
 
     @property
+    def peer_events(self) -> trio.MemoryReceiveChannel[PeerEvent]:
+        return self._events_receive
+
+    @property
     def reputation(self) -> PeerReputation:
         return self._reputation
 
@@ -109,6 +130,13 @@ class MemoryTransport:
 
     def close_inbound(self) -> None:
         self._send.close()
+        self._events_send.close()
+
+    def _emit(self, event: PeerEvent) -> None:
+        try:
+            self._events_send.send_nowait(event)
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            self._stats.inbound_dropped += 1
 
     async def publish(self, topic: str, data: bytes) -> None:
         if len(data) > limits.GOSSIP_MESSAGE_BYTES_MAX:
@@ -183,18 +211,30 @@ class MemoryTransport:
         peer._accept_stream(self._peer_id, protocol_id, data, reply)
 
     def _accept_gossip(self, author: str, topic: str, data: bytes) -> None:
-        if self._reputation.is_banned(author):
+        if self._reputation.is_banned(author) or not self._checked(author, topic, data, True):
             self._stats.gossip_refused += 1
-        elif not self._offer(Inbound(author, topic, data)):
+        elif not self._offer(Inbound(author, topic, data, verified=self._check is not None)):
             self._stats.inbound_dropped += 1
 
     def _accept_stream(self, sender: str, protocol_id: str, data: bytes, reply: ReplyFn) -> None:
         if self._reputation.is_banned(sender):
             self._stats.requests_refused += 1
             raise TransportError(f"{self._peer_id} refused the stream")
-        if not self._offer(Inbound(sender, protocol_id, data, reply)):
+        if not self._checked(sender, protocol_id, data, False):
+            self._stats.edge_refused += 1
+            raise TransportError(f"{self._peer_id} refused the request at its edge")
+        # The memory network "observes" a sender at the host it listens on.
+        peer = self._network.node(sender)
+        remote_ip = peer._config.listen_host if peer is not None else ""
+        item = Inbound(sender, protocol_id, data, reply, remote_ip, self._check is not None)
+        if not self._offer(item):
             self._stats.inbound_dropped += 1
             raise TransportError(f"{self._peer_id} dropped the request: inbound queue full")
+
+    def _checked(self, sender: str, channel: str, data: bytes, gossip: bool) -> bool:
+        if self._check is None:
+            return True
+        return self._check(sender, channel, data, gossip=gossip) is Verdict.ACCEPT
 
     def _offer(self, item: Inbound) -> bool:
         try:

@@ -1,8 +1,12 @@
-"""Application-level peer reputation: kept by us, retained across reconnects, bounded in size.
+"""The transport's gate book: scores for what only the transport sees, and the bans it enforces.
 
-Gossipsub's own score is deleted when a peer disconnects (`remove_peer`), so a peer could wash
-its record by reconnecting. This book is keyed by peer id alone and outlives connections.
-I/O: none.
+The engine's reputation book (protocol/reputation.py) decides about everything a message or a
+request says; it bans through ``BanPeer`` (ADR 0021), which lands here as ``ban``. This book is
+charged directly only for faults before any message exists, which the engine never sees: bad or
+stalled frames, yamux window overruns and stream floods, and a handler that crashed on a peer's
+input (node/boundary.py). Gossipsub's own score is deleted when a peer disconnects
+(`remove_peer`), so a peer could wash its record by reconnecting; this book is keyed by peer id
+alone and outlives connections. I/O: none.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Final
 from protocol import limits
 
 # A peer at or below this score is refused: no streams served, no gossip delivered.
-BAN_SCORE: Final = -1000
+BAN_SCORE: Final = limits.REPUTATION_BAN_SCORE
 
 # Penalties the transport applies for framing faults it can see itself.
 PENALTY_BAD_FRAME: Final = -100  # oversize or malformed frame
@@ -40,6 +44,11 @@ class PeerReputation:
 
     def is_banned(self, peer_id: str) -> bool:
         return self.score(peer_id) <= BAN_SCORE
+
+    def ban(self, peer_id: str) -> None:
+        """Refuse ``peer_id`` from now on: the engine's book says so (``BanPeer``)."""
+        self.adjust(peer_id, min(0, BAN_SCORE - self.score(peer_id)))
+        assert self.is_banned(peer_id)
 
     def adjust(self, peer_id: str, delta: int) -> int:
         """Add ``delta`` (negative to penalise) and return the new, clamped score."""

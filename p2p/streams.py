@@ -20,6 +20,7 @@ from libp2p.network.stream.exceptions import StreamEOF
 
 from p2p.peers import PENALTY_BAD_FRAME, PENALTY_STALL, PeerReputation
 from p2p.transport import (
+    EdgeCheck,
     Inbound,
     RequestTimeoutError,
     TransportError,
@@ -27,6 +28,7 @@ from p2p.transport import (
 )
 from protocol import limits
 from protocol.errors import DecodeError, LocalProtocolError, OversizeError
+from protocol.inbound import Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +209,8 @@ class _Exchange:
 
 
 class StreamServer:
-    """Serves inbound streams: reads one frame, hands it to the node, writes its reply."""
+    """Serves inbound streams: reads one frame, checks it at the edge, hands it to the node,
+    writes its reply. A frame the edge check refuses never takes a place in the inbound queue."""
 
     def __init__(
         self,
@@ -215,21 +218,27 @@ class StreamServer:
         reputation: PeerReputation,
         stats: TransportStatistics,
         read_timeout_s: float,
+        check: EdgeCheck | None = None,
     ) -> None:
         self._deliver = deliver  # non-blocking: False when the inbound queue is full
         self._reputation = reputation
         self._stats = stats
         self._read_timeout_s = read_timeout_s
+        self._check = check
 
-    async def handle(self, stream: ByteStream, peer_id: str, protocol_id: str) -> None:
+    async def handle(
+        self, stream: ByteStream, peer_id: str, protocol_id: str, remote_ip: str = ""
+    ) -> None:
         """Never raises (but for cancellation): a bad peer must not disturb the connection."""
         try:
-            await self._handle(stream, peer_id, protocol_id)
+            await self._handle(stream, peer_id, protocol_id, remote_ip)
         except Exception as error:
             logger.debug("stream from %s on %s failed: %r", peer_id, protocol_id, error)
             await _close_quietly(stream, reset=True)
 
-    async def _handle(self, stream: ByteStream, peer_id: str, protocol_id: str) -> None:
+    async def _handle(
+        self, stream: ByteStream, peer_id: str, protocol_id: str, remote_ip: str
+    ) -> None:
         if self._reputation.is_banned(peer_id):
             self._stats.requests_refused += 1
             await _close_quietly(stream, reset=True)
@@ -237,8 +246,14 @@ class StreamServer:
         data = await self._read_request(stream, peer_id)
         if data is None:
             return
+        verified = self._check is not None
+        if not self._checked(peer_id, protocol_id, data):
+            self._stats.edge_refused += 1
+            await _close_quietly(stream, reset=True)
+            return
         exchange = _Exchange()
-        if not self._deliver(Inbound(peer_id, protocol_id, data, exchange.reply)):
+        item = Inbound(peer_id, protocol_id, data, exchange.reply, remote_ip, verified)
+        if not self._deliver(item):
             self._stats.inbound_dropped += 1
             await _close_quietly(stream, reset=True)
             return
@@ -248,6 +263,11 @@ class StreamServer:
             with trio.move_on_after(self._read_timeout_s):
                 await _write(stream, encode_frame(answer))
         await _close_quietly(stream, reset=False)
+
+    def _checked(self, peer_id: str, protocol_id: str, data: bytes) -> bool:
+        if self._check is None:
+            return True
+        return self._check(peer_id, protocol_id, data, gossip=False) is Verdict.ACCEPT
 
     async def _read_request(self, stream: ByteStream, peer_id: str) -> bytes | None:
         try:

@@ -15,6 +15,9 @@ import trio
 from p2p.peers import PeerReputation
 from protocol import limits
 from protocol.errors import HearthError
+from protocol.inbound import Verdict
+
+PEER_EVENTS_MAX = 1024  # connection events queued for the node; a full queue drops and counts
 
 # An answer to a request: at most one frame, written back on the request's own stream.
 ReplyFn = Callable[[bytes], Awaitable[None]]
@@ -30,6 +33,16 @@ class PeerUnreachableError(TransportError):
 
 class RequestTimeoutError(TransportError):
     """The peer did not answer (or finish a frame) within the timeout."""
+
+
+class EdgeCheck(Protocol):
+    """The node's check of an inbound message before we forward (gossip) or queue it (ADR 0021).
+
+    ``sender`` handed us the bytes: the stream's peer, or the gossip message's forwarder. Only
+    ``Verdict.ACCEPT`` lets the message through; p2p knows nothing else of what it checks.
+    """
+
+    def __call__(self, sender: str, channel: str, data: bytes, *, gossip: bool) -> Verdict: ...
 
 
 @dataclass(frozen=True)
@@ -100,12 +113,29 @@ class Inbound:
     ``peer_id`` is the gossip message's signing author, or the stream's authenticated remote peer.
     ``channel`` is the topic or the protocol id. ``reply`` writes one answer frame back on the
     stream; it does nothing if the requester has gone (a one-way `send`, or it timed out).
+    ``remote_ip`` is the observed address of the stream's connection ("" for gossip, whose
+    author may be hops away, and where the transport has no address). ``verified``: the edge
+    check accepted these exact bytes.
     """
 
     peer_id: str
     channel: str
     data: bytes
     reply: ReplyFn | None = field(default=None, compare=False)
+    remote_ip: str = ""
+    verified: bool = False
+
+
+@dataclass(frozen=True)
+class PeerEvent:
+    """A peer's first connection opened (``connected``) or its last one closed.
+
+    ``remote_ip`` is the observed address of the connection that opened ("" when closing).
+    """
+
+    peer_id: str
+    connected: bool
+    remote_ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,7 +155,8 @@ class TransportStatistics:
     frames_refused: int = 0  # oversize or malformed frame from a peer
     read_timeouts: int = 0  # a peer stalled mid-frame
     requests_refused: int = 0  # stream from a banned peer or on a protocol we do not serve
-    gossip_refused: int = 0  # oversize gossip or from a banned author
+    gossip_refused: int = 0  # oversize gossip, from a banned author, or refused by the edge check
+    edge_refused: int = 0  # stream requests the edge check refused (never queued)
     dials_failed: int = 0
     connections_refused: int = 0  # inbound over a cap, or from a banned peer
     connections_trimmed: int = 0  # closed by the connection manager above high water
@@ -146,6 +177,11 @@ class Transport(Protocol):
 
     @property
     def inbound(self) -> trio.MemoryReceiveChannel[Inbound]: ...
+
+    @property
+    def peer_events(self) -> trio.MemoryReceiveChannel[PeerEvent]:
+        """Connections as they open and close, pushed by the transport (never polled)."""
+        ...
 
     @property
     def reputation(self) -> PeerReputation:

@@ -50,6 +50,17 @@ class Penalise:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class BanPeer:
+    """Refuse ``peer`` at the transport (connections, streams, gossip it sends or forwards).
+
+    The engine's reputation book decides: it emits this when a penalty leaves the peer at or
+    below ``limits.REPUTATION_BAN_SCORE`` (ADR 0021).
+    """
+
+    peer: PeerId
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Log:
     """A structured log record: ``event`` is a stable name, ``fields`` sorted key/value pairs."""
 
@@ -148,6 +159,7 @@ Effect: TypeAlias = (
     | SetTimer
     | CancelTimer
     | Penalise
+    | BanPeer
     | Log
     | FetchBlob
     | RunJob

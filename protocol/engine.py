@@ -8,10 +8,11 @@ The engine is the whole of a node's protocol logic behind one function. The daem
 the simulator (testnet/sim/) both feed it events and carry out the effects it returns, so the same
 rules run on real sockets and on a simulated network of thousands of nodes.
 
-Every message arrives in a signed envelope. The engine opens it (size, canonical encoding,
-signature, expiry), refuses authors proven to have forked their ledger, checks the (author,
-nonce) replay guard, checks that the message type is allowed on the channel it came by, and only
-then hands the body to the component that owns that type. A message that fails any check is
+Every message arrives in a signed envelope. ``check_inbound`` (protocol/inbound.py, the same
+check the shell runs at the edge) opens it (size, canonical encoding, signature, expiry), refuses
+authors proven to have forked their ledger, checks that the message type is allowed on the
+channel it came by and that the (author, nonce) was not seen; the engine then records the nonce
+and only then hands the body to the component that owns that type. A message that fails any check is
 dropped with a ``Log`` and a ``Penalise`` of the peer that delivered it; nothing a peer sends can
 raise out of ``step``.
 
@@ -37,9 +38,10 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from protocol import limits
 from protocol.credit import CreditConfig
 from protocol.effects import Effect, Log, Penalise, Publish, SetTimer
-from protocol.envelope import Envelope, ReplayGuard, open_envelope, seal
+from protocol.envelope import Envelope, ReplayGuard, seal
 from protocol.errors import RemoteProtocolError
 from protocol.events import (
+    InboundRefused,
     MessageReceived,
     PeerConnected,
     PeerDisconnected,
@@ -50,13 +52,14 @@ from protocol.events import (
 )
 from protocol.heads import HeadsComponent
 from protocol.identity import Identity, PeerId, PublicKey
+from protocol.inbound import InboundCheck, InboundRules, check_inbound
 from protocol.jobs_config import JobsConfig
 from protocol.market import Market
 from protocol.messages import TOPIC_CAPACITY, CapacityAd
 from protocol.payments import PaymentComponent, ReceiptCountersigned
 from protocol.pricing import PricingConfig, price_curve, price_now
 from protocol.publisher import PublisherComponent
-from protocol.reputation import Reputation
+from protocol.reputation import Reputation, bans_for
 from protocol.timers import MarketAdTimer, TimerKey
 from protocol.worker import WorkerComponent
 
@@ -126,6 +129,7 @@ class Engine:
         self.refused_authors: set[PublicKey] = set()
         self._components: dict[str, Component] = {}
         self._handlers: dict[type, tuple[frozenset[str], MessageHandler]] = {}
+        self._channels: dict[type, frozenset[str]] = {}  # message type -> channels it may use
         self._local_handlers: dict[type, LocalHandler] = {}
         self.peer_ips: OrderedDict[PeerId, str] = OrderedDict()  # last observed address
         # Why the node may not take work, by source ("jobs", "blobs", "log": a full disk...):
@@ -162,6 +166,7 @@ class Engine:
         for message_type, route in component.handlers().items():
             assert message_type not in self._handlers, message_type
             self._handlers[message_type] = route
+            self._channels[message_type] = route[0]
         self._components[component.name] = component
 
     def add_local_handler(self, event_type: type, handler: LocalHandler) -> None:
@@ -180,6 +185,7 @@ class Engine:
 
     def step(self, event: object, now_ms: int) -> list[Effect]:
         effects = self._step(event, now_ms)
+        effects += bans_for(effects, self.reputation)  # this book decides; p2p enforces
         if self.payments is not None:
             effects = self.payments.absorb(effects, now_ms)
         return effects
@@ -193,6 +199,9 @@ class Engine:
             return component.on_timer(event.key, now_ms)
         if isinstance(event, Started):
             return [e for c in self._components.values() for e in c.on_started(now_ms)]
+        if isinstance(event, InboundRefused):
+            error = RemoteProtocolError("refused by the node", reason=event.reason)
+            return self.reject(event.peer, error, channel=event.channel, points=event.points)
         if isinstance(event, RttMeasured):
             self.reputation.on_rtt(event.peer, event.rtt_ms)
             return []
@@ -205,26 +214,46 @@ class Engine:
             return []
         raise TypeError(f"unknown event {type(event).__name__}")
 
+    def inbound_rules(self) -> InboundRules:
+        """A read-only view of what admits a message, for the edge check (protocol/inbound.py)."""
+        return InboundRules(
+            self._channels,
+            self.refused_authors,
+            self.replay_guard,
+            _owed,
+            verify_signatures=self.config.verify_signatures,
+        )
+
+    def check_inbound(self, data: bytes, channel: str, now_ms: int) -> InboundCheck:
+        """The edge check against this engine's state; changes nothing (the shell calls it)."""
+        return check_inbound(data, channel, now_ms=now_ms, rules=self.inbound_rules())
+
     def _on_message(self, event: MessageReceived, now_ms: int) -> list[Effect]:
+        checked = check_inbound(
+            event.data,
+            event.channel,
+            now_ms=now_ms,
+            rules=self.inbound_rules(),
+            verified=event.verified,
+        )
+        if checked.error is not None:
+            return self.reject(event.peer, checked.error, channel=event.channel)
+        envelope = checked.envelope
+        assert envelope is not None
         try:
-            envelope = open_envelope(
-                event.data, now_ms=now_ms, verify=self.config.verify_signatures
-            )
-            if envelope.author in self.refused_authors and not _owed(envelope.body):
-                raise RemoteProtocolError("author is refused", reason="refused-author")
-            route = self._handlers.get(type(envelope.body))
-            if route is None or event.channel not in route[0]:
-                raise RemoteProtocolError(
-                    f"{type(envelope.body).__name__} on {event.channel}", reason="wrong-channel"
-                )
             self.replay_guard.check(envelope, now_ms=now_ms)
-            return route[1](envelope, event.peer, now_ms)
+            if event.ip:
+                self._note_peer_ip(event.peer, event.ip)
+            return self._handlers[type(envelope.body)][1](envelope, event.peer, now_ms)
         except RemoteProtocolError as exc:
             return self.reject(event.peer, exc, channel=event.channel)
 
-    def reject(self, peer: PeerId, exc: RemoteProtocolError, *, channel: str) -> list[Effect]:
+    def reject(
+        self, peer: PeerId, exc: RemoteProtocolError, *, channel: str, points: int | None = None
+    ) -> list[Effect]:
         """Drop a peer's message: log why and charge the peer that delivered it."""
-        points = PENALTY_POINTS_BY_REASON.get(exc.reason, PENALTY_POINTS_DEFAULT)
+        if points is None:
+            points = PENALTY_POINTS_BY_REASON.get(exc.reason, PENALTY_POINTS_DEFAULT)
         self.reputation.penalise(peer, points)
         fields = (("peer", str(peer)), ("channel", channel), ("reason", exc.reason))
         effects: list[Effect] = [Log("warning", "message-dropped", (*fields, ("detail", str(exc))))]

@@ -170,6 +170,11 @@ class ReplayGuard:
     def author_entries(self, author: bytes) -> int:
         return len(self._by_author.get(author, ()))
 
+    def has_seen(self, envelope: Envelope, *, now_ms: int) -> bool:
+        """Whether (author, nonce) is held and unexpired; changes nothing (the edge check)."""
+        expires_ms = self._seen.get((bytes(envelope.author), envelope.nonce))
+        return expires_ms is not None and expires_ms > now_ms
+
     def check(self, envelope: Envelope, *, now_ms: int) -> None:
         """Record the envelope, or raise ``ReplayError`` if it was seen (or no room is fair)."""
         self._forget_expired(now_ms)

@@ -16,11 +16,35 @@ class Started:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class MessageReceived:
-    """``data`` arrived from ``peer`` on ``channel`` (a gossip topic or a stream protocol id)."""
+    """``data`` arrived from ``peer`` on ``channel`` (a gossip topic or a stream protocol id).
+
+    ``ip`` is the observed remote address of the connection it came on when ``peer`` is that
+    connection's peer ("" if unknown, or for gossip relayed by another peer), so that a message
+    arriving before its ``PeerConnected`` still places the peer in its network group.
+    ``verified``: the shell's edge check (protocol/inbound.py) already verified the signature of
+    these exact bytes; the engine still runs every other check.
+    """
 
     peer: PeerId
     channel: str
     data: bytes
+    ip: str = ""
+    verified: bool = False
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InboundRefused:
+    """The shell refused what ``peer`` sent on ``channel``: the edge check (protocol/inbound.py)
+    or a request the node answers itself (blobs, ledger ranges).
+
+    It never reached ``step``; the engine charges ``peer`` in its book for ``reason`` as if it
+    had, by ``points`` when given (else by the engine's table of reasons).
+    """
+
+    peer: PeerId
+    channel: str
+    reason: str
+    points: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -34,6 +34,8 @@ RUNTIMES_MAX: Final = 8
 # Reputation (application-level, kept across reconnects)
 REPUTATION_PEERS_MAX: Final = 100_000
 REPUTATION_SCORE_MIN: Final = -1_000_000
+# At or below this score in the engine's book a peer is banned at the transport (ADR 0021).
+REPUTATION_BAN_SCORE: Final = -1000
 REPUTATION_SCORE_MAX: Final = 1_000_000
 
 # Streams and queues

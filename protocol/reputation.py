@@ -9,8 +9,10 @@ flooding identities cannot push out what we know of a proven cheater.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from protocol import limits
+from protocol.effects import BanPeer, Penalise
 from protocol.identity import PeerId
 
 RTT_SMOOTHING_DIVISOR = 4  # an integer EWMA: rtt += (sample - rtt) / 4
@@ -28,6 +30,16 @@ class PeerRecord:
     @property
     def evidence(self) -> int:
         return self.results_valid + self.results_invalid + self.penalties
+
+
+def bans_for(effects: Sequence[object], reputation: Reputation) -> list[BanPeer]:
+    """A ``BanPeer`` for each peer penalised in ``effects`` whose score is now at the ban line."""
+    penalised = sorted({e.peer for e in effects if isinstance(e, Penalise)})
+    return [
+        BanPeer(peer)
+        for peer in penalised
+        if reputation.get(peer).score <= limits.REPUTATION_BAN_SCORE
+    ]
 
 
 class Reputation:

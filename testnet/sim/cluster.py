@@ -40,6 +40,7 @@ from ledger.audit import HeadGossip
 from ledger.memory import MemoryLedger
 from protocol.effects import (
     AbortJob,
+    BanPeer,
     Effect,
     FetchBlob,
     JobProgress,
@@ -363,6 +364,7 @@ class Cluster:
         interpreter.register(Log, lambda effect: self._log(node, effect))
         interpreter.register(Penalise, lambda effect: self._count("penalties"))
         interpreter.register(AbortJob, lambda effect: self._count("aborts"))
+        interpreter.register(BanPeer, lambda effect: self._count("bans"))
         # PayWorker and RecordMismatch never leave an engine with a ledger (payments absorb them).
         assert interpreter.missing() <= {PayWorker, RecordMismatch}, interpreter.missing()
         return interpreter
