@@ -209,7 +209,7 @@ class JobService:
         await self.driver.submit(BlobFetched(effect.blob_hash))
 
     async def _run(self, effect: RunJob) -> None:
-        if self.plugin is not None and self.plugin.drops(effect):
+        if self.plugin is not None and self.plugin.drops_run(effect):
             return  # the award is kept and its lease runs out
         module = self.blobs.get(effect.module_hash)
         data = self.blobs.get(effect.input_hash)

@@ -11,7 +11,7 @@ A node without that file loads nothing, imports nothing and runs every hook as a
 the hooks below, never what a plug-in is for; the research testnet's adversaries
 (testnet/adversaries/) are the plug-ins in use. Hooks:
 
-- ``drops(effect)``: asked before the node carries out a job effect (``RunJob``); True drops it,
+- ``drops_run(run)``: asked before the node carries out a ``RunJob``; True drops it,
   as a worker that keeps an award and never delivers would;
 - ``transform_result(run, output)``: what the node reports as the output of a job that ran;
 - ``run(context)``: a background task for the node's lifetime, with the node's parts and its
@@ -51,7 +51,7 @@ class PluginContext:
 class NodePlugin(Protocol):
     name: str
 
-    def drops(self, effect: object) -> bool: ...
+    def drops_run(self, run: RunJob) -> bool: ...
 
     def transform_result(self, run: RunJob, output: bytes) -> bytes: ...
 

@@ -16,7 +16,7 @@ class Honest:
 
     name = "honest"
 
-    def drops(self, effect: object) -> bool:
+    def drops_run(self, run: RunJob) -> bool:
         return False
 
     def transform_result(self, run: RunJob, output: bytes) -> bytes:
@@ -61,5 +61,5 @@ class Staller(Honest):
 
     name = "stall"
 
-    def drops(self, effect: object) -> bool:
-        return isinstance(effect, RunJob)
+    def drops_run(self, run: RunJob) -> bool:
+        return True

@@ -22,6 +22,7 @@ from typing import Any
 from ledger.memory import MemoryLedger
 from protocol.effects import (
     AbortJob,
+    BanPeer,
     Effect,
     FetchBlob,
     JobProgress,
@@ -233,7 +234,17 @@ class Cluster:
         interpreter.register(FetchBlob, lambda effect: self._fetch(node, effect))
         interpreter.register(RunJob, lambda effect: self._run_job(node, effect))
         # Recorded in ``node.effects`` for the tests to read; nothing else to do here.
-        for kind in (Penalise, Log, AbortJob, PayWorker, RecordMismatch, JobProgress, SaveJob):
+        recorded = (
+            Penalise,
+            BanPeer,
+            Log,
+            AbortJob,
+            PayWorker,
+            RecordMismatch,
+            JobProgress,
+            SaveJob,
+        )
+        for kind in recorded:
             interpreter.register(kind, _ignore)
         assert not interpreter.missing(), interpreter.missing()
         return interpreter

@@ -9,6 +9,7 @@ survives the fault).
 
 from __future__ import annotations
 
+import heapq
 import random
 import shlex
 import time
@@ -17,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 import protocol.engine
+import protocol.inbound
 from ledger.entry import parse_receipt
 from ledger.errors import LedgerUnavailableError
 from ledger.receipts import receipt_hash
@@ -95,7 +97,7 @@ def test_clock_skew_catches_a_check_that_trusts_the_local_clock(
     clock = ["--clock-offset-ms-max", "2000", "--clock-drift-ppm-max", "200"]
     out = str(tmp_path)
     assert _sim([*SMALL, *clock, "--seed", "1"], out)[0] == 0  # the real rule tolerates skew
-    monkeypatch.setattr(protocol.engine, "open_envelope", _open_trusting_our_clock)
+    monkeypatch.setattr(protocol.inbound, "open_envelope", _open_trusting_our_clock)
     output = _caught_and_replayed([*SMALL, *clock], 1, "fresh-message-refused", out)
     assert "ms ahead of" in output and "clocks " in output
     assert _sim([*SMALL, "--seed", "1"], out)[0] == 0  # with true clocks the bug hides
@@ -114,9 +116,10 @@ class _ForgetfulGuard(ReplayGuard):
         super().__init__(entries_max=16)
 
     def check(self, envelope: Envelope, *, now_ms: int) -> None:
-        if len(self) >= self._entries_max:
-            _, author, nonce = self._expiry.pop(0)
-            self._seen.discard((author, nonce))
+        while len(self) >= self._entries_max and self._expiry:
+            expires_ms, author, nonce = heapq.heappop(self._expiry)
+            if self._seen.get((author, nonce)) == expires_ms:  # still held: forget it
+                self._remove(author, nonce)
         super().check(envelope, now_ms=now_ms)
 
 
