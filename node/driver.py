@@ -12,6 +12,14 @@ peer never stalls the engine. Timers live in a dict of key -> deadline; one task
 earliest and wakes when the dict changes. Effects the driver does not know are looked up in
 ``effect_handlers``, which the node's runtime fills (sandbox, blobs, ledger).
 
+``CommitEntries`` (ADR 0019) is the one effect the next step waits for: the run loop hands its
+entries to ``commit_entries`` (the ledger store's ``append_many``) on a worker thread, so the
+fsync never blocks the event loop, then carries out ``then`` (the sends that carry the entries'
+signatures) and answers ``EntriesCommitted``; a failed commit answers ``CommitFailed`` and drops
+``then`` and every later commit already queued (they build on the failed entries). Effects listed
+before it in the step (``SaveJob``) have run by then. The engine is not stepped while a commit is
+in flight, so its view of the chain never runs ahead of the disk by more than one step.
+
 Each step, each effect, each effect's task and each request handler runs inside the failure
 boundary (node/boundary.py): an exception there fails that one piece of work, is logged and
 charged to the peer that sent the input, and the node runs on. ``Log`` effects go through a
@@ -20,22 +28,27 @@ limiter, so a flood of rejected messages becomes a few lines and a count.
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import multiaddr
 import trio
 
+from ledger.entry import Entry
+from ledger.errors import ChainError, LedgerUnavailableError
 from node.boundary import Boundary
 from node.clock import Clock
 from node.logs import LINE_WINDOW_S, LogLimiter
 from p2p.transport import Inbound, PeerStatus, Transport, TransportError
 from protocol import limits
-from protocol.effects import CancelTimer, Log, Penalise, Publish, Send, SetTimer
+from protocol.effects import CancelTimer, CommitEntries, Log, Penalise, Publish, Send, SetTimer
 from protocol.engine import Engine
 from protocol.events import (
+    CommitFailed,
+    EntriesCommitted,
     MessageReceived,
     PeerConnected,
     PeerDisconnected,
@@ -45,6 +58,7 @@ from protocol.events import (
 from protocol.identity import PeerId
 
 EffectHandler = Callable[[Any], Awaitable[None] | None]
+CommitHandler = Callable[[Sequence[Entry]], None]  # blocking; raises LedgerUnavailableError
 PEER_WATCH_INTERVAL_S = 1.0
 PING_INTERVAL_S = 10.0
 
@@ -88,6 +102,9 @@ class Driver:
         self.transport = transport
         self.clock = clock
         self.effect_handlers: dict[type, EffectHandler] = {}
+        self.commit_entries: CommitHandler | None = None  # the ledger store's append_many
+        self._commits: collections.deque[CommitEntries] = collections.deque()
+        self._committing = trio.Lock()  # one committer at a time, groups in order
         self.request_handlers: dict[str, Callable[[Inbound], Awaitable[None]]] = {}
         self.observers: list[Callable[[object, list[Any]], None]] = []
         self._send, self._receive = trio.open_memory_channel[object](
@@ -127,6 +144,7 @@ class Driver:
                 peer = event.peer if isinstance(event, MessageReceived) else None
                 with self.boundary.guard(f"step:{type(event).__name__}", peer):
                     self.step(event)
+                await self.carry_out_commits()
 
     def expedite(self, key: str) -> None:
         """Fire the timer ``key`` now if it is set (what it waited for has come back)."""
@@ -159,6 +177,8 @@ class Driver:
             self._timers_changed.set()
         elif isinstance(effect, Penalise):
             self.transport.reputation.adjust(effect.peer, -effect.points)
+        elif isinstance(effect, CommitEntries):
+            self._commits.append(effect)  # the run loop commits it before the next event
         elif isinstance(effect, Log):
             fields = dict(effect.fields)
             key = f"{effect.event}:{fields.get('reason', '')}"
@@ -169,6 +189,26 @@ class Driver:
             result = handler(effect)
             if result is not None:
                 self._nursery.start_soon(self._await, f"effect:{type(effect).__name__}", result)
+
+    async def carry_out_commits(self) -> None:
+        """Commit queued entries off the event loop, in order; then send what waited on them."""
+        async with self._committing:
+            while self._commits:
+                await self._commit(self._commits.popleft())
+
+    async def _commit(self, effect: CommitEntries) -> None:
+        assert self.commit_entries is not None, "an engine with a ledger needs a committer"
+        try:
+            await trio.to_thread.run_sync(self.commit_entries, effect.entries)
+        except (LedgerUnavailableError, ChainError) as exc:
+            self._commits.clear()  # every later group builds on the failed entries
+            reason = exc.reason if isinstance(exc, LedgerUnavailableError) else str(exc)
+            with self.boundary.guard("step:CommitFailed"):
+                self.step(CommitFailed(effect.entries[0].seq, reason))
+            return
+        self.execute_all(list(effect.then))
+        with self.boundary.guard("step:EntriesCommitted"):
+            self.step(EntriesCommitted(effect.entries[-1].seq))
 
     async def _await(self, what: str, awaitable: Awaitable[None]) -> None:
         with self.boundary.guard(what):

@@ -29,7 +29,7 @@ from node.sandbox.model import JobRequest, Runtime
 from node.sandbox.pool import SandboxPool
 from protocol import limits
 from protocol.effects import AbortJob, FetchBlob, JobProgress, RunJob, SaveJob
-from protocol.events import BlobFetched, BlobFetchFailed, JobExecuted
+from protocol.events import BlobFetched, BlobFetchFailed, JobExecuted, RestoreJob
 from protocol.job_messages import JobId
 
 EVENTS_PER_JOB_MAX = 256
@@ -88,15 +88,18 @@ class JobService:
     def has_saved(self) -> bool:
         return any(self.jobs_dir.glob("*.state"))
 
-    def restore_saved(self, now_ms: int) -> int:
-        """Hand every saved publisher job back to the engine; return how many."""
+    async def restore_saved(self) -> int:
+        """Hand every saved publisher job back to the engine; return how many.
+
+        A paid job replays its pays (the chain skips those it holds), so they are committed here.
+        """
         count = 0
         for path in sorted(self.jobs_dir.glob("*.state")):
             job_id = bytes.fromhex(path.stem)
             self.log_for(job_id)
-            effects = self.driver.engine.publisher.restore(path.read_bytes(), now_ms)
-            self.driver.execute_all(effects)
+            self.driver.step(RestoreJob(path.read_bytes()))
             count += 1
+        await self.driver.carry_out_commits()
         self._restored = True
         return count
 

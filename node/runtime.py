@@ -40,6 +40,7 @@ from node.routes import build_job_routes
 from node.sandbox.config import SandboxConfig
 from node.sandbox.pool import SandboxPool
 from node.sandbox.python import PythonUnavailable
+from node.testhooks import crash_before_pay
 from p2p.host import open_transport
 from p2p.transport import HostConfig, Inbound, Transport
 from protocol.codec import decode_as, encode
@@ -229,9 +230,10 @@ async def run_node(
             engine = Engine(
                 EngineConfig(identity, profile, jobs=jobs_config, credit=config.credit),
                 random.Random(secrets.randbits(128)),
-                ledger,
+                ledger.view(),
             )
             driver = Driver(engine, transport, clock)
+            driver.commit_entries = crash_before_pay(ledger.append_many)
             blobs = BlobStore(
                 home / "blobs",
                 BlobStoreConfig(
@@ -253,7 +255,7 @@ async def run_node(
             driver.submit_nowait(Started())
             if jobs.has_saved():
                 await wait_for_peers(transport)
-            restored = jobs.restore_saved(clock.now_ms())
+            restored = await jobs.restore_saved()
             nursery.start_soon(node.health.watch)
             nursery.start_soon(jobs.sweep_blobs)
             if adversary.behaviour == "fork":

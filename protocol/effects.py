@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
+from ledger.entry import Entry
 from protocol.identity import PeerId
 from protocol.job_messages import JobId
 
@@ -135,3 +137,17 @@ class SaveJob:
 
     job_id: JobId
     state: bytes
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommitEntries:
+    """Make ``entries`` (signed by the engine, in seq order) durable in one commit, then carry
+    out ``then``: the sends that carry their signatures (ADR 0019).
+
+    The shell answers ``EntriesCommitted`` after ``then``, or ``CommitFailed`` and drops ``then``
+    (and every later ``CommitEntries`` it still holds: they build on these entries). Effects
+    listed before this one in a step (``SaveJob``) are carried out, durably, before it.
+    """
+
+    entries: tuple[Entry, ...]
+    then: tuple[Any, ...]

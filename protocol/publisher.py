@@ -233,12 +233,25 @@ class PublisherComponent:
         for _, job_id in finished[: max(0, excess)]:
             del self.jobs[job_id]
 
-    def restore(self, state_bytes: bytes, now_ms: int) -> list[Effect]:
-        """Resume a job from ``SaveJob`` bytes after a restart, or cancel it if it is too late."""
+    def restore(
+        self, state_bytes: bytes, now_ms: int, *, replay_pays: bool = False
+    ) -> list[Effect]:
+        """Resume a job from ``SaveJob`` bytes after a restart, or cancel it if it is too late.
+
+        ``replay_pays``: a PAID job asks again for each of its payments. The job state is saved
+        before its pays are committed (ADR 0019), so a crash between the two leaves pays only the
+        job knows of; the payments component skips every one its chain already holds.
+        """
         job = decode_job(state_bytes)
         self.jobs[job.job_id] = job
         if job.phase in TERMINAL_PHASES:
-            return []  # kept for queries; a paid job is never paid again
+            if job.phase is Phase.PAID and replay_pays:
+                return [
+                    PayWorker(job.job_id, slot.worker, slot.paid_mc)
+                    for slot in job.live()
+                    if slot.verdict == "match" and slot.paid_mc > 0
+                ]
+            return []  # kept for queries
         if job.call.deadline_ms <= now_ms:
             return self._done(
                 job, self._fail(job, "deadline passed while the publisher was down", now_ms)

@@ -27,10 +27,12 @@ from collections import Counter
 from typing import Any
 
 from ledger.audit import HeadGossip
+from ledger.errors import LedgerUnavailableError
 from ledger.memory import MemoryLedger
 from protocol.effects import (
     AbortJob,
     CancelTimer,
+    CommitEntries,
     FetchBlob,
     JobProgress,
     Log,
@@ -45,10 +47,13 @@ from protocol.engine import Engine, EngineConfig, HostProfile
 from protocol.events import (
     BlobFetched,
     BlobFetchFailed,
+    CommitFailed,
+    EntriesCommitted,
     JobExecuted,
     MessageReceived,
     PeerConnected,
     PeerDisconnected,
+    RestoreJob,
     RttMeasured,
     Started,
     TimerFired,
@@ -254,6 +259,9 @@ class Cluster:
             if effect.event == "fork-detected":
                 author = public_key_from_peer_id(str(dict(effect.fields)["author"]))
                 self.checker.on_fork_detected(bytes(author), self.now_ms)
+        elif kind is CommitEntries:
+            assert isinstance(effect, CommitEntries)
+            self._commit(node, effect)
         elif kind is Penalise:
             self.counters["penalties"] += 1
         elif kind is AbortJob:
@@ -262,6 +270,17 @@ class Cluster:
             raise InvariantViolation(
                 "unknown-effect", f"{kind.__name__} from node {node.index}", self.now_ms
             )
+
+    def _commit(self, node: SimNode, commit: CommitEntries) -> None:
+        """The daemon's order: append in one group, then the sends, then tell the engine."""
+        try:
+            node.ledger.append_many(commit.entries)
+        except LedgerUnavailableError as exc:
+            self.step_engine(node, CommitFailed(commit.entries[0].seq, exc.reason))
+            return
+        for effect in commit.then:
+            self._carry_out(node, effect)
+        self.step_engine(node, EntriesCommitted(commit.entries[-1].seq))
 
     def _send(self, node: SimNode, send: Send) -> None:
         self.counters["sends"] += 1
@@ -337,12 +356,11 @@ class Cluster:
         if node.engine is not None:
             node.ledger = node.ledger.reopen()  # a restart: the chain is verified from genesis
         rng = random.Random(f"{self.seed}:{node.index}{rng_tag}")
-        engine = Engine(config, rng, node.ledger)
+        engine = Engine(config, rng, node.ledger.view())
         node.engine, node.alive, node.timers = engine, True, {}
         self.step_engine(node, Started())
         for job_id in sorted(node.saved):
-            for effect in engine.publisher.restore(node.saved[job_id], self.now_ms):
-                self._carry_out(node, effect)
+            self.step_engine(node, RestoreJob(node.saved[job_id]))
         self.checker.on_ledger(node.index, node.ledger, self.now_ms)
 
     def stop(self, node: SimNode) -> None:
