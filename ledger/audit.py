@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-from ledger.base import LedgerBase
 from ledger.entry import (
     GENESIS_PREV_HASH,
     CountersignedReceipt,
@@ -29,6 +29,9 @@ from protocol import limits
 from protocol.codec import message
 from protocol.errors import DecodeError, OversizeError
 from protocol.identity import PUBLIC_KEY_BYTES, verify_signature
+
+if TYPE_CHECKING:  # a store is served here, never imported: protocol/ loads this module
+    from ledger.base import LedgerBase
 
 
 @message(120)

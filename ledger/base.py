@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import dataclasses
+import copy
 from collections.abc import Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +37,7 @@ from ledger.entry import (
 from ledger.errors import DoubleClaimError, LedgerUnavailableError, NotCommittedError
 from ledger.proofs import RefusedAuthors, verify_fork_proof
 from ledger.receipts import check_countersignature, check_half_signed, make_receipt, receipt_hash
+from ledger.view import ChainView, PendingPay
 from protocol import limits
 from protocol.codec import encode
 from protocol.errors import LocalProtocolError
@@ -63,15 +64,6 @@ class Ticket(Generic[T]):
         if not self._committed:
             raise NotCommittedError("this entry is not durably committed; its signature stays")
         return self._value
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PendingPay:
-    receipt_hash: bytes
-    job_id: bytes
-    payee: PublicKey
-    amount_mc: int
-    expires_ms: int
 
 
 class Group:
@@ -231,6 +223,40 @@ class LedgerBase(abc.ABC):
         self.committed_seq = self.state.head.seq
         for ticket in group.tickets:
             ticket._committed = True
+
+    def append_many(self, entries: Sequence[Entry]) -> None:
+        """Commit entries the engine signed (``CommitEntries``, ADR 0019) in one transaction.
+
+        Each is checked against the chain rules first, signature included: the store refuses a
+        chain-breaking entry (``ChainError``) whatever its caller believed. On a failed write the
+        state is as before and ``unable_reason`` says why.
+        """
+        if self._group is not None:
+            raise LocalProtocolError("append_many inside a group")
+        if len(entries) > limits.LEDGER_GROUP_ENTRIES_MAX:
+            raise LocalProtocolError("group commit is too large")
+        undos: list[Undo] = []
+        try:
+            for entry in entries:
+                undos.append(self.state.append(entry))
+            if entries:
+                self._write(entries)
+        except BaseException as exc:
+            for undo in reversed(undos):
+                self.state.revert(undo)
+            if isinstance(exc, LedgerUnavailableError):
+                self.unable_reason = exc.reason
+            raise
+        for entry in entries:
+            if entry.kind is Kind.FORK_EVIDENCE:
+                self.refused.add(entry.body)
+        self.unable_reason = None
+        self.committed_seq = self.state.head.seq
+
+    def view(self) -> ChainView:
+        """A copy of the committed chain for an engine to fold its own entries into."""
+        state = copy.deepcopy(self.state)
+        return ChainView(self.identity, state, self.entry_wires())
 
     @property
     def writable(self) -> bool:

@@ -7,10 +7,11 @@ genesis entry on first use, and otherwise verifies the whole chain before anythi
 appended: a broken chain raises ``LedgerCorruptError`` and the node stops rather than build on it.
 Every group of entries is one transaction: ``BEGIN IMMEDIATE``, the rows, the head, ``COMMIT``.
 With WAL and ``synchronous=FULL`` the commit has reached the disk when it returns, and only then
-does ``LedgerBase`` release the signatures. ``credits`` carries the primary key (role, payer,
-job_id, payee), so the file itself refuses a second credit for one job even if a bug let one
-through. ``entries.hash`` and the whole ``credits`` table are indexes of the chain: verification
-recomputes both from the entries and treats any difference as tampering.
+does the driver send the signatures (``append_many``, on a worker thread: ADR 0019). ``credits``
+carries the primary key (role, payer, job_id, payee), so the file itself refuses a second credit
+for one job even if a bug let one through. ``entries.hash`` and the whole ``credits`` table are
+indexes of the chain: verification recomputes both from the entries and treats any difference as
+tampering.
 Schema 1 keyed credits by (role, job_id, payee); opening such a file verifies it, then rebuilds
 ``credits`` from the chain in one transaction (ADR 0011).
 """
@@ -21,6 +22,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import threading
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Final
@@ -70,6 +72,9 @@ class SqliteLedger(LedgerBase):
         self._db = db
         self._conn: sqlite3.Connection = db.conn
         self._lock_fd = lock_fd
+        # The driver commits on a worker thread (ADR 0019) while the event loop may read: one
+        # connection, so a reader must not see rows of a transaction that may yet roll back.
+        self._conn_lock = threading.Lock()
         self._load_refused()
 
     @classmethod
@@ -114,7 +119,7 @@ class SqliteLedger(LedgerBase):
     def probe_writable(self) -> bool:
         """Try a write that needs fresh space; clears ``unable_reason`` when there is room."""
         try:
-            with _transaction(self._conn):
+            with self._conn_lock, _transaction(self._conn):
                 self._conn.execute("INSERT INTO probe VALUES (zeroblob(8192))")
                 self._conn.execute("DELETE FROM probe")
         except sqlite3.Error as exc:
@@ -128,7 +133,7 @@ class SqliteLedger(LedgerBase):
         credits = [credit for e in entries if (credit := _credit_row(e)) is not None]
         head = entries[-1]
         try:
-            with _transaction(self._conn):
+            with self._conn_lock, _transaction(self._conn):
                 self._conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?)", rows)
                 self._conn.executemany(_INSERT_CREDIT, credits)
                 self._conn.execute(
@@ -141,9 +146,10 @@ class SqliteLedger(LedgerBase):
 
     def entry_wires(self, from_seq: int = 0, count: int | None = None) -> list[bytes]:
         limit = -1 if count is None else count
-        rows = self._conn.execute(
-            "SELECT wire FROM entries WHERE seq >= ? ORDER BY seq LIMIT ?", (from_seq, limit)
-        )
+        with self._conn_lock:
+            rows = self._conn.execute(
+                "SELECT wire FROM entries WHERE seq >= ? ORDER BY seq LIMIT ?", (from_seq, limit)
+            ).fetchall()
         return [bytes(row[0]) for row in rows]
 
 

@@ -17,6 +17,17 @@ one task sleeps until the earliest deadline, wakes when a timer is set, and fire
 Local commands (publish a job, restore a saved one) go through the same queue as every other
 event: ``call`` waits until the engine has taken its event and returns the command's refusal.
 
+``CommitEntries`` (ADR 0019) is the one effect the next step waits for: its handler, registered
+like the others, queues the group and returns the task that hands the queued groups, in order,
+to ``commit_entries`` (the ledger store's ``append_many``) on a worker thread, so the fsync never
+blocks the event loop; the run loop takes no event until the queue is empty. After each commit
+the task carries out ``then`` (the sends that carry the entries' signatures) and answers
+``EntriesCommitted``; a failed commit answers ``CommitFailed`` and drops ``then`` and every
+later commit already queued (they build on the failed entries). Effects listed before it in the
+step (``SaveJob``, carried out synchronously) have run by then. The engine is not stepped while
+a commit is in flight, so its view of the chain never runs ahead of the disk by more than one
+step.
+
 Each step, each effect, each effect's task and each request handler runs inside the failure
 boundary (node/boundary.py): an exception there fails that one piece of work, is logged and
 charged to the peer that sent the input, and the node runs on. ``Log`` effects go through a
@@ -25,21 +36,26 @@ limiter, so a flood of rejected messages becomes a few lines and a count.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ledger.entry import Entry
+from ledger.errors import ChainError, LedgerUnavailableError
 from node.boundary import Boundary
 from node.clock import Clock
 from node.logs import LINE_WINDOW_S, LogLimiter
 from p2p.transport import Inbound, Transport, TransportError
 from protocol import limits
-from protocol.effects import BanPeer, Effect, Log, Penalise, Publish, Send
+from protocol.effects import BanPeer, CommitEntries, Effect, Log, Penalise, Publish, Send
 from protocol.engine import Engine
 from protocol.errors import LocalProtocolError
 from protocol.events import (
+    CommitFailed,
+    EntriesCommitted,
     MessageReceived,
     PeerConnected,
     PeerDisconnected,
@@ -50,6 +66,7 @@ from protocol.identity import PeerId
 from protocol.interpreter import Interpreter
 from protocol.timers import TimerKey
 
+CommitHandler = Callable[[Sequence[Entry]], None]  # blocking; raises LedgerUnavailableError
 PING_INTERVAL_S = 10.0
 
 if TYPE_CHECKING:  # trio-typing's stubs (a py-libp2p dependency) shadow trio's own types
@@ -77,6 +94,12 @@ class Driver:
         self.interpreter.register(Penalise, self._penalise)
         self.interpreter.register(BanPeer, self._ban)
         self.interpreter.register(Log, self._log)
+        self.interpreter.register(CommitEntries, self._commit_entries)
+        self.commit_entries: CommitHandler | None = None  # the ledger store's append_many
+        self._commits: collections.deque[CommitEntries] = collections.deque()
+        self._committing = trio.Lock()  # one committer at a time, groups in order
+        self._commits_idle = trio.Event()  # set while no commit is queued or in flight
+        self._commits_idle.set()
         self.request_handlers: dict[str, Callable[[Inbound], Awaitable[None]]] = {}
         self.observers: list[Callable[[object, list[Any]], None]] = []
         self._send, self._receive = trio.open_memory_channel[object](
@@ -127,6 +150,7 @@ class Driver:
             nursery.start_soon(self._flush_logs)
             task_status.started()
             async for event in self._receive:
+                await self._commits_idle.wait()  # never a step while a commit is in flight
                 if isinstance(event, _Command):
                     self._step_command(event)
                     continue
@@ -165,6 +189,41 @@ class Driver:
                 if result is not None:  # an async handler: its own task, its own boundary
                     assert self._nursery is not None
                     self._nursery.start_soon(self._await, what, result)
+
+    def _commit_entries(self, effect: CommitEntries) -> Awaitable[None]:
+        """Queue the group; the task it returns commits every queued group, in order."""
+        self._commits.append(effect)
+        self._commits_idle = trio.Event() if self._commits_idle.is_set() else self._commits_idle
+        return self.carry_out_commits()
+
+    async def carry_out_commits(self) -> None:
+        """Commit queued entries off the event loop, in order; then send what waited on them."""
+        try:
+            async with self._committing:
+                while self._commits:
+                    await self._commit(self._commits.popleft())
+        except BaseException:
+            # A bug in a commit (the failure boundary logs it): the groups queued after it build
+            # on it, so they go too, and the run loop must not wait for them forever.
+            self._commits.clear()
+            raise
+        finally:
+            if not self._commits:
+                self._commits_idle.set()
+
+    async def _commit(self, effect: CommitEntries) -> None:
+        assert self.commit_entries is not None, "an engine with a ledger needs a committer"
+        try:
+            await trio.to_thread.run_sync(self.commit_entries, effect.entries)
+        except (LedgerUnavailableError, ChainError) as exc:
+            self._commits.clear()  # every later group builds on the failed entries
+            reason = exc.reason if isinstance(exc, LedgerUnavailableError) else str(exc)
+            with self.boundary.guard("step:CommitFailed"):
+                self.step(CommitFailed(effect.entries[0].seq, reason))
+            return
+        self.execute_all(list(effect.then))
+        with self.boundary.guard("step:EntriesCommitted"):
+            self.step(EntriesCommitted(effect.entries[-1].seq))
 
     async def _await(self, what: str, awaitable: Awaitable[None]) -> None:
         with self.boundary.guard(what):

@@ -60,6 +60,9 @@ class Health:
                 degraded[source] = why
             else:
                 degraded.pop(source, None)
+        # The store is the truth about the disk: a probe that found room clears the engine's
+        # view too (it learns of failures from CommitFailed, of recovery from here or a commit).
+        self.driver.engine.ledger_writable(self.ledger.unable_reason)
         reasons = self.reasons()
         if reasons != self._reported:
             if reasons:

@@ -96,12 +96,15 @@ class JobService:
 
         Each goes through the driver's queue and is taken before the next is read, so that
         every saved job is back in the engine before blobs are swept by what it needs.
+        A paid job replays its pays (the chain skips those it holds); they are committed before
+        this returns.
         """
         count = 0
         for path in sorted(self.jobs_dir.glob("*.state")):
             job_id = bytes.fromhex(path.stem)
             self.log_for(job_id)
             count += await self.driver.call(JobRestored(path.read_bytes()))
+        await self.driver.carry_out_commits()
         self._restored = True
         return count
 

@@ -41,6 +41,7 @@ from node.routes import build_job_routes
 from node.sandbox.config import SandboxConfig
 from node.sandbox.pool import SandboxPool
 from node.sandbox.python import PythonUnavailable
+from node.testhooks import crash_before_pay
 from p2p.host import open_transport
 from p2p.transport import HostConfig, Inbound, Transport
 from protocol.codec import decode_as, encode
@@ -226,7 +227,7 @@ async def run_node(
         engine = Engine(
             EngineConfig(identity, profile, jobs=jobs_config, credit=config.credit),
             random.Random(secrets.randbits(128)),
-            ledger,
+            ledger.view(),
         )
         edge = EdgeGate(engine, clock)
         async with (
@@ -236,6 +237,7 @@ async def run_node(
         ):
             driver = Driver(engine, transport, clock)
             edge.submit = driver.submit_nowait
+            driver.commit_entries = crash_before_pay(ledger.append_many)
             blobs = BlobStore(
                 home / "blobs",
                 BlobStoreConfig(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeAlias
 
+from ledger.entry import Entry
 from protocol.identity import PeerId
 from protocol.job_messages import JobId
 from protocol.timers import TimerKey
@@ -151,6 +152,20 @@ class SaveJob:
     state: bytes
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommitEntries:
+    """Make ``entries`` (signed by the engine, in seq order) durable in one commit, then carry
+    out ``then``: the sends that carry their signatures (ADR 0019).
+
+    The shell answers ``EntriesCommitted`` after ``then``, or ``CommitFailed`` and drops ``then``
+    (and every later ``CommitEntries`` it still holds: they build on these entries). Effects
+    listed before this one in a step (``SaveJob``) are carried out, durably, before it.
+    """
+
+    entries: tuple[Entry, ...]
+    then: tuple[Publish | Send, ...]
+
+
 # Every effect the engine returns: a closed set, so that each shell's interpreter
 # (protocol.interpreter) can be checked for a handler of each.
 Effect: TypeAlias = (
@@ -168,4 +183,5 @@ Effect: TypeAlias = (
     | RecordMismatch
     | JobProgress
     | SaveJob
+    | CommitEntries
 )

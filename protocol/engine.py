@@ -25,6 +25,14 @@ view; the worker and publisher components (protocol/worker.py, protocol/publishe
 run, verify and pay for jobs. Local events from the node rather than a peer (``PublishJob``,
 ``BlobFetched``, ``JobExecuted``, ...) go to the one component that claimed their type with
 ``add_local_handler``; ``PeerConnected`` addresses are kept in ``peer_ips`` for replica diversity.
+
+Ledger writes leave as effects (ADR 0019). The engine holds a pure ``ChainView`` of its chain;
+the payment and heads components sign entries into it. At the end of a step that staged entries,
+the step's effects are split: everything but messages runs first (``SaveJob`` among them, so a
+publisher's job state is durable before its pay), then one ``CommitEntries`` carries the entries
+and, in ``then``, every ``Send`` and ``Publish`` of the step, to leave only after the commit.
+The shell answers ``EntriesCommitted`` or ``CommitFailed``; components register with
+``after_commit`` what to do in either case.
 """
 
 from __future__ import annotations
@@ -37,10 +45,12 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from protocol import limits
 from protocol.credit import CreditConfig
-from protocol.effects import Effect, Log, Penalise, Publish, SetTimer
+from protocol.effects import CommitEntries, Effect, Log, Penalise, Publish, Send, SetTimer
 from protocol.envelope import Envelope, ReplayGuard, seal
 from protocol.errors import RemoteProtocolError
 from protocol.events import (
+    CommitFailed,
+    EntriesCommitted,
     InboundRefused,
     MessageReceived,
     PeerConnected,
@@ -64,10 +74,12 @@ from protocol.timers import MarketAdTimer, TimerKey
 from protocol.worker import WorkerComponent
 
 if TYPE_CHECKING:
-    from ledger.base import LedgerBase
+    from ledger.view import ChainView
 
 MessageHandler = Callable[[Envelope, PeerId, int], list[Effect]]
 LocalHandler = Callable[[Any, int], list[Effect]]  # a local event (not from a peer), now_ms
+OnCommit = Callable[[int], list[Effect]]  # now_ms
+OnRollback = Callable[[str, int], list[Effect]]  # reason, now_ms
 
 PENALTY_POINTS_BY_REASON: Final = {
     "bad-signature": 50,
@@ -119,7 +131,7 @@ class Component(Protocol):
 
 class Engine:
     def __init__(
-        self, config: EngineConfig, rng: random.Random, ledger: LedgerBase | None = None
+        self, config: EngineConfig, rng: random.Random, ledger: ChainView | None = None
     ) -> None:
         self.config = config
         self.identity = config.identity
@@ -135,6 +147,9 @@ class Engine:
         # Why the node may not take work, by source ("jobs", "blobs", "log": a full disk...):
         # set by the node, which alone sees its disks; the worker bids on nothing while it is set.
         self.degraded: dict[str, str] = {}
+        self.ledger = ledger
+        # Per staged entry (seq order): what to do once it is durable, or if its commit fails.
+        self._after_commit: list[tuple[int, OnCommit | None, OnRollback | None]] = []
         self.market_component = MarketComponent(self)
         self.add_component(self.market_component)
         self.worker = WorkerComponent(self)
@@ -157,9 +172,14 @@ class Engine:
     def unable_reasons(self) -> list[str]:
         """Why this node must not take work now (its ledger or disk cannot write), or []."""
         reasons = [f"{source}: {why}" for source, why in sorted(self.degraded.items())]
-        if self.payments is not None and not self.payments.ledger.writable:
-            reasons.insert(0, f"ledger-unwritable: {self.payments.ledger.unable_reason}")
+        if self.ledger is not None and not self.ledger.writable:
+            reasons.insert(0, f"ledger-unwritable: {self.ledger.unable_reason}")
         return reasons
+
+    def ledger_writable(self, unable_reason: str | None) -> None:
+        """The node's word on its chain's disk: unwritable (why), or writable again (None)."""
+        if self.ledger is not None:
+            self.ledger.unable_reason = unable_reason
 
     def add_component(self, component: Component) -> None:
         assert component.name not in self._components, component.name
@@ -188,6 +208,43 @@ class Engine:
         effects += bans_for(effects, self.reputation)  # this book decides; p2p enforces
         if self.payments is not None:
             effects = self.payments.absorb(effects, now_ms)
+        if self.ledger is None:
+            return effects
+        entries = self.ledger.take_staged()
+        if not entries:
+            return effects
+        now = [e for e in effects if not isinstance(e, Send | Publish)]
+        then = tuple(e for e in effects if isinstance(e, Send | Publish))
+        return [*now, CommitEntries(tuple(entries), then)]
+
+    def after_commit(
+        self, seq: int, on_commit: OnCommit | None, on_rollback: OnRollback | None
+    ) -> None:
+        """Run ``on_commit`` once the staged entry ``seq`` is durable, ``on_rollback`` if not."""
+        assert self.ledger is not None and seq > self.ledger.committed_seq
+        assert not self._after_commit or self._after_commit[-1][0] <= seq
+        self._after_commit.append((seq, on_commit, on_rollback))
+
+    def dispatch_local(self, event: object, now_ms: int) -> list[Effect]:
+        """Hand a local event to the component that claimed it (within a step, not a new one)."""
+        return self._local_handlers[type(event)](event, now_ms)
+
+    def _on_committed(self, event: EntriesCommitted, now_ms: int) -> list[Effect]:
+        assert self.ledger is not None
+        self.ledger.committed(event.last_seq)
+        done = [a for a in self._after_commit if a[0] <= event.last_seq]
+        self._after_commit = self._after_commit[len(done) :]
+        return [e for _, on_commit, _ in done if on_commit is not None for e in on_commit(now_ms)]
+
+    def _on_commit_failed(self, event: CommitFailed, now_ms: int) -> list[Effect]:
+        assert self.ledger is not None
+        self.ledger.rollback(event.first_seq, event.reason)
+        undone = [a for a in self._after_commit if a[0] >= event.first_seq]
+        self._after_commit = self._after_commit[: len(self._after_commit) - len(undone)]
+        effects: list[Effect] = []  # each staged entry's own rollback says what it means
+        for _, _, on_rollback in undone:
+            if on_rollback is not None:
+                effects += on_rollback(event.reason, now_ms)
         return effects
 
     def _step(self, event: object, now_ms: int) -> list[Effect]:
@@ -202,6 +259,10 @@ class Engine:
         if isinstance(event, InboundRefused):
             error = RemoteProtocolError("refused by the node", reason=event.reason)
             return self.reject(event.peer, error, channel=event.channel, points=event.points)
+        if isinstance(event, EntriesCommitted):
+            return self._on_committed(event, now_ms)
+        if isinstance(event, CommitFailed):
+            return self._on_commit_failed(event, now_ms)
         if isinstance(event, RttMeasured):
             self.reputation.on_rtt(event.peer, event.rtt_ms)
             return []

@@ -153,3 +153,19 @@ class PaymentReceived:
     job_id: JobId
     payer: PeerId
     amount_mc: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EntriesCommitted:
+    """The shell made the engine's ledger entries up to ``last_seq`` durable (ADR 0019)."""
+
+    last_seq: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommitFailed:
+    """The commit of entries from ``first_seq`` failed (``reason``: disk full, busy...); none of
+    them, nor any staged after them, is durable: the engine takes them back (ADR 0019)."""
+
+    first_seq: int
+    reason: str

@@ -1,6 +1,7 @@
 """Ledger heads gossip: expose forks, keep the proof, spread it, and refuse the forker.
 
-I/O: none of its own; it records proofs through the ledger it is given (ADR 0008). Time: now_ms.
+I/O: none. It stages proofs in the engine's ``ChainView``; the shell commits them (ADR 0019).
+Time: now_ms.
 
 Theory of operation
 -------------------
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 
 from ledger.audit import HeadGossip
 from ledger.entry import ForkProof, parse_entry
-from ledger.errors import ChainError, ForkProofError, LedgerUnavailableError
+from ledger.errors import ChainError, ForkProofError
 from ledger.proofs import ForkWatch, verify_fork_proof
 from protocol.effects import Log, Publish, SetTimer
 from protocol.envelope import Envelope
@@ -32,7 +33,7 @@ from protocol.messages import TOPIC_HEADS
 from protocol.timers import HeadsTimer, TimerKey
 
 if TYPE_CHECKING:
-    from ledger.base import LedgerBase
+    from ledger.view import ChainView
     from protocol.effects import Effect
     from protocol.engine import Engine, MessageHandler
 
@@ -43,7 +44,7 @@ HEADS_TTL_MS: Final = 60_000
 class HeadsComponent:
     name = "heads"
 
-    def __init__(self, engine: Engine, ledger: LedgerBase) -> None:
+    def __init__(self, engine: Engine, ledger: ChainView) -> None:
         self._engine = engine
         self.ledger = ledger
         self.watch = ForkWatch()
@@ -63,7 +64,8 @@ class HeadsComponent:
         return self._publish_head(now_ms)
 
     def _publish_head(self, now_ms: int) -> list[Effect]:
-        head = self.ledger.entry_at(self.ledger.head().seq)
+        # Only a durable head is gossiped: one taken back and signed anew would read as a fork.
+        head = self.ledger.entry_at(self.ledger.committed_seq)
         data = self._engine.seal(HeadGossip(head.wire), now_ms=now_ms, ttl_ms=HEADS_TTL_MS)
         return [Publish(TOPIC_HEADS, data), SetTimer(HeadsTimer(), now_ms + HEADS_INTERVAL_MS)]
 
@@ -95,12 +97,15 @@ class HeadsComponent:
         effects: list[Effect] = [
             Log("warning", "fork-detected", (("author", peer_id_from_public_key(author)),))
         ]
-        try:
-            self.ledger.record_fork(proof, now_ms=now_ms)
-        except LedgerUnavailableError as exc:
-            effects.append(Log("error", "fork-not-recorded", (("reason", str(exc)),)))
+        if self.ledger.record_fork(proof, now_ms=now_ms):
+            self._engine.after_commit(self.ledger.head().seq, None, _not_recorded)
         if gossip:
             # Spread the proof itself: nodes that saw only one of the two heads can check it alone.
             data = self._engine.seal(proof, now_ms=now_ms, ttl_ms=HEADS_TTL_MS)
             effects.append(Publish(TOPIC_HEADS, data))
         return effects
+
+
+def _not_recorded(reason: str, now_ms: int) -> list[Effect]:
+    """The author stays refused in memory; a restart forgets it unless the proof comes again."""
+    return [Log("error", "fork-not-recorded", (("reason", reason),))]

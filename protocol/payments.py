@@ -1,8 +1,8 @@
 """Payments: turn the publisher's ``PayWorker`` into a receipt countersigned on both ledgers.
 
-I/O: none of its own; it writes through the ledger object it is given (SQLite in the daemon,
-memory in the simulator), whose methods return only once the entry is durably committed (ADR 0008).
-Time: ``now_ms`` argument.
+I/O: none. It signs entries into the engine's ``ChainView``; the engine hands them to the shell as
+one ``CommitEntries`` per step, with the sends that carry their signatures to follow the commit
+(ADR 0019). Time: ``now_ms`` argument.
 
 Theory of operation
 -------------------
@@ -28,19 +28,22 @@ Payee (the worker)::
 A receipt is admitted if it is *backed* (this node did the work for that payer: its worker task
 is owed at least the amount) or fits the payer's credit line (``protocol.credit``).
 
-What must never happen: a signature leaves before its entry is committed (the ledger methods
-return only after commit); two pays for one (job, worker) (the chain's own pay index is
-consulted first, so a decision replayed after a restart pays nothing); an earn for a receipt
-not addressed to us, or offered by anyone but its payer; an unbacked earn beyond the payer's line.
-The engine hands this component every ``PayWorker`` and ``RecordMismatch`` its other components
-emit (``absorb``), so that payment happens in the same step that decided it.
+What must never happen: a signature leaves before its entry is committed (the engine puts every
+send of a step that staged entries into ``CommitEntries.then``); two pays for one (job, worker)
+(the chain's own pay index is consulted first, so a decision replayed after a restart pays
+nothing); an earn for a receipt not addressed to us, or offered by anyone but its payer; an
+unbacked earn beyond the payer's line. The engine hands this component every ``PayWorker`` and
+``RecordMismatch`` its other components emit (``absorb``), so that payment is staged in the same
+step that decided it. What waits on the commit (a credit line charged, a countersignature to
+re-send, the worker told it was paid) runs on ``EntriesCommitted``; a ``CommitFailed`` takes back
+what was assumed (a pay is retried, as when the disk was full before).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from ledger.chain import PayStatus
@@ -49,7 +52,6 @@ from ledger.errors import (
     CreditLimitError,
     DoubleClaimError,
     ExpiredReceiptError,
-    LedgerUnavailableError,
     RefusedAuthorError,
 )
 from ledger.receipts import check_countersignature, check_half_signed, receipt_hash
@@ -66,7 +68,7 @@ from protocol.messages import PROTOCOL_RECEIPT
 from protocol.timers import CountersignTimer, OfferTimer, PayRetryTimer, TimerKey
 
 if TYPE_CHECKING:
-    from ledger.base import LedgerBase
+    from ledger.view import ChainView
     from protocol.effects import Effect
     from protocol.engine import Engine, MessageHandler
 
@@ -153,11 +155,20 @@ class LogSummary:
         return [Log("warning", self._event, (*fields, ("reason", reason), ("counts", counts)))]
 
 
+def _not_recorded(what: str, *, event: str = "") -> Callable[[str, int], list[Effect]]:
+    """What a failed commit of one entry leaves: a line in the log (the peer will ask again)."""
+
+    def failed(reason: str, now_ms: int) -> list[Effect]:
+        return [Log("error", event or f"{what}-not-recorded", (("reason", reason),))]
+
+    return failed
+
+
 class PaymentComponent:
     name = "payments"
 
     def __init__(
-        self, engine: Engine, ledger: LedgerBase, credit: CreditConfig | None = None
+        self, engine: Engine, ledger: ChainView, credit: CreditConfig | None = None
     ) -> None:
         self._engine = engine
         self.ledger = ledger
@@ -286,12 +297,6 @@ class PaymentComponent:
                 now_ms=now_ms,
                 ttl_ms=RECEIPT_TTL_MS,
             )
-        except LedgerUnavailableError as exc:
-            self._retry.append(effect)
-            return [
-                Log("error", "payment-deferred", (("reason", str(exc)),)),
-                SetTimer(PayRetryTimer(), now_ms + RETRY_PAY_MS),
-            ]
         except (CreditLimitError, RefusedAuthorError) as exc:
             # A worker proven to have forked since its result was revealed is never paid.
             return [Log("error", "payment-refused", (("reason", str(exc)),))]
@@ -302,6 +307,16 @@ class PaymentComponent:
         assert record.amount_mc == effect.amount_mc, "a pay of another amount than decided"
         assert record.status is PayStatus.PENDING
         self._offers[digest] = (effect.worker, half)
+
+        def deferred(reason: str, now_ms: int) -> list[Effect]:
+            self._offers.pop(digest, None)
+            self._retry.append(effect)
+            return [
+                Log("error", "payment-deferred", (("reason", reason),)),
+                SetTimer(PayRetryTimer(), now_ms + RETRY_PAY_MS),
+            ]
+
+        self._engine.after_commit(self.ledger.head().seq, None, deferred)
         return self._offer(digest, now_ms)
 
     def _offer(self, digest: bytes, now_ms: int) -> list[Effect]:
@@ -320,15 +335,13 @@ class PaymentComponent:
         if effect.reveal_envelope:
             evidence.append(hashlib.sha256(effect.reveal_envelope).digest())
         evidence = [h for h in evidence if len(h) == limits.HASH_BYTES]
-        try:
-            self.ledger.append_mismatch(
-                job_id=effect.job_id,
-                worker=public_key_from_peer_id(effect.worker),
-                evidence_hashes=evidence,
-                now_ms=now_ms,
-            )
-        except LedgerUnavailableError as exc:
-            return [Log("error", "mismatch-not-recorded", (("reason", str(exc)),))]
+        self.ledger.append_mismatch(
+            job_id=effect.job_id,
+            worker=public_key_from_peer_id(effect.worker),
+            evidence_hashes=evidence,
+            now_ms=now_ms,
+        )
+        self._engine.after_commit(self.ledger.head().seq, None, _not_recorded("mismatch"))
         return []
 
     def on_timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
@@ -347,13 +360,15 @@ class PaymentComponent:
             return []
         if now_ms > record.expires_ms:
             self._offers.pop(digest, None)
-            try:
-                self.ledger.cancel(digest, now_ms=now_ms)
-            except LedgerUnavailableError as exc:
+            self.ledger.cancel(digest, now_ms=now_ms)
+
+            def deferred(reason: str, now_ms: int) -> list[Effect]:
                 return [
-                    Log("error", "cancel-deferred", (("reason", str(exc)),)),
+                    Log("error", "cancel-deferred", (("reason", reason),)),
                     SetTimer(OfferTimer(digest), now_ms + RETRY_PAY_MS),
                 ]
+
+            self._engine.after_commit(self.ledger.head().seq, None, deferred)
             return [Log("warning", "receipt-cancelled", (("receipt", digest.hex()[:16]),))]
         return self._offer(digest, now_ms)
 
@@ -374,13 +389,18 @@ class PaymentComponent:
 
     def _send_countersigned(self, digest: bytes, now_ms: int) -> list[Effect]:
         pending = self._unconfirmed[digest]
-        self.countersignatures_sent += 1
-        body = ReceiptCountersigned(pending.countersigned)
-        data = self._engine.seal(body, now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
         return [
-            Send(pending.payer, PROTOCOL_RECEIPT, data),
+            self._countersigned_send(pending.payer, pending.countersigned, now_ms),
             SetTimer(CountersignTimer(digest), pending.next_resend_ms(now_ms)),
         ]
+
+    def _countersigned_send(
+        self, payer: PeerId, countersigned: CountersignedReceipt, now_ms: int
+    ) -> Send:
+        self.countersignatures_sent += 1
+        body = ReceiptCountersigned(countersigned)
+        data = self._engine.seal(body, now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
+        return Send(payer, PROTOCOL_RECEIPT, data)
 
     def _on_offer(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
         half: HalfSignedReceipt = envelope.body.half
@@ -400,25 +420,37 @@ class PaymentComponent:
                     why, now_ms, ("payer", envelope.peer_id), ("amount_mc", receipt.amount_mc)
                 )
         try:
-            countersigned = self.ledger.append_earn(half, now_ms=now_ms)
+            countersigned, staged = self.ledger.append_earn(half, now_ms=now_ms)
         except (ExpiredReceiptError, DoubleClaimError) as exc:
             raise RemoteProtocolError(str(exc), reason=exc.reason) from None
-        except LedgerUnavailableError as exc:
-            return [Log("error", "earn-deferred", (("reason", str(exc)),))]
         # Credits are conserved by each receipt: what we earn is exactly what the payer pays.
         assert countersigned.receipt == half.receipt, "an earn of another receipt"
-        assert (receipt.payer, receipt.job_id) in self.ledger.state.earns
-        if new_earn:
-            self.credit.charge(receipt.payer, receipt.amount_mc, backed=backed)
-        first = digest not in self._unconfirmed
-        if first:
-            pending = _Unconfirmed(envelope.peer_id, countersigned, now_ms, backed=backed)
-            self._add_unconfirmed(digest, pending)
-        effects = self._send_countersigned(digest, now_ms)
-        if first:
-            paid = PaymentReceived(JobId(receipt.job_id), envelope.peer_id, receipt.amount_mc)
-            effects += self._engine.step(paid, now_ms)
-        return effects
+        payer = envelope.peer_id
+
+        def earned(now_ms: int) -> list[Effect]:
+            """The earn is durable (or was already): charge the line, keep re-sending."""
+            # After the commit: the earn is in the chain.
+            assert (receipt.payer, receipt.job_id) in self.ledger.state.earns
+            if new_earn:
+                self.credit.charge(receipt.payer, receipt.amount_mc, backed=backed)
+            if digest in self._unconfirmed:
+                return []
+            self._add_unconfirmed(digest, _Unconfirmed(payer, countersigned, now_ms, backed=backed))
+            paid = PaymentReceived(JobId(receipt.job_id), payer, receipt.amount_mc)
+            resend_ms = self._unconfirmed[digest].next_resend_ms(now_ms)
+            return [
+                SetTimer(CountersignTimer(digest), resend_ms),
+                *self._engine.dispatch_local(paid, now_ms),
+            ]
+
+        if not staged:
+            if digest in self._unconfirmed:
+                return self._send_countersigned(digest, now_ms)
+            return [self._countersigned_send(payer, countersigned, now_ms), *earned(now_ms)]
+        self._engine.after_commit(
+            self.ledger.head().seq, earned, _not_recorded("earn", event="earn-deferred")
+        )
+        return [self._countersigned_send(payer, countersigned, now_ms)]
 
     def _backed(self, payer: bytes, job_id: JobId, amount_mc: int) -> bool:
         """True when we did this job for this payer and are owed at least ``amount_mc``."""
@@ -434,15 +466,21 @@ class PaymentComponent:
         receipt = check_countersignature(countersigned)
         if receipt.payer != self._engine.identity.public_key or receipt.payee != envelope.author:
             raise RemoteProtocolError("countersignature for another receipt", reason="bad-receipt")
-        try:
-            self.ledger.settle(countersigned, now_ms=now_ms)
-        except LedgerUnavailableError as exc:
-            return [Log("error", "settle-deferred", (("reason", str(exc)),))]
         digest = receipt_hash(countersigned.receipt)
-        record = self.ledger.state.pays[digest]  # after the write: settled once, for the pay
-        assert record.status is PayStatus.SETTLED, "settled once, for the pay"
-        assert record.amount_mc == receipt.amount_mc, "settled once, for the pay's amount"
-        self._offers.pop(digest, None)
+
+        def settled(now_ms: int) -> list[Effect]:
+            record = self.ledger.state.pays[digest]  # after the commit: settled once, for the pay
+            assert record.status is PayStatus.SETTLED, "settled once, for the pay"
+            assert record.amount_mc == receipt.amount_mc, "settled once, for the pay's amount"
+            self._offers.pop(digest, None)
+            return []
+
+        if self.ledger.settle(countersigned, now_ms=now_ms):
+            self._engine.after_commit(
+                self.ledger.head().seq, settled, _not_recorded("settle", event="settle-deferred")
+            )
+        else:
+            settled(now_ms)
         data = self._engine.seal(ReceiptSettled(digest), now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
         return [Send(envelope.peer_id, PROTOCOL_RECEIPT, data)]
 

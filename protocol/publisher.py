@@ -242,12 +242,25 @@ class PublisherComponent:
             del self.jobs[job_id]
 
     def _on_job_restored(self, event: object, now_ms: int) -> list[Effect]:
-        """Resume a job from ``SaveJob`` bytes after a restart, or cancel it if it is too late."""
+        """Resume a job from ``SaveJob`` bytes after a restart, or cancel it if it is too late.
+
+        A PAID job asks again for each of its payments (when the engine keeps a ledger): the job
+        state is saved before its pays are committed (ADR 0019), so a crash between the two
+        leaves pays only the job knows of; the payments component skips every one its chain
+        already holds.
+        """
         assert isinstance(event, JobRestored)
+        replay_pays = self._engine.ledger is not None
         job = decode_job(event.state)
         self.jobs[job.job_id] = job
         if job.phase in TERMINAL_PHASES:
-            return []  # kept for queries; a paid job is never paid again
+            if job.phase is Phase.PAID and replay_pays:
+                return [
+                    PayWorker(job.job_id, slot.worker, slot.paid_mc)
+                    for slot in job.live()
+                    if slot.verdict == "match" and slot.paid_mc > 0
+                ]
+            return []  # kept for queries
         if job.call.deadline_ms <= now_ms:
             return self._done(
                 job, self._fail(job, "deadline passed while the publisher was down", now_ms)

@@ -37,10 +37,12 @@ from collections import Counter
 from typing import Any
 
 from ledger.audit import HeadGossip
+from ledger.errors import LedgerUnavailableError
 from ledger.memory import MemoryLedger
 from protocol.effects import (
     AbortJob,
     BanPeer,
+    CommitEntries,
     Effect,
     FetchBlob,
     JobProgress,
@@ -57,6 +59,8 @@ from protocol.engine import Engine, EngineConfig, HostProfile
 from protocol.events import (
     BlobFetched,
     BlobFetchFailed,
+    CommitFailed,
+    EntriesCommitted,
     JobExecuted,
     JobRestored,
     MessageReceived,
@@ -201,6 +205,7 @@ class Cluster:
         self._delivering: MessageReceived | None = None  # the message being stepped, if any
         self._dropped = False  # whether the engine dropped ``_delivering``
         self._hold_ms = 0  # sends of this step wait for the ledger commit
+        self._may_crash = False  # whether the step being carried out may crash after its commit
         if rates.storage_fail_pct:
             for node in nodes:
                 disk = FlakyDisk(rates.storage_fail_pct, random.Random(f"{seed}:{node.index}:disk"))
@@ -270,7 +275,6 @@ class Cluster:
     def step_engine(self, node: SimNode, event: object, *, may_crash: bool = False) -> None:
         engine = node.engine
         assert engine is not None
-        seq_before = node.ledger.committed_seq
         try:
             effects = engine.step(event, self.local_ms(node))
         except Exception as exc:  # the engine must never raise on any input: that is a bug
@@ -278,15 +282,17 @@ class Cluster:
                 f"node {node.index} raised {type(exc).__name__}: {exc} on {type(event).__name__}"
             )
             raise InvariantViolation("engine-raised", detail, self.now_ms) from exc
-        if node.ledger.committed_seq != seq_before and self._after_commit(node, may_crash):
-            return
-        for effect in effects:
-            self._carry_out(node, effect)
+        outer, self._may_crash = self._may_crash, may_crash
+        try:
+            for effect in effects:  # a CommitEntries comes last: its sends wait for the commit
+                self._carry_out(node, effect)
+        finally:
+            self._may_crash = outer
         self._hold_ms = 0
         self.checker.on_ledger(node.index, node.ledger, self.now_ms)
 
     def _after_commit(self, node: SimNode, may_crash: bool) -> bool:
-        """Storage faults after a step that committed: True if the node crashed before sending."""
+        """Storage faults after a commit: True if the node crashed before sending what waited."""
         rates = self.rates
         if rates.storage_latency_ms_max:
             self._hold_ms = self._disk_rng.randint(0, rates.storage_latency_ms_max)
@@ -365,6 +371,7 @@ class Cluster:
         interpreter.register(Penalise, lambda effect: self._count("penalties"))
         interpreter.register(AbortJob, lambda effect: self._count("aborts"))
         interpreter.register(BanPeer, lambda effect: self._count("bans"))
+        interpreter.register(CommitEntries, lambda effect: self._commit(node, effect))
         # PayWorker and RecordMismatch never leave an engine with a ledger (payments absorb them).
         assert interpreter.missing() <= {PayWorker, RecordMismatch}, interpreter.missing()
         return interpreter
@@ -397,6 +404,23 @@ class Cluster:
                     f"{self.clocks.offset_ms[sender]:+d} ms from true time)",
                     self.now_ms,
                 )
+
+    def _commit(self, node: SimNode, commit: CommitEntries) -> None:
+        """The daemon's order: append in one group, then the sends, then tell the engine.
+
+        The storage faults live here: a failed write (``FlakyLedger``) answers ``CommitFailed``;
+        a slow one holds the sends; a crash after the commit loses them (the node restarts).
+        """
+        try:
+            node.ledger.append_many(commit.entries)
+        except LedgerUnavailableError as exc:
+            self.step_engine(node, CommitFailed(commit.entries[0].seq, exc.reason))
+            return
+        if self._after_commit(node, self._may_crash):
+            return
+        for effect in commit.then:
+            self._carry_out(node, effect)
+        self.step_engine(node, EntriesCommitted(commit.entries[-1].seq))
 
     def _send(self, node: SimNode, send: Send) -> None:
         self.counters["sends"] += 1
@@ -489,7 +513,7 @@ class Cluster:
         if node.engine is not None:
             node.ledger = node.ledger.reopen()  # a restart: the chain is verified from genesis
         rng = random.Random(f"{self.seed}:{node.index}{rng_tag}")
-        engine = Engine(config, rng, node.ledger)
+        engine = Engine(config, rng, node.ledger.view())
         node.engine, node.alive = engine, True
         node.interpreter.timers.clear()
         self.step_engine(node, Started())

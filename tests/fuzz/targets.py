@@ -55,12 +55,21 @@ from ledger.store import SqliteLedger
 from node.blobs import BlobStore, serve_blob_request
 from p2p.transport import Inbound
 from protocol.codec import decode, decode_as, encode, registered_types
-from protocol.effects import CancelTimer, FetchBlob, JobProgress, RunJob, Send, SetTimer
+from protocol.effects import (
+    CancelTimer,
+    CommitEntries,
+    FetchBlob,
+    JobProgress,
+    RunJob,
+    Send,
+    SetTimer,
+)
 from protocol.engine import Engine, EngineConfig
 from protocol.envelope import NONCE_MAX, EnvelopeWire, SignedWire, open_envelope
 from protocol.errors import RemoteProtocolError
 from protocol.events import (
     BlobFetched,
+    EntriesCommitted,
     JobExecuted,
     MessageReceived,
     PeerConnected,
@@ -229,10 +238,11 @@ def engine(data: bytes) -> None:
     """
     role, sequence = _sequence(data)
     me = AUTHORS[role]
+    ledger = MemoryLedger(me, now_ms=T0_MS)
     node = Engine(  # seeded as the harness seeds its node, so the corpus's messages match
         EngineConfig(me, make_profile(role), jobs=JobsConfig(publisher=PublisherConfig(32))),
         random.Random(f"0:{role}"),
-        MemoryLedger(me, now_ms=T0_MS),
+        ledger.view(),
     )
     now_ms = T0_MS  # the corpus job's timeline: published at T0_MS, delays as they were
     timers: dict[str, int] = {}
@@ -240,32 +250,44 @@ def engine(data: bytes) -> None:
         if other is not me:
             node.step(PeerConnected(other.peer_id, f"127.0.0.{index + 2}"), now_ms)
     if role == PUBLISHER:
-        _carry_out(node, node.step(corpus_job(), now_ms), now_ms, timers)
+        _carry_out(node, ledger, node.step(corpus_job(), now_ms), now_ms, timers)
     for nonce, (channel, author_index, body, delay_ms) in enumerate(sequence):
         now_ms += delay_ms
-        _fire_due_timers(node, timers, now_ms)
+        _fire_due_timers(node, ledger, timers, now_ms)
         author = AUTHORS[author_index % len(AUTHORS)]
         wire = _seal_raw(author, body, nonce % NONCE_MAX, now_ms)
         event = MessageReceived(author.peer_id, CHANNELS[channel % len(CHANNELS)], wire)
-        _carry_out(node, node.step(event, now_ms), now_ms, timers)
-    _fire_due_timers(node, timers, now_ms + MESSAGE_DELAY_MS_MAX, FINAL_TIMERS_MAX)
+        _carry_out(node, ledger, node.step(event, now_ms), now_ms, timers)
+    _fire_due_timers(node, ledger, timers, now_ms + MESSAGE_DELAY_MS_MAX, FINAL_TIMERS_MAX)
 
 
 def _fire_due_timers(
-    node: Engine, timers: dict[str, int], now_ms: int, count_max: int = LOCAL_EVENTS_MAX
+    node: Engine,
+    ledger: MemoryLedger,
+    timers: dict[str, int],
+    now_ms: int,
+    count_max: int = LOCAL_EVENTS_MAX,
 ) -> None:
     for _ in range(count_max):
-        due = min(((at_ms, key) for key, at_ms in timers.items() if at_ms <= now_ms), default=None)
+        # Ties fire in the order they were set (timer keys are not ordered).
+        due = min(
+            ((at_ms, n, key) for n, (key, at_ms) in enumerate(timers.items()) if at_ms <= now_ms),
+            default=None,
+        )
         if due is None:
             return
-        del timers[due[1]]
-        _carry_out(node, node.step(TimerFired(due[1]), due[0]), due[0], timers)
+        at_ms, _, key = due
+        del timers[key]
+        _carry_out(node, ledger, node.step(TimerFired(key), at_ms), at_ms, timers)
 
 
-def _carry_out(node: Engine, effects: list[Any], now_ms: int, timers: dict[str, int]) -> None:
+def _carry_out(
+    node: Engine, ledger: MemoryLedger, effects: list[Any], now_ms: int, timers: dict[str, int]
+) -> None:
     """Do what a node's shell does with effects, at once: blobs are always at hand, jobs run
-    instantly and output a hash of their inputs (so replicas of the corpus agree), timers are
-    kept for the caller to fire as time passes."""
+    instantly and output a hash of their inputs (so replicas of the corpus agree), ledger
+    entries are committed to ``ledger`` before the sends that wait on them, timers are kept for
+    the caller to fire as time passes."""
     queue = list(effects)
     for _ in range(LOCAL_EVENTS_MAX):
         if not queue:
@@ -287,6 +309,9 @@ def _carry_out(node: Engine, effects: list[Any], now_ms: int, timers: dict[str, 
                 effect.job_id, True, hashlib.sha256(output).digest(), output, 10**9, ""
             )
             queue += node.step(done, now_ms)
+        elif isinstance(effect, CommitEntries):  # as the shells do: commit, send, tell the engine
+            ledger.append_many(effect.entries)
+            queue += [*effect.then, *node.step(EntriesCommitted(effect.entries[-1].seq), now_ms)]
 
 
 # The blob request handler -------------------------------------------------------------------

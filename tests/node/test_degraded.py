@@ -66,8 +66,11 @@ async def node_on(home: Path) -> AsyncIterator[tuple[Health, JobService]]:
     net = MemoryNetwork()
     try:
         async with net.open_transport(config("node", "127.0.0.2")) as transport:
-            engine = Engine(EngineConfig(identity, make_profile(0)), random.Random(0), ledger)
+            engine = Engine(
+                EngineConfig(identity, make_profile(0)), random.Random(0), ledger.view()
+            )
             driver = Driver(engine, transport, TrioClock())
+            driver.commit_entries = ledger.append_many
             pool = SandboxPool(SandboxConfig(home=home, workers=1))  # never entered: no jobs run
             jobs = JobService(home, driver, BlobStore(home / "blobs"), pool)
             health = Health(driver, ledger, jobs)

@@ -19,10 +19,12 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from ledger.errors import LedgerUnavailableError
 from ledger.memory import MemoryLedger
 from protocol.effects import (
     AbortJob,
     BanPeer,
+    CommitEntries,
     Effect,
     FetchBlob,
     JobProgress,
@@ -40,6 +42,8 @@ from protocol.envelope import Envelope, open_envelope
 from protocol.events import (
     BlobFetched,
     BlobFetchFailed,
+    CommitFailed,
+    EntriesCommitted,
     JobExecuted,
     JobRestored,
     MessageReceived,
@@ -107,11 +111,51 @@ class Node:
     behaviour: str = "honest"  # honest | liar | garbage | stall | mute (bids, then silent)
     alive: bool = True
     interpreter: Interpreter[None] = dataclasses.field(default_factory=Interpreter)
+    ledger: MemoryLedger | None = None  # what the engine's CommitEntries made durable
     effects: list[tuple[int, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def peer_id(self) -> PeerId:
         return self.engine.identity.peer_id
+
+
+def step_committing(
+    step: Callable[[Any, int], list[Any]], ledger: MemoryLedger, event: Any, now_ms: int
+) -> list[Any]:
+    """Step an engine and carry out its ``CommitEntries`` against ``ledger``, as the daemon does.
+
+    Returns the step's effects, each ``CommitEntries`` replaced by its ``then`` (if the commit
+    succeeded) and by the effects of the engine's answer to the commit.
+    """
+    out: list[Any] = []
+
+    def commit(effect: CommitEntries) -> None:
+        try:
+            ledger.append_many(effect.entries)
+        except LedgerUnavailableError as exc:
+            failed = CommitFailed(effect.entries[0].seq, exc.reason)
+            out.extend(step_committing(step, ledger, failed, now_ms))
+            return
+        out.extend(effect.then)
+        done = EntriesCommitted(effect.entries[-1].seq)
+        out.extend(step_committing(step, ledger, done, now_ms))
+
+    # By exact type, as the interpreter dispatches; every other effect is returned as it is.
+    handlers: dict[type, Callable[[Any], None]] = {CommitEntries: commit}
+    for effect in step(event, now_ms):
+        handlers.get(type(effect), out.append)(effect)
+    return out
+
+
+class LedgerEngine(Engine):
+    """An engine and the ledger its commits go to, stepped as one node (tests without a cluster)."""
+
+    def __init__(self, config: EngineConfig, rng: random.Random, ledger: MemoryLedger) -> None:
+        super().__init__(config, rng, ledger.view())
+        self.store = ledger
+
+    def step(self, event: object, now_ms: int) -> list[Any]:
+        return step_committing(super().step, self.store, event, now_ms)
 
 
 class Cluster:
@@ -140,7 +184,8 @@ class Cluster:
         for i in range(n):
             ip = (ips or {}).get(i, f"127.0.0.{i + 2}")
             profile = make_profile(i, operator=(operators or {}).get(i))
-            node = Node(i, self._engine(i, profile), ip, (behaviours or {}).get(i, "honest"))
+            engine, ledger = self._engine(i, profile)
+            node = Node(i, engine, ip, (behaviours or {}).get(i, "honest"), ledger=ledger)
             node.interpreter = self._interpreter(node)
             self.nodes.append(node)
         self.by_peer = {node.peer_id: node for node in self.nodes}
@@ -152,11 +197,14 @@ class Cluster:
                     self._push(self.now_ms, node.index, RttMeasured(other.peer_id, rtt_ms))
         self.run_for(0)
 
-    def _engine(self, index: int, profile: HostProfile, rng_tag: str = "") -> Engine:
+    def _engine(
+        self, index: int, profile: HostProfile, rng_tag: str = ""
+    ) -> tuple[Engine, MemoryLedger | None]:
         identity = Identity(hashlib.sha256(f"node{index}".encode()).digest())
         config = EngineConfig(identity, profile, jobs=JobsConfig(publisher=self.publisher_config))
         ledger = MemoryLedger(identity, now_ms=T0_MS) if self.with_ledgers else None
-        return Engine(config, random.Random(f"{self.seed}:{index}{rng_tag}"), ledger)
+        rng = random.Random(f"{self.seed}:{index}{rng_tag}")
+        return Engine(config, rng, ledger.view() if ledger is not None else None), ledger
 
     # Driving
 
@@ -233,6 +281,7 @@ class Cluster:
         interpreter.register(Send, lambda effect: self._send(node, effect))
         interpreter.register(FetchBlob, lambda effect: self._fetch(node, effect))
         interpreter.register(RunJob, lambda effect: self._run_job(node, effect))
+        interpreter.register(CommitEntries, lambda effect: self._commit(node, effect))
         # Recorded in ``node.effects`` for the tests to read; nothing else to do here.
         recorded = (
             Penalise,
@@ -279,6 +328,19 @@ class Cluster:
         )
         self._push(self.now_ms + 2 * LATENCY_MS, node.index, answer)
 
+    def _commit(self, node: Node, commit: CommitEntries) -> None:
+        """As the daemon does: append in one group, then the sends, then tell the engine."""
+        assert node.ledger is not None
+        try:
+            node.ledger.append_many(commit.entries)
+        except LedgerUnavailableError as exc:
+            failed = CommitFailed(commit.entries[0].seq, exc.reason)
+            self.carry_out(node, node.engine.step(failed, self.now_ms))
+            return
+        self.carry_out(node, list(commit.then))
+        done = EntriesCommitted(commit.entries[-1].seq)
+        self.carry_out(node, node.engine.step(done, self.now_ms))
+
     def _run_job(self, node: Node, run: RunJob) -> None:
         if node.behaviour == "stall":
             return
@@ -305,7 +367,9 @@ class Cluster:
         """A fresh engine for node ``index`` restored from its last SaveJob of ``job_id``."""
         node = self.nodes[index]
         state = self.saved_state(index, job_id)
-        engine = self._engine(index, node.engine.config.profile, rng_tag=f"@{self.now_ms}")
+        engine, node.ledger = self._engine(
+            index, node.engine.config.profile, rng_tag=f"@{self.now_ms}"
+        )
         node.engine, node.alive = engine, True
         node.interpreter.timers.clear()  # a crash loses every timer; wake-ups left find none
         for other in self.nodes:

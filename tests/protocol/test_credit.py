@@ -30,7 +30,7 @@ from protocol.payments import (
     resends_due,
 )
 from protocol.timers import CountersignTimer
-from tests.protocol.harness import T0_MS, Cluster, make_profile
+from tests.protocol.harness import T0_MS, Cluster, LedgerEngine, make_profile
 from tests.protocol.test_payments import INPUT, MODULE, check_conserved, ledger_of, settle_all
 
 WORKER = Identity(b"\x41" * 32)
@@ -146,7 +146,7 @@ def test_the_fold_takes_back_the_flows_of_a_failed_commit() -> None:
 
 def worker_engine(ledger: MemoryLedger | None = None) -> Engine:
     ledger = ledger or MemoryLedger(WORKER, now_ms=T0_MS)
-    return Engine(EngineConfig(WORKER, make_profile(1)), random.Random(1), ledger)
+    return LedgerEngine(EngineConfig(WORKER, make_profile(1)), random.Random(1), ledger)
 
 
 def offer(engine: Engine, payer: Identity, amount_mc: int, job: int, now_ms: int) -> list[Any]:
@@ -219,7 +219,9 @@ def test_pending_countersignatures_are_capped_per_payer() -> None:
         unknown_payer_receipts=1000, unknown_total_receipts=1000, unbacked_burst=1000
     )
     ledger = MemoryLedger(WORKER, now_ms=T0_MS)
-    engine = Engine(EngineConfig(WORKER, make_profile(1), credit=config), random.Random(1), ledger)
+    engine = LedgerEngine(
+        EngineConfig(WORKER, make_profile(1), credit=config), random.Random(1), ledger
+    )
     for job in range(UNBACKED_PER_PAYER_MAX + 30):
         offer(engine, MALLORY, 1, job, T0_MS)
     assert engine.payments is not None

@@ -12,7 +12,7 @@ from protocol.envelope import seal
 from protocol.events import MessageReceived, Started
 from protocol.identity import Identity
 from protocol.messages import TOPIC_HEADS
-from tests.protocol.harness import T0_MS, Cluster
+from tests.protocol.harness import T0_MS, Cluster, step_committing
 
 
 def forked_heads(identity: Identity) -> tuple[bytes, bytes]:
@@ -29,17 +29,19 @@ def gossip(identity: Identity, body: object, now_ms: int, tag: int) -> bytes:
 def test_two_heads_with_one_seq_convict_the_author_who_is_then_refused() -> None:
     cluster = Cluster(3, ledgers=True)
     forker = cluster.nodes[0]
-    watcher = cluster.nodes[1].engine
+    watcher, store = cluster.nodes[1].engine, cluster.nodes[1].ledger
+    assert store is not None
     head_a, head_b = forked_heads(forker.engine.identity)
     now_ms = cluster.now_ms
     for tag, head in enumerate((head_a, head_b)):
         data = gossip(forker.engine.identity, HeadGossip(head), now_ms, tag)
-        effects = watcher.step(MessageReceived(forker.peer_id, TOPIC_HEADS, data), now_ms)
+        event = MessageReceived(forker.peer_id, TOPIC_HEADS, data)
+        effects = step_committing(watcher.step, store, event, now_ms)
     assert forker.engine.identity.public_key in watcher.refused_authors
     assert any(isinstance(e, Log) and e.event == "fork-detected" for e in effects)
     [proof_gossip] = [e for e in effects if isinstance(e, Publish)]
     assert watcher.payments is not None
-    assert Kind.FORK_EVIDENCE in [e.kind for e in watcher.payments.ledger.entries()]
+    assert Kind.FORK_EVIDENCE in [e.kind for e in store.entries()]  # committed
     # The gossiped proof alone convinces a node that saw neither head.
     third = cluster.nodes[2].engine
     third.step(MessageReceived(cluster.nodes[1].peer_id, TOPIC_HEADS, proof_gossip.data), now_ms)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,3 +74,41 @@ def test_the_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
     bad.write_text("import os\nfrom trio import sleep\nimport random\nx = random.random()\n")
     assert len(forbidden_imports(bad)) == 2
     assert len(module_level_random_calls(bad)) == 1
+
+
+# ADR 0019: the engine sees its chain through ledger.view; the stores belong to the shell.
+STORE_MODULES = ("ledger.base", "ledger.store", "ledger.memory")
+
+
+def store_imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [f"{path.name}:{node.lineno} imports {n}" for n in names if n in STORE_MODULES]
+    return found
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "protocol").rglob("*.py")), ids=lambda p: f"protocol/{p.name}"
+)
+def test_protocol_names_no_ledger_store(path: Path) -> None:
+    assert store_imports(path) == []
+
+
+def test_loading_the_engine_loads_no_ledger_store() -> None:
+    code = "import sys, protocol.engine; print(sorted(m for m in sys.modules if m in %r))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code % (STORE_MODULES,)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"

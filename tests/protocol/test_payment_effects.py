@@ -8,6 +8,7 @@ import random
 
 from ledger.entry import Kind, MismatchBody
 from ledger.memory import MemoryLedger
+from ledger.view import ChainView
 from protocol import limits
 from protocol.effects import Log, PayWorker, RecordMismatch
 from protocol.engine import Engine, EngineConfig
@@ -18,9 +19,10 @@ from tests.protocol.harness import T0_MS, make_profile
 ME, WORKER = Identity(bytes([7]) * 32), Identity(bytes([8]) * 32)
 
 
-def publisher() -> tuple[Engine, MemoryLedger]:
-    ledger = MemoryLedger(ME, now_ms=T0_MS)
-    return Engine(EngineConfig(ME, make_profile(0)), random.Random(0), ledger), ledger
+def publisher() -> tuple[Engine, ChainView]:
+    """A publisher's engine and its view of its chain: entries it stages wait there (ADR 0019)."""
+    view = MemoryLedger(ME, now_ms=T0_MS).view()
+    return Engine(EngineConfig(ME, make_profile(0)), random.Random(0), view), view
 
 
 def test_a_bad_reveal_before_a_verdict_is_recorded_without_the_missing_digest() -> None:
@@ -34,7 +36,7 @@ def test_a_bad_reveal_before_a_verdict_is_recorded_without_the_missing_digest() 
         commit_envelope=b"signed commit", reveal_envelope=b"signed reveal",
     )  # fmt: skip
     assert engine.payments.absorb([effect], T0_MS + 1) == []
-    [entry] = ledger.entries(from_seq=1)
+    [entry] = ledger.take_staged()  # the next CommitEntries
     assert entry.kind is Kind.MISMATCH
     body = entry.body
     assert isinstance(body, MismatchBody) and body.worker == worker.public_key

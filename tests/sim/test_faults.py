@@ -20,17 +20,15 @@ from typer.testing import CliRunner
 import protocol.engine
 import protocol.inbound
 from ledger.entry import parse_receipt
-from ledger.errors import LedgerUnavailableError
 from ledger.receipts import receipt_hash
 from node.cli import app
 from node.commands.common import CommandError
-from protocol.effects import PayWorker
+from protocol.effects import PayWorker, Send
 from protocol.envelope import Envelope, ReplayGuard, open_envelope
 from protocol.errors import ExpiredError
-from protocol.identity import peer_id_from_public_key, public_key_from_peer_id
+from protocol.identity import peer_id_from_public_key
 from protocol.payments import (
     COUNTERSIGN_RESEND_WINDOW_MS,
-    RECEIPT_TTL_MS,
     PaymentComponent,
     _Unconfirmed,
 )
@@ -167,31 +165,19 @@ def test_a_crash_between_commit_and_send_catches_a_payer_that_forgets_its_offers
 # Storage failure: a pay whose offer leaves although its entry did not commit.
 
 
-def _pay_without_waiting_for_the_commit(
+_REAL_PAY = PaymentComponent._pay
+
+
+def _pay_offering_even_if_its_commit_fails(
     self: PaymentComponent, effect: PayWorker, now_ms: int
 ) -> list[object]:
-    """A deliberately broken pay: it reads the receipt out of its ticket whether or not the
-    group committed, so a failed write still sends a signed offer for a pay no chain holds."""
-    payee = public_key_from_peer_id(effect.worker)
-    if (effect.job_id, payee) in self.ledger.state.pay_keys:
-        return []
-    ticket = None
-    try:
-        with self.ledger.group() as group:
-            ticket = group.append_pay_pending(
-                job_id=effect.job_id,
-                payee=payee,
-                amount_mc=effect.amount_mc,
-                now_ms=now_ms,
-                ttl_ms=RECEIPT_TTL_MS,
-            )
-    except LedgerUnavailableError:
-        self._retry.append(effect)
-    assert ticket is not None
-    half = ticket._value
-    digest = receipt_hash(half.receipt)
-    self._offers[digest] = (effect.worker, half)
-    return list(self._offer(digest, now_ms))
+    """A deliberately broken pay: if the commit of its entry fails, it sends the signed offer
+    anyway (from the rollback, ADR 0019), for a pay no chain holds."""
+    effects = _REAL_PAY(self, effect, now_ms)
+    offers = [e for e in effects if isinstance(e, Send)]
+    if offers and self.ledger.head().seq > self.ledger.committed_seq:
+        self._engine.after_commit(self.ledger.head().seq, None, lambda reason, now_ms: offers)
+    return list(effects)
 
 
 def test_storage_failure_catches_a_signature_sent_before_its_commit(
@@ -200,7 +186,7 @@ def test_storage_failure_catches_a_signature_sent_before_its_commit(
     disk = ["--storage-fail-pct", "10", "--storage-latency-ms-max", "100"]
     out = str(tmp_path)
     assert _sim([*SMALL, *disk, "--seed", "1"], out)[0] == 0  # the real pay waits for its commit
-    monkeypatch.setattr(PaymentComponent, "_pay", _pay_without_waiting_for_the_commit)
+    monkeypatch.setattr(PaymentComponent, "_pay", _pay_offering_even_if_its_commit_fails)
     _caught_and_replayed([*SMALL, *disk], 1, "signature-before-commit", out)
     assert _sim([*SMALL, "--seed", "1"], out)[0] == 0  # a disk that never fails hides the bug
 
