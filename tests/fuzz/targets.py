@@ -72,6 +72,7 @@ from protocol.job_messages import JobId
 from protocol.jobs_config import JobsConfig
 from protocol.messages import PROTOCOLS, TOPICS
 from protocol.publisher_state import PublisherConfig
+from protocol.timers import TimerKey
 from tests.protocol.harness import T0_MS, make_profile
 
 NOW_MS = T0_MS + 100  # just after the corpus job's call for bids, inside its envelopes' lives
@@ -235,7 +236,7 @@ def engine(data: bytes) -> None:
         MemoryLedger(me, now_ms=T0_MS),
     )
     now_ms = T0_MS  # the corpus job's timeline: published at T0_MS, delays as they were
-    timers: dict[str, int] = {}
+    timers: dict[TimerKey, int] = {}
     for index, other in enumerate(AUTHORS):
         if other is not me:
             node.step(PeerConnected(other.peer_id, f"127.0.0.{index + 2}"), now_ms)
@@ -252,17 +253,22 @@ def engine(data: bytes) -> None:
 
 
 def _fire_due_timers(
-    node: Engine, timers: dict[str, int], now_ms: int, count_max: int = LOCAL_EVENTS_MAX
+    node: Engine, timers: dict[TimerKey, int], now_ms: int, count_max: int = LOCAL_EVENTS_MAX
 ) -> None:
     for _ in range(count_max):
-        due = min(((at_ms, key) for key, at_ms in timers.items() if at_ms <= now_ms), default=None)
+        # Typed timer keys do not order: ties on the deadline break on the key's label.
+        due = min(
+            ((at_ms, str(key), key) for key, at_ms in timers.items() if at_ms <= now_ms),
+            default=None,
+        )
         if due is None:
             return
-        del timers[due[1]]
-        _carry_out(node, node.step(TimerFired(due[1]), due[0]), due[0], timers)
+        at_ms, _, key = due
+        del timers[key]
+        _carry_out(node, node.step(TimerFired(key), at_ms), at_ms, timers)
 
 
-def _carry_out(node: Engine, effects: list[Any], now_ms: int, timers: dict[str, int]) -> None:
+def _carry_out(node: Engine, effects: list[Any], now_ms: int, timers: dict[TimerKey, int]) -> None:
     """Do what a node's shell does with effects, at once: blobs are always at hand, jobs run
     instantly and output a hash of their inputs (so replicas of the corpus agree), timers are
     kept for the caller to fire as time passes."""
