@@ -3,7 +3,7 @@
 The attacker does real handshakes with the testnet's key and a fresh identity each time the
 node hangs up on it, and pushes DATA frames past the window until 200 MiB have left its
 sockets. The node's RSS (VmRSS in /proc) must rise by less than 32 MB, and it must go on
-serving honest peers.
+serving honest peers: a new peer connects, and a job it publishes is verified and paid.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 import trio
 
+from hearth import Client
+from hearth.client import JobResult
 from node.runtime import read_psk
 from protocol.messages import PROTOCOLS
 from testnet import launch
 from tests.e2e.hostile import hostile_peer
-from tests.e2e.network import config
+from tests.e2e.network import ECHO, assert_books_balance, config, start
 from tests.p2p import raw_peer
 
 pytestmark = pytest.mark.integration
@@ -60,8 +62,8 @@ class PeakRss:
 
 
 @pytest.fixture
-def two(tmp_path: Path) -> Iterator[list[launch.LaunchedNode]]:
-    nodes = launch.up(tmp_path / "net", 2, configs=[config(), config()])
+def three(tmp_path: Path) -> Iterator[list[launch.LaunchedNode]]:
+    nodes = start(tmp_path / "net", [config(60), config(70), config(80)])
     try:
         yield nodes
     finally:
@@ -80,8 +82,13 @@ async def push(addr: str, psk: bytes | None, total_bytes: int) -> tuple[int, int
     return written, connections
 
 
-async def test_a_200_mib_push_past_the_window_leaves_rss_bounded(two) -> None:  # type: ignore[no-untyped-def]
-    victim, honest = two
+def run_echo(node: launch.LaunchedNode, data: bytes) -> JobResult:
+    with Client(node.home) as client:
+        return client.run(ECHO, data, replicas=2)
+
+
+async def test_a_200_mib_push_past_the_window_leaves_rss_bounded(three) -> None:  # type: ignore[no-untyped-def]
+    victim, honest, _ = three
     addr, psk = victim.info["multiaddrs"][0], read_psk(victim.home)
     baseline = rss_bytes(victim.pid)
     with PeakRss(victim.pid) as rss, trio.fail_after(120):
@@ -99,3 +106,8 @@ async def test_a_200_mib_push_past_the_window_leaves_rss_bounded(two) -> None:  
     async with hostile_peer(honest, host="127.0.0.72") as probe:
         assert await probe.transport.ping(honest.info["peer_id"]) > 0
     assert launch.is_alive(victim.pid, victim.home)
+    data = b"published by the node that was pushed 200 MiB"
+    result = await trio.to_thread.run_sync(run_echo, victim, data)
+    assert result.ok, result.reason
+    assert result.output == data and result.paid_mc > 0
+    await trio.to_thread.run_sync(assert_books_balance, three)

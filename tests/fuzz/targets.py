@@ -81,6 +81,7 @@ from protocol.job_messages import JobId
 from protocol.jobs_config import JobsConfig
 from protocol.messages import PROTOCOLS, TOPICS
 from protocol.publisher_state import PublisherConfig
+from protocol.timers import TimerKey
 from tests.protocol.harness import T0_MS, make_profile
 
 NOW_MS = T0_MS + 100  # just after the corpus job's call for bids, inside its envelopes' lives
@@ -245,7 +246,7 @@ def engine(data: bytes) -> None:
         ledger.view(),
     )
     now_ms = T0_MS  # the corpus job's timeline: published at T0_MS, delays as they were
-    timers: dict[str, int] = {}
+    timers: dict[TimerKey, int] = {}
     for index, other in enumerate(AUTHORS):
         if other is not me:
             node.step(PeerConnected(other.peer_id, f"127.0.0.{index + 2}"), now_ms)
@@ -264,7 +265,7 @@ def engine(data: bytes) -> None:
 def _fire_due_timers(
     node: Engine,
     ledger: MemoryLedger,
-    timers: dict[str, int],
+    timers: dict[TimerKey, int],
     now_ms: int,
     count_max: int = LOCAL_EVENTS_MAX,
 ) -> None:
@@ -282,7 +283,7 @@ def _fire_due_timers(
 
 
 def _carry_out(
-    node: Engine, ledger: MemoryLedger, effects: list[Any], now_ms: int, timers: dict[str, int]
+    node: Engine, ledger: MemoryLedger, effects: list[Any], now_ms: int, timers: dict[TimerKey, int]
 ) -> None:
     """Do what a node's shell does with effects, at once: blobs are always at hand, jobs run
     instantly and output a hash of their inputs (so replicas of the corpus agree), ledger
