@@ -37,11 +37,11 @@ from ledger.entry import (
 from ledger.errors import DoubleClaimError, LedgerUnavailableError, NotCommittedError
 from ledger.proofs import RefusedAuthors, verify_fork_proof
 from ledger.receipts import check_countersignature, check_half_signed, make_receipt, receipt_hash
-from ledger.view import ChainView, PendingPay
+from ledger.view import ChainView, PendingPay, pending_pays
 from protocol import limits
 from protocol.codec import encode
 from protocol.errors import LocalProtocolError
-from protocol.identity import Identity, PublicKey
+from protocol.identity import Identity
 
 T = TypeVar("T")
 
@@ -313,11 +313,7 @@ class LedgerBase(abc.ABC):
         return self.state.available_mc
 
     def pending_pays(self) -> list[PendingPay]:
-        return [
-            PendingPay(rh, r.job_id, PublicKey(r.payee), r.amount_mc, r.expires_ms)
-            for rh, r in self.state.pays.items()
-            if r.status is PayStatus.PENDING
-        ]
+        return pending_pays(self.state)
 
     def expired_pays(self, now_ms: int) -> list[PendingPay]:
         """Pending pays the node should now ``cancel``."""

@@ -50,6 +50,15 @@ class PendingPay:
     expires_ms: int
 
 
+def pending_pays(state: ChainState) -> list[PendingPay]:
+    """The pays a chain state still holds open, for the engine's view and the stores alike."""
+    return [
+        PendingPay(rh, r.job_id, PublicKey(r.payee), r.amount_mc, r.expires_ms)
+        for rh, r in state.pays.items()
+        if r.status is PayStatus.PENDING
+    ]
+
+
 class ChainView:
     """One author's chain as the engine sees it: committed entries, then staged ones."""
 
@@ -193,11 +202,7 @@ class ChainView:
         return self.state.available_mc
 
     def pending_pays(self) -> list[PendingPay]:
-        return [
-            PendingPay(rh, r.job_id, PublicKey(r.payee), r.amount_mc, r.expires_ms)
-            for rh, r in self.state.pays.items()
-            if r.status is PayStatus.PENDING
-        ]
+        return pending_pays(self.state)
 
     def entry_at(self, seq: int) -> Entry:
         """One entry, committed or staged."""
