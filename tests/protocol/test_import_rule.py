@@ -26,20 +26,24 @@ def pure_files() -> list[Path]:
     return files
 
 
-def forbidden_imports(path: Path) -> list[str]:
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every absolute import in ``path``."""
     tree = ast.parse(path.read_text(), filename=str(path))
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
-            continue
-        found += [
-            f"{path.name}:{node.lineno} imports {n}" for n in names if n.split(".")[0] in FORBIDDEN
-        ]
+            found.append((node.lineno, node.module))
     return found
+
+
+def forbidden_imports(path: Path) -> list[str]:
+    return [
+        f"{path.name}:{line} imports {name}"
+        for line, name in imports(path)
+        if name.split(".")[0] in FORBIDDEN
+    ]
 
 
 def module_level_random_calls(path: Path) -> list[str]:
@@ -81,17 +85,11 @@ STORE_MODULES = ("ledger.base", "ledger.store", "ledger.memory")
 
 
 def store_imports(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names = [node.module]
-        else:
-            continue
-        found += [f"{path.name}:{node.lineno} imports {n}" for n in names if n in STORE_MODULES]
-    return found
+    return [
+        f"{path.name}:{line} imports {name}"
+        for line, name in imports(path)
+        if name in STORE_MODULES
+    ]
 
 
 @pytest.mark.parametrize(
