@@ -21,13 +21,13 @@ from pathlib import Path
 import trio
 
 from hearth.client import Client, JobOptions
-from node.sandbox.config import SandboxConfig
-from node.sandbox.model import JobRequest, Runtime
-from node.sandbox.pool import SandboxPool
-from node.sandbox.shipped import wasm_bytes
-from testnet import launch
-from testnet.demo import module_path, node_config
-from testnet.observe import market_complete
+from hearth.node.sandbox.config import SandboxConfig
+from hearth.node.sandbox.model import JobRequest, Runtime
+from hearth.node.sandbox.pool import SandboxPool
+from hearth.node.sandbox.shipped import wasm_bytes
+from hearth.testnet import launch
+from hearth.testnet.demo import module_path, node_config
+from hearth.testnet.observe import market_complete
 
 NODES = 5
 PUBLISHER = 3

@@ -34,10 +34,10 @@ import nacl.signing
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(_HERE.parent)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from ledger.entry import Kind, parse_header  # noqa: E402
-from ledger.parallel import verify_chain_parallel  # noqa: E402
-from ledger.store import SqliteLedger, verify_threads  # noqa: E402
-from protocol.identity import Identity  # noqa: E402
+from hearth.ledger.entry import Kind, parse_header  # noqa: E402
+from hearth.ledger.parallel import verify_chain_parallel  # noqa: E402
+from hearth.ledger.store import SqliteLedger, verify_threads  # noqa: E402
+from hearth.protocol.identity import Identity  # noqa: E402
 
 
 def bare_commits_per_s(directory: Path, commits: int) -> float:

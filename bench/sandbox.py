@@ -16,10 +16,10 @@ from typing import Any
 import trio
 import wasmtime as wt
 
-from node import paths
-from node.sandbox import JobRequest, SandboxConfig, SandboxPool
-from node.sandbox.shipped import wasm_bytes
-from node.sandbox.wasm import make_engine
+from hearth.node import paths
+from hearth.node.sandbox import JobRequest, SandboxConfig, SandboxPool
+from hearth.node.sandbox.shipped import wasm_bytes
+from hearth.node.sandbox.wasm import make_engine
 
 FUEL_MAX = 2**62
 

@@ -19,7 +19,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from testnet.scenario import Scenario  # noqa: E402
+from hearth.testnet.scenario import Scenario  # noqa: E402
 
 BENCH_SCENARIO = Scenario(
     name="bench",
@@ -50,8 +50,8 @@ KEPT = (
 
 def run_one(nodes: int, fake_signatures: bool) -> dict[str, Any]:
     """One size, in this process; returns the summary figures kept by the benchmark."""
-    from testnet.sim.run import run_simulation
-    from testnet.sim.simulation import SimConfig
+    from hearth.testnet.sim.run import run_simulation
+    from hearth.testnet.sim.simulation import SimConfig
 
     config = SimConfig(
         nodes=nodes,

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from node import paths
+from hearth.node import paths
 
 EVENTS_WAIT_S = 20.0
 TERMINAL_PHASES = frozenset({"paid", "failed"})

@@ -14,7 +14,7 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from ledger.entry import (
+from hearth.ledger.entry import (
     GENESIS_PREV_HASH,
     CountersignedReceipt,
     Entry,
@@ -23,15 +23,15 @@ from ledger.entry import (
     parse_entry,
     parse_receipt,
 )
-from ledger.errors import AuditError, ChainError
-from ledger.receipts import receipt_hash
-from protocol import limits
-from protocol.codec import message
-from protocol.errors import DecodeError, OversizeError
-from protocol.identity import PUBLIC_KEY_BYTES, verify_signature
+from hearth.ledger.errors import AuditError, ChainError
+from hearth.ledger.receipts import receipt_hash
+from hearth.protocol import limits
+from hearth.protocol.codec import message
+from hearth.protocol.errors import DecodeError, OversizeError
+from hearth.protocol.identity import PUBLIC_KEY_BYTES, verify_signature
 
 if TYPE_CHECKING:  # a store is served here, never imported: protocol/ loads this module
-    from ledger.base import LedgerBase
+    from hearth.ledger.base import LedgerBase
 
 
 @message(120)

@@ -19,8 +19,8 @@ import copy
 from collections.abc import Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
-from ledger.chain import ChainState, Head, PayStatus, Undo
-from ledger.entry import (
+from hearth.ledger.chain import ChainState, Head, PayStatus, Undo
+from hearth.ledger.entry import (
     GENESIS_PREV_HASH,
     LEDGER_FORMAT_VERSION,
     CancelBody,
@@ -34,14 +34,19 @@ from ledger.entry import (
     parse_entry,
     sign_entry,
 )
-from ledger.errors import DoubleClaimError, LedgerUnavailableError, NotCommittedError
-from ledger.proofs import RefusedAuthors, verify_fork_proof
-from ledger.receipts import check_countersignature, check_half_signed, make_receipt, receipt_hash
-from ledger.view import ChainView, PendingPay, pending_pays
-from protocol import limits
-from protocol.codec import encode
-from protocol.errors import LocalProtocolError
-from protocol.identity import Identity
+from hearth.ledger.errors import DoubleClaimError, LedgerUnavailableError, NotCommittedError
+from hearth.ledger.proofs import RefusedAuthors, verify_fork_proof
+from hearth.ledger.receipts import (
+    check_countersignature,
+    check_half_signed,
+    make_receipt,
+    receipt_hash,
+)
+from hearth.ledger.view import ChainView, PendingPay, pending_pays
+from hearth.protocol import limits
+from hearth.protocol.codec import encode
+from hearth.protocol.errors import LocalProtocolError
+from hearth.protocol.identity import Identity
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ import enum
 from collections.abc import Callable, Sequence
 from typing import Final, NamedTuple
 
-from ledger.entry import (
+from hearth.ledger.entry import (
     GENESIS_PREV_HASH,
     LEDGER_FORMAT_VERSION,
     CancelBody,
@@ -39,7 +39,7 @@ from ledger.entry import (
     parse_receipt,
     sha256,
 )
-from ledger.errors import (
+from hearth.ledger.errors import (
     BodyError,
     ChainError,
     CountersignatureError,
@@ -63,10 +63,10 @@ from ledger.errors import (
     UnknownReceiptError,
     WrongAuthorError,
 )
-from ledger.proofs import make_fork_proof, verify_fork_proof
-from protocol import limits
-from protocol.errors import RemoteProtocolError
-from protocol.identity import PUBLIC_KEY_BYTES, PublicKey, verify_signature
+from hearth.ledger.proofs import make_fork_proof, verify_fork_proof
+from hearth.protocol import limits
+from hearth.protocol.errors import RemoteProtocolError
+from hearth.protocol.identity import PUBLIC_KEY_BYTES, PublicKey, verify_signature
 
 WINDOW_ENTRIES: Final = 256  # parsed ahead of the fold: small enough to stay in caches
 

@@ -19,11 +19,11 @@ from typing import Any, Final, TypeVar
 
 import msgpack
 
-from ledger.errors import ChainError, MalformedEntryError, NonCanonicalEntryError
-from protocol import limits
-from protocol.codec import decode_as, encode, message
-from protocol.errors import DecodeError, NonCanonicalError, RemoteProtocolError
-from protocol.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, Identity, PublicKey
+from hearth.ledger.errors import ChainError, MalformedEntryError, NonCanonicalEntryError
+from hearth.protocol import limits
+from hearth.protocol.codec import decode_as, encode, message
+from hearth.protocol.errors import DecodeError, NonCanonicalError, RemoteProtocolError
+from hearth.protocol.identity import PUBLIC_KEY_BYTES, SIGNATURE_BYTES, Identity, PublicKey
 
 HASH_BYTES: Final = 32
 GENESIS_PREV_HASH: Final = bytes(HASH_BYTES)

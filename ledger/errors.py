@@ -8,7 +8,7 @@ cannot write right now raises ``LedgerUnavailableError`` and keeps saying why un
 
 from __future__ import annotations
 
-from protocol.errors import HearthError, LocalProtocolError, RemoteProtocolError
+from hearth.protocol.errors import HearthError, LocalProtocolError, RemoteProtocolError
 
 
 class ChainError(RemoteProtocolError):

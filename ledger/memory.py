@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ledger.base import LedgerBase
-from ledger.chain import ChainState, verify_chain
-from ledger.entry import Entry
-from ledger.errors import LedgerUnavailableError
-from protocol.identity import Identity
+from hearth.ledger.base import LedgerBase
+from hearth.ledger.chain import ChainState, verify_chain
+from hearth.ledger.entry import Entry
+from hearth.ledger.errors import LedgerUnavailableError
+from hearth.protocol.identity import Identity
 
 
 class MemoryLedger(LedgerBase):

@@ -18,8 +18,15 @@ import concurrent.futures
 from collections.abc import Sequence
 from typing import Final, TypeAlias
 
-from ledger.chain import WINDOW_ENTRIES, ChainState, ChainVerifier, Claim, Window, verify_chain
-from protocol.identity import verify_signature
+from hearth.ledger.chain import (
+    WINDOW_ENTRIES,
+    ChainState,
+    ChainVerifier,
+    Claim,
+    Window,
+    verify_chain,
+)
+from hearth.protocol.identity import verify_signature
 
 WINDOWS_AHEAD: Final = 2
 THREADS_MAX: Final = 8

@@ -6,7 +6,7 @@ verify it alone, keep it, gossip it on ``hearth/heads/1``, and refuse the author
 
 from __future__ import annotations
 
-from ledger.entry import (
+from hearth.ledger.entry import (
     CountersignedReceipt,
     DoubleClaimProof,
     Entry,
@@ -16,16 +16,16 @@ from ledger.entry import (
     parse_entry,
     parse_receipt,
 )
-from ledger.errors import (
+from hearth.ledger.errors import (
     ChainError,
     DoubleClaimProofError,
     ForkProofError,
     RefusedAuthorError,
 )
-from protocol import limits
-from protocol.codec import decode_as
-from protocol.errors import RemoteProtocolError
-from protocol.identity import PublicKey, verify_signature
+from hearth.protocol import limits
+from hearth.protocol.codec import decode_as
+from hearth.protocol.errors import RemoteProtocolError
+from hearth.protocol.identity import PublicKey, verify_signature
 
 
 def make_fork_proof(wire_a: bytes, wire_b: bytes) -> ForkProof:

@@ -23,12 +23,18 @@ message type inside the signed bytes: a payer signs ``Receipt`` (102), a payee s
 
 from __future__ import annotations
 
-from ledger.entry import CountersignedReceipt, HalfSignedReceipt, Receipt, parse_receipt, sha256
-from ledger.errors import CountersignatureError, ExpiredReceiptError, ReceiptSignatureError
-from protocol import limits
-from protocol.codec import encode
-from protocol.errors import LocalProtocolError
-from protocol.identity import Identity, verify_signature
+from hearth.ledger.entry import (
+    CountersignedReceipt,
+    HalfSignedReceipt,
+    Receipt,
+    parse_receipt,
+    sha256,
+)
+from hearth.ledger.errors import CountersignatureError, ExpiredReceiptError, ReceiptSignatureError
+from hearth.protocol import limits
+from hearth.protocol.codec import encode
+from hearth.protocol.errors import LocalProtocolError
+from hearth.protocol.identity import Identity, verify_signature
 
 
 def receipt_hash(receipt_bytes: bytes) -> bytes:

@@ -29,9 +29,9 @@ from typing import Final
 
 import sqlite_utils
 
-from ledger.base import LedgerBase
-from ledger.chain import ChainState
-from ledger.entry import (
+from hearth.ledger.base import LedgerBase
+from hearth.ledger.chain import ChainState
+from hearth.ledger.entry import (
     CountersignedReceipt,
     Entry,
     HalfSignedReceipt,
@@ -41,7 +41,7 @@ from ledger.entry import (
     parse_header,
     parse_receipt,
 )
-from ledger.errors import (
+from hearth.ledger.errors import (
     ChainError,
     CreditsMismatchError,
     HeadMismatchError,
@@ -50,9 +50,9 @@ from ledger.errors import (
     LedgerUnavailableError,
     TamperedEntryError,
 )
-from ledger.parallel import THREADS_MAX, verify_chain_parallel
-from protocol.errors import HearthError
-from protocol.identity import Identity
+from hearth.ledger.parallel import THREADS_MAX, verify_chain_parallel
+from hearth.protocol.errors import HearthError
+from hearth.protocol.identity import Identity
 
 SCHEMA_VERSION: Final = 2
 _SCHEMAS_MIGRATED: Final = (1,)  # older schemas this node upgrades on open

@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from ledger.chain import ChainState, Head, PayStatus, Undo
-from ledger.entry import (
+from hearth.ledger.chain import ChainState, Head, PayStatus, Undo
+from hearth.ledger.entry import (
     CancelBody,
     CountersignedReceipt,
     Entry,
@@ -33,12 +33,17 @@ from ledger.entry import (
     parse_entry,
     sign_entry,
 )
-from ledger.errors import DoubleClaimError
-from ledger.proofs import RefusedAuthors, verify_fork_proof
-from ledger.receipts import check_countersignature, check_half_signed, make_receipt, receipt_hash
-from protocol import limits
-from protocol.codec import encode
-from protocol.identity import Identity, PublicKey
+from hearth.ledger.errors import DoubleClaimError
+from hearth.ledger.proofs import RefusedAuthors, verify_fork_proof
+from hearth.ledger.receipts import (
+    check_countersignature,
+    check_half_signed,
+    make_receipt,
+    receipt_hash,
+)
+from hearth.protocol import limits
+from hearth.protocol.codec import encode
+from hearth.protocol.identity import Identity, PublicKey
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

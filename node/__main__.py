@@ -1,5 +1,5 @@
-"""`python -m node ...` is the `hearth` command (the testnet launcher starts nodes this way)."""
+"""`python -m hearth.node ...` is the `hearth` command (the testnet launcher starts nodes so)."""
 
-from node.cli import main
+from hearth.node.cli import main
 
 main()

@@ -23,9 +23,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from protocol import limits
-from protocol.market import MarketEntry
-from protocol.messages import CapacityAd
+from hearth.protocol import limits
+from hearth.protocol.market import MarketEntry
+from hearth.protocol.messages import CapacityAd
 
 Handler = Callable[[Request], Awaitable[Response]]
 BODY_BYTES_MAX = limits.BLOB_BYTES_MAX  # the largest body any endpoint takes: one blob

@@ -38,14 +38,14 @@ from typing import BinaryIO, Final
 
 import trio
 
-from node.clock import Clock, SystemClock
-from node.files import write_atomically
-from node.logs import log
-from p2p.transport import Inbound, Transport, TransportError
-from protocol import limits
-from protocol.codec import decode_as, encode
-from protocol.errors import RemoteProtocolError
-from protocol.messages import (
+from hearth.node.clock import Clock, SystemClock
+from hearth.node.files import write_atomically
+from hearth.node.logs import log
+from hearth.p2p.transport import Inbound, Transport, TransportError
+from hearth.protocol import limits
+from hearth.protocol.codec import decode_as, encode
+from hearth.protocol.errors import RemoteProtocolError
+from hearth.protocol.messages import (
     BLOB_TOTAL_MISSING,
     BLOB_TOTAL_REFUSED,
     PROTOCOL_BLOB,

@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-from node.logs import LogLimiter, log
-from p2p.peers import PeerReputation
+from hearth.node.logs import LogLimiter, log
+from hearth.p2p.peers import PeerReputation
 
 PENALTY_HANDLER_FAILED = 25  # as much as a malformed message (PENALTY_POINTS_DEFAULT)
 

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from node.commands.common import CommandError
+from hearth.node.commands.common import CommandError
 
 app = typer.Typer(
     name="hearth",
@@ -28,9 +28,9 @@ def _mount() -> None:
 
     for name in ("init", "node", "market", "ledger", "job", "testnet", "sim"):
         try:
-            module = importlib.import_module(f"node.commands.{name}")
+            module = importlib.import_module(f"hearth.node.commands.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name == f"node.commands.{name}":
+            if exc.name == f"hearth.node.commands.{name}":
                 continue  # group not built yet
             raise
         if hasattr(module, "register"):

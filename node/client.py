@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 
-from node import paths
-from node.commands.common import CommandError
-from node.home import load_token
+from hearth.node import paths
+from hearth.node.commands.common import CommandError
+from hearth.node.home import load_token
 
 REQUEST_TIMEOUT_S = 30.0
 

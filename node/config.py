@@ -12,10 +12,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from node.commands.common import CommandError
-from protocol.credit import CreditConfig
-from protocol.messages import ENERGY_SOURCES, HOURS_MASK_ALL, RUNTIMES
-from protocol.pricing import DAY_HOURS, PricingConfig
+from hearth.node.commands.common import CommandError
+from hearth.protocol.credit import CreditConfig
+from hearth.protocol.messages import ENERGY_SOURCES, HOURS_MASK_ALL, RUNTIMES
+from hearth.protocol.pricing import DAY_HOURS, PricingConfig
 
 TEMPLATE = """\
 # Hearth node configuration. `hearth node start` reads this file; command-line flags win.

@@ -43,17 +43,17 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ledger.entry import Entry
-from ledger.errors import ChainError, LedgerUnavailableError
-from node.boundary import Boundary
-from node.clock import Clock
-from node.logs import LINE_WINDOW_S, LogLimiter
-from p2p.transport import Inbound, Transport, TransportError
-from protocol import limits
-from protocol.effects import BanPeer, CommitEntries, Effect, Log, Penalise, Publish, Send
-from protocol.engine import Engine
-from protocol.errors import LocalProtocolError
-from protocol.events import (
+from hearth.ledger.entry import Entry
+from hearth.ledger.errors import ChainError, LedgerUnavailableError
+from hearth.node.boundary import Boundary
+from hearth.node.clock import Clock
+from hearth.node.logs import LINE_WINDOW_S, LogLimiter
+from hearth.p2p.transport import Inbound, Transport, TransportError
+from hearth.protocol import limits
+from hearth.protocol.effects import BanPeer, CommitEntries, Effect, Log, Penalise, Publish, Send
+from hearth.protocol.engine import Engine
+from hearth.protocol.errors import LocalProtocolError
+from hearth.protocol.events import (
     CommitFailed,
     EntriesCommitted,
     MessageReceived,
@@ -62,9 +62,9 @@ from protocol.events import (
     RttMeasured,
     TimerFired,
 )
-from protocol.identity import PeerId
-from protocol.interpreter import Interpreter
-from protocol.timers import TimerKey
+from hearth.protocol.identity import PeerId
+from hearth.protocol.interpreter import Interpreter
+from hearth.protocol.timers import TimerKey
 
 CommitHandler = Callable[[Sequence[Entry]], None]  # blocking; raises LedgerUnavailableError
 PING_INTERVAL_S = 10.0

@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from node.clock import Clock
-from protocol.engine import Engine
-from protocol.events import InboundRefused
-from protocol.identity import PeerId
-from protocol.inbound import Verdict, check_inbound
+from hearth.node.clock import Clock
+from hearth.protocol.engine import Engine
+from hearth.protocol.events import InboundRefused
+from hearth.protocol.identity import PeerId
+from hearth.protocol.inbound import Verdict, check_inbound
 
 
 class EdgeGate:

@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from node import logs
-from node.logs import log
-from protocol.timers import PayRetryTimer
+from hearth.node import logs
+from hearth.node.logs import log
+from hearth.protocol.timers import PayRetryTimer
 
 if TYPE_CHECKING:
-    from ledger.store import SqliteLedger
-    from node.driver import Driver
-    from node.jobs import JobService
+    from hearth.ledger.store import SqliteLedger
+    from hearth.node.driver import Driver
+    from hearth.node.jobs import JobService
 
 PROBE_INTERVAL_S = 1.0
 RETRY_TIMER_KEY = PayRetryTimer()  # protocol/payments.py: pays deferred by a full disk

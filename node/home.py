@@ -6,10 +6,10 @@ import os
 import secrets
 from pathlib import Path
 
-from node import paths
-from node.commands.common import CommandError
-from node.config import TEMPLATE, NodeConfig, load
-from protocol.identity import SEED_BYTES, Identity
+from hearth.node import paths
+from hearth.node.commands.common import CommandError
+from hearth.node.config import TEMPLATE, NodeConfig, load
+from hearth.protocol.identity import SEED_BYTES, Identity
 
 
 def _write_secret(path: Path, data: bytes) -> None:

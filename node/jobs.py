@@ -21,17 +21,17 @@ from typing import Any
 
 import trio
 
-from node.blobs import BlobError, BlobStore, BlobUse, blob_hash, fetch_blob
-from node.driver import Driver
-from node.files import write_atomically
-from node.logs import log
-from node.plugins import NodePlugin
-from node.sandbox.model import JobRequest, Runtime
-from node.sandbox.pool import SandboxPool
-from protocol import limits
-from protocol.effects import AbortJob, FetchBlob, JobProgress, RunJob, SaveJob
-from protocol.events import BlobFetched, BlobFetchFailed, JobExecuted, JobRestored
-from protocol.job_messages import JobId
+from hearth.node.blobs import BlobError, BlobStore, BlobUse, blob_hash, fetch_blob
+from hearth.node.driver import Driver
+from hearth.node.files import write_atomically
+from hearth.node.logs import log
+from hearth.node.plugins import NodePlugin
+from hearth.node.sandbox.model import JobRequest, Runtime
+from hearth.node.sandbox.pool import SandboxPool
+from hearth.protocol import limits
+from hearth.protocol.effects import AbortJob, FetchBlob, JobProgress, RunJob, SaveJob
+from hearth.protocol.events import BlobFetched, BlobFetchFailed, JobExecuted, JobRestored
+from hearth.protocol.job_messages import JobId
 
 EVENTS_PER_JOB_MAX = 256
 BLOB_SWEEP_INTERVAL_S = 60.0

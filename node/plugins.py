@@ -2,7 +2,7 @@
 
 A plug-in is named by ``plugin.toml`` in the node's data directory::
 
-    factory = "testnet.adversaries:make"   # module:callable, called once at start
+    factory = "hearth.testnet.adversaries:make"   # module:callable, called once at start
     [options]                              # handed to the factory as it is
     behaviour = "wrong-result"
 
@@ -27,13 +27,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from ledger.base import LedgerBase
-from node.clock import Clock
-from node.commands.common import CommandError
-from p2p.transport import Transport
-from protocol.effects import RunJob
-from protocol.engine import Engine
-from protocol.identity import Identity
+from hearth.ledger.base import LedgerBase
+from hearth.node.clock import Clock
+from hearth.node.commands.common import CommandError
+from hearth.p2p.transport import Transport
+from hearth.protocol.effects import RunJob
+from hearth.protocol.engine import Engine
+from hearth.protocol.identity import Identity
 
 PLUGIN_FILE = "plugin.toml"
 

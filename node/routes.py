@@ -12,17 +12,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from node.api import to_json
-from node.blobs import BlobError
-from protocol import limits
-from protocol.errors import LocalProtocolError
-from protocol.events import PublishJob
-from protocol.job_messages import JobId
-from protocol.lease import LEASE_MS_MIN
-from protocol.messages import RUNTIMES
+from hearth.node.api import to_json
+from hearth.node.blobs import BlobError
+from hearth.protocol import limits
+from hearth.protocol.errors import LocalProtocolError
+from hearth.protocol.events import PublishJob
+from hearth.protocol.job_messages import JobId
+from hearth.protocol.lease import LEASE_MS_MIN
+from hearth.protocol.messages import RUNTIMES
 
 if TYPE_CHECKING:
-    from node.runtime import Node
+    from hearth.node.runtime import Node
 
 EVENTS_WAIT_S_MAX = 30.0
 PREFERENCES = ("cheapest", "fastest", "greenest")

@@ -21,37 +21,37 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ledger.audit import LedgerRangeRequest, serve_range
-from ledger.errors import LedgerCorruptError, LedgerDamagedError
-from ledger.store import LedgerBusyError, SqliteLedger
-from node import calibrate, paths
-from node.api import ad_json, build_app, market_entry_json, serve_api
-from node.blobs import BlobStore, BlobStoreConfig, serve_blob_request
-from node.clock import Clock, SystemClock
-from node.commands.common import CommandError
-from node.driver import Driver
-from node.edge import EdgeGate
-from node.health import Health
-from node.home import load_config, load_identity, load_token
-from node.jobs import JobService
-from node.logs import log
-from node.plugins import PluginContext
-from node.plugins import load as load_plugin
-from node.routes import build_job_routes
-from node.sandbox.config import SandboxConfig
-from node.sandbox.pool import SandboxPool
-from node.sandbox.python import PythonUnavailable
-from node.testhooks import crash_before_pay
-from p2p.host import open_transport
-from p2p.transport import HostConfig, Inbound, Transport
-from protocol.codec import decode_as, encode
-from protocol.engine import Engine, EngineConfig, HostProfile
-from protocol.errors import HearthError, RemoteProtocolError
-from protocol.events import InboundRefused, RuntimeOffered, Started
-from protocol.identity import Identity, PeerId, peer_id_from_public_key
-from protocol.jobs_config import JobsConfig
-from protocol.messages import PROTOCOL_BLOB, PROTOCOL_LEDGER, PROTOCOLS, TOPICS
-from protocol.publisher_state import PublisherConfig
+from hearth.ledger.audit import LedgerRangeRequest, serve_range
+from hearth.ledger.errors import LedgerCorruptError, LedgerDamagedError
+from hearth.ledger.store import LedgerBusyError, SqliteLedger
+from hearth.node import calibrate, paths
+from hearth.node.api import ad_json, build_app, market_entry_json, serve_api
+from hearth.node.blobs import BlobStore, BlobStoreConfig, serve_blob_request
+from hearth.node.clock import Clock, SystemClock
+from hearth.node.commands.common import CommandError
+from hearth.node.driver import Driver
+from hearth.node.edge import EdgeGate
+from hearth.node.health import Health
+from hearth.node.home import load_config, load_identity, load_token
+from hearth.node.jobs import JobService
+from hearth.node.logs import log
+from hearth.node.plugins import PluginContext
+from hearth.node.plugins import load as load_plugin
+from hearth.node.routes import build_job_routes
+from hearth.node.sandbox.config import SandboxConfig
+from hearth.node.sandbox.pool import SandboxPool
+from hearth.node.sandbox.python import PythonUnavailable
+from hearth.node.testhooks import crash_before_pay
+from hearth.p2p.host import open_transport
+from hearth.p2p.transport import HostConfig, Inbound, Transport
+from hearth.protocol.codec import decode_as, encode
+from hearth.protocol.engine import Engine, EngineConfig, HostProfile
+from hearth.protocol.errors import HearthError, RemoteProtocolError
+from hearth.protocol.events import InboundRefused, RuntimeOffered, Started
+from hearth.protocol.identity import Identity, PeerId, peer_id_from_public_key
+from hearth.protocol.jobs_config import JobsConfig
+from hearth.protocol.messages import PROTOCOL_BLOB, PROTOCOL_LEDGER, PROTOCOLS, TOPICS
+from hearth.protocol.publisher_state import PublisherConfig
 
 RESTORE_WAIT_S_MAX = 15.0  # restore saved jobs anyway after this, even if alone
 PEERS_STABLE_S = 1.0  # connected and no new peer for this long: the peer exchange is done

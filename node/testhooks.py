@@ -12,7 +12,7 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from ledger.entry import Entry, Kind
+from hearth.ledger.entry import Entry, Kind
 
 CRASH_AT: Final = os.environ.get("HEARTH_TEST_CRASH_AT", "")
 BEFORE_PAY_COMMIT: Final = "before-pay-commit"  # the job state is saved, its pay not committed

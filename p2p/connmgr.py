@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from p2p.transport import ConnectionLimits
+from hearth.p2p.transport import ConnectionLimits
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,11 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.pnet.protector import new_protected_conn
 
-from p2p.dialing import AddressBook, Hearsay
-from p2p.peers import PeerReputation
-from p2p.streams import encode_frame, read_frame
-from p2p.transport import TransportStatistics
-from protocol import limits
+from hearth.p2p.dialing import AddressBook, Hearsay
+from hearth.p2p.peers import PeerReputation
+from hearth.p2p.streams import encode_frame, read_frame
+from hearth.p2p.transport import TransportStatistics
+from hearth.protocol import limits
 
 logger = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, PROTOCOL_ID_V1
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import ContentAddressedMessageIDGenerator, Pubsub
 
-from p2p.peers import PeerReputation
-from p2p.transport import EdgeCheck, Inbound, TransportStatistics
-from protocol import limits
-from protocol.inbound import Verdict
+from hearth.p2p.peers import PeerReputation
+from hearth.p2p.transport import EdgeCheck, Inbound, TransportStatistics
+from hearth.protocol import limits
+from hearth.protocol.inbound import Verdict
 
 logger = logging.getLogger(__name__)
 

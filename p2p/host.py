@@ -34,15 +34,15 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2p import discovery
-from p2p.dialing import AddressBook
-from p2p.gossip import TopicGate, build_gossip, subscribe_topics
-from p2p.notify import ConnectionNotifee, conn_ip
-from p2p.patches import swarm as swarm_patch
-from p2p.patches import yamux as yamux_patch
-from p2p.peers import PeerReputation
-from p2p.streams import StreamServer, check_frame, request_on, send_on
-from p2p.transport import (
+from hearth.p2p import discovery
+from hearth.p2p.dialing import AddressBook
+from hearth.p2p.gossip import TopicGate, build_gossip, subscribe_topics
+from hearth.p2p.notify import ConnectionNotifee, conn_ip
+from hearth.p2p.patches import swarm as swarm_patch
+from hearth.p2p.patches import yamux as yamux_patch
+from hearth.p2p.peers import PeerReputation
+from hearth.p2p.streams import StreamServer, check_frame, request_on, send_on
+from hearth.p2p.transport import (
     EdgeCheck,
     HostConfig,
     Inbound,
@@ -52,8 +52,8 @@ from p2p.transport import (
     TransportError,
     TransportStatistics,
 )
-from protocol import limits
-from protocol.errors import LocalProtocolError
+from hearth.protocol import limits
+from hearth.protocol.errors import LocalProtocolError
 
 logger = logging.getLogger(__name__)
 

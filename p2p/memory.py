@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from p2p.peers import PeerReputation
-from p2p.transport import (
+from hearth.p2p.peers import PeerReputation
+from hearth.p2p.transport import (
     PEER_EVENTS_MAX,
     EdgeCheck,
     HostConfig,
@@ -27,10 +27,10 @@ from p2p.transport import (
     TransportError,
     TransportStatistics,
 )
-from protocol import limits
-from protocol.errors import LocalProtocolError
-from protocol.identity import Identity
-from protocol.inbound import Verdict
+from hearth.protocol import limits
+from hearth.protocol.errors import LocalProtocolError
+from hearth.protocol.identity import Identity
+from hearth.protocol.inbound import Verdict
 
 
 class MemoryNetwork:

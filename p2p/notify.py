@@ -17,7 +17,7 @@ import trio
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from multiaddr import Multiaddr
 
-from p2p.transport import PEER_EVENTS_MAX, PeerEvent
+from hearth.p2p.transport import PEER_EVENTS_MAX, PeerEvent
 
 
 def conn_ip(muxed_conn: Any) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Final
 
-from protocol import limits
+from hearth.protocol import limits
 
 # A peer at or below this score is refused: no streams served, no gossip delivered.
 BAN_SCORE: Final = limits.REPUTATION_BAN_SCORE

@@ -18,17 +18,17 @@ import trio
 from libp2p.io.exceptions import IOException
 from libp2p.network.stream.exceptions import StreamEOF
 
-from p2p.peers import PENALTY_BAD_FRAME, PENALTY_STALL, PeerReputation
-from p2p.transport import (
+from hearth.p2p.peers import PENALTY_BAD_FRAME, PENALTY_STALL, PeerReputation
+from hearth.p2p.transport import (
     EdgeCheck,
     Inbound,
     RequestTimeoutError,
     TransportError,
     TransportStatistics,
 )
-from protocol import limits
-from protocol.errors import DecodeError, LocalProtocolError, OversizeError
-from protocol.inbound import Verdict
+from hearth.protocol import limits
+from hearth.protocol.errors import DecodeError, LocalProtocolError, OversizeError
+from hearth.protocol.inbound import Verdict
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from typing import Protocol
 
 import trio
 
-from p2p.peers import PeerReputation
-from protocol import limits
-from protocol.errors import HearthError
-from protocol.inbound import Verdict
+from hearth.p2p.peers import PeerReputation
+from hearth.protocol import limits
+from hearth.protocol.errors import HearthError
+from hearth.protocol.inbound import Verdict
 
 PEER_EVENTS_MAX = 1024  # connection events queued for the node; a full queue drops and counts
 

@@ -20,7 +20,7 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from typing import Final
 
-from protocol.identity import PeerId
+from hearth.protocol.identity import PeerId
 
 SCALE: Final = 1000
 RTT_MS_CAP: Final = 2000  # an RTT beyond this scores as bad as it gets

@@ -18,13 +18,13 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from protocol import limits
-from protocol.job_messages import CallForBids
-from protocol.lease import run_ms_max
-from protocol.pricing import cost_mc, price_now
+from hearth.protocol import limits
+from hearth.protocol.job_messages import CallForBids
+from hearth.protocol.lease import run_ms_max
+from hearth.protocol.pricing import cost_mc, price_now
 
 if TYPE_CHECKING:
-    from protocol.engine import HostProfile
+    from hearth.protocol.engine import HostProfile
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Final, Protocol, TypeVar
 
 import msgpack
 
-from protocol import limits
-from protocol.errors import (
+from hearth.protocol import limits
+from hearth.protocol.errors import (
     DecodeError,
     LocalProtocolError,
     NonCanonicalError,

@@ -33,10 +33,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Final
 
-from protocol import limits
+from hearth.protocol import limits
 
 if TYPE_CHECKING:
-    from ledger.chain import ChainState
+    from hearth.ledger.chain import ChainState
 
 CREDIT_PAYERS_MAX: Final = 100_000  # payers with a line kept in memory
 

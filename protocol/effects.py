@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeAlias
 
-from ledger.entry import Entry
-from protocol.identity import PeerId
-from protocol.job_messages import JobId
-from protocol.timers import TimerKey
+from hearth.ledger.entry import Entry
+from hearth.protocol.identity import PeerId
+from hearth.protocol.job_messages import JobId
+from hearth.protocol.timers import TimerKey
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

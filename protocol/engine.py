@@ -43,12 +43,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from protocol import limits
-from protocol.credit import CreditConfig
-from protocol.effects import CommitEntries, Effect, Log, Penalise, Publish, Send, SetTimer
-from protocol.envelope import Envelope, ReplayGuard, seal
-from protocol.errors import RemoteProtocolError
-from protocol.events import (
+from hearth.protocol import limits
+from hearth.protocol.credit import CreditConfig
+from hearth.protocol.effects import CommitEntries, Effect, Log, Penalise, Publish, Send, SetTimer
+from hearth.protocol.envelope import Envelope, ReplayGuard, seal
+from hearth.protocol.errors import RemoteProtocolError
+from hearth.protocol.events import (
     CommitFailed,
     EntriesCommitted,
     InboundRefused,
@@ -60,21 +60,21 @@ from protocol.events import (
     Started,
     TimerFired,
 )
-from protocol.heads import HeadsComponent
-from protocol.identity import Identity, PeerId, PublicKey
-from protocol.inbound import InboundCheck, InboundRules, check_inbound
-from protocol.jobs_config import JobsConfig
-from protocol.market import Market
-from protocol.messages import TOPIC_CAPACITY, CapacityAd
-from protocol.payments import PaymentComponent, ReceiptCountersigned
-from protocol.pricing import PricingConfig, price_curve, price_now
-from protocol.publisher import PublisherComponent
-from protocol.reputation import Reputation, bans_for
-from protocol.timers import MarketAdTimer, TimerKey
-from protocol.worker import WorkerComponent
+from hearth.protocol.heads import HeadsComponent
+from hearth.protocol.identity import Identity, PeerId, PublicKey
+from hearth.protocol.inbound import InboundCheck, InboundRules, check_inbound
+from hearth.protocol.jobs_config import JobsConfig
+from hearth.protocol.market import Market
+from hearth.protocol.messages import TOPIC_CAPACITY, CapacityAd
+from hearth.protocol.payments import PaymentComponent, ReceiptCountersigned
+from hearth.protocol.pricing import PricingConfig, price_curve, price_now
+from hearth.protocol.publisher import PublisherComponent
+from hearth.protocol.reputation import Reputation, bans_for
+from hearth.protocol.timers import MarketAdTimer, TimerKey
+from hearth.protocol.worker import WorkerComponent
 
 if TYPE_CHECKING:
-    from ledger.view import ChainView
+    from hearth.ledger.view import ChainView
 
 MessageHandler = Callable[[Envelope, PeerId, int], list[Effect]]
 LocalHandler = Callable[[Any, int], list[Effect]]  # a local event (not from a peer), now_ms

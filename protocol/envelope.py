@@ -20,16 +20,16 @@ import random
 from collections import OrderedDict
 from typing import Any, Final
 
-from protocol import limits
-from protocol.codec import decode, decode_as, encode, message
-from protocol.errors import (
+from hearth.protocol import limits
+from hearth.protocol.codec import decode, decode_as, encode, message
+from hearth.protocol.errors import (
     DecodeError,
     ExpiredError,
     LocalProtocolError,
     ReplayError,
     SignatureError,
 )
-from protocol.identity import (
+from hearth.protocol.identity import (
     PUBLIC_KEY_BYTES,
     Identity,
     PeerId,

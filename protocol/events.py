@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from protocol.identity import PeerId
-from protocol.job_messages import JobId
-from protocol.timers import TimerKey
+from hearth.protocol.identity import PeerId
+from hearth.protocol.job_messages import JobId
+from hearth.protocol.timers import TimerKey
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -21,21 +21,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
-from ledger.audit import HeadGossip
-from ledger.entry import ForkProof, parse_entry
-from ledger.errors import ChainError, ForkProofError
-from ledger.proofs import ForkWatch, verify_fork_proof
-from protocol.effects import Log, Publish, SetTimer
-from protocol.envelope import Envelope
-from protocol.errors import RemoteProtocolError
-from protocol.identity import PeerId, PublicKey, peer_id_from_public_key, verify_signature
-from protocol.messages import TOPIC_HEADS
-from protocol.timers import HeadsTimer, TimerKey
+from hearth.ledger.audit import HeadGossip
+from hearth.ledger.entry import ForkProof, parse_entry
+from hearth.ledger.errors import ChainError, ForkProofError
+from hearth.ledger.proofs import ForkWatch, verify_fork_proof
+from hearth.protocol.effects import Log, Publish, SetTimer
+from hearth.protocol.envelope import Envelope
+from hearth.protocol.errors import RemoteProtocolError
+from hearth.protocol.identity import PeerId, PublicKey, peer_id_from_public_key, verify_signature
+from hearth.protocol.messages import TOPIC_HEADS
+from hearth.protocol.timers import HeadsTimer, TimerKey
 
 if TYPE_CHECKING:
-    from ledger.view import ChainView
-    from protocol.effects import Effect
-    from protocol.engine import Engine, MessageHandler
+    from hearth.ledger.view import ChainView
+    from hearth.protocol.effects import Effect
+    from hearth.protocol.engine import Engine, MessageHandler
 
 HEADS_INTERVAL_MS: Final = 10_000
 HEADS_TTL_MS: Final = 60_000

@@ -14,7 +14,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-from protocol.errors import LocalProtocolError
+from hearth.protocol.errors import LocalProtocolError
 
 PeerId = NewType("PeerId", str)  # base58btc, "12D3KooW..." for Ed25519 keys
 PublicKey = NewType("PublicKey", bytes)  # 32 raw Ed25519 bytes: the author field everywhere

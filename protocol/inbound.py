@@ -26,13 +26,13 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from protocol import limits
-from protocol.envelope import Envelope, open_envelope
-from protocol.errors import RemoteProtocolError, ReplayError
-from protocol.identity import PublicKey
+from hearth.protocol import limits
+from hearth.protocol.envelope import Envelope, open_envelope
+from hearth.protocol.errors import RemoteProtocolError, ReplayError
+from hearth.protocol.identity import PublicKey
 
 if TYPE_CHECKING:
-    from protocol.envelope import ReplayGuard
+    from hearth.protocol.envelope import ReplayGuard
 
 
 class Verdict(enum.Enum):

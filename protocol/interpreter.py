@@ -27,8 +27,8 @@ import typing
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from protocol.effects import CancelTimer, Effect, SetTimer
-from protocol.timers import TimerKey
+from hearth.protocol.effects import CancelTimer, Effect, SetTimer
+from hearth.protocol.timers import TimerKey
 
 EFFECT_TYPES: typing.Final[frozenset[type]] = frozenset(typing.get_args(Effect))
 

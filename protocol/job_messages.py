@@ -23,11 +23,11 @@ import dataclasses
 import hashlib
 from typing import Final, NewType
 
-from protocol import limits
-from protocol.codec import encode, message
-from protocol.errors import RemoteProtocolError
-from protocol.identity import PUBLIC_KEY_BYTES, PeerId
-from protocol.messages import ENERGY_SOURCES, RUNTIMES
+from hearth.protocol import limits
+from hearth.protocol.codec import encode, message
+from hearth.protocol.errors import RemoteProtocolError
+from hearth.protocol.identity import PUBLIC_KEY_BYTES, PeerId
+from hearth.protocol.messages import ENERGY_SOURCES, RUNTIMES
 
 JobId = NewType("JobId", bytes)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from protocol.bidding import WorkerConfig
-from protocol.publisher_state import PublisherConfig
+from hearth.protocol.bidding import WorkerConfig
+from hearth.protocol.publisher_state import PublisherConfig
 
 
 @dataclasses.dataclass(frozen=True)

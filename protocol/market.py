@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from protocol import limits
-from protocol.envelope import Envelope
-from protocol.errors import RemoteProtocolError
-from protocol.identity import PeerId
-from protocol.messages import CapacityAd
+from hearth.protocol import limits
+from hearth.protocol.envelope import Envelope
+from hearth.protocol.errors import RemoteProtocolError
+from hearth.protocol.identity import PeerId
+from hearth.protocol.messages import CapacityAd
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Final
 
-from protocol import limits
-from protocol.codec import message
-from protocol.errors import RemoteProtocolError
+from hearth.protocol import limits
+from hearth.protocol.codec import message
+from hearth.protocol.errors import RemoteProtocolError
 
 TOPIC_CAPACITY: Final = "hearth/capacity/1"
 TOPIC_JOBS: Final = "hearth/jobs/1"

@@ -46,31 +46,31 @@ import hashlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from ledger.chain import PayStatus
-from ledger.entry import CountersignedReceipt, HalfSignedReceipt, Kind, parse_receipt
-from ledger.errors import (
+from hearth.ledger.chain import PayStatus
+from hearth.ledger.entry import CountersignedReceipt, HalfSignedReceipt, Kind, parse_receipt
+from hearth.ledger.errors import (
     CreditLimitError,
     DoubleClaimError,
     ExpiredReceiptError,
     RefusedAuthorError,
 )
-from ledger.receipts import check_countersignature, check_half_signed, receipt_hash
-from protocol import limits
-from protocol.codec import message
-from protocol.credit import CreditConfig, CreditLines
-from protocol.effects import Log, PayWorker, RecordMismatch, Send, SetTimer
-from protocol.envelope import Envelope
-from protocol.errors import RemoteProtocolError
-from protocol.events import PaymentReceived
-from protocol.identity import PeerId, peer_id_from_public_key, public_key_from_peer_id
-from protocol.job_messages import JobId
-from protocol.messages import PROTOCOL_RECEIPT
-from protocol.timers import CountersignTimer, OfferTimer, PayRetryTimer, TimerKey
+from hearth.ledger.receipts import check_countersignature, check_half_signed, receipt_hash
+from hearth.protocol import limits
+from hearth.protocol.codec import message
+from hearth.protocol.credit import CreditConfig, CreditLines
+from hearth.protocol.effects import Log, PayWorker, RecordMismatch, Send, SetTimer
+from hearth.protocol.envelope import Envelope
+from hearth.protocol.errors import RemoteProtocolError
+from hearth.protocol.events import PaymentReceived
+from hearth.protocol.identity import PeerId, peer_id_from_public_key, public_key_from_peer_id
+from hearth.protocol.job_messages import JobId
+from hearth.protocol.messages import PROTOCOL_RECEIPT
+from hearth.protocol.timers import CountersignTimer, OfferTimer, PayRetryTimer, TimerKey
 
 if TYPE_CHECKING:
-    from ledger.view import ChainView
-    from protocol.effects import Effect
-    from protocol.engine import Engine, MessageHandler
+    from hearth.ledger.view import ChainView
+    from hearth.protocol.effects import Effect
+    from hearth.protocol.engine import Engine, MessageHandler
 
 RECEIPT_TTL_MS: Final = 120_000  # time the payee has to countersign
 RESEND_MS: Final = 2_000

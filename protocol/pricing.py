@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Final
 
-from protocol import limits
-from protocol.errors import LocalProtocolError
+from hearth.protocol import limits
+from hearth.protocol.errors import LocalProtocolError
 
 HOUR_MS: Final = 3_600_000
 DAY_HOURS: Final = 24

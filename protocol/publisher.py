@@ -46,10 +46,10 @@ import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from protocol import limits
-from protocol.auction import BidView, choose_winners, pick, rank
-from protocol.codec import encode
-from protocol.effects import (
+from hearth.protocol import limits
+from hearth.protocol.auction import BidView, choose_winners, pick, rank
+from hearth.protocol.codec import encode
+from hearth.protocol.effects import (
     CancelTimer,
     Effect,
     JobProgress,
@@ -61,11 +61,11 @@ from protocol.effects import (
     Send,
     SetTimer,
 )
-from protocol.envelope import Envelope, EnvelopeWire
-from protocol.errors import LocalProtocolError, RemoteProtocolError
-from protocol.events import JobRestored, PeerDisconnected, PublishJob
-from protocol.identity import PeerId
-from protocol.job_messages import (
+from hearth.protocol.envelope import Envelope, EnvelopeWire
+from hearth.protocol.errors import LocalProtocolError, RemoteProtocolError
+from hearth.protocol.events import JobRestored, PeerDisconnected, PublishJob
+from hearth.protocol.identity import PeerId
+from hearth.protocol.job_messages import (
     PREFERENCES,
     Award,
     AwardReply,
@@ -78,9 +78,9 @@ from protocol.job_messages import (
     RevealRequest,
     require_from_author,
 )
-from protocol.lease import LEASE_MS_MIN, lease_ms
-from protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT, TOPIC_JOBS
-from protocol.publisher_state import (
+from hearth.protocol.lease import LEASE_MS_MIN, lease_ms
+from hearth.protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT, TOPIC_JOBS
+from hearth.protocol.publisher_state import (
     TERMINAL_PHASES,
     WAITING_STATES,
     JobSummary,
@@ -93,12 +93,12 @@ from protocol.publisher_state import (
     encode_job,
     summarise,
 )
-from protocol.settlement import reject_result, settle
-from protocol.timers import BidsTimer, JobDeadlineTimer, SlotTimer, TimerKey
-from protocol.verification import Verdict, judge, reveal_problem
+from hearth.protocol.settlement import reject_result, settle
+from hearth.protocol.timers import BidsTimer, JobDeadlineTimer, SlotTimer, TimerKey
+from hearth.protocol.verification import Verdict, judge, reveal_problem
 
 if TYPE_CHECKING:
-    from protocol.engine import Engine, MessageHandler
+    from hearth.protocol.engine import Engine, MessageHandler
 
 SEED_BYTES: Final = 16
 AWARDS_PER_REPLICA_MAX: Final = 4  # awards of one job <= this x replicas_max, then it fails

@@ -10,14 +10,14 @@ import dataclasses
 import enum
 from typing import Any, Final, TypeVar
 
-from protocol import limits
-from protocol.auction import BidView, network_group
-from protocol.codec import decode_as, encode, message
-from protocol.errors import LocalProtocolError, RemoteProtocolError
-from protocol.identity import PeerId
-from protocol.job_messages import PREFERENCES, Bid, CallForBids, JobId
-from protocol.reputation import PeerRecord
-from protocol.verification import Judgement, Verdict, judge
+from hearth.protocol import limits
+from hearth.protocol.auction import BidView, network_group
+from hearth.protocol.codec import decode_as, encode, message
+from hearth.protocol.errors import LocalProtocolError, RemoteProtocolError
+from hearth.protocol.identity import PeerId
+from hearth.protocol.job_messages import PREFERENCES, Bid, CallForBids, JobId
+from hearth.protocol.reputation import PeerRecord
+from hearth.protocol.verification import Judgement, Verdict, judge
 
 # Outputs are kept only for revealed, undecided replicas (at most REPLICAS_MAX inline outputs),
 # then only for the accepted result; bids and slots add little.

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from protocol import limits
-from protocol.effects import BanPeer, Penalise
-from protocol.identity import PeerId
+from hearth.protocol import limits
+from hearth.protocol.effects import BanPeer, Penalise
+from hearth.protocol.identity import PeerId
 
 RTT_SMOOTHING_DIVISOR = 4  # an integer EWMA: rtt += (sample - rtt) / 4
 

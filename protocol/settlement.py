@@ -8,15 +8,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from protocol import limits
-from protocol.effects import Effect, FetchBlob, PayWorker, Penalise, RecordMismatch, Send
-from protocol.identity import PeerId
-from protocol.job_messages import MismatchNotice
-from protocol.messages import PROTOCOL_RESULT
-from protocol.pricing import cost_mc
-from protocol.publisher_state import Phase, PublisherJob, Slot, SlotState, assert_payment
-from protocol.reputation import Reputation
-from protocol.verification import Judgement, Verdict, judge
+from hearth.protocol import limits
+from hearth.protocol.effects import Effect, FetchBlob, PayWorker, Penalise, RecordMismatch, Send
+from hearth.protocol.identity import PeerId
+from hearth.protocol.job_messages import MismatchNotice
+from hearth.protocol.messages import PROTOCOL_RESULT
+from hearth.protocol.pricing import cost_mc
+from hearth.protocol.publisher_state import Phase, PublisherJob, Slot, SlotState, assert_payment
+from hearth.protocol.reputation import Reputation
+from hearth.protocol.verification import Judgement, Verdict, judge
 
 Sender = Callable[[PeerId, str, object], Send]  # (peer, protocol, body) -> the sealed Send
 MISMATCH_PENALTY_POINTS: Final = 100  # as Reputation.on_result(valid=False) charges

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar, TypeAlias
 
-from protocol.job_messages import JobId
+from hearth.protocol.job_messages import JobId
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -16,8 +16,8 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable
 
-from protocol import limits
-from protocol.job_messages import ResultReveal, commitment
+from hearth.protocol import limits
+from hearth.protocol.job_messages import ResultReveal, commitment
 
 
 class Verdict(enum.Enum):

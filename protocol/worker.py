@@ -42,9 +42,9 @@ import enum
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
-from protocol import limits
-from protocol.bidding import PublisherStanding, decide_bid
-from protocol.effects import (
+from hearth.protocol import limits
+from hearth.protocol.bidding import PublisherStanding, decide_bid
+from hearth.protocol.effects import (
     AbortJob,
     CancelTimer,
     Effect,
@@ -55,11 +55,11 @@ from protocol.effects import (
     Send,
     SetTimer,
 )
-from protocol.envelope import Envelope
-from protocol.errors import RemoteProtocolError
-from protocol.events import BlobFetched, BlobFetchFailed, JobExecuted, PaymentReceived
-from protocol.identity import PeerId
-from protocol.job_messages import (
+from hearth.protocol.envelope import Envelope
+from hearth.protocol.errors import RemoteProtocolError
+from hearth.protocol.events import BlobFetched, BlobFetchFailed, JobExecuted, PaymentReceived
+from hearth.protocol.identity import PeerId
+from hearth.protocol.job_messages import (
     HOST_ERROR_KINDS,
     Award,
     AwardReply,
@@ -76,13 +76,13 @@ from protocol.job_messages import (
     require_from_author,
     result_digest,
 )
-from protocol.lease import run_ms_max
-from protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT, TOPIC_JOBS
-from protocol.pricing import cost_mc
-from protocol.timers import RecommitTimer, TaskDeadlineTimer, TaskForgetTimer, TimerKey
+from hearth.protocol.lease import run_ms_max
+from hearth.protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT, TOPIC_JOBS
+from hearth.protocol.pricing import cost_mc
+from hearth.protocol.timers import RecommitTimer, TaskDeadlineTimer, TaskForgetTimer, TimerKey
 
 if TYPE_CHECKING:
-    from protocol.engine import Engine, MessageHandler
+    from hearth.protocol.engine import Engine, MessageHandler
 
 MESSAGE_TTL_MS: Final = 60_000
 COMMIT_RESEND_MS: Final = 2_000

@@ -25,9 +25,9 @@ from rich.console import Console
 from rich.table import Table
 
 from hearth.client import Client, JobResult
-from node.config import TEMPLATE
-from testnet import launch
-from testnet.observe import ask, market_complete
+from hearth.node.config import TEMPLATE
+from hearth.testnet import launch
+from hearth.testnet.observe import ask, market_complete
 
 NODES = 5
 SETTLE_TIMEOUT_S = 60.0
@@ -51,7 +51,7 @@ class DemoJob:
 
 
 def module_path(name: str) -> Path:
-    return Path(str(resources.files("node.sandbox").joinpath("modules", f"{name}.wat")))
+    return Path(str(resources.files("hearth.node.sandbox").joinpath("modules", f"{name}.wat")))
 
 
 def node_config(index: int) -> str:
@@ -91,7 +91,7 @@ def pending_pays(nodes: list[launch.LaunchedNode]) -> int:
 
 def verify_ledger(node: launch.LaunchedNode) -> tuple[bool, str]:
     result = subprocess.run(
-        [sys.executable, "-m", "node", "ledger", "verify"],
+        [sys.executable, "-m", "hearth.node", "ledger", "verify"],
         env={**os.environ, "HEARTH_HOME": str(node.home)},
         capture_output=True,
         text=True,

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from node import paths
-from node.home import init_home
+from hearth.node import paths
+from hearth.node.home import init_home
 
 STATE_FILE = "testnet.json"
 START_TIMEOUT_S = 60.0
@@ -76,7 +76,7 @@ def prepare_home(home: Path, psk: bytes, config_text: str | None) -> None:
 def start_process(
     home: Path, host: str, bootstrap: str | None, log_path: Path
 ) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "node", "node", "start", "--host", host, "--port", "0"]
+    argv = [sys.executable, "-m", "hearth.node", "node", "start", "--host", host, "--port", "0"]
     if bootstrap:
         argv += ["--bootstrap", bootstrap]
     env = {**os.environ, "HEARTH_HOME": str(home)}

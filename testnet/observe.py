@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from node.client import NodeClient
-from node.commands.common import CommandError
-from testnet.launch import LaunchedNode
+from hearth.node.client import NodeClient
+from hearth.node.commands.common import CommandError
+from hearth.testnet.launch import LaunchedNode
 
 
 def ask(node: LaunchedNode, path: str) -> Any:

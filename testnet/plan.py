@@ -13,9 +13,9 @@ import struct
 from pathlib import Path
 from typing import Final
 
-from node.config import TEMPLATE
-from testnet.launch import NODES_MAX
-from testnet.scenario import Scenario, ScenarioError
+from hearth.node.config import TEMPLATE
+from hearth.testnet.launch import NODES_MAX
+from hearth.testnet.scenario import Scenario, ScenarioError
 
 MODULES_DIR: Final = Path(__file__).resolve().parents[1] / "node" / "sandbox" / "modules"
 ECHO: Final = MODULES_DIR / "echo.wat"

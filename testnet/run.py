@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from hearth.client import Client, HearthError, JobOptions
-from node.commands.common import CommandError
-from node.sandbox.config import SandboxConfig
-from node.sandbox.model import JobRequest, Runtime
-from node.sandbox.pool import run_job
-from testnet import adversaries, launch, plan, report
-from testnet.observe import ask, market_complete
-from testnet.scenario import load_scenario
-from testnet.summary import summarise
+from hearth.node.commands.common import CommandError
+from hearth.node.sandbox.config import SandboxConfig
+from hearth.node.sandbox.model import JobRequest, Runtime
+from hearth.node.sandbox.pool import run_job
+from hearth.testnet import adversaries, launch, plan, report
+from hearth.testnet.observe import ask, market_complete
+from hearth.testnet.scenario import load_scenario
+from hearth.testnet.summary import summarise
 
 SAMPLE_INTERVAL_S: Final = 2.0
 MARKET_TIMEOUT_S: Final = 60.0

@@ -6,10 +6,10 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from testnet import plan, report
+from hearth.testnet import plan, report
 
 if TYPE_CHECKING:
-    from testnet.run import Runner
+    from hearth.testnet.run import Runner
 
 COMPLETED_PCT_MIN = 99.0
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from node import paths
-from node.commands.common import JSON_OPTION, print_json
-from node.home import init_home, load_identity
+from hearth.node import paths
+from hearth.node.commands.common import JSON_OPTION, print_json
+from hearth.node.home import init_home, load_identity
 
 
 def register(app: typer.Typer) -> None:

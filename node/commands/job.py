@@ -8,13 +8,13 @@ from typing import Annotated, Any
 import typer
 import wasmtime
 
-from node.commands import job_network
-from node.commands.common import JSON_OPTION, CommandError, print_json
-from node.sandbox import config as sandbox_config
-from node.sandbox.config import SandboxConfig
-from node.sandbox.model import ExecutionResult, JobRequest, Runtime
-from node.sandbox.pool import run_job
-from node.sandbox.python import PythonUnavailable, python_cache_dir
+from hearth.node.commands import job_network
+from hearth.node.commands.common import JSON_OPTION, CommandError, print_json
+from hearth.node.sandbox import config as sandbox_config
+from hearth.node.sandbox.config import SandboxConfig
+from hearth.node.sandbox.model import ExecutionResult, JobRequest, Runtime
+from hearth.node.sandbox.pool import run_job
+from hearth.node.sandbox.python import PythonUnavailable, python_cache_dir
 
 app = typer.Typer(
     help="Run jobs on the network (verified by redundant execution) or here.", no_args_is_help=True

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hearth.client import Client, HearthError, JobOptions
-from node.commands.common import CommandError, print_json
+from hearth.node.commands.common import CommandError, print_json
 
 SPEC_KEYS = {f.name for f in dataclasses.fields(JobOptions)} | {"module", "input", "output"}
 

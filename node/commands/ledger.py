@@ -15,13 +15,13 @@ from typing import Any
 
 import typer
 
-from ledger.chain import ChainState, verify_chain
-from ledger.entry import parse_entry, to_json
-from ledger.errors import ChainError
-from ledger.store import file_problems, open_readonly, read_rows, verify_file
-from node.commands.common import JSON_OPTION, fail, print_json
-from node.paths import data_dir, ledger_path
-from protocol.errors import HearthError
+from hearth.ledger.chain import ChainState, verify_chain
+from hearth.ledger.entry import parse_entry, to_json
+from hearth.ledger.errors import ChainError
+from hearth.ledger.store import file_problems, open_readonly, read_rows, verify_file
+from hearth.node.commands.common import JSON_OPTION, fail, print_json
+from hearth.node.paths import data_dir, ledger_path
+from hearth.protocol.errors import HearthError
 
 app = typer.Typer(help="Inspect and check this node's credit ledger.", no_args_is_help=True)
 

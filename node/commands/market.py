@@ -6,8 +6,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from node.client import NodeClient
-from node.commands.common import JSON_OPTION, print_json
+from hearth.node.client import NodeClient
+from hearth.node.commands.common import JSON_OPTION, print_json
 
 
 def short(peer_id: str) -> str:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from node import paths
-from node.client import NodeClient
-from node.commands.common import JSON_OPTION, print_json
-from node.home import load_config, load_token
-from node.logs import setup as setup_logs
+from hearth.node import paths
+from hearth.node.client import NodeClient
+from hearth.node.commands.common import JSON_OPTION, print_json
+from hearth.node.home import load_config, load_token
+from hearth.node.logs import setup as setup_logs
 
 BOOTSTRAP_OPTION = typer.Option([], help="Multiaddr of a peer to join through (repeatable).")
 app = typer.Typer(help="Run this machine's node.", no_args_is_help=True)
@@ -25,7 +25,7 @@ def start(
     """Run the node in the foreground until Ctrl-C or SIGTERM."""
     import trio  # the daemon's imports (libp2p) are heavy; other commands should not pay them
 
-    from node.runtime import NodeOptions, run_until_signalled
+    from hearth.node.runtime import NodeOptions, run_until_signalled
 
     home = paths.data_dir()
     config = load_config(home)  # a wrong config stops here with its one-line reason

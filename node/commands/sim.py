@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from node.commands.common import fail
+from hearth.node.commands.common import fail
 
 if TYPE_CHECKING:
-    from testnet.sim.simulation import SimConfig
+    from hearth.testnet.sim.simulation import SimConfig
 
 
 NodesOpt = Annotated[int | None, typer.Option("--nodes", "-n", help="Nodes (default: scenario's).")]
@@ -91,9 +91,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Simulate N nodes running J jobs; print a summary and the trace hash; exit 1 on a
         broken invariant, printing the command that replays it."""
-        from testnet.scenario import Scenario, ScenarioError, load_scenario
-        from testnet.sim.fault_rates import FaultRates
-        from testnet.sim.simulation import SimConfig
+        from hearth.testnet.scenario import Scenario, ScenarioError, load_scenario
+        from hearth.testnet.sim.fault_rates import FaultRates
+        from hearth.testnet.sim.simulation import SimConfig
 
         try:
             rates = FaultRates(
@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(config: SimConfig, out: Path, quiet: bool) -> None:
-    from testnet.sim.run import run_simulation
+    from hearth.testnet.sim.run import run_simulation
 
     signatures = "FAKE (not verified)" if config.fake_signatures else "real Ed25519"
     typer.echo(
@@ -162,7 +162,7 @@ def _run(config: SimConfig, out: Path, quiet: bool) -> None:
 
 
 def _t0_ms() -> int:
-    from testnet.sim.cluster import T0_MS
+    from hearth.testnet.sim.cluster import T0_MS
 
     return T0_MS
 

@@ -9,10 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from node import paths
-from node.commands.common import JSON_OPTION, fail, print_json
-from testnet import launch
-from testnet.observe import ask
+from hearth.node import paths
+from hearth.node.commands.common import JSON_OPTION, fail, print_json
+from hearth.testnet import launch
+from hearth.testnet.observe import ask
 
 app = typer.Typer(help="Run a local testnet of real node processes.", no_args_is_help=True)
 DIR_OPTION = typer.Option(None, "--dir", help="Testnet folder (default: <data dir>/testnet).")
@@ -121,8 +121,8 @@ def run(
 
     Exit status: 0 when every check in summary.json holds, 1 when one fails, 130 on Ctrl-C.
     """
-    from testnet.run import RunOptions, run_scenario
-    from testnet.scenario import ScenarioError
+    from hearth.testnet.run import RunOptions, run_scenario
+    from hearth.testnet.scenario import ScenarioError
 
     try:
         summary = run_scenario(RunOptions(scenario, out, directory))
@@ -161,7 +161,7 @@ def demo(
     directory: Path = DIR_OPTION,
 ) -> None:
     """Start 5 nodes, publish jobs from different peers, show them verified and paid, stop."""
-    from testnet.demo import run_demo
+    from hearth.testnet.demo import run_demo
 
     try:
         ok = run_demo(seed, directory)

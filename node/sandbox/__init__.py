@@ -1,8 +1,8 @@
 """The sandbox: untrusted jobs in wasmtime (or CPython-on-WASI) inside worker processes."""
 
-from node.sandbox.config import SandboxConfig
-from node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
-from node.sandbox.pool import PoolStatistics, SandboxPool, run_job
+from hearth.node.sandbox.config import SandboxConfig
+from hearth.node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
+from hearth.node.sandbox.pool import PoolStatistics, SandboxPool, run_job
 
 __all__ = [
     "ErrorKind",

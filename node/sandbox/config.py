@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from node import paths
+from hearth.node import paths
 
 # Defaults a job gets when its publisher names no limit (the CLI's defaults too).
 DEFAULT_FUEL_MAX: Final = 10_000_000_000  # about 10-30 s of tight wasm on a home CPU

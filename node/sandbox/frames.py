@@ -8,7 +8,7 @@ from typing import Any, BinaryIO, Final, cast
 import msgpack
 import trio
 
-from protocol import limits
+from hearth.protocol import limits
 
 HEADER: Final = struct.Struct(">I")
 # The largest frame is a request carrying a whole module and input, or a result carrying output.

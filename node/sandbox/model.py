@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from protocol import limits
+from hearth.protocol import limits
 
 # What a wasm module's own bytes cost before its first instruction (ADR 0005). Deterministic:
 # a function of the bytes alone, so it is part of the fuel_used replicas agree on.

@@ -25,20 +25,20 @@ from typing import Any
 
 import trio
 
-import node
-from node.sandbox.config import SandboxConfig
-from node.sandbox.frames import FrameReader, encode
-from node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
-from node.sandbox.python import PythonUnavailable
+import hearth
+from hearth.node.sandbox.config import SandboxConfig
+from hearth.node.sandbox.frames import FrameReader, encode
+from hearth.node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
+from hearth.node.sandbox.python import PythonUnavailable
 
 
 def worker_command(settings: dict[str, Any], *flags: str) -> list[str]:
-    return [sys.executable, "-m", "node.sandbox.worker", *flags, json.dumps(settings)]
+    return [sys.executable, "-m", "hearth.node.sandbox.worker", *flags, json.dumps(settings)]
 
 
 def worker_environment() -> dict[str, str]:
     # The worker imports this source tree whatever its working directory (scratch) is.
-    source_root = str(Path(node.__file__).resolve().parent.parent)
+    source_root = str(Path(hearth.__file__).resolve().parent.parent)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [source_root, env.get("PYTHONPATH")]))
     return env

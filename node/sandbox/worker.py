@@ -1,6 +1,6 @@
 """A sandbox worker process: runs one job at a time for the pool, under resource limits.
 
-Started as ``python -m node.sandbox.worker SETTINGS_JSON`` by node/sandbox/pool.py. It reads
+Started as ``python -m hearth.node.sandbox.worker SETTINGS_JSON`` by node/sandbox/pool.py. It reads
 request frames on stdin and answers on stdout: "ready" once, then for each job "compiled" (the
 module is compiled; the deadline starts) and "done" with the result. The pool kills it on any
 overrun, so nothing here needs to be trusted to stop. ``--warm-python`` compiles CPython into
@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from node.sandbox import frames, python
-from node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
-from node.sandbox.wasm import WasmRunner, refuse_costly_module
+from hearth.node.sandbox import frames, python
+from hearth.node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
+from hearth.node.sandbox.wasm import WasmRunner, refuse_costly_module
 
 
 def apply_limits(settings: dict[str, Any], *, heap_limited: bool) -> None:

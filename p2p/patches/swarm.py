@@ -39,8 +39,8 @@ from libp2p.rcmgr import Direction
 from libp2p.transport.tcp.tcp import TCP
 from multiaddr import Multiaddr
 
-from p2p.connmgr import ConnectionView, InboundGate, choose_trim
-from p2p.transport import ConnectionLimits, TransportStatistics
+from hearth.p2p.connmgr import ConnectionView, InboundGate, choose_trim
+from hearth.p2p.transport import ConnectionLimits, TransportStatistics
 
 logger = logging.getLogger(__name__)
 

@@ -18,14 +18,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from node.commands.common import CommandError
-from node.plugins import PLUGIN_FILE, NodePlugin
-from protocol.identity import Identity
-from testnet.adversaries.fork import Forker
-from testnet.adversaries.results import Colluder, LazyCopier, Liar, Staller
+from hearth.node.commands.common import CommandError
+from hearth.node.plugins import PLUGIN_FILE, NodePlugin
+from hearth.protocol.identity import Identity
+from hearth.testnet.adversaries.fork import Forker
+from hearth.testnet.adversaries.results import Colluder, LazyCopier, Liar, Staller
 
 ADVERSARY_FILE: Final = PLUGIN_FILE  # the file a testnet writes to make a node an adversary
-FACTORY: Final = "testnet.adversaries:make"
+FACTORY: Final = "hearth.testnet.adversaries:make"
 BEHAVIOURS: Final[dict[str, Callable[[Identity], NodePlugin]]] = {
     "wrong-result": lambda identity: Liar(identity.seed),
     "collude": lambda identity: Colluder(),

@@ -11,15 +11,15 @@ from typing import Final
 
 import trio
 
-from ledger.audit import HeadGossip
-from ledger.base import LedgerBase
-from ledger.entry import Kind, MismatchBody, sign_entry
-from node.plugins import PluginContext
-from p2p.transport import TransportError
-from protocol.heads import HEADS_TTL_MS
-from protocol.identity import Identity
-from protocol.messages import TOPIC_HEADS
-from testnet.adversaries.results import Honest
+from hearth.ledger.audit import HeadGossip
+from hearth.ledger.base import LedgerBase
+from hearth.ledger.entry import Kind, MismatchBody, sign_entry
+from hearth.node.plugins import PluginContext
+from hearth.p2p.transport import TransportError
+from hearth.protocol.heads import HEADS_TTL_MS
+from hearth.protocol.identity import Identity
+from hearth.protocol.messages import TOPIC_HEADS
+from hearth.testnet.adversaries.results import Honest
 
 FORK_GOSSIP_INTERVAL_S: Final = 10.0
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hashlib
 
-from node.plugins import PluginContext
-from protocol.effects import RunJob
+from hearth.node.plugins import PluginContext
+from hearth.protocol.effects import RunJob
 
 
 class Honest:

@@ -24,16 +24,16 @@ from __future__ import annotations
 import array
 from collections.abc import Callable
 
-from ledger.entry import CountersignedReceipt, Entry, HalfSignedReceipt, Kind, parse_receipt
-from ledger.memory import MemoryLedger
-from ledger.receipts import receipt_hash
-from protocol import limits
-from protocol.codec import decode, decode_as
-from protocol.envelope import EnvelopeWire, SignedWire
-from protocol.errors import RemoteProtocolError
-from protocol.payments import ReceiptCountersigned, ReceiptOffer
-from protocol.publisher import BUSY_DECLINE_VERDICT
-from protocol.publisher_state import PublisherJob
+from hearth.ledger.entry import CountersignedReceipt, Entry, HalfSignedReceipt, Kind, parse_receipt
+from hearth.ledger.memory import MemoryLedger
+from hearth.ledger.receipts import receipt_hash
+from hearth.protocol import limits
+from hearth.protocol.codec import decode, decode_as
+from hearth.protocol.envelope import EnvelopeWire, SignedWire
+from hearth.protocol.errors import RemoteProtocolError
+from hearth.protocol.payments import ReceiptCountersigned, ReceiptOffer
+from hearth.protocol.publisher import BUSY_DECLINE_VERDICT
+from hearth.protocol.publisher_state import PublisherJob
 
 ResultOf = Callable[[bytes, bytes], bool | None]  # (job id, worker key) -> honest? None: never ran
 

@@ -36,10 +36,10 @@ import struct
 from collections import Counter
 from typing import Any
 
-from ledger.audit import HeadGossip
-from ledger.errors import LedgerUnavailableError
-from ledger.memory import MemoryLedger
-from protocol.effects import (
+from hearth.ledger.audit import HeadGossip
+from hearth.ledger.errors import LedgerUnavailableError
+from hearth.ledger.memory import MemoryLedger
+from hearth.protocol.effects import (
     AbortJob,
     BanPeer,
     CommitEntries,
@@ -55,8 +55,8 @@ from protocol.effects import (
     SaveJob,
     Send,
 )
-from protocol.engine import Engine, EngineConfig, HostProfile
-from protocol.events import (
+from hearth.protocol.engine import Engine, EngineConfig, HostProfile
+from hearth.protocol.events import (
     BlobFetched,
     BlobFetchFailed,
     CommitFailed,
@@ -70,24 +70,24 @@ from protocol.events import (
     Started,
     TimerFired,
 )
-from protocol.heads import HEADS_TTL_MS
-from protocol.identity import Identity, PeerId, public_key_from_peer_id
-from protocol.interpreter import Interpreter
-from protocol.jobs_config import JobsConfig
-from protocol.messages import PROTOCOL_RECEIPT, TOPIC_HEADS, TOPIC_JOBS
-from protocol.publisher_state import PublisherConfig
-from protocol.timers import TimerKey
-from testnet.sim import faults
-from testnet.sim.checkers import Checker, InvariantViolation, check_refusal
-from testnet.sim.clocks import Clocks
-from testnet.sim.disk import FlakyDisk, FlakyLedger
-from testnet.sim.fault_rates import (
+from hearth.protocol.heads import HEADS_TTL_MS
+from hearth.protocol.identity import Identity, PeerId, public_key_from_peer_id
+from hearth.protocol.interpreter import Interpreter
+from hearth.protocol.jobs_config import JobsConfig
+from hearth.protocol.messages import PROTOCOL_RECEIPT, TOPIC_HEADS, TOPIC_JOBS
+from hearth.protocol.publisher_state import PublisherConfig
+from hearth.protocol.timers import TimerKey
+from hearth.testnet.sim import faults
+from hearth.testnet.sim.checkers import Checker, InvariantViolation, check_refusal
+from hearth.testnet.sim.clocks import Clocks
+from hearth.testnet.sim.disk import FlakyDisk, FlakyLedger
+from hearth.testnet.sim.fault_rates import (
     CRASH_DOWN_MS,
     DUPLICATE_DELAY_MS_MAX,
     REORDER_DELAY_MS_MAX,
     FaultRates,
 )
-from testnet.sim.network import Network
+from hearth.testnet.sim.network import Network
 
 T0_MS = 1_800_000_000_000  # 08:00 UTC: solar hosts are up
 BLOB_FAIL_MS = 2_000

@@ -9,10 +9,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from ledger.entry import Entry
-from ledger.errors import LedgerUnavailableError
-from ledger.memory import MemoryLedger
-from protocol.identity import Identity
+from hearth.ledger.entry import Entry
+from hearth.ledger.errors import LedgerUnavailableError
+from hearth.ledger.memory import MemoryLedger
+from hearth.protocol.identity import Identity
 
 
 class FlakyDisk:

@@ -19,12 +19,12 @@ import random
 import sys
 from typing import Final
 
-from ledger.entry import GENESIS_PREV_HASH, CancelBody, GenesisBody, Kind, sign_entry
-from ledger.memory import MemoryLedger
-from protocol.engine import HostProfile
-from protocol.messages import HOURS_MASK_ALL
-from protocol.pricing import PricingConfig
-from testnet.scenario import Scenario
+from hearth.ledger.entry import GENESIS_PREV_HASH, CancelBody, GenesisBody, Kind, sign_entry
+from hearth.ledger.memory import MemoryLedger
+from hearth.protocol.engine import HostProfile
+from hearth.protocol.messages import HOURS_MASK_ALL
+from hearth.protocol.pricing import PricingConfig
+from hearth.testnet.scenario import Scenario
 
 HONEST: Final = "honest"
 STALLERS: Final = frozenset({"bid_spammer"})  # never finish a job

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from protocol.identity import PeerId
-from testnet.sim import faults
-from testnet.sim.cluster import T0_MS
-from testnet.sim.simulation import Simulation
+from hearth.protocol.identity import PeerId
+from hearth.testnet.sim import faults
+from hearth.testnet.sim.cluster import T0_MS
+from hearth.testnet.sim.simulation import Simulation
 
 
 def percentile(values: list[int], pct: int) -> int:

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from testnet.sim.checkers import InvariantViolation
-from testnet.sim.report import summarise, write_report
-from testnet.sim.simulation import SimConfig, Simulation
+from hearth.testnet.sim.checkers import InvariantViolation
+from hearth.testnet.sim.report import summarise, write_report
+from hearth.testnet.sim.simulation import SimConfig, Simulation
 
 
 @dataclasses.dataclass

@@ -19,17 +19,17 @@ import random
 from collections.abc import Callable
 from typing import Final
 
-from protocol.effects import JobProgress
-from protocol.events import PublishJob
-from protocol.identity import Identity
-from protocol.job_messages import JobId, result_digest
-from protocol.publisher_state import PublisherConfig
-from testnet.scenario import Scenario
-from testnet.sim import faults
-from testnet.sim.checkers import Checker
-from testnet.sim.cluster import T0_MS, Cluster, Control, SimNode
-from testnet.sim.fault_rates import FaultRates, swarm
-from testnet.sim.network import Network, NetworkConfig
+from hearth.protocol.effects import JobProgress
+from hearth.protocol.events import PublishJob
+from hearth.protocol.identity import Identity
+from hearth.protocol.job_messages import JobId, result_digest
+from hearth.protocol.publisher_state import PublisherConfig
+from hearth.testnet.scenario import Scenario
+from hearth.testnet.sim import faults
+from hearth.testnet.sim.checkers import Checker
+from hearth.testnet.sim.cluster import T0_MS, Cluster, Control, SimNode
+from hearth.testnet.sim.fault_rates import FaultRates, swarm
+from hearth.testnet.sim.network import Network, NetworkConfig
 
 MODULES: Final = 8  # jobs share a few modules, as real workloads do
 MODULE_BYTES: Final = 200_000

@@ -15,13 +15,13 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from node.runtime import read_psk
-from p2p.host import open_transport
-from p2p.transport import HostConfig, Transport
-from protocol.envelope import seal
-from protocol.identity import Identity
-from protocol.messages import PROTOCOLS, TOPICS
-from testnet import launch
+from hearth.node.runtime import read_psk
+from hearth.p2p.host import open_transport
+from hearth.p2p.transport import HostConfig, Transport
+from hearth.protocol.envelope import seal
+from hearth.protocol.identity import Identity
+from hearth.protocol.messages import PROTOCOLS, TOPICS
+from hearth.testnet import launch
 
 CONNECT_TIMEOUT_S = 15.0
 

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from hearth import Client
-from node.config import TEMPLATE
-from testnet import launch
+from hearth.node.config import TEMPLATE
+from hearth.testnet import launch
 
 ROOT = Path(__file__).resolve().parents[2]
 ECHO = ROOT / "node" / "sandbox" / "modules" / "echo.wat"
@@ -28,7 +28,7 @@ def config(power_w: int = 60) -> str:
 def hearth(home: Path, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     """Run the CLI against the node in ``home``, as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", "node", *args],
+        [sys.executable, "-m", "hearth.node", *args],
         env={**os.environ, "HEARTH_HOME": str(home)},
         capture_output=True,
         text=True,
@@ -55,7 +55,7 @@ def settled(nodes: list[launch.LaunchedNode]) -> bool:
 
 
 def market_ready(nodes: list[launch.LaunchedNode]) -> bool:
-    from testnet.observe import market_complete
+    from hearth.testnet.observe import market_complete
 
     return market_complete(nodes)
 

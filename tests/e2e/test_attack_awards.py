@@ -23,13 +23,13 @@ import trio
 from libp2p.peer.id import ID
 
 from hearth import Client, JobOptions, JobResult
-from p2p.peers import BAN_SCORE
-from p2p.transport import TransportError
-from protocol.envelope import Envelope, open_envelope
-from protocol.errors import RemoteProtocolError
-from protocol.job_messages import Award, AwardReply, Bid, CallForBids
-from protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID
-from testnet import launch
+from hearth.p2p.peers import BAN_SCORE
+from hearth.p2p.transport import TransportError
+from hearth.protocol.envelope import Envelope, open_envelope
+from hearth.protocol.errors import RemoteProtocolError
+from hearth.protocol.job_messages import Award, AwardReply, Bid, CallForBids
+from hearth.protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID
+from hearth.testnet import launch
 from tests.e2e.hostile import Hostile, hostile_peer, now_ms
 from tests.e2e.network import ECHO, config, settled, start
 

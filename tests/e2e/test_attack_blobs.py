@@ -18,13 +18,13 @@ import trio
 
 from hearth import Client, JobOptions
 from hearth.client import HearthError, module_bytes
-from node.blobs import UNENTITLED_PENALTY_POINTS
-from p2p.peers import BAN_SCORE
-from p2p.transport import TransportError
-from protocol import limits
-from protocol.codec import decode_as, encode
-from protocol.messages import BLOB_TOTAL_REFUSED, PROTOCOL_BLOB, BlobChunk, BlobRequest
-from testnet import launch
+from hearth.node.blobs import UNENTITLED_PENALTY_POINTS
+from hearth.p2p.peers import BAN_SCORE
+from hearth.p2p.transport import TransportError
+from hearth.protocol import limits
+from hearth.protocol.codec import decode_as, encode
+from hearth.protocol.messages import BLOB_TOTAL_REFUSED, PROTOCOL_BLOB, BlobChunk, BlobRequest
+from hearth.testnet import launch
 from tests.e2e.hostile import Hostile, hostile_peer
 from tests.e2e.network import ECHO, ROOT, config, settled, start
 

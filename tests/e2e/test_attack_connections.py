@@ -26,14 +26,14 @@ from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 
 from hearth import Client
-from node.runtime import read_psk
-from p2p import dialing
-from p2p.discovery import PEER_EXCHANGE_PROTOCOL
-from p2p.host import Libp2pTransport
-from p2p.streams import encode_frame, read_frame
-from p2p.transport import ConnectionLimits
-from protocol.identity import Identity
-from testnet import launch
+from hearth.node.runtime import read_psk
+from hearth.p2p import dialing
+from hearth.p2p.discovery import PEER_EXCHANGE_PROTOCOL
+from hearth.p2p.host import Libp2pTransport
+from hearth.p2p.streams import encode_frame, read_frame
+from hearth.p2p.transport import ConnectionLimits
+from hearth.protocol.identity import Identity
+from hearth.testnet import launch
 from tests.e2e.hostile import hostile_peer
 from tests.e2e.network import ECHO, assert_books_balance, config, start
 from tests.p2p.helpers import seed, wait_until

@@ -18,12 +18,12 @@ import pytest
 import trio
 
 from hearth import Client
-from ledger.receipts import make_receipt
-from protocol.credit import CreditConfig
-from protocol.identity import public_key_from_peer_id
-from protocol.messages import PROTOCOL_RECEIPT
-from protocol.payments import ReceiptOffer
-from testnet import launch
+from hearth.ledger.receipts import make_receipt
+from hearth.protocol.credit import CreditConfig
+from hearth.protocol.identity import public_key_from_peer_id
+from hearth.protocol.messages import PROTOCOL_RECEIPT
+from hearth.protocol.payments import ReceiptOffer
+from hearth.testnet import launch
 from tests.e2e.hostile import Hostile, hostile_peer, now_ms
 from tests.e2e.network import ECHO, config, hearth, settled, start
 

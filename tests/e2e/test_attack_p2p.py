@@ -17,9 +17,9 @@ import trio
 
 from hearth import Client
 from hearth.client import JobResult
-from node.runtime import read_psk
-from protocol.messages import PROTOCOLS
-from testnet import launch
+from hearth.node.runtime import read_psk
+from hearth.protocol.messages import PROTOCOLS
+from hearth.testnet import launch
 from tests.e2e.hostile import hostile_peer
 from tests.e2e.network import ECHO, assert_books_balance, config, start
 from tests.p2p import raw_peer

@@ -22,11 +22,11 @@ import trio
 
 from hearth import Client, JobOptions
 from hearth.client import module_bytes
-from node.blobs import blob_hash
-from p2p.transport import TransportError
-from protocol.codec import encode
-from protocol.messages import PROTOCOL_BLOB, BlobRequest
-from testnet import launch
+from hearth.node.blobs import blob_hash
+from hearth.p2p.transport import TransportError
+from hearth.protocol.codec import encode
+from hearth.protocol.messages import PROTOCOL_BLOB, BlobRequest
+from hearth.testnet import launch
 from tests.diskfull import fill, free, mount_small_disk, unmount
 from tests.e2e.hostile import hostile_peer
 from tests.e2e.network import ECHO, LOOP, assert_books_balance, config, hearth, start

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from ledger.memory import MemoryLedger
-from ledger.store import SqliteLedger
-from node import calibrate, paths
-from node.home import load_identity
+from hearth.ledger.memory import MemoryLedger
+from hearth.ledger.store import SqliteLedger
+from hearth.node import calibrate, paths
+from hearth.node.home import load_identity
 from tests.e2e.network import hearth
 from tests.ledger.conftest import exchange, identity
 
@@ -71,7 +71,17 @@ def test_node_start_on_each_corrupt_ledger_says_one_line(tmp_path: Path) -> None
         homes[case] = home
     started = {  # all at once: each start pays the daemon's imports
         case: subprocess.Popen(
-            [sys.executable, "-m", "node", "node", "start", "--host", "127.0.0.9", "--port", "0"],
+            [
+                sys.executable,
+                "-m",
+                "hearth.node",
+                "node",
+                "start",
+                "--host",
+                "127.0.0.9",
+                "--port",
+                "0",
+            ],
             env={**os.environ, "HEARTH_HOME": str(home)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

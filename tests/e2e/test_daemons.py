@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from node.config import TEMPLATE, parse
-from protocol.pricing import price_now
-from testnet import launch
-from testnet.observe import ask
+from hearth.node.config import TEMPLATE, parse
+from hearth.protocol.pricing import price_now
+from hearth.testnet import launch
+from hearth.testnet.observe import ask
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ def config_with(power_w: int, operator: str) -> str:
 
 def hearth(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "node", *args],
+        [sys.executable, "-m", "hearth.node", *args],
         env={**os.environ, "HEARTH_HOME": str(home)},
         capture_output=True,
         text=True,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from hearth import Client, JobOptions
-from testnet import adversaries, launch
+from hearth.testnet import adversaries, launch
 from tests.e2e.network import ECHO, LOOP, balances, config, hearth, settled, start
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from hearth import Client, JobOptions
-from node.testhooks import BEFORE_PAY_COMMIT
-from testnet import launch
+from hearth.node.testhooks import BEFORE_PAY_COMMIT
+from hearth.testnet import launch
 from tests.e2e.network import ECHO, assert_books_balance, balances, config, hearth, market_ready
 from tests.e2e.network import start as start_network
 

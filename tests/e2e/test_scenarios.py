@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from testnet import launch, report
+from hearth.testnet import launch, report
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,16 @@ publishers = 1
 def hearth_run(scenario: Path, out: Path, timeout_s: float) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
-            [sys.executable, "-m", "node", "testnet", "run", str(scenario), "--out", str(out)],
+            [
+                sys.executable,
+                "-m",
+                "hearth.node",
+                "testnet",
+                "run",
+                str(scenario),
+                "--out",
+                str(out),
+            ],
             capture_output=True,
             text=True,
             timeout=timeout_s,
@@ -118,7 +127,7 @@ def test_ctrl_c_stops_every_node_and_still_writes_the_report(tmp_path: Path) -> 
     scenario = tmp_path / "long.toml"
     scenario.write_text(LONG)
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "node", "testnet", "run", str(scenario), "--out", str(out)]
+    argv = [sys.executable, "-m", "hearth.node", "testnet", "run", str(scenario), "--out", str(out)]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
 

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import msgpack
 
-from ledger.audit import LedgerRangeRequest, serve_range
-from ledger.entry import ForkProof, Kind, MismatchBody, parse_entry, sign_entry
-from ledger.memory import MemoryLedger
-from ledger.proofs import make_fork_proof
-from protocol.codec import encode
-from protocol.effects import Publish, Send
-from protocol.envelope import open_envelope
-from protocol.events import Started
-from protocol.messages import BlobRequest
+from hearth.ledger.audit import LedgerRangeRequest, serve_range
+from hearth.ledger.entry import ForkProof, Kind, MismatchBody, parse_entry, sign_entry
+from hearth.ledger.memory import MemoryLedger
+from hearth.ledger.proofs import make_fork_proof
+from hearth.protocol.codec import encode
+from hearth.protocol.effects import Publish, Send
+from hearth.protocol.envelope import open_envelope
+from hearth.protocol.events import Started
+from hearth.protocol.messages import BlobRequest
 from tests.fuzz.targets import (
     AUTHORS,
     BLOB,

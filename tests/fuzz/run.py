@@ -27,7 +27,9 @@ from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports(include=["protocol", "ledger", "node.blobs", "tests.fuzz"]):
+with atheris.instrument_imports(
+    include=["hearth.protocol", "hearth.ledger", "hearth.node.blobs", "tests.fuzz"]
+):
     from tests.fuzz import targets
 
 CORPUS = Path(__file__).resolve().parent / "corpus"

@@ -26,16 +26,16 @@ from typing import Any
 
 import msgpack
 
-from ledger.audit import (
+from hearth.ledger.audit import (
     LedgerRangeRequest,
     LedgerRangeResponse,
     audit_range,
     check_range_request,
     serve_range,
 )
-from ledger.base import LedgerBase
-from ledger.chain import verify_chain
-from ledger.entry import (
+from hearth.ledger.base import LedgerBase
+from hearth.ledger.chain import verify_chain
+from hearth.ledger.entry import (
     CountersignedReceipt,
     DoubleClaimProof,
     EntrySigned,
@@ -46,16 +46,16 @@ from ledger.entry import (
     parse_entry,
     parse_receipt,
 )
-from ledger.errors import ChainError
-from ledger.memory import MemoryLedger
-from ledger.parallel import verify_chain_parallel
-from ledger.proofs import verify_double_claim_proof, verify_fork_proof
-from ledger.receipts import check_half_signed, check_receipt
-from ledger.store import SqliteLedger
-from node.blobs import BlobStore, serve_blob_request
-from p2p.transport import Inbound
-from protocol.codec import decode, decode_as, encode, registered_types
-from protocol.effects import (
+from hearth.ledger.errors import ChainError
+from hearth.ledger.memory import MemoryLedger
+from hearth.ledger.parallel import verify_chain_parallel
+from hearth.ledger.proofs import verify_double_claim_proof, verify_fork_proof
+from hearth.ledger.receipts import check_half_signed, check_receipt
+from hearth.ledger.store import SqliteLedger
+from hearth.node.blobs import BlobStore, serve_blob_request
+from hearth.p2p.transport import Inbound
+from hearth.protocol.codec import decode, decode_as, encode, registered_types
+from hearth.protocol.effects import (
     CancelTimer,
     CommitEntries,
     FetchBlob,
@@ -64,10 +64,10 @@ from protocol.effects import (
     Send,
     SetTimer,
 )
-from protocol.engine import Engine, EngineConfig
-from protocol.envelope import NONCE_MAX, EnvelopeWire, SignedWire, open_envelope
-from protocol.errors import RemoteProtocolError
-from protocol.events import (
+from hearth.protocol.engine import Engine, EngineConfig
+from hearth.protocol.envelope import NONCE_MAX, EnvelopeWire, SignedWire, open_envelope
+from hearth.protocol.errors import RemoteProtocolError
+from hearth.protocol.events import (
     BlobFetched,
     EntriesCommitted,
     JobExecuted,
@@ -76,12 +76,12 @@ from protocol.events import (
     PublishJob,
     TimerFired,
 )
-from protocol.identity import Identity
-from protocol.job_messages import JobId
-from protocol.jobs_config import JobsConfig
-from protocol.messages import PROTOCOLS, TOPICS
-from protocol.publisher_state import PublisherConfig
-from protocol.timers import TimerKey
+from hearth.protocol.identity import Identity
+from hearth.protocol.job_messages import JobId
+from hearth.protocol.jobs_config import JobsConfig
+from hearth.protocol.messages import PROTOCOLS, TOPICS
+from hearth.protocol.publisher_state import PublisherConfig
+from hearth.protocol.timers import TimerKey
 from tests.protocol.harness import T0_MS, make_profile
 
 NOW_MS = T0_MS + 100  # just after the corpus job's call for bids, inside its envelopes' lives
@@ -457,14 +457,18 @@ def chain(data: bytes) -> None:
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target("codec", codec, (RemoteProtocolError,), "protocol.codec.decode"),
-        Target("envelope", envelope, (RemoteProtocolError,), "protocol.envelope.open_envelope"),
+        Target("codec", codec, (RemoteProtocolError,), "hearth.protocol.codec.decode"),
+        Target(
+            "envelope", envelope, (RemoteProtocolError,), "hearth.protocol.envelope.open_envelope"
+        ),
         Target("messages", messages, (RemoteProtocolError,), "every message's parser and check"),
         Target("engine", engine, (), "Engine.step over signed messages on every channel"),
-        Target("blob", blob, (), "node.blobs.serve_blob_request"),
-        Target("ledger_range", ledger_range, (RemoteProtocolError,), "ledger.audit.serve_range"),
-        Target("audit", audit, (RemoteProtocolError,), "ledger.audit.audit_range"),
-        Target("chain", chain, (ChainError,), "ledger.chain verify_chain / ChainVerifier"),
+        Target("blob", blob, (), "hearth.node.blobs.serve_blob_request"),
+        Target(
+            "ledger_range", ledger_range, (RemoteProtocolError,), "hearth.ledger.audit.serve_range"
+        ),
+        Target("audit", audit, (RemoteProtocolError,), "hearth.ledger.audit.audit_range"),
+        Target("chain", chain, (ChainError,), "hearth.ledger.chain verify_chain / ChainVerifier"),
     )
 }
 

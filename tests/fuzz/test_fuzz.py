@@ -22,11 +22,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger.audit import LedgerRangeRequest
-from ledger.entry import EntrySigned
-from protocol import limits
-from protocol.codec import decode, decode_as, encode, registered_types
-from protocol.messages import (
+from hearth.ledger.audit import LedgerRangeRequest
+from hearth.ledger.entry import EntrySigned
+from hearth.protocol import limits
+from hearth.protocol.codec import decode, decode_as, encode, registered_types
+from hearth.protocol.messages import (
     PROTOCOL_AWARD,
     PROTOCOL_BID,
     PROTOCOL_RECEIPT,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.base import LedgerBase
-from ledger.entry import CountersignedReceipt
-from ledger.memory import MemoryLedger
-from protocol.identity import Identity
+from hearth.ledger.base import LedgerBase
+from hearth.ledger.entry import CountersignedReceipt
+from hearth.ledger.memory import MemoryLedger
+from hearth.protocol.identity import Identity
 
 
 def identity(n: int) -> Identity:

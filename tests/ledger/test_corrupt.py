@@ -19,10 +19,10 @@ from unittest import mock
 
 import pytest
 
-from ledger import errors
-from ledger.store import SqliteLedger
-from node.cli import main
-from protocol.errors import HearthError
+from hearth.ledger import errors
+from hearth.ledger.store import SqliteLedger
+from hearth.node.cli import main
+from hearth.protocol.errors import HearthError
 from tests.ledger.conftest import identity
 from tests.ledger.test_store import HEARTH, ROOT, filled
 

@@ -11,11 +11,11 @@ import dataclasses
 
 import pytest
 
-import ledger.chain
-from ledger.chain import ChainState, _Change, verify_chain
-from ledger.entry import Entry, Kind, MismatchBody, sign_entry
-from ledger.memory import MemoryLedger
-from protocol.identity import verify_signature
+import hearth.ledger.chain
+from hearth.ledger.chain import ChainState, _Change, verify_chain
+from hearth.ledger.entry import Entry, Kind, MismatchBody, sign_entry
+from hearth.ledger.memory import MemoryLedger
+from hearth.protocol.identity import verify_signature
 from tests.ledger.conftest import identity
 
 JOB = b"job-1"
@@ -114,7 +114,8 @@ def test_a_fold_that_loses_a_flow_fires_after_the_read(monkeypatch: pytest.Monke
     )
     payer.settle(payee.append_earn(half, now_ms=1_001), now_ms=1_002)
     verify_chain(payer.entry_wires()).assert_conserved()
-    monkeypatch.setattr(ledger.chain, "_add_flow", lambda *args: None)  # the seam: a lost flow
+    # the seam: a lost flow
+    monkeypatch.setattr(hearth.ledger.chain, "_add_flow", lambda *args: None)
     with pytest.raises(AssertionError, match="balance != earned - settled pays"):
         verify_chain(payer.entry_wires())
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ledger.store import SqliteLedger
+from hearth.ledger.store import SqliteLedger
 from tests.ledger.conftest import identity
 
 CYCLES = int(os.environ.get("HEARTH_LEDGER_KILL_CYCLES", "200"))

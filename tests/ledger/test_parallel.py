@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import errors
-from ledger.chain import ChainVerifier, verify_chain
-from ledger.entry import (
+from hearth.ledger import errors
+from hearth.ledger.chain import ChainVerifier, verify_chain
+from hearth.ledger.entry import (
     CountersignedReceipt,
     HalfSignedReceipt,
     Kind,
@@ -17,9 +17,9 @@ from ledger.entry import (
     parse_entry_deferred,
     parse_header,
 )
-from ledger.memory import MemoryLedger
-from ledger.parallel import verify_chain_parallel
-from protocol.codec import encode
+from hearth.ledger.memory import MemoryLedger
+from hearth.ledger.parallel import verify_chain_parallel
+from hearth.protocol.codec import encode
 from tests.ledger.conftest import exchange, identity
 from tests.ledger.test_tamper import CORPUS
 

@@ -8,28 +8,34 @@ from pathlib import Path
 
 import pytest
 
-from ledger import errors
-from ledger.audit import (
+from hearth.ledger import errors
+from hearth.ledger.audit import (
     LedgerRangeRequest,
     LedgerRangeResponse,
     audit_range,
     missing_receipts,
     serve_range,
 )
-from ledger.chain import verify_chain
-from ledger.entry import CountersignedReceipt, DoubleClaimProof, Kind, MismatchBody, sign_entry
-from ledger.memory import MemoryLedger
-from ledger.proofs import (
+from hearth.ledger.chain import verify_chain
+from hearth.ledger.entry import (
+    CountersignedReceipt,
+    DoubleClaimProof,
+    Kind,
+    MismatchBody,
+    sign_entry,
+)
+from hearth.ledger.memory import MemoryLedger
+from hearth.ledger.proofs import (
     ForkWatch,
     RefusedAuthors,
     make_fork_proof,
     verify_double_claim_proof,
     verify_fork_proof,
 )
-from ledger.receipts import check_receipt, countersign, make_receipt, receipt_hash
-from protocol import limits
-from protocol.codec import decode, encode
-from protocol.errors import OversizeError
+from hearth.ledger.receipts import check_receipt, countersign, make_receipt, receipt_hash
+from hearth.protocol import limits
+from hearth.protocol.codec import decode, encode
+from hearth.protocol.errors import OversizeError
 from tests.ledger.conftest import exchange, identity
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +59,7 @@ def test_the_chain_rules_do_no_io(name: str) -> None:
 
 
 def test_the_ledger_message_types_stay_in_their_range() -> None:
-    from protocol.codec import registered_types
+    from hearth.protocol.codec import registered_types
 
     ours = [c for c, cls in registered_types().items() if cls.__module__.startswith("ledger.")]
     assert ours and all(100 <= c <= 149 for c in ours)

@@ -15,11 +15,11 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from ledger import errors
-from ledger.chain import PayStatus, verify_chain
-from ledger.entry import CountersignedReceipt, HalfSignedReceipt
-from ledger.receipts import check_receipt, receipt_hash
-from ledger.store import SqliteLedger
+from hearth.ledger import errors
+from hearth.ledger.chain import PayStatus, verify_chain
+from hearth.ledger.entry import CountersignedReceipt, HalfSignedReceipt
+from hearth.ledger.receipts import check_receipt, receipt_hash
+from hearth.ledger.store import SqliteLedger
 from tests.ledger.conftest import identity
 
 PAYER, PAYEE = identity(1), identity(2)
@@ -137,7 +137,7 @@ class LedgerPair(RuleBasedStateMachine):
 
 
 def check_receipt_half_expiry(half: HalfSignedReceipt) -> int:
-    from ledger.entry import parse_receipt
+    from hearth.ledger.entry import parse_receipt
 
     return parse_receipt(half.receipt).expires_ms
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ledger import errors
-from ledger.memory import MemoryLedger
-from ledger.store import LedgerBusyError, SqliteLedger
-from protocol.errors import HearthError
+from hearth.ledger import errors
+from hearth.ledger.memory import MemoryLedger
+from hearth.ledger.store import LedgerBusyError, SqliteLedger
+from hearth.protocol.errors import HearthError
 from tests.ledger.conftest import exchange, identity
 
 ROOT = Path(__file__).resolve().parents[2]

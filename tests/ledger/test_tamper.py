@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ledger import errors
-from ledger.chain import verify_chain
-from ledger.entry import (
+from hearth.ledger import errors
+from hearth.ledger.chain import verify_chain
+from hearth.ledger.entry import (
     CountersignedReceipt,
     Entry,
     Kind,
@@ -15,9 +15,9 @@ from ledger.entry import (
     parse_header,
     sign_entry,
 )
-from ledger.memory import MemoryLedger
-from ledger.proofs import verify_fork_proof
-from protocol.codec import encode
+from hearth.ledger.memory import MemoryLedger
+from hearth.ledger.proofs import verify_fork_proof
+from hearth.protocol.codec import encode
 from tests.ledger.conftest import exchange, identity
 
 A, B, C = identity(1), identity(2), identity(3)
@@ -79,7 +79,7 @@ def signature_by_another_key(wires: list[bytes]) -> list[bytes]:
 
 
 def encode_wire(signed: bytes, signature: bytes) -> bytes:
-    from ledger.entry import EntryWire
+    from hearth.ledger.entry import EntryWire
 
     return encode(EntryWire(signed, signature))
 

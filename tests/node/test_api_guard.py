@@ -14,10 +14,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hearth.client import Client, HearthError
-from node import paths
-from node.api import build_app, serve_api
-from node.commands.common import CommandError
-from node.home import init_home, load_token
+from hearth.node import paths
+from hearth.node.api import build_app, serve_api
+from hearth.node.commands.common import CommandError
+from hearth.node.home import init_home, load_token
 
 TOKEN = "t" * 64
 CAP_BYTES = 256 * 1024
@@ -113,7 +113,7 @@ def test_the_cli_and_the_node_say_what_is_wrong_with_the_token_in_one_line(
     says = f"run chmod 600 {paths.token_path(home)}"
     for command in (["node", "status"], ["node", "start"]):
         result = subprocess.run(
-            [sys.executable, "-m", "node", *command], env=env, capture_output=True, text=True
+            [sys.executable, "-m", "hearth.node", *command], env=env, capture_output=True, text=True
         )
         assert result.returncode == 1
         assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.blobs import (
+from hearth.node.blobs import (
     MALFORMED_PENALTY_POINTS,
     UNENTITLED_PENALTY_POINTS,
     BlobError,
@@ -21,12 +21,12 @@ from node.blobs import (
     fetch_blob,
     serve_blob_request,
 )
-from p2p.memory import MemoryNetwork
-from p2p.peers import PeerReputation
-from p2p.transport import Inbound, Transport
-from protocol import limits
-from protocol.codec import decode_as, encode
-from protocol.messages import (
+from hearth.p2p.memory import MemoryNetwork
+from hearth.p2p.peers import PeerReputation
+from hearth.p2p.transport import Inbound, Transport
+from hearth.protocol import limits
+from hearth.protocol.codec import decode_as, encode
+from hearth.protocol.messages import (
     BLOB_TOTAL_MISSING,
     BLOB_TOTAL_REFUSED,
     PROTOCOL_BLOB,

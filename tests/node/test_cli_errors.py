@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from node.cli import command_error_in
-from node.commands.common import CommandError
-from node.runtime import open_ledger
+from hearth.node.cli import command_error_in
+from hearth.node.commands.common import CommandError
+from hearth.node.runtime import open_ledger
 from tests.ledger.conftest import identity
 from tests.ledger.test_corrupt import DAMAGE, spoiled, sql
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from node.commands.common import CommandError
-from node.config import TEMPLATE, parse
-from protocol.credit import CreditConfig
+from hearth.node.commands.common import CommandError
+from hearth.node.config import TEMPLATE, parse
+from hearth.protocol.credit import CreditConfig
 
 
 def test_the_template_and_an_old_file_without_the_section_give_the_defaults() -> None:

@@ -16,21 +16,21 @@ from pathlib import Path
 import pytest
 import trio
 
-from ledger.store import SqliteLedger
-from node import logs
-from node.blobs import BlobStore, blob_hash
-from node.driver import Driver
-from node.files import write_atomically
-from node.health import Health
-from node.jobs import JobService
-from node.logs import LOGGER_NAME, JsonFormatter, NodeLogFile
-from node.sandbox.config import SandboxConfig
-from node.sandbox.pool import SandboxPool
-from p2p.memory import MemoryNetwork
-from protocol.effects import SaveJob
-from protocol.engine import Engine, EngineConfig
-from protocol.identity import Identity
-from protocol.job_messages import JobId
+from hearth.ledger.store import SqliteLedger
+from hearth.node import logs
+from hearth.node.blobs import BlobStore, blob_hash
+from hearth.node.driver import Driver
+from hearth.node.files import write_atomically
+from hearth.node.health import Health
+from hearth.node.jobs import JobService
+from hearth.node.logs import LOGGER_NAME, JsonFormatter, NodeLogFile
+from hearth.node.sandbox.config import SandboxConfig
+from hearth.node.sandbox.pool import SandboxPool
+from hearth.p2p.memory import MemoryNetwork
+from hearth.protocol.effects import SaveJob
+from hearth.protocol.engine import Engine, EngineConfig
+from hearth.protocol.identity import Identity
+from hearth.protocol.job_messages import JobId
 from tests.diskfull import fill, free, small_disk
 from tests.node.test_driver_boundary import TrioClock
 from tests.p2p.helpers import config, seed

@@ -13,13 +13,13 @@ import pytest
 import trio
 import trio.testing
 
-from node.driver import Driver
-from node.logs import LOGGER_NAME, LogLimiter
-from p2p.memory import MemoryNetwork
-from p2p.transport import Inbound, Transport
-from protocol.engine import Engine, EngineConfig
-from protocol.events import MessageReceived
-from protocol.identity import Identity, PeerId
+from hearth.node.driver import Driver
+from hearth.node.logs import LOGGER_NAME, LogLimiter
+from hearth.p2p.memory import MemoryNetwork
+from hearth.p2p.transport import Inbound, Transport
+from hearth.protocol.engine import Engine, EngineConfig
+from hearth.protocol.events import MessageReceived
+from hearth.protocol.identity import Identity, PeerId
 from tests.p2p.helpers import ECHO, TOPIC, config, seed
 from tests.protocol.harness import make_profile
 

@@ -12,17 +12,17 @@ from pathlib import Path
 import trio
 import trio.testing
 
-from ledger.entry import Entry, Kind
-from ledger.errors import LedgerUnavailableError
-from ledger.store import SqliteLedger
-from node.driver import Driver
-from p2p.memory import MemoryNetwork
-from protocol.effects import PayWorker
-from protocol.engine import Engine, EngineConfig
-from protocol.events import CommitFailed, EntriesCommitted
-from protocol.identity import Identity
-from protocol.job_messages import JobId
-from protocol.payments import RETRY_PAY_MS
+from hearth.ledger.entry import Entry, Kind
+from hearth.ledger.errors import LedgerUnavailableError
+from hearth.ledger.store import SqliteLedger
+from hearth.node.driver import Driver
+from hearth.p2p.memory import MemoryNetwork
+from hearth.protocol.effects import PayWorker
+from hearth.protocol.engine import Engine, EngineConfig
+from hearth.protocol.events import CommitFailed, EntriesCommitted
+from hearth.protocol.identity import Identity
+from hearth.protocol.job_messages import JobId
+from hearth.protocol.payments import RETRY_PAY_MS
 from tests.p2p.helpers import config, seed
 from tests.protocol.harness import make_profile
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import trio
 
-from protocol.effects import CancelTimer, JobProgress, SaveJob, SetTimer
-from protocol.errors import LocalProtocolError
-from protocol.events import MessageReceived, PublishJob, RuntimeOffered, TimerFired
-from protocol.identity import PeerId
-from protocol.job_messages import JobId
-from protocol.timers import BidsTimer, JobDeadlineTimer, SlotTimer, TimerKey
+from hearth.protocol.effects import CancelTimer, JobProgress, SaveJob, SetTimer
+from hearth.protocol.errors import LocalProtocolError
+from hearth.protocol.events import MessageReceived, PublishJob, RuntimeOffered, TimerFired
+from hearth.protocol.identity import PeerId
+from hearth.protocol.job_messages import JobId
+from hearth.protocol.timers import BidsTimer, JobDeadlineTimer, SlotTimer, TimerKey
 from tests.node.test_driver_boundary import running_driver
 
 JOB = JobId(bytes(16))

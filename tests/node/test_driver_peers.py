@@ -7,14 +7,14 @@ import random
 import pytest
 import trio
 
-from node.driver import Driver
-from p2p.memory import MemoryNetwork
-from p2p.transport import TransportError
-from protocol import limits
-from protocol.engine import PENALTY_POINTS_DEFAULT, Engine, EngineConfig
-from protocol.events import MessageReceived, PeerConnected, PeerDisconnected
-from protocol.identity import Identity, PeerId
-from protocol.messages import PROTOCOL_BID
+from hearth.node.driver import Driver
+from hearth.p2p.memory import MemoryNetwork
+from hearth.p2p.transport import TransportError
+from hearth.protocol import limits
+from hearth.protocol.engine import PENALTY_POINTS_DEFAULT, Engine, EngineConfig
+from hearth.protocol.events import MessageReceived, PeerConnected, PeerDisconnected
+from hearth.protocol.identity import Identity, PeerId
+from hearth.protocol.messages import PROTOCOL_BID
 from tests.node.test_driver_boundary import TrioClock
 from tests.p2p.helpers import config, seed, wait_until
 from tests.protocol.harness import make_profile

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from hearth.client import JobOptions
-from node.commands.job_network import options_from
-from node.routes import parse_job_body
+from hearth.node.commands.job_network import options_from
+from hearth.node.routes import parse_job_body
 
 
 def _body(**changes: Any) -> dict[str, Any]:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from node import logs
-from node.commands.common import CommandError
-from node.config import parse
-from node.logs import LOG_FILES_KEPT, LOGGER_NAME, NodeLogFile
+from hearth.node import logs
+from hearth.node.commands.common import CommandError
+from hearth.node.config import parse
+from hearth.node.logs import LOG_FILES_KEPT, LOGGER_NAME, NodeLogFile
 from tests.diskfull import fill, free, small_disk
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import wasmtime
 
-from node.commands.common import CommandError
-from node.config import parse
-from node.sandbox import SandboxConfig, SandboxPool
-from node.sandbox.wasm import ModuleCache, make_engine
+from hearth.node.commands.common import CommandError
+from hearth.node.config import parse
+from hearth.node.sandbox import SandboxConfig, SandboxPool
+from hearth.node.sandbox.wasm import ModuleCache, make_engine
 from tests.node.test_sandbox import request
 
 

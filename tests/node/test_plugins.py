@@ -14,21 +14,21 @@ from typing import cast
 import pytest
 import trio
 
-from ledger.audit import HeadGossip
-from ledger.entry import parse_entry
-from ledger.memory import MemoryLedger
-from node.commands.common import CommandError
-from node.plugins import PLUGIN_FILE, PluginContext, load
-from p2p.transport import Transport
-from protocol.effects import RunJob
-from protocol.engine import Engine, EngineConfig
-from protocol.envelope import open_envelope
-from protocol.identity import Identity
-from protocol.job_messages import JobId
-from protocol.messages import TOPIC_HEADS
-from testnet import adversaries
-from testnet.adversaries.fork import FORK_GOSSIP_INTERVAL_S, Forker
-from testnet.adversaries.results import Colluder, LazyCopier, Liar, Staller
+from hearth.ledger.audit import HeadGossip
+from hearth.ledger.entry import parse_entry
+from hearth.ledger.memory import MemoryLedger
+from hearth.node.commands.common import CommandError
+from hearth.node.plugins import PLUGIN_FILE, PluginContext, load
+from hearth.p2p.transport import Transport
+from hearth.protocol.effects import RunJob
+from hearth.protocol.engine import Engine, EngineConfig
+from hearth.protocol.envelope import open_envelope
+from hearth.protocol.identity import Identity
+from hearth.protocol.job_messages import JobId
+from hearth.protocol.messages import TOPIC_HEADS
+from hearth.testnet import adversaries
+from hearth.testnet.adversaries.fork import FORK_GOSSIP_INTERVAL_S, Forker
+from hearth.testnet.adversaries.results import Colluder, LazyCopier, Liar, Staller
 from tests.p2p.helpers import seed
 from tests.protocol.harness import make_profile
 
@@ -99,8 +99,11 @@ def test_only_the_staller_drops_and_only_the_run() -> None:
     [
         ("factory = ", "not valid TOML"),
         ("[options]\n", "module:callable"),
-        ('factory = "testnet.adversaries:nothing"\n', "cannot load"),
-        ('factory = "testnet.adversaries:make"\n[options]\nbehaviour = "saint"\n', "behaviour"),
+        ('factory = "hearth.testnet.adversaries:nothing"\n', "cannot load"),
+        (
+            'factory = "hearth.testnet.adversaries:make"\n[options]\nbehaviour = "saint"\n',
+            "behaviour",
+        ),
     ],
 )
 def test_a_bad_plugin_file_stops_the_node_saying_why(

@@ -14,9 +14,9 @@ import pytest
 import trio
 import wasmtime
 
-from node.sandbox import ErrorKind, ExecutionResult, JobRequest, SandboxConfig, SandboxPool
-from node.sandbox.shipped import wasm_bytes
-from node.sandbox.wasi import ERRNO_BADF
+from hearth.node.sandbox import ErrorKind, ExecutionResult, JobRequest, SandboxConfig, SandboxPool
+from hearth.node.sandbox.shipped import wasm_bytes
+from hearth.node.sandbox.wasi import ERRNO_BADF
 
 COMPILE_TIMEOUT_MS = 1000
 # Fuel a tight loop burns in about a second on a slow shared core; the exact time is checked

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import wasmtime
 
-from node.sandbox import ErrorKind, SandboxPool
-from node.sandbox.model import CODE_FUEL_PER_BYTE, WASM_SECTIONS_SCANNED_MAX, module_fuel
-from node.sandbox.shipped import wasm_bytes
+from hearth.node.sandbox import ErrorKind, SandboxPool
+from hearth.node.sandbox.model import CODE_FUEL_PER_BYTE, WASM_SECTIONS_SCANNED_MAX, module_fuel
+from hearth.node.sandbox.shipped import wasm_bytes
 from tests.node.test_sandbox import pool, request  # noqa: F401 - pool is a fixture
 
 MIB = 1 << 20

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 
-from node.sandbox import ErrorKind, JobRequest, SandboxConfig, SandboxPool
+from hearth.node.sandbox import ErrorKind, JobRequest, SandboxConfig, SandboxPool
 
 HEARTH = str(Path(sys.executable).with_name("hearth"))
 MODULES = Path(__file__).resolve().parents[2] / "node" / "sandbox" / "modules"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import trio
 
-from p2p.transport import HostConfig, Inbound, Transport
+from hearth.p2p.transport import HostConfig, Inbound, Transport
 
 TOPIC = "hearth/test/1"
 ECHO = "/hearth/test-echo/1"

@@ -15,9 +15,9 @@ from contextlib import contextmanager
 import pytest
 import trio
 
-from p2p.host import Libp2pTransport, open_transport
-from p2p.patches import swarm as swarm_patch
-from p2p.transport import ConnectionLimits
+from hearth.p2p.host import Libp2pTransport, open_transport
+from hearth.p2p.patches import swarm as swarm_patch
+from hearth.p2p.transport import ConnectionLimits
 from tests.p2p.helpers import ECHO, config, connected_ids, serve_echo, wait_until
 
 pytestmark = pytest.mark.integration

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from p2p.connmgr import ConnectionView, InboundGate, choose_trim
-from p2p.transport import ConnectionLimits
+from hearth.p2p.connmgr import ConnectionView, InboundGate, choose_trim
+from hearth.p2p.transport import ConnectionLimits
 
 LIMITS = ConnectionLimits(
     connections_low=2,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from p2p import dialing
-from p2p.dialing import AddressBook, Hearsay, TokenBuckets
+from hearth.p2p import dialing
+from hearth.p2p.dialing import AddressBook, Hearsay, TokenBuckets
 
 
 def hearsay(index: int, *, source: str = "hostile", target_ip: str = "10.0.0.9") -> Hearsay:

@@ -6,12 +6,12 @@ import pytest
 import trio
 from libp2p.peer.id import ID
 
-from node.clock import SystemClock
-from node.edge import EdgeGate
-from p2p.host import Libp2pTransport, open_transport
-from p2p.transport import EdgeCheck, Inbound, PeerEvent, TransportError
-from protocol.events import InboundRefused, Started
-from protocol.messages import PROTOCOL_BID, TOPIC_CAPACITY
+from hearth.node.clock import SystemClock
+from hearth.node.edge import EdgeGate
+from hearth.p2p.host import Libp2pTransport, open_transport
+from hearth.p2p.transport import EdgeCheck, Inbound, PeerEvent, TransportError
+from hearth.protocol.events import InboundRefused, Started
+from hearth.protocol.messages import PROTOCOL_BID, TOPIC_CAPACITY
 from tests.p2p.helpers import ECHO, config, connected_ids, wait_until
 from tests.protocol.test_engine_market import make_engine, published
 

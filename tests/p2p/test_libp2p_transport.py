@@ -10,19 +10,19 @@ from libp2p.custom_types import TProtocol
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
-from p2p.host import Libp2pTransport, open_transport
-from p2p.peers import BAN_SCORE
-from p2p.streams import encode_varint
-from p2p.transport import (
+from hearth.p2p.host import Libp2pTransport, open_transport
+from hearth.p2p.peers import BAN_SCORE
+from hearth.p2p.streams import encode_varint
+from hearth.p2p.transport import (
     Inbound,
     PeerUnreachableError,
     RequestTimeoutError,
     Transport,
     TransportError,
 )
-from protocol import limits
-from protocol.errors import LocalProtocolError
-from protocol.identity import Identity
+from hearth.protocol import limits
+from hearth.protocol.errors import LocalProtocolError
+from hearth.protocol.identity import Identity
 from tests.p2p.helpers import (
     ECHO,
     SILENT,

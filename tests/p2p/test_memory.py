@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import trio
 
-from p2p.memory import MemoryNetwork
-from p2p.transport import Inbound, PeerUnreachableError, RequestTimeoutError, Transport
-from protocol import limits
-from protocol.errors import LocalProtocolError
-from protocol.identity import Identity
+from hearth.p2p.memory import MemoryNetwork
+from hearth.p2p.transport import Inbound, PeerUnreachableError, RequestTimeoutError, Transport
+from hearth.protocol import limits
+from hearth.protocol.errors import LocalProtocolError
+from hearth.protocol.identity import Identity
 from tests.p2p.helpers import ECHO, SILENT, TOPIC, config, connected_ids, seed, serve_echo
 
 

@@ -13,11 +13,11 @@ from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
-from p2p import dialing
-from p2p.discovery import PEER_EXCHANGE_PROTOCOL, exchange_reply
-from p2p.host import open_transport
-from p2p.streams import encode_frame, read_frame
-from protocol.identity import Identity
+from hearth.p2p import dialing
+from hearth.p2p.discovery import PEER_EXCHANGE_PROTOCOL, exchange_reply
+from hearth.p2p.host import open_transport
+from hearth.p2p.streams import encode_frame, read_frame
+from hearth.protocol.identity import Identity
 from tests.p2p.helpers import config, connected_ids, seed, wait_until
 
 pytestmark = pytest.mark.integration

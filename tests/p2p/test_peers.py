@@ -1,7 +1,7 @@
 """Application-level reputation: clamped, retained, bounded, bans survive identity floods."""
 
-from p2p.peers import BAN_SCORE, PeerReputation
-from protocol import limits
+from hearth.p2p.peers import BAN_SCORE, PeerReputation
+from hearth.protocol import limits
 
 
 def test_scores_accumulate_and_clamp() -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import trio
 
-from p2p.peers import PeerReputation
-from p2p.streams import StreamServer, encode_frame, encode_varint, read_frame, request_on
-from p2p.transport import Inbound, RequestTimeoutError, TransportStatistics
-from protocol import limits
-from protocol.errors import DecodeError, LocalProtocolError, OversizeError
+from hearth.p2p.peers import PeerReputation
+from hearth.p2p.streams import StreamServer, encode_frame, encode_varint, read_frame, request_on
+from hearth.p2p.transport import Inbound, RequestTimeoutError, TransportStatistics
+from hearth.protocol import limits
+from hearth.protocol.errors import DecodeError, LocalProtocolError, OversizeError
 
 
 class PipeEnd:

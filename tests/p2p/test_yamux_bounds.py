@@ -13,8 +13,8 @@ import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
-from p2p.host import Libp2pTransport, open_transport
-from p2p.patches import yamux as yamux_patch
+from hearth.p2p.host import Libp2pTransport, open_transport
+from hearth.p2p.patches import yamux as yamux_patch
 from tests.p2p import raw_peer
 from tests.p2p.helpers import config, connected_ids, wait_until
 

@@ -19,9 +19,9 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from ledger.errors import LedgerUnavailableError
-from ledger.memory import MemoryLedger
-from protocol.effects import (
+from hearth.ledger.errors import LedgerUnavailableError
+from hearth.ledger.memory import MemoryLedger
+from hearth.protocol.effects import (
     AbortJob,
     BanPeer,
     CommitEntries,
@@ -37,9 +37,9 @@ from protocol.effects import (
     SaveJob,
     Send,
 )
-from protocol.engine import Engine, EngineConfig, HostProfile
-from protocol.envelope import Envelope, open_envelope
-from protocol.events import (
+from hearth.protocol.engine import Engine, EngineConfig, HostProfile
+from hearth.protocol.envelope import Envelope, open_envelope
+from hearth.protocol.events import (
     BlobFetched,
     BlobFetchFailed,
     CommitFailed,
@@ -53,14 +53,14 @@ from protocol.events import (
     RttMeasured,
     TimerFired,
 )
-from protocol.identity import Identity, PeerId
-from protocol.interpreter import Interpreter
-from protocol.job_messages import JobId
-from protocol.jobs_config import JobsConfig
-from protocol.messages import PROTOCOL_BID
-from protocol.pricing import PricingConfig
-from protocol.publisher_state import PublisherConfig
-from protocol.timers import TimerKey
+from hearth.protocol.identity import Identity, PeerId
+from hearth.protocol.interpreter import Interpreter
+from hearth.protocol.job_messages import JobId
+from hearth.protocol.jobs_config import JobsConfig
+from hearth.protocol.messages import PROTOCOL_BID
+from hearth.protocol.pricing import PricingConfig
+from hearth.protocol.publisher_state import PublisherConfig
+from hearth.protocol.timers import TimerKey
 
 T0_MS = 1_800_000_000_000
 LATENCY_MS = 10

@@ -8,8 +8,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from protocol import limits
-from protocol.codec import registered_types
+from hearth.protocol import limits
+from hearth.protocol.codec import registered_types
 
 INTS = st.integers(min_value=limits.INT_MIN, max_value=limits.INT_MAX)
 

@@ -7,9 +7,9 @@ import dataclasses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocol.auction import BidView, choose_winners, conflicts, network_group, score
-from protocol.identity import PeerId
-from protocol.job_messages import PREFERENCES
+from hearth.protocol.auction import BidView, choose_winners, conflicts, network_group, score
+from hearth.protocol.identity import PeerId
+from hearth.protocol.job_messages import PREFERENCES
 
 MAX_PRICE = 10_000
 

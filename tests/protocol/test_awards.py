@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from protocol.effects import FetchBlob, Log, Penalise, RunJob, Send
-from protocol.envelope import open_envelope
-from protocol.errors import RemoteProtocolError
-from protocol.events import MessageReceived
-from protocol.job_messages import (
+from hearth.protocol.effects import FetchBlob, Log, Penalise, RunJob, Send
+from hearth.protocol.envelope import open_envelope
+from hearth.protocol.errors import RemoteProtocolError
+from hearth.protocol.events import MessageReceived
+from hearth.protocol.job_messages import (
     Award,
     AwardReply,
     Bid,
@@ -29,7 +29,7 @@ from protocol.job_messages import (
     ResultReveal,
     RevealRequest,
 )
-from protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT
+from hearth.protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT
 from tests.protocol.harness import LATENCY_MS, Cluster
 
 MODULE = b"\0asm fake module"

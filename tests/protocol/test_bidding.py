@@ -6,15 +6,15 @@ import dataclasses
 
 import pytest
 
-from protocol.bidding import PublisherStanding, WorkerConfig, decide_bid
-from protocol.effects import AbortJob, FetchBlob, Penalise, RunJob, Send
-from protocol.engine import HostProfile
-from protocol.envelope import open_envelope
-from protocol.errors import RemoteProtocolError
-from protocol.events import BlobFetched, JobExecuted, MessageReceived, PaymentReceived
-from protocol.job_messages import Award, AwardReply, CallForBids, Cancel
-from protocol.messages import PROTOCOL_AWARD, TOPIC_JOBS
-from protocol.pricing import price_now
+from hearth.protocol.bidding import PublisherStanding, WorkerConfig, decide_bid
+from hearth.protocol.effects import AbortJob, FetchBlob, Penalise, RunJob, Send
+from hearth.protocol.engine import HostProfile
+from hearth.protocol.envelope import open_envelope
+from hearth.protocol.errors import RemoteProtocolError
+from hearth.protocol.events import BlobFetched, JobExecuted, MessageReceived, PaymentReceived
+from hearth.protocol.job_messages import Award, AwardReply, CallForBids, Cancel
+from hearth.protocol.messages import PROTOCOL_AWARD, TOPIC_JOBS
+from hearth.protocol.pricing import price_now
 from tests.protocol.harness import T0_MS, Cluster, make_profile
 
 NEUTRAL = PublisherStanding(reputation_score=0, owed_mc=0)

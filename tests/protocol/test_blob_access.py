@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol.effects import FetchBlob
-from protocol.engine import Engine
-from protocol.identity import PeerId
+from hearth.protocol.effects import FetchBlob
+from hearth.protocol.engine import Engine
+from hearth.protocol.identity import PeerId
 from tests.protocol.harness import Cluster, Node, sha256
 
 MODULE = b"\0asm fake module"

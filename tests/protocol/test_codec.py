@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 
 # Importing the engine registers every message type the node speaks.
-import protocol.engine  # noqa: F401
-from protocol import limits
-from protocol.codec import decode, encode, message, registered_types
-from protocol.errors import (
+import hearth.protocol.engine  # noqa: F401
+from hearth.protocol import limits
+from hearth.protocol.codec import decode, encode, message, registered_types
+from hearth.protocol.errors import (
     DecodeError,
     LocalProtocolError,
     NonCanonicalError,
@@ -22,7 +22,7 @@ from protocol.errors import (
     UnknownTypeError,
     UnsupportedVersionError,
 )
-from protocol.messages import CapacityAd
+from hearth.protocol.messages import CapacityAd
 from tests.protocol.strategies import any_message
 
 

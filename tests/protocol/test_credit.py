@@ -9,19 +9,19 @@ from typing import Any
 
 import pytest
 
-from ledger.entry import CountersignedReceipt, Kind
-from ledger.errors import LedgerUnavailableError
-from ledger.memory import MemoryLedger
-from ledger.receipts import make_receipt
-from protocol.codec import encode
-from protocol.credit import CreditConfig, CreditLines
-from protocol.effects import Log, Send, SetTimer
-from protocol.engine import Engine, EngineConfig
-from protocol.envelope import seal
-from protocol.events import MessageReceived, TimerFired
-from protocol.identity import Identity
-from protocol.messages import PROTOCOL_RECEIPT
-from protocol.payments import (
+from hearth.ledger.entry import CountersignedReceipt, Kind
+from hearth.ledger.errors import LedgerUnavailableError
+from hearth.ledger.memory import MemoryLedger
+from hearth.ledger.receipts import make_receipt
+from hearth.protocol.codec import encode
+from hearth.protocol.credit import CreditConfig, CreditLines
+from hearth.protocol.effects import Log, Send, SetTimer
+from hearth.protocol.engine import Engine, EngineConfig
+from hearth.protocol.envelope import seal
+from hearth.protocol.events import MessageReceived, TimerFired
+from hearth.protocol.identity import Identity
+from hearth.protocol.messages import PROTOCOL_RECEIPT
+from hearth.protocol.payments import (
     COUNTERSIGN_RESENDS_MAX,
     RESEND_MS,
     RESEND_MS_MAX,
@@ -29,7 +29,7 @@ from protocol.payments import (
     ReceiptOffer,
     resends_due,
 )
-from protocol.timers import CountersignTimer
+from hearth.protocol.timers import CountersignTimer
 from tests.protocol.harness import T0_MS, Cluster, LedgerEngine, make_profile
 from tests.protocol.test_payments import INPUT, MODULE, check_conserved, ledger_of, settle_all
 

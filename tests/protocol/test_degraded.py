@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from protocol.effects import Log, Send
-from protocol.events import MessageReceived
-from protocol.messages import TOPIC_JOBS
+from hearth.protocol.effects import Log, Send
+from hearth.protocol.events import MessageReceived
+from hearth.protocol.messages import TOPIC_JOBS
 from tests.protocol.harness import Cluster
 from tests.protocol.test_bidding import make_call
 

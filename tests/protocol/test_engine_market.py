@@ -6,16 +6,16 @@ import random
 
 import pytest
 
-from protocol import limits
-from protocol.codec import encode
-from protocol.effects import Log, Penalise, Publish, SetTimer
-from protocol.engine import Engine, EngineConfig, HostProfile
-from protocol.envelope import seal
-from protocol.events import MessageReceived, Started, TimerFired
-from protocol.identity import Identity
-from protocol.messages import PROTOCOL_BID, TOPIC_CAPACITY, CapacityAd
-from protocol.pricing import PricingConfig
-from protocol.timers import MarketAdTimer
+from hearth.protocol import limits
+from hearth.protocol.codec import encode
+from hearth.protocol.effects import Log, Penalise, Publish, SetTimer
+from hearth.protocol.engine import Engine, EngineConfig, HostProfile
+from hearth.protocol.envelope import seal
+from hearth.protocol.events import MessageReceived, Started, TimerFired
+from hearth.protocol.identity import Identity
+from hearth.protocol.messages import PROTOCOL_BID, TOPIC_CAPACITY, CapacityAd
+from hearth.protocol.pricing import PricingConfig
+from hearth.protocol.timers import MarketAdTimer
 
 NOW_MS = 1_800_000_000_000
 

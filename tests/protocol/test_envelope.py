@@ -8,12 +8,12 @@ import pytest
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 
-from protocol import limits
-from protocol.codec import decode, encode
-from protocol.envelope import EnvelopeWire, ReplayGuard, SignedWire, open_envelope, seal
-from protocol.errors import ExpiredError, RemoteProtocolError, ReplayError, SignatureError
-from protocol.identity import Identity, peer_id_from_public_key, public_key_from_peer_id
-from protocol.messages import CapacityAd
+from hearth.protocol import limits
+from hearth.protocol.codec import decode, encode
+from hearth.protocol.envelope import EnvelopeWire, ReplayGuard, SignedWire, open_envelope, seal
+from hearth.protocol.errors import ExpiredError, RemoteProtocolError, ReplayError, SignatureError
+from hearth.protocol.identity import Identity, peer_id_from_public_key, public_key_from_peer_id
+from hearth.protocol.messages import CapacityAd
 
 NOW_MS = 1_800_000_000_000
 ALICE = Identity(b"\x01" * 32)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import random
 
-from ledger.audit import HeadGossip
-from ledger.entry import ForkProof, Kind
-from ledger.memory import MemoryLedger
-from protocol.effects import Log, Penalise, Publish
-from protocol.envelope import seal
-from protocol.events import MessageReceived, Started
-from protocol.identity import Identity
-from protocol.messages import TOPIC_HEADS
+from hearth.ledger.audit import HeadGossip
+from hearth.ledger.entry import ForkProof, Kind
+from hearth.ledger.memory import MemoryLedger
+from hearth.protocol.effects import Log, Penalise, Publish
+from hearth.protocol.envelope import seal
+from hearth.protocol.events import MessageReceived, Started
+from hearth.protocol.identity import Identity
+from hearth.protocol.messages import TOPIC_HEADS
 from tests.protocol.harness import T0_MS, Cluster, step_committing
 
 

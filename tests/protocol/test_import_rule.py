@@ -81,7 +81,7 @@ def test_the_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
 
 
 # ADR 0019: the engine sees its chain through ledger.view; the stores belong to the shell.
-STORE_MODULES = ("ledger.base", "ledger.store", "ledger.memory")
+STORE_MODULES = ("hearth.ledger.base", "hearth.ledger.store", "hearth.ledger.memory")
 
 
 def store_imports(path: Path) -> list[str]:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from protocol.auction import network_group
-from protocol.effects import Penalise
-from protocol.engine import Engine
-from protocol.envelope import seal
-from protocol.events import MessageReceived, Started
-from protocol.identity import Identity
-from protocol.inbound import Verdict, check_inbound
-from protocol.job_messages import Bid
-from protocol.messages import PROTOCOL_BID, TOPIC_CAPACITY, TOPIC_JOBS
+from hearth.protocol.auction import network_group
+from hearth.protocol.effects import Penalise
+from hearth.protocol.engine import Engine
+from hearth.protocol.envelope import seal
+from hearth.protocol.events import MessageReceived, Started
+from hearth.protocol.identity import Identity
+from hearth.protocol.inbound import Verdict, check_inbound
+from hearth.protocol.job_messages import Bid
+from hearth.protocol.messages import PROTOCOL_BID, TOPIC_CAPACITY, TOPIC_JOBS
 from tests.protocol.harness import Cluster
 from tests.protocol.test_engine_market import NOW_MS, make_engine, published
 from tests.protocol.test_jobs_faults import INPUT, MODULE, _dropped

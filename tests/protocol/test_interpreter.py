@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from protocol.effects import CancelTimer, Effect, Log, Publish, SetTimer
-from protocol.engine import Engine, EngineConfig
-from protocol.events import JobRestored, RuntimeOffered, TimerFired
-from protocol.identity import Identity
-from protocol.interpreter import EFFECT_TYPES, Interpreter, Timers
-from protocol.job_messages import JobId
-from protocol.timers import (
+from hearth.protocol.effects import CancelTimer, Effect, Log, Publish, SetTimer
+from hearth.protocol.engine import Engine, EngineConfig
+from hearth.protocol.events import JobRestored, RuntimeOffered, TimerFired
+from hearth.protocol.identity import Identity
+from hearth.protocol.interpreter import EFFECT_TYPES, Interpreter, Timers
+from hearth.protocol.job_messages import JobId
+from hearth.protocol.timers import (
     BidsTimer,
     CountersignTimer,
     JobDeadlineTimer,

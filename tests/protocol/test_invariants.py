@@ -14,18 +14,18 @@ from typing import Any
 
 import pytest
 
-import protocol.publisher_state
-from ledger.entry import HalfSignedReceipt
-from ledger.memory import MemoryLedger
-from protocol import auction
-from protocol.auction import BidView
-from protocol.effects import PayWorker, Send
-from protocol.engine import Engine, EngineConfig
-from protocol.identity import Identity, PeerId
-from protocol.job_messages import JobId
-from protocol.publisher_state import Phase, PublisherJob, SlotState, decode_job, encode_job
-from protocol.reputation import Reputation
-from protocol.settlement import settle
+import hearth.protocol.publisher_state
+from hearth.ledger.entry import HalfSignedReceipt
+from hearth.ledger.memory import MemoryLedger
+from hearth.protocol import auction
+from hearth.protocol.auction import BidView
+from hearth.protocol.effects import PayWorker, Send
+from hearth.protocol.engine import Engine, EngineConfig
+from hearth.protocol.identity import Identity, PeerId
+from hearth.protocol.job_messages import JobId
+from hearth.protocol.publisher_state import Phase, PublisherJob, SlotState, decode_job, encode_job
+from hearth.protocol.reputation import Reputation
+from hearth.protocol.settlement import settle
 from tests.protocol.harness import T0_MS, Cluster, make_profile
 
 MODULE = b"\0asm fake module"
@@ -104,7 +104,7 @@ def test_a_saved_state_that_breaks_them_fires_after_the_read(
     job = copy.deepcopy(paid_job)
     job.slots[0].digest = job.slots[1].digest = LOSER  # the saved vote no longer agrees
     with monkeypatch.context() as patched:  # the seam: a write that skipped its assertion
-        patched.setattr(protocol.publisher_state, "assert_payment", lambda job: None)
+        patched.setattr(hearth.protocol.publisher_state, "assert_payment", lambda job: None)
         state = encode_job(job)
     with pytest.raises(AssertionError, match="accepted != quorum"):
         decode_job(state)

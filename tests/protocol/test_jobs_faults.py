@@ -7,12 +7,12 @@ import random
 
 import pytest
 
-from protocol import limits
-from protocol.effects import Log, Penalise, RunJob, Send
-from protocol.envelope import seal
-from protocol.events import MessageReceived
-from protocol.identity import Identity
-from protocol.job_messages import (
+from hearth.protocol import limits
+from hearth.protocol.effects import Log, Penalise, RunJob, Send
+from hearth.protocol.envelope import seal
+from hearth.protocol.events import MessageReceived
+from hearth.protocol.identity import Identity
+from hearth.protocol.job_messages import (
     Award,
     Bid,
     CallForBids,
@@ -20,7 +20,7 @@ from protocol.job_messages import (
     ResultCommit,
     ResultReveal,
 )
-from protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT, TOPIC_JOBS
+from hearth.protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT, TOPIC_JOBS
 from tests.protocol.harness import Cluster, honest_output
 
 MODULE = b"\0asm fake module"
@@ -236,7 +236,7 @@ def test_bids_from_refused_authors_are_dropped() -> None:
 
 
 def test_a_lost_commit_is_sent_again_until_the_publisher_asks_for_the_reveal() -> None:
-    from protocol.messages import PROTOCOL_RESULT
+    from hearth.protocol.messages import PROTOCOL_RESULT
 
     lost: set[int] = set()
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from protocol import limits
-from protocol.effects import FetchBlob, PayWorker, RecordMismatch
-from protocol.pricing import cost_mc
-from protocol.publisher_state import PublisherConfig
+from hearth.protocol import limits
+from hearth.protocol.effects import FetchBlob, PayWorker, RecordMismatch
+from hearth.protocol.pricing import cost_mc
+from hearth.protocol.publisher_state import PublisherConfig
 from tests.protocol.harness import Cluster, honest_output, sha256
 
 MODULE = b"\0asm fake module"

@@ -6,11 +6,11 @@ import dataclasses
 
 import pytest
 
-from protocol.bidding import PublisherStanding, WorkerConfig, can_finish, decide_bid
-from protocol.effects import Log
-from protocol.errors import LocalProtocolError
-from protocol.job_messages import Award, Bid, CallForBids
-from protocol.lease import LEASE_MARGIN_MS, derived_lease_ms, lease_ms, run_ms_max
+from hearth.protocol.bidding import PublisherStanding, WorkerConfig, can_finish, decide_bid
+from hearth.protocol.effects import Log
+from hearth.protocol.errors import LocalProtocolError
+from hearth.protocol.job_messages import Award, Bid, CallForBids
+from hearth.protocol.lease import LEASE_MARGIN_MS, derived_lease_ms, lease_ms, run_ms_max
 from tests.protocol.harness import T0_MS, Cluster, make_profile
 
 MODULE = b"\0asm fake module"

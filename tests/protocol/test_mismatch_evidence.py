@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.entry import Kind
+from hearth.ledger.entry import Kind
 from tests.protocol.harness import Cluster
 
 MODULE = b"\0asm fake module"

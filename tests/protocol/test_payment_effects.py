@@ -6,14 +6,14 @@ from __future__ import annotations
 import hashlib
 import random
 
-from ledger.entry import Kind, MismatchBody
-from ledger.memory import MemoryLedger
-from ledger.view import ChainView
-from protocol import limits
-from protocol.effects import Log, PayWorker, RecordMismatch
-from protocol.engine import Engine, EngineConfig
-from protocol.identity import Identity
-from protocol.job_messages import JobId
+from hearth.ledger.entry import Kind, MismatchBody
+from hearth.ledger.memory import MemoryLedger
+from hearth.ledger.view import ChainView
+from hearth.protocol import limits
+from hearth.protocol.effects import Log, PayWorker, RecordMismatch
+from hearth.protocol.engine import Engine, EngineConfig
+from hearth.protocol.identity import Identity
+from hearth.protocol.job_messages import JobId
 from tests.protocol.harness import T0_MS, make_profile
 
 ME, WORKER = Identity(bytes([7]) * 32), Identity(bytes([8]) * 32)

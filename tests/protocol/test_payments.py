@@ -5,19 +5,19 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ledger.chain import verify_chain
-from ledger.entry import Kind, parse_receipt, sign_entry
-from ledger.errors import LedgerUnavailableError
-from ledger.memory import MemoryLedger
-from ledger.proofs import make_fork_proof
-from protocol.codec import decode
-from protocol.effects import PayWorker, Send
-from protocol.engine import Engine
-from protocol.envelope import EnvelopeWire, SignedWire
-from protocol.identity import peer_id_from_public_key
-from protocol.job_messages import JobId
-from protocol.messages import PROTOCOL_RECEIPT
-from protocol.payments import COUNTERSIGN_RESEND_WINDOW_MS
+from hearth.ledger.chain import verify_chain
+from hearth.ledger.entry import Kind, parse_receipt, sign_entry
+from hearth.ledger.errors import LedgerUnavailableError
+from hearth.ledger.memory import MemoryLedger
+from hearth.ledger.proofs import make_fork_proof
+from hearth.protocol.codec import decode
+from hearth.protocol.effects import PayWorker, Send
+from hearth.protocol.engine import Engine
+from hearth.protocol.envelope import EnvelopeWire, SignedWire
+from hearth.protocol.identity import peer_id_from_public_key
+from hearth.protocol.job_messages import JobId
+from hearth.protocol.messages import PROTOCOL_RECEIPT
+from hearth.protocol.payments import COUNTERSIGN_RESEND_WINDOW_MS
 from tests.protocol.harness import T0_MS, Cluster
 
 MODULE = b"\0asm fake module"

@@ -6,8 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.errors import LocalProtocolError
-from protocol.pricing import HOUR_MS, PricingConfig, cost_mc, price_curve, price_for_hour, price_now
+from hearth.protocol.errors import LocalProtocolError
+from hearth.protocol.pricing import (
+    HOUR_MS,
+    PricingConfig,
+    cost_mc,
+    price_curve,
+    price_for_hour,
+    price_now,
+)
 
 FLAT = PricingConfig(power_w=120, tariff_mc_per_kwh_by_hour=(300_000,) * 24, margin_pct=0)
 

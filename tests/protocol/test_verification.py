@@ -7,8 +7,8 @@ from collections import Counter
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from protocol.job_messages import ResultReveal, commitment, result_digest
-from protocol.verification import Judgement, Verdict, judge, reveal_problem
+from hearth.protocol.job_messages import ResultReveal, commitment, result_digest
+from hearth.protocol.verification import Judgement, Verdict, judge, reveal_problem
 
 A, B, C = b"a" * 32, b"b" * 32, b"c" * 32
 

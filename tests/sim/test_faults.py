@@ -17,26 +17,26 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-import protocol.engine
-import protocol.inbound
-from ledger.entry import parse_receipt
-from ledger.receipts import receipt_hash
-from node.cli import app
-from node.commands.common import CommandError
-from protocol.effects import PayWorker, Send
-from protocol.envelope import Envelope, ReplayGuard, open_envelope
-from protocol.errors import ExpiredError
-from protocol.identity import peer_id_from_public_key
-from protocol.payments import (
+import hearth.protocol.engine
+import hearth.protocol.inbound
+from hearth.ledger.entry import parse_receipt
+from hearth.ledger.receipts import receipt_hash
+from hearth.node.cli import app
+from hearth.node.commands.common import CommandError
+from hearth.protocol.effects import PayWorker, Send
+from hearth.protocol.envelope import Envelope, ReplayGuard, open_envelope
+from hearth.protocol.errors import ExpiredError
+from hearth.protocol.identity import peer_id_from_public_key
+from hearth.protocol.payments import (
     COUNTERSIGN_RESEND_WINDOW_MS,
     PaymentComponent,
     _Unconfirmed,
 )
-from testnet.scenario import Scenario
-from testnet.sim.clocks import Clocks
-from testnet.sim.fault_rates import FaultRates, swarm
-from testnet.sim.run import run_simulation
-from testnet.sim.simulation import SimConfig
+from hearth.testnet.scenario import Scenario
+from hearth.testnet.sim.clocks import Clocks
+from hearth.testnet.sim.fault_rates import FaultRates, swarm
+from hearth.testnet.sim.run import run_simulation
+from hearth.testnet.sim.simulation import SimConfig
 
 SMALL = ["--nodes", "30", "--jobs", "20", "--quiet"]
 SWARM_SCENARIO = Scenario(name="swarm", duration_s=20, job_rate_per_s=20)
@@ -95,7 +95,7 @@ def test_clock_skew_catches_a_check_that_trusts_the_local_clock(
     clock = ["--clock-offset-ms-max", "2000", "--clock-drift-ppm-max", "200"]
     out = str(tmp_path)
     assert _sim([*SMALL, *clock, "--seed", "1"], out)[0] == 0  # the real rule tolerates skew
-    monkeypatch.setattr(protocol.inbound, "open_envelope", _open_trusting_our_clock)
+    monkeypatch.setattr(hearth.protocol.inbound, "open_envelope", _open_trusting_our_clock)
     output = _caught_and_replayed([*SMALL, *clock], 1, "fresh-message-refused", out)
     assert "ms ahead of" in output and "clocks " in output
     assert _sim([*SMALL, "--seed", "1"], out)[0] == 0  # with true clocks the bug hides
@@ -127,7 +127,7 @@ def test_duplication_catches_a_replay_guard_that_forgets(
     dup = ["--duplicate-pct", "5", "--reorder-pct", "10"]
     out = str(tmp_path)
     assert _sim([*SMALL, *dup, "--seed", "2"], out)[0] == 0  # the real guard drops every copy
-    monkeypatch.setattr(protocol.engine, "ReplayGuard", _ForgetfulGuard)
+    monkeypatch.setattr(hearth.protocol.engine, "ReplayGuard", _ForgetfulGuard)
     _caught_and_replayed([*SMALL, *dup], 2, "duplicate-accepted", out)
     assert _sim([*SMALL, "--seed", "2"], out)[0] == 0  # without duplicates the bug hides
 

@@ -3,9 +3,9 @@ job back as a ``JobRestored`` event through ``Engine.step`` and finishes it, pay
 
 from __future__ import annotations
 
-from testnet.scenario import Scenario
-from testnet.sim.cluster import Control
-from testnet.sim.simulation import SimConfig, Simulation
+from hearth.testnet.scenario import Scenario
+from hearth.testnet.sim.cluster import Control
+from hearth.testnet.sim.simulation import SimConfig, Simulation
 
 CALM = Scenario(name="calm", duration_s=20)
 DOWN_MS = 4_000

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from testnet.scenario import ScenarioError, load_scenario, parse_scenario
+from hearth.testnet.scenario import ScenarioError, load_scenario, parse_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "testnet" / "scenarios"
 

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import protocol.publisher
-from node.cli import app
-from protocol.effects import PayWorker
-from protocol.settlement import settle
-from testnet.scenario import Scenario
-from testnet.sim.run import SimResult, run_simulation
-from testnet.sim.simulation import SimConfig
+import hearth.protocol.publisher
+from hearth.node.cli import app
+from hearth.protocol.effects import PayWorker
+from hearth.protocol.settlement import settle
+from hearth.testnet.scenario import Scenario
+from hearth.testnet.sim.run import SimResult, run_simulation
+from hearth.testnet.sim.simulation import SimConfig
 
 QUICK = Scenario(name="quick", duration_s=20, job_rate_per_s=200)
 CHEATERS = Scenario(
@@ -96,7 +96,7 @@ def _pay_the_losers_too(job, digest, reputation, send):  # type: ignore[no-untyp
 def test_a_broken_rule_is_caught_with_a_replay_command(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(protocol.publisher, "settle", _pay_the_losers_too)
+    monkeypatch.setattr(hearth.protocol.publisher, "settle", _pay_the_losers_too)
     scenario = tmp_path / "broken.toml"
     scenario.write_text(CHEATERS_TOML, encoding="utf-8")
     out = tmp_path / "out"
