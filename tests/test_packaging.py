@@ -37,7 +37,9 @@ def test_no_source_imports_a_folder_by_its_old_top_level_name() -> None:
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module]
-            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in FOLDERS]
+            offenders += [
+                f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in FOLDERS
+            ]
     assert offenders == []
 
 
@@ -45,9 +47,21 @@ def test_no_source_imports_a_folder_by_its_old_top_level_name() -> None:
 def test_the_wheel_holds_only_hearth_and_runs_without_the_checkout(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(dist), str(ROOT)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(dist),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert build.returncode == 0, build.stderr
     (wheel,) = dist.glob("hearthnet-*.whl")
@@ -58,18 +72,40 @@ def test_the_wheel_holds_only_hearth_and_runs_without_the_checkout(tmp_path: Pat
     )
     target = tmp_path / "site"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert install.returncode == 0, install.stderr
     # The installed copy alone, beside this venv's dependencies, with the checkout off the path.
     env = {**os.environ, "PYTHONPATH": str(target), "HEARTH_HOME": str(tmp_path / "home")}
+
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-P", *args], capture_output=True, text=True,
-                              env=env, cwd=tmp_path, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-P", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=120,
+        )
+
     init = run("-m", "hearth", "init")
     assert init.returncode == 0, init.stderr
-    where = run("-c", "import hearth.node.cli, hearth.protocol.engine; print(hearth.node.cli.__file__)")
+    where = run(
+        "-c", "import hearth.node.cli, hearth.protocol.engine; print(hearth.node.cli.__file__)"
+    )
     assert where.stdout.strip().startswith(str(target)), where
     old = run("-c", "import node")
     assert old.returncode != 0 and "ModuleNotFoundError" in old.stderr

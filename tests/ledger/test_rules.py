@@ -61,7 +61,9 @@ def test_the_chain_rules_do_no_io(name: str) -> None:
 def test_the_ledger_message_types_stay_in_their_range() -> None:
     from hearth.protocol.codec import registered_types
 
-    ours = [c for c, cls in registered_types().items() if cls.__module__.startswith("ledger.")]
+    ours = [
+        c for c, cls in registered_types().items() if cls.__module__.startswith("hearth.ledger.")
+    ]
     assert ours and all(100 <= c <= 149 for c in ours)
 
 

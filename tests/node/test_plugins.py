@@ -52,10 +52,12 @@ def test_the_daemon_never_imports_the_testnet() -> None:
     found = []
     for path in daemon:
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("testnet"):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "hearth.testnet"
+            ):
                 found.append(f"{path.name}:{node.lineno}")
             if isinstance(node, ast.Import):
-                names = [a.name for a in node.names if a.name.startswith("testnet")]
+                names = [a.name for a in node.names if a.name.startswith("hearth.testnet")]
                 found += [f"{path.name}:{node.lineno}" for _ in names]
     assert not found
 
