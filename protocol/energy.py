@@ -198,7 +198,7 @@ def battery_w(policy: EnergyPolicy, reading: Reading) -> int:
     return max(0, above_pml * policy.battery_capacity_wh // PER_MILLE)
 
 
-def _cap_cores(policy: EnergyPolicy) -> int:
+def cap_cores(policy: EnergyPolicy) -> int:
     if policy.power_cap_w == 0:
         return policy.cores_max
     return min(policy.cores_max, policy.power_cap_w // policy.watts_per_core)
@@ -208,7 +208,7 @@ def fallback(policy: EnergyPolicy, why: str, reading: Reading | None = None) -> 
     """The state when the home cannot power the node: the grid tariff, or a pause."""
     cap = policy.power_cap_w or None
     if policy.fallback == "grid":
-        return EnergyState("grid", _cap_cores(policy), "", power_cap_w=cap, reading=reading)
+        return EnergyState("grid", cap_cores(policy), "", power_cap_w=cap, reading=reading)
     return EnergyState("paused", 0, why, power_cap_w=cap, reading=reading)
 
 
@@ -236,7 +236,7 @@ def decide(policy: EnergyPolicy, reading: Reading | None, now_ms: int) -> Energy
             why = "no solar surplus and no battery above the reserve"
         state = fallback(policy, why, reading)
         return dataclasses.replace(state, surplus_w=surplus, available_w=available)
-    cores = min(_cap_cores(policy), available // policy.watts_per_core)
+    cores = min(cap_cores(policy), available // policy.watts_per_core)
     paused = "" if cores > 0 else f"{available} W available, less than one core's power"
     return EnergyState(
         mode if cores > 0 else "paused", cores, paused, surplus, available, cap, reading

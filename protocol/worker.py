@@ -256,6 +256,8 @@ class WorkerComponent:
             left_ms = call.deadline_ms - max(now_ms, call.bid_deadline_ms)
             why = f"cannot-finish: fuel_max needs up to {run_ms} ms here, {left_ms} ms left"
             return [_no_bid(call, why, "info")]
+        if decision.refusal == "paused":  # the home's energy or the owner: say so (ADR 0026)
+            return [_no_bid(call, f"paused: {profile.paused}", "info")]
         if decision.refusal:
             return [_no_bid(call, decision.refusal, "debug")]
         self._remember_bid(call, publisher, decision.price_mc_per_tfuel)
