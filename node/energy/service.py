@@ -84,6 +84,8 @@ class EnergyService:
         self._heat = HeatTracker(owner.temperature_max_c)
         self.source: Source | None = None
         self._mqtt: MqttSource | None = None
+        # Called after every update with the service (e.g. the metrics' set_energy, runtime.py).
+        self.observers: list[Callable[[EnergyService], None]] = []
 
     @property
     def source_name(self) -> str | None:
@@ -186,6 +188,14 @@ class EnergyService:
             self._submit(event)
             self.told = event
         self._record(now_ms)
+        for observer in self.observers:
+            observer(self)
+
+    def metrics_values(self) -> dict[str, Any]:
+        """The keyword arguments of ``NodeMetrics.set_energy`` (node/metrics.py)."""
+        state = self.state_json()
+        keys = ("battery_pct", "solar_w", "available_w", "power_cap_w", "cores_offered")
+        return {**{key: state[key] for key in keys}, "paused": bool(self.paused)}
 
     def state_json(self) -> dict[str, Any]:
         """The state as ``GET /api/energy`` gives it (floats in percent and watts)."""
