@@ -92,7 +92,7 @@ def test_mqtt_payloads_are_numbers_or_json_at_a_path() -> None:
     assert payload_value(b'{"value": 42}', "") == 42
     assert payload_value(b'{"Dc": {"Battery": [{"Soc": 55}]}}', "Dc.Battery.0.Soc") == 55
     assert payload_value(b"on", "") == "on"  # protocol/energy.py calls it not a number
-    with pytest.raises(ValueError, match="no 'a.b'"):
+    with pytest.raises(ValueError, match=r"no 'a\.b'"):
         payload_value(b'{"a": 1}', "a.b")
     with pytest.raises(ValueError, match="too large"):
         payload_value(b"1" * 20_000, "")
