@@ -36,21 +36,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+def start_broker(port: int, where: Path) -> subprocess.Popen[bytes]:
     binary = require("mosquitto", "mosquitto")
-    port = free_port()
-    conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
+    conf = where / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     process = subprocess.Popen(
-        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         launch.wait_for(lambda: _listening(port), 10, "mosquitto to listen")
+    except BaseException:
+        stop_broker(process)
+        raise
+    return process
+
+
+def stop_broker(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    port = free_port()
+    process = start_broker(port, tmp_path_factory.mktemp("mosquitto"))
+    try:
         yield port
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_broker(process)
 
 
 def _listening(port: int) -> bool:
@@ -70,7 +83,7 @@ def home_reports(port: int, *, battery_pct: float, solar_w: float, load_w: float
     mqtt_publish.multiple(messages, hostname="127.0.0.1", port=port)
 
 
-def energy_config(port: int) -> str:
+def energy_config(port: int, stale_s: int = 60) -> str:
     text = config()
     for pattern, value in [
         (r"^cores = 1$", "cores = 8"),
@@ -83,6 +96,7 @@ def energy_config(port: int) -> str:
         (r"^power_cap_w = 0$", "power_cap_w = 30"),
         (r"^watts_per_core = 10$", "watts_per_core = 10"),
         (r"^battery_capacity_wh = 0$", "battery_capacity_wh = 2000"),
+        (r"^stale_s = 60$", f"stale_s = {stale_s}"),
     ]:
         text, count = re.subn(pattern, value, text, flags=re.M)
         assert count == 1, pattern
@@ -226,3 +240,32 @@ def test_a_wrong_energy_config_is_one_line(tmp_path: Path) -> None:
     started = hearth(home, "node", "start")
     assert started.returncode != 0 and "Traceback" not in started.stderr
     assert "energy.mqtt_topics" in started.stderr
+
+
+def test_a_broker_that_goes_away_pauses_the_node_until_it_is_back(tmp_path: Path) -> None:
+    port = free_port()
+    process = start_broker(port, tmp_path)
+    nodes: list[launch.LaunchedNode] = []
+    try:
+        home_reports(port, battery_pct=70, solar_w=600, load_w=100)
+        nodes = launch.up(tmp_path / "net", 1, configs=[energy_config(port, stale_s=3)])
+        host = nodes[0]
+        launch.wait_for(lambda: status(host)["energy"]["mode"] == "surplus", 15, "surplus")
+        stop_broker(process)
+        gone = time.monotonic()
+        launch.wait_for(
+            lambda: "silent" in (status(host)["energy"]["paused"] or ""), 15, "a stale pause"
+        )
+        print(f"paused {time.monotonic() - gone:.2f} s after the broker went away (stale_s=3)")
+        assert status(host)["ad"]["available_now"] is False
+        process = start_broker(port, tmp_path)
+        home_reports(port, battery_pct=70, solar_w=600, load_w=100)
+        back = time.monotonic()
+        launch.wait_for(lambda: status(host)["energy"]["mode"] == "surplus", 45, "reconnected")
+        print(f"back on surplus {time.monotonic() - back:.2f} s after the broker returned")
+        log = _log(host)
+        assert "energy-mqtt-lost" in log and log.count("energy-mqtt-connected") >= 2
+    finally:
+        launch.stop(nodes)
+        if process.poll() is None:
+            stop_broker(process)
