@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 TEMPERATURE_HYSTERESIS_C = 3.0  # resume this far below the cap, so a node does not flap
+NICE_YIELDING = 19  # the lowest CPU priority: a running job takes only what the owner leaves
 
 
 class IdleTracker:
@@ -78,6 +79,26 @@ class CpuMeter:
     def owner_pct(self) -> float:
         system = float(psutil.cpu_percent(None))
         return max(0.0, system - self._ours_pct())
+
+
+def yield_sandbox(yielding: bool) -> int:
+    """Lower (or restore) the CPU priority of the node's sandbox workers; how many it changed.
+
+    Running jobs are not stopped: a stopped job would miss its lease for nothing (ADR 0026).
+    Restoring a priority needs privilege on most systems; without it the workers stay low.
+    """
+    changed = 0
+    try:
+        workers = psutil.Process(os.getpid()).children(recursive=True)
+    except psutil.Error:
+        return 0
+    for worker in workers:
+        try:
+            worker.nice(NICE_YIELDING if yielding else 0)
+            changed += 1
+        except (psutil.Error, OSError):
+            continue
+    return changed
 
 
 def temperature_c(sensor: str) -> float | None:

@@ -27,9 +27,15 @@ import trio
 from hearth.node.clock import Clock
 from hearth.node.energy.config import OwnerConfig, SensorConfig
 from hearth.node.energy.mqtt import MqttSource
-from hearth.node.energy.owner import CpuMeter, HeatTracker, IdleTracker, temperature_c
+from hearth.node.energy.owner import (
+    CpuMeter,
+    HeatTracker,
+    IdleTracker,
+    temperature_c,
+    yield_sandbox,
+)
 from hearth.node.energy.sources import CommandSource, FileSource, Source, SourceError
-from hearth.node.logs import LogLimiter
+from hearth.node.logs import LogLimiter, log
 from hearth.protocol.energy import (
     EnergyPolicy,
     EnergyState,
@@ -161,7 +167,11 @@ class EnergyService:
                     temperature_c, self.owner.temperature_sensor
                 )
                 reasons.append(self._heat.update(celsius))
-            self.owner_reason = "; ".join(r for r in reasons if r)
+            reason = "; ".join(r for r in reasons if r)
+            if bool(reason) != bool(self.owner_reason):
+                changed = await trio.to_thread.run_sync(yield_sandbox, bool(reason))
+                log("info", "owner-first", paused=reason, sandbox_workers_reniced=changed)
+            self.owner_reason = reason
             self.update()
 
     def _manual_reason(self, now_ms: int) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from hearth.node.commands.common import CommandError
@@ -13,7 +15,13 @@ from hearth.node.commands.node import parse_duration_s
 from hearth.node.config import parse
 from hearth.node.energy.config import OwnerConfig, SensorConfig
 from hearth.node.energy.mqtt import payload_value
-from hearth.node.energy.owner import HeatTracker, IdleTracker, temperature_c
+from hearth.node.energy.owner import (
+    NICE_YIELDING,
+    HeatTracker,
+    IdleTracker,
+    temperature_c,
+    yield_sandbox,
+)
 from hearth.node.energy.service import HISTORY_STEP_MS, EnergyService
 from hearth.protocol.energy import EnergyPolicy
 from hearth.protocol.events import EnergyChanged
@@ -132,3 +140,17 @@ def test_durations_and_energy_config_errors_are_one_line() -> None:
         assert "\n" not in str(caught.value)
     config = parse('[energy]\nsensor = "file"\nsensor_file = "/run/e.json"\npower_cap_w = 30\n')
     assert config.energy_sensor.file == "/run/e.json" and config.energy_policy.power_cap_w == 30
+
+
+def test_the_sandbox_yields_to_the_owner_without_being_stopped() -> None:
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert yield_sandbox(True) >= 1
+        assert psutil.Process(worker.pid).nice() == NICE_YIELDING
+        assert psutil.Process(worker.pid).status() != psutil.STATUS_STOPPED
+        yield_sandbox(False)
+        if psutil.Process().uids().effective == 0:  # only privilege may raise a priority again
+            assert psutil.Process(worker.pid).nice() == 0
+    finally:
+        worker.kill()
+        worker.wait()
