@@ -154,3 +154,12 @@ def test_the_sandbox_yields_to_the_owner_without_being_stopped() -> None:
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_the_config_in_docs_energy_md_is_accepted() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "energy.md").read_text()
+    block = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = parse(block)
+    assert config.energy_sensor.kind == "mqtt" and len(config.energy_sensor.mqtt_topics) == 3
+    assert config.energy_policy.power_cap_w // config.energy_policy.watts_per_core == 3
+    assert config.owner.idle_only
