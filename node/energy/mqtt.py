@@ -29,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from hearth.node.clock import Clock
 from hearth.node.energy.config import SensorConfig
 from hearth.node.energy.sources import SourceError
-from hearth.node.logs import log
+from hearth.node.logs import LogLimiter, log
 
 PAYLOAD_BYTES_MAX = 16 * 1024
 RECONNECT_S_MAX = 30
@@ -69,6 +69,7 @@ class MqttSource:
         self.connected = False
         self._since_ms = clock.now_ms()  # last message while connected, or when it dropped
         self.problem = ""  # the latest bad payload, one line
+        self._limiter = LogLimiter()  # a topic flooding garbage is a few lines and a count
         self._token: trio.lowlevel.TrioToken | None = None
         self._client: mqtt.Client | None = None
 
@@ -145,4 +146,7 @@ class MqttSource:
 
     def _problem(self, why: str) -> None:
         self.problem = why
-        log("warning", "energy-reading-ignored", source="mqtt", reason=why)
+        now_s = self._clock.now_ms() / 1000
+        self._limiter.log("mqtt-payload", now_s, "warning", "energy-reading-ignored",
+                          source="mqtt", reason=why)  # fmt: skip
+        self._limiter.flush(now_s)
