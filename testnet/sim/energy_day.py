@@ -13,6 +13,8 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import json
+import sys
 from pathlib import Path
 from typing import Any, Final
 
@@ -110,3 +112,25 @@ def run_day(
         paused_rows_below_reserve=below,
         summary={"phases": dict(collections.Counter(r.phase for r in simulation.jobs.values()))},
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hearth.testnet.sim.energy_day sunny|cloudy [seed]``: the day's report as JSON."""
+    args = sys.argv[1:] if argv is None else argv
+    days = sorted(p.stem for p in DAYS_DIR.glob("*.csv"))
+    if (
+        not args
+        or args[0] not in days
+        or len(args) > 2
+        or (len(args) == 2 and not args[1].isdigit())
+    ):
+        print(f"usage: python -m hearth.testnet.sim.energy_day {{{','.join(days)}}} [seed]",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    report = run_day(args[0], seed=int(args[1]) if len(args) == 2 else 1)
+    print(json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
