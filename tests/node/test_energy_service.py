@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
+import trio
 
+from hearth.node.api import build_app, serve_api
 from hearth.node.commands.common import CommandError
 from hearth.node.commands.node import parse_duration_s
 from hearth.node.config import parse
@@ -22,6 +25,7 @@ from hearth.node.energy.owner import (
     temperature_c,
     yield_sandbox,
 )
+from hearth.node.energy.routes import build_energy_routes
 from hearth.node.energy.service import HISTORY_STEP_MS, EnergyService
 from hearth.protocol.energy import EnergyPolicy
 from hearth.protocol.events import EnergyChanged
@@ -163,3 +167,24 @@ def test_the_config_in_docs_energy_md_is_accepted() -> None:
     assert config.energy_sensor.kind == "mqtt" and len(config.energy_sensor.mqtt_topics) == 3
     assert config.energy_policy.power_cap_w // config.energy_policy.watts_per_core == 3
     assert config.owner.idle_only
+
+
+async def test_the_pause_routes_refuse_bad_bodies_and_need_the_token() -> None:
+    told: list[EnergyChanged] = []
+    energy = service(SensorConfig(), Clock(), told)
+    app = build_app(build_energy_routes(energy), "secret-token")
+    auth = {"Authorization": "Bearer secret-token"}
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(serve_api, app)
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            assert (await client.get("/api/energy")).status_code == 401
+            for body in ('{"for_s": -1}', '{"for_s": "1h"}', "[1]", "{oops", '{"for_s": true}'):
+                refused = await client.post("/v1/node/pause", content=body, headers=auth)
+                assert refused.status_code == 400 and "error" in refused.json(), body
+            assert told == []  # nothing changed that was not asked for
+            paused = await client.post("/v1/node/pause", json={"for_s": 90}, headers=auth)
+            assert paused.json()["paused"] == "paused by the owner for 90 s more"
+            resumed = await client.post("/v1/node/resume", headers=auth)
+            assert resumed.json()["paused"] is None
+            assert (await client.get("/api/energy", headers=auth)).json()["source"] is None
+        nursery.cancel_scope.cancel()
