@@ -114,7 +114,7 @@ def _refusal(
     hour_utc = (max(now_ms, call.bid_deadline_ms) // 3_600_000) % 24
     if not profile.availability_hours_mask >> hour_utc & 1:
         return "unavailable"
-    if tasks_running >= profile.cores_offered:
+    if tasks_running >= profile.cores_now():
         return "busy"
     if standing.reputation_score < config.publisher_score_min:
         return "publisher-reputation"

@@ -106,8 +106,19 @@ class HostProfile:
     energy_source: str
     operator: str
     pricing: PricingConfig
-    energy_mode: str = "grid"  # protocol.energy.MODES; set by EnergyChanged (ADR 0026)
-    paused: str = ""  # why the host takes no new work now, "" when it may
+    # Set by EnergyChanged (ADR 0026): the mode (protocol.energy.MODES), the cores the home's
+    # power allows (None: no bound beyond cores_offered), why no new work is taken ("": it is).
+    energy_mode: str = "grid"
+    energy_cores_max: int | None = None
+    paused: str = ""
+
+    def cores_now(self) -> int:
+        """Cores offered now: the configured cap, bounded by the home's power, 0 while paused."""
+        if self.paused:
+            return 0
+        if self.energy_cores_max is None:
+            return self.cores_offered
+        return min(self.cores_offered, self.energy_cores_max)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -376,14 +387,14 @@ class MarketComponent:
         before = self.current_ad(now_ms)
         profile = dataclasses.replace(
             config.profile,
-            cores_offered=max(0, event.cores_offered),
+            energy_cores_max=max(0, event.cores_offered),
             energy_mode=event.mode,
             paused=event.paused,
         )
         self._engine.config = dataclasses.replace(config, profile=profile)
         if self.current_ad(now_ms) == before:
             return []
-        fields = (("mode", event.mode), ("cores", str(profile.cores_offered)))
+        fields = (("mode", event.mode), ("cores", str(profile.cores_now())))
         log = Log("info", "energy-changed", (*fields, ("paused", event.paused)))
         next_ms = (self.last_ad_ms or 0) + limits.CAPACITY_AD_GAP_MS_MIN
         if self.last_ad_ms is not None and now_ms < next_ms:
@@ -395,7 +406,7 @@ class MarketComponent:
         start_ms, curve = price_curve(profile.pricing, profile.fuel_per_s, now_ms)
         hour_utc = (now_ms // 3_600_000) % 24
         return CapacityAd(
-            cores_offered=profile.cores_offered,
+            cores_offered=profile.cores_now(),
             memory_mb_offered=profile.memory_mb_offered,
             fuel_per_s=profile.fuel_per_s,
             runtimes=profile.runtimes,

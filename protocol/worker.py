@@ -256,8 +256,6 @@ class WorkerComponent:
             left_ms = call.deadline_ms - max(now_ms, call.bid_deadline_ms)
             why = f"cannot-finish: fuel_max needs up to {run_ms} ms here, {left_ms} ms left"
             return [_no_bid(call, why, "info")]
-        if decision.refusal == "paused":  # the home's energy or the owner: say so (ADR 0026)
-            return [_no_bid(call, f"paused: {profile.paused}", "info")]
         if decision.refusal:
             return [_no_bid(call, decision.refusal, "debug")]
         self._remember_bid(call, publisher, decision.price_mc_per_tfuel)
@@ -335,7 +333,7 @@ class WorkerComponent:
         if profile.paused:
             return "paused"  # bid before the home's energy or the owner paused us (ADR 0026)
         if len(self.tasks) >= limits.WORKER_TASKS_MAX or self.tasks_running() >= (
-            profile.cores_offered
+            profile.cores_now()
         ):
             return "busy"
         bid = None if bids is None else bids.calls.get(call.call_round)

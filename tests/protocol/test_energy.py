@@ -164,3 +164,6 @@ def test_the_engine_republishes_its_ad_on_a_change_within_the_rate_limit() -> No
     assert (ad.cores_offered, ad.available_now) == (3, True)
     assert ad.price_mc_per_tfuel == TARIFF.wear_mc_per_tfuel
     assert engine.step(EnergyChanged("surplus", 3, ""), 9000) == []  # nothing changed
+    assert engine.config.profile.cores_offered == 8  # the configured cap stays as it was
+    engine.step(EnergyChanged("surplus", 20, ""), 12_000)  # more power than the cap: the cap
+    assert engine.market_component.current_ad(12_000).cores_offered == 8
