@@ -47,6 +47,7 @@ from hearth.node.testhooks import crash_before_pay
 from hearth.p2p.host import open_transport
 from hearth.p2p.transport import HostConfig, Inbound, Transport
 from hearth.protocol.codec import decode_as, encode
+from hearth.protocol.energy import CORES_MAX
 from hearth.protocol.engine import Engine, EngineConfig, HostProfile
 from hearth.protocol.errors import HearthError, RemoteProtocolError
 from hearth.protocol.events import InboundRefused, RuntimeOffered, Started
@@ -254,9 +255,12 @@ async def run_node(
             jobs = JobService(home, driver, blobs, sandbox, plugin)
             node = Node(options, engine, transport, driver, clock, ledger, jobs)
             node.health = Health(driver, ledger, jobs)
+            # The energy service bounds cores by the home's power only; the engine takes the
+            # smaller of that and the configured cap, which the settings may change (ADR 0026).
+            energy_policy = dataclasses.replace(config.energy_policy, cores_max=CORES_MAX)
             node.energy = EnergyService(
-                config.energy_sensor, config.energy_policy, config.owner, clock,
-                driver.submit_nowait,
+                config.energy_sensor, energy_policy, config.owner, clock, driver.submit_nowait,
+                cores_cap=lambda: engine.config.profile.cores_offered,
             )  # fmt: skip
             # The one call site of the energy gauges (node/metrics.py, branch h-metrics): active
             # once the node has metrics; nothing to change when the branches are merged.

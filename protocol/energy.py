@@ -44,6 +44,7 @@ MODES: Final = ("surplus", "battery", "grid", "paused")
 FALLBACKS: Final = ("pause", "grid")
 WATTS_MAX: Final = 10_000_000  # a reading above 10 MW is a broken sensor, not a home
 PER_MILLE: Final = 1000
+CORES_MAX: Final = 4096  # as many as a capacity ad may carry: "no bound" for the energy policy
 
 
 class ReadingError(ValueError):

@@ -66,12 +66,15 @@ class EnergyService:
         owner: OwnerConfig,
         clock: Clock,
         submit: Callable[[EnergyChanged], object],
+        cores_cap: Callable[[], int] | None = None,
     ) -> None:
         self.sensor = sensor
         self.policy = policy
         self.owner = owner
         self.clock = clock
         self._submit = submit
+        # The configured core cap as the engine holds it now (the settings may change it).
+        self._cores_cap = cores_cap or (lambda: policy.cores_max)
         self.filter = ReadingFilter(policy)
         # Without a sensor the node runs on the grid, within the power cap if one is set.
         self.state = EnergyState(
@@ -222,9 +225,15 @@ class EnergyService:
             "grid_w": watts(reading.grid_w if reading else None),
             "available_w": watts(self.state.available_w),
             "power_cap_w": None if not self.policy.power_cap_w else float(self.policy.power_cap_w),
-            "cores_offered": 0 if self.told is None else self.told.cores_offered,
+            "cores_offered": self.cores_offered(),
             "paused": self.paused or None,
         }
+
+    def cores_offered(self) -> int:
+        """What the ad offers: the configured cap bounded by the home's power, 0 while paused."""
+        if self.told is None or self.paused:
+            return 0
+        return min(self._cores_cap(), self.told.cores_offered)
 
     def status_json(self) -> dict[str, Any]:
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -188,3 +189,21 @@ async def test_the_pause_routes_refuse_bad_bodies_and_need_the_token() -> None:
             assert resumed.json()["paused"] is None
             assert (await client.get("/api/energy", headers=auth)).json()["source"] is None
         nursery.cancel_scope.cancel()
+
+
+def test_a_core_cap_changed_in_the_settings_composes_with_the_power_bound() -> None:
+    cap = [8]
+    told: list[EnergyChanged] = []
+    policy = EnergyPolicy(cores_max=4096, watts_per_core=10, power_cap_w=30)
+    energy = EnergyService(SensorConfig(), policy, OwnerConfig(), Clock(), told.append,
+                           cores_cap=lambda: cap[0])  # fmt: skip
+    energy.update()
+    assert told == [EnergyChanged("grid", 3, "")] and energy.cores_offered() == 3
+    cap[0] = 2  # the owner lowered the cap in the dashboard
+    assert energy.state_json()["cores_offered"] == 2
+    no_cap = dataclasses.replace(policy, power_cap_w=0)
+    unbounded = EnergyService(SensorConfig(), no_cap, OwnerConfig(), Clock(), told.append,
+                              cores_cap=lambda: cap[0])  # fmt: skip
+    unbounded.update()
+    cap[0] = 6  # raised: no sensor and no power cap, so the engine's cap alone decides
+    assert told[-1] == EnergyChanged("grid", 4096, "") and unbounded.cores_offered() == 6
