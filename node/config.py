@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from hearth.node.commands.common import CommandError
+from hearth.node.energy.config import (
+    TEMPLATE_ENERGY,
+    TEMPLATE_OWNER,
+    OwnerConfig,
+    SensorConfig,
+    parse_owner,
+    parse_policy,
+    parse_sensor,
+)
 from hearth.protocol.credit import CreditConfig
+from hearth.protocol.energy import EnergyPolicy
 from hearth.protocol.messages import ENERGY_SOURCES, HOURS_MASK_ALL, RUNTIMES
 from hearth.protocol.pricing import DAY_HOURS, PricingConfig
 
@@ -62,7 +72,8 @@ utc_offset_min = 0
 # Margin over cost, in percent, and a floor for wear in milli-credits per 10^12 fuel.
 margin_pct = 10
 wear_mc_per_tfuel = 1
-
+""" + TEMPLATE_ENERGY + """
+""" + TEMPLATE_OWNER + """
 [availability]
 # Local hours when the node takes jobs, as ranges.
 hours = ["0-24"]
@@ -101,6 +112,9 @@ class NodeConfig:
         default_factory=lambda: PricingConfig(60, (30_000,) * DAY_HOURS)
     )
     credit: CreditConfig = dataclasses.field(default_factory=CreditConfig)
+    energy_sensor: SensorConfig = dataclasses.field(default_factory=SensorConfig)
+    energy_policy: EnergyPolicy = dataclasses.field(default_factory=lambda: EnergyPolicy(1))
+    owner: OwnerConfig = dataclasses.field(default_factory=OwnerConfig)
 
 
 def _bad(key: str, fix: str) -> CommandError:
@@ -148,7 +162,7 @@ def parse(text: str) -> NodeConfig:
         raise CommandError(
             f"config: not valid TOML ({exc}); fix the file or run `hearth init`"
         ) from None
-    known = {"node", "limits", "energy", "availability", "credit"}
+    known = {"node", "limits", "energy", "owner", "availability", "credit"}
     for section in raw:
         if section not in known:
             raise _bad(section, f"unknown section; expected one of {sorted(known)}")
@@ -218,6 +232,9 @@ def parse(text: str) -> NodeConfig:
         log_mb=log_mb,
         runtimes=runtimes,
         energy_source=source,
+        energy_sensor=parse_sensor(energy),
+        energy_policy=parse_policy(energy, cores),
+        owner=parse_owner(merged["owner"]),
         availability_hours_mask=mask,
         pricing=PricingConfig(
             power_w=power_w,

@@ -31,6 +31,8 @@ from hearth.node.clock import Clock, SystemClock
 from hearth.node.commands.common import CommandError
 from hearth.node.driver import Driver
 from hearth.node.edge import EdgeGate
+from hearth.node.energy.routes import build_energy_routes
+from hearth.node.energy.service import EnergyService
 from hearth.node.health import Health
 from hearth.node.home import load_config, load_identity, load_token
 from hearth.node.jobs import JobService
@@ -45,6 +47,7 @@ from hearth.node.testhooks import crash_before_pay
 from hearth.p2p.host import open_transport
 from hearth.p2p.transport import HostConfig, Inbound, Transport
 from hearth.protocol.codec import decode_as, encode
+from hearth.protocol.energy import CORES_MAX
 from hearth.protocol.engine import Engine, EngineConfig, HostProfile
 from hearth.protocol.errors import HearthError, RemoteProtocolError
 from hearth.protocol.events import InboundRefused, RuntimeOffered, Started
@@ -87,6 +90,7 @@ class Node:
     api_url: str = ""
     started_ms: int = 0
     health: Health | None = None
+    energy: EnergyService | None = None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -129,6 +133,7 @@ def build_routes(node: Node) -> list[Route]:
                 "replay_guard": node.engine.replay_guard.statistics(),
                 # Refreshed here too: an outage seen by a reader is an outage in the log.
                 "degraded": node.health.refresh() if node.health else [],
+                "energy": node.energy.status_json() if node.energy else None,
             }
         )
 
@@ -170,6 +175,7 @@ def build_routes(node: Node) -> list[Route]:
         Route("/v1/market", market),
         Route("/v1/peers", peers),
         *build_job_routes(node),
+        *(build_energy_routes(node.energy) if node.energy else []),
     ]
 
 
@@ -249,6 +255,18 @@ async def run_node(
             jobs = JobService(home, driver, blobs, sandbox, plugin)
             node = Node(options, engine, transport, driver, clock, ledger, jobs)
             node.health = Health(driver, ledger, jobs)
+            # The energy service bounds cores by the home's power only; the engine takes the
+            # smaller of that and the configured cap, which the settings may change (ADR 0026).
+            energy_policy = dataclasses.replace(config.energy_policy, cores_max=CORES_MAX)
+            node.energy = EnergyService(
+                config.energy_sensor, energy_policy, config.owner, clock, driver.submit_nowait,
+                cores_cap=lambda: engine.config.profile.cores_offered,
+            )  # fmt: skip
+            # The one call site of the energy gauges (node/metrics.py, branch h-metrics): active
+            # once the node has metrics; nothing to change when the branches are merged.
+            metrics = getattr(node, "metrics", None)
+            if metrics is not None:
+                node.energy.observers.append(lambda e: metrics.set_energy(**e.metrics_values()))
             node.started_ms = clock.now_ms()
             serve_requests(node)
             await nursery.start(driver.run)
@@ -257,6 +275,7 @@ async def run_node(
                 functools.partial(serve_api, app, port=options.api_port)
             )
             driver.submit_nowait(Started())
+            nursery.start_soon(node.energy.run)
             if jobs.has_saved():
                 await wait_for_peers(transport)
             restored = await jobs.restore_saved()

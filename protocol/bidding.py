@@ -19,9 +19,10 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from hearth.protocol import limits
+from hearth.protocol.energy import energy_price
 from hearth.protocol.job_messages import CallForBids
 from hearth.protocol.lease import run_ms_max
-from hearth.protocol.pricing import cost_mc, price_now
+from hearth.protocol.pricing import cost_mc
 
 if TYPE_CHECKING:
     from hearth.protocol.engine import HostProfile
@@ -79,7 +80,8 @@ def decide_bid(
     refusal = _refusal(call, profile, config, standing, tasks_running, now_ms)
     if refusal:
         return BidDecision(refusal=refusal)
-    price = price_now(profile.pricing, profile.fuel_per_s, max(now_ms, call.bid_deadline_ms))
+    at_ms = max(now_ms, call.bid_deadline_ms)
+    price = energy_price(profile.pricing, profile.fuel_per_s, at_ms, profile.energy_mode)
     if price > call.max_price_mc_per_tfuel:
         return BidDecision(refusal="price-floor-above-max")
     if standing.owed_mc + cost_mc(price, call.fuel_max) > config.credit_limit_mc:
@@ -97,6 +99,8 @@ def _refusal(
 ) -> str:
     if not config.bidding:
         return "not-bidding"
+    if profile.paused:
+        return "paused"  # the home's energy or its owner (ADR 0026)
     if call.bid_deadline_ms <= now_ms:
         return "bid-deadline-passed"
     if call.runtime not in profile.runtimes:
@@ -110,7 +114,7 @@ def _refusal(
     hour_utc = (max(now_ms, call.bid_deadline_ms) // 3_600_000) % 24
     if not profile.availability_hours_mask >> hour_utc & 1:
         return "unavailable"
-    if tasks_running >= profile.cores_offered:
+    if tasks_running >= profile.cores_now():
         return "busy"
     if standing.reputation_score < config.publisher_score_min:
         return "publisher-reputation"

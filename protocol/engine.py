@@ -46,10 +46,12 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from hearth.protocol import limits
 from hearth.protocol.credit import CreditConfig
 from hearth.protocol.effects import CommitEntries, Effect, Log, Penalise, Publish, Send, SetTimer
+from hearth.protocol.energy import energy_price
 from hearth.protocol.envelope import Envelope, ReplayGuard, seal
 from hearth.protocol.errors import RemoteProtocolError
 from hearth.protocol.events import (
     CommitFailed,
+    EnergyChanged,
     EntriesCommitted,
     InboundRefused,
     MessageReceived,
@@ -67,7 +69,7 @@ from hearth.protocol.jobs_config import JobsConfig
 from hearth.protocol.market import Market
 from hearth.protocol.messages import TOPIC_CAPACITY, CapacityAd
 from hearth.protocol.payments import PaymentComponent, ReceiptCountersigned
-from hearth.protocol.pricing import PricingConfig, price_curve, price_now
+from hearth.protocol.pricing import PricingConfig, price_curve
 from hearth.protocol.publisher import PublisherComponent
 from hearth.protocol.reputation import Reputation, bans_for
 from hearth.protocol.timers import MarketAdTimer, TimerKey
@@ -104,6 +106,19 @@ class HostProfile:
     energy_source: str
     operator: str
     pricing: PricingConfig
+    # Set by EnergyChanged (ADR 0026): the mode (protocol.energy.MODES), the cores the home's
+    # power allows (None: no bound beyond cores_offered), why no new work is taken ("": it is).
+    energy_mode: str = "grid"
+    energy_cores_max: int | None = None
+    paused: str = ""
+
+    def cores_now(self) -> int:
+        """Cores offered now: the configured cap, bounded by the home's power, 0 while paused."""
+        if self.paused:
+            return 0
+        if self.energy_cores_max is None:
+            return self.cores_offered
+        return min(self.cores_offered, self.energy_cores_max)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,7 +355,9 @@ class MarketComponent:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.market = Market()
+        self.last_ad_ms: int | None = None
         engine.add_local_handler(RuntimeOffered, self._on_runtime_offered)
+        engine.add_local_handler(EnergyChanged, self._on_energy_changed)
 
     def handlers(self) -> Mapping[type, tuple[frozenset[str], MessageHandler]]:
         return {CapacityAd: (frozenset({TOPIC_CAPACITY}), self._on_ad)}
@@ -363,25 +380,50 @@ class MarketComponent:
             self._engine.config = dataclasses.replace(config, profile=profile)
         return []
 
+    def _on_energy_changed(self, event: object, now_ms: int) -> list[Effect]:
+        """Offer what the home's energy allows; a changed ad goes out within the rate limit."""
+        assert isinstance(event, EnergyChanged)
+        config = self._engine.config
+        before = self.current_ad(now_ms)
+        profile = dataclasses.replace(
+            config.profile,
+            energy_cores_max=max(0, event.cores_offered),
+            energy_mode=event.mode,
+            paused=event.paused,
+        )
+        self._engine.config = dataclasses.replace(config, profile=profile)
+        if self.current_ad(now_ms) == before:
+            return []
+        fields = (("mode", event.mode), ("cores", str(profile.cores_now())))
+        log = Log("info", "energy-changed", (*fields, ("paused", event.paused)))
+        next_ms = (self.last_ad_ms or 0) + limits.CAPACITY_AD_GAP_MS_MIN
+        if self.last_ad_ms is not None and now_ms < next_ms:
+            return [log, SetTimer(MarketAdTimer(), next_ms)]  # the gossip rate limit
+        return [log, *self._publish_ad(now_ms)]
+
     def current_ad(self, now_ms: int) -> CapacityAd:
         profile = self._engine.config.profile
         start_ms, curve = price_curve(profile.pricing, profile.fuel_per_s, now_ms)
         hour_utc = (now_ms // 3_600_000) % 24
         return CapacityAd(
-            cores_offered=profile.cores_offered,
+            cores_offered=profile.cores_now(),
             memory_mb_offered=profile.memory_mb_offered,
             fuel_per_s=profile.fuel_per_s,
             runtimes=profile.runtimes,
             availability_hours_mask=profile.availability_hours_mask,
-            available_now=bool(profile.availability_hours_mask >> hour_utc & 1),
+            available_now=bool(profile.availability_hours_mask >> hour_utc & 1)
+            and not profile.paused,
             energy_source=profile.energy_source,
-            price_mc_per_tfuel=price_now(profile.pricing, profile.fuel_per_s, now_ms),
+            price_mc_per_tfuel=energy_price(
+                profile.pricing, profile.fuel_per_s, now_ms, profile.energy_mode
+            ),
             price_curve_mc_per_tfuel=curve,
             curve_start_ms=start_ms,
             operator=profile.operator,
         )
 
     def _publish_ad(self, now_ms: int) -> list[Effect]:
+        self.last_ad_ms = now_ms
         data = self._engine.seal(
             self.current_ad(now_ms), now_ms=now_ms, ttl_ms=limits.CAPACITY_AD_TTL_MS
         )

@@ -169,3 +169,17 @@ class CommitFailed:
 
     first_seq: int
     reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnergyChanged:
+    """The home's energy state or the owner's wishes changed (node/energy/, ADR 0026).
+
+    ``mode`` is one of ``protocol.energy.MODES``; ``paused`` is why the node takes no new work
+    ("" when it may); ``cores_offered`` already honours the power cap and the power available.
+    Jobs already running are not touched: they finish or are handed back within their lease.
+    """
+
+    mode: str
+    cores_offered: int
+    paused: str = ""

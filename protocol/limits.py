@@ -27,6 +27,8 @@ REPLAY_CACHE_AUTHOR_ENTRIES_MAX: Final = 8_192
 # Market
 CAPACITY_AD_TTL_MS: Final = 30 * 1000
 CAPACITY_AD_INTERVAL_MS: Final = 5 * 1000
+# A change of the host's energy state republishes its ad at once, but never twice within this.
+CAPACITY_AD_GAP_MS_MIN: Final = 1000
 MARKET_PEERS_MAX: Final = 100_000
 PRICE_CURVE_HOURS: Final = 24
 RUNTIMES_MAX: Final = 8

@@ -330,8 +330,10 @@ class WorkerComponent:
         profile = self._engine.config.profile
         if call.deadline_ms <= now_ms:
             return "deadline-passed"
+        if profile.paused:
+            return "paused"  # bid before the home's energy or the owner paused us (ADR 0026)
         if len(self.tasks) >= limits.WORKER_TASKS_MAX or self.tasks_running() >= (
-            profile.cores_offered
+            profile.cores_now()
         ):
             return "busy"
         bid = None if bids is None else bids.calls.get(call.call_round)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 from hearth.node import paths
 from hearth.node.client import NodeClient
-from hearth.node.commands.common import JSON_OPTION, print_json
+from hearth.node.commands.common import JSON_OPTION, CommandError, print_json
 from hearth.node.home import load_config, load_token
 from hearth.node.logs import setup as setup_logs
 
@@ -48,9 +50,71 @@ def status(json_output: bool = JSON_OPTION) -> None:
     typer.echo(f"api:      {info['api']}")
     typer.echo(f"peers:    {info['peers_connected']}")
     typer.echo(f"price:    {info['ad']['price_mc_per_tfuel']} mc per 10^12 fuel")
+    energy = info.get("energy") or {}
+    if energy:
+        typer.echo(f"energy:   {_energy_line(energy)}")
+        if energy.get("paused"):
+            typer.echo(f"paused:   {energy['paused']}")
     degraded = info.get("degraded", [])
     typer.echo(f"health:   {'degraded, taking no work' if degraded else 'ok'}")
     for reason in degraded:
         typer.echo(f"  because {reason}")
     for addr in info["multiaddrs"]:
         typer.echo(f"listen:   {addr}")
+
+
+DURATION_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration_s(text: str) -> int:
+    """Seconds in "90s", "30m", "2h", "1h30m" or a bare number of seconds."""
+    import re
+
+    spec = text.strip().lower()
+    if spec.isdigit():
+        total = int(spec)
+    else:
+        parts = re.fullmatch(r"(?:\d+[smhd])+", spec) and re.findall(r"(\d+)([smhd])", spec)
+        if not parts:
+            raise CommandError(f'--for: {text!r} is not a duration like "90s", "30m" or "1h30m"')
+        total = sum(int(n) * DURATION_UNITS_S[unit] for n, unit in parts)
+    if total <= 0:
+        raise CommandError("--for: the duration must be more than 0 seconds")
+    return total
+
+
+def _energy_line(energy: dict[str, Any]) -> str:
+    parts = [f"{energy.get('mode')}", f"{energy.get('cores_offered')} cores offered"]
+    for key, unit in (("battery_pct", "% battery"), ("solar_w", " W solar"),
+                      ("available_w", " W available"), ("power_cap_w", " W cap")):  # fmt: skip
+        if energy.get(key) is not None:
+            parts.append(f"{energy[key]:g}{unit}")
+    source = energy.get("source")
+    return ", ".join(parts) + (f" (source: {source})" if source else "")
+
+
+@app.command("pause")
+def pause(
+    duration: str = typer.Option(
+        None, "--for", help='How long, e.g. "30m" or "2h" (default: until resume).'
+    ),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Take no new work (running jobs finish) until `hearth node resume` or --for has passed."""
+    body = {"for_s": None if duration is None else parse_duration_s(duration)}
+    energy = NodeClient().post("/v1/node/pause", json=body)
+    if json_output:
+        print_json(energy)
+        return
+    typer.echo(f"paused: {energy.get('paused')}")
+
+
+@app.command("resume")
+def resume(json_output: bool = JSON_OPTION) -> None:
+    """Take work again (unless the home's energy or the owner's use still pause the node)."""
+    energy = NodeClient().post("/v1/node/resume")
+    if json_output:
+        print_json(energy)
+        return
+    paused = energy.get("paused")
+    typer.echo(f"still paused: {paused}" if paused else "resumed")
