@@ -80,6 +80,10 @@ class BlobMissing(BlobError):
     """A peer does not hold the blob or will not serve it to us: ask someone else."""
 
 
+class BlobRefused(BlobMissing):
+    """A peer will not serve the blob to us at all (ADR 0015): do not ask it again."""
+
+
 class BlobUnreachable(BlobError):
     """A peer did not answer in time, or the connection broke mid-transfer."""
 
@@ -461,7 +465,7 @@ async def _fetch_chunk(
     except (TransportError, RemoteProtocolError, trio.TooSlowError) as exc:
         raise BlobUnreachable(f"fetching {digest.hex()[:16]} from {peer}: {exc}") from None
     if chunk.total_bytes == BLOB_TOTAL_REFUSED:
-        raise BlobMissing(f"{peer} refused blob {digest.hex()[:16]}")
+        raise BlobRefused(f"{peer} refused blob {digest.hex()[:16]}")
     if chunk.total_bytes < 0:
         raise BlobMissing(f"{peer} does not hold blob {digest.hex()[:16]}")
     if chunk.blob_hash != digest or chunk.offset != offset or chunk.total_bytes != size_bytes:

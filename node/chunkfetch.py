@@ -25,6 +25,7 @@ from hearth.node.blobs import (
     BlobCorrupt,
     BlobError,
     BlobMissing,
+    BlobRefused,
     BlobStore,
     BlobUnreachable,
     Penalise,
@@ -157,6 +158,10 @@ async def _fetch_one(
             continue
         try:
             await fetch_blob(transport, store, peer, digest, size, transfer.owner)
+        except BlobRefused as exc:
+            transfer.dropped[peer] = str(exc)  # one refusal, not one per chunk
+            reasons.append(str(exc))
+            continue
         except BlobMissing as exc:
             reasons.append(str(exc))
             continue

@@ -63,7 +63,9 @@ def build_request(
             module=read_module(file, runtime),
             input=_read(input_file) if input_file else b"",
             output_bytes_max=sandbox_config.DEFAULT_OUTPUT_BYTES_MAX,
-            **limits,
+            fuel_max=limits["fuel_max"],
+            memory_bytes_max=limits["memory_bytes_max"],
+            deadline_ms=limits["deadline_ms"],
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
