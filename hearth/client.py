@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from hearth import files as job_files
+from hearth.files import FilesError, JobFiles, Progress, no_progress
 from hearth.node import paths
 
 EVENTS_WAIT_S = 20.0
@@ -41,6 +43,7 @@ class JobResult:
     paid_mc: int
     reason: str
     summary: dict[str, Any]
+    files: tuple[str, ...] = ()  # written under output_dir, for a job with an output folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +120,9 @@ def _check(response: httpx.Response) -> Any:
     return response.content
 
 
-def _result(summary: dict[str, Any], output: bytes) -> JobResult:
+def _result(summary: dict[str, Any], output: bytes, files: tuple[str, ...] = ()) -> JobResult:
     return JobResult(
+        files=files,
         job_id=summary["job_id"],
         ok=summary["state"] == "accepted",
         output=output,
@@ -160,11 +164,29 @@ class Client:
         assert isinstance(data, bytes)
         return data
 
-    def submit(self, module: str | Path, input: bytes, options: JobOptions | None = None) -> str:
+    def submit(
+        self,
+        module: str | Path,
+        input: bytes = b"",
+        options: JobOptions | None = None,
+        *,
+        files: JobFiles | None = None,
+        progress: Progress = no_progress,
+    ) -> str:
+        """Publish a job. With ``files`` (inputs, args, env, stdin file, output folder) the input
+        goes as a bundle of chunks, uploading only those the node lacks (ADR 0024)."""
         path = Path(module)
         options = options or JobOptions()
         runtime = runtime_for(path, options.runtime)
-        body = options.body(self.put_blob(module_bytes(path)), self.put_blob(input), runtime)
+        module_hash = self.put_blob(module_bytes(path))
+        if files is not None and files.used:
+            try:
+                input_hash = job_files.upload(self, files, input, progress).hex()
+            except FilesError as exc:
+                raise HearthError(str(exc)) from None
+        else:
+            input_hash = self.put_blob(input)
+        body = options.body(module_hash, input_hash, runtime)
         return str(self._call("POST", "/v1/jobs", json=body)["job_id"])
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -187,15 +209,47 @@ class Client:
             if batch["done"]:
                 return
 
-    def wait(self, job_id: str) -> JobResult:
+    def wait(
+        self, job_id: str, output_dir: str | Path | None = None, progress: Progress = no_progress
+    ) -> JobResult:
+        """The verified result. A job with an output folder has its files written under
+        ``output_dir`` and its stdout as ``output``."""
         for _ in self.events(job_id):
             pass
         summary = self.job(job_id)
-        output = self.blob(summary["result_hash"]) if summary["state"] == "accepted" else b""
-        return _result(summary, output)
+        if summary["state"] != "accepted":
+            return _result(summary, b"")
+        output = self.blob(summary["result_hash"])
+        tree = job_files.tree_of(output)
+        if tree is None:
+            return _result(summary, output)
+        if output_dir is None:
+            raise HearthError("the job returned an output folder: pass output_dir")
+        try:
+            job_files.wait_fetched(self, job_id, tree.total_bytes, progress)
+            stdout, written = job_files.download(self, tree, Path(output_dir), progress)
+        except FilesError as exc:
+            raise HearthError(str(exc)) from None
+        return _result(summary, stdout, written)
 
-    def run(self, module: str | Path, input: bytes, **options: Any) -> JobResult:
-        return self.wait(self.submit(module, input, JobOptions(**options)))
+    def run(
+        self,
+        module: str | Path,
+        input: bytes = b"",
+        *,
+        inputs: list[str | Path] | tuple[str | Path, ...] = (),
+        args: list[str] | tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        stdin: str | Path | None = None,
+        output_dir: str | Path | None = None,
+        progress: Progress = no_progress,
+        **options: Any,
+    ) -> JobResult:
+        """Publish and wait. ``inputs`` (files, or folders whose contents) appear read-only
+        under /input; with ``output_dir`` the job writes /output and gets its files back."""
+        files = JobFiles.of(inputs, args, env, stdin, output_dir)
+        job_id = self.submit(module, input, JobOptions(**options), files=files, progress=progress)
+        return self.wait(job_id, output_dir, progress)
 
     def market(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/v1/market")
