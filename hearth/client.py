@@ -181,9 +181,13 @@ class Client:
         module_hash = self.put_blob(module_bytes(path))
         if files is not None and files.used:
             try:
-                input_hash = job_files.upload(self, files, input, progress).hex()
+                digest, input_bytes = job_files.upload(self, files, input, progress)
             except FilesError as exc:
                 raise HearthError(str(exc)) from None
+            input_hash = digest.hex()
+            if options.lease_s is None:
+                lease_s = job_files.lease_s_for(input_bytes, options.deadline_s)
+                options = dataclasses.replace(options, lease_s=lease_s)
         else:
             input_hash = self.put_blob(input)
         body = options.body(module_hash, input_hash, runtime)

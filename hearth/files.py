@@ -18,6 +18,14 @@ Progress = Callable[[str, int, int], None]  # (stage, bytes done, bytes total)
 OUTPUT_MB_MAX_DEFAULT = 1024
 OUTPUT_FILES_MAX_DEFAULT = 1000
 MISSING_BATCH = 10_000
+# A winner must fetch the input before its lease ends, and the derived lease counts only the
+# run (protocol/lease.py): a job with files gets a lease that allows this slow a transfer too.
+LEASE_TRANSFER_BYTES_PER_S = 2 * 1024 * 1024
+LEASE_BASE_S = 60
+
+
+def lease_s_for(input_bytes: int, deadline_s: int) -> int:
+    return min(deadline_s, LEASE_BASE_S + input_bytes // LEASE_TRANSFER_BYTES_PER_S)
 
 
 class FilesError(Exception):
@@ -99,9 +107,9 @@ class BlobApi(Protocol):
 
 def upload(
     api: BlobApi, files: JobFiles, stdin: bytes = b"", progress: Progress = no_progress
-) -> bytes:
+) -> tuple[bytes, int]:
     """Upload every chunk of the inputs the node lacks, then the bundle; its hash. ``stdin``
-    is used when no stdin file is given."""
+    is used when no stdin file is given. Returns the bundle's hash and the input's bytes."""
     named = input_files(files.inputs)
     if files.stdin is not None and not files.stdin.is_file():
         raise FilesError(f"stdin file {files.stdin} does not exist")
@@ -142,7 +150,8 @@ def upload(
         ref = chunks.FileRef(len(stdin), tuple(bytes.fromhex(d) for d in digests))
         bundle = dataclasses.replace(bundle, stdin=ref)
     data = bundle.encode()
-    return bytes.fromhex(api._call("PUT", "/v1/blobs", content=data)["hash"])
+    digest = bytes.fromhex(api._call("PUT", "/v1/blobs", content=data)["hash"])
+    return digest, bundle.input_bytes
 
 
 def _ref(path: Path) -> chunks.FileRef:

@@ -166,6 +166,8 @@ class JobFiles:
             )
         plan = FetchPlan(self.sources(peer), owner, self.limits.parallel)
         wanted = chunks.chunk_list(bundle.refs())
+        started = trio.current_time()
+        before = dict(self.counters.by_peer)
         await fetch_chunks(
             self.transport,
             self.store,
@@ -174,6 +176,15 @@ class JobFiles:
             counters=self.counters,
             penalise=self.penalise,
             progress=progress,
+        )
+        sources = {p: n - before.get(p, 0) for p, n in self.counters.by_peer.items()}
+        log(
+            "info",
+            "input-fetched",
+            bundle=digest.hex()[:16],
+            bytes=bundle.input_bytes,
+            ms=round((trio.current_time() - started) * 1000),
+            sources={p[-8:]: n for p, n in sorted(sources.items()) if n},
         )
 
     async def fetch_output(self, job_id: bytes, tree_data: bytes, workers: list[str]) -> None:
