@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 The chunks to fetch are the distinct ones not already in the store: what an earlier,
-interrupted transfer committed is never asked for again. ``parallel`` tasks take chunks from one
+interrupted transfer committed is never asked for again. Each host takes them in an order of
+its own (hashed with its peer id). ``parallel`` tasks take chunks from one
 queue; each asks the sources in turn, starting at a different one per chunk so the load spreads
 over every host that holds the data. A source that answers "missing" is skipped for that chunk
 only (it may be fetching the same data itself). A source that sends bytes that break the hash
@@ -17,6 +18,7 @@ most ``parallel`` chunks are ever in memory.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable
 
 import trio
@@ -101,6 +103,10 @@ async def fetch_chunks(
     assert plan.sources and plan.parallel >= 1
     total = sum(size for _, size in chunks)
     todo = [(digest, size) for digest, size in chunks if not store.has(digest)]
+    # Each host takes the chunks in its own order, so that two workers fetching at once soon
+    # hold chunks the other still lacks, and can serve them to each other.
+    salt = transport.peer_id.encode()
+    todo.sort(key=lambda item: hashlib.sha256(salt + item[0]).digest())
     transfer = _Transfer(
         list(plan.sources), plan.owner, penalise, counters or TransferCounters(), progress, total
     )
