@@ -112,7 +112,6 @@ class Server:
 
     def __init__(self, store: BlobStore, *, corrupt: bool = False, stall: bool = False) -> None:
         self.store, self.corrupt, self.stall = store, corrupt, stall
-        self.served_bytes = 0
 
     async def serve(self, transport: Transport) -> None:
         async for item in transport.inbound:
@@ -124,10 +123,7 @@ class Server:
                 bad = bytes([data[0] ^ 1]) + data[1:] if data else data
                 await item.reply(encode(BlobChunk(request.blob_hash, request.offset, bad, total)))
                 continue
-            request = decode_as(item.data, BlobRequest)
-            before = self.served_bytes
             await serve_blob_request(self.store, item, lambda peer, digest: True)
-            self.served_bytes = before + min(request.length, 512 * 1024)
 
 
 @asynccontextmanager
@@ -240,10 +236,41 @@ async def test_when_no_host_has_a_chunk_the_transfer_fails_saying_why_and_keeps_
 ) -> None:
     source = random_file(tmp_path / "input", 3 * MIB)
     store_a, ref = seeded(tmp_path, "a", source)
+    lost = store_a.get(ref.chunks[2])
+    assert lost is not None
     store_a._remove(ref.chunks[2])  # the host lost the last chunk
     mine = store_at(tmp_path / "mine")
+    counters = TransferCounters()
     async with network({"host-a": Server(store_a)}) as (client, ids):
         plan = FetchPlan((ids["host-a"],), owner="host-a", parallel=1)
         with pytest.raises(BlobError, match=r"no host could send chunk .*does not hold"):
-            await fetch_chunks(client, mine, chunks.chunk_list([ref]), plan)
-    assert mine.has(ref.chunks[0]) and mine.has(ref.chunks[1])  # kept for the next attempt
+            await fetch_chunks(client, mine, chunks.chunk_list([ref]), plan, counters=counters)
+        held = [d for d in ref.chunks if mine.has(d)]
+        assert len(held) == counters.chunks and ref.chunks[2] not in held  # kept, not refetched
+        store_a.put(lost)
+        await fetch_chunks(client, mine, chunks.chunk_list([ref]), plan, counters=counters)
+    assert counters.chunks == 3 and all(mine.has(d) for d in ref.chunks)
+
+
+# Bad input: one clear reason, nothing downloaded
+
+
+async def test_an_input_over_the_hosts_limit_is_refused_before_any_chunk_is_fetched(
+    tmp_path: Path, autojump_clock: trio.abc.Clock
+) -> None:
+    from hearth.node.jobio import JobFiles, TransferLimits
+
+    source = random_file(tmp_path / "input", 3 * MIB)
+    store_a, ref = seeded(tmp_path, "a", source)
+    bundle = chunks.Bundle(files=(("data", ref),)).encode()
+    digest = store_a.put(bundle)
+    mine = store_at(tmp_path / "mine")
+    async with network({"host-a": Server(store_a)}) as (client, ids):
+        files = JobFiles(tmp_path / "home", mine, client)
+        files.limits = TransferLimits(input_bytes_max=2 * MIB)
+        with pytest.raises(BlobError, match=r"input of 3145728 bytes is over this host's 2097152"):
+            await files.fetch(ids["host-a"], digest, len(bundle), "host-a")
+        assert files.counters.chunks == 0 and not any(mine.has(d) for d in ref.chunks)
+        files.limits = TransferLimits()
+        await files.fetch(ids["host-a"], digest, len(bundle), "host-a")
+    assert files.counters.chunks == 3
