@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import httpx
 
 from hearth import files as job_files
 from hearth.files import FilesError, JobFiles, Progress, no_progress
 from hearth.node import paths
 
+T = TypeVar("T")
 EVENTS_WAIT_S = 20.0
 TERMINAL_PHASES = frozenset({"paid", "failed"})
 
@@ -273,6 +275,7 @@ class AsyncClient:
     def __init__(self, home: Path | None = None, *, timeout_s: float = 60.0) -> None:
         base_url, headers = _connection(home)
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s)
+        self._home, self._timeout_s = home, timeout_s  # file transfers run a Client in a thread
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -287,8 +290,18 @@ class AsyncClient:
             raise HearthError(f"the node did not answer: {exc}") from None
 
     async def submit(
-        self, module: str | Path, input: bytes, options: JobOptions | None = None
+        self,
+        module: str | Path,
+        input: bytes = b"",
+        options: JobOptions | None = None,
+        *,
+        files: JobFiles | None = None,
+        progress: Progress = no_progress,
     ) -> str:
+        if files is not None and files.used:  # chunked, blocking file I/O: off the event loop
+            return await self._in_thread(
+                lambda c: c.submit(module, input, options, files=files, progress=progress)
+            )
         path = Path(module)
         options = options or JobOptions()
         runtime = runtime_for(path, options.runtime)
@@ -313,14 +326,41 @@ class AsyncClient:
         result: dict[str, Any] = await self._call("GET", f"/v1/jobs/{job_id}")
         return result
 
-    async def wait(self, job_id: str) -> JobResult:
+    async def wait(
+        self, job_id: str, output_dir: str | Path | None = None, progress: Progress = no_progress
+    ) -> JobResult:
         async for _ in self.events(job_id):
             pass
         summary = await self.job(job_id)
         output = b""
         if summary["state"] == "accepted":
             output = await self._call("GET", f"/v1/blobs/{summary['result_hash']}")
+            if job_files.tree_of(output) is not None:
+                return await self._in_thread(lambda c: c.wait(job_id, output_dir, progress))
         return _result(summary, output)
 
-    async def run(self, module: str | Path, input: bytes, **options: Any) -> JobResult:
-        return await self.wait(await self.submit(module, input, JobOptions(**options)))
+    async def run(
+        self,
+        module: str | Path,
+        input: bytes = b"",
+        *,
+        inputs: list[str | Path] | tuple[str | Path, ...] = (),
+        args: list[str] | tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        stdin: str | Path | None = None,
+        output_dir: str | Path | None = None,
+        progress: Progress = no_progress,
+        **options: Any,
+    ) -> JobResult:
+        files = JobFiles.of(inputs, args, env, stdin, output_dir)
+        job_id = await self.submit(
+            module, input, JobOptions(**options), files=files, progress=progress
+        )
+        return await self.wait(job_id, output_dir, progress)
+
+    async def _in_thread(self, call: Callable[[Client], T]) -> T:
+        def run() -> T:
+            with Client(self._home, timeout_s=self._timeout_s) as client:
+                return call(client)
+
+        return await anyio.to_thread.run_sync(run)
