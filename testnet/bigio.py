@@ -104,6 +104,7 @@ def _measure(
         with Client(node.home) as client:
             downloaded[node.info["peer_id"]] = client._call("GET", "/v1/transfers")["downloaded"]
     chunk_count = -(-size_bytes // chunks.CHUNK_BYTES)
+    peak_rss_mb = {node.info["peer_id"]: _peak_rss_mb(node.pid) for node in nodes}
     log(f"done in {seconds:.1f} s")
     return {
         "bytes": size_bytes,
@@ -119,4 +120,16 @@ def _measure(
         "progress_updates": updates,
         "fuel_used": result.fuel_used,
         "paid_mc": result.paid_mc,
+        "node_peak_rss_mb": peak_rss_mb,  # the daemons' high-water marks: bounded, not ~size
     }
+
+
+def _peak_rss_mb(pid: int) -> int:
+    """VmHWM of a node process (Linux), in MiB; -1 where /proc does not say."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return -1
