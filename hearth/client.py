@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import httpx
 
+from hearth import files as job_files
+from hearth.files import FilesError, JobFiles, Progress, no_progress
 from hearth.node import paths
 
+T = TypeVar("T")
 EVENTS_WAIT_S = 20.0
 TERMINAL_PHASES = frozenset({"paid", "failed"})
 
@@ -41,6 +45,7 @@ class JobResult:
     paid_mc: int
     reason: str
     summary: dict[str, Any]
+    files: tuple[str, ...] = ()  # written under output_dir, for a job with an output folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +122,9 @@ def _check(response: httpx.Response) -> Any:
     return response.content
 
 
-def _result(summary: dict[str, Any], output: bytes) -> JobResult:
+def _result(summary: dict[str, Any], output: bytes, files: tuple[str, ...] = ()) -> JobResult:
     return JobResult(
+        files=files,
         job_id=summary["job_id"],
         ok=summary["state"] == "accepted",
         output=output,
@@ -160,11 +166,33 @@ class Client:
         assert isinstance(data, bytes)
         return data
 
-    def submit(self, module: str | Path, input: bytes, options: JobOptions | None = None) -> str:
+    def submit(
+        self,
+        module: str | Path,
+        input: bytes = b"",
+        options: JobOptions | None = None,
+        *,
+        files: JobFiles | None = None,
+        progress: Progress = no_progress,
+    ) -> str:
+        """Publish a job. With ``files`` (inputs, args, env, stdin file, output folder) the input
+        goes as a bundle of chunks, uploading only those the node lacks (ADR 0024)."""
         path = Path(module)
         options = options or JobOptions()
         runtime = runtime_for(path, options.runtime)
-        body = options.body(self.put_blob(module_bytes(path)), self.put_blob(input), runtime)
+        module_hash = self.put_blob(module_bytes(path))
+        if files is not None and files.used:
+            try:
+                digest, input_bytes = job_files.upload(self, files, input, progress)
+            except FilesError as exc:
+                raise HearthError(str(exc)) from None
+            input_hash = digest.hex()
+            if options.lease_s is None:
+                lease_s = job_files.lease_s_for(input_bytes, options.deadline_s)
+                options = dataclasses.replace(options, lease_s=lease_s)
+        else:
+            input_hash = self.put_blob(input)
+        body = options.body(module_hash, input_hash, runtime)
         return str(self._call("POST", "/v1/jobs", json=body)["job_id"])
 
     def job(self, job_id: str) -> dict[str, Any]:
@@ -187,15 +215,47 @@ class Client:
             if batch["done"]:
                 return
 
-    def wait(self, job_id: str) -> JobResult:
+    def wait(
+        self, job_id: str, output_dir: str | Path | None = None, progress: Progress = no_progress
+    ) -> JobResult:
+        """The verified result. A job with an output folder has its files written under
+        ``output_dir`` and its stdout as ``output``."""
         for _ in self.events(job_id):
             pass
         summary = self.job(job_id)
-        output = self.blob(summary["result_hash"]) if summary["state"] == "accepted" else b""
-        return _result(summary, output)
+        if summary["state"] != "accepted":
+            return _result(summary, b"")
+        output = self.blob(summary["result_hash"])
+        tree = job_files.tree_of(output)
+        if tree is None:
+            return _result(summary, output)
+        if output_dir is None:
+            raise HearthError("the job returned an output folder: pass output_dir")
+        try:
+            job_files.wait_fetched(self, job_id, tree.total_bytes, progress)
+            stdout, written = job_files.download(self, tree, Path(output_dir), progress)
+        except FilesError as exc:
+            raise HearthError(str(exc)) from None
+        return _result(summary, stdout, written)
 
-    def run(self, module: str | Path, input: bytes, **options: Any) -> JobResult:
-        return self.wait(self.submit(module, input, JobOptions(**options)))
+    def run(
+        self,
+        module: str | Path,
+        input: bytes = b"",
+        *,
+        inputs: list[str | Path] | tuple[str | Path, ...] = (),
+        args: list[str] | tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        stdin: str | Path | None = None,
+        output_dir: str | Path | None = None,
+        progress: Progress = no_progress,
+        **options: Any,
+    ) -> JobResult:
+        """Publish and wait. ``inputs`` (files, or folders whose contents) appear read-only
+        under /input; with ``output_dir`` the job writes /output and gets its files back."""
+        files = JobFiles.of(inputs, args, env, stdin, output_dir)
+        job_id = self.submit(module, input, JobOptions(**options), files=files, progress=progress)
+        return self.wait(job_id, output_dir, progress)
 
     def market(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/v1/market")
@@ -215,6 +275,7 @@ class AsyncClient:
     def __init__(self, home: Path | None = None, *, timeout_s: float = 60.0) -> None:
         base_url, headers = _connection(home)
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s)
+        self._home, self._timeout_s = home, timeout_s  # file transfers run a Client in a thread
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -229,8 +290,18 @@ class AsyncClient:
             raise HearthError(f"the node did not answer: {exc}") from None
 
     async def submit(
-        self, module: str | Path, input: bytes, options: JobOptions | None = None
+        self,
+        module: str | Path,
+        input: bytes = b"",
+        options: JobOptions | None = None,
+        *,
+        files: JobFiles | None = None,
+        progress: Progress = no_progress,
     ) -> str:
+        if files is not None and files.used:  # chunked, blocking file I/O: off the event loop
+            return await self._in_thread(
+                lambda c: c.submit(module, input, options, files=files, progress=progress)
+            )
         path = Path(module)
         options = options or JobOptions()
         runtime = runtime_for(path, options.runtime)
@@ -255,14 +326,41 @@ class AsyncClient:
         result: dict[str, Any] = await self._call("GET", f"/v1/jobs/{job_id}")
         return result
 
-    async def wait(self, job_id: str) -> JobResult:
+    async def wait(
+        self, job_id: str, output_dir: str | Path | None = None, progress: Progress = no_progress
+    ) -> JobResult:
         async for _ in self.events(job_id):
             pass
         summary = await self.job(job_id)
         output = b""
         if summary["state"] == "accepted":
             output = await self._call("GET", f"/v1/blobs/{summary['result_hash']}")
+            if job_files.tree_of(output) is not None:
+                return await self._in_thread(lambda c: c.wait(job_id, output_dir, progress))
         return _result(summary, output)
 
-    async def run(self, module: str | Path, input: bytes, **options: Any) -> JobResult:
-        return await self.wait(await self.submit(module, input, JobOptions(**options)))
+    async def run(
+        self,
+        module: str | Path,
+        input: bytes = b"",
+        *,
+        inputs: list[str | Path] | tuple[str | Path, ...] = (),
+        args: list[str] | tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        stdin: str | Path | None = None,
+        output_dir: str | Path | None = None,
+        progress: Progress = no_progress,
+        **options: Any,
+    ) -> JobResult:
+        files = JobFiles.of(inputs, args, env, stdin, output_dir)
+        job_id = await self.submit(
+            module, input, JobOptions(**options), files=files, progress=progress
+        )
+        return await self.wait(job_id, output_dir, progress)
+
+    async def _in_thread(self, call: Callable[[Client], T]) -> T:
+        def run() -> T:
+            with Client(self._home, timeout_s=self._timeout_s) as client:
+                return call(client)
+
+        return await anyio.to_thread.run_sync(run)

@@ -72,6 +72,22 @@ class BlobRangeError(BlobError):
     """A request named a range outside the blob: the requester's fault, not ours."""
 
 
+class BlobCorrupt(BlobError):
+    """A peer sent bytes that break the protocol or the hash: it is at fault (ADR 0024)."""
+
+
+class BlobMissing(BlobError):
+    """A peer does not hold the blob or will not serve it to us: ask someone else."""
+
+
+class BlobRefused(BlobMissing):
+    """A peer will not serve the blob to us at all (ADR 0015): do not ask it again."""
+
+
+class BlobUnreachable(BlobError):
+    """A peer did not answer in time, or the connection broke mid-transfer."""
+
+
 def blob_hash(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
@@ -428,7 +444,7 @@ async def fetch_blob(
             if offset == size_bytes:
                 break
         if hasher.digest() != digest:
-            raise BlobError(f"{peer} sent bytes that do not hash to {digest.hex()[:16]}")
+            raise BlobCorrupt(f"{peer} sent bytes that do not hash to {digest.hex()[:16]}")
         try:
             handle.flush()
             os.fsync(handle.fileno())
@@ -447,15 +463,15 @@ async def _fetch_chunk(
         )
         chunk = decode_as(reply, BlobChunk, bytes_max=limits.FRAME_BYTES_MAX)
     except (TransportError, RemoteProtocolError, trio.TooSlowError) as exc:
-        raise BlobError(f"fetching {digest.hex()[:16]} from {peer}: {exc}") from None
+        raise BlobUnreachable(f"fetching {digest.hex()[:16]} from {peer}: {exc}") from None
     if chunk.total_bytes == BLOB_TOTAL_REFUSED:
-        raise BlobError(f"{peer} refused blob {digest.hex()[:16]}")
+        raise BlobRefused(f"{peer} refused blob {digest.hex()[:16]}")
     if chunk.total_bytes < 0:
-        raise BlobError(f"{peer} does not hold blob {digest.hex()[:16]}")
+        raise BlobMissing(f"{peer} does not hold blob {digest.hex()[:16]}")
     if chunk.blob_hash != digest or chunk.offset != offset or chunk.total_bytes != size_bytes:
-        raise BlobError(f"{peer} answered for another blob or range")
+        raise BlobCorrupt(f"{peer} answered for another blob or range")
     if len(chunk.data) > min(size_bytes - offset, limits.BLOB_CHUNK_BYTES_MAX):
-        raise BlobError(f"{peer} sent more than was asked for")
+        raise BlobCorrupt(f"{peer} sent more than was asked for")
     if not chunk.data and offset < size_bytes:
-        raise BlobError(f"{peer} sent an empty chunk mid-blob")
+        raise BlobCorrupt(f"{peer} sent an empty chunk mid-blob")
     return chunk.data

@@ -54,6 +54,11 @@ module_cache_mb = 512
 # Blobs no job needs are evicted, least recently used first, and deleted after 10 minutes.
 blob_store_mb = 4096
 blob_store_peer_mb = 512
+# Largest input (all files of a job) this node fetches, largest output tree it returns or
+# collects, and chunks fetched at once from the hosts that hold them (ADR 0024).
+input_mb_max = 2048
+output_mb_max = 1024
+parallel_fetches = 8
 # node.log is rotated at this size; three old files are kept besides it.
 log_mb = 10
 
@@ -104,6 +109,9 @@ class NodeConfig:
     module_cache_mb: int = 512
     blob_store_mb: int = 4096
     blob_store_peer_mb: int = 512
+    input_mb_max: int = 2048
+    output_mb_max: int = 1024
+    parallel_fetches: int = 8
     log_mb: int = 10
     runtimes: tuple[str, ...] = ("wasm", "python")
     energy_source: str = "grid"
@@ -115,6 +123,10 @@ class NodeConfig:
     energy_sensor: SensorConfig = dataclasses.field(default_factory=SensorConfig)
     energy_policy: EnergyPolicy = dataclasses.field(default_factory=lambda: EnergyPolicy(1))
     owner: OwnerConfig = dataclasses.field(default_factory=OwnerConfig)
+
+
+TRANSFER_KEYS = ("input_mb_max", "output_mb_max", "parallel_fetches")
+TRANSFER_MAX = {"input_mb_max": 1 << 20, "output_mb_max": 1 << 20, "parallel_fetches": 64}
 
 
 def _bad(key: str, fix: str) -> CommandError:
@@ -203,6 +215,10 @@ def parse(text: str) -> NodeConfig:
     blob_store_peer_mb = _typed(caps, "blob_store_peer_mb", int, "limits")
     if not 1 <= blob_store_peer_mb <= blob_store_mb:
         raise _bad("limits.blob_store_peer_mb", "must be at least 1 and at most blob_store_mb")
+    transfer = {key: _typed(caps, key, int, "limits") for key in TRANSFER_KEYS}
+    for key, value in transfer.items():
+        if not 1 <= value <= TRANSFER_MAX[key]:
+            raise _bad(f"limits.{key}", f"must be from 1 to {TRANSFER_MAX[key]}")
     log_mb = _typed(caps, "log_mb", int, "limits")
     if log_mb < 1:
         raise _bad("limits.log_mb", "must be at least 1 (node.log is rotated at this size)")
@@ -229,6 +245,7 @@ def parse(text: str) -> NodeConfig:
         module_cache_mb=module_cache_mb,
         blob_store_mb=blob_store_mb,
         blob_store_peer_mb=blob_store_peer_mb,
+        **transfer,
         log_mb=log_mb,
         runtimes=runtimes,
         energy_source=source,

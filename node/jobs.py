@@ -15,18 +15,20 @@ node/health.py), and ``save_pending`` writes them once there is room.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from hearth.node.blobs import BlobError, BlobStore, BlobUse, blob_hash, fetch_blob
+from hearth.node import chunks
+from hearth.node.blobs import BlobError, BlobStore, BlobUse, blob_hash
 from hearth.node.driver import Driver
 from hearth.node.files import write_atomically
+from hearth.node.jobio import JobFiles
 from hearth.node.logs import log
 from hearth.node.plugins import NodePlugin
-from hearth.node.sandbox.model import JobRequest, Runtime
+from hearth.node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
 from hearth.node.sandbox.pool import SandboxPool
 from hearth.protocol import limits
 from hearth.protocol.effects import AbortJob, FetchBlob, JobProgress, RunJob, SaveJob
@@ -70,6 +72,7 @@ class JobService:
         self.driver = driver
         self.plugin = plugin  # None on every node but a testnet's adversaries (node/plugins.py)
         self.blobs = blobs
+        self.files = JobFiles(home, blobs, driver.transport)  # chunks, /input and /output
         self.pool = pool
         self.jobs_dir = home / "jobs"
         self.jobs_dir.mkdir(exist_ok=True)
@@ -114,7 +117,9 @@ class JobService:
             return BlobUse(pinned=self.blobs.digests())
         engine = self.driver.engine
         needed, results = engine.publisher.blobs_in_use()
-        return BlobUse(pinned=needed | engine.worker.blobs_in_use(), retained=results)
+        expand = self.files.index.expand  # a bundle or tree pins its chunks with it
+        pinned = expand(needed | engine.worker.blobs_in_use())
+        return BlobUse(pinned=pinned, retained=expand(results))
 
     async def sweep_blobs(self) -> None:
         """Delete blobs no work needs once their grace period is over, for as long as we run."""
@@ -194,14 +199,7 @@ class JobService:
         _, results = self.driver.engine.publisher.blobs_in_use()
         owner = "" if effect.blob_hash in results else effect.peer
         try:
-            await fetch_blob(
-                self.driver.transport,
-                self.blobs,
-                effect.peer,
-                effect.blob_hash,
-                effect.size_bytes,
-                owner,
-            )
+            await self.files.fetch(effect.peer, effect.blob_hash, effect.size_bytes, owner)
         except BlobError as exc:
             await self.driver.submit(BlobFetchFailed(effect.blob_hash, str(exc)))
             return
@@ -229,12 +227,19 @@ class JobService:
             deadline_ms=deadline_ms,
             output_bytes_max=OUTPUT_BYTES_MAX,
         )
-        with trio.CancelScope() as scope:
-            self._running[effect.job_id] = scope
-            try:
-                result = await self.pool.run(request)
-            finally:
-                self._running.pop(effect.job_id, None)
+        try:
+            with trio.CancelScope() as scope:
+                self._running[effect.job_id] = scope
+                try:
+                    result = await self._run_files(effect, request, data)
+                finally:
+                    self._running.pop(effect.job_id, None)
+        except BlobError as exc:  # a bundle that does not parse, or our disk: not the job's fault
+            log("warning", "job-not-staged", job=effect.job_id.hex()[:16], error=str(exc))
+            await self.driver.submit(JobExecuted(effect.job_id, False, b"", b"", 0, "crashed"))
+            return
+        finally:
+            self.files.unstage(effect.job_id)
         if scope.cancelled_caught:
             return  # AbortJob: the award was cancelled and no event is expected
         output = result.output if result.ok else b""
@@ -265,6 +270,46 @@ class JobService:
             )
         )
 
+    async def _run_files(self, effect: RunJob, request: JobRequest, data: bytes) -> ExecutionResult:
+        """Run a plain job as it is; for a bundle, stage /input, run, and return the output tree
+        (encoded) as the output when the job asked for one (ADR 0024)."""
+        if chunks.kind_of(data) != "bundle":
+            return await self.pool.run(request)
+        bundle = chunks.decode_bundle(data)
+        bytes_max = bundle.output_bytes_max  # the job's bound, so every replica has the same
+        input_dir, output_dir = await trio.to_thread.run_sync(
+            self.files.stage, effect.job_id, bundle
+        )
+        stdin = (
+            b""
+            if bundle.stdin is None
+            else chunks.read_ref(self.blobs, bundle.stdin, limits.JOB_INPUT_BYTES_MAX)
+        )
+        request = dataclasses.replace(
+            request,
+            input=stdin,
+            args=bundle.args,
+            env=bundle.env,
+            input_dir=str(input_dir) if bundle.files else "",
+            output_dir=str(output_dir) if bundle.wants_tree else "",
+            output_dir_bytes_max=bytes_max,
+            output_files_max=bundle.output_files_max,
+        )
+        result = await self.pool.run(request)
+        if not bundle.wants_tree or not result.ok:
+            return result
+        found = chunks.collect_output(output_dir, bytes_max, bundle.output_files_max)
+        if isinstance(found, str):
+            kind = ErrorKind.OUTPUT_TOO_LARGE
+            return ExecutionResult.failure(result.runtime, kind, found, fuel_used=result.fuel_used)
+        owner = self._publisher_of(effect.job_id)
+        tree = await trio.to_thread.run_sync(
+            chunks.build_tree, self.blobs, result.output, found, owner
+        )
+        encoded = tree.encode()
+        self.files.index.note(blob_hash(encoded), encoded)
+        return dataclasses.replace(result, output=encoded)
+
     def _publisher_of(self, job_id: bytes) -> str:
         task = self.driver.engine.worker.tasks.get(JobId(job_id))
         return "" if task is None else str(task.publisher)
@@ -274,9 +319,11 @@ class JobService:
         if scope is not None:
             scope.cancel()
 
-    def _progress(self, effect: JobProgress) -> None:
+    def _progress(self, effect: JobProgress) -> Awaitable[None] | None:
+        fetch = None
         if effect.phase == "paid":
             self._keep_inline_output(effect.job_id)
+            fetch = self._output_files(effect.job_id)
         self.log_for(effect.job_id).add(
             {
                 "ts_ms": self.driver.clock.now_ms(),
@@ -286,6 +333,19 @@ class JobService:
                 "replicas": effect.replicas,
             }
         )
+        return fetch
+
+    def _output_files(self, job_id: bytes) -> Awaitable[None] | None:
+        """The accepted output's files, if it is a tree: fetched from the workers that agreed."""
+        summary = self.driver.engine.publisher.summary(JobId(job_id))
+        if summary is None or summary.error_kind:
+            return None
+        data = summary.output or self.blobs.get(summary.output_hash)
+        if data is None or chunks.kind_of(data) != "tree":
+            return None
+        workers = [str(r.worker) for r in summary.replicas_detail if r.verdict == "match"]
+        self.files.index.note(summary.output_hash, data)
+        return self.files.fetch_output(job_id, data, workers)
 
     def _keep_inline_output(self, job_id: bytes) -> None:
         """An accepted output that came inline in a reveal goes into the blob store too."""

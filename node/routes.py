@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from hearth.node.api import to_json
 from hearth.node.blobs import BlobError
+from hearth.node.routes_files import build_file_routes, missing_input
 from hearth.protocol import limits
 from hearth.protocol.errors import LocalProtocolError
 from hearth.protocol.events import PublishJob
@@ -129,6 +130,9 @@ def build_job_routes(node: Node) -> list[Route]:
         sizes = [jobs.blobs.size(h) if len(h) == 32 else -1 for h in (module_hash, input_hash)]
         if min(sizes) < 0:
             return error("upload the module and the input first (PUT /v1/blobs)")
+        lacking = missing_input(node, input_hash)
+        if lacking:
+            return error(lacking)
         now_ms = node.clock.now_ms()
         job_id = JobId(
             hashlib.sha256(
@@ -213,6 +217,7 @@ def build_job_routes(node: Node) -> list[Route]:
         )
 
     return [
+        *build_file_routes(node),
         Route("/v1/blobs", put_blob, methods=["PUT"]),
         Route("/v1/blobs/{digest}", get_blob),
         Route("/v1/jobs", publish, methods=["POST"]),

@@ -35,6 +35,7 @@ from hearth.node.energy.routes import build_energy_routes
 from hearth.node.energy.service import EnergyService
 from hearth.node.health import Health
 from hearth.node.home import load_config, load_identity, load_token
+from hearth.node.jobio import TransferLimits
 from hearth.node.jobs import JobService
 from hearth.node.logs import log
 from hearth.node.plugins import PluginContext
@@ -253,6 +254,9 @@ async def run_node(
                 clock,
             )
             jobs = JobService(home, driver, blobs, sandbox, plugin)
+            jobs.files.limits = TransferLimits(
+                config.input_mb_max << 20, config.output_mb_max << 20, config.parallel_fetches
+            )
             node = Node(options, engine, transport, driver, clock, ledger, jobs)
             node.health = Health(driver, ledger, jobs)
             # The energy service bounds cores by the home's power only; the engine takes the
@@ -327,14 +331,23 @@ def serve_requests(node: Node) -> None:
 
     engine = node.engine
 
-    def may_fetch(peer: str, blob_hash: bytes) -> bool:
+    def entitled(peer: str, blob_hash: bytes) -> bool:
         peer_id = PeerId(peer)
         return engine.publisher.may_fetch(peer_id, blob_hash) or engine.worker.may_fetch(
             peer_id, blob_hash
         )
 
+    def may_fetch(peer: str, blob_hash: bytes) -> bool:
+        if entitled(peer, blob_hash):
+            return True
+        needed, results = engine.publisher.blobs_in_use()  # a chunk of these (ADR 0024)
+        manifests = needed | results | engine.worker.blobs_in_use()
+        return node.jobs.files.index.may_fetch(peer, blob_hash, manifests, entitled)
+
     def penalise(peer: str, points: int, reason: str) -> None:
         node.driver.submit_nowait(InboundRefused(PeerId(peer), PROTOCOL_BLOB, reason, points))
+
+    node.jobs.files.penalise = penalise
 
     async def blob(item: Inbound) -> None:
         await serve_blob_request(node.jobs.blobs, item, may_fetch, penalise)

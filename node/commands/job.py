@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import wasmtime
 
-from hearth.node.commands import job_network
+from hearth.node.commands import job_files, job_network
 from hearth.node.commands.common import JSON_OPTION, CommandError, print_json
 from hearth.node.sandbox import config as sandbox_config
 from hearth.node.sandbox.config import SandboxConfig
@@ -63,7 +64,9 @@ def build_request(
             module=read_module(file, runtime),
             input=_read(input_file) if input_file else b"",
             output_bytes_max=sandbox_config.DEFAULT_OUTPUT_BYTES_MAX,
-            **limits,
+            fuel_max=limits["fuel_max"],
+            memory_bytes_max=limits["memory_bytes_max"],
+            deadline_ms=limits["deadline_ms"],
         )
     except ValueError as exc:
         raise CommandError(str(exc)) from None
@@ -101,10 +104,22 @@ def run_locally(request: JobRequest) -> ExecutionResult:
 FileArg = Annotated[
     Path | None, typer.Argument(help="The job: a .wasm (or .wat) module or a .py program.")
 ]
-InputOpt = Annotated[Path | None, typer.Option("--input", help="File the job reads on stdin.")]
-OutputOpt = Annotated[
-    Path | None, typer.Option("--output", help="Where the job's stdout is written.")
+InputOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--input",
+        help="File the job reads on stdin; or, repeated or a folder, files it sees under /input.",
+    ),
 ]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--output", help="Where the job's stdout is written; a folder (DIR/) receives /output."
+    ),
+]
+ArgOpt = Annotated[list[str] | None, typer.Option("--arg", help="An argument for the job.")]
+EnvOpt = Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE in the job's env.")]
+StdinOpt = Annotated[Path | None, typer.Option("--stdin", help="File the job reads on stdin.")]
 ReplicasOpt = Annotated[int | None, typer.Option("--replicas", help="Results that must agree.")]
 ReplicasMaxOpt = Annotated[
     int | None, typer.Option("--replicas-max", help="Most replicas to run on disagreement.")
@@ -148,6 +163,9 @@ def run(
     lease: LeaseOpt = None,
     spec_file: SpecOpt = None,
     json_output: bool = JSON_OPTION,
+    args: ArgOpt = None,
+    env: EnvOpt = None,
+    stdin: StdinOpt = None,
 ) -> None:
     """Run FILE on --input and write its verified output to --output.
 
@@ -156,8 +174,15 @@ def run(
     """
     spec = job_network.load_spec(spec_file) if spec_file else {}
     file = file or _spec_path(spec, "module")
-    output_file = output_file or _spec_path(spec, "output")
-    input_file = input_file or (Path(spec["input"]) if "input" in spec else None)
+    inputs, args, env = input_file or [], args or [], env or []
+    stdin_file: Path | None = None
+    if job_files.uses_files(inputs, output_file, args, env, stdin):
+        files = job_files.job_files(inputs, output_file, args, env, stdin)
+    else:
+        files = None
+        output_file = output_file or _spec_path(spec, "output")
+        stdin_file = inputs[0] if inputs else None
+        stdin_file = stdin_file or (Path(spec["input"]) if "input" in spec else None)
     chosen = runtime_for(file, runtime or spec.get("runtime"))
     if not local:
         flags = {
@@ -167,7 +192,11 @@ def run(
             "lease_s": lease,
         }  # fmt: skip
         options = job_network.options_from(spec, flags)
-        data = _read(input_file) if input_file else b""
+        if files is not None:
+            job_files.publish(file, files, options, json_output)
+            return
+        data = _read(stdin_file) if stdin_file else b""
+        assert output_file is not None
         job_network.publish(file, data, output_file, options, json_output)
         return
     limits = {
@@ -175,7 +204,15 @@ def run(
         "memory_bytes_max": memory_mb * 2**20,
         "deadline_ms": max(1, int(deadline_s * 1000)),
     }
-    result = run_locally(build_request(file, input_file, chosen, limits))
+    if files is not None:
+        request = build_request(file, None, chosen, limits)
+        result = job_files.run_local(request, files, run_locally, json_output)
+        if result.ok and not json_output:
+            sys.stdout.buffer.write(result.output)
+        report(result, json_output)
+        return
+    assert output_file is not None
+    result = run_locally(build_request(file, stdin_file, chosen, limits))
     if result.ok:
         try:
             output_file.write_bytes(result.output)

@@ -107,9 +107,19 @@ class JobRequest:
     memory_bytes_max: int
     deadline_ms: int
     output_bytes_max: int
+    # Arguments, environment and folders of a job with a bundle (ADR 0024); host paths of the
+    # folders the guest sees as /input (read-only) and /output (writable, bounded).
+    args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    input_dir: str = ""
+    output_dir: str = ""
+    output_dir_bytes_max: int = 0
+    output_files_max: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "runtime", Runtime(self.runtime))
+        object.__setattr__(self, "args", tuple(self.args))
+        object.__setattr__(self, "env", tuple((str(k), str(v)) for k, v in self.env))
         _check_range("module bytes", len(self.module), 1, limits.JOB_MODULE_BYTES_MAX)
         _check_range("input bytes", len(self.input), 0, limits.JOB_INPUT_BYTES_MAX)
         _check_range("fuel_max", self.fuel_max, 1, limits.JOB_FUEL_MAX)
@@ -130,6 +140,12 @@ class JobRequest:
             "memory_bytes_max": self.memory_bytes_max,
             "deadline_ms": self.deadline_ms,
             "output_bytes_max": self.output_bytes_max,
+            "args": list(self.args),
+            "env": [list(pair) for pair in self.env],
+            "input_dir": self.input_dir,
+            "output_dir": self.output_dir,
+            "output_dir_bytes_max": self.output_dir_bytes_max,
+            "output_files_max": self.output_files_max,
         }
 
     @classmethod

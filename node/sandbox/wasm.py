@@ -18,7 +18,7 @@ from typing import Final
 
 import wasmtime as wt
 
-from hearth.node.sandbox import wasi
+from hearth.node.sandbox import wasi, wasi_fs
 from hearth.node.sandbox.config import COMPILED_MODULES_CACHED_MAX, STDERR_TAIL_BYTES_MAX
 from hearth.node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime, module_fuel
 from hearth.protocol import limits
@@ -223,6 +223,16 @@ class WasmRunner:
             stderr_bytes_max=STDERR_TAIL_BYTES_MAX,
             fuel_max=request.fuel_max,
             store=store,
+            argv=("job.wasm", *request.args) if request.args else (),
+            environ=tuple(f"{key}={value}" for key, value in request.env),
+            fs=wasi_fs.Preopens(
+                request.input_dir,
+                request.output_dir,
+                request.output_dir_bytes_max,
+                request.output_files_max,
+            )
+            if request.input_dir or request.output_dir
+            else None,
         )
         self.wasi.job = job
         try:
@@ -231,6 +241,8 @@ class WasmRunner:
                     store.set_epoch_deadline(max(1, request.deadline_ms // EPOCH_TICK_MS))
                 return self._execute(store, compiled, job, request)
         finally:
+            if job.fs is not None:
+                job.fs.close_all()
             self.wasi.job = None
 
     def _execute(

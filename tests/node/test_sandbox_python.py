@@ -110,6 +110,47 @@ async def test_python_errors_say_what_stopped_them(python_home: Path) -> None:
         assert b"HEARTH" not in probe.output and b"PATH" not in probe.output.replace(b"TZPATH", b"")
 
 
+FILES_JOB = b"""
+import hashlib, os, sys
+data = open("/input/sub/data.bin", "rb").read()
+os.makedirs("/output/res", exist_ok=True)
+with open("/output/res/digest.txt", "w") as out:
+    out.write(hashlib.sha256(data).hexdigest())
+print(sys.argv[1:], os.environ["MODE"])
+try:
+    open("/input/new", "w")
+except OSError as error:
+    print(type(error).__name__)
+"""
+
+
+async def test_a_python_job_reads_input_files_and_writes_an_output_folder(
+    python_home: Path, tmp_path: Path
+) -> None:
+    """ADR 0024: /input read-only, /output writable, arguments and environment."""
+    data = os.urandom(100_000)
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    (tmp_path / "in" / "sub" / "data.bin").write_bytes(data)
+    (tmp_path / "out").mkdir()
+    request = python_request(
+        FILES_JOB,
+        args=("-v", "x y"),
+        env=(("MODE", "fast"),),
+        input_dir=str(tmp_path / "in"),
+        output_dir=str(tmp_path / "out"),
+        output_dir_bytes_max=1 << 20,
+        output_files_max=8,
+    )
+    async with SandboxPool(SandboxConfig(home=python_home, workers=1)) as pool:
+        result = await pool.run(request)
+    assert result.ok, (result.error_message, result.stderr_tail)
+    lines = result.output.decode().splitlines()
+    assert lines[0] == "['-v', 'x y'] fast"
+    assert lines[1] in ("PermissionError", "OSError")  # /input is read-only
+    digest = (tmp_path / "out" / "res" / "digest.txt").read_text()
+    assert digest == hashlib.sha256(data).hexdigest()
+
+
 def hearth(home: Path, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, HEARTH_HOME=str(home))
     return subprocess.run(
