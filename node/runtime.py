@@ -35,6 +35,7 @@ from hearth.node.health import Health
 from hearth.node.home import load_config, load_identity, load_token
 from hearth.node.jobs import JobService
 from hearth.node.logs import log
+from hearth.node.metrics import CONTENT_TYPE, NodeMetrics
 from hearth.node.plugins import PluginContext
 from hearth.node.plugins import load as load_plugin
 from hearth.node.routes import build_job_routes
@@ -87,6 +88,7 @@ class Node:
     api_url: str = ""
     started_ms: int = 0
     health: Health | None = None
+    metrics: NodeMetrics = dataclasses.field(default_factory=NodeMetrics)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -165,7 +167,11 @@ def build_routes(node: Node) -> list[Route]:
             )
         return JSONResponse({"peers": rows})
 
+    async def metrics(request: Request) -> Response:
+        return Response(node.metrics.render(), media_type=CONTENT_TYPE)
+
     return [
+        Route("/metrics", metrics),
         Route("/v1/status", status),
         Route("/v1/market", market),
         Route("/v1/peers", peers),
@@ -249,6 +255,7 @@ async def run_node(
             jobs = JobService(home, driver, blobs, sandbox, plugin)
             node = Node(options, engine, transport, driver, clock, ledger, jobs)
             node.health = Health(driver, ledger, jobs)
+            node.metrics.attach(node)
             node.started_ms = clock.now_ms()
             serve_requests(node)
             await nursery.start(driver.run)
