@@ -66,7 +66,7 @@ class NodeMetrics:
         )
         self.verdicts = Counter(
             "hearth_verification_verdicts",
-            "Per-replica verdicts on the jobs this node published (match, outvoted, ...)",
+            "Replica verdicts on jobs published here: match, mismatch, declined, dropped",
             ["verdict"],
             registry=r,
         )
@@ -186,7 +186,7 @@ class NodeMetrics:
         for replica in summary.replicas_detail if summary is not None else ():
             if not replica.verdict:
                 continue
-            self.verdicts.labels(verdict=replica.verdict).inc()
+            self.verdicts.labels(verdict=verdict_label(replica.verdict)).inc()
             log(
                 "info",
                 "job-verdict",
@@ -196,6 +196,14 @@ class NodeMetrics:
                 fuel_used=replica.fuel_used,
                 paid_mc=replica.paid_mc,
             )
+
+
+def verdict_label(verdict: str) -> str:
+    """A bounded label: a dropped replica's reason may quote its worker, so it goes only to
+    the log (``job-verdict``)."""
+    if verdict in ("match", "mismatch"):
+        return verdict
+    return "declined" if verdict.startswith("declined:") else "dropped"
 
 
 def _gauge(registry: CollectorRegistry, name: str, documentation: str) -> Gauge:

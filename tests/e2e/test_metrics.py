@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from hearth import Client
 from hearth.node import paths
 from hearth.testnet import launch
-from tests.e2e.network import ECHO, assert_books_balance, config, start
+from tests import syspkg
+from tests.e2e.network import ECHO, ROOT, assert_books_balance, config, start
 
 pytestmark = pytest.mark.integration
 
@@ -21,14 +23,18 @@ FAMILIES_MIN = 15
 JOBS = 2
 
 
-def scrape(node: launch.LaunchedNode) -> dict[str, Metric]:
+def scrape(node: launch.LaunchedNode) -> str:
     token = paths.read_token(paths.token_path(node.home))
     response = httpx.get(
         node.info["api"] + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10
     )
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
-    return {f.name: f for f in text_string_to_metric_families(response.text)}
+    return response.text
+
+
+def families_of(text: str) -> dict[str, Metric]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
 
 
 def value(families: dict[str, Metric], name: str, **labels: str) -> float:
@@ -56,7 +62,7 @@ def test_metrics_of_nodes_that_ran_jobs_parse_into_families_with_work_in_them(
                 result = client.run(ECHO, f"job {number}".encode(), replicas=2)
                 assert result.ok, result.reason
         assert_books_balance(nodes)
-        scraped = {node.index: scrape(node) for node in nodes}
+        texts = {node.index: scrape(node) for node in nodes}
         refused = httpx.get(publisher.info["api"] + "/metrics", timeout=10)
         worker_events = log_events(workers[0].home) + log_events(workers[1].home)
         publisher_events = log_events(publisher.home)
@@ -64,6 +70,7 @@ def test_metrics_of_nodes_that_ran_jobs_parse_into_families_with_work_in_them(
         launch.stop(nodes)
 
     assert refused.status_code == 401
+    scraped = {index: families_of(text) for index, text in texts.items()}
     for families in scraped.values():
         assert len(families) >= FAMILIES_MIN, sorted(families)
         assert value(families, "hearth_peers_connected") == len(nodes) - 1
@@ -91,3 +98,29 @@ def test_metrics_of_nodes_that_ran_jobs_parse_into_families_with_work_in_them(
         assert event in worker_events
     for event in ("job-phase", "job-verdict"):
         assert event in publisher_events
+
+
+def test_the_metrics_and_the_example_scrape_config_pass_promtool(tmp_path: Path) -> None:
+    promtool = syspkg.require("promtool", "prometheus")
+    nodes = start(tmp_path / "promtool", [config(60)])
+    try:
+        text = scrape(nodes[0])
+    finally:
+        launch.stop(nodes)
+    lint = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    # The example as a host would fill it in: their token file in place of the placeholders.
+    example = (ROOT / "docs" / "prometheus.yml").read_text()
+    token = str(paths.token_path(nodes[0].home))
+    filled = tmp_path / "prometheus.yml"
+    filled.write_text(
+        example.replace("/home/host/.local/share/hearth/api.token", token).replace(
+            "/tmp/hearth-testnet/node0/api.token", token
+        )
+    )
+    check = subprocess.run(
+        [promtool, "check", "config", str(filled)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -6,7 +6,7 @@ import math
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from hearth.node.metrics import NodeMetrics
+from hearth.node.metrics import NodeMetrics, verdict_label
 
 
 def energy(metrics: NodeMetrics) -> dict[str, float]:
@@ -46,3 +46,9 @@ def test_two_nodes_in_one_process_keep_their_numbers_apart() -> None:
     first.bids_sent.inc(3)
     assert b"hearth_bids_sent_total 3.0" in first.render()
     assert b"hearth_bids_sent_total 0.0" in second.render()
+
+
+def test_a_dropped_replicas_reason_never_becomes_a_label_of_its_own() -> None:
+    assert verdict_label("match") == "match" and verdict_label("mismatch") == "mismatch"
+    assert verdict_label("declined:anything a worker cares to say") == "declined"
+    assert verdict_label("lease-expired") == "dropped"
