@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from hearth.node import config
-from hearth.node.profiles import PROFILES, profile_cores, render
+from hearth.node.profiles import PROFILES, UNKNOWN_NOTE, profile_cores, profile_text, render
 
 
 def init(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -33,6 +34,19 @@ def test_each_profile_is_a_valid_commented_config_capped_at_the_machines_cores(n
     template_comments = [line for line in config.TEMPLATE.splitlines() if line.startswith("#")]
     assert all(line in text.splitlines() for line in template_comments)
     assert parsed != config.parse(config.TEMPLATE)
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_each_profile_key_is_set_or_commented_out_when_this_version_lacks_it(name: str) -> None:
+    text = render(name, cpu_count=256)
+    rendered = tomllib.loads(text)
+    template = tomllib.loads(config.TEMPLATE)
+    for section, values in tomllib.loads(profile_text(name)).items():
+        for key, value in values.items():
+            if key in template.get(section, {}):
+                assert rendered[section][key] == value, (section, key)
+            else:
+                assert f"\n# {key} = " in text and UNKNOWN_NOTE in text, (section, key)
 
 
 def test_profiles_differ_where_the_seed_systems_do() -> None:
