@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -100,27 +102,75 @@ def test_metrics_of_nodes_that_ran_jobs_parse_into_families_with_work_in_them(
         assert event in publisher_events
 
 
-def test_the_metrics_and_the_example_scrape_config_pass_promtool(tmp_path: Path) -> None:
+def filled_example(node: launch.LaunchedNode, path: Path) -> Path:
+    """docs/prometheus.yml as a host fills it in: their token file and their node's API port
+    in place of the placeholders (and a scrape every second, for the test's sake)."""
+    token = str(paths.token_path(node.home))
+    target = node.info["api"].removeprefix("http://")
+    text = (ROOT / "docs" / "prometheus.yml").read_text()
+    for placeholder, value in (
+        ("/home/host/.local/share/hearth/api.token", token),
+        ("/tmp/hearth-testnet/node0/api.token", token),
+        ("127.0.0.1:9464", target),
+        ("127.0.0.1:9470", target),
+        ("scrape_interval: 15s", "scrape_interval: 1s"),
+    ):
+        assert placeholder in text, placeholder
+        text = text.replace(placeholder, value)
+    path.write_text(text)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_prometheus_scrapes_a_node_with_the_example_config_and_promtool_lints_the_text(
+    tmp_path: Path,
+) -> None:
     promtool = syspkg.require("promtool", "prometheus")
-    nodes = start(tmp_path / "promtool", [config(60)])
+    prometheus = syspkg.require("prometheus", "prometheus")
+    nodes = start(tmp_path / "node", [config(60)])
+    server = None
     try:
         text = scrape(nodes[0])
+        example = filled_example(nodes[0], tmp_path / "prometheus.yml")
+        check = subprocess.run(
+            [promtool, "check", "config", str(example)], capture_output=True, text=True, timeout=60
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        web = f"127.0.0.1:{free_port()}"
+        server = subprocess.Popen(
+            [prometheus, f"--config.file={example}", f"--web.listen-address={web}",
+             f"--storage.tsdb.path={tmp_path / 'tsdb'}"],
+            stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("wb"),
+        )  # fmt: skip
+        series: list[Any] = []
+
+        def scraped() -> bool:
+            assert server is not None and server.poll() is None, "prometheus exited"
+            try:
+                answer = httpx.get(
+                    f"http://{web}/api/v1/query", params={"query": "hearth_ledger_entries"}
+                ).json()
+            except (httpx.HTTPError, ValueError):
+                return False
+            series[:] = answer.get("data", {}).get("result", [])
+            return len(series) == 2  # one series per scrape job in the example
+
+        launch.wait_for(scraped, 60, "prometheus to scrape the node with the example config")
+        targets = httpx.get(f"http://{web}/api/v1/targets").json()["data"]["activeTargets"]
     finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
         launch.stop(nodes)
+    assert {t["health"] for t in targets} == {"up"}, targets
+    assert {float(one["value"][1]) for one in series} == {1.0}  # the genesis entry
     lint = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    # The example as a host would fill it in: their token file in place of the placeholders.
-    example = (ROOT / "docs" / "prometheus.yml").read_text()
-    token = str(paths.token_path(nodes[0].home))
-    filled = tmp_path / "prometheus.yml"
-    filled.write_text(
-        example.replace("/home/host/.local/share/hearth/api.token", token).replace(
-            "/tmp/hearth-testnet/node0/api.token", token
-        )
-    )
-    check = subprocess.run(
-        [promtool, "check", "config", str(filled)], capture_output=True, text=True, timeout=60
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
