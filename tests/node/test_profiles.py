@@ -82,3 +82,13 @@ def test_an_unknown_profile_is_one_line_naming_the_profiles_and_creates_nothing(
     assert result.stderr.count("\n") == 1, result.stderr
     assert "'toaster'" in result.stderr and all(name in result.stderr for name in PROFILES)
     assert not home.exists()
+
+
+def test_the_wheel_ships_every_profile() -> None:
+    """pyproject's package data names the profile files (the wheel test builds the wheel)."""
+    root = Path(__file__).resolve().parents[2]
+    package_data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = package_data["package-data"]["hearth.node"]
+    shipped = {p.stem for pattern in patterns for p in (root / "node").glob(pattern)}
+    assert set(PROFILES) <= shipped
+    assert {p.stem for p in (root / "node" / "profiles").glob("*.toml")} == set(PROFILES)
