@@ -38,7 +38,7 @@ from hearth.testnet.observe import ask, market_complete
 NODES = len(PROFILES)  # one host per profile
 SETTLE_TIMEOUT_S = 60.0
 CORES_PER_HOST = 1  # every host shares this one machine
-# The energy a sensor would report on a sunny day, for the hosts that follow one (read from a
+# The energy a sensor would report on a sunny day, for the hosts that follow one (`cat` of a
 # file, so the demo needs no MQTT broker and no charge controller).
 SUNNY = {"battery_pct": 80, "solar_w": 200, "load_w": 60}
 
@@ -59,8 +59,9 @@ def module_path(name: str) -> Path:
 
 def node_config(index: int, home: Path) -> str:
     """The profile's config as `hearth init --profile` writes it, fitted to a loopback testnet:
-    one core each, Wasm only, its own operator, a sensor file instead of MQTT or a charge
-    controller, and no idle-only pause (the demo's own load would keep those hosts out)."""
+    one core each, Wasm only, its own operator, a sensor command reading a file instead of MQTT
+    or a charge controller (a command's reading is as fresh as its run; a file's is as old as
+    the file), and no idle-only pause (the demo's own load would keep those hosts out)."""
     name = PROFILES[index]
     energy_file = home / "energy.json"
     return (
@@ -68,9 +69,9 @@ def node_config(index: int, home: Path) -> str:
         .replace("network_group_prefix_v4 = 24", "network_group_prefix_v4 = 32")
         .replace('runtimes = ["wasm", "python"]', 'runtimes = ["wasm"]')
         .replace('operator = ""', f'operator = "{name}"', 1)
-        .replace('sensor = "mqtt"', 'sensor = "file"')
-        .replace('sensor_file = ""', f'sensor_file = "{energy_file}"')
-        .replace('sensor_file = "/run/streetlight/energy.json"', f'sensor_file = "{energy_file}"')
+        .replace('sensor = "mqtt"', 'sensor = "command"')
+        .replace('sensor = "file"', 'sensor = "command"')
+        .replace('sensor_command = ""', f'sensor_command = "cat {energy_file}"')
         .replace("idle_only = true", "idle_only = false")
     )
 
@@ -228,7 +229,7 @@ class Demo:
             spent_mc += spent
             rows.append(earnings)
             table.add_row(
-                PROFILES[node.index], str(earnings.jobs), f"{earnings.fuel / 1e9:.2f} G",
+                PROFILES[node.index], str(earnings.jobs), f"{earnings.fuel / 1e6:,.1f} M",
                 str(earnings.earned_mc), f"{earnings.energy_kwh:.1e}",
                 f"{earnings.energy_cost_mc:.2f}", f"{earnings.net_mc:+.2f}",
             )  # fmt: skip
