@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hearth.client import Client, JobResult
-from hearth.node import config, paths
+from hearth.node import calibrate, config, paths
 from hearth.node.earnings import Earnings, estimate
 from hearth.node.profiles import PROFILES, render
 from hearth.testnet import launch
@@ -77,12 +77,16 @@ def node_config(index: int, home: Path) -> str:
 
 
 def prepare(root: Path) -> list[str]:
-    """Each host's config, and the sunny reading its energy sensor file holds."""
+    """Each host's config, the sunny reading its energy sensor reads, and this machine's fuel
+    rate, measured once here rather than by each node as it starts (they share the machine)."""
     configs = []
+    fuel_per_s = calibrate.measure_fuel_per_s()
     for index in range(NODES):
         home = launch.node_home(root, index)
         home.mkdir(parents=True, exist_ok=True)
         (home / "energy.json").write_text(json.dumps(SUNNY) + "\n")
+        calibration = {"fuel_per_s": fuel_per_s, "measured_at_s": int(time.time())}
+        (home / calibrate.CALIBRATION_FILE).write_text(json.dumps(calibration) + "\n")
         configs.append(node_config(index, home))
     return configs
 
