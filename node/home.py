@@ -21,8 +21,10 @@ def _write_secret(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def init_home(home: Path) -> list[str]:
-    """Create what is missing in ``home``; return what was created. Never overwrites a key."""
+def init_home(home: Path, config: str | None = None) -> list[str]:
+    """Create what is missing in ``home``; return what was created. Never overwrites a key.
+
+    ``config`` is the config.toml to write (a profile's), else the default template."""
     created = []
     home.mkdir(parents=True, exist_ok=True)
     os.chmod(home, 0o700)
@@ -33,7 +35,7 @@ def init_home(home: Path) -> list[str]:
         _write_secret(paths.token_path(home), secrets.token_hex(32).encode())
         created.append("api.token")
     if not paths.config_path(home).exists():
-        paths.config_path(home).write_text(TEMPLATE)
+        paths.config_path(home).write_text(TEMPLATE if config is None else config)
         created.append("config.toml")
     paths.cache_dir(home).mkdir(exist_ok=True)
     return created

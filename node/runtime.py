@@ -38,6 +38,7 @@ from hearth.node.home import load_config, load_identity, load_token
 from hearth.node.jobio import TransferLimits
 from hearth.node.jobs import JobService
 from hearth.node.logs import log
+from hearth.node.metrics import CONTENT_TYPE, NodeMetrics
 from hearth.node.plugins import PluginContext
 from hearth.node.plugins import load as load_plugin
 from hearth.node.routes import build_job_routes
@@ -92,6 +93,7 @@ class Node:
     started_ms: int = 0
     health: Health | None = None
     energy: EnergyService | None = None
+    metrics: NodeMetrics = dataclasses.field(default_factory=NodeMetrics)
 
     def info(self) -> dict[str, Any]:
         return {
@@ -171,7 +173,11 @@ def build_routes(node: Node) -> list[Route]:
             )
         return JSONResponse({"peers": rows})
 
+    async def metrics(request: Request) -> Response:
+        return Response(node.metrics.render(), media_type=CONTENT_TYPE)
+
     return [
+        Route("/metrics", metrics),
         Route("/v1/status", status),
         Route("/v1/market", market),
         Route("/v1/peers", peers),
@@ -266,11 +272,9 @@ async def run_node(
                 config.energy_sensor, energy_policy, config.owner, clock, driver.submit_nowait,
                 cores_cap=lambda: engine.config.profile.cores_offered,
             )  # fmt: skip
-            # The one call site of the energy gauges (node/metrics.py, branch h-metrics): active
-            # once the node has metrics; nothing to change when the branches are merged.
-            metrics = getattr(node, "metrics", None)
-            if metrics is not None:
-                node.energy.observers.append(lambda e: metrics.set_energy(**e.metrics_values()))
+            node.metrics.attach(node)
+            metrics = node.metrics
+            node.energy.observers.append(lambda e: metrics.set_energy(**e.metrics_values()))
             node.started_ms = clock.now_ms()
             serve_requests(node)
             await nursery.start(driver.run)

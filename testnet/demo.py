@@ -1,15 +1,17 @@
-"""`hearth testnet demo`: five real nodes, jobs from different peers, verified, paid, audited.
+"""`hearth testnet demo`: six real nodes, jobs from different peers, verified, paid, audited.
 
-It starts the nodes with different host profiles (so prices differ), publishes a handful of jobs
-from different peers at once, shows each verified result and what it cost, waits for every
-receipt to be countersigned, shows the credits each ledger moved (they sum to zero), runs
-`hearth ledger verify` on every node, and stops everything it started.
+It starts one node per host profile (`hearth init --profile`, so prices differ), publishes a
+handful of jobs from different peers at once, shows each verified result and what it cost, waits
+for every receipt to be countersigned, shows the credits each ledger moved (they sum to zero),
+runs `hearth ledger verify` on every node, shows each profile's earnings against the estimated
+energy cost of its work (from its /metrics and its config), and stops everything it started.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import os
 import random
 import struct
@@ -21,23 +23,24 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
 from hearth.client import Client, JobResult
-from hearth.node.config import TEMPLATE
+from hearth.node import calibrate, config, paths
+from hearth.node.earnings import Earnings, estimate
+from hearth.node.profiles import PROFILES, render
 from hearth.testnet import launch
 from hearth.testnet.observe import ask, market_complete
 
-NODES = 5
+NODES = len(PROFILES)  # one host per profile
 SETTLE_TIMEOUT_S = 60.0
-PROFILES = (  # (label, power W, tariff credits/kWh, energy source)
-    ("gaming PC", 180, 30.0, "grid"),
-    ("panel box + battery", 40, 30.0, "battery"),
-    ("solar streetlight", 15, 30.0, "solar"),
-    ("old laptop", 35, 30.0, "grid"),
-    ("home server", 90, 22.0, "mixed"),
-)
+CORES_PER_HOST = 1  # every host shares this one machine
+# The energy a sensor would report on a sunny day, for the hosts that follow one (`cat` of a
+# file, so the demo needs no MQTT broker and no charge controller).
+SUNNY = {"battery_pct": 80, "solar_w": 200, "load_w": 60}
 
 
 @dataclass(frozen=True)
@@ -54,16 +57,38 @@ def module_path(name: str) -> Path:
     return Path(str(resources.files("hearth.node.sandbox").joinpath("modules", f"{name}.wat")))
 
 
-def node_config(index: int) -> str:
-    label, power_w, tariff, source = PROFILES[index % len(PROFILES)]
+def node_config(index: int, home: Path) -> str:
+    """The profile's config as `hearth init --profile` writes it, fitted to a loopback testnet:
+    one core each, Wasm only, its own operator, a sensor command reading a file instead of MQTT
+    or a charge controller (a command's reading is as fresh as its run; a file's is as old as
+    the file), and no idle-only pause (the demo's own load would keep those hosts out)."""
+    name = PROFILES[index]
+    energy_file = home / "energy.json"
     return (
-        TEMPLATE.replace("network_group_prefix_v4 = 24", "network_group_prefix_v4 = 32")
-        .replace("power_w = 60", f"power_w = {power_w}")
-        .replace("tariff_per_kwh = 30.0", f"tariff_per_kwh = {tariff}")
-        .replace('source = "grid"', f'source = "{source}"')
-        .replace('operator = ""', f'operator = "{label}"')
+        render(name, cpu_count=CORES_PER_HOST)
+        .replace("network_group_prefix_v4 = 24", "network_group_prefix_v4 = 32")
         .replace('runtimes = ["wasm", "python"]', 'runtimes = ["wasm"]')
+        .replace('operator = ""', f'operator = "{name}"', 1)
+        .replace('sensor = "mqtt"', 'sensor = "command"')
+        .replace('sensor = "file"', 'sensor = "command"')
+        .replace('sensor_command = ""', f'sensor_command = "cat {energy_file}"')
+        .replace("idle_only = true", "idle_only = false")
     )
+
+
+def prepare(root: Path) -> list[str]:
+    """Each host's config, the sunny reading its energy sensor reads, and this machine's fuel
+    rate, measured once here rather than by each node as it starts (they share the machine)."""
+    configs = []
+    fuel_per_s = calibrate.measure_fuel_per_s()
+    for index in range(NODES):
+        home = launch.node_home(root, index)
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "energy.json").write_text(json.dumps(SUNNY) + "\n")
+        calibration = {"fuel_per_s": fuel_per_s, "measured_at_s": int(time.time())}
+        (home / calibrate.CALIBRATION_FILE).write_text(json.dumps(calibration) + "\n")
+        configs.append(node_config(index, home))
+    return configs
 
 
 def demo_jobs(rng: random.Random) -> list[DemoJob]:
@@ -109,13 +134,14 @@ class Demo:
     def run(self, root: Path) -> bool:
         started_s = time.monotonic()
         self.console.print(f"[bold]starting {NODES} nodes[/] in {root} on 127.0.0.2-{1 + NODES}")
-        nodes = launch.up(root, NODES, configs=[node_config(i) for i in range(NODES)])
+        nodes = launch.up(root, NODES, configs=prepare(root))
         try:
             launch.wait_for(lambda: market_complete(nodes), 30, "every node to see every other")
             self.show_market(nodes)
             self.publish(nodes, demo_jobs(self.rng))
             launch.wait_for(lambda: pending_pays(nodes) == 0, SETTLE_TIMEOUT_S, "receipts")
             self.show_ledgers(nodes)
+            self.show_earnings(nodes)
         finally:
             launch.stop(nodes)
         elapsed_s = time.monotonic() - started_s
@@ -130,11 +156,13 @@ class Demo:
         prices = {o["peer_id"]: o["price_mc_per_tfuel"] for o in view["offers"]}
         prices[view["self"]["peer_id"]] = view["self"]["price_mc_per_tfuel"]
         table = Table(title="The market (prices from each host's power, tariff and fuel rate)")
-        for column in ("node", "host profile", "energy", "price mc/Tfuel"):
+        for column in ("node", "host profile", "energy", "power W", "price mc/Tfuel"):
             table.add_column(column)
         for node in nodes:
-            label, _, _, source = PROFILES[node.index % len(PROFILES)]
-            table.add_row(node.name, label, source, str(prices.get(node.info["peer_id"], "-")))
+            host = config.load(paths.config_path(node.home))
+            price = str(prices.get(node.info["peer_id"], "-"))
+            power = str(host.pricing.power_w)
+            table.add_row(node.name, PROFILES[node.index], host.energy_source, power, price)
         self.console.print(table)
 
     def publish(self, nodes: list[launch.LaunchedNode], jobs: list[DemoJob]) -> None:
@@ -192,6 +220,60 @@ class Demo:
         if total != 0:
             self.failures.append(f"balances sum to {total} mc, not 0")
         self.console.print(table)
+
+    def show_earnings(self, nodes: list[launch.LaunchedNode]) -> None:
+        table = Table(title="Earnings against energy cost (estimated from fuel, power and tariff)")
+        columns = ("profile", "jobs", "fuel", "earned mc", "energy kWh", "cost mc", "net mc")
+        for column in columns:
+            table.add_column(column, justify="left" if column == "profile" else "right")
+        spent_mc = 0
+        rows = []
+        for node in nodes:
+            earnings, spent = host_earnings(node)
+            spent_mc += spent
+            rows.append(earnings)
+            table.add_row(
+                PROFILES[node.index], str(earnings.jobs), f"{earnings.fuel / 1e6:,.1f} M",
+                str(earnings.earned_mc), f"{earnings.energy_kwh:.1e}",
+                f"{earnings.energy_cost_mc:.2f}", f"{earnings.net_mc:+.2f}",
+            )  # fmt: skip
+        if sum(e.earned_mc for e in rows) != spent_mc:
+            self.failures.append(f"earned {sum(e.earned_mc for e in rows)} mc, spent {spent_mc}")
+        if not any(e.jobs for e in rows) or any(e.jobs and not e.fuel for e in rows):
+            self.failures.append("the metrics show no work, or work that burnt no fuel")
+        self.console.print(table)
+
+
+def metric_values(node: launch.LaunchedNode) -> dict[tuple[str, str], float]:
+    """``/metrics`` as (sample name, its labels' values joined) -> value."""
+    token = paths.read_token(paths.token_path(node.home))
+    response = httpx.get(
+        node.info["api"] + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    response.raise_for_status()
+    return {
+        (sample.name, ",".join(sample.labels.values())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def host_earnings(node: launch.LaunchedNode) -> tuple[Earnings, int]:
+    """(what the host earned against its energy cost, what it spent publishing)."""
+    values = metric_values(node)
+    status = ask(node, "/v1/status")
+    energy = status.get("energy") or {}  # the energy state, where the node reports one
+    host = config.load(paths.config_path(node.home))
+    earnings = estimate(
+        host.pricing,
+        status["ad"]["fuel_per_s"],
+        jobs=int(values.get(("hearth_sandbox_runs_total", "ok"), 0)),
+        fuel=int(values[("hearth_sandbox_fuel_total", "")]),
+        earned_mc=int(values[("hearth_credits_earned_mc_total", "")]),
+        now_ms=status["now_ms"],
+        mode=energy.get("mode"),
+    )
+    return earnings, int(values[("hearth_credits_spent_mc_total", "")])
 
 
 def run_demo(seed: int, directory: Path | None = None) -> bool:

@@ -160,7 +160,8 @@ def demo(
     seed: int = typer.Option(1, help="Seed for the jobs' inputs."),
     directory: Path = DIR_OPTION,
 ) -> None:
-    """Start 5 nodes, publish jobs from different peers, show them verified and paid, stop."""
+    """Start a node per host profile, publish jobs, show them verified and paid, and each
+    profile's earnings against its energy cost; stop."""
     from hearth.testnet.demo import run_demo
 
     try:
