@@ -12,6 +12,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click import exceptions as click_errors  # type: ignore[no-redef]
 
 from hearth.node.commands.common import CommandError
+from hearth.node.lifeline import die_with_parent, sigterm_like_ctrl_c
 
 app = typer.Typer(
     name="hearth",
@@ -70,6 +71,8 @@ _mount()
 
 
 def main() -> None:
+    die_with_parent()
+    sigterm_like_ctrl_c()
     try:
         code = app(standalone_mode=False)
     except click_errors.NoArgsIsHelpError:  # the group's help is already printed

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hearth.client import Client, JobResult
+from hearth.node import lifeline
 from hearth.node.config import TEMPLATE
 from hearth.testnet import launch
 from hearth.testnet.observe import ask, market_complete
@@ -109,7 +110,7 @@ class Demo:
     def run(self, root: Path) -> bool:
         started_s = time.monotonic()
         self.console.print(f"[bold]starting {NODES} nodes[/] in {root} on 127.0.0.2-{1 + NODES}")
-        nodes = launch.up(root, NODES, configs=[node_config(i) for i in range(NODES)])
+        nodes = launch.up(root, NODES, configs=[node_config(i) for i in range(NODES)], tied=True)
         try:
             launch.wait_for(lambda: market_complete(nodes), 30, "every node to see every other")
             self.show_market(nodes)
@@ -117,7 +118,8 @@ class Demo:
             launch.wait_for(lambda: pending_pays(nodes) == 0, SETTLE_TIMEOUT_S, "receipts")
             self.show_ledgers(nodes)
         finally:
-            launch.stop(nodes)
+            with lifeline.held():  # a second Ctrl-C must not cut the shutdown short
+                launch.stop(nodes)
         elapsed_s = time.monotonic() - started_s
         verdict = "[green]all checks passed[/]" if not self.failures else "[red]FAILED[/]"
         self.console.print(f"{verdict} in {elapsed_s:.0f} s; every node stopped")
@@ -143,7 +145,9 @@ class Demo:
         table = Table(title="Jobs (each run on independent hosts; accepted only when they agree)")
         for column in ("job", "from", "module", "verified", "ran on", "fuel", "paid mc", "s"):
             table.add_column(column)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        # Not `with`: on Ctrl-C that would wait for every job before the nodes are stopped.
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs))
+        try:
             futures = [pool.submit(run_job, nodes[job.publisher], job) for job in jobs]
             for job, future in zip(jobs, futures, strict=True):
                 result, elapsed_s = future.result()
@@ -159,6 +163,8 @@ class Demo:
                     ", ".join(workers), str(result.fuel_used), str(result.paid_mc),
                     f"{elapsed_s:.1f}",
                 )  # fmt: skip
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         self.console.print(table)
 
     def check_job(self, job: DemoJob, result: JobResult) -> None:

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 import typer
 import wasmtime
 
+from hearth.client import JobOptions
 from hearth.node.commands import job_network
-from hearth.node.commands.common import JSON_OPTION, CommandError, print_json
+from hearth.node.commands.common import JSON_OPTION, CommandError, first_leaf, print_json
 from hearth.node.sandbox import config as sandbox_config
 from hearth.node.sandbox.config import SandboxConfig
 from hearth.node.sandbox.model import ExecutionResult, JobRequest, Runtime
@@ -20,6 +21,7 @@ app = typer.Typer(
     help="Run jobs on the network (verified by redundant execution) or here.", no_args_is_help=True
 )
 
+DEADLINE_S_DEFAULT = JobOptions().deadline_s  # one default deadline for the CLI and the SDK
 RUNTIME_BY_SUFFIX = {".wasm": Runtime.WASM, ".wat": Runtime.WASM, ".py": Runtime.PYTHON}
 
 
@@ -94,8 +96,10 @@ def run_locally(request: JobRequest) -> ExecutionResult:
         )
     try:
         return run_job(request, config)
-    except PythonUnavailable as exc:
-        raise CommandError(str(exc)) from None
+    except* PythonUnavailable as missing:  # raised inside the pool's nursery
+        raise CommandError(
+            f"{first_leaf(missing)}; install it with: pip install 'hearthnet[python]'"
+        ) from None
 
 
 FileArg = Annotated[
@@ -140,7 +144,7 @@ def run(
     runtime: RuntimeOpt = None,
     fuel: FuelOpt = sandbox_config.DEFAULT_FUEL_MAX,
     memory_mb: MemoryOpt = sandbox_config.DEFAULT_MEMORY_BYTES_MAX // 2**20,
-    deadline_s: DeadlineOpt = sandbox_config.DEFAULT_DEADLINE_MS / 1000,
+    deadline_s: DeadlineOpt = DEADLINE_S_DEFAULT,
     replicas: ReplicasOpt = None,
     replicas_max: ReplicasMaxOpt = None,
     max_price: MaxPriceOpt = None,

@@ -107,12 +107,25 @@ def balance(json_output: bool = JSON_OPTION, db: Path | None = DB_OPTION) -> Non
 
 
 @app.command()
-def verify(db: Path | None = DB_OPTION) -> None:
+def verify(db: Path | None = DB_OPTION, json_output: bool = JSON_OPTION) -> None:
     """Verify the whole chain, the hash column and the credits table: exit 0 only if every
     entry checks out. Each problem is one line naming its entry's seq."""
     name = str(_path(db))
     with _one_line(db):
         state, problems = file_problems(_connect(db), name)
+    if json_output:
+        print_json(
+            {
+                "ok": not problems,
+                "ledger": name,
+                "entries": None if state is None else state.head.seq + 1,
+                "head": None if state is None else state.head.hash.hex(),
+                "problems": [p.describe() for p in problems],
+            }
+        )
+        if problems:
+            raise typer.Exit(1)
+        return
     if problems:
         lines = [f"ledger {name} is corrupt at {p.describe()}" for p in problems]
         if len(lines) > PROBLEM_LINES_MAX:
