@@ -10,7 +10,7 @@ import typer
 import wasmtime
 
 from hearth.client import JobOptions
-from hearth.node.commands import job_network
+from hearth.node.commands import job_cost, job_network
 from hearth.node.commands.common import JSON_OPTION, CommandError, first_leaf, print_json
 from hearth.node.sandbox import config as sandbox_config
 from hearth.node.sandbox.config import SandboxConfig
@@ -141,6 +141,12 @@ LeaseOpt = Annotated[
 ]
 
 
+BudgetOpt = Annotated[
+    float | None,
+    typer.Option("--budget", help="Most credits the job may cost, all replicas together."),
+]
+
+
 @app.command("run")
 def run(
     file: FileArg = None,
@@ -156,6 +162,7 @@ def run(
     max_price: MaxPriceOpt = None,
     prefer: PreferOpt = None,
     lease: LeaseOpt = None,
+    budget: BudgetOpt = None,
     spec_file: SpecOpt = None,
     json_output: bool = JSON_OPTION,
 ) -> None:
@@ -176,7 +183,7 @@ def run(
             "memory_mb_max": memory_mb, "deadline_s": max(1, int(deadline_s)),
             "lease_s": lease,
         }  # fmt: skip
-        options = job_network.options_from(spec, flags)
+        options = job_cost.within_budget(job_network.options_from(spec, flags), budget)
         data = _read(input_file) if input_file else b""
         job_network.publish(file, data, output_file, options, json_output)
         return
@@ -199,6 +206,37 @@ def _spec_path(spec: dict[str, Any], key: str) -> Path:
         flag = "FILE" if key == "module" else f"--{key}"
         raise CommandError(f'give {flag} or a --spec file with {key} = "..."')
     return Path(spec[key])
+
+
+@app.command("quote")
+def quote(
+    file: Annotated[
+        Path, typer.Argument(help="The job: a .wasm (or .wat) module or a .py program.")
+    ],
+    input_file: InputOpt = None,
+    runtime: RuntimeOpt = None,
+    fuel: FuelOpt = sandbox_config.DEFAULT_FUEL_MAX,
+    replicas: ReplicasOpt = None,
+    replicas_max: ReplicasMaxOpt = None,
+    max_price: MaxPriceOpt = None,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """What FILE would cost on the network: its fuel from a run here, prices from the market."""
+    chosen = runtime_for(file, runtime)
+    flags = {"replicas": replicas, "replicas_max": replicas_max, "fuel_max": fuel,
+             "max_price_mc_per_tfuel": max_price}  # fmt: skip
+    options = job_network.options_from({}, flags)
+    limits = {
+        "fuel_max": fuel,
+        "memory_bytes_max": sandbox_config.DEFAULT_MEMORY_BYTES_MAX,
+        "deadline_ms": DEADLINE_S_DEFAULT * 1000,
+    }
+    result = run_locally(build_request(file, input_file, chosen, limits))
+    if not result.ok:
+        raise CommandError(f"the dry run failed: {result.error_kind}: {result.error_message}")
+    prices = job_cost.market_prices(chosen.value)
+    priced = job_cost.quote(result.fuel_used, options, prices or [])
+    job_cost.print_quote(file, priced | {"market": prices}, json_output)
 
 
 job_network.register(app, JSON_OPTION)

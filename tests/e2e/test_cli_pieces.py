@@ -95,6 +95,26 @@ def test_testnet_up_on_a_chosen_range_runs_a_replicated_job(tmp_path: Path) -> N
 
         launch.wait_for(worked_by_two, START_S, "both workers to record their pay")
 
+        quoted = hearth(
+            publisher, "job", "quote", str(ECHO), "--input", str(tmp_path / "in.bin"), "--json",
+            timeout_s=START_S,
+        )  # fmt: skip
+        assert quoted.returncode == 0, quoted.stderr
+        price = json.loads(quoted.stdout)
+        assert price["fuel_used"] == report["fuel_used"] and len(price["market"]) >= 2
+        assert 0 < price["cost_mc_min"] <= price["cost_mc_max"]
+
+        budget_mc = 40
+        capped = hearth(
+            publisher, "job", "run", str(ECHO), "--input", str(tmp_path / "in.bin"),
+            "--output", str(out), "--budget", str(budget_mc / 1000), "--replicas-max", "2",
+            "--fuel", "100000000", "--json", timeout_s=START_S,
+        )  # fmt: skip
+        assert capped.returncode == 0, capped.stdout + capped.stderr
+        assert 0 < json.loads(capped.stdout)["paid_mc"] <= budget_mc
+        broke = hearth(publisher, "job", "run", str(ECHO), "--output", str(out), "--budget", ".001")
+        assert broke.returncode != 0 and "raise --budget" in broke.stderr, broke
+
         verified = hearth(publisher, "ledger", "verify", "--json", timeout_s=120)
         assert verified.returncode == 0, verified.stderr
         verdict = json.loads(verified.stdout)
