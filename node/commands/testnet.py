@@ -10,11 +10,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hearth.node import paths
+from hearth.node import lifeline, paths
 from hearth.node.commands.common import JSON_OPTION, fail, print_json
 from hearth.testnet import launch
-from hearth.testnet.observe import ask
+from hearth.testnet.observe import ask, market_complete
 
+MARKET_WAIT_S = 120.0  # a loaded machine: gossip among many processes on two cores
 app = typer.Typer(help="Run a local testnet of real node processes.", no_args_is_help=True)
 DIR_OPTION = typer.Option(None, "--dir", help="Testnet folder (default: <data dir>/testnet).")
 SCENARIO_ARGUMENT = typer.Argument(
@@ -44,11 +45,27 @@ def up(
         nodes = launch.up(testnet_dir(directory), n, base=base)
     except launch.TestnetError as exc:
         fail(str(exc))
+    wait_for_market(nodes)
     if json_output:
         print_json([{"name": x.name, **x.info} for x in nodes])
         return
     for node in nodes:
         typer.echo(f"{node.name}  {node.host}  {node.info['peer_id']}  HEARTH_HOME={node.home}")
+
+
+def wait_for_market(nodes: list[launch.LaunchedNode]) -> None:
+    """Return once every node has every other's offer, so that a job published next finds its
+    hosts; interrupted meanwhile, stop the nodes (nothing is left behind)."""
+    try:
+        launch.wait_for(
+            lambda: market_complete(nodes), MARKET_WAIT_S, "every node to see every other"
+        )
+    except launch.TestnetError as exc:
+        typer.echo(f"warning: {exc}; a job published now may find too few hosts", err=True)
+    except BaseException:
+        with lifeline.held():
+            launch.stop(nodes)
+        raise
 
 
 @app.command("down")
