@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hearth.node.commands.common import CommandError, first_leaf
 from hearth.protocol import limits
 from hearth.protocol.market import MarketEntry
 from hearth.protocol.messages import CapacityAd
@@ -166,5 +167,12 @@ async def serve_api(
     config.graceful_timeout = 1.0
 
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(serve, app, config)
+        try:
+            binds = await nursery.start(serve, app, config)
+        except* OSError as refused:
+            reason = first_leaf(refused)
+            raise CommandError(
+                f"cannot serve the API on 127.0.0.1:{port}: "
+                f"{getattr(reason, 'strerror', None) or reason}; choose another --api-port"
+            ) from None
         task_status.started(binds[0])

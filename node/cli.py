@@ -6,7 +6,13 @@ import sys
 
 import typer
 
+try:  # typer 0.2x carries its own copy of click; older releases use click itself
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import exceptions as click_errors  # type: ignore[no-redef]
+
 from hearth.node.commands.common import CommandError
+from hearth.node.lifeline import die_with_parent, sigterm_like_ctrl_c
 
 app = typer.Typer(
     name="hearth",
@@ -17,8 +23,30 @@ app = typer.Typer(
 )
 
 
+def version() -> str:
+    """The installed distribution's version (a checkout without metadata says so)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("hearthnet")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"hearth {version()}")
+        raise typer.Exit()
+
+
+VERSION_OPTION = typer.Option(
+    False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+)
+
+
 @app.callback()
-def _root() -> None:
+def _root(show_version: bool = VERSION_OPTION) -> None:
     """Hearth: peer-to-peer compute for home data centres."""
 
 
@@ -43,8 +71,23 @@ _mount()
 
 
 def main() -> None:
+    die_with_parent()
+    sigterm_like_ctrl_c()
     try:
-        app()
+        code = app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError:  # the group's help is already printed
+        sys.exit(2)
+    except click_errors.UsageError as exc:  # a bad flag, value or command: one line, exit 2
+        where = exc.ctx.command_path if exc.ctx else "hearth"
+        message = " ".join(exc.format_message().split())
+        sys.stderr.write(f"hearth: {message} (see `{where} --help`)\n")
+        sys.exit(2)
+    except click_errors.ClickException as exc:
+        sys.stderr.write(f"hearth: {' '.join(exc.format_message().split())}\n")
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # Ctrl-C at a prompt
+        sys.stderr.write("hearth: interrupted\n")
+        sys.exit(130)
     except CommandError as exc:
         sys.stderr.write(f"hearth: {exc}\n")
         sys.exit(exc.exit_code)
@@ -57,6 +100,7 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("hearth: interrupted\n")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def command_error_in(group: BaseExceptionGroup[BaseException]) -> CommandError | None:

@@ -8,6 +8,7 @@ fix, never a traceback.
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,13 @@ TRANSFER_KEYS = ("input_mb_max", "output_mb_max", "parallel_fetches")
 TRANSFER_MAX = {"input_mb_max": 1 << 20, "output_mb_max": 1 << 20, "parallel_fetches": 64}
 
 
+def machine_cores() -> int:
+    """Cores this process may run on (its affinity, which containers and taskset narrow)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _bad(key: str, fix: str) -> CommandError:
     return CommandError(f"config: {key}: {fix}")
 
@@ -208,6 +216,8 @@ def parse(text: str) -> NodeConfig:
     memory_mb = _typed(caps, "memory_mb", int, "limits")
     if cores < 1 or memory_mb < 16:
         raise _bad("limits", "cores must be at least 1 and memory_mb at least 16")
+    if cores > machine_cores():  # each core offered is a worker process
+        raise _bad("limits.cores", f"{cores} is more than this machine's {machine_cores()} cores")
     module_cache_mb = _typed(caps, "module_cache_mb", int, "limits")
     if module_cache_mb < 0:
         raise _bad("limits.module_cache_mb", "must be 0 or more (0 keeps no compiled module)")

@@ -26,8 +26,14 @@ def init_home(home: Path, config: str | None = None) -> list[str]:
 
     ``config`` is the config.toml to write (a profile's), else the default template."""
     created = []
-    home.mkdir(parents=True, exist_ok=True)
-    os.chmod(home, 0o700)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        os.chmod(home, 0o700)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot use {home} as the data directory: {exc.strerror or exc}; "
+            "set HEARTH_HOME to a folder you can write"
+        ) from None
     if not paths.key_path(home).exists():
         _write_secret(paths.key_path(home), secrets.token_bytes(SEED_BYTES))
         created.append("identity.key")
@@ -42,6 +48,8 @@ def init_home(home: Path, config: str | None = None) -> list[str]:
 
 
 def require_home(home: Path) -> None:
+    if home.exists() and not home.is_dir():
+        raise CommandError(f"HEARTH_HOME {home} is not a folder; set HEARTH_HOME to a folder")
     if not home.is_dir():
         raise CommandError(f"no data directory at {home}; run `hearth init` (or set HEARTH_HOME)")
     if not paths.key_path(home).exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import secrets
+import string
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -168,12 +169,15 @@ def build_job_routes(node: Node) -> list[Route]:
             return error(*problem)
         return JSONResponse({"job_id": job_id.hex()})
 
+    NO_SUCH_JOB = "no job published from this node has that id (or the prefix names several)"
+
     def summary_or_none(request: Request) -> Any:
-        try:
-            job_id = JobId(bytes.fromhex(request.path_params["job_id"]))
-        except ValueError:
+        """The job a full id or any unique prefix of one names (as `job list` prints them)."""
+        given = request.path_params["job_id"].lower()
+        if not given or len(given) > 64 or given.strip(string.hexdigits):
             return None
-        return engine.publisher.summary(job_id)
+        found = [j for j in engine.publisher.jobs if j.hex().startswith(given)]
+        return engine.publisher.summary(found[0]) if len(found) == 1 else None
 
     async def list_jobs(request: Request) -> Response:
         return JSONResponse({"jobs": [job_json(s) for s in engine.publisher.list_jobs()]})
@@ -181,13 +185,13 @@ def build_job_routes(node: Node) -> list[Route]:
     async def show_job(request: Request) -> Response:
         summary = summary_or_none(request)
         if summary is None:
-            return error("no such job published from this node", 404)
+            return error(NO_SUCH_JOB, 404)
         return JSONResponse(job_json(summary))
 
     async def job_events(request: Request) -> Response:
         summary = summary_or_none(request)
         if summary is None:
-            return error("no such job published from this node", 404)
+            return error(NO_SUCH_JOB, 404)
         try:
             after = int(request.query_params.get("after", "0"))
             wait_s = min(EVENTS_WAIT_S_MAX, float(request.query_params.get("wait_s", "0")))

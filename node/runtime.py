@@ -13,6 +13,8 @@ import os
 import random
 import secrets
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +30,7 @@ from hearth.node import calibrate, paths
 from hearth.node.api import ad_json, build_app, market_entry_json, serve_api
 from hearth.node.blobs import BlobStore, BlobStoreConfig, serve_blob_request
 from hearth.node.clock import Clock, SystemClock
-from hearth.node.commands.common import CommandError
+from hearth.node.commands.common import CommandError, first_leaf
 from hearth.node.driver import Driver
 from hearth.node.edge import EdgeGate
 from hearth.node.energy.routes import build_energy_routes
@@ -47,7 +49,7 @@ from hearth.node.sandbox.pool import SandboxPool
 from hearth.node.sandbox.python import PythonUnavailable
 from hearth.node.testhooks import crash_before_pay
 from hearth.p2p.host import open_transport
-from hearth.p2p.transport import HostConfig, Inbound, Transport
+from hearth.p2p.transport import HostConfig, Inbound, ListenError, Transport
 from hearth.protocol.codec import decode_as, encode
 from hearth.protocol.energy import CORES_MAX
 from hearth.protocol.engine import Engine, EngineConfig, HostProfile
@@ -245,7 +247,7 @@ async def run_node(
         edge = EdgeGate(engine, clock)
         async with (
             sandbox,
-            open_transport(host_config, edge) as transport,
+            _listening(host_config, edge) as transport,
             trio.open_nursery() as nursery,
         ):
             driver = Driver(engine, transport, clock)
@@ -309,6 +311,16 @@ async def run_node(
                 nursery.cancel_scope.cancel()
     finally:
         ledger.close()
+
+
+@asynccontextmanager
+async def _listening(config: HostConfig, edge: EdgeGate) -> AsyncIterator[Transport]:
+    """The transport, or one line when its address is taken (two nodes never share a port)."""
+    try:
+        async with open_transport(config, edge) as transport:
+            yield transport
+    except* ListenError as refused:
+        raise CommandError(f"{first_leaf(refused)}; is another node running there?") from None
 
 
 def open_ledger(path: Path, identity: Identity, now_ms: int) -> SqliteLedger:

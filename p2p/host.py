@@ -26,6 +26,7 @@ from libp2p.host.ping import ID as PING_PROTOCOL
 from libp2p.network.config import RetryConfig
 from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -39,6 +40,7 @@ from hearth.p2p.dialing import AddressBook
 from hearth.p2p.gossip import TopicGate, build_gossip, subscribe_topics
 from hearth.p2p.notify import ConnectionNotifee, conn_ip
 from hearth.p2p.patches import swarm as swarm_patch
+from hearth.p2p.patches import tcp as tcp_patch
 from hearth.p2p.patches import yamux as yamux_patch
 from hearth.p2p.peers import PeerReputation
 from hearth.p2p.streams import StreamServer, check_frame, request_on, send_on
@@ -46,6 +48,7 @@ from hearth.p2p.transport import (
     EdgeCheck,
     HostConfig,
     Inbound,
+    ListenError,
     PeerEvent,
     PeerStatus,
     PeerUnreachableError,
@@ -66,6 +69,7 @@ def _listen_multiaddr(config: HostConfig) -> multiaddr.Multiaddr:
 
 
 def _new_libp2p_host(config: HostConfig) -> IHost:
+    tcp_patch.install()
     key_pair = create_new_key_pair(config.seed)
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
     return new_host(
@@ -330,16 +334,25 @@ async def open_transport(
     host = _new_libp2p_host(config)
     pubsub, router = build_gossip(host, config.gossip_heartbeat_s)
     transport = Libp2pTransport(host, pubsub, config, check)
+    async with host.run(listen_addrs=[_listen_multiaddr(config)]):
+        if not host.get_addrs():  # upstream logs a failed listen and carries on without one
+            why = tcp_patch.why_not_listening(config.listen_host, config.port)
+            raise ListenError(f"cannot listen on {config.listen_host}:{config.port}: {why}")
+        async with _gossip_running(pubsub, router):
+            await pubsub.wait_until_ready()
+            async with trio.open_nursery() as nursery:
+                await transport.start(nursery)
+                try:
+                    yield transport
+                finally:
+                    transport.close_inbound()
+                    nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _gossip_running(pubsub: Pubsub, router: GossipSub) -> AsyncIterator[None]:
     async with (
-        host.run(listen_addrs=[_listen_multiaddr(config)]),
         background_trio_service(pubsub),
         background_trio_service(router),
     ):
-        await pubsub.wait_until_ready()
-        async with trio.open_nursery() as nursery:
-            await transport.start(nursery)
-            try:
-                yield transport
-            finally:
-                transport.close_inbound()
-                nursery.cancel_scope.cancel()
+        yield

@@ -27,6 +27,10 @@ class TransportError(HearthError):
     """The network failed us (dial, stream, timeout); not a protocol violation by the peer."""
 
 
+class ListenError(TransportError):
+    """The host could not listen on its address (taken by another process, or not ours)."""
+
+
 class PeerUnreachableError(TransportError):
     """No connection to the peer could be made, or the stream could not be opened."""
 

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hearth.client import Client, JobResult
-from hearth.node import calibrate, config, paths
+from hearth.node import calibrate, config, lifeline, paths
 from hearth.node.earnings import Earnings, estimate
 from hearth.node.profiles import PROFILES, render
 from hearth.testnet import launch
@@ -134,7 +134,7 @@ class Demo:
     def run(self, root: Path) -> bool:
         started_s = time.monotonic()
         self.console.print(f"[bold]starting {NODES} nodes[/] in {root} on 127.0.0.2-{1 + NODES}")
-        nodes = launch.up(root, NODES, configs=prepare(root))
+        nodes = launch.up(root, NODES, configs=prepare(root), tied=True)
         try:
             launch.wait_for(lambda: market_complete(nodes), 30, "every node to see every other")
             self.show_market(nodes)
@@ -143,7 +143,8 @@ class Demo:
             self.show_ledgers(nodes)
             self.show_earnings(nodes)
         finally:
-            launch.stop(nodes)
+            with lifeline.held():  # a second Ctrl-C must not cut the shutdown short
+                launch.stop(nodes)
         elapsed_s = time.monotonic() - started_s
         verdict = "[green]all checks passed[/]" if not self.failures else "[red]FAILED[/]"
         self.console.print(f"{verdict} in {elapsed_s:.0f} s; every node stopped")
@@ -171,7 +172,9 @@ class Demo:
         table = Table(title="Jobs (each run on independent hosts; accepted only when they agree)")
         for column in ("job", "from", "module", "verified", "ran on", "fuel", "paid mc", "s"):
             table.add_column(column)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+        # Not `with`: on Ctrl-C that would wait for every job before the nodes are stopped.
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=len(jobs))
+        try:
             futures = [pool.submit(run_job, nodes[job.publisher], job) for job in jobs]
             for job, future in zip(jobs, futures, strict=True):
                 result, elapsed_s = future.result()
@@ -187,6 +190,8 @@ class Demo:
                     ", ".join(workers), str(result.fuel_used), str(result.paid_mc),
                     f"{elapsed_s:.1f}",
                 )  # fmt: skip
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
         self.console.print(table)
 
     def check_job(self, job: DemoJob, result: JobResult) -> None:

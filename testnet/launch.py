@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import json
 import os
 import secrets
@@ -21,14 +22,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from hearth.node import paths
+from hearth.node import lifeline, paths
+from hearth.node.config import TEMPLATE
 from hearth.node.home import init_home
 
 STATE_FILE = "testnet.json"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.05
-FIRST_HOST_OCTET = 2
+DEFAULT_BASE = "127.0.0.2"
 NODES_MAX = 250
 
 
@@ -53,8 +55,28 @@ def node_home(root: Path, index: int) -> Path:
     return root / f"node{index}"
 
 
-def host_for(index: int) -> str:
-    return f"127.0.0.{FIRST_HOST_OCTET + index}"
+def host_for(index: int, base: str = DEFAULT_BASE) -> str:
+    """The loopback address of node ``index``: ``base``, then the addresses after it."""
+    return str(ipaddress.IPv4Address(base) + index)
+
+
+def check_base(base: str, count: int) -> None:
+    """Every node's address must be a loopback address this machine answers on (127/8)."""
+    try:
+        first = ipaddress.IPv4Address(base)
+    except ValueError:
+        raise TestnetError(f"--base {base!r} is not an IPv4 address such as 127.0.5.1") from None
+    last = int(first) + count - 1
+    if not first.is_loopback or last > int(ipaddress.IPv4Address("127.255.255.254")):
+        raise TestnetError(
+            f"--base {base}: {count} nodes need addresses {base} and up within 127/8"
+        )
+
+
+def default_config() -> str:
+    """Each testnet node is its own network group (loopback nodes share one /24), so that
+    the replicas of one job may go to different nodes of the testnet."""
+    return TEMPLATE.replace("network_group_prefix_v4 = 24", "network_group_prefix_v4 = 32")
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -69,17 +91,21 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
 def prepare_home(home: Path, psk: bytes, config_text: str | None) -> None:
     init_home(home)
     (home / "swarm.key").write_text(psk.hex() + "\n")
-    if config_text is not None:
-        paths.config_path(home).write_text(config_text)
+    paths.config_path(home).write_text(default_config() if config_text is None else config_text)
 
 
 def start_process(
-    home: Path, host: str, bootstrap: str | None, log_path: Path
+    home: Path, host: str, bootstrap: str | None, log_path: Path, *, tied: bool = False
 ) -> subprocess.Popen[bytes]:
+    """Start one node; ``tied`` nodes get SIGTERM when this process dies (node/lifeline.py).
+
+    Callers hold Ctrl-C and SIGTERM (``lifeline.held``) until they have recorded the pid."""
     argv = [sys.executable, "-m", "hearth.node", "node", "start", "--host", host, "--port", "0"]
     if bootstrap:
         argv += ["--bootstrap", bootstrap]
     env = {**os.environ, "HEARTH_HOME": str(home)}
+    if tied:
+        env[lifeline.PARENT_ENV] = str(os.getpid())
     with log_path.open("ab") as log_file:
         return subprocess.Popen(
             argv,
@@ -125,10 +151,16 @@ def up(
     configs: Sequence[str | None] | None = None,
     psk: bytes | None = None,
     timeout_s: float = START_TIMEOUT_S,
+    tied: bool = False,
+    base: str = DEFAULT_BASE,
 ) -> list[LaunchedNode]:
-    """Start ``count`` nodes under ``root`` and wait until every one listens."""
+    """Start ``count`` nodes under ``root`` and wait until every one listens.
+
+    Interrupted at any point (Ctrl-C, SIGTERM), it stops every node it started, then re-raises.
+    ``tied`` nodes also die with this process (for commands that stop their nodes on exit)."""
     if not 1 <= count <= NODES_MAX:
         raise TestnetError(f"a testnet has 1 to {NODES_MAX} nodes, not {count}")
+    check_base(base, count)
     if (root / STATE_FILE).exists() and running(root):
         raise TestnetError(f"a testnet is already running in {root}; run `hearth testnet down`")
     root.mkdir(parents=True, exist_ok=True)
@@ -140,13 +172,16 @@ def up(
             home = node_home(root, index)
             prepare_home(home, psk, configs[index])
             bootstrap = nodes[0].info["multiaddrs"][0] if nodes else None
-            process = start_process(home, host_for(index), bootstrap, home / "node.out")
-            nodes.append(LaunchedNode(index, home, host_for(index), process.pid, {}))
-            save_state(root, nodes)
+            with lifeline.held():
+                host = host_for(index, base)
+                process = start_process(home, host, bootstrap, home / "node.out", tied=tied)
+                nodes.append(LaunchedNode(index, home, host, process.pid, {}))
+                save_state(root, nodes)
             nodes[-1].info = wait_until_listening(home, process, timeout_s)
         save_state(root, nodes)
     except BaseException:
-        stop(nodes)
+        with lifeline.held():  # a second Ctrl-C must not leave the rest running
+            stop(nodes)
         raise
     return nodes
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from hearth.client import Client, HearthError, JobOptions
+from hearth.node import lifeline
 from hearth.node.commands.common import CommandError
 from hearth.node.sandbox.config import SandboxConfig
 from hearth.node.sandbox.model import JobRequest, Runtime
@@ -116,8 +117,8 @@ def _wasm(path: Path) -> bytes:
 class Runner:
     def __init__(self, options: RunOptions) -> None:
         self.options = options
+        self.plan = plan.make_plan(load_scenario(options.scenario_path))  # unreadable: one line
         self.scenario_text = options.scenario_path.read_text(encoding="utf-8")
-        self.plan = plan.make_plan(load_scenario(options.scenario_path))
         self.root = options.testnet_dir or options.out / "testnet"
         self.started_s = time.monotonic()
         self.stop_event = threading.Event()
@@ -179,7 +180,9 @@ class Runner:
             if node.behaviour:
                 adversaries.write(home, node.behaviour)
         configs = [plan.config_text(node) for node in p.nodes]
-        launched = launch.up(self.root, len(p.nodes), configs=configs, psk=secrets.token_bytes(32))
+        launched = launch.up(
+            self.root, len(p.nodes), configs=configs, psk=secrets.token_bytes(32), tied=True
+        )
         self.nodes = [Managed(n, x) for n, x in zip(p.nodes, launched, strict=True)]
         for m in self.nodes:
             self.events.add(
@@ -316,9 +319,12 @@ class Runner:
             (m.launched.info["multiaddrs"][0] for m in self.nodes if m.up and m.launched.info),
             None,
         )
-        process = launch.start_process(home, node.launched.host, bootstrap, home / "node.out")
-        node.launched.pid = process.pid
-        launch.save_state(self.root, [m.launched for m in self.nodes])
+        with lifeline.held():
+            process = launch.start_process(
+                home, node.launched.host, bootstrap, home / "node.out", tied=True
+            )
+            node.launched.pid = process.pid
+            launch.save_state(self.root, [m.launched for m in self.nodes])
         try:
             node.launched.info = launch.wait_until_listening(home, process, RESTART_TIMEOUT_S)
         except launch.TestnetError as exc:

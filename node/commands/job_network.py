@@ -95,8 +95,14 @@ def publish(
 
 def register(app: typer.Typer, json_option: Any) -> None:
     @app.command("list")
-    def list_jobs(json_output: bool = json_option) -> None:
-        """Jobs published from this node."""
+    def list_jobs(
+        json_output: bool = json_option,
+        worked: bool = typer.Option(False, "--worked", help="Jobs this node ran as a worker."),
+    ) -> None:
+        """Jobs published from this node (or, with --worked, run by it for others)."""
+        if worked:
+            list_worked(json_output)
+            return
         jobs = _client_call(lambda c: c.jobs())
         if json_output:
             print_json({"jobs": jobs})
@@ -151,6 +157,21 @@ def register(app: typer.Typer, json_option: Any) -> None:
                 str(rep["paid_mc"]),
             )
         Console().print(bids, replicas)
+
+
+def list_worked(json_output: bool) -> None:
+    from hearth.node.commands.ledger import worked_jobs  # reads the ledger file, no node needed
+
+    jobs = worked_jobs()
+    if json_output:
+        print_json({"jobs": jobs})
+        return
+    table = Table(title="Jobs this node ran as a worker (from its ledger)")
+    for column in ("job", "publisher", "state", "paid mc"):
+        table.add_column(column)
+    for job in jobs:
+        table.add_row(job["job_id"][:12], job["publisher"][-10:], job["state"], str(job["paid_mc"]))
+    Console().print(table)
 
 
 def _client_call(call: Any) -> Any:

@@ -16,12 +16,14 @@ from typing import Any
 import typer
 
 from hearth.ledger.chain import ChainState, verify_chain
-from hearth.ledger.entry import parse_entry, to_json
+from hearth.ledger.entry import Kind, Receipt, parse_entry, to_json
 from hearth.ledger.errors import ChainError
 from hearth.ledger.store import file_problems, open_readonly, read_rows, verify_file
 from hearth.node.commands.common import JSON_OPTION, fail, print_json
 from hearth.node.paths import data_dir, ledger_path
+from hearth.protocol.codec import decode_as
 from hearth.protocol.errors import HearthError
+from hearth.protocol.identity import peer_id_from_public_key
 
 app = typer.Typer(help="Inspect and check this node's credit ledger.", no_args_is_help=True)
 
@@ -107,12 +109,25 @@ def balance(json_output: bool = JSON_OPTION, db: Path | None = DB_OPTION) -> Non
 
 
 @app.command()
-def verify(db: Path | None = DB_OPTION) -> None:
+def verify(db: Path | None = DB_OPTION, json_output: bool = JSON_OPTION) -> None:
     """Verify the whole chain, the hash column and the credits table: exit 0 only if every
     entry checks out. Each problem is one line naming its entry's seq."""
     name = str(_path(db))
     with _one_line(db):
         state, problems = file_problems(_connect(db), name)
+    if json_output:
+        print_json(
+            {
+                "ok": not problems,
+                "ledger": name,
+                "entries": None if state is None else state.head.seq + 1,
+                "head": None if state is None else state.head.hash.hex(),
+                "problems": [p.describe() for p in problems],
+            }
+        )
+        if problems:
+            raise typer.Exit(1)
+        return
     if problems:
         lines = [f"ledger {name} is corrupt at {p.describe()}" for p in problems]
         if len(lines) > PROBLEM_LINES_MAX:
@@ -140,6 +155,32 @@ def export(
     else:
         with output.open("w") as f:
             f.writelines(lines)
+
+
+def worked_jobs(db: Path | None = None) -> list[dict[str, Any]]:
+    """Jobs this node ran as a worker, from its verified ledger: paid (an EARN entry) or
+    outvoted (a MISMATCH entry), oldest first."""
+    conn = _connect(db)
+    _verified(conn, db)
+    rows = []
+    with _one_line(db):
+        for wire in _wires(conn, db):
+            entry = parse_entry(wire)
+            if entry.kind is Kind.EARN:
+                receipt = decode_as(entry.body.receipt, Receipt)
+                rows.append(
+                    {
+                        "job_id": receipt.job_id.hex(),
+                        "publisher": peer_id_from_public_key(receipt.payer),
+                        "state": "paid",
+                        "paid_mc": receipt.amount_mc,
+                        "created_ms": entry.created_ms,
+                    }
+                )
+            elif entry.kind is Kind.MISMATCH:
+                row = {"job_id": entry.body.job_id.hex(), "publisher": "", "state": "outvoted"}
+                rows.append(row | {"paid_mc": 0, "created_ms": entry.created_ms})
+    return rows
 
 
 def verify_wires(wires: list[bytes]) -> str | None:

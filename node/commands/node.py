@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import typer
 
 from hearth.node import paths
 from hearth.node.client import NodeClient
-from hearth.node.commands.common import JSON_OPTION, CommandError, print_json
+from hearth.node.commands.common import JSON_OPTION, CommandError, fail, print_json
 from hearth.node.home import load_config, load_token
 from hearth.node.logs import setup as setup_logs
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
 BOOTSTRAP_OPTION = typer.Option([], help="Multiaddr of a peer to join through (repeatable).")
 app = typer.Typer(help="Run this machine's node.", no_args_is_help=True)
 
@@ -31,12 +33,35 @@ def start(
 
     home = paths.data_dir()
     config = load_config(home)  # a wrong config stops here with its one-line reason
+    check_start_flags(host, bootstrap or list(config.bootstrap), log_level)
     load_token(home)  # so does an API token others could read, or an empty one
     setup_logs(home, log_level, bytes_max=config.log_mb << 20)
     options = NodeOptions(
         home=home, host=host, port=port, bootstrap=tuple(bootstrap), api_port=api_port
     )
     trio.run(run_until_signalled, options)
+
+
+def check_start_flags(host: str | None, bootstrap: list[str], log_level: str) -> None:
+    """Flags the daemon would trip over deep inside its nurseries, refused here in one line."""
+    from hearth.p2p.discovery import parse_peer_addr
+
+    if log_level.lower() not in LOG_LEVELS:
+        fail(f"--log-level {log_level!r}: choose one of {', '.join(LOG_LEVELS)}", exit_code=2)
+    if host is not None:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            fail(f"--host {host!r}: expected an IP address such as 127.0.0.2", exit_code=2)
+    for addr in bootstrap:
+        try:
+            parse_peer_addr(addr)
+        except ValueError:
+            fail(
+                f"bootstrap {addr!r} is not a peer address; expected "
+                "/ip4/<address>/tcp/<port>/p2p/<peer id> (see another node's node.json)",
+                exit_code=2,
+            )
 
 
 @app.command("status")

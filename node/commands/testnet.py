@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -9,14 +10,17 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hearth.node import paths
+from hearth.node import lifeline, paths
 from hearth.node.commands.common import JSON_OPTION, fail, print_json
 from hearth.testnet import launch
-from hearth.testnet.observe import ask
+from hearth.testnet.observe import ask, market_complete
 
+MARKET_WAIT_S = 120.0  # a loaded machine: gossip among many processes on two cores
 app = typer.Typer(help="Run a local testnet of real node processes.", no_args_is_help=True)
 DIR_OPTION = typer.Option(None, "--dir", help="Testnet folder (default: <data dir>/testnet).")
-SCENARIO_ARGUMENT = typer.Argument(..., help="A scenario file, e.g. testnet/scenarios/churn.toml.")
+SCENARIO_ARGUMENT = typer.Argument(
+    ..., help="A scenario file, or the name of a shipped one: cheaters, churn, sybil."
+)
 OUT_OPTION = typer.Option(..., "--out", help="Folder for the report (created if missing).")
 RUN_DIR_OPTION = typer.Option(None, "--dir", help="Folder for the nodes (default: <out>/testnet).")
 
@@ -29,18 +33,39 @@ def testnet_dir(directory: Path | None) -> Path:
 def up(
     n: int = typer.Option(3, "-n", help="How many nodes."),
     directory: Path = DIR_OPTION,
+    base: str = typer.Option(
+        launch.DEFAULT_BASE, help="Address of the first node; the rest follow."
+    ),
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Start N nodes on 127.0.0.2, .3, ... sharing a private-network key."""
+    """Start N nodes on 127.0.0.2, .3, ... (or from --base) sharing a private-network key.
+
+    Each node is its own network group, so jobs published on the testnet find diverse hosts."""
     try:
-        nodes = launch.up(testnet_dir(directory), n)
+        nodes = launch.up(testnet_dir(directory), n, base=base)
     except launch.TestnetError as exc:
         fail(str(exc))
+    wait_for_market(nodes)
     if json_output:
         print_json([{"name": x.name, **x.info} for x in nodes])
         return
     for node in nodes:
         typer.echo(f"{node.name}  {node.host}  {node.info['peer_id']}  HEARTH_HOME={node.home}")
+
+
+def wait_for_market(nodes: list[launch.LaunchedNode]) -> None:
+    """Return once every node has every other's offer, so that a job published next finds its
+    hosts; interrupted meanwhile, stop the nodes (nothing is left behind)."""
+    try:
+        launch.wait_for(
+            lambda: market_complete(nodes), MARKET_WAIT_S, "every node to see every other"
+        )
+    except launch.TestnetError as exc:
+        typer.echo(f"warning: {exc}; a job published now may find too few hosts", err=True)
+    except BaseException:
+        with lifeline.held():
+            launch.stop(nodes)
+        raise
 
 
 @app.command("down")
@@ -125,7 +150,7 @@ def run(
     from hearth.testnet.scenario import ScenarioError
 
     try:
-        summary = run_scenario(RunOptions(scenario, out, directory))
+        summary = run_scenario(RunOptions(scenario_file(scenario), out, directory))
     except ScenarioError as exc:
         fail(str(exc), exit_code=2)
     except launch.TestnetError as exc:
@@ -138,6 +163,26 @@ def run(
         raise typer.Exit(130)
     if not summary["ok"]:
         raise typer.Exit(1)
+
+
+def shipped_scenarios() -> dict[str, Path]:
+    folder = resources.files("hearth.testnet") / "scenarios"
+    return {
+        p.name.removesuffix(".toml"): Path(str(p))
+        for p in folder.iterdir()
+        if p.name.endswith(".toml")
+    }
+
+
+def scenario_file(given: Path) -> Path:
+    """A path as given, or a shipped scenario by name (`hearth testnet run cheaters`)."""
+    if given.exists() or given.suffix or len(given.parts) > 1:
+        return given
+    shipped = shipped_scenarios()
+    if str(given) not in shipped:
+        names = ", ".join(sorted(shipped))
+        fail(f"no scenario file or shipped scenario named {str(given)!r}; try one of {names}", 2)
+    return shipped[str(given)]
 
 
 def print_run_summary(summary: dict[str, Any], out: Path) -> None:

@@ -1,0 +1,59 @@
+"""Processes that die with the one that started them, and SIGTERM taken like Ctrl-C.
+
+A testnet launcher (`hearth testnet demo`, `testnet run`) sets ``PARENT_ENV`` in each node's
+environment; the node then asks Linux to send it SIGTERM when that parent dies
+(``prctl(PR_SET_PDEATHSIG)``), so a launcher killed by any signal, even SIGKILL, leaves no node
+behind. Elsewhere it is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from types import FrameType
+
+PARENT_ENV = "HEARTH_DIE_WITH_PARENT"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def die_with_parent() -> None:
+    """If the launcher asked for it, get SIGTERM when it dies; exit now if it already has."""
+    wanted = os.environ.pop(PARENT_ENV, "")
+    if not wanted or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        return  # not fatal: the launcher still stops its nodes itself
+    if os.getppid() != int(wanted):  # it died before we asked: nobody would stop us
+        sys.exit(1)
+
+
+def sigterm_like_ctrl_c() -> None:
+    """SIGTERM (from `timeout`, systemd, kill) does what Ctrl-C does at that moment."""
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signum, frame)
+        elif handler != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, forward)
+    # A launcher holds these while it starts a child (see `held`); the child takes them again.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, so that a started process is always
+    recorded before an interrupt can unwind (or so that a cleanup runs to its end)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)

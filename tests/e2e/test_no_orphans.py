@@ -1,0 +1,143 @@
+"""`testnet demo`, `testnet run` and `testnet up` stopped by SIGTERM or SIGINT at any moment
+leave no process behind: no node, no sandbox worker (found by a scan of /proc for anything
+whose command line or HEARTH_HOME lies in the testnet's folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from hearth.testnet import launch, report
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+START_S = 300.0  # five nodes on a loaded 2-core machine
+STOP_S = 90.0
+
+RUN = """\
+[run]
+name = "orphans"
+seed = 5
+nodes = 3
+jobs = 30
+duration_s = 120
+
+[hosts]
+gaming_pc = 100
+
+[testnet]
+job_rate_per_min = 30
+publishers = 1
+"""
+
+
+def processes_in(folder: Path) -> list[int]:
+    """Every live process whose command line or environment names ``folder``."""
+    needle = str(folder).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            seen = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in seen and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def nodes_started(root: Path, count: int) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            state = json.loads((root / launch.STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return False
+        return len(state["nodes"]) >= count
+
+    return check
+
+
+def text_in(path: Path, needle: str) -> Callable[[], bool]:
+    return lambda: path.exists() and needle in path.read_text(errors="replace")
+
+
+def stop_and_check(
+    argv: list[str], folder: Path, moment: Callable[[], bool], signals: list[signal.Signals]
+) -> None:
+    out = folder / "command.out"
+    env = {**os.environ, "HEARTH_HOME": str(folder / "home")}
+    with out.open("wb") as sink:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "hearth", *argv], stdout=sink, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+
+        def reached() -> bool:
+            assert command.poll() is None, out.read_text()
+            return moment()
+
+        launch.wait_for(reached, START_S, f"the moment to stop {argv[:2]}")
+        for signum in signals:  # a second signal lands in the shutdown the first began
+            command.send_signal(signum)
+        command.wait(timeout=STOP_S)
+        launch.wait_for(lambda: not processes_in(folder), STOP_S, "every process to go")
+    finally:
+        if command.poll() is None:
+            command.kill()
+        left = processes_in(folder)
+        for pid in left:  # so a failure leaves nothing running on the machine either
+            os.kill(pid, signal.SIGKILL)
+    assert command.returncode != 0
+    assert left == [], out.read_text()
+
+
+@pytest.mark.parametrize(
+    ("moment", "signals"),
+    [
+        ("start", [signal.SIGTERM]),
+        ("jobs", [signal.SIGTERM]),
+        ("jobs", [signal.SIGINT, signal.SIGTERM]),
+    ],
+)
+def test_demo_leaves_no_process(tmp_path: Path, moment: str, signals: list[signal.Signals]) -> None:
+    root = tmp_path / "tn"
+    when = (
+        nodes_started(root, 2)
+        if moment == "start"
+        else text_in(tmp_path / "command.out", "publishing")
+    )
+    stop_and_check(["testnet", "demo", "--dir", str(root)], tmp_path, when, signals)
+
+
+@pytest.mark.parametrize(
+    ("moment", "signals"),
+    [("start", [signal.SIGINT]), ("jobs", [signal.SIGTERM]), ("jobs", [signal.SIGTERM] * 2)],
+)
+def test_run_leaves_no_process(tmp_path: Path, moment: str, signals: list[signal.Signals]) -> None:
+    scenario = tmp_path / "orphans.toml"
+    scenario.write_text(RUN)
+    out = tmp_path / "out"
+    when = (
+        nodes_started(out / "testnet", 2)
+        if moment == "start"
+        else text_in(out / report.EVENTS_FILE, '"job_published"')
+    )
+    stop_and_check(["testnet", "run", str(scenario), "--out", str(out)], tmp_path, when, signals)
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGINT, signal.SIGINT]])
+def test_up_interrupted_while_starting_leaves_no_process(
+    tmp_path: Path, signals: list[signal.Signals]
+) -> None:
+    root = tmp_path / "tn"
+    argv = ["testnet", "up", "-n", "4", "--dir", str(root), "--base", "127.0.7.1"]
+    stop_and_check(argv, tmp_path, nodes_started(root, 2), signals)
