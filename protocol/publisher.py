@@ -18,7 +18,10 @@ commit, derived from the job unless the developer set one, so that a winner that
 never commits is replaced while a replacement can still finish.
 
 A dropped slot is replaced by the next candidate that keeps the winners diverse; when none is
-left, a fresh call for bids (the next round) finds more, up to ``CALL_ROUNDS_MAX`` rounds. When
+left, a fresh call for bids (the next round) finds more, up to ``CALL_ROUNDS_MAX`` rounds. Hosts
+that will not bid say why (``BidDecline``); when the candidates run out the publisher names the
+cause at once (protocol.causes, ADR 0023), and fails the job then if every host it knows has
+answered and the cause will not clear by itself (a runtime, a price, one network group). When
 every live slot has revealed, protocol.verification judges them (ADR 0007): accepted -> every
 matching worker is paid once and every other one gets a signed mismatch notice; disagreement ->
 more replicas, up to ``replicas_max``; past that the job fails as unverifiable with its evidence.

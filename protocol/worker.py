@@ -39,6 +39,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
+import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
@@ -345,12 +346,22 @@ class WorkerComponent:
         """Tell the publisher why we do not bid (ADR 0023), once per call round, for the
         reasons it can act on; a host that does not bid for its own reasons stays silent."""
         reason = decision.refusal.split(":", 1)[0]
-        if reason not in DECLINE_CAUSES:
+        if reason not in DECLINE_CAUSES or not self._declines(call):
             return []
         price = max(0, decision.price_mc_per_tfuel)
         decline = BidDecline(call.job_id, call.call_round, reason, price)
         data = self._engine.seal(decline, now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
         return [Send(publisher, PROTOCOL_DECLINE, data)]
+
+    def _declines(self, call: CallForBids) -> bool:
+        """Whether this host is one of the ~DECLINES_PER_CALL_MAX that answer ``call`` with a
+        decline: all of them in a small market, a sample drawn from the call in a large one."""
+        hosts = len(self._engine.market)
+        if hosts <= limits.DECLINES_PER_CALL_MAX:
+            return True
+        seed = call.job_id + bytes([call.call_round]) + self._engine.identity.public_key
+        draw = int.from_bytes(hashlib.sha256(seed).digest()[:8], "big")
+        return draw % hosts < limits.DECLINES_PER_CALL_MAX
 
     def _award_refusal(self, award: Award, bids: JobBids | None, now_ms: int) -> str:
         """Why a well-addressed award from the publisher we bid to is declined, or ""."""

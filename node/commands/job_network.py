@@ -160,6 +160,12 @@ def register(app: typer.Typer, json_option: Any) -> None:
             print_json(job)
             return
         typer.echo(f"job {job['job_id']}: {job['state']} {job['detail']}")
+        if job.get("cause"):
+            typer.echo(f"cause: {job['cause']}")
+        if job["state"] == "accepted" and job.get("error_kind"):
+            typer.echo(f"the job failed: {job['error_kind']}, exit code {job['exit_code']}")
+            if job.get("stderr"):
+                typer.echo(f"stderr (agreed by the replicas):\n{job['stderr'].rstrip()}")
         typer.echo(
             f"clearing price {job['clearing_price_mc_per_tfuel']} mc/Tfuel, "
             f"fuel {job['fuel_used']}, paid {job['paid_mc']} mc"
@@ -177,13 +183,16 @@ def register(app: typer.Typer, json_option: Any) -> None:
                 str(bid["rtt_ms"]),
             )
         replicas = Table(title="Replicas")
-        for column in ("worker", "state", "verdict", "fuel", "paid mc"):
+        for column in ("worker", "state", "verdict", "output", "error", "fuel", "paid mc"):
             replicas.add_column(column)
         for rep in job["replicas_detail"]:
+            error = f"{rep['error_kind']} {rep['exit_code']}" if rep["error_kind"] else ""
             replicas.add_row(
                 rep["worker"][-10:],
                 rep["state"],
                 rep["verdict"],
+                rep["output_hash"][:12],
+                error,
                 str(rep["fuel_used"]),
                 str(rep["paid_mc"]),
             )

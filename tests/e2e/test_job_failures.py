@@ -75,6 +75,9 @@ def test_a_job_that_fails_gives_exit_code_and_stderr_on_the_cli(three, tmp_path:
     report = json.loads(as_json.stdout)
     assert report["state"] == "job-failed" and report["error_kind"] == "trap"
     assert report["exit_code"] == -1 and "about to fail" in report["stderr"]
+    shown = hearth(three[1].home, "job", "show", report["job_id"])
+    assert shown.returncode == 0, shown.stderr
+    assert "the job failed: trap, exit code -1" in shown.stdout and "about to fail" in shown.stdout
 
 
 def test_out_of_fuel_has_its_own_exit_code(three, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from hearth.protocol.causes import (
 )
 from hearth.protocol.codec import decode, encode
 from hearth.protocol.errors import RemoteProtocolError, UnsupportedVersionError
+from hearth.protocol.events import Started
 from hearth.protocol.job_messages import BidDecline, ResultReveal, result_digest
 from hearth.protocol.publisher_state import PublisherConfig, decode_job
 from tests.protocol.harness import FAILED_STDERR, Cluster
@@ -24,7 +25,17 @@ INPUT = b"hello, hearth"
 KNOWN_WITHIN_MS = 5_000  # from the publish: a 1 s bid window, then the cause at once
 
 
+def _with_market(cluster: Cluster) -> Cluster:
+    """Start every engine, so that each one's capacity ads fill the others' market views."""
+    for index in range(len(cluster.nodes)):
+        cluster.inject(index, Started())
+    cluster.run_for(1_000)
+    return cluster
+
+
 def _failed_at_once(cluster: Cluster, index: int, **spec: object) -> tuple[str, str]:
+    _with_market(cluster)
+    assert len(cluster.nodes[index].engine.market) == len(cluster.nodes) - 1
     started_ms = cluster.now_ms
     job_id = cluster.publish_job(index, MODULE, INPUT, **spec)
     cluster.run_until(cluster.finished(index, job_id), limit_ms=KNOWN_WITHIN_MS)
@@ -190,4 +201,22 @@ def test_busy_hosts_are_named_at_once_and_the_job_keeps_trying() -> None:
     summary = cluster.nodes[2].engine.publisher.summary(third)
     assert summary is not None and summary.cause == "hosts-busy", summary
     assert summary.phase == "bidding" and "busy" in summary.detail  # still trying
+    assert cluster.now_ms - started_ms <= KNOWN_WITHIN_MS
+
+
+def test_in_a_large_market_a_sample_of_hosts_declines_and_the_cause_still_shows_at_once() -> None:
+    cluster = _with_market(Cluster(48))
+    started_ms = cluster.now_ms
+    job_id = cluster.publish_job(47, MODULE, INPUT, max_price_mc_per_tfuel=0)
+    cluster.run_for(KNOWN_WITHIN_MS)
+    declines = [
+        envelope.body
+        for i in range(47)
+        for _, _, envelope in cluster.sends_of(i, BidDecline)
+        if envelope.body.job_id == job_id and envelope.body.call_round == 0
+    ]
+    assert 0 < len(declines) < 47  # a seeded sample of the 47 hosts, about DECLINES_PER_CALL_MAX
+    summary = cluster.nodes[47].engine.publisher.summary(job_id)
+    assert summary is not None and summary.cause == "price", summary
+    assert "raise --max-price to at least" in summary.detail
     assert cluster.now_ms - started_ms <= KNOWN_WITHIN_MS
