@@ -16,6 +16,6 @@ with Client() as client:
     for event in client.events(job_id):
         print(event["phase"], event["detail"])
     result = client.wait(job_id)
-    print("verified" if result.ok else f"failed: {result.reason}")
+    print("verified" if result.ok else result.message)  # a failure: its kind, code and cause
     print(f"{len(result.output)} bytes, fuel {result.fuel_used}, paid {result.paid_mc} mc")
     print(f"this node's balance: {client.balance_mc()} mc")

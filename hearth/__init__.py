@@ -5,6 +5,6 @@ with Client() as client:
     result = client.run("job.wasm", b"input")
 """
 
-from hearth.client import AsyncClient, Client, HearthError, JobOptions, JobResult
+from hearth.client import AsyncClient, Client, HearthError, JobFailed, JobOptions, JobResult
 
-__all__ = ["AsyncClient", "Client", "HearthError", "JobOptions", "JobResult"]
+__all__ = ["AsyncClient", "Client", "HearthError", "JobFailed", "JobOptions", "JobResult"]

@@ -4,6 +4,13 @@ from hearth import Client
 with Client() as client:                      # the node of $HEARTH_HOME (or home=...)
     result = client.run("job.wasm", b"input", replicas=2)
     print(result.output, result.fuel_used, result.paid_mc)
+    result.check()                            # raises JobFailed unless the job succeeded
+
+A result is ``ok`` only when the job ran, exited 0 and was verified. A job that failed the same
+way on every replica is a verified failure (``verified`` true, ``ok`` false) and carries its
+``error_kind``, ``exit_code`` and ``stderr``; a job that could not run carries its ``cause``
+(protocol.causes.Cause) and ``reason``, a line that says the fix. ``wait`` and ``run`` report
+either in the result; ``check()`` raises ``JobFailed`` for both (ADR 0023).
 
 async with AsyncClient() as client:           # trio or asyncio
     job_id = await client.submit("job.py", b"input")
@@ -25,27 +32,65 @@ import httpx
 from hearth import files as job_files
 from hearth.files import FilesError, JobFiles, Progress, no_progress
 from hearth.node import paths
+from hearth.protocol.causes import exit_code_for
 
 T = TypeVar("T")
 EVENTS_WAIT_S = 20.0
 TERMINAL_PHASES = frozenset({"paid", "failed"})
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
 class HearthError(Exception):
     """The node refused, failed or could not be reached; the message says why."""
 
 
+class JobFailed(HearthError):
+    """The job failed (``result.error_kind``) or could not run (``result.cause``)."""
+
+    def __init__(self, result: JobResult) -> None:
+        super().__init__(result.message)
+        self.result = result
+
+
 @dataclasses.dataclass(frozen=True)
 class JobResult:
     job_id: str
-    ok: bool
+    ok: bool  # ran, exited 0 and verified
     output: bytes
     output_sha256: str
     fuel_used: int
     paid_mc: int
-    reason: str
+    reason: str  # why it could not run or was not verified, with the fix; "" otherwise
     summary: dict[str, Any]
     files: tuple[str, ...] = ()  # written under output_dir, for a job with an output folder
+    verified: bool = False  # the replicas agreed on this result, success or failure
+    error_kind: str = ""  # exit | trap | out-of-fuel | memory-limit | ... ; "" on success
+    exit_code: int | None = None  # the job's exit status (-1: it never exited); None unverified
+    stderr: str = ""  # the tail of the job's stderr the replicas agreed on
+    cause: str = ""  # protocol.causes.Cause when it could not run
+
+    @property
+    def message(self) -> str:
+        """One line on how the job ended."""
+        if self.ok:
+            return f"job {self.job_id} verified"
+        if self.verified:
+            return (
+                f"job {self.job_id} failed: {self.error_kind} (exit code {self.exit_code}), "
+                f"verified by its replicas"
+            )
+        return f"job {self.job_id} did not run: {self.reason or self.summary.get('phase', '')}"
+
+    @property
+    def cli_exit_code(self) -> int:
+        """What `hearth job run` exits with for this result (docs/job-failures.md)."""
+        return 0 if self.ok else exit_code_for(self.error_kind, self.cause)
+
+    def check(self) -> JobResult:
+        """This result if the job succeeded; else raise ``JobFailed`` with it."""
+        if not self.ok:
+            raise JobFailed(self)
+        return self
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,17 +167,33 @@ def _check(response: httpx.Response) -> Any:
     return response.content
 
 
+def _has_output(summary: dict[str, Any]) -> bool:
+    """A verified success with a non-empty output: the one result with a blob to fetch."""
+    return (
+        summary["state"] == "accepted"
+        and not summary.get("error_kind")
+        and summary.get("result_hash", "") not in ("", EMPTY_SHA256)
+    )
+
+
 def _result(summary: dict[str, Any], output: bytes, files: tuple[str, ...] = ()) -> JobResult:
+    verified = summary["state"] == "accepted"
+    error_kind = str(summary.get("error_kind", "")) if verified else ""
     return JobResult(
         files=files,
         job_id=summary["job_id"],
-        ok=summary["state"] == "accepted",
+        ok=verified and not error_kind,
         output=output,
         output_sha256=summary.get("result_hash", ""),
         fuel_used=summary.get("fuel_used", 0),
         paid_mc=summary.get("paid_mc", 0),
         reason=summary.get("reason", ""),
         summary=summary,
+        verified=verified,
+        error_kind=error_kind,
+        exit_code=summary.get("exit_code") if verified else None,
+        stderr=str(summary.get("stderr", "")) if verified else "",
+        cause=str(summary.get("cause", "")),
     )
 
 
@@ -223,7 +284,7 @@ class Client:
         for _ in self.events(job_id):
             pass
         summary = self.job(job_id)
-        if summary["state"] != "accepted":
+        if not _has_output(summary):
             return _result(summary, b"")
         output = self.blob(summary["result_hash"])
         tree = job_files.tree_of(output)
@@ -333,7 +394,7 @@ class AsyncClient:
             pass
         summary = await self.job(job_id)
         output = b""
-        if summary["state"] == "accepted":
+        if _has_output(summary):
             output = await self._call("GET", f"/v1/blobs/{summary['result_hash']}")
             if job_files.tree_of(output) is not None:
                 return await self._in_thread(lambda c: c.wait(job_id, output_dir, progress))

@@ -225,11 +225,13 @@ class BlobStore:
         try:
             yield
         finally:
-            left = self._reserved[owner] - size_bytes
-            if left:
+            # Two fetches for one owner, one of them an empty blob: the other may have cleared
+            # the entry already (an empty input is an ordinary job's input).
+            left = self._reserved.get(owner, 0) - size_bytes
+            if left > 0:
                 self._reserved[owner] = left
             else:
-                del self._reserved[owner]
+                self._reserved.pop(owner, None)
 
     @contextlib.contextmanager
     def partial_file(self) -> Iterator[tuple[Path, BinaryIO]]:

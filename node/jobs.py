@@ -33,7 +33,7 @@ from hearth.node.sandbox.pool import SandboxPool
 from hearth.protocol import limits
 from hearth.protocol.effects import AbortJob, FetchBlob, JobProgress, RunJob, SaveJob
 from hearth.protocol.events import BlobFetched, BlobFetchFailed, JobExecuted, JobRestored
-from hearth.protocol.job_messages import JobId
+from hearth.protocol.job_messages import EXIT_CODE_NONE, JobId, stderr_tail
 
 EVENTS_PER_JOB_MAX = 256
 BLOB_SWEEP_INTERVAL_S = 60.0
@@ -267,6 +267,8 @@ class JobService:
                 output,
                 result.fuel_used,
                 "" if result.error_kind is None else str(result.error_kind),
+                EXIT_CODE_NONE if result.exit_code is None else result.exit_code,
+                stderr_tail(result.stderr_tail),
             )
         )
 
@@ -331,6 +333,7 @@ class JobService:
                 "detail": effect.detail,
                 "results": effect.results,
                 "replicas": effect.replicas,
+                "cause": effect.cause,
             }
         )
         return fetch

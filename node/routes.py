@@ -58,6 +58,9 @@ def job_json(summary: Any) -> dict[str, Any]:
     data["result_hash"] = summary.output_hash.hex() if phase == "paid" else ""
     data["paid_mc"] = summary.credits_paid_mc
     data["reason"] = summary.detail if phase == "failed" else ""
+    # A verified failure (ADR 0023): what the replicas agreed the job exited with and printed.
+    data["stderr"] = summary.stderr.decode("utf-8", "replace")
+    data["exit_code"] = summary.exit_code if phase == "paid" else None
     return data
 
 

@@ -83,7 +83,8 @@ def decide_bid(
     at_ms = max(now_ms, call.bid_deadline_ms)
     price = energy_price(profile.pricing, profile.fuel_per_s, at_ms, profile.energy_mode)
     if price > call.max_price_mc_per_tfuel:
-        return BidDecision(refusal="price-floor-above-max")
+        # The price goes with the refusal: the publisher is told how far to raise its max.
+        return BidDecision(price_mc_per_tfuel=price, refusal="price-floor-above-max")
     if standing.owed_mc + cost_mc(price, call.fuel_max) > config.credit_limit_mc:
         return BidDecision(refusal="publisher-credit")
     return BidDecision(price_mc_per_tfuel=price)

@@ -141,6 +141,7 @@ class JobProgress:
     detail: str
     results: int
     replicas: int
+    cause: str = ""  # protocol.causes.Cause: why it cannot run (yet), as soon as that is known
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -144,6 +144,8 @@ class JobExecuted:
     output: bytes
     fuel_used: int
     error_kind: str
+    exit_code: int = 0  # job_messages.EXIT_CODE_NONE when the job never exited by itself
+    stderr: bytes = b""  # the tail the result carries (job_messages.stderr_tail)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

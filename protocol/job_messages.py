@@ -12,9 +12,11 @@ signer (ADR 0012). Every message on a direct stream must come from its author: a
 proves only that its deliverer forwards what was not addressed to it (``require_from_author``).
 
 A result is named by its *digest*, which covers exactly what honest replicas must agree on bit
-for bit (the sandbox's verdict): the error kind, the output hash and the fuel used. A worker
-commits to ``commitment(job_id, digest, salt, its public key)`` before anyone reveals; the key
-inside the hash is what stops a lazy worker from submitting a copy of another worker's commitment.
+for bit (the sandbox's verdict): the error kind, the output hash, the fuel used, the exit status
+and the hash of the stderr tail (version 2, ADR 0023: a failed job is a verified result too).
+A worker commits to ``commitment(job_id, digest, salt, its public key)`` before anyone reveals;
+the key inside the hash is what stops a lazy worker from submitting a copy of another worker's
+commitment.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ HOST_ERROR_KINDS: Final = frozenset({"deadline", "crashed", "compile-timeout"})
 ERROR_KIND_BYTES_MAX: Final = 64
 REASON_BYTES_MAX: Final = 128
 
-_RESULT_DOMAIN: Final = b"hearth/result/1\x00"
+EXIT_CODE_NONE: Final = -1  # the job never exited by itself: a trap, no fuel, no memory
+_RESULT_DOMAIN: Final = b"hearth/result/2\x00"
 _COMMIT_DOMAIN: Final = b"hearth/commit/1\x00"
 _CALL_DOMAIN: Final = b"hearth/call/1\x00"
 
@@ -72,7 +75,14 @@ def require_from_author(author: PeerId, sender: PeerId) -> None:
         )
 
 
-def result_digest(job_id: bytes, error_kind: str, output_hash: bytes, fuel_used: int) -> bytes:
+def result_digest(
+    job_id: bytes,
+    error_kind: str,
+    output_hash: bytes,
+    fuel_used: int,
+    exit_code: int = 0,
+    stderr: bytes = b"",
+) -> bytes:
     """What replicas vote on. Fixed-width fields first, the one variable field last."""
     return hashlib.sha256(
         _RESULT_DOMAIN
@@ -80,8 +90,15 @@ def result_digest(job_id: bytes, error_kind: str, output_hash: bytes, fuel_used:
         + job_id
         + output_hash
         + fuel_used.to_bytes(8, "big")
+        + exit_code.to_bytes(8, "big", signed=True)
+        + hashlib.sha256(stderr).digest()
         + error_kind.encode()
     ).digest()
+
+
+def stderr_tail(stderr: bytes) -> bytes:
+    """The part of a job's stderr a result carries: its last JOB_STDERR_BYTES_MAX bytes."""
+    return stderr[-limits.JOB_STDERR_BYTES_MAX :] if stderr else b""
 
 
 def commitment(job_id: bytes, digest: bytes, salt: bytes, worker_key: bytes) -> bytes:
@@ -198,9 +215,12 @@ class AwardReply:
         _check_text(self.reason, "reason", REASON_BYTES_MAX)
 
 
-@message(24)
+@message(24, version=2)
 @dataclasses.dataclass(frozen=True)
 class ResultCommit:
+    """Version 2 commits to a version-2 digest (exit status and stderr included, ADR 0023); an
+    old worker's version-1 commit is refused by the decoder, never misread."""
+
     job_id: bytes
     award_no: int
     commitment: bytes
@@ -220,11 +240,16 @@ class RevealRequest:
         _check_job_id(self.job_id)
 
 
-@message(26)
+@message(26, version=2)
 @dataclasses.dataclass(frozen=True)
 class ResultReveal:
     """The opening of a commitment. ``output`` is inline when at most OUTPUT_INLINE_BYTES_MAX,
-    else empty and fetched by hash from the worker over /hearth/blob/1."""
+    else empty and fetched by hash from the worker over /hearth/blob/1.
+
+    Version 2 (ADR 0023) adds the job's ``exit_code`` (EXIT_CODE_NONE when it never exited) and
+    the tail of its ``stderr``, both inside the digest: replicas agree on a failure's evidence
+    as on an output.
+    """
 
     job_id: bytes
     award_no: int
@@ -234,10 +259,14 @@ class ResultReveal:
     salt: bytes
     output_bytes: int
     output: bytes
+    exit_code: int = 0
+    stderr: bytes = b""
 
     def check(self) -> None:
         _check_job_id(self.job_id)
         _check_text(self.error_kind, "error_kind", ERROR_KIND_BYTES_MAX)
+        _require(EXIT_CODE_NONE <= self.exit_code <= limits.EXIT_CODE_MAX, "exit_code")
+        _require(len(self.stderr) <= limits.JOB_STDERR_BYTES_MAX, "stderr")
         _check_hash(self.output_hash, "output_hash")
         _require(0 <= self.fuel_used <= limits.JOB_FUEL_MAX, "fuel_used")
         _require(len(self.salt) == limits.SALT_BYTES, "salt")
@@ -247,7 +276,14 @@ class ResultReveal:
 
     @property
     def digest(self) -> bytes:
-        return result_digest(self.job_id, self.error_kind, self.output_hash, self.fuel_used)
+        return result_digest(
+            self.job_id,
+            self.error_kind,
+            self.output_hash,
+            self.fuel_used,
+            self.exit_code,
+            self.stderr,
+        )
 
 
 @message(27)
@@ -278,3 +314,28 @@ class MismatchNotice:
     def check(self) -> None:
         _check_job_id(self.job_id)
         _check_text(self.reason, "reason", REASON_BYTES_MAX)
+
+
+DECLINE_REASON_BYTES_MAX: Final = 64
+
+
+@message(49)
+@dataclasses.dataclass(frozen=True)
+class BidDecline:
+    """PROTOCOL_DECLINE, host to publisher: no bid on this call, and why (ADR 0023).
+
+    ``reason`` is the host's refusal (protocol.bidding: runtime, price-floor-above-max, busy,
+    publisher-credit...); ``price_mc_per_tfuel`` is what it would ask, when it knows (0 if not),
+    so that the publisher can say how far to raise its max price.
+    """
+
+    job_id: bytes
+    call_round: int
+    reason: str
+    price_mc_per_tfuel: int
+
+    def check(self) -> None:
+        _check_job_id(self.job_id)
+        _require(0 <= self.call_round < limits.CALL_ROUNDS_MAX, "call_round")
+        _require(0 < len(self.reason.encode()) <= DECLINE_REASON_BYTES_MAX, "reason")
+        _require(0 <= self.price_mc_per_tfuel <= limits.CREDIT_LIMIT_MC, "price")

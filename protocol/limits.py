@@ -81,6 +81,11 @@ SALT_BYTES: Final = 16
 REQUIREMENTS_MAX: Final = 16
 OPERATOR_LABEL_BYTES_MAX: Final = 64
 OUTPUT_INLINE_BYTES_MAX: Final = 64 * 1024  # a larger output is fetched over /hearth/blob/1
+# Hosts that tell a publisher why they do not bid, per call, about (ADR 0023): in a larger market
+# a seeded sample of this many does, so a call to thousands of hosts brings back a few dozen.
+DECLINES_PER_CALL_MAX: Final = 32
+JOB_STDERR_BYTES_MAX: Final = 8 * 1024  # the tail of a job's stderr a result carries (ADR 0023)
+EXIT_CODE_MAX: Final = 2**31 - 1  # a job's exit status; EXIT_CODE_NONE (-1) when it never exited
 BIDS_PER_AUCTION_MAX: Final = 256
 BID_WINDOW_MS_MIN: Final = 100
 BID_WINDOW_MS_MAX: Final = 60 * 1000

@@ -24,6 +24,9 @@ PROTOCOL_BLOB: Final = "/hearth/blob/1"
 PROTOCOL_RESULT: Final = "/hearth/result/1"
 PROTOCOL_RECEIPT: Final = "/hearth/receipt/1"
 PROTOCOL_LEDGER: Final = "/hearth/ledger/1"
+# A host's "no bid, and why" to a publisher (ADR 0023): a protocol of its own, so that a host
+# never sends one to a node that does not speak it.
+PROTOCOL_DECLINE: Final = "/hearth/decline/1"
 PROTOCOLS: Final = (
     PROTOCOL_BID,
     PROTOCOL_AWARD,
@@ -31,6 +34,7 @@ PROTOCOLS: Final = (
     PROTOCOL_RESULT,
     PROTOCOL_RECEIPT,
     PROTOCOL_LEDGER,
+    PROTOCOL_DECLINE,
 )
 
 RUNTIMES: Final = ("wasm", "python")

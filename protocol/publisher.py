@@ -18,7 +18,10 @@ commit, derived from the job unless the developer set one, so that a winner that
 never commits is replaced while a replacement can still finish.
 
 A dropped slot is replaced by the next candidate that keeps the winners diverse; when none is
-left, a fresh call for bids (the next round) finds more, up to ``CALL_ROUNDS_MAX`` rounds. When
+left, a fresh call for bids (the next round) finds more, up to ``CALL_ROUNDS_MAX`` rounds. Hosts
+that will not bid say why (``BidDecline``); when the candidates run out the publisher names the
+cause at once (protocol.causes, ADR 0023), and fails the job then if every host it knows has
+answered and the cause will not clear by itself (a runtime, a price, one network group). When
 every live slot has revealed, protocol.verification judges them (ADR 0007): accepted -> every
 matching worker is paid once and every other one gets a signed mismatch notice; disagreement ->
 more replicas, up to ``replicas_max``; past that the job fails as unverifiable with its evidence.
@@ -48,6 +51,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from hearth.protocol import limits
 from hearth.protocol.auction import BidView, choose_winners, pick, rank
+from hearth.protocol.causes import (
+    TRANSIENT_CAUSES,
+    Cause,
+    CouldNotRun,
+    disagreement,
+    from_declines,
+    from_market,
+    not_diverse,
+)
 from hearth.protocol.codec import encode
 from hearth.protocol.effects import (
     CancelTimer,
@@ -70,6 +82,7 @@ from hearth.protocol.job_messages import (
     Award,
     AwardReply,
     Bid,
+    BidDecline,
     CallForBids,
     Cancel,
     JobId,
@@ -79,7 +92,13 @@ from hearth.protocol.job_messages import (
     require_from_author,
 )
 from hearth.protocol.lease import LEASE_MS_MIN, lease_ms
-from hearth.protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT, TOPIC_JOBS
+from hearth.protocol.messages import (
+    PROTOCOL_AWARD,
+    PROTOCOL_BID,
+    PROTOCOL_DECLINE,
+    PROTOCOL_RESULT,
+    TOPIC_JOBS,
+)
 from hearth.protocol.publisher_state import (
     TERMINAL_PHASES,
     WAITING_STATES,
@@ -134,6 +153,7 @@ class PublisherComponent:
             AwardReply: (award, self._on_award_reply),
             ResultCommit: (result, self._on_commit),
             ResultReveal: (result, self._on_reveal),
+            BidDecline: (frozenset({PROTOCOL_DECLINE}), self._on_decline),
         }
 
     def on_started(self, now_ms: int) -> list[Effect]:
@@ -263,7 +283,10 @@ class PublisherComponent:
             return []  # kept for queries
         if job.call.deadline_ms <= now_ms:
             return self._done(
-                job, self._fail(job, "deadline passed while the publisher was down", now_ms)
+                job,
+                self._fail(
+                    job, "deadline passed while the publisher was down", now_ms, Cause.DEADLINE
+                ),
             )
         effects: list[Effect] = [SetTimer(JobDeadlineTimer(job.job_id), job.call.deadline_ms)]
         if job.phase is Phase.BIDDING:
@@ -296,7 +319,7 @@ class PublisherComponent:
         if isinstance(key, BidsTimer):
             effects = self._close_bidding(job, now_ms) if job.phase is Phase.BIDDING else []
         elif isinstance(key, JobDeadlineTimer):
-            effects = self._fail(job, "deadline", now_ms)
+            effects = self._fail(job, "deadline", now_ms, Cause.DEADLINE)
         else:
             effects = self._on_slot_timer(job, key.award_no, now_ms)
         return self._done(job, effects)
@@ -361,6 +384,21 @@ class PublisherComponent:
         view = bid_view(bid, worker, self._engine.reputation.get(worker), ip, self._config)
         job.bids[worker] = (view, bytes(envelope.author))
         return []  # saved at the bid deadline: one save per auction, not one per bid
+
+    def _on_decline(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        """A host says why it will not bid (ADR 0023): kept to tell the developer the cause."""
+        decline = envelope.body
+        assert isinstance(decline, BidDecline)
+        decline.check()
+        host = envelope.peer_id
+        require_from_author(host, peer)
+        job = self.jobs.get(JobId(decline.job_id))
+        if job is None or job.phase in TERMINAL_PHASES or decline.call_round != job.call.call_round:
+            return []  # late, or about another round: honest delay
+        if host not in job.declines and len(job.declines) >= limits.BIDS_PER_AUCTION_MAX:
+            return []  # bounded like the bids; the causes of the first ones are enough
+        job.declines[host] = (decline.reason, decline.price_mc_per_tfuel)
+        return []
 
     def _rank(self, job: PublisherJob) -> list[BidView]:
         views = [view for _, (view, _key) in sorted(job.bids.items())]
@@ -427,16 +465,62 @@ class PublisherComponent:
         if needed <= 0:
             return []
         if len(job.slots) + needed > AWARDS_PER_REPLICA_MAX * job.replicas_max:
-            return self._fail(job, "too many awards failed", now_ms)
+            return self._fail(job, _awards_failed(job), now_ms, Cause.AWARDS_FAILED)
         chosen = [slot.bid for slot in job.live()]
         excluded = _barred(job)
         fresh = pick(job.ranked, needed, chosen, excluded, newcomers_max(job.target))
         job.move(Phase.RUNNING)
-        effects = [self._award(job, bid, now_ms) for bid in fresh]
+        if len(fresh) < needed:
+            found = self._diagnose(job, now_ms)
+            final = found is not None and found.cause not in TRANSIENT_CAUSES
+            if found is not None and final and self._all_answered(job, now_ms):
+                return self._fail(job, found.message, now_ms, found.cause)  # no award in vain
+            if found is not None:  # said at once; the next round may still find hosts
+                job.detail, job.cause = found.message, found.cause
+        effects = [effect for bid in fresh for effect in self._award(job, bid, now_ms)]
         if len(fresh) == needed:
-            return [e for pair in effects for e in pair]
-        flat = [e for pair in effects for e in pair]
-        return flat + self._new_round(job, now_ms)
+            job.cause = ""  # enough hosts after all
+            return effects
+        return effects + self._new_round(job, now_ms)
+
+    def _diagnose(self, job: PublisherJob, now_ms: int) -> CouldNotRun | None:
+        """Why the candidates ran out, from the bids, the declines and the market (ADR 0023)."""
+        barred = _barred(job)
+        bidders = [view for w, (view, _) in sorted(job.bids.items()) if w not in barred]
+        bidders += [slot.bid for slot in job.live()]
+        bidder_ids = {view.worker for view in bidders}
+        if len(bidder_ids) >= job.target:
+            groups = [(view.network_group, view.operator) for view in bidders]
+            return not_diverse(groups, job.target)
+        declines = {
+            str(peer): entry
+            for peer, entry in sorted(job.declines.items())
+            if peer not in bidder_ids and peer not in barred
+        }
+        call = job.call
+        found = from_declines(declines, call.runtime, call.max_price_mc_per_tfuel)
+        if found is None:
+            found = from_market(self._offers(now_ms), call.runtime, call.max_price_mc_per_tfuel)
+        if found is not None and bidder_ids:
+            message = f"only {len(bidder_ids)} of {job.target} replicas found: {found.message}"
+            return CouldNotRun(found.cause, message)
+        return found
+
+    def _offers(self, now_ms: int) -> list[tuple[tuple[str, ...], int]]:
+        me = self._engine.identity.peer_id
+        return [
+            (entry.ad.runtimes, entry.ad.price_mc_per_tfuel)
+            for entry in self._engine.market.snapshot(now_ms)
+            if entry.peer_id != me
+        ]
+
+    def _all_answered(self, job: PublisherJob, now_ms: int) -> bool:
+        """Has every host in our market view bid on or declined this job? Then no later round
+        can find another: a cause found now is final."""
+        me = self._engine.identity.peer_id
+        answered = set(job.bids) | set(job.declines) | {s.worker for s in job.slots}
+        hosts = {e.peer_id for e in self._engine.market.snapshot(now_ms) if e.peer_id != me}
+        return hosts <= answered
 
     def _new_round(self, job: PublisherJob, now_ms: int) -> list[Effect]:
         """Candidates ran out: call for bids again, unless rounds or time have run out."""
@@ -446,7 +530,10 @@ class PublisherComponent:
         window_ms = min(job.bid_window_ms << (call.call_round + 1), limits.BID_WINDOW_MS_ROUND_MAX)
         bid_deadline_ms = now_ms + max(job.bid_window_ms, window_ms)
         if call.call_round + 1 >= limits.CALL_ROUNDS_MAX or bid_deadline_ms >= call.deadline_ms:
-            return self._fail(job, "not enough diverse workers", now_ms)
+            found = self._diagnose(job, now_ms) or CouldNotRun(
+                Cause.NO_HOSTS, "no host answered the call for bids: check `hearth market`"
+            )
+            return self._fail(job, found.message, now_ms, found.cause)
         job.call = CallForBids(
             **{
                 **_fields(call),
@@ -502,6 +589,7 @@ class PublisherComponent:
         slot.move(SlotState.DROPPED)
         slot.verdict = reason
         slot.output = b""  # its evidence is in the RecordMismatch effect; the state stays small
+        slot.stderr = b""
         effects: list[Effect] = [
             CancelTimer(SlotTimer(job.job_id, slot.award_no)),
             Log(
@@ -601,6 +689,8 @@ class PublisherComponent:
         slot.output_bytes = reveal.output_bytes
         slot.output = reveal.output
         slot.fuel_used = reveal.fuel_used
+        slot.exit_code = reveal.exit_code
+        slot.stderr = reveal.stderr
         problem = reveal_problem(reveal, slot.commitment, slot.worker_key)
         if not problem and reveal.fuel_used > job.call.fuel_max:
             problem = "fuel-over-max"
@@ -628,12 +718,16 @@ class PublisherComponent:
             job.detail = f"results disagree: {job.target} replicas"
             return self._advance(job, now_ms)
         assert judgement.verdict is Verdict.UNVERIFIABLE, judgement
-        return self._fail(job, "unverifiable: no result holds a majority", now_ms)
+        found = disagreement(
+            [(str(s.worker), s.output_hash.hex(), s.error_kind, s.fuel_used) for s in live]
+        )
+        return self._fail(job, found.message, now_ms, found.cause)
 
-    def _fail(self, job: PublisherJob, reason: str, now_ms: int) -> list[Effect]:
+    def _fail(self, job: PublisherJob, reason: str, now_ms: int, cause: Cause) -> list[Effect]:
         """End the job unpaid; evidence stays in its slots. Open awards are cancelled, signed."""
         job.move(Phase.FAILED)
         job.detail = reason
+        job.cause = cause.value
         effects: list[Effect] = [CancelTimer(JobDeadlineTimer(job.job_id))]
         for slot in job.live():
             if slot.state is not SlotState.REVEALED:
@@ -658,7 +752,7 @@ class PublisherComponent:
             if s.state in (SlotState.COMMITTED, SlotState.REVEALING, SlotState.REVEALED)
         )
         effects: list[Effect] = [
-            JobProgress(job.job_id, job.phase.value, job.detail, results, job.target)
+            JobProgress(job.job_id, job.phase.value, job.detail, results, job.target, job.cause)
         ]
         if self._config.persist_jobs:
             effects.append(SaveJob(job.job_id, encode_job(job)))
@@ -688,3 +782,9 @@ def _open_for_bids(job: PublisherJob, call_round: int, now_ms: int) -> bool:
 
 def _awarding(job: PublisherJob) -> bool:
     return job.phase in (Phase.RUNNING, Phase.VERIFYING)
+
+
+def _awards_failed(job: PublisherJob) -> str:
+    """Too many winners dropped out: say what they answered."""
+    verdicts = sorted({slot.verdict for slot in job.slots if slot.state is SlotState.DROPPED})
+    return f"too many awards failed ({', '.join(verdicts[:6])}): see `hearth job show`"

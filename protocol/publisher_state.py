@@ -21,9 +21,9 @@ from hearth.protocol.verification import Judgement, Verdict, judge
 
 # Outputs are kept only for revealed, undecided replicas (at most REPLICAS_MAX inline outputs),
 # then only for the accepted result; bids and slots add little.
-STATE_BYTES_MAX: Final = (limits.REPLICAS_MAX + 2) * limits.OUTPUT_INLINE_BYTES_MAX + (
-    limits.BIDS_PER_AUCTION_MAX * 1024
-)
+STATE_BYTES_MAX: Final = (limits.REPLICAS_MAX + 2) * (
+    limits.OUTPUT_INLINE_BYTES_MAX + limits.JOB_STDERR_BYTES_MAX
+) + (limits.BIDS_PER_AUCTION_MAX * 1024)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +112,8 @@ class Slot:
     fuel_used: int = 0
     verdict: str = ""  # match | mismatch | a drop reason
     paid_mc: int = 0
+    exit_code: int = 0
+    stderr: bytes = b""
 
     @property
     def worker(self) -> PeerId:
@@ -134,12 +136,16 @@ class PublisherJob:
     created_ms: int
     phase: Phase = Phase.BIDDING
     detail: str = ""
+    cause: str = ""  # why it could not run (protocol.causes.Cause), "" otherwise
     target: int = 0  # results to collect now; raised on disagreement
     clearing_price_mc_per_tfuel: int = 0
     accepted_digest: bytes = b""
     bids: dict[PeerId, tuple[BidView, bytes]] = dataclasses.field(default_factory=dict)
     slots: list[Slot] = dataclasses.field(default_factory=list)
     ranked: list[BidView] = dataclasses.field(default_factory=list)  # derived, not saved
+    # Hosts that said why they will not bid (BidDecline): peer -> (reason, their price). Not
+    # saved: a restarted publisher learns them again from the next round.
+    declines: dict[PeerId, tuple[str, int]] = dataclasses.field(default_factory=dict)
 
     @property
     def job_id(self) -> JobId:
@@ -197,7 +203,7 @@ class BidRecord:
     network_group: str
 
 
-@message(91)
+@message(91, version=2)  # version 2: exit_code and stderr (ADR 0023)
 @dataclasses.dataclass(frozen=True)
 class SlotRecord:
     award_no: int
@@ -217,9 +223,11 @@ class SlotRecord:
     fuel_used: int
     verdict: str
     paid_mc: int
+    exit_code: int
+    stderr: bytes
 
 
-@message(92)
+@message(92, version=2)  # version 2: cause (ADR 0023)
 @dataclasses.dataclass(frozen=True)
 class JobRecord:
     call: CallForBids
@@ -232,6 +240,7 @@ class JobRecord:
     created_ms: int
     phase: str
     detail: str
+    cause: str
     target: int
     clearing_price_mc_per_tfuel: int
     accepted_digest: bytes
@@ -314,6 +323,7 @@ def encode_job(job: PublisherJob) -> bytes:
         created_ms=job.created_ms,
         phase=job.phase.value,
         detail=job.detail,
+        cause=job.cause,
         target=job.target,
         clearing_price_mc_per_tfuel=job.clearing_price_mc_per_tfuel,
         accepted_digest=job.accepted_digest,
@@ -344,6 +354,7 @@ def decode_job(state: bytes) -> PublisherJob:
         created_ms=record.created_ms,
         phase=phase,
         detail=record.detail,
+        cause=record.cause,
         target=record.target,
         clearing_price_mc_per_tfuel=record.clearing_price_mc_per_tfuel,
         accepted_digest=record.accepted_digest,
@@ -384,6 +395,7 @@ class ReplicaSummary:
     error_kind: str
     fuel_used: int
     paid_mc: int
+    exit_code: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -391,6 +403,7 @@ class JobSummary:
     job_id: JobId
     phase: str
     detail: str
+    cause: str  # protocol.causes.Cause of a job that could not run, else ""
     created_ms: int
     deadline_ms: int
     call_round: int
@@ -406,6 +419,8 @@ class JobSummary:
     result_digest: bytes
     output_hash: bytes
     error_kind: str
+    exit_code: int  # of the accepted result (EXIT_CODE_NONE if it never exited)
+    stderr: bytes  # the accepted result's stderr tail, agreed by the replicas
     output: bytes  # inline output of the accepted result; empty if fetched as a blob
 
 
@@ -416,6 +431,7 @@ def summarise(job: PublisherJob) -> JobSummary:
         job_id=job.job_id,
         phase=job.phase.value,
         detail=job.detail,
+        cause=job.cause,
         created_ms=job.created_ms,
         deadline_ms=job.call.deadline_ms,
         call_round=job.call.call_round,
@@ -447,6 +463,7 @@ def summarise(job: PublisherJob) -> JobSummary:
                 error_kind=s.error_kind,
                 fuel_used=s.fuel_used,
                 paid_mc=s.paid_mc,
+                exit_code=s.exit_code,
             )
             for s in job.slots
         ),
@@ -455,5 +472,7 @@ def summarise(job: PublisherJob) -> JobSummary:
         result_digest=job.accepted_digest,
         output_hash=first.output_hash if first else b"",
         error_kind=first.error_kind if first else "",
+        exit_code=first.exit_code if first else 0,
+        stderr=first.stderr if first else b"",
         output=first.output if first else b"",
     )

@@ -53,6 +53,7 @@ def settle(job: PublisherJob, digest: bytes, reputation: Reputation, send: Sende
     for slot in live:
         if slot is not first:
             slot.output = b""  # one copy of the accepted output is enough to keep
+            slot.stderr = b""
     if first.output_bytes > limits.OUTPUT_INLINE_BYTES_MAX:
         effects.append(FetchBlob(first.worker, first.output_hash, first.output_bytes))
     job.detail = f"verified by {len(matching)} of {len(live)} replicas"

@@ -39,11 +39,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
+import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from hearth.protocol import limits
-from hearth.protocol.bidding import PublisherStanding, decide_bid
+from hearth.protocol.bidding import BidDecision, PublisherStanding, decide_bid
+from hearth.protocol.causes import DECLINE_CAUSES
 from hearth.protocol.effects import (
     AbortJob,
     CancelTimer,
@@ -60,10 +62,12 @@ from hearth.protocol.errors import RemoteProtocolError
 from hearth.protocol.events import BlobFetched, BlobFetchFailed, JobExecuted, PaymentReceived
 from hearth.protocol.identity import PeerId
 from hearth.protocol.job_messages import (
+    EXIT_CODE_NONE,
     HOST_ERROR_KINDS,
     Award,
     AwardReply,
     Bid,
+    BidDecline,
     CallForBids,
     Cancel,
     JobId,
@@ -75,9 +79,16 @@ from hearth.protocol.job_messages import (
     commitment,
     require_from_author,
     result_digest,
+    stderr_tail,
 )
 from hearth.protocol.lease import run_ms_max
-from hearth.protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT, TOPIC_JOBS
+from hearth.protocol.messages import (
+    PROTOCOL_AWARD,
+    PROTOCOL_BID,
+    PROTOCOL_DECLINE,
+    PROTOCOL_RESULT,
+    TOPIC_JOBS,
+)
 from hearth.protocol.pricing import cost_mc
 from hearth.protocol.timers import RecommitTimer, TaskDeadlineTimer, TaskForgetTimer, TimerKey
 
@@ -133,6 +144,8 @@ class Task:
     output_bytes: int = 0
     output: bytes = b""
     fuel_used: int = 0
+    exit_code: int = 0
+    stderr: bytes = b""
     salt: bytes = b""
     commitment: bytes = b""
     owed_mc: int = 0
@@ -255,9 +268,12 @@ class WorkerComponent:
             run_ms = run_ms_max(call.fuel_max, profile.fuel_per_s)
             left_ms = call.deadline_ms - max(now_ms, call.bid_deadline_ms)
             why = f"cannot-finish: fuel_max needs up to {run_ms} ms here, {left_ms} ms left"
-            return [_no_bid(call, why, "info")]
+            return [_no_bid(call, why, "info"), *self._decline(call, publisher, decision, now_ms)]
         if decision.refusal:
-            return [_no_bid(call, decision.refusal, "debug")]
+            return [
+                _no_bid(call, decision.refusal, "debug"),
+                *self._decline(call, publisher, decision, now_ms),
+            ]
         self._remember_bid(call, publisher, decision.price_mc_per_tfuel)
         bid = Bid(
             job_id=call.job_id,
@@ -323,6 +339,29 @@ class WorkerComponent:
             FetchBlob(publisher, call.module_hash, call.module_bytes),
             FetchBlob(publisher, call.input_hash, call.input_bytes),
         ]
+
+    def _decline(
+        self, call: CallForBids, publisher: PeerId, decision: BidDecision, now_ms: int
+    ) -> list[Effect]:
+        """Tell the publisher why we do not bid (ADR 0023), once per call round, for the
+        reasons it can act on; a host that does not bid for its own reasons stays silent."""
+        reason = decision.refusal.split(":", 1)[0]
+        if reason not in DECLINE_CAUSES or not self._declines(call):
+            return []
+        price = max(0, decision.price_mc_per_tfuel)
+        decline = BidDecline(call.job_id, call.call_round, reason, price)
+        data = self._engine.seal(decline, now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
+        return [Send(publisher, PROTOCOL_DECLINE, data)]
+
+    def _declines(self, call: CallForBids) -> bool:
+        """Whether this host is one of the ~DECLINES_PER_CALL_MAX that answer ``call`` with a
+        decline: all of them in a small market, a sample drawn from the call in a large one."""
+        hosts = len(self._engine.market)
+        if hosts <= limits.DECLINES_PER_CALL_MAX:
+            return True
+        seed = call.job_id + bytes([call.call_round]) + self._engine.identity.public_key
+        draw = int.from_bytes(hashlib.sha256(seed).digest()[:8], "big")
+        return draw % hosts < limits.DECLINES_PER_CALL_MAX
 
     def _award_refusal(self, award: Award, bids: JobBids | None, now_ms: int) -> str:
         """Why a well-addressed award from the publisher we bid to is declined, or ""."""
@@ -447,8 +486,17 @@ class WorkerComponent:
         task.output_bytes = len(event.output)
         task.output = event.output if task.output_bytes <= limits.OUTPUT_INLINE_BYTES_MAX else b""
         task.fuel_used = event.fuel_used
+        task.exit_code = min(max(event.exit_code, EXIT_CODE_NONE), limits.EXIT_CODE_MAX)
+        task.stderr = stderr_tail(event.stderr)
         task.salt = self._engine.rng.randbytes(limits.SALT_BYTES)
-        digest = result_digest(task.job_id, error_kind, event.output_hash, event.fuel_used)
+        digest = result_digest(
+            task.job_id,
+            error_kind,
+            event.output_hash,
+            event.fuel_used,
+            task.exit_code,
+            task.stderr,
+        )
         task.commitment = commitment(
             task.job_id, digest, task.salt, self._engine.identity.public_key
         )
@@ -495,6 +543,8 @@ class WorkerComponent:
             salt=task.salt,
             output_bytes=task.output_bytes,
             output=task.output,
+            exit_code=task.exit_code,
+            stderr=task.stderr,
         )
         data = self._engine.seal(reveal, now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
         return [Send(task.publisher, PROTOCOL_RESULT, data)]

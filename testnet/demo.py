@@ -196,7 +196,7 @@ class Demo:
 
     def check_job(self, job: DemoJob, result: JobResult) -> None:
         if not result.ok:
-            self.failures.append(f"job {result.job_id} was not verified: {result.reason}")
+            self.failures.append(f"job {result.job_id} did not succeed: {result.message}")
             return
         expected = job.expected()
         if expected is not None and result.output != expected:

@@ -286,7 +286,7 @@ class Runner:
             if not job.correct:
                 self.events.add("wrong_result_accepted", job=job.plan.number, paid=paid)
         else:
-            job.state, job.reason = "failed", result.reason
+            job.state, job.reason = "failed", result.reason or result.message
             self.events.add(
                 "job_failed", job=job.plan.number, reason=result.reason, replicas=job.replicas_used
             )

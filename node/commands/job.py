@@ -18,6 +18,7 @@ from hearth.node.sandbox.config import SandboxConfig
 from hearth.node.sandbox.model import ExecutionResult, JobRequest, Runtime
 from hearth.node.sandbox.pool import run_job
 from hearth.node.sandbox.python import PythonUnavailable, python_cache_dir
+from hearth.protocol.causes import exit_code_for
 
 app = typer.Typer(
     help="Run jobs on the network (verified by redundant execution) or here.", no_args_is_help=True
@@ -85,7 +86,12 @@ def summary(result: ExecutionResult) -> dict[str, Any]:
     if result.ok:
         base |= {"output_sha256": result.output_sha256.hex(), "output_bytes": len(result.output)}
     else:
-        base["error"] = {"kind": str(result.error_kind), "message": result.error_message}
+        base["error"] = {
+            "kind": str(result.error_kind),
+            "message": result.error_message,
+            "exit_code": result.exit_code,
+            "stderr": result.stderr_tail.decode("utf-8", "replace"),
+        }
     return base
 
 
@@ -187,7 +193,14 @@ def run(
     """Run FILE on --input and write its verified output to --output.
 
     Without --local the job is published from the running node: hosts bid, the winners run it,
-    and the result is written only once independent replicas agree.
+    and the result is written only once independent replicas agree. A job that fails prints
+    its error kind, exit code and stderr, as its replicas agreed on them.
+
+    Exit codes: 0 verified success; 10 the job exited non-zero; 11 trap; 12 out of fuel;
+    13 out of memory; 14 deadline; 15 other job failure (invalid module, output too large);
+    16 could not run (no host offers the runtime, max price too low, hosts in one network
+    group, hosts busy, publisher refused, awards failed); 17 replicas disagree; 1 other errors;
+    2 usage. See docs/job-failures.md.
     """
     spec = job_network.load_spec(spec_file) if spec_file else {}
     file = file or _spec_path(spec, "module")
@@ -280,14 +293,19 @@ job_network.register(app, JSON_OPTION)
 
 
 def report(result: ExecutionResult, json_output: bool) -> None:
+    """The local run's outcome; a failure exits with its kind's code, as a network run does."""
+    code = 0 if result.ok else exit_code_for(str(result.error_kind), "")
     if json_output:
         print_json(summary(result))
         if not result.ok:
-            raise typer.Exit(1)
+            raise typer.Exit(code)
         return
     if not result.ok:
+        if result.stderr_tail:
+            typer.echo("stderr of the job:", err=True)
+            typer.echo(result.stderr_tail.decode("utf-8", "replace").rstrip("\n"), err=True)
         raise CommandError(
-            f"{result.error_kind}: {result.error_message} (fuel used {result.fuel_used})"
+            f"{result.error_kind}: {result.error_message} (fuel used {result.fuel_used})", code
         )
     typer.echo(
         f"ok: fuel used {result.fuel_used}, output sha256 {result.output_sha256.hex()} "

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from hearth.client import Client, HearthError, JobOptions
+from hearth.client import Client, HearthError, JobOptions, JobResult
 from hearth.node.commands.common import CommandError, print_json
 
 SPEC_KEYS = {f.name for f in dataclasses.fields(JobOptions)} | {"module", "input", "output"}
@@ -45,9 +45,46 @@ def phase_line(event: dict[str, Any]) -> str:
     phase = event["phase"]
     if phase == "running":
         return f"running {event['results']}/{event['replicas']}"
-    if phase in ("paid", "failed") and event.get("detail"):
-        return f"{phase}: {event['detail']}"
+    if event.get("detail") and (phase in ("paid", "failed") or event.get("cause")):
+        return f"{phase}: {event['detail']}"  # a cause is shown as soon as it is known
     return str(phase)
+
+
+def failure_report(result: JobResult) -> dict[str, Any]:
+    """What --json prints for a job that failed or could not run."""
+    return {
+        "job_id": result.job_id,
+        "state": "job-failed" if result.verified else "not-run",
+        "error_kind": result.error_kind,
+        "exit_code": result.exit_code,
+        "stderr": result.stderr,
+        "cause": result.cause,
+        "reason": result.reason,
+        "fuel_used": result.fuel_used,
+        "paid_mc": result.paid_mc,
+        "cli_exit_code": result.cli_exit_code,
+    }
+
+
+def report_failure(result: JobResult, json_output: bool) -> NoReturn:
+    """Print how the job failed and exit with its code (10-19, docs/job-failures.md)."""
+    if json_output:
+        print_json(failure_report(result))
+        raise typer.Exit(result.cli_exit_code)
+    if result.verified:
+        if result.stderr:
+            typer.echo("stderr of the job (agreed by its replicas):", err=True)
+            typer.echo(result.stderr.rstrip("\n"), err=True)
+        raise CommandError(
+            f"job {result.job_id} failed: {result.error_kind}, exit code {result.exit_code} "
+            f"(fuel {result.fuel_used}; verified by its replicas, who were paid)",
+            result.cli_exit_code,
+        )
+    cause = f" [{result.cause}]" if result.cause else ""
+    raise CommandError(
+        f"job {result.job_id} did not run{cause}: {result.reason or result.summary['phase']}",
+        result.cli_exit_code,
+    )
 
 
 def publish(
@@ -69,7 +106,7 @@ def publish(
     except HearthError as exc:
         raise CommandError(str(exc)) from None
     if not result.ok:
-        raise CommandError(f"job {job_id} failed: {result.reason or result.summary['phase']}")
+        report_failure(result, json_output)
     try:
         output.write_bytes(result.output)
     except OSError as exc:
@@ -129,6 +166,12 @@ def register(app: typer.Typer, json_option: Any) -> None:
             print_json(job)
             return
         typer.echo(f"job {job['job_id']}: {job['state']} {job['detail']}")
+        if job.get("cause"):
+            typer.echo(f"cause: {job['cause']}")
+        if job["state"] == "accepted" and job.get("error_kind"):
+            typer.echo(f"the job failed: {job['error_kind']}, exit code {job['exit_code']}")
+            if job.get("stderr"):
+                typer.echo(f"stderr (agreed by the replicas):\n{job['stderr'].rstrip()}")
         typer.echo(
             f"clearing price {job['clearing_price_mc_per_tfuel']} mc/Tfuel, "
             f"fuel {job['fuel_used']}, paid {job['paid_mc']} mc"
@@ -146,13 +189,16 @@ def register(app: typer.Typer, json_option: Any) -> None:
                 str(bid["rtt_ms"]),
             )
         replicas = Table(title="Replicas")
-        for column in ("worker", "state", "verdict", "fuel", "paid mc"):
+        for column in ("worker", "state", "verdict", "output", "error", "fuel", "paid mc"):
             replicas.add_column(column)
         for rep in job["replicas_detail"]:
+            error = f"{rep['error_kind']} {rep['exit_code']}" if rep["error_kind"] else ""
             replicas.add_row(
                 rep["worker"][-10:],
                 rep["state"],
                 rep["verdict"],
+                rep["output_hash"][:12],
+                error,
                 str(rep["fuel_used"]),
                 str(rep["paid_mc"]),
             )

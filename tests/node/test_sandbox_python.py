@@ -170,14 +170,14 @@ def test_cli_runs_a_wasm_job_and_fails_hostile_ones_fast(tmp_path: Path) -> None
     assert out.read_bytes() == data
     assert summary["output_sha256"] == hashlib.sha256(data).hexdigest()
     assert summary["fuel_used"] > 0 and summary["output_bytes"] == len(data)
-    for name, flags, words in [
-        ("spin", ["--fuel", "500000000"], "out-of-fuel"),
-        ("spin", ["--fuel", "10000000000000", "--deadline-s", "1"], "deadline"),
-        ("grow", ["--memory-mb", "16"], "memory-limit"),
+    for name, flags, words, code in [
+        ("spin", ["--fuel", "500000000"], "out-of-fuel", 12),
+        ("spin", ["--fuel", "10000000000000", "--deadline-s", "1"], "deadline", 14),
+        ("grow", ["--memory-mb", "16"], "memory-limit", 13),
     ]:
         failed = hearth(home, "run", str(MODULES / f"{name}.wat"), "--output",
                         str(tmp_path / "none"), "--local", *flags, timeout_s=20)  # fmt: skip
-        assert failed.returncode == 1
+        assert failed.returncode == code  # one exit code per error kind (docs/job-failures.md)
         assert failed.stderr.startswith(f"hearth: {words}:"), failed.stderr
         assert failed.stderr.count("\n") == 1
     assert not (tmp_path / "none").exists()

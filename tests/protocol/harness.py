@@ -68,6 +68,9 @@ RUN_MS = 400
 FUEL_PER_INPUT_BYTE = 10**9
 
 
+FAILED_STDERR = b"Traceback (most recent call last):\nValueError: bad input line 3\n"
+
+
 def sha256(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
@@ -350,6 +353,9 @@ class Cluster:
         fuel_used = FUEL_PER_INPUT_BYTE * (1 + len(self.blobs[run.input_hash]))
         self.blobs[sha256(output)] = output
         event = JobExecuted(run.job_id, True, sha256(output), output, fuel_used, "")
+        if node.behaviour.startswith("fails"):  # exits 1; "fails:<text>" prints other stderr
+            stderr = node.behaviour.partition(":")[2].encode() or FAILED_STDERR
+            event = JobExecuted(run.job_id, False, sha256(b""), b"", fuel_used, "exit", 1, stderr)
         if node.behaviour == "garbage":  # claims the honest hash, sends other bytes
             event = JobExecuted(run.job_id, True, sha256(output), b"garbage", fuel_used, "")
         self._push(self.now_ms + RUN_MS, node.index, event)

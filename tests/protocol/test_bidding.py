@@ -66,7 +66,10 @@ def test_a_host_bids_its_price_floor() -> None:
     ],
 )
 def test_a_host_refuses_calls_its_policy_rejects(change: dict[str, object], why: str) -> None:
-    assert bid(make_call(**change)) == (-1, why)
+    price, refusal = bid(make_call(**change))
+    assert refusal == why
+    # A price refusal says what the host would ask, so the publisher can name the fix.
+    assert price > 100 if why == "price-floor-above-max" else price == -1
 
 
 def test_requirements_the_host_meets_are_fine() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from hearth.protocol import limits
 from hearth.protocol.effects import FetchBlob, PayWorker, RecordMismatch
 from hearth.protocol.pricing import cost_mc
 from hearth.protocol.publisher_state import PublisherConfig
@@ -103,13 +102,15 @@ def test_a_stalled_worker_loses_its_award_when_the_lease_runs_out() -> None:
     assert len(cluster.payments(job_id)) == 2
 
 
-def test_the_job_fails_when_no_worker_bids() -> None:
+def test_the_job_fails_at_once_when_every_host_declines_on_price() -> None:
     cluster = Cluster(3)
     job_id = cluster.publish_job(2, MODULE, INPUT, max_price_mc_per_tfuel=10)  # below every floor
     cluster.run_until(cluster.finished(2, job_id))
     summary = cluster.nodes[2].engine.publisher.summary(job_id)
     assert summary is not None and summary.phase == "failed"
-    assert summary.call_round == limits.CALL_ROUNDS_MAX - 1  # tried every round before giving up
+    # Every host said why (BidDecline): no second round, the cause and its fix at once.
+    assert summary.call_round == 0 and summary.cause == "price"
+    assert "raise --max-price to at least" in summary.detail
     assert cluster.payments(job_id) == []
 
 
