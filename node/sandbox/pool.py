@@ -233,9 +233,14 @@ class SandboxPool:
             await worker.send({"job": request.to_message()})
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return await self._crashed(worker, request, BEFORE_START), False
-        message = await self._receive_within(worker, self.config.compile_timeout_ms)
+        # A Python job's "compile" is a worker loading the pinned, already compiled CPython
+        # (355 MB) the first time: trusted work, which takes seconds, more on a busy machine.
+        limit_ms = self.config.compile_timeout_ms
+        if request.runtime is Runtime.PYTHON:
+            limit_ms = max(limit_ms, self.config.python_load_timeout_ms)
+        message = await self._receive_within(worker, limit_ms)
         if message == "timeout":
-            text = f"compiling took longer than {self.config.compile_timeout_ms} ms"
+            text = f"compiling took longer than {limit_ms} ms"
             return ExecutionResult.failure(request.runtime, ErrorKind.COMPILE_TIMEOUT, text), False
         if message is None:
             return await self._crashed(worker, request, BEFORE_START), False
