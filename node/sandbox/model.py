@@ -20,6 +20,7 @@ WASM_SECTION_DATA: Final = 11
 # Honest modules have a dozen sections; past this many (custom sections can repeat without end)
 # the rest of the module is charged as code, so the scan stays short and hides nothing.
 WASM_SECTIONS_SCANNED_MAX: Final = 1024
+SEED_BYTES_MAX: Final = 64
 
 
 class Runtime(enum.StrEnum):
@@ -115,11 +116,15 @@ class JobRequest:
     output_dir: str = ""
     output_dir_bytes_max: int = 0
     output_files_max: int = 0
+    # Keys the guest's random stream (ADR 0022): the job id on a node, so every replica of a job
+    # draws the same bytes and two jobs draw different ones.
+    seed: bytes = b""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "runtime", Runtime(self.runtime))
         object.__setattr__(self, "args", tuple(self.args))
         object.__setattr__(self, "env", tuple((str(k), str(v)) for k, v in self.env))
+        _check_range("seed bytes", len(self.seed), 0, SEED_BYTES_MAX)
         _check_range("module bytes", len(self.module), 1, limits.JOB_MODULE_BYTES_MAX)
         _check_range("input bytes", len(self.input), 0, limits.JOB_INPUT_BYTES_MAX)
         _check_range("fuel_max", self.fuel_max, 1, limits.JOB_FUEL_MAX)
@@ -146,6 +151,7 @@ class JobRequest:
             "output_dir": self.output_dir,
             "output_dir_bytes_max": self.output_dir_bytes_max,
             "output_files_max": self.output_files_max,
+            "seed": self.seed,
         }
 
     @classmethod

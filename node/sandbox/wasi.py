@@ -73,6 +73,7 @@ class JobIO:
     argv: tuple[str, ...] = ()  # empty unless the job has arguments: then "job.wasm", *args
     environ: tuple[str, ...] = ()  # "KEY=value"
     fs: Preopens | None = None  # /input and /output when the job has them (ADR 0024)
+    seed: bytes = b""  # the job's (ADR 0022); empty gives the stream of ADR 0005
 
     def charge(self, byte_count: int) -> None:
         fuel = self.store.get_fuel()
@@ -456,7 +457,7 @@ class Wasi:
         job.charge(length)
         stream = bytearray()
         while len(stream) < length:
-            block = RANDOM_SEED + job.random_counter.to_bytes(8, "little")
+            block = RANDOM_SEED + job.seed + job.random_counter.to_bytes(8, "little")
             stream += hashlib.sha256(block).digest()
             job.random_counter += 1
         _Memory(caller).write(address, bytes(stream[:length]))

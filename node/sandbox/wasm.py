@@ -233,6 +233,7 @@ class WasmRunner:
             )
             if request.input_dir or request.output_dir
             else None,
+            seed=request.seed,
         )
         self.wasi.job = job
         try:
