@@ -51,6 +51,7 @@ from hearth.protocol.errors import RemoteProtocolError
 from hearth.protocol.events import (
     CommitFailed,
     EntriesCommitted,
+    HostSettingsChanged,
     InboundRefused,
     MessageReceived,
     PeerConnected,
@@ -341,6 +342,7 @@ class MarketComponent:
         self._engine = engine
         self.market = Market()
         engine.add_local_handler(RuntimeOffered, self._on_runtime_offered)
+        engine.add_local_handler(HostSettingsChanged, self._on_settings_changed)
 
     def handlers(self) -> Mapping[type, tuple[frozenset[str], MessageHandler]]:
         return {CapacityAd: (frozenset({TOPIC_CAPACITY}), self._on_ad)}
@@ -362,6 +364,21 @@ class MarketComponent:
             profile = dataclasses.replace(config.profile, runtimes=runtimes)
             self._engine.config = dataclasses.replace(config, profile=profile)
         return []
+
+    def _on_settings_changed(self, event: object, now_ms: int) -> list[Effect]:
+        """New caps and prices: the next ad, published now, carries them (ADR 0027)."""
+        assert isinstance(event, HostSettingsChanged)
+        config = self._engine.config
+        profile = dataclasses.replace(
+            config.profile,
+            cores_offered=event.cores_offered,
+            memory_mb_offered=event.memory_mb_offered,
+            availability_hours_mask=event.availability_hours_mask,
+            energy_source=event.energy_source,
+            pricing=event.pricing,
+        )
+        self._engine.config = dataclasses.replace(config, profile=profile)
+        return self._publish_ad(now_ms)
 
     def current_ad(self, now_ms: int) -> CapacityAd:
         profile = self._engine.config.profile
