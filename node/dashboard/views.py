@@ -187,12 +187,14 @@ class LedgerViews:
         head = ledger.head()
         entries = ledger.entries()
         balance = 0
-        curve: list[list[int]] = []
+        # From genesis to now, so that one payment is a step, not a lone point.
+        curve: list[list[int]] = [[entries[0].created_ms, 0]] if entries else []
         for entry in entries:
             receipt = _receipt(entry)
             if receipt is not None and entry.kind in (Kind.EARN, Kind.SETTLE):
                 balance += receipt.amount_mc if entry.kind is Kind.EARN else -receipt.amount_mc
                 curve.append([entry.created_ms, balance])
+        curve.append([node.clock.now_ms(), balance])
         rows = []
         for entry in entries[-LEDGER_ROWS_MAX:][::-1]:
             row = entry_json(entry)

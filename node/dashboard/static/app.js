@@ -105,7 +105,7 @@ const render = {
   async market() {
     const d = await getJSON("/dashboard/api/market");
     fillTable("by-source", Object.entries(d.prices_by_source).map(([s, p]) => [s, p.hosts, p.min, p.median, p.max]));
-    const rows = [{ ...d.self, peer_id: "this node", rtt_ms: 0, self: true }, ...d.offers];
+    const rows = [{ ...d.self, peer_id: "this node", rtt_ms: null, self: true }, ...d.offers];
     fillTable("hosts", rows.map((o) => [o.self ? o.peer_id : short(o.peer_id), o.price_mc_per_tfuel, o.cores_offered,
       o.memory_mb_offered, o.energy_source, o.rtt_ms === null ? "–" : o.rtt_ms, o.available_now ? "yes" : "no"]));
   },
