@@ -53,7 +53,12 @@ def test_the_wheel_holds_only_hearth_and_runs_without_the_checkout(tmp_path: Pat
     (wheel,) = dist.glob("hearthnet-*.whl")
     tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
     assert {t for t in tops if not t.endswith((".dist-info", ".data"))} == {"hearth"}
-    assert {"hearth/node/sandbox/modules/echo.wat", "hearth/testnet/__init__.py"} <= set(
+    assert {
+        "hearth/node/sandbox/modules/echo.wat",
+        "hearth/testnet/__init__.py",
+        "hearth/node/dashboard/static/index.html",
+        "hearth/node/dashboard/static/uPlot.iife.min.js",
+    } <= set(
         zipfile.ZipFile(wheel).namelist()
     )
     target = tmp_path / "site"

@@ -138,6 +138,7 @@ def build_dashboard_routes(node: Node, sessions: Sessions) -> list[Route]:
         except settings.SettingsError as exc:
             return _error(str(exc))
         await node.driver.call(settings.settings_event(config))
+        await node.jobs.pool.resize(config.cores)  # as many sandbox workers as cores offered
         log("info", "settings-saved", changed=",".join(sorted(changes)), cores=config.cores)
         return JSONResponse({"saved": saved})
 
