@@ -7,6 +7,7 @@ const CSRF = document.querySelector('meta[name="csrf"]').content;
 const charts = {};
 let timer = null;
 let settingsLoaded = false;
+let inflight = Promise.resolve();  // the update being drawn, if any
 
 const $ = (id) => document.getElementById(id);
 const credits = (mc) => (mc / 1000).toFixed(3);
@@ -79,27 +80,7 @@ const render = {
       const response = await fetch("/api/energy", { credentials: "same-origin" });
       if (response.ok) d = await response.json();
     } catch (err) { d = null; }
-    const none = !d || !d.source;
-    $("energy-none").style.display = none ? "block" : "none";
-    $("energy-live").style.display = none ? "none" : "block";
-    if (none) return;
-    const s = d.state || {};
-    const fmt = (v, unit) => (v === null || v === undefined ? "–" : `${Math.round(v * 10) / 10} ${unit}`);
-    const cards = [["Source", d.source], ["Battery", fmt(s.battery_pct, "%")], ["Solar", fmt(s.solar_w, "W")],
-      ["Load", fmt(s.load_w, "W")], ["Grid", fmt(s.grid_w, "W")], ["Available", fmt(s.available_w, "W")],
-      ["Power cap", fmt(s.power_cap_w, "W")], ["Cores offered", s.cores_offered], ["Paused", s.paused || "no"]];
-    $("energy-cards").replaceChildren(...cards.map(([k, v]) => {
-      const div = document.createElement("div");
-      div.className = "card";
-      div.innerHTML = "<h3></h3><p class='big'></p>";
-      div.firstChild.textContent = k;
-      div.lastChild.textContent = v;
-      return div;
-    }));
-    const h = d.history || [];
-    const col = (k) => h.map((p) => (p[k] === undefined ? null : p[k]));
-    chart("energy-chart", "battery %, power W", ["battery %", "solar W", "available W", "power cap W", "cores"],
-      [h.map((p) => p.t_ms / 1000), col("battery_pct"), col("solar_w"), col("available_w"), col("power_cap_w"), col("cores_offered")]);
+    renderEnergy(d);
   },
 
   async market() {
@@ -141,6 +122,31 @@ const render = {
     settingsLoaded = true;
   },
 };
+
+// Draws GET /api/energy's agreed shape: {source, state: {...}, history: [{t_ms, ...}]} or null.
+function renderEnergy(d) {
+  const none = !d || !d.source;
+  $("energy-none").style.display = none ? "block" : "none";
+  $("energy-live").style.display = none ? "none" : "block";
+  if (none) return;
+  const s = d.state || {};
+  const fmt = (v, unit) => (v === null || v === undefined ? "–" : `${Math.round(v * 10) / 10} ${unit}`);
+  const cards = [["Source", d.source], ["Battery", fmt(s.battery_pct, "%")], ["Solar", fmt(s.solar_w, "W")],
+    ["Load", fmt(s.load_w, "W")], ["Grid", fmt(s.grid_w, "W")], ["Available", fmt(s.available_w, "W")],
+    ["Power cap", fmt(s.power_cap_w, "W")], ["Cores offered", s.cores_offered], ["Paused", s.paused || "no"]];
+  $("energy-cards").replaceChildren(...cards.map(([k, v]) => {
+    const div = document.createElement("div");
+    div.className = "card";
+    div.innerHTML = "<h3></h3><p class='big'></p>";
+    div.firstChild.textContent = k;
+    div.lastChild.textContent = v;
+    return div;
+  }));
+  const h = d.history || [];
+  const col = (k) => h.map((p) => (p[k] === undefined ? null : p[k]));
+  chart("energy-chart", "battery %, power W", ["battery %", "solar W", "available W", "power cap W", "cores"],
+    [h.map((p) => p.t_ms / 1000), col("battery_pct"), col("solar_w"), col("available_w"), col("power_cap_w"), col("cores_offered")]);
+}
 
 function list(text) { return text.split(",").map((s) => s.trim()).filter((s) => s); }
 
@@ -190,10 +196,13 @@ function show() {
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.hash === "#" + page);
   clearInterval(timer);
   settingsLoaded = false;
-  tick(page);
-  timer = setInterval(() => tick(page), POLL_MS);
+  inflight = tick(page);
+  timer = setInterval(() => { inflight = tick(page); }, POLL_MS);
 }
 
+// For the browser test: draw a sample of /api/energy's agreed shape with updates stopped.
+function stopUpdates() { clearInterval(timer); return inflight; }
+window.hearthDashboard = { renderEnergy, stopUpdates };
 $("settings-form").addEventListener("submit", saveSettings);
 window.addEventListener("hashchange", show);
 show();
