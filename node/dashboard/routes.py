@@ -117,7 +117,7 @@ def build_dashboard_routes(node: Node, sessions: Sessions) -> list[Route]:
     async def data(request: Request) -> Response:
         name = request.path_params["page"]
         if name == "overview":
-            return JSONResponse(views.overview(node))
+            return JSONResponse(views.overview(node, ledger_views.entries(node)))
         if name == "market":
             return JSONResponse(views.market(node))
         if name == "jobs":

@@ -37,7 +37,7 @@ LEDGER_ROWS_MAX: Final = 200  # the newest entries listed; the balance curve cov
 LEDGER_VERIFY_ENTRIES_MAX: Final = 50_000  # above this the page reports the check made at open
 
 
-def overview(node: Node) -> dict[str, Any]:
+def overview(node: Node, entries: list[Entry]) -> dict[str, Any]:
     now_ms = node.clock.now_ms()
     engine = node.engine
     ad = engine.market_component.current_ad(now_ms)
@@ -67,7 +67,7 @@ def overview(node: Node) -> dict[str, Any]:
             "cores_offered": ad.cores_offered,
             "published_open": published_open,
         },
-        "earnings": earnings(node, now_ms),
+        "earnings": earnings(node, entries, now_ms),
     }
 
 
@@ -86,7 +86,7 @@ def energy_cost_mc(pricing: PricingConfig, fuel_per_s: int, fuel: int, at_ms: in
     return round(watt_seconds * pricing.tariff_mc_per_kwh_by_hour[hour] / WATT_SECONDS_PER_KWH)
 
 
-def earnings(node: Node, now_ms: int) -> dict[str, Any]:
+def earnings(node: Node, entries: list[Entry], now_ms: int) -> dict[str, Any]:
     """Earned, spent and the estimated energy cost of the work, today, this week and month."""
     profile = node.engine.config.profile
     pricing, fuel_per_s = profile.pricing, profile.fuel_per_s
@@ -97,7 +97,7 @@ def earnings(node: Node, now_ms: int) -> dict[str, Any]:
         name: {"earned_mc": 0, "spent_mc": 0, "energy_cost_mc": 0, "jobs": 0} for name in starts
     }
     tasks = node.engine.worker.tasks
-    for entry in node.ledger.entries():
+    for entry in entries:
         receipt = _receipt(entry)
         if receipt is None or entry.kind not in (Kind.EARN, Kind.SETTLE):
             continue
@@ -177,15 +177,22 @@ def jobs(node: Node) -> dict[str, Any]:
 
 
 class LedgerViews:
-    """The ledger page; the chain's verification is cached by head, run again when it moves."""
+    """The chain parsed once and extended as it grows (it is append-only), for the pages that
+    read it every few seconds; its verification is cached by head, run again when it moves."""
 
     def __init__(self) -> None:
+        self._entries: list[Entry] = []
         self._verified: tuple[int, str] | None = None  # (head seq, verdict)
+
+    def entries(self, node: Node) -> list[Entry]:
+        if len(self._entries) <= node.ledger.head().seq:
+            self._entries += node.ledger.entries(from_seq=len(self._entries))
+        return self._entries
 
     def page(self, node: Node) -> dict[str, Any]:
         ledger = node.ledger
         head = ledger.head()
-        entries = ledger.entries()
+        entries = self.entries(node)
         balance = 0
         # From genesis to now, so that one payment is a step, not a lone point.
         curve: list[list[int]] = [[entries[0].created_ms, 0]] if entries else []

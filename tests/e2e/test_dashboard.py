@@ -143,6 +143,10 @@ async def test_the_dashboard_logs_in_shows_earnings_and_applies_a_core_cap(
         await page.screenshot(ARTIFACTS / "settings-saved.png")
         await _energy_sample(page)
         await _publisher_jobs(page, worked[2])
+        await page.evaluate("document.getElementById('logout').click()")
+        await page.wait_for("location.pathname === '/login'")
+        status = await page.evaluate("fetch('/dashboard/api/overview').then(r => r.status)")
+        assert status == 401  # logged out
 
     saved = config_path.read_text()
     assert "\ncores = 2\n" in saved

@@ -203,6 +203,12 @@ function show() {
 // For the browser test: draw a sample of /api/energy's agreed shape with updates stopped.
 function stopUpdates() { clearInterval(timer); return inflight; }
 window.hearthDashboard = { renderEnergy, stopUpdates };
+async function logOut() {
+  await fetch("/logout", { method: "POST", credentials: "same-origin", headers: { "X-CSRF-Token": CSRF } });
+  window.location = "/login";
+}
+
+$("logout").addEventListener("click", logOut);
 $("settings-form").addEventListener("submit", saveSettings);
 window.addEventListener("hashchange", show);
 show();
