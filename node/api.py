@@ -79,8 +79,10 @@ def to_json(value: Any) -> Any:
 
 
 class TokenGuard:
-    """ASGI middleware: every request must carry ``Authorization: Bearer <token>``, and a body of
-    at most ``body_bytes_max`` bytes (checked before it is read, then while it is read)."""
+    """ASGI middleware: every request must carry ``Authorization: Bearer <token>`` (or, when the
+    dashboard is served, its session cookie under the checks of ``Sessions.refusal``; ADR 0027),
+    and a body of at most ``body_bytes_max`` bytes (checked before it is read, then while it is
+    read)."""
 
     def __init__(
         self,
