@@ -141,6 +141,7 @@ async def test_the_dashboard_logs_in_shows_earnings_and_applies_a_core_cap(
             "document.getElementById('settings-message').textContent.startsWith('Saved')"
         )
         await page.screenshot(ARTIFACTS / "settings-saved.png")
+        await _overview_updates_itself(page)
         await _energy_sample(page)
         await _publisher_jobs(page, worked[2])
         await page.evaluate("document.getElementById('logout').click()")
@@ -185,6 +186,18 @@ ENERGY_SAMPLE = {
         for i in range(144)
     ],
 }
+
+
+async def _overview_updates_itself(page: Page) -> None:
+    """The overview shows the new cap, and keeps redrawing, in the same document (no reload)."""
+    document = await page.evaluate("performance.timeOrigin")
+    await page.evaluate("location.hash = '#overview'")
+    await page.wait_for(
+        "document.getElementById('jobs-detail').textContent.startsWith('2 cores offered')"
+    )
+    first = await page.evaluate("document.getElementById('status').textContent")
+    await page.wait_for(f"document.getElementById('status').textContent !== {first!r}")
+    assert await page.evaluate("performance.timeOrigin") == document
 
 
 async def _energy_sample(page: Page) -> None:
