@@ -37,7 +37,8 @@ def test_no_source_imports_a_folder_by_its_old_top_level_name() -> None:
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module]
-            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in FOLDERS]
+            where = path.relative_to(ROOT)
+            offenders += [f"{where}: {n}" for n in names if n.split(".")[0] in FOLDERS]
     assert offenders == []
 
 
@@ -63,7 +64,8 @@ def test_the_wheel_holds_only_hearth_and_runs_without_the_checkout(tmp_path: Pat
     )
     target = tmp_path / "site"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+         str(wheel)],
         capture_output=True, text=True, timeout=300,
     )
     assert install.returncode == 0, install.stderr
@@ -74,7 +76,9 @@ def test_the_wheel_holds_only_hearth_and_runs_without_the_checkout(tmp_path: Pat
                               env=env, cwd=tmp_path, timeout=120)
     init = run("-m", "hearth", "init")
     assert init.returncode == 0, init.stderr
-    where = run("-c", "import hearth.node.cli, hearth.protocol.engine; print(hearth.node.cli.__file__)")
+    where = run(
+        "-c", "import hearth.node.cli, hearth.protocol.engine; print(hearth.node.cli.__file__)"
+    )
     assert where.stdout.strip().startswith(str(target)), where
     old = run("-c", "import node")
     assert old.returncode != 0 and "ModuleNotFoundError" in old.stderr
