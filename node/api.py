@@ -3,7 +3,8 @@
 The CLI, the Python SDK and the dashboard all speak to it. Handlers read the engine's state
 directly: they run on the daemon's trio loop, between engine steps, so they see a consistent view.
 
-Every request is checked before its body is read: the token first (401), then the body's size
+Every request is checked before its body is read: the token (or, for the dashboard, a session
+cookie with its CSRF checks: dashboard/session.py) first (401/403), then the body's size
 (413): a declared ``Content-Length`` over ``BODY_BYTES_MAX`` is refused unread, and a body
 without one is read only up to the cap, so no request makes the node hold more than one blob.
 """
@@ -20,16 +21,19 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from hearth.node.commands.common import CommandError, first_leaf
+from hearth.node.dashboard.session import Sessions
 from hearth.protocol import limits
 from hearth.protocol.market import MarketEntry
 from hearth.protocol.messages import CapacityAd
 
 Handler = Callable[[Request], Awaitable[Response]]
 BODY_BYTES_MAX = limits.BLOB_BYTES_MAX  # the largest body any endpoint takes: one blob
+PUBLIC_PATHS = frozenset({"/", "/login"})  # the way in to the dashboard: a redirect, the login
+PUBLIC_PREFIX = "/dashboard/static/"  # the page's own scripts, styles and the chart library
 
 if TYPE_CHECKING:  # trio-typing's stubs (a py-libp2p dependency) shadow trio's own types
     from trio_typing import TaskStatus
@@ -76,20 +80,32 @@ def to_json(value: Any) -> Any:
 
 
 class TokenGuard:
-    """ASGI middleware: every request must carry ``Authorization: Bearer <token>``, and a body of
-    at most ``body_bytes_max`` bytes (checked before it is read, then while it is read)."""
+    """ASGI middleware: every request must carry ``Authorization: Bearer <token>`` (or, when the
+    dashboard is served, its session cookie under the checks of ``Sessions.refusal``; ADR 0027),
+    and a body of at most ``body_bytes_max`` bytes (checked before it is read, then while it is
+    read)."""
 
-    def __init__(self, app: Any, token: str, body_bytes_max: int = BODY_BYTES_MAX) -> None:
+    def __init__(
+        self,
+        app: Any,
+        token: str,
+        body_bytes_max: int = BODY_BYTES_MAX,
+        sessions: Sessions | None = None,
+    ) -> None:
         self._app = app
         self._token = token.encode()
         self._body_bytes_max = body_bytes_max
+        self.sessions = sessions  # the dashboard's cookie sessions, if it is served
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             headers = dict(scope.get("headers") or [])
-            supplied = headers.get(b"authorization", b"")
-            if not hmac.compare_digest(supplied, b"Bearer " + self._token):
-                await _refuse(401, "missing or wrong API token", scope, receive, send)
+            refusal = self._auth_refusal(scope, headers)
+            if refusal is not None:
+                if refusal[0] == 401 and scope["path"] == "/dashboard":
+                    await RedirectResponse("/login", 303)(scope, receive, send)
+                    return
+                await _refuse(*refusal, scope, receive, send)
                 return
             refusal = self._declared_size_refusal(headers.get(b"content-length"))
             if refusal is None:
@@ -102,6 +118,19 @@ class TokenGuard:
                 await _refuse(*refusal, scope, receive, send)
                 return
         await self._app(scope, receive, send)
+
+    def _auth_refusal(self, scope: Any, headers: dict[bytes, bytes]) -> tuple[int, str] | None:
+        """The bearer token, or else (for the dashboard) a session cookie; None if either holds."""
+        supplied = headers.get(b"authorization", b"")
+        if hmac.compare_digest(supplied, b"Bearer " + self._token):
+            return None
+        if self.sessions is None:
+            return 401, "missing or wrong API token"
+        if scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIX):
+            return None
+        if supplied or b"cookie" not in headers:
+            return 401, "missing or wrong API token, and no dashboard session"
+        return self.sessions.refusal(scope["method"], headers)
 
     def _too_large(self) -> tuple[int, str]:
         return 413, f"the request body is over {self._body_bytes_max} bytes"
@@ -149,8 +178,13 @@ async def _refuse(status: int, reason: str, scope: Any, receive: Any, send: Any)
     await JSONResponse({"error": reason}, status_code=status)(scope, receive, send)
 
 
-def build_app(routes: list[Route], token: str, body_bytes_max: int = BODY_BYTES_MAX) -> TokenGuard:
-    return TokenGuard(Starlette(routes=routes), token, body_bytes_max)
+def build_app(
+    routes: list[Route],
+    token: str,
+    body_bytes_max: int = BODY_BYTES_MAX,
+    sessions: Sessions | None = None,
+) -> TokenGuard:
+    return TokenGuard(Starlette(routes=routes), token, body_bytes_max, sessions)
 
 
 async def serve_api(

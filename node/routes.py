@@ -24,6 +24,7 @@ from hearth.protocol.lease import LEASE_MS_MIN
 from hearth.protocol.messages import RUNTIMES
 
 if TYPE_CHECKING:
+    from hearth.ledger.store import SqliteLedger
     from hearth.node.runtime import Node
 
 EVENTS_WAIT_S_MAX = 30.0
@@ -96,6 +97,17 @@ def _lease_s(value: Any, deadline_s: int) -> int:
     if value and not lease_s_min <= value <= lease_s_max:
         raise ValueError(f"lease_s must be 0 (derived) or {lease_s_min} to {lease_s_max} seconds")
     return value
+
+
+def balance_json(ledger: SqliteLedger) -> dict[str, Any]:
+    return {
+        "balance_mc": ledger.balance_mc(),
+        "available_mc": ledger.available_mc(),
+        "head_seq": ledger.head().seq,
+        "writable": ledger.writable,
+        "unable_reason": ledger.unable_reason,
+        "pending_pays": len(ledger.pending_pays()),
+    }
 
 
 def build_job_routes(node: Node) -> list[Route]:
@@ -210,18 +222,7 @@ def build_job_routes(node: Node) -> list[Route]:
         return JSONResponse({"events": events, "next": after + len(events), "done": log.done})
 
     async def balance(request: Request) -> Response:
-        ledger = node.ledger
-        head = ledger.head()
-        return JSONResponse(
-            {
-                "balance_mc": ledger.balance_mc(),
-                "available_mc": ledger.available_mc(),
-                "head_seq": head.seq,
-                "writable": ledger.writable,
-                "unable_reason": ledger.unable_reason,
-                "pending_pays": len(ledger.pending_pays()),
-            }
-        )
+        return JSONResponse(balance_json(node.ledger))
 
     return [
         *build_file_routes(node),

@@ -31,6 +31,8 @@ from hearth.node.api import ad_json, build_app, market_entry_json, serve_api
 from hearth.node.blobs import BlobStore, BlobStoreConfig, serve_blob_request
 from hearth.node.clock import Clock, SystemClock
 from hearth.node.commands.common import CommandError, first_leaf
+from hearth.node.dashboard.routes import build_dashboard_routes
+from hearth.node.dashboard.session import Sessions
 from hearth.node.driver import Driver
 from hearth.node.edge import EdgeGate
 from hearth.node.energy.routes import build_energy_routes
@@ -283,10 +285,13 @@ async def run_node(
             node.started_ms = clock.now_ms()
             serve_requests(node)
             await nursery.start(driver.run)
-            app = build_app(build_routes(node), token)
+            sessions = Sessions(token, clock.now_ms)
+            routes = [*build_routes(node), *build_dashboard_routes(node, sessions)]
+            app = build_app(routes, token, sessions=sessions)
             node.api_url = await nursery.start(
                 functools.partial(serve_api, app, port=options.api_port)
             )
+            sessions.port = int(node.api_url.rsplit(":", 1)[1])
             driver.submit_nowait(Started())
             nursery.start_soon(node.energy.run)
             if jobs.has_saved():

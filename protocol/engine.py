@@ -53,6 +53,7 @@ from hearth.protocol.events import (
     CommitFailed,
     EnergyChanged,
     EntriesCommitted,
+    HostSettingsChanged,
     InboundRefused,
     MessageReceived,
     PeerConnected,
@@ -358,6 +359,7 @@ class MarketComponent:
         self.last_ad_ms: int | None = None
         engine.add_local_handler(RuntimeOffered, self._on_runtime_offered)
         engine.add_local_handler(EnergyChanged, self._on_energy_changed)
+        engine.add_local_handler(HostSettingsChanged, self._on_settings_changed)
 
     def handlers(self) -> Mapping[type, tuple[frozenset[str], MessageHandler]]:
         return {CapacityAd: (frozenset({TOPIC_CAPACITY}), self._on_ad)}
@@ -400,6 +402,20 @@ class MarketComponent:
         if self.last_ad_ms is not None and now_ms < next_ms:
             return [log, SetTimer(MarketAdTimer(), next_ms)]  # the gossip rate limit
         return [log, *self._publish_ad(now_ms)]
+    def _on_settings_changed(self, event: object, now_ms: int) -> list[Effect]:
+        """New caps and prices: the next ad, published now, carries them (ADR 0027)."""
+        assert isinstance(event, HostSettingsChanged)
+        config = self._engine.config
+        profile = dataclasses.replace(
+            config.profile,
+            cores_offered=event.cores_offered,
+            memory_mb_offered=event.memory_mb_offered,
+            availability_hours_mask=event.availability_hours_mask,
+            energy_source=event.energy_source,
+            pricing=event.pricing,
+        )
+        self._engine.config = dataclasses.replace(config, profile=profile)
+        return self._publish_ad(now_ms)
 
     def current_ad(self, now_ms: int) -> CapacityAd:
         profile = self._engine.config.profile

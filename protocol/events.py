@@ -6,6 +6,7 @@ import dataclasses
 
 from hearth.protocol.identity import PeerId
 from hearth.protocol.job_messages import JobId
+from hearth.protocol.pricing import PricingConfig
 from hearth.protocol.timers import TimerKey
 
 
@@ -115,6 +116,18 @@ class RuntimeOffered:
     """The node can now run ``runtime`` (the Python runtime compiled): offer it from now on."""
 
     runtime: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class HostSettingsChanged:
+    """The host saved new caps, hours, tariff or energy source (the dashboard's settings page):
+    offer them from now on, and announce them at once rather than at the next ad interval."""
+
+    cores_offered: int
+    memory_mb_offered: int
+    availability_hours_mask: int
+    energy_source: str
+    pricing: PricingConfig
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -123,9 +124,9 @@ class SandboxPool:
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
-        self._idle_send, self._idle_receive = trio.open_memory_channel[WorkerProcess](
-            config.workers
-        )
+        # Unbounded in type only: at most ``config.workers`` workers exist (``resize`` moves it).
+        self._idle_send, self._idle_receive = trio.open_memory_channel[WorkerProcess](math.inf)
+        self._starting: set[int] = set()
         self._stack = contextlib.AsyncExitStack()
         self._nursery: trio.Nursery | None = None
         self._all: dict[int, WorkerProcess] = {}
@@ -141,6 +142,7 @@ class SandboxPool:
         try:
             async with trio.open_nursery() as starting:
                 for index in range(self.config.workers):
+                    self._starting.add(index)
                     starting.start_soon(self._add_worker, index)
         except BaseException:
             await self._stack.aclose()
@@ -165,6 +167,24 @@ class SandboxPool:
             workers_replaced=self._workers_replaced,
             worker_pids=tuple(sorted(worker.pid for worker in self._all.values())),
         )
+
+    async def resize(self, workers: int) -> None:
+        """Run up to ``workers`` jobs at once from now on (the host changed its core cap): returns
+        once the missing workers have started; a surplus one retires when next idle, never
+        mid-job."""
+        self.config = replace(self.config, workers=workers)  # checks workers >= 1
+        async with trio.open_nursery() as starting:
+            for index in range(workers):
+                if index not in self._all and index not in self._starting:
+                    self._starting.add(index)
+                    starting.start_soon(self._add_worker, index)
+
+    def _surplus(self, worker: WorkerProcess) -> bool:
+        return worker.index >= self.config.workers
+
+    async def _retire(self, worker: WorkerProcess) -> None:
+        self._all.pop(worker.index, None)
+        await worker.close()
 
     async def wait_job_running(self) -> None:
         """Return once some job has been compiled and started running in a worker."""
@@ -213,7 +233,9 @@ class SandboxPool:
             result, keep = await self._run_on(worker, request)
         finally:
             self._jobs_run += 1
-            if keep:
+            if keep and self._surplus(worker):
+                await self._retire(worker)
+            elif keep:
                 self._idle_send.send_nowait(worker)
             else:
                 await self._replace(worker)
@@ -222,6 +244,9 @@ class SandboxPool:
     async def _take_worker(self) -> WorkerProcess:
         while True:
             worker = await self._idle_receive.receive()
+            if self._surplus(worker):
+                await self._retire(worker)
+                continue
             if worker.process.poll() is None:
                 return worker
             await self._replace(worker)  # it died while idle (OOM killer, an operator's kill)
@@ -275,10 +300,15 @@ class SandboxPool:
         self._all.pop(worker.index, None)
         self._workers_replaced += 1
         assert self._nursery is not None
-        self._nursery.start_soon(self._add_worker, worker.index)
+        if not self._surplus(worker) and worker.index not in self._starting:
+            self._starting.add(worker.index)
+            self._nursery.start_soon(self._add_worker, worker.index)
 
     async def _add_worker(self, index: int) -> None:
-        worker = await WorkerProcess.start(self.config, index)
+        try:
+            worker = await WorkerProcess.start(self.config, index)
+        finally:
+            self._starting.discard(index)
         self._all[index] = worker
         self._idle_send.send_nowait(worker)
 

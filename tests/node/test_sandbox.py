@@ -221,3 +221,26 @@ async def test_two_worker_processes_agree_bit_for_bit(
         assert len(f64_nans) >= 5
         assert set(f64_nans) == {CANONICAL_NAN_F64}  # NaN canonicalisation is on
         assert words[6] == 0x7FC00000  # the f32 NaN, canonical too
+
+
+async def test_a_new_core_cap_grows_the_pool_now_and_shrinks_it_between_jobs(
+    tmp_path: Path,
+) -> None:
+    async with SandboxPool(config_for(tmp_path / "home", workers=1)) as pool:
+        await pool.resize(2)
+        assert pool.statistics().workers == 2
+        results: list[ExecutionResult] = []
+
+        async def run_spin() -> None:
+            results.append(await pool.run(request("spin", fuel_max=10**15, deadline_ms=1500)))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_spin)
+            await pool.wait_job_running()
+            await pool.resize(1)  # the busy worker finishes its job; the surplus one retires after
+            echoed = await pool.run(request("echo", b"still served"))
+            assert echoed.ok and echoed.output == b"still served"
+        assert results[0].error_kind is ErrorKind.DEADLINE
+        assert pool.statistics().workers == 1
+        with pytest.raises(ValueError, match="at least 1"):
+            await pool.resize(0)

@@ -11,7 +11,7 @@ from hearth.protocol.codec import encode
 from hearth.protocol.effects import Log, Penalise, Publish, SetTimer
 from hearth.protocol.engine import Engine, EngineConfig, HostProfile
 from hearth.protocol.envelope import seal
-from hearth.protocol.events import MessageReceived, Started, TimerFired
+from hearth.protocol.events import HostSettingsChanged, MessageReceived, Started, TimerFired
 from hearth.protocol.identity import Identity
 from hearth.protocol.messages import PROTOCOL_BID, TOPIC_CAPACITY, CapacityAd
 from hearth.protocol.pricing import PricingConfig
@@ -130,3 +130,26 @@ def test_replay_and_wrong_channel_are_dropped() -> None:
     assert b.step(MessageReceived(peer, TOPIC_CAPACITY, good), NOW_MS) == []
     replay = b.step(MessageReceived(peer, TOPIC_CAPACITY, good), NOW_MS + 1)
     assert dict(replay[0].fields)["reason"] == "replay"
+
+
+def test_new_host_settings_go_out_at_once_in_the_next_ad() -> None:
+    a, b = make_engine(1), make_engine(2)
+    a.step(Started(), NOW_MS)
+    cheaper = PricingConfig(60, (100_000,) * 24)
+    changed = HostSettingsChanged(
+        cores_offered=1,
+        memory_mb_offered=512,
+        availability_hours_mask=2**24 - 1,
+        energy_source="solar",
+        pricing=cheaper,
+    )
+    effects = a.step(changed, NOW_MS + 1)
+    assert SetTimer(MarketAdTimer(), NOW_MS + 1 + limits.CAPACITY_AD_INTERVAL_MS) in effects
+    b.step(MessageReceived(a.identity.peer_id, TOPIC_CAPACITY, published(effects)), NOW_MS + 2)
+    [seen] = b.market.snapshot(NOW_MS + 2)
+    assert (seen.ad.cores_offered, seen.ad.memory_mb_offered) == (1, 512)
+    assert seen.ad.energy_source == "solar"
+    assert (
+        seen.ad.price_mc_per_tfuel == a.market_component.current_ad(NOW_MS + 2).price_mc_per_tfuel
+    )
+    assert a.config.profile.runtimes == ("wasm",)  # what the settings do not name is kept

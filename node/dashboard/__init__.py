@@ -1,0 +1,1 @@
+"""The web dashboard the node's API serves: sessions, page data, settings and static files."""
