@@ -281,7 +281,10 @@ def quote(
         "memory_bytes_max": sandbox_config.DEFAULT_MEMORY_BYTES_MAX,
         "deadline_ms": DEADLINE_S_DEFAULT * 1000,
     }
-    result = run_locally(build_request(file, input_file, chosen, limits))
+    if input_file and (len(input_file) > 1 or input_file[0].is_dir()):
+        raise CommandError("job quote takes one --input file (the job's stdin)")
+    stdin_file = input_file[0] if input_file else None
+    result = run_locally(build_request(file, stdin_file, chosen, limits))
     if not result.ok:
         raise CommandError(f"the dry run failed: {result.error_kind}: {result.error_message}")
     prices = job_cost.market_prices(chosen.value)
