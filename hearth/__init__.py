@@ -6,5 +6,6 @@ with Client() as client:
 """
 
 from hearth.client import AsyncClient, Client, HearthError, JobOptions, JobResult
+from hearth.inference import GeneratedChunk
 
-__all__ = ["AsyncClient", "Client", "HearthError", "JobOptions", "JobResult"]
+__all__ = ["AsyncClient", "Client", "GeneratedChunk", "HearthError", "JobOptions", "JobResult"]

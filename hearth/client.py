@@ -21,6 +21,8 @@ from typing import Any
 
 import httpx
 
+from hearth import inference
+from hearth.inference import GeneratedChunk
 from hearth.node import paths
 
 EVENTS_WAIT_S = 20.0
@@ -196,6 +198,16 @@ class Client:
 
     def run(self, module: str | Path, input: bytes, **options: Any) -> JobResult:
         return self.wait(self.submit(module, input, JobOptions(**options)))
+
+    def generate(
+        self, program: str | Path, weights: bytes, prompt: str, *, tokens: int, **options: Any
+    ) -> Iterator[GeneratedChunk]:
+        """Continue ``prompt`` by ``tokens`` characters, yielding each verified chunk as it lands.
+
+        ``program`` is a model job such as examples/inference/generate.py; options are
+        ``chunk_tokens``, ``seed``, ``temperature_milli`` and any of JobOptions (replicas, ...).
+        """
+        return inference.generate(self, program, weights, prompt, tokens=tokens, **options)
 
     def market(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/v1/market")
