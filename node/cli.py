@@ -26,7 +26,7 @@ def _mount() -> None:
     # Each group lives in node/commands/<group>.py and exposes `app` (a group) or `register(app)`.
     import importlib
 
-    for name in ("init", "node", "market", "ledger", "job", "testnet", "sim"):
+    for name in ("init", "node", "market", "ledger", "job", "testnet", "sim", "runtime"):
         try:
             module = importlib.import_module(f"hearth.node.commands.{name}")
         except ModuleNotFoundError as exc:

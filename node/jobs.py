@@ -228,6 +228,7 @@ class JobService:
             memory_bytes_max=effect.memory_mb_max * 1024 * 1024,
             deadline_ms=deadline_ms,
             output_bytes_max=OUTPUT_BYTES_MAX,
+            seed=effect.job_id,
         )
         with trio.CancelScope() as scope:
             self._running[effect.job_id] = scope

@@ -41,6 +41,15 @@ def cache_dir(home: Path) -> Path:
     return home / "cache"
 
 
+def runtime_cache_dir() -> Path:
+    """Compiled runtimes, shared by every home of this user on this machine (CPython-on-WASI is
+    332 MB and minutes of compiling): ``$HEARTH_CACHE`` if set, else the platform's cache."""
+    override = os.environ.get("HEARTH_CACHE")
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
+
+
 def read_token(path: Path) -> str:
     """The API token in ``path``; ValueError saying what is wrong and how to fix it.
 

@@ -38,9 +38,9 @@ from hearth.node.logs import log
 from hearth.node.plugins import PluginContext
 from hearth.node.plugins import load as load_plugin
 from hearth.node.routes import build_job_routes
+from hearth.node.runtime_offers import RuntimeOffers, prepare_with_retry
 from hearth.node.sandbox.config import SandboxConfig
 from hearth.node.sandbox.pool import SandboxPool
-from hearth.node.sandbox.python import PythonUnavailable
 from hearth.node.testhooks import crash_before_pay
 from hearth.p2p.host import open_transport
 from hearth.p2p.transport import HostConfig, Inbound, Transport
@@ -50,7 +50,7 @@ from hearth.protocol.errors import HearthError, RemoteProtocolError
 from hearth.protocol.events import InboundRefused, RuntimeOffered, Started
 from hearth.protocol.identity import Identity, PeerId, peer_id_from_public_key
 from hearth.protocol.jobs_config import JobsConfig
-from hearth.protocol.messages import PROTOCOL_BLOB, PROTOCOL_LEDGER, PROTOCOLS, TOPICS
+from hearth.protocol.messages import PROTOCOL_BLOB, PROTOCOL_LEDGER, PROTOCOLS, RUNTIMES, TOPICS
 from hearth.protocol.publisher_state import PublisherConfig
 
 RESTORE_WAIT_S_MAX = 15.0  # restore saved jobs anyway after this, even if alone
@@ -87,6 +87,7 @@ class Node:
     api_url: str = ""
     started_ms: int = 0
     health: Health | None = None
+    runtimes: RuntimeOffers | None = None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -129,6 +130,7 @@ def build_routes(node: Node) -> list[Route]:
                 "replay_guard": node.engine.replay_guard.statistics(),
                 # Refreshed here too: an outage seen by a reader is an outage in the log.
                 "degraded": node.health.refresh() if node.health else [],
+                "runtimes": node.runtimes.to_json() if node.runtimes else {},
             }
         )
 
@@ -249,6 +251,7 @@ async def run_node(
             jobs = JobService(home, driver, blobs, sandbox, plugin)
             node = Node(options, engine, transport, driver, clock, ledger, jobs)
             node.health = Health(driver, ledger, jobs)
+            node.runtimes = RuntimeOffers(RUNTIMES, config.runtimes)
             node.started_ms = clock.now_ms()
             serve_requests(node)
             await nursery.start(driver.run)
@@ -265,7 +268,7 @@ async def run_node(
             if plugin is not None:
                 nursery.start_soon(plugin.run, PluginContext(engine, transport, ledger, clock))
             if "python" in config.runtimes:
-                nursery.start_soon(offer_python, sandbox, driver)
+                nursery.start_soon(offer_python, sandbox, driver, node.runtimes)
             write_node_info(home, node.info())
             log(
                 "info",
@@ -351,19 +354,17 @@ async def wait_for_peers(transport: Transport) -> None:
             await trio.sleep(PEERS_POLL_S)
 
 
-async def offer_python(sandbox: SandboxPool, driver: Driver) -> None:
+async def offer_python(sandbox: SandboxPool, driver: Driver, offers: RuntimeOffers) -> None:
     """Compile the Python runtime in the background, then add it to what this host offers.
 
     The first compile takes minutes; a host that bid on Python jobs before it finished would
-    spend the publisher's deadline compiling.
+    spend the publisher's deadline compiling. A failed compile is retried with backoff.
     """
-    try:
-        await sandbox.warm_python()
-    except (PythonUnavailable, RuntimeError, trio.TooSlowError) as exc:
-        log("warning", "python-runtime-not-offered", reason=str(exc))
-        return
-    await driver.submit(RuntimeOffered("python"))
-    log("info", "python-runtime-offered")
+
+    async def offered() -> None:
+        await driver.submit(RuntimeOffered("python"))
+
+    await prepare_with_retry(offers, "python", sandbox.warm_python, offered)
 
 
 async def run_until_signalled(options: NodeOptions) -> None:

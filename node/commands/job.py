@@ -14,7 +14,7 @@ from hearth.node.sandbox import config as sandbox_config
 from hearth.node.sandbox.config import SandboxConfig
 from hearth.node.sandbox.model import ExecutionResult, JobRequest, Runtime
 from hearth.node.sandbox.pool import run_job
-from hearth.node.sandbox.python import PythonUnavailable, python_cache_dir
+from hearth.node.sandbox.python import PythonUnavailable, is_compiled
 
 app = typer.Typer(
     help="Run jobs on the network (verified by redundant execution) or here.", no_args_is_help=True
@@ -55,7 +55,7 @@ def _read(path: Path) -> bytes:
 
 
 def build_request(
-    file: Path, input_file: Path | None, runtime: Runtime, limits: dict[str, int]
+    file: Path, input_file: Path | None, runtime: Runtime, limits: dict[str, Any]
 ) -> JobRequest:
     try:
         return JobRequest(
@@ -85,7 +85,7 @@ def summary(result: ExecutionResult) -> dict[str, Any]:
 
 def run_locally(request: JobRequest) -> ExecutionResult:
     config = SandboxConfig()
-    if request.runtime is Runtime.PYTHON and not any(python_cache_dir(config.cache_dir).iterdir()):
+    if request.runtime is Runtime.PYTHON and not is_compiled(config.runtime_cache):
         # Otherwise the first Python job looks hung while CPython compiles.
         typer.echo(
             "preparing the Python runtime: compiling CPython for this machine, once "

@@ -52,5 +52,13 @@ def status(json_output: bool = JSON_OPTION) -> None:
     typer.echo(f"health:   {'degraded, taking no work' if degraded else 'ok'}")
     for reason in degraded:
         typer.echo(f"  because {reason}")
+    for name, runtime in info.get("runtimes", {}).items():
+        if runtime["offered"]:
+            typer.echo(f"runtime:  {name} offered")
+            continue
+        line = f"runtime:  {name} not offered ({runtime['state']}): {runtime['reason']}"
+        if runtime["retry_in_s"] is not None:
+            line += f"; retrying within {runtime['retry_in_s']:g} s"
+        typer.echo(line)
     for addr in info["multiaddrs"]:
         typer.echo(f"listen:   {addr}")

@@ -20,6 +20,7 @@ WASM_SECTION_DATA: Final = 11
 # Honest modules have a dozen sections; past this many (custom sections can repeat without end)
 # the rest of the module is charged as code, so the scan stays short and hides nothing.
 WASM_SECTIONS_SCANNED_MAX: Final = 1024
+SEED_BYTES_MAX: Final = 64
 
 
 class Runtime(enum.StrEnum):
@@ -107,9 +108,13 @@ class JobRequest:
     memory_bytes_max: int
     deadline_ms: int
     output_bytes_max: int
+    # Keys the guest's random stream (ADR 0022): the job id on a node, so every replica of a job
+    # draws the same bytes and two jobs draw different ones.
+    seed: bytes = b""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "runtime", Runtime(self.runtime))
+        _check_range("seed bytes", len(self.seed), 0, SEED_BYTES_MAX)
         _check_range("module bytes", len(self.module), 1, limits.JOB_MODULE_BYTES_MAX)
         _check_range("input bytes", len(self.input), 0, limits.JOB_INPUT_BYTES_MAX)
         _check_range("fuel_max", self.fuel_max, 1, limits.JOB_FUEL_MAX)
@@ -130,6 +135,7 @@ class JobRequest:
             "memory_bytes_max": self.memory_bytes_max,
             "deadline_ms": self.deadline_ms,
             "output_bytes_max": self.output_bytes_max,
+            "seed": self.seed,
         }
 
     @classmethod

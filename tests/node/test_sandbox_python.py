@@ -1,7 +1,7 @@
 """The python runtime (CPython-on-WASI) and the `hearth job run` command, through real processes.
 
-CPython is compiled once per test session (about 90 s on two cores) by the `python_home` fixture;
-every test after it loads the compiled interpreter from that home's cache in about a second.
+CPython is compiled once per machine (about 90 s on two cores) into the shared runtime cache by
+the `python_runtime` fixture; every test loads the compiled interpreter from it in about a second.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ NUMBERS = b" ".join(str(n).encode() for n in range(100_000))
 
 
 @pytest.fixture(scope="session")
-def python_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def python_home(tmp_path_factory: pytest.TempPathFactory, python_runtime: Path) -> Path:
     home = tmp_path_factory.mktemp("python-home")
 
     async def warm() -> None:
