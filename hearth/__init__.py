@@ -6,5 +6,9 @@ with Client() as client:
 """
 
 from hearth.client import AsyncClient, Client, HearthError, JobFailed, JobOptions, JobResult
+from hearth.inference import GeneratedChunk
 
-__all__ = ["AsyncClient", "Client", "HearthError", "JobFailed", "JobOptions", "JobResult"]
+__all__ = [
+    "AsyncClient", "Client", "GeneratedChunk", "HearthError", "JobFailed", "JobOptions",
+    "JobResult",
+]  # fmt: skip

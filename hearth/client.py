@@ -30,7 +30,9 @@ import anyio
 import httpx
 
 from hearth import files as job_files
+from hearth import inference
 from hearth.files import FilesError, JobFiles, Progress, no_progress
+from hearth.inference import GeneratedChunk
 from hearth.node import paths
 from hearth.protocol.causes import exit_code_for
 
@@ -317,6 +319,16 @@ class Client:
         files = JobFiles.of(inputs, args, env, stdin, output_dir)
         job_id = self.submit(module, input, JobOptions(**options), files=files, progress=progress)
         return self.wait(job_id, output_dir, progress)
+
+    def generate(
+        self, program: str | Path, weights: bytes, prompt: str, *, tokens: int, **options: Any
+    ) -> Iterator[GeneratedChunk]:
+        """Continue ``prompt`` by ``tokens`` characters, yielding each verified chunk as it lands.
+
+        ``program`` is a model job such as examples/inference/generate.py; options are
+        ``chunk_tokens``, ``seed``, ``temperature_milli`` and any of JobOptions (replicas, ...).
+        """
+        return inference.generate(self, program, weights, prompt, tokens=tokens, **options)
 
     def market(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", "/v1/market")
