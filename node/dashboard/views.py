@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 DAY_MS: Final = 24 * HOUR_MS
 PERIODS_DAYS: Final = {"week": 7, "month": 30}
 LEDGER_ROWS_MAX: Final = 200  # the newest entries listed; the balance curve covers them all
+CURVE_POINTS_MAX: Final = 2000  # a longer balance curve is thinned evenly, its last point kept
 LEDGER_VERIFY_ENTRIES_MAX: Final = 50_000  # above this the page reports the check made at open
 
 
@@ -202,6 +203,9 @@ class LedgerViews:
                 balance += receipt.amount_mc if entry.kind is Kind.EARN else -receipt.amount_mc
                 curve.append([entry.created_ms, balance])
         curve.append([node.clock.now_ms(), balance])
+        if len(curve) > CURVE_POINTS_MAX:
+            step = -(-len(curve) // CURVE_POINTS_MAX)
+            curve = [*curve[:-1:step], curve[-1]]
         rows = []
         for entry in entries[-LEDGER_ROWS_MAX:][::-1]:
             row = entry_json(entry)

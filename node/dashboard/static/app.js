@@ -107,7 +107,7 @@ const render = {
     fillTable("entries", d.entries.map((e) => [e.seq, e.kind, when(e.created_ms),
       e.amount_mc === undefined ? "" : credits(e.amount_mc), short(e.counterparty)]));
     const c = d.balance_curve;
-    chart("balance-chart", "balance, credits", ["balance"], [c.map((p) => p[0] / 1000), c.map((p) => p[1] / 1000)], { step: true });
+    chart("balance-chart", "balance, milli-credits", ["balance mc"], [c.map((p) => p[0] / 1000), c.map((p) => p[1])], { step: true });
   },
 
   async settings() {
