@@ -28,7 +28,8 @@ from hearth.protocol.energy import EnergyPolicy
 from hearth.protocol.messages import ENERGY_SOURCES, HOURS_MASK_ALL, RUNTIMES
 from hearth.protocol.pricing import DAY_HOURS, PricingConfig
 
-TEMPLATE = """\
+TEMPLATE = (
+    """\
 # Hearth node configuration. `hearth node start` reads this file; command-line flags win.
 # Money is in credits (1 credit = 1000 milli-credits; the testnet reckons 1 credit as 1 cent);
 # power in watts; hours are local hours.
@@ -78,8 +79,12 @@ utc_offset_min = 0
 # Margin over cost, in percent, and a floor for wear in milli-credits per 10^12 fuel.
 margin_pct = 10
 wear_mc_per_tfuel = 1
-""" + TEMPLATE_ENERGY + """
-""" + TEMPLATE_OWNER + """
+"""
+    + TEMPLATE_ENERGY
+    + """
+"""
+    + TEMPLATE_OWNER
+    + """
 [availability]
 # Local hours when the node takes jobs, as ranges.
 hours = ["0-24"]
@@ -96,6 +101,7 @@ unknown_total_receipts = 256
 # A payer's line grows by what it paid us for work and what we paid it, up to this much more.
 history_max = 1000.0
 """
+)
 
 
 @dataclasses.dataclass(frozen=True)
