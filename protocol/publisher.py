@@ -319,7 +319,7 @@ class PublisherComponent:
         if isinstance(key, BidsTimer):
             effects = self._close_bidding(job, now_ms) if job.phase is Phase.BIDDING else []
         elif isinstance(key, JobDeadlineTimer):
-            effects = self._fail(job, "deadline", now_ms, Cause.DEADLINE)
+            effects = self._fail(job, _deadline_passed(job), now_ms, Cause.DEADLINE)
         else:
             effects = self._on_slot_timer(job, key.award_no, now_ms)
         return self._done(job, effects)
@@ -782,6 +782,13 @@ def _open_for_bids(job: PublisherJob, call_round: int, now_ms: int) -> bool:
 
 def _awarding(job: PublisherJob) -> bool:
     return job.phase in (Phase.RUNNING, Phase.VERIFYING)
+
+
+def _deadline_passed(job: PublisherJob) -> str:
+    """The job's deadline came first: say what its replicas were doing, and the fix."""
+    states = sorted({slot.verdict or slot.state.value for slot in job.slots})
+    doing = f" (replicas: {', '.join(states[:6])})" if states else ""
+    return f"deadline: no verified result in time{doing}: raise --deadline-s or --max-price"
 
 
 def _awards_failed(job: PublisherJob) -> str:

@@ -220,3 +220,13 @@ def test_in_a_large_market_a_sample_of_hosts_declines_and_the_cause_still_shows_
     assert summary is not None and summary.cause == "price", summary
     assert "raise --max-price to at least" in summary.detail
     assert cluster.now_ms - started_ms <= KNOWN_WITHIN_MS
+
+
+def test_a_deadline_that_passes_first_says_what_the_replicas_were_doing() -> None:
+    cluster = Cluster(3, behaviours={0: "stall", 1: "stall"})
+    deadline_ms = cluster.now_ms + 60_000
+    job_id = cluster.publish_job(2, MODULE, INPUT, deadline_ms=deadline_ms, lease_ms=60_000)
+    cluster.run_until(cluster.finished(2, job_id))
+    summary = cluster.nodes[2].engine.publisher.summary(job_id)
+    assert summary is not None and summary.phase == "failed" and summary.cause == "deadline"
+    assert "raise --deadline-s" in summary.detail and "replicas:" in summary.detail
