@@ -20,6 +20,7 @@ their numbers apart.
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -123,9 +124,9 @@ class NodeMetrics:
 
     def observe(self, node: Node, event: object, effects: list[Any]) -> None:
         """Count (and log, for job decisions) what one engine step took and decided."""
-        flat = list(_flatten(effects))
+        grouped = by_type(effects)
         if isinstance(event, MessageReceived):
-            self._on_message(node, event, flat)
+            self._on_message(node, event, grouped)
         elif isinstance(event, PublishJob):
             self.jobs_published.inc()
         elif isinstance(event, JobExecuted):
@@ -133,17 +134,18 @@ class NodeMetrics:
             self.sandbox_fuel.inc(max(0, event.fuel_used))
         elif isinstance(event, PaymentReceived):
             self.payments_received.inc()
-        for effect in flat:
-            if isinstance(effect, JobProgress):
-                self._on_progress(node, effect)
+        for progress in grouped[JobProgress]:
+            self._on_progress(node, progress)
 
-    def _on_message(self, node: Node, event: MessageReceived, effects: list[Any]) -> None:
+    def _on_message(
+        self, node: Node, event: MessageReceived, effects: collections.defaultdict[type, list[Any]]
+    ) -> None:
         if event.channel == TOPIC_CAPACITY:
             self.ads_heard.inc()
         elif event.channel == TOPIC_JOBS:
             self.calls_heard.inc()
         worker = node.engine.worker
-        if any(isinstance(e, Send) and e.protocol == PROTOCOL_BID for e in effects):
+        if any(send.protocol == PROTOCOL_BID for send in effects[Send]):
             self.bids_sent.inc()
             bids_sent = worker._bids_sent  # the bid just made is the newest remembered
             if bids_sent:
@@ -156,7 +158,7 @@ class NodeMetrics:
                     publisher=str(bids.publisher),
                     price_mc_per_tfuel=price,
                 )
-        if event.channel == PROTOCOL_AWARD and any(isinstance(e, FetchBlob) for e in effects):
+        if event.channel == PROTOCOL_AWARD and effects[FetchBlob]:
             self.bids_won.inc()  # an award accepted starts fetching the job's blobs
             if worker.tasks:
                 task = worker.tasks[next(reversed(worker.tasks))]
@@ -212,12 +214,17 @@ def _gauge(registry: CollectorRegistry, name: str, documentation: str) -> Gauge:
     return gauge
 
 
-def _flatten(effects: Iterable[Any]) -> Iterator[Any]:
-    """The effects of a step, with the sends a ledger commit carries out afterwards."""
+def by_type(effects: Iterable[Any]) -> collections.defaultdict[type, list[Any]]:
+    """The effects of a step by type, with the sends a ledger commit carries out afterwards.
+
+    Read by type, not dispatched: carrying effects out is the interpreter's alone."""
+    grouped: collections.defaultdict[type, list[Any]] = collections.defaultdict(list)
     for effect in effects:
-        yield effect
-        if isinstance(effect, CommitEntries):
-            yield from effect.then
+        grouped[type(effect)].append(effect)
+    for commit in grouped[CommitEntries]:
+        for effect in commit.then:
+            grouped[type(effect)].append(effect)
+    return grouped
 
 
 class _StateCollector(Collector):
