@@ -53,6 +53,8 @@ idle_min = 5
 # sensor name (see `sensors`), or a file holding degrees or millidegrees; "" takes the hottest.
 temperature_max_c = 0
 temperature_sensor = ""
+# A laptop: take no work while this machine runs on its own battery (unplugged).
+on_battery_never = false
 """
 
 
@@ -78,6 +80,11 @@ class OwnerConfig:
     idle_min: float = 5.0
     temperature_max_c: float = 0.0
     temperature_sensor: str = ""
+    on_battery_never: bool = False
+
+    def watches(self) -> bool:
+        """Whether anything of the owner's is to be watched at all."""
+        return self.idle_only or self.temperature_max_c > 0 or self.on_battery_never
 
 
 def _bad(key: str, fix: str) -> CommandError:
@@ -165,6 +172,7 @@ def parse_owner(owner: dict[str, Any]) -> OwnerConfig:
         idle_min=_get(owner, "idle_min", float, "owner"),
         temperature_max_c=_get(owner, "temperature_max_c", float, "owner"),
         temperature_sensor=_get(owner, "temperature_sensor", str, "owner"),
+        on_battery_never=_get(owner, "on_battery_never", bool, "owner"),
     )
     if not 1 <= config.cpu_busy_pct <= 100:
         raise _bad("owner.cpu_busy_pct", "must be 1-100")

@@ -101,6 +101,22 @@ def yield_sandbox(yielding: bool) -> int:
     return changed
 
 
+def unplugged_reason(battery: object | None) -> str:
+    """Why a laptop on its own battery must not work, from ``psutil.sensors_battery()``;
+    "" when it is plugged in, or has no battery, or cannot tell."""
+    if battery is None or getattr(battery, "power_plugged", None) is not False:
+        return ""
+    return f"on its own battery ({getattr(battery, 'percent', 0):.0f}%), unplugged"
+
+
+def read_battery() -> object | None:
+    read = getattr(psutil, "sensors_battery", None)
+    try:
+        return read() if read is not None else None
+    except (OSError, RuntimeError):
+        return None
+
+
 def temperature_c(sensor: str) -> float | None:
     """The named psutil sensor (its hottest reading), a file of degrees, or the hottest of all."""
     if sensor.startswith("/"):

@@ -31,7 +31,9 @@ from hearth.node.energy.owner import (
     CpuMeter,
     HeatTracker,
     IdleTracker,
+    read_battery,
     temperature_c,
+    unplugged_reason,
     yield_sandbox,
 )
 from hearth.node.energy.sources import CommandSource, FileSource, Source, SourceError
@@ -129,7 +131,7 @@ class EnergyService:
             self._mqtt.start()
         try:
             async with trio.open_nursery() as nursery:
-                if self.owner.idle_only or self.owner.temperature_max_c > 0:
+                if self.owner.watches():
                     nursery.start_soon(self._watch_owner)
                 while True:
                     self._wake = trio.Event()
@@ -170,6 +172,8 @@ class EnergyService:
                     temperature_c, self.owner.temperature_sensor
                 )
                 reasons.append(self._heat.update(celsius))
+            if self.owner.on_battery_never:
+                reasons.append(unplugged_reason(await trio.to_thread.run_sync(read_battery)))
             reason = "; ".join(r for r in reasons if r)
             if bool(reason) != bool(self.owner_reason):
                 changed = await trio.to_thread.run_sync(yield_sandbox, bool(reason))

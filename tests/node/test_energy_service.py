@@ -6,6 +6,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -13,21 +14,24 @@ import psutil
 import pytest
 import trio
 
+import hearth.node.config
 from hearth.node.api import build_app, serve_api
 from hearth.node.commands.common import CommandError
 from hearth.node.commands.node import parse_duration_s
 from hearth.node.config import parse
-from hearth.node.energy.config import OwnerConfig, SensorConfig
+from hearth.node.energy.config import OwnerConfig, SensorConfig, parse_owner
 from hearth.node.energy.mqtt import payload_value
 from hearth.node.energy.owner import (
     NICE_YIELDING,
     HeatTracker,
     IdleTracker,
     temperature_c,
+    unplugged_reason,
     yield_sandbox,
 )
 from hearth.node.energy.routes import build_energy_routes
 from hearth.node.energy.service import HISTORY_STEP_MS, EnergyService
+from hearth.node.profiles import render
 from hearth.protocol.energy import EnergyPolicy
 from hearth.protocol.events import EnergyChanged
 
@@ -126,6 +130,28 @@ def test_idle_only_waits_idle_minutes_and_heat_has_hysteresis(tmp_path: Path) ->
     assert temperature_c(str(tmp_path / "missing")) is None
 
 
+@dataclasses.dataclass
+class Battery:  # the fields of psutil.sensors_battery() that matter here
+    percent: float
+    power_plugged: bool | None
+
+
+def test_a_laptop_never_on_battery_pauses_only_while_unplugged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(hearth.node.config, "machine_cores", lambda: 64)
+    assert unplugged_reason(Battery(64, False)) == "on its own battery (64%), unplugged"
+    assert unplugged_reason(Battery(64, True)) == ""  # on the charger
+    assert unplugged_reason(Battery(64, None)) == ""  # cannot tell: the owner set hours
+    assert unplugged_reason(None) == ""  # no battery: a desktop
+    profile = load_profile_owner("laptop")
+    assert profile.on_battery_never and profile.watches()
+
+
+def load_profile_owner(name: str) -> OwnerConfig:
+    return parse_owner(tomllib.loads(render(name, cpu_count=2))["owner"])
+
+
 def test_durations_and_energy_config_errors_are_one_line() -> None:
     assert [parse_duration_s(t) for t in ("90", "90s", "30m", "1h30m", "2d")] == [
         90, 90, 1800, 5400, 172800,
@@ -161,7 +187,8 @@ def test_the_sandbox_yields_to_the_owner_without_being_stopped() -> None:
         worker.wait()
 
 
-def test_the_config_in_docs_energy_md_is_accepted() -> None:
+def test_the_config_in_docs_energy_md_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hearth.node.config, "machine_cores", lambda: 64)  # it offers 8
     text = (Path(__file__).resolve().parents[2] / "docs" / "energy.md").read_text()
     block = text.split("```toml\n", 1)[1].split("```", 1)[0]
     config = parse(block)
