@@ -297,3 +297,14 @@ def test_the_publisher_refuses_a_bundle_over_its_limits_or_missing_chunks(tmp_pa
     store._remove(ref.chunks[1])
     assert missing_input(node, digest).startswith("upload the input's 1 missing chunks first")
     assert missing_input(node, store.put(b"plain stdin")) == ""
+
+
+def test_an_output_file_cut_off_the_loop_is_filed_with_the_same_tree(tmp_path: Path) -> None:
+    store = store_at(tmp_path / "s")
+    source = random_file(tmp_path / "out.bin", 2 * MIB + 7)
+    ref, pieces = chunks.split_file(store.root, source)
+    assert store.bytes_held == 0  # nothing counted until filed
+    chunks.commit_pieces(store, pieces, "publisher")
+    assert ref == chunks.ref_of(source)[0] and all(store.has(d) for d in ref.chunks)
+    assert store.owner_bytes("publisher") == 2 * MIB + 7
+    assert not list(store.root.glob(".partial-*"))
