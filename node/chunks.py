@@ -18,13 +18,14 @@ import dataclasses
 import hashlib
 import os
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 import msgpack
 
-from hearth.node.blobs import BlobError, BlobStore
+from hearth.node.blobs import PARTIAL_PREFIX, BlobError, BlobStore
 
 CHUNK_BYTES: Final = 1024 * 1024
 CHUNK_BYTES_MIN: Final = 64 * 1024
@@ -350,3 +351,44 @@ def build_tree(
 ) -> Tree:
     refs = tuple((relative, store_file(store, path, owner)) for relative, path in files)
     return Tree(stdout=put_bytes(store, stdout, owner), files=refs)
+
+
+Pieces = list[tuple[bytes, Path]]  # (chunk hash, a synced partial file in the store's folder)
+
+
+def split_file(root: Path, path: Path) -> tuple[FileRef, Pieces]:
+    """Cut a file into chunk files beside the store, hashed and synced, without touching the
+    store's books: safe off the event loop. ``commit_pieces`` files them, on the loop."""
+    pieces: Pieces = []
+    size = 0
+    try:
+        for piece in read_pieces(path):
+            fd, name = tempfile.mkstemp(dir=root, prefix=PARTIAL_PREFIX)
+            with os.fdopen(fd, "wb") as out:
+                out.write(piece)
+                out.flush()
+                os.fsync(out.fileno())
+            pieces.append((hashlib.sha256(piece).digest(), Path(name)))
+            size += len(piece)
+    except BaseException:
+        drop_pieces(pieces)
+        raise
+    return FileRef(size, tuple(digest for digest, _ in pieces)), pieces
+
+
+def commit_pieces(store: BlobStore, pieces: Pieces, owner: str) -> None:
+    """File each chunk under its name (inside a reservation); the ones already held are dropped."""
+    try:
+        for digest, partial in pieces:
+            if store.has(digest):
+                partial.unlink(missing_ok=True)
+                continue
+            with store.reservation(partial.stat().st_size, owner):
+                store.commit(partial, digest, owner)
+    finally:
+        drop_pieces(pieces)
+
+
+def drop_pieces(pieces: Pieces) -> None:
+    for _, partial in pieces:
+        partial.unlink(missing_ok=True)

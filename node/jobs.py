@@ -306,10 +306,13 @@ class JobService:
             kind = ErrorKind.OUTPUT_TOO_LARGE
             return ExecutionResult.failure(result.runtime, kind, found, fuel_used=result.fuel_used)
         owner = self._publisher_of(effect.job_id)
-        tree = await trio.to_thread.run_sync(
-            chunks.build_tree, self.blobs, result.output, found, owner
-        )
-        encoded = tree.encode()
+        files = []
+        for relative, path in found:  # read and hashed in a thread, filed in the store here
+            ref, pieces = await trio.to_thread.run_sync(chunks.split_file, self.blobs.root, path)
+            chunks.commit_pieces(self.blobs, pieces, owner)
+            files.append((relative, ref))
+        stdout = chunks.put_bytes(self.blobs, result.output, owner)
+        encoded = chunks.Tree(stdout=stdout, files=tuple(files)).encode()
         self.files.index.note(blob_hash(encoded), encoded)
         return dataclasses.replace(result, output=encoded)
 

@@ -35,6 +35,17 @@ def missing_input(node: Node, input_hash: bytes) -> str:
         bundle = chunks.decode_bundle(data)
     except chunks.ManifestError as exc:
         return str(exc)
+    limits = node.jobs.files.limits
+    if bundle.input_bytes > limits.input_bytes_max:
+        return (
+            f"the input is {bundle.input_bytes} bytes, over this node's limit of "
+            f"{limits.input_bytes_max} ([limits] input_mb_max)"
+        )
+    if bundle.output_bytes_max > limits.output_bytes_max:
+        return (
+            f"an output of up to {bundle.output_bytes_max} bytes is over this node's limit of "
+            f"{limits.output_bytes_max} ([limits] output_mb_max)"
+        )
     lacking = [d for d, _ in chunks.chunk_list(bundle.refs()) if not node.jobs.blobs.has(d)]
     if lacking:
         return f"upload the input's {len(lacking)} missing chunks first (PUT /v1/blobs)"

@@ -53,9 +53,13 @@ def write_random(path: Path, size_bytes: int) -> tuple[int, int]:
 
 
 def run(
-    root: Path, size_bytes: int, log: Callable[[str], None] = lambda line: None
+    root: Path,
+    size_bytes: int,
+    log: Callable[[str], None] = lambda line: None,
+    then: Callable[[list[launch.LaunchedNode]], None] = lambda nodes: None,
 ) -> dict[str, Any]:
-    """Start the network, run the job, stop the network; the figures as one dict."""
+    """Start the network, run the job, call ``then`` with the nodes, stop the network; the
+    figures as one dict."""
     store_mb = max(256, 2 * size_bytes // MIB + 64)
     inputs = root / "inputs"
     inputs.mkdir(parents=True)
@@ -64,7 +68,9 @@ def run(
     nodes = launch.up(root / "nodes", NODES, configs=[node_config(store_mb)] * NODES)
     try:
         launch.wait_for(lambda: market_complete(nodes), 60, "every market to be complete")
-        return _measure(nodes, inputs, root / "out", expected, size_bytes, log)
+        figures = _measure(nodes, inputs, root / "out", expected, size_bytes, log)
+        then(nodes)
+        return figures
     finally:
         launch.stop(nodes)
 

@@ -1,11 +1,13 @@
-"""A deterministic WASI preview1 for untrusted jobs: stdin from bytes, capped stdout, nothing else.
+"""A deterministic WASI preview1 for untrusted jobs: stdin from bytes, capped stdout, and the
+job's own arguments, environment and /input and /output folders, if it has them (ADR 0024).
 
 wasmtime's own WASI hands a guest the host's real clock and real randomness, which replicas
-would not agree on, so this module defines every preview1 function itself. There are no
-preopened directories, no arguments, no environment and no sockets: a request for any of them
-finds nothing. Clocks read the fuel spent so far as nanoseconds; randomness is a fixed SHA-256
-stream. Every call costs fuel for itself and for each byte it moves, so a guest cannot make the
-host work for free. I/O: guest memory only. Time: none (fuel stands in for it).
+would not agree on, so this module defines every preview1 function itself. A job without a
+bundle has no preopened directories, no arguments and no environment; no job has sockets: a
+request for any of them finds nothing. The folders are served by ``wasi_fs``. Clocks read the
+fuel spent so far as nanoseconds; randomness is a fixed SHA-256 stream. Every call costs fuel
+for itself and for each byte it moves, so a guest cannot make the host work for free.
+I/O: guest memory, and the job's folders. Time: none (fuel stands in for it).
 """
 
 from __future__ import annotations

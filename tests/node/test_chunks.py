@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import pytest
@@ -274,3 +275,36 @@ async def test_an_input_over_the_hosts_limit_is_refused_before_any_chunk_is_fetc
         files.limits = TransferLimits()
         await files.fetch(ids["host-a"], digest, len(bundle), "host-a")
     assert files.counters.chunks == 3
+
+
+def test_the_publisher_refuses_a_bundle_over_its_limits_or_missing_chunks(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from hearth.node.jobio import TransferLimits
+    from hearth.node.routes_files import missing_input
+
+    store = store_at(tmp_path / "s")
+    ref = chunks.store_file(store, random_file(tmp_path / "input", 2 * MIB))
+    files = SimpleNamespace(limits=TransferLimits(input_bytes_max=MIB), index=SimpleNamespace())
+    files.index.note = lambda digest, data: ()
+    node: Any = SimpleNamespace(jobs=SimpleNamespace(blobs=store, files=files))
+    bundle = chunks.Bundle(files=(("data", ref),), output_bytes_max=MIB, output_files_max=1)
+    digest = store.put(bundle.encode())
+    refused = missing_input(node, digest)
+    assert "over this node's limit of 1048576 ([limits] input_mb_max)" in refused
+    files.limits = TransferLimits()
+    assert missing_input(node, digest) == ""
+    store._remove(ref.chunks[1])
+    assert missing_input(node, digest).startswith("upload the input's 1 missing chunks first")
+    assert missing_input(node, store.put(b"plain stdin")) == ""
+
+
+def test_an_output_file_cut_off_the_loop_is_filed_with_the_same_tree(tmp_path: Path) -> None:
+    store = store_at(tmp_path / "s")
+    source = random_file(tmp_path / "out.bin", 2 * MIB + 7)
+    ref, pieces = chunks.split_file(store.root, source)
+    assert store.bytes_held == 0  # nothing counted until filed
+    chunks.commit_pieces(store, pieces, "publisher")
+    assert ref == chunks.ref_of(source)[0] and all(store.has(d) for d in ref.chunks)
+    assert store.owner_bytes("publisher") == 2 * MIB + 7
+    assert not list(store.root.glob(".partial-*"))
