@@ -135,7 +135,11 @@ async def test_the_random_stream_is_the_jobs_own(tmp_path: Path, python_runtime:
         "python-a-again": job(Runtime.PYTHON, probe, b"job-a"),
         "python-b": job(Runtime.PYTHON, probe, b"job-b"),
     }
+    probe_wasm = wasm_bytes("wasi_probe")  # its last 16 bytes of output are from random_get
+    jobs |= {name: job(Runtime.WASM, probe_wasm, seed) for name, seed in
+             [("wasm-a", b"job-a"), ("wasm-a-again", b"job-a"), ("wasm-b", b"job-b")]}  # fmt: skip
     results = await run_all(tmp_path, jobs)
     assert all(result.ok for result in results.values()), results
-    assert results["python-a"].output == results["python-a-again"].output
-    assert results["python-a"].output != results["python-b"].output
+    for runtime in ("python", "wasm"):
+        a, again, b = (results[f"{runtime}-{n}"].output for n in ("a", "a-again", "b"))
+        assert a == again and a[-16:] != b[-16:], runtime
