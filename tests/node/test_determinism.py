@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from hearth.node.sandbox import ExecutionResult, JobRequest, Runtime, SandboxConfig, SandboxPool
+from hearth.node.sandbox import (
+    ExecutionResult,
+    JobRequest,
+    Runtime,
+    SandboxConfig,
+    SandboxPool,
+    guest_world,
+)
 from hearth.node.sandbox.model import NONDETERMINISTIC_KINDS
 from hearth.node.sandbox.pool import worker_environment
 from hearth.node.sandbox.shipped import module_names, wasm_bytes
@@ -143,3 +150,20 @@ async def test_the_random_stream_is_the_jobs_own(tmp_path: Path, python_runtime:
     for runtime in ("python", "wasm"):
         a, again, b = (results[f"{runtime}-{n}"].output for n in ("a", "a-again", "b"))
         assert a == again and a[-16:] != b[-16:], runtime
+
+
+async def test_the_guest_sees_no_host_file_identity_or_time(
+    tmp_path: Path, python_runtime: Path
+) -> None:
+    """The stdlib zip is a per-process copy on the host: its inode and times must not show."""
+    probe = b"""
+import os, sys
+for path in (sys.path[0], os.path.dirname(sys.path[0]), os.environ["HOME"]):
+    st = os.stat(path)
+    print(st.st_ino, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns)
+"""
+    result = (await run_all(tmp_path, {"stat": job(Runtime.PYTHON, probe)}))["stat"]
+    assert result.ok, (result.error_message, result.stderr_tail)
+    fixed = f"0 {guest_world.REALTIME_BASE_NS} {guest_world.REALTIME_BASE_NS} "
+    fixed += f"{guest_world.REALTIME_BASE_NS}\n"
+    assert result.output.decode() == fixed * 3
