@@ -15,6 +15,7 @@ from typing import Any, Final
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
+from hearth.node import config as node_config
 from hearth.node import paths
 from hearth.node.commands.common import CommandError
 from hearth.node.config import TEMPLATE, NodeConfig, parse
@@ -45,7 +46,7 @@ def read(home: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, (section, key, _kind) in FIELDS.items():
         out[name] = document.get(section, {}).get(key, defaults[section][key])
-    out["cores_max"] = os.cpu_count() or 1
+    out["cores_max"] = node_config.machine_cores()
     return out
 
 
@@ -91,9 +92,6 @@ def apply(home: Path, changes: Any) -> tuple[NodeConfig, dict[str, Any]]:
         config = parse(text)
     except CommandError as exc:
         raise SettingsError(str(exc).removeprefix("config: ")) from None
-    cores_max = os.cpu_count() or 1
-    if config.cores > cores_max:
-        raise SettingsError(f"cores: this machine has {cores_max}; offer at most {cores_max}")
     partial = path.with_suffix(".toml.partial")
     partial.write_text(text)
     os.replace(partial, path)

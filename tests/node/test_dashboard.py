@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+import hearth.node.config
 from hearth.node.config import TEMPLATE
 from hearth.node.dashboard import settings
 from hearth.node.dashboard.session import LOGIN_CODE_MS_MAX, SESSIONS_MAX, Sessions
@@ -83,7 +83,7 @@ def test_sessions_and_login_codes_expire_and_are_bounded() -> None:
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "config.toml").write_text(TEMPLATE)
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(hearth.node.config, "machine_cores", lambda: 4)
     return tmp_path
 
 
@@ -109,7 +109,7 @@ def test_a_save_takes_tables_and_lists(home: Path) -> None:
     ("changes", "message"),
     [
         ({"tariff_per_kwh": -1.0}, "must not be negative"),
-        ({"cores": 10_000}, "this machine has 4; offer at most 4"),
+        ({"cores": 10_000}, "10000 is more than this machine's 4 cores"),
         ({"cores": 0}, "cores must be at least 1"),
         ({"cores": True}, "cores: expected int"),
         ({"memory_mb": "lots"}, "memory_mb: expected int"),
