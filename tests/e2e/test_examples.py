@@ -244,3 +244,16 @@ def test_inference_streams_text_verified_by_two_replicas(
     assert [len(chunk.text) for chunk in chunks] == [8, 8, 8]
     assert all(chunk.verified_by == 2 for chunk in chunks)
     assert "".join(chunk.text for chunk in chunks).encode() == expected.output
+
+
+def test_the_training_script_makes_weights_the_model_program_reads(tmp_path: Path) -> None:
+    sys.path.insert(0, str(EXAMPLES / "inference"))
+    try:
+        import train
+    finally:
+        sys.path.remove(str(EXAMPLES / "inference"))
+    weights = train.train(train.corpus_text(), steps=60, seed=1)
+    assert float(weights["loss"]) < np.log(len(weights["vocab"]))  # better than a uniform guess
+    np.savez(tmp_path / "model.npz", **weights)
+    request = chunk_input((tmp_path / "model.npz").read_bytes(), PROMPT, 5, 0, 800)
+    assert len(generate_here(request).decode()) == 5
