@@ -51,10 +51,16 @@ def build(script: Path, product: Path) -> bytes:
 
 @pytest.fixture(scope="module")
 def c_module() -> bytes:
-    syspkg.require("clang", "clang", "lld", "wasi-libc", "libclang-rt-14-dev-wasm32")
+    clang = syspkg.require("clang", "clang", "lld", "wasi-libc", "libclang-rt-dev-wasm32")
     syspkg.require("wasm-ld", "lld")
+    builtins = subprocess.run(
+        [clang, "--target=wasm32-wasi", "--print-libgcc-file-name"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
     syspkg.require_files(
-        ["/usr/lib/wasm32-wasi/libc.a", "/usr/include/wasm32-wasi/stdio.h"], "wasi-libc"
+        ["/usr/lib/wasm32-wasi/libc.a", "/usr/include/wasm32-wasi/stdio.h", builtins],
+        "wasi-libc",
+        "libclang-rt-dev-wasm32",
     )
     return build(EXAMPLES / "c" / "build.sh", EXAMPLES / "c" / "wordstats.wasm")
 
