@@ -17,7 +17,7 @@ weights = (HERE / "model.npz").read_bytes()
 
 with Client(timeout_s=120) as client:
     print(prompt, end="", flush=True)
-    options = {"replicas": 2, "fuel_max": 50_000_000_000, "deadline_s": 300}
+    options = {"replicas": 2, "fuel_max": 50_000_000_000, "deadline_s": 300, "lease_s": 150}
     chunks = client.generate(HERE / "generate.py", weights, prompt, tokens=tokens, **options)
     for chunk in chunks:
         print(chunk.text, end="", flush=True)
