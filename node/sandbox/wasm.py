@@ -245,6 +245,10 @@ class WasmRunner:
             if job.fs is not None:
                 job.fs.close_all()
             self.wasi.job = None
+            # Each store reserves ~6 GiB of address space for its memory; a trap's traceback
+            # keeps the store alive in a cycle until the next garbage collection, so a worker
+            # running jobs back to back ran out of address space (RLIMIT_AS): free it now.
+            store.close()
 
     def _execute(
         self, store: wt.Store, compiled: wt.Module, job: wasi.JobIO, request: JobRequest

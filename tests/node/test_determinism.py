@@ -125,7 +125,7 @@ async def test_every_guest_agrees_across_hosts_with_different_clocks(
     for name in jobs:
         mine, theirs = here[name], there[name]
         assert mine.error_kind not in NONDETERMINISTIC_KINDS, (name, mine.error_message)
-        assert mine.verdict == theirs.verdict, (name, mine, theirs)
+        assert mine.verdict == theirs.verdict, (name, mine.error_message, theirs.error_message)
         assert mine.output == theirs.output and mine.exit_code == theirs.exit_code, name
     pandas = here["pandas+numpy"]
     assert pandas.ok, (pandas.error_message, pandas.stderr_tail[-500:])
