@@ -59,7 +59,9 @@ _PRIORITY: Final = (
     Cause.NO_RUNTIME,
 )
 # Causes that may clear up by themselves: the publisher keeps calling for bids while it can.
-TRANSIENT_CAUSES: Final = frozenset({Cause.HOSTS_BUSY, Cause.NO_HOSTS})
+# NO_FIT is among them: a host outside its availability hours or short of energy now may take
+# the job an hour later, and a host with more memory may join (the cause is still shown at once).
+TRANSIENT_CAUSES: Final = frozenset({Cause.HOSTS_BUSY, Cause.NO_HOSTS, Cause.NO_FIT})
 
 # `hearth job run` exit codes (docs/job-failures.md). A job that ran and failed, by error kind:
 EXIT_CODE_BY_ERROR_KIND: Final = {
