@@ -133,7 +133,8 @@ class MismatchBody:
 @message(113)
 @dataclasses.dataclass(frozen=True)
 class ForkProof:
-    """Two entries by one author with one seq; ``entry_a`` has the smaller hash."""
+    """Two entries by one author: one seq (``entry_a`` has the smaller hash), or seqs N and N+1
+    where the second does not link to the first (ADR 0030)."""
 
     entry_a: bytes
     entry_b: bytes

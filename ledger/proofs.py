@@ -29,9 +29,13 @@ from hearth.protocol.identity import PublicKey, verify_signature
 
 
 def make_fork_proof(wire_a: bytes, wire_b: bytes) -> ForkProof:
-    """Order the two entries by hash so that one fork has exactly one proof."""
+    """Order the two entries canonically: by seq, and by hash when the seqs are equal."""
     a, b = parse_entry(wire_a), parse_entry(wire_b)
-    return ForkProof(wire_a, wire_b) if a.hash < b.hash else ForkProof(wire_b, wire_a)
+    return (
+        ForkProof(wire_a, wire_b)
+        if (a.seq, a.hash) < (b.seq, b.hash)
+        else ForkProof(wire_b, wire_a)
+    )
 
 
 def _signed_pair(
@@ -50,12 +54,20 @@ def _signed_pair(
 
 
 def verify_fork_proof(proof: ForkProof) -> PublicKey:
-    """Check a fork proof with no other context; return the author it convicts."""
+    """Check a fork proof with no other context; return the author it convicts.
+
+    Two shapes (ADR 0030): two different entries with one seq (``entry_a`` has the smaller
+    hash), or an entry and one at the next seq whose ``prev_hash`` names another entry (a link
+    no single chain has; ``entry_a`` is the earlier one)."""
     a, b = _signed_pair(proof.entry_a, proof.entry_b, ForkProofError)
-    if a.seq != b.seq:
-        raise ForkProofError("the two entries have different seqs")
-    if not a.hash < b.hash:
-        raise ForkProofError("entries must differ and be ordered by hash")
+    if a.seq == b.seq:
+        if not a.hash < b.hash:
+            raise ForkProofError("entries must differ and be ordered by hash")
+    elif b.seq == a.seq + 1:
+        if b.prev_hash == a.hash:
+            raise ForkProofError("the later entry links to the earlier one: no fork")
+    else:
+        raise ForkProofError("the entries must have one seq or follow one another")
     return a.author
 
 
@@ -128,11 +140,22 @@ class ForkWatch:
         self._seen: dict[tuple[bytes, int], Entry] = {}
 
     def observe(self, entry: Entry) -> ForkProof | None:
-        """Record a signature-checked entry; return a proof if it contradicts one seen before."""
-        key = (bytes(entry.author), entry.seq)
+        """Record a signature-checked entry; return a proof if it contradicts one seen before:
+        another entry with its seq, or a neighbour (seq - 1, seq + 1) it does not link with.
+
+        Comparing neighbours matters: a forker shows a twin of its head to one peer, then
+        commits and gossips the next head, which that peer never sees at the twin's seq."""
+        author = bytes(entry.author)
+        key = (author, entry.seq)
         earlier = self._seen.get(key)
         if earlier is not None:
             return None if earlier.hash == entry.hash else make_fork_proof(earlier.wire, entry.wire)
+        before = self._seen.get((author, entry.seq - 1))
+        if before is not None and entry.prev_hash != before.hash:
+            return make_fork_proof(before.wire, entry.wire)
+        after = self._seen.get((author, entry.seq + 1))
+        if after is not None and after.prev_hash != entry.hash:
+            return make_fork_proof(entry.wire, after.wire)
         if len(self._seen) >= self._entries_max:
             self._seen.pop(next(iter(self._seen)))  # oldest first: forgetting only delays a proof
         self._seen[key] = entry

@@ -6,11 +6,15 @@ Time: now_ms.
 Theory of operation
 -------------------
 Every node gossips the latest entry of its own chain on ``hearth/heads/1`` every
-``HEADS_INTERVAL_MS``. Each node remembers the latest entry it saw per (author, seq) in a bounded
-``ForkWatch``. Two validly signed entries with one author and one seq are a fork: a proof that
-needs no context. The node records it in its own ledger (a fork-evidence entry, so the refusal
-survives restarts), refuses the author in the engine from then on, and gossips the proof so that
-nodes which saw only one of the two entries refuse the author too.
+``HEADS_INTERVAL_MS``, preceded by the entries it committed since its last gossip (at most
+``HEADS_CATCHUP_MAX``), so that a peer sees each entry's successor. Each node remembers the
+entries it saw per (author, seq) in a bounded ``ForkWatch``. Two validly signed entries with one
+author and one seq, or an entry and one at the next seq that does not link to it, are a fork: a
+proof that needs no context (ADR 0030: a forker that showed a twin of its head to one peer and
+then moved on is convicted by that peer when the real successor arrives). The node records it
+in its own ledger (a fork-evidence entry, so the refusal survives restarts), refuses the author
+in the engine from then on, and gossips the proof so that nodes which saw only one of the two
+entries refuse the author too.
 
 What must never happen: an author refused on a forged proof (every proof is verified first), or
 a forker's messages acted on after its proof was recorded.
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
 
 HEADS_INTERVAL_MS: Final = 10_000
 HEADS_TTL_MS: Final = 60_000
+HEADS_CATCHUP_MAX: Final = 16  # entries gossiped per interval besides the head
 
 
 class HeadsComponent:
@@ -49,6 +54,7 @@ class HeadsComponent:
         self.ledger = ledger
         self.watch = ForkWatch()
         self.forks_detected = 0
+        self._gossiped_seq = -1  # the last own entry gossiped in this life
         for author in sorted(ledger.state.refused):
             engine.refused_authors.add(PublicKey(author))
 
@@ -64,10 +70,20 @@ class HeadsComponent:
         return self._publish_head(now_ms)
 
     def _publish_head(self, now_ms: int) -> list[Effect]:
-        # Only a durable head is gossiped: one taken back and signed anew would read as a fork.
-        head = self.ledger.entry_at(self.ledger.committed_seq)
-        data = self._engine.seal(HeadGossip(head.wire), now_ms=now_ms, ttl_ms=HEADS_TTL_MS)
-        return [Publish(TOPIC_HEADS, data), SetTimer(HeadsTimer(), now_ms + HEADS_INTERVAL_MS)]
+        # Only durable entries are gossiped: one taken back and signed anew would read as a fork.
+        # The head always goes (a peer that just joined learns it); before it, the entries since
+        # the last gossip, oldest first, so that a twin shown to a peer meets its real successor.
+        head_seq = self.ledger.committed_seq
+        first = head_seq if self._gossiped_seq < 0 else self._gossiped_seq + 1
+        first = min(head_seq, max(first, head_seq - HEADS_CATCHUP_MAX))
+        self._gossiped_seq = head_seq
+        effects: list[Effect] = []
+        for seq in range(first, head_seq + 1):
+            wire = self.ledger.entry_at(seq).wire
+            data = self._engine.seal(HeadGossip(wire), now_ms=now_ms, ttl_ms=HEADS_TTL_MS)
+            effects.append(Publish(TOPIC_HEADS, data))
+        effects.append(SetTimer(HeadsTimer(), now_ms + HEADS_INTERVAL_MS))
+        return effects
 
     def _on_head(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
         try:

@@ -202,6 +202,7 @@ class Cluster:
         self._disk_rng = random.Random(f"{seed}:disk")  # storage latency, crashes
         self._connect_rng = random.Random(f"{seed}:connect")
         self._twins: dict[tuple[int, int], int] = {}  # (node, pair) -> life that saw one copy
+        self._forged: dict[bytes, bytes] = {}  # a forged head's gossip -> its author
         self._delivering: MessageReceived | None = None  # the message being stepped, if any
         self._dropped = False  # whether the engine dropped ``_delivering``
         self._hold_ms = 0  # sends of this step wait for the ledger commit
@@ -311,6 +312,9 @@ class Cluster:
     def _receive(self, node: SimNode, message: MessageReceived) -> None:
         """Deliver a message as the daemon does: a stream implies a connection, announced first
         unless this one is late (the message then reaches the engine before its connection)."""
+        author = self._forged.get(message.data)
+        if author is not None:  # a node sees the fork's second head: from now on it is exposed
+            self.checker.on_fork_injected(author, self.now_ms)
         engine = node.engine
         assert engine is not None
         new_peer = message.peer not in engine.peer_ips
@@ -538,13 +542,17 @@ class Cluster:
 
     def fork(self, node: SimNode) -> None:
         """The forker signs a twin of its head and shows each of two neighbours one of the two;
-        its engine's own head gossip then shows the real one to both, and one of them convicts."""
+        its engine's own head gossip then shows the real one (or its successors) to both, and
+        the twin's holder convicts. The checker counts the fork as injected only when the twin
+        reaches a live node: a twin sent to a node that is down, or lost, exposes no fork that
+        any honest node could see (docs/testing.md)."""
         engine = node.engine
         assert engine is not None
-        self.checker.on_fork_injected(bytes(node.identity.public_key), self.now_ms)
         heads = faults.forged_heads(node.ledger)
         targets = self.network.gossip_targets(node.index)
         for wire, target in zip(heads, targets, strict=False):
             data = engine.seal(HeadGossip(wire), now_ms=self.local_ms(node), ttl_ms=HEADS_TTL_MS)
+            if wire is heads[1]:  # the twin: the fork counts once a live node receives it
+                self._forged[data] = bytes(node.identity.public_key)
             if self.nodes[target].alive and self.network.delivers(node.index, target):
                 self._deliver(node, target, MessageReceived(node.peer_id, TOPIC_HEADS, data))

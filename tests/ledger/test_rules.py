@@ -20,6 +20,8 @@ from hearth.ledger.chain import verify_chain
 from hearth.ledger.entry import (
     CountersignedReceipt,
     DoubleClaimProof,
+    Entry,
+    ForkProof,
     Kind,
     MismatchBody,
     sign_entry,
@@ -214,6 +216,39 @@ def test_a_fork_proof_verifies_alone_and_its_author_is_refused() -> None:
             ledger.append_pay_pending(
                 job_id=b"x", payee=forker.identity.public_key, amount_mc=1, now_ms=4, ttl_ms=9
             )
+
+
+def test_a_next_entry_that_links_to_a_twin_is_a_fork_proof_from_either_side() -> None:
+    """The twin's holder never sees the real entry at its seq, only the next head (ADR 0030)."""
+    forker = MemoryLedger(identity(5))
+    genesis = forker.entry_at(0)
+
+    def mismatch(seq: int, prev_hash: bytes, job: bytes) -> Entry:
+        return sign_entry(
+            forker.identity, seq=seq, prev_hash=prev_hash, kind=Kind.MISMATCH,
+            body=MismatchBody(job, identity(6).public_key, ()), created_ms=1,
+        )  # fmt: skip
+
+    real, twin = mismatch(1, genesis.hash, b"j"), mismatch(1, genesis.hash, b"k")
+    following = mismatch(2, real.hash, b"l")
+    for first, then in ((twin, following), (following, twin)):
+        watch = ForkWatch()
+        assert watch.observe(first) is None
+        proof = watch.observe(then)
+        assert proof == ForkProof(twin.wire, following.wire)
+        assert verify_fork_proof(decode(encode(proof))) == forker.identity.public_key
+    honest = ForkWatch()  # an honest chain seen head after head, in any order, convicts no one
+    for entry in (following, real, following, real):
+        assert honest.observe(entry) is None
+    with pytest.raises(errors.ForkProofError, match="links"):
+        verify_fork_proof(ForkProof(real.wire, following.wire))
+    with pytest.raises(errors.ForkProofError, match="follow one another"):
+        verify_fork_proof(ForkProof(genesis.wire, following.wire))
+    with pytest.raises(errors.ForkProofError, match="follow one another"):
+        verify_fork_proof(ForkProof(following.wire, twin.wire))
+    recorder = MemoryLedger(identity(7))  # the chain rules accept it as fork evidence
+    recorder.record_fork(ForkProof(twin.wire, following.wire), now_ms=2)
+    assert forker.identity.public_key in recorder.reopen().state.refused
 
 
 def test_credits_are_conserved_across_honest_ledgers_with_lost_messages() -> None:

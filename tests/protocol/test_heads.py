@@ -5,13 +5,16 @@ from __future__ import annotations
 import random
 
 from hearth.ledger.audit import HeadGossip
-from hearth.ledger.entry import ForkProof, Kind
+from hearth.ledger.entry import ForkProof, Kind, parse_entry
 from hearth.ledger.memory import MemoryLedger
+from hearth.protocol.codec import decode, decode_as
 from hearth.protocol.effects import Log, Penalise, Publish
-from hearth.protocol.envelope import seal
+from hearth.protocol.envelope import EnvelopeWire, SignedWire, seal
 from hearth.protocol.events import MessageReceived, Started
+from hearth.protocol.heads import HEADS_INTERVAL_MS
 from hearth.protocol.identity import Identity
 from hearth.protocol.messages import TOPIC_HEADS
+from hearth.testnet.sim.faults import forged_heads
 from tests.protocol.harness import T0_MS, Cluster, step_committing
 
 
@@ -77,3 +80,41 @@ def test_honest_heads_are_gossiped_and_convict_nobody() -> None:
              if isinstance(e, Publish) and e.topic == TOPIC_HEADS]  # fmt: skip
     assert len(heads) >= 4 * 6
     assert all(not n.engine.refused_authors for n in cluster.nodes)
+    # Every committed entry was gossiped (the head and those since the last gossip: ADR 0030).
+    for node in cluster.nodes:
+        assert node.ledger is not None
+        seqs = []
+        for _, effect in node.effects:
+            if isinstance(effect, Publish) and effect.topic == TOPIC_HEADS:
+                body = decode(
+                    decode_as(decode_as(effect.data, EnvelopeWire).signed, SignedWire).body
+                )
+                seqs.append(parse_entry(body.entry).seq)
+        assert sorted(set(seqs)) == list(range(node.ledger.committed_seq + 1))
+    assert cluster.nodes[3].ledger is not None and cluster.nodes[3].ledger.committed_seq >= 2
+
+
+def test_a_forker_that_moves_on_is_convicted_by_the_peer_that_holds_its_twin() -> None:
+    """The forker shows one peer a twin of its head, then commits several entries before its
+    next gossip: that peer never sees another entry at the twin's seq, but the gossip carries
+    the real successor, which does not link to the twin (ADR 0030)."""
+    cluster = Cluster(4, ledgers=True)
+    forker, watcher = cluster.nodes[0], cluster.nodes[1].engine
+    for node in cluster.nodes:
+        cluster.inject(node.index, Started())
+    ledger = forker.ledger
+    assert ledger is not None
+    first = cluster.publish_job(0, b"\0asm fake module", b"hello")
+    cluster.run_until(lambda: ledger.committed_seq > 0)  # the heads of 0 s said seq 0
+    twin_seq = ledger.committed_seq
+    _, twin = forged_heads(ledger)
+    data = gossip(forker.engine.identity, HeadGossip(twin), cluster.now_ms, 1)
+    cluster.inject(1, MessageReceived(forker.peer_id, TOPIC_HEADS, data))
+    job_id = cluster.publish_job(0, b"\0asm fake module", b"again")
+    cluster.run_until(lambda: cluster.finished(0, first)() and cluster.finished(0, job_id)())
+    assert ledger.committed_seq > twin_seq + 1  # the forker moved on by several entries
+    assert forker.engine.identity.public_key not in watcher.refused_authors  # not yet
+    cluster.run_for(2 * HEADS_INTERVAL_MS)
+    assert forker.engine.identity.public_key in watcher.refused_authors
+    for other in cluster.nodes[2:]:  # the proof spread to nodes that never saw the twin
+        assert forker.engine.identity.public_key in other.engine.refused_authors

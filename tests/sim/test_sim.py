@@ -67,7 +67,8 @@ def test_a_quarter_cheating_and_a_partition_accept_no_wrong_result() -> None:
     assert summary["counters"]["sends_lost"] > 0  # the partition and loss did bite
 
 
-def test_forks_are_detected_and_churned_nodes_restart() -> None:
+@pytest.mark.parametrize("seed", [9, 10, 23])  # 9, 10: missed forks; 23: a twin sent to a dead node
+def test_forks_are_detected_and_churned_nodes_restart(seed: int) -> None:
     scenario = Scenario(
         name="forks-churn",
         duration_s=30,
@@ -75,7 +76,7 @@ def test_forks_are_detected_and_churned_nodes_restart() -> None:
         down_pct_per_min=10,
         downtime_s=10,
     )
-    result = run(200, 150, 9, scenario)
+    result = run(200, 150, seed, scenario)
     summary = result.summary
     assert result.violation is None, result.violation
     assert summary["forks_injected"] >= 4  # of 6 forkers; one that churned down cannot fork
