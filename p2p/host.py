@@ -39,6 +39,7 @@ from hearth.p2p import discovery
 from hearth.p2p.dialing import AddressBook
 from hearth.p2p.gossip import TopicGate, build_gossip, subscribe_topics
 from hearth.p2p.notify import ConnectionNotifee, conn_ip
+from hearth.p2p.patches import shutdown as shutdown_patch
 from hearth.p2p.patches import swarm as swarm_patch
 from hearth.p2p.patches import tcp as tcp_patch
 from hearth.p2p.patches import yamux as yamux_patch
@@ -70,6 +71,7 @@ def _listen_multiaddr(config: HostConfig) -> multiaddr.Multiaddr:
 
 def _new_libp2p_host(config: HostConfig) -> IHost:
     tcp_patch.install()
+    shutdown_patch.install()
     key_pair = create_new_key_pair(config.seed)
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
     return new_host(

@@ -131,7 +131,7 @@ async def test_the_dashboard_logs_in_shows_earnings_and_applies_a_core_cap(
             "document.getElementById('settings-message').textContent.startsWith('Not saved') &&"
             " document.getElementById('settings-message').textContent"
         )
-        assert "cores" in refused and f"at most {cores_max}" in refused
+        assert "cores" in refused and f"this machine's {cores_max} cores" in refused
         await page.screenshot(ARTIFACTS / "settings-refused.png")
         assert config_path.read_text() == before
 
