@@ -56,6 +56,7 @@ from hearth.p2p.transport import (
     TransportError,
     TransportStatistics,
 )
+from hearth.p2p.wire import WIRE_PROTOCOL, WireSender, WireServer, wire_handler
 from hearth.protocol import limits
 from hearth.protocol.errors import LocalProtocolError
 
@@ -114,8 +115,15 @@ class Libp2pTransport:
         )
         self._book = AddressBook()
         self._muxer_guard = self._install_bounds()
-        self._notifee = ConnectionNotifee()
+        self._wire = WireSender(
+            self._open_stream, self._send_on_own_stream, self._stats, self._timeout_s
+        )
+        self._notifee = ConnectionNotifee(on_gone=self._wire.peer_gone)
         self.host.get_network().register_notifee(self._notifee)
+        self._wire_server = WireServer(
+            self._deliver, self._reputation, self._stats, frozenset(config.protocols),
+            self._timeout_s, check,
+        )  # fmt: skip
 
     def _install_bounds(self) -> yamux_patch.MuxerGuard:
         """Put the host under our yamux and connection bounds (ADR 0014), before it listens."""
@@ -174,7 +182,11 @@ class Libp2pTransport:
         self.host.set_stream_handler(
             TProtocol(discovery.PEER_EXCHANGE_PROTOCOL), self._serve_exchange
         )
+        self.host.set_stream_handler(
+            TProtocol(WIRE_PROTOCOL), wire_handler(self._wire_server, conn_ip)
+        )
         nursery.start_soon(self._connections.run_trimmer)
+        nursery.start_soon(self._wire.run_idle_closer)
         gate = TopicGate(self._reputation, self._stats, self._check)
         await subscribe_topics(
             self._pubsub, self._config.topics, gate, self._deliver, self._stats, nursery
@@ -213,6 +225,10 @@ class Libp2pTransport:
         return await request_on(stream, data, max(deadline_s - trio.current_time(), 0.001))
 
     async def send(self, peer_id: str, protocol_id: str, data: bytes) -> None:
+        """One way, on the peer's long-lived stream (ADR 0038); older peers get one per message."""
+        await self._wire.send(peer_id, protocol_id, data)
+
+    async def _send_on_own_stream(self, peer_id: str, protocol_id: str, data: bytes) -> None:
         check_frame(data)
         with trio.move_on_after(self._timeout_s) as scope:
             stream = await self._open_stream(peer_id, protocol_id)

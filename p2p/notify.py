@@ -11,6 +11,7 @@ and counts it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -30,9 +31,12 @@ def conn_ip(muxed_conn: Any) -> str:
 
 
 class ConnectionNotifee(INotifee):
-    def __init__(self, events_max: int = PEER_EVENTS_MAX) -> None:
+    def __init__(
+        self, events_max: int = PEER_EVENTS_MAX, on_gone: Callable[[str], None] | None = None
+    ) -> None:
         self._send, self.receive = trio.open_memory_channel[PeerEvent](events_max)
         self.dropped = 0
+        self._on_gone = on_gone  # told at once of a peer's last connection closing
 
     def _emit(self, event: PeerEvent) -> None:
         try:
@@ -48,6 +52,8 @@ class ConnectionNotifee(INotifee):
         peer = conn.muxed_conn.peer_id
         if not network.connections.get(peer):  # the swarm removed this one before telling us
             self._emit(PeerEvent(str(peer.to_base58()), False))
+            if self._on_gone is not None:
+                self._on_gone(str(peer.to_base58()))
 
     def close(self) -> None:
         self._send.close()

@@ -91,11 +91,13 @@ async def _read_exactly(stream: ByteStream, count: int) -> bytes:
     return bytes(buffer)
 
 
-async def _read_length(stream: ByteStream) -> int:
+async def _read_length(stream: ByteStream, first: int | None = None) -> int:
     value = 0
     for index in range(VARINT_BYTES_MAX):
         try:
-            byte = (await _read_exactly(stream, 1))[0]
+            byte = (
+                first if index == 0 and first is not None else (await _read_exactly(stream, 1))[0]
+            )
         except _CleanEOF:
             if index == 0:
                 raise
@@ -106,14 +108,17 @@ async def _read_length(stream: ByteStream) -> int:
     raise DecodeError("frame length varint longer than 5 bytes")
 
 
-async def read_frame(stream: ByteStream, frame_bytes_max: int = limits.FRAME_BYTES_MAX) -> bytes:
+async def read_frame(
+    stream: ByteStream, frame_bytes_max: int = limits.FRAME_BYTES_MAX, first: int | None = None
+) -> bytes:
     """Read one frame. The caller bounds the time (`trio.fail_after`): streams have no deadline.
 
-    Raises `OversizeError` before reading the body of a frame over the cap, `DecodeError` for a
-    truncated frame, `_CleanEOF` if the stream ended before the frame began, `TransportError` if
-    the stream broke.
+    ``first`` is the frame's first byte when the caller has already read it (a long-lived stream
+    waits for it without the read timeout). Raises `OversizeError` before reading the body of a
+    frame over the cap, `DecodeError` for a truncated frame, `_CleanEOF` if the stream ended
+    before the frame began, `TransportError` if the stream broke.
     """
-    length = await _read_length(stream)
+    length = await _read_length(stream, first)
     if length > frame_bytes_max:
         raise OversizeError(f"peer announced a {length}-byte frame; cap is {frame_bytes_max}")
     try:

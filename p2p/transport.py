@@ -39,6 +39,10 @@ class RequestTimeoutError(TransportError):
     """The peer did not answer (or finish a frame) within the timeout."""
 
 
+class SendQueueFullError(TransportError):
+    """Too many sends (or bytes) already wait for one peer's stream: this one is dropped."""
+
+
 class EdgeCheck(Protocol):
     """The node's check of an inbound message before we forward (gossip) or queue it (ADR 0021).
 
@@ -168,6 +172,11 @@ class TransportStatistics:
     streams_refused: int = 0  # inbound stream over the per-peer cap: reset
     exchange_dials: int = 0  # dials to addresses learnt by peer exchange
     exchange_dials_refused: int = 0  # candidates refused by a dial budget or backoff
+    wire_streams_opened: int = 0  # long-lived outbound streams opened (ADR 0038)
+    wire_reopens: int = 0  # a write failed on a long-lived stream and was tried on a new one
+    wire_sends_dropped: int = 0  # a peer's send queue was full: the message was not sent
+    wire_legacy_sends: int = 0  # sent on a stream of its own: the peer has no /hearth/wire/1
+    wire_frames: int = 0  # frames read from peers' long-lived streams
 
 
 class Transport(Protocol):
@@ -199,7 +208,11 @@ class Transport(Protocol):
         ...
 
     async def send(self, peer_id: str, protocol_id: str, data: bytes) -> None:
-        """Send one frame on a new stream and close it; delivery is not confirmed."""
+        """Send one frame to the peer, one way; delivery is not confirmed.
+
+        Frames to one peer leave in the order the sends were called, on one long-lived stream
+        (ADR 0038); a send that cannot be queued or written raises a `TransportError`.
+        """
         ...
 
     async def connect(self, multiaddr: str) -> str:

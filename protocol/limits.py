@@ -44,6 +44,13 @@ REPUTATION_SCORE_MAX: Final = 1_000_000
 STREAM_READ_TIMEOUT_MS: Final = 10 * 1000
 GOSSIP_QUEUE_MESSAGES_MAX: Final = 1024
 EVENT_QUEUE_MESSAGES_MAX: Final = 4096
+# One long-lived stream per peer for one-way messages (ADR 0038): sends waiting for it, the
+# bytes they hold, how long it may sit unused before the sender closes it, and the longest
+# protocol id a frame on it may name.
+WIRE_QUEUE_MESSAGES_MAX: Final = 512
+WIRE_QUEUE_BYTES_MAX: Final = 8 * 1024 * 1024
+WIRE_IDLE_MS: Final = 60 * 1000
+WIRE_PROTOCOL_ID_BYTES_MAX: Final = 128
 
 # Sandbox (docs/adr/0005-sandbox.md): what one job may ask of a host. The stack size is part of
 # the result (where deep recursion traps), so every honest replica must run with the same one.
