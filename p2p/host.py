@@ -116,7 +116,11 @@ class Libp2pTransport:
         self._book = AddressBook()
         self._muxer_guard = self._install_bounds()
         self._wire = WireSender(
-            self._open_stream, self._send_on_own_stream, self._stats, self._timeout_s
+            self._open_stream,
+            self._send_on_own_stream,
+            self._stats,
+            self._timeout_s,
+            self._reputation.adjust,
         )
         self._notifee = ConnectionNotifee(on_gone=self._wire.peer_gone)
         self.host.get_network().register_notifee(self._notifee)

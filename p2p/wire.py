@@ -109,6 +109,7 @@ class _Outgoing:
     data: bytes
     frame: bytes
     taken: bool = False  # a writer took it into its batch
+    wrote: bool = False  # its own send wrote the batch it is in
     error: TransportError | None = None
 
 
@@ -139,10 +140,12 @@ class WireSender:
         legacy_send: LegacySend,
         stats: TransportStatistics,
         timeout_s: float,
+        penalise: Callable[[str, int], object],
         idle_s: float = limits.WIRE_IDLE_MS / 1000,
     ) -> None:
         self._open_stream = open_stream
         self._legacy_send = legacy_send
+        self._penalise = penalise  # (peer id, points)
         self._stats = stats
         self._timeout_s = timeout_s
         self._idle_s = idle_s
@@ -151,6 +154,11 @@ class WireSender:
     def lines(self) -> int:
         """Peers we hold send state for (a stream, or sends waiting)."""
         return len(self._lines)
+
+    def queued(self, peer_id: str) -> tuple[int, int]:
+        """(sends, bytes) waiting for the peer's stream or being written to it."""
+        line = self._lines.get(peer_id)
+        return (0, 0) if line is None else (line.waiting, line.waiting_bytes)
 
     def has_stream(self, peer_id: str) -> bool:
         line = self._lines.get(peer_id)
@@ -176,10 +184,14 @@ class WireSender:
             with trio.fail_after(self._timeout_s):
                 async with line.lock:
                     if not item.taken:
-                        await self._write_pending(line, peer_id)
+                        await self._write_pending(line, peer_id, item)
         except trio.TooSlowError:
             if not item.taken:
                 line.pending.remove(item)
+            if item.wrote and line.stream is None:  # the peer stopped reading: it stalls us
+                self._stats.wire_write_stalls += 1
+                self._penalise(peer_id, PENALTY_STALL)
+                logger.info("peer %s stopped reading its wire stream; stream reset", peer_id)
             raise RequestTimeoutError(
                 f"{protocol_id} message to {peer_id} not sent within {self._timeout_s} s"
             ) from None
@@ -191,11 +203,12 @@ class WireSender:
         if item.error is not None:
             raise item.error
 
-    async def _write_pending(self, line: _Line, peer_id: str) -> None:
+    async def _write_pending(self, line: _Line, peer_id: str, own: _Outgoing) -> None:
         """Take every pending send and write them; record each one's outcome (lock held)."""
         batch, line.pending = line.pending, []
         for item in batch:
             item.taken = True
+        own.wrote = True
         try:
             await self._send_batch(line, peer_id, batch)
         except TransportError as error:
