@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -36,6 +38,23 @@ async def wire_stream(client: Libp2pTransport, server: Libp2pTransport) -> INetS
     return await client.host.new_stream(ID.from_base58(server.peer_id), [TProtocol(WIRE_PROTOCOL)])
 
 
+@asynccontextmanager
+async def linked(
+    server_overrides: dict[str, object] | None = None,
+) -> AsyncIterator[tuple[Libp2pTransport, Libp2pTransport, list[Inbound]]]:
+    """A server on 127.0.0.2 collecting what it receives, and a client on 127.0.0.3 dialled in."""
+    seen: list[Inbound] = []
+    async with (
+        open_transport(config("srv", "127.0.0.2", **(server_overrides or {}))) as server,
+        open_transport(config("cli", "127.0.0.3")) as client,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(collect, server, seen)
+        await client.connect(server.listen_addrs[0])
+        yield server, client, seen
+        nursery.cancel_scope.cancel()
+
+
 def free_port(host: str) -> int:
     with socket.socket() as probe:
         probe.bind((host, 0))
@@ -58,14 +77,7 @@ def test_wire_frame_round_trip_and_refusals() -> None:
 
 
 async def test_many_messages_arrive_in_order_on_one_stream() -> None:
-    seen: list[Inbound] = []
-    async with (
-        open_transport(config("srv", "127.0.0.2")) as server,
-        open_transport(config("cli", "127.0.0.3")) as client,
-        trio.open_nursery() as nursery,
-    ):
-        nursery.start_soon(collect, server, seen)
-        await client.connect(server.listen_addrs[0])
+    async with linked() as (server, client, seen):
         sent = [b"message %d" % index for index in range(2000)]
         for data in sent:
             await client.send(server.peer_id, SILENT, data)
@@ -77,19 +89,11 @@ async def test_many_messages_arrive_in_order_on_one_stream() -> None:
         assert (stats.wire_streams_opened, stats.wire_reopens, stats.wire_legacy_sends) == (1, 0, 0)
         assert server.statistics().wire_frames == len(sent)
         assert client._wire.queued(server.peer_id) == (0, 0)
-        nursery.cancel_scope.cancel()
 
 
 async def test_concurrent_senders_keep_each_senders_order() -> None:
-    seen: list[Inbound] = []
     senders, each = 40, 50
-    async with (
-        open_transport(config("srv", "127.0.0.2")) as server,
-        open_transport(config("cli", "127.0.0.3")) as client,
-        trio.open_nursery() as nursery,
-    ):
-        nursery.start_soon(collect, server, seen)
-        await client.connect(server.listen_addrs[0])
+    async with linked() as (server, client, seen):
 
         async def sender(name: int) -> None:
             for index in range(each):
@@ -105,7 +109,6 @@ async def test_concurrent_senders_keep_each_senders_order() -> None:
             by_sender.setdefault(name, []).append(index)
         assert by_sender == {name: list(range(each)) for name in range(senders)}
         assert client.statistics().wire_streams_opened == 1
-        nursery.cancel_scope.cancel()
 
 
 async def test_garbage_and_oversize_frames_are_penalised_and_end_only_that_stream() -> None:
@@ -148,15 +151,7 @@ async def test_garbage_and_oversize_frames_are_penalised_and_end_only_that_strea
 
 
 async def test_a_frame_that_stalls_midway_is_timed_out_but_idle_streams_are_not() -> None:
-    seen: list[Inbound] = []
-    fast = {"stream_read_timeout_ms": 300}
-    async with (
-        open_transport(config("srv", "127.0.0.2", **fast)) as server,
-        open_transport(config("cli", "127.0.0.3")) as client,
-        trio.open_nursery() as nursery,
-    ):
-        nursery.start_soon(collect, server, seen)
-        await client.connect(server.listen_addrs[0])
+    async with linked({"stream_read_timeout_ms": 300}) as (server, client, seen):
         idle = await wire_stream(client, server)
         stalled = await wire_stream(client, server)
         frame = encode_wire_frame(SILENT, b"late but whole")
@@ -167,7 +162,6 @@ async def test_a_frame_that_stalls_midway_is_timed_out_but_idle_streams_are_not(
         await idle.write(frame)
         await wait_until(lambda: len(seen) == 1)
         assert seen[0].data == b"late but whole"
-        nursery.cancel_scope.cancel()
 
 
 async def never_read(stream: INetStream) -> None:
@@ -256,15 +250,8 @@ async def test_a_broken_stream_is_reopened_once_and_a_restarted_peer_reached_aga
 
 
 async def test_an_older_peer_gets_a_stream_per_message() -> None:
-    seen: list[Inbound] = []
-    async with (
-        open_transport(config("old", "127.0.0.2")) as old,
-        open_transport(config("cli", "127.0.0.3")) as client,
-        trio.open_nursery() as nursery,
-    ):
+    async with linked() as (old, client, seen):
         old.host.remove_stream_handler(TProtocol(WIRE_PROTOCOL))  # as a release before ADR 0038
-        nursery.start_soon(collect, old, seen)
-        await client.connect(old.listen_addrs[0])
         for index in range(3):
             await client.send(old.peer_id, SILENT, b"old %d" % index)
         await wait_until(lambda: len(seen) == 3)
@@ -272,18 +259,10 @@ async def test_an_older_peer_gets_a_stream_per_message() -> None:
         stats = client.statistics()
         assert (stats.wire_legacy_sends, stats.wire_streams_opened) == (3, 0)
         assert old.statistics().wire_frames == 0
-        nursery.cancel_scope.cancel()
 
 
 async def test_an_idle_stream_is_closed_and_the_next_send_opens_another() -> None:
-    seen: list[Inbound] = []
-    async with (
-        open_transport(config("srv", "127.0.0.2")) as server,
-        open_transport(config("cli", "127.0.0.3")) as client,
-        trio.open_nursery() as nursery,
-    ):
-        nursery.start_soon(collect, server, seen)
-        await client.connect(server.listen_addrs[0])
+    async with linked() as (server, client, seen):
         await client.send(server.peer_id, SILENT, b"before")
         await wait_until(lambda: len(seen) == 1)
         assert await client._wire.close_idle() == 0  # used just now
@@ -294,4 +273,3 @@ async def test_an_idle_stream_is_closed_and_the_next_send_opens_another() -> Non
         await wait_until(lambda: len(seen) == 2)
         assert (seen[1].channel, seen[1].data) == (ECHO, b"after")
         assert client.statistics().wire_streams_opened == 2
-        nursery.cancel_scope.cancel()
