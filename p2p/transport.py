@@ -12,6 +12,7 @@ from typing import Protocol
 
 import trio
 
+from hearth.p2p.finding_config import DiscoveryConfig
 from hearth.p2p.peers import PeerReputation
 from hearth.protocol import limits
 from hearth.protocol.errors import HearthError
@@ -98,6 +99,7 @@ class HostConfig:
     inbound_messages_max: int = limits.EVENT_QUEUE_MESSAGES_MAX
     stream_read_timeout_ms: int = limits.STREAM_READ_TIMEOUT_MS
     connection_limits: ConnectionLimits = ConnectionLimits()
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)  # ADR 0036
 
     def __post_init__(self) -> None:
         if len(self.seed) != 32:
