@@ -192,6 +192,7 @@ class Libp2pTransport:
         exchange = discovery.PeerExchange(
             self.host, self.request, self._reputation, self._stats, self._book, self._remote_ip
         )
+        self.exchange = exchange
         nursery.start_soon(exchange.run, self._config.discovery_interval_s)
         own_ips = (self._config.listen_host,)
         self.keeper = await finder.start_finding(

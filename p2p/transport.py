@@ -170,6 +170,7 @@ class TransportStatistics:
     streams_refused: int = 0  # inbound stream over the per-peer cap: reset
     exchange_dials: int = 0  # dials to addresses learnt by peer exchange
     exchange_dials_refused: int = 0  # candidates refused by a dial budget or backoff
+    exchange_rounds: int = 0  # peer-exchange rounds run (they back off: ADR 0036)
 
 
 class Transport(Protocol):
