@@ -21,6 +21,7 @@ from libp2p.peer.peerinfo import PeerInfo
 from hearth.p2p import discovery
 from hearth.p2p.dialing import AddressBook
 from hearth.p2p.finding_config import DiscoveryConfig
+from hearth.p2p.mdns import MdnsFinder
 from hearth.p2p.peerstore import KnownAddr, PeerStore, may_store
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ async def start_finding(
 ) -> PeerStoreKeeper | None:
     """Start what ``config`` asks for in ``nursery``; the peer store keeper, if any."""
     keeper = None
+    if config.mdns:
+        nursery.start_soon(MdnsFinder(host, book, psk).run)
     if config.peerstore_path:
         store = PeerStore(Path(config.peerstore_path))
         keeper = PeerStoreKeeper(host, store, own_ips)
