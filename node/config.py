@@ -23,6 +23,7 @@ from hearth.node.energy.config import (
     parse_policy,
     parse_sensor,
 )
+from hearth.p2p.finding_config import DHT_MODES
 from hearth.protocol.credit import CreditConfig
 from hearth.protocol.energy import EnergyPolicy
 from hearth.protocol.messages import ENERGY_SOURCES, HOURS_MASK_ALL, RUNTIMES
@@ -40,6 +41,11 @@ host = "127.0.0.1"
 port = 0
 # Multiaddrs of peers to join through, each ending in /p2p/<peer id>.
 bootstrap = []
+# Look for peers on this home's network by mDNS (home profiles: on; a loopback testnet: off).
+mdns = false
+# Kademlia DHT under /hearth: "auto" (a server when the listen address is public, else a
+# client), "server", "client" or "off".
+dht = "auto"
 # Who runs this machine. One job's replicas never all go to one operator.
 operator = ""
 # Replicas of one job go to different networks of this prefix length (a loopback testnet: 32).
@@ -109,6 +115,8 @@ class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 0
     bootstrap: tuple[str, ...] = ()
+    mdns: bool = False
+    dht: str = "auto"
     operator: str = ""
     network_group_prefix_v4: int = 24
     cores: int = 1
@@ -248,6 +256,9 @@ def parse(text: str) -> NodeConfig:
     port = _typed(node, "port", int, "node")
     if not 0 <= port <= 65535:
         raise _bad("node.port", "must be 0-65535")
+    dht = _typed(node, "dht", str, "node")
+    if dht not in DHT_MODES:
+        raise _bad("node.dht", f"choose one of {list(DHT_MODES)}")
     solar = _typed(energy, "solar_surplus_hours", list, "energy")
     if not all(isinstance(h, int) and 0 <= h <= 23 for h in solar):
         raise _bad("energy.solar_surplus_hours", "expected a list of hours 0-23")
@@ -261,6 +272,8 @@ def parse(text: str) -> NodeConfig:
         host=_typed(node, "host", str, "node"),
         port=port,
         bootstrap=tuple(str(b) for b in _typed(node, "bootstrap", list, "node")),
+        mdns=_typed(node, "mdns", bool, "node"),
+        dht=dht,
         operator=_typed(node, "operator", str, "node"),
         network_group_prefix_v4=_prefix(_typed(node, "network_group_prefix_v4", int, "node")),
         cores=cores,

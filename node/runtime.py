@@ -50,7 +50,9 @@ from hearth.node.runtime_offers import RuntimeOffers, prepare_with_retry
 from hearth.node.sandbox.config import SandboxConfig
 from hearth.node.sandbox.pool import SandboxPool
 from hearth.node.testhooks import crash_before_pay
+from hearth.p2p.finding_config import DiscoveryConfig
 from hearth.p2p.host import open_transport
+from hearth.p2p.peerstore import PEERSTORE_FILE
 from hearth.p2p.transport import HostConfig, Inbound, ListenError, Transport
 from hearth.protocol.codec import decode_as, encode
 from hearth.protocol.energy import CORES_MAX
@@ -234,6 +236,9 @@ async def run_node(
         topics=TOPICS,
         protocols=PROTOCOLS,
         psk=options.psk if options.psk is not None else read_psk(home),
+        discovery=DiscoveryConfig(
+            peerstore_path=str(home / PEERSTORE_FILE), mdns=config.mdns, dht_mode=config.dht
+        ),
     )
     ledger = open_ledger(paths.ledger_path(home), identity, clock.now_ms())
     sandbox = SandboxPool(

@@ -16,6 +16,7 @@ recently used first out.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -91,6 +92,8 @@ class AddressBook:
         self._per_source = TokenBuckets(*DIALS_PER_SOURCE_PEER)
         self._per_source_ip = TokenBuckets(*DIALS_PER_SOURCE_IP)
         self._per_target_ip = TokenBuckets(*DIALS_PER_TARGET_IP)
+        # Told of every address seen working: the peer store keeps them on disk (ADR 0036).
+        self.on_working: Callable[[str, str], None] | None = None
 
     def record_working(self, peer_id: str, addr: str) -> None:
         addrs = self._verified.setdefault(peer_id, OrderedDict())
@@ -102,6 +105,8 @@ class AddressBook:
         while len(self._verified) > VERIFIED_PEERS_MAX:
             self._verified.popitem(last=False)
         self._backoff.pop(addr, None)
+        if self.on_working is not None:
+            self.on_working(peer_id, addr)
 
     def record_failed(self, addr: str, now_ms: int) -> None:
         fails = self._backoff.get(addr, (0, 0))[0] + 1

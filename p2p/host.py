@@ -35,7 +35,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
-from hearth.p2p import discovery
+from hearth.p2p import discovery, finder
 from hearth.p2p.dialing import AddressBook
 from hearth.p2p.gossip import TopicGate, build_gossip, subscribe_topics
 from hearth.p2p.notify import ConnectionNotifee, conn_ip
@@ -114,6 +114,7 @@ class Libp2pTransport:
             self._deliver, self._reputation, self._stats, self._timeout_s, check
         )
         self._book = AddressBook()
+        self.keeper: finder.PeerStoreKeeper | None = None
         self._muxer_guard = self._install_bounds()
         self._wire = WireSender(
             self._open_stream,
@@ -207,7 +208,12 @@ class Libp2pTransport:
         exchange = discovery.PeerExchange(
             self.host, self.request, self._reputation, self._stats, self._book, self._remote_ip
         )
+        self.exchange = exchange
         nursery.start_soon(exchange.run, self._config.discovery_interval_s)
+        own_ips = (self._config.listen_host,)
+        self.keeper = await finder.start_finding(
+            nursery, self.host, self._book, self._config.discovery, own_ips, self._config.psk
+        )
 
     def close_inbound(self) -> None:
         """End the node's `async for` over `inbound`; later items are dropped and counted."""

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import trio
 
+from hearth.p2p.finding_config import DiscoveryConfig
 from hearth.p2p.peers import PeerReputation
 from hearth.protocol import limits
 from hearth.protocol.errors import HearthError
@@ -102,6 +103,7 @@ class HostConfig:
     inbound_messages_max: int = limits.EVENT_QUEUE_MESSAGES_MAX
     stream_read_timeout_ms: int = limits.STREAM_READ_TIMEOUT_MS
     connection_limits: ConnectionLimits = ConnectionLimits()
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)  # ADR 0036
 
     def __post_init__(self) -> None:
         if len(self.seed) != 32:
@@ -178,6 +180,7 @@ class TransportStatistics:
     wire_legacy_sends: int = 0  # sent on a stream of its own: the peer has no /hearth/wire/1
     wire_frames: int = 0  # frames read from peers' long-lived streams
     wire_write_stalls: int = 0  # a peer stopped reading our stream past the timeout: reset
+    exchange_rounds: int = 0  # peer-exchange rounds run (they back off: ADR 0036)
 
 
 class Transport(Protocol):

@@ -1,0 +1,70 @@
+"""A node restarted while its only bootstrap is down finds the network again from its peer store.
+
+Real node processes on 127.0.0.x: three nodes join through node0; node2 learns node1 by peer
+exchange and keeps it in ``peers.sqlite``; node2 stops, node0 (its only bootstrap) stops, and
+node2 starts again with that dead bootstrap: it must be connected to node1 within 10 s of its
+start (ADR 0036).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from hearth.node.client import NodeClient
+from hearth.p2p.peerstore import PEERSTORE_FILE
+from hearth.testnet import launch
+from tests.e2e.network import TESTNET_CONFIG
+
+pytestmark = pytest.mark.integration
+
+REJOIN_S_MAX = 10.0
+
+
+def connected(home: Path) -> set[str]:
+    client = NodeClient(home)
+    try:
+        return {p["peer_id"] for p in client.get("/v1/peers")["peers"] if p["connected"]}
+    finally:
+        client.close()
+
+
+def stored(home: Path) -> set[str]:
+    path = home / PEERSTORE_FILE
+    if not path.exists():
+        return set()
+    with sqlite3.connect(path) as db:
+        return {row[0] for row in db.execute("SELECT peer_id FROM known")}
+
+
+def test_a_restart_with_the_bootstrap_down_reconnects_from_the_peer_store(
+    tmp_path: Path,
+) -> None:
+    nodes = launch.up(tmp_path, 3, configs=[TESTNET_CONFIG] * 3)
+    try:
+        node0, node1, node2 = nodes
+        peer1 = node1.info["peer_id"]
+        launch.wait_for(lambda: peer1 in connected(node2.home), 30, "node2 to meet node1")
+        launch.stop([node2])
+        assert peer1 in stored(node2.home)
+        assert node0.info["peer_id"] in stored(node2.home)
+        launch.stop([node0])
+        # The same bootstrap as before, now down: only the peer store can bring node2 back.
+        bootstrap = node0.info["multiaddrs"][0]
+        started_s = time.monotonic()
+        process = launch.start_process(node2.home, node2.host, bootstrap, node2.home / "node.out")
+        node2.pid = process.pid
+        launch.wait_until_listening(node2.home, process, 30)
+        launch.wait_for(lambda: peer1 in connected(node2.home), REJOIN_S_MAX, "node2 to rejoin")
+        rejoin_s = time.monotonic() - started_s
+        print(f"rejoined in {rejoin_s:.2f} s after the process started")
+        assert rejoin_s <= REJOIN_S_MAX
+        # The dead bootstrap was dialled, failed, and is counted against its entry.
+        with sqlite3.connect(node2.home / PEERSTORE_FILE) as db:
+            failures = dict(db.execute("SELECT peer_id, failures FROM known"))
+        assert failures[node0.info["peer_id"]] >= 1
+    finally:
+        launch.stop(nodes)
