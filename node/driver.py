@@ -28,6 +28,12 @@ step (``SaveJob``, carried out synchronously) have run by then. The engine is no
 a commit is in flight, so its view of the chain never runs ahead of the disk by more than one
 step.
 
+Capacity ads are coalesced (ADR 0032): at most one ad per author waits in the queue, the one
+that arrived last, and an ad arriving while its author's earlier one still waits takes that one's
+place instead of queueing behind it. Ads come every few seconds from every host; under load a
+queue of them outlived their lifetime before the engine reached them, and only the newest of
+each author would have counted anyway.
+
 Each step, each effect, each effect's task and each request handler runs inside the failure
 boundary (node/boundary.py): an exception there fails that one piece of work, is logged and
 charged to the peer that sent the input, and the node runs on. ``Log`` effects go through a
@@ -64,6 +70,7 @@ from hearth.protocol.events import (
 )
 from hearth.protocol.identity import PeerId
 from hearth.protocol.interpreter import Interpreter
+from hearth.protocol.messages import TOPIC_CAPACITY
 from hearth.protocol.timers import TimerKey
 
 CommitHandler = Callable[[Sequence[Entry]], None]  # blocking; raises LedgerUnavailableError
@@ -71,6 +78,13 @@ PING_INTERVAL_S = 10.0
 
 if TYPE_CHECKING:  # trio-typing's stubs (a py-libp2p dependency) shadow trio's own types
     from trio_typing import TaskStatus
+
+
+@dataclasses.dataclass(frozen=True)
+class _AdWaiting:
+    """Stands in the queue for ``author``'s newest capacity ad (held in ``Driver._ads``)."""
+
+    author: str
 
 
 @dataclasses.dataclass(eq=False)
@@ -109,6 +123,8 @@ class Driver:
         self._timers_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self.events_dropped = 0
+        self._ads: dict[str, MessageReceived] = {}  # each author's newest ad still queued
+        self.ads_superseded = 0  # ads replaced in the queue by a newer one of their author
         self.log_limiter = LogLimiter()
         self.boundary = Boundary(transport.reputation, self.now_s, self.log_limiter)
 
@@ -154,6 +170,8 @@ class Driver:
                 if isinstance(event, _Command):
                     self._step_command(event)
                     continue
+                if isinstance(event, _AdWaiting):
+                    event = self._ads.pop(event.author)
                 peer = event.peer if isinstance(event, MessageReceived) else None
                 with self.boundary.guard(f"step:{type(event).__name__}", peer):
                     self.step(event)
@@ -277,11 +295,23 @@ class Driver:
             if handler is not None and self._nursery is not None:
                 self._nursery.start_soon(self._serve, handler, item)
                 continue
-            self.submit_nowait(
-                MessageReceived(
-                    PeerId(item.peer_id), item.channel, item.data, item.remote_ip, item.verified
-                )
+            event = MessageReceived(
+                PeerId(item.peer_id), item.channel, item.data, item.remote_ip, item.verified
             )
+            if item.channel == TOPIC_CAPACITY:
+                self._queue_ad(item.peer_id, event)
+            else:
+                self.submit_nowait(event)
+
+    def _queue_ad(self, author: str, event: MessageReceived) -> None:
+        """Queue ``author``'s ad, or let it take the place of the one of theirs still queued."""
+        if author in self._ads:
+            self.ads_superseded += 1
+            self._ads[author] = event
+            return
+        self._ads[author] = event
+        if not self.submit_nowait(_AdWaiting(author)):
+            del self._ads[author]
 
     async def _run_timers(self) -> None:
         timers = self.interpreter.timers

@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from hearth.node.logs import log
-from hearth.protocol.effects import CommitEntries, FetchBlob, JobProgress, Send
+from hearth.protocol.effects import CommitEntries, FetchBlob, JobProgress, Log, Send
 from hearth.protocol.events import JobExecuted, MessageReceived, PaymentReceived, PublishJob
 from hearth.protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, TOPIC_CAPACITY, TOPIC_JOBS
 
@@ -49,6 +49,12 @@ class NodeMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.ads_heard = Counter("hearth_ads_heard", "Capacity ads received by gossip", registry=r)
+        self.dropped_in_engine = Counter(
+            "hearth_engine_dropped",
+            "Messages the engine dropped after they were queued, by reason",
+            labelnames=["reason"],
+            registry=r,
+        )
         self.calls_heard = Counter(
             "hearth_calls_heard", "Calls for bids received by gossip", registry=r
         )
@@ -125,6 +131,9 @@ class NodeMetrics:
     def observe(self, node: Node, event: object, effects: list[Any]) -> None:
         """Count (and log, for job decisions) what one engine step took and decided."""
         grouped = by_type(effects)
+        for line in grouped[Log]:
+            if line.event == "message-dropped":
+                self.dropped_in_engine.labels(reason=dict(line.fields).get("reason", "")).inc()
         if isinstance(event, MessageReceived):
             self._on_message(node, event, grouped)
         elif isinstance(event, PublishJob):
@@ -258,6 +267,15 @@ class _StateCollector(Collector):
         )
         yield self._jobs()
         yield from self._ledger()
+        if node.edge is not None:
+            refused = CounterMetricFamily(
+                "hearth_edge_refused",
+                "Messages the edge check refused before they were queued, by reason",
+                labels=["reason"],
+            )
+            for reason, count in sorted(node.edge.refused.items()):
+                refused.add_metric([reason], count)
+            yield refused
         yield from self._transport()
         yield _one(
             GaugeMetricFamily,
@@ -347,6 +365,7 @@ class _StateCollector(Collector):
         dropped.add_metric(["queue-full"], stats.inbound_dropped)
         dropped.add_metric(["refused"], stats.gossip_refused)
         dropped.add_metric(["engine-queue-full"], self._node.driver.events_dropped)
+        dropped.add_metric(["ad-superseded"], self._node.driver.ads_superseded)
         yield dropped
         refused = CounterMetricFamily(
             "hearth_transport_refused",

@@ -101,6 +101,7 @@ class Node:
     energy: EnergyService | None = None
     metrics: NodeMetrics = dataclasses.field(default_factory=NodeMetrics)
     runtimes: RuntimeOffers | None = None
+    edge: EdgeGate | None = None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -274,7 +275,7 @@ async def run_node(
             jobs.files.limits = TransferLimits(
                 config.input_mb_max << 20, config.output_mb_max << 20, config.parallel_fetches
             )
-            node = Node(options, engine, transport, driver, clock, ledger, jobs)
+            node = Node(options, engine, transport, driver, clock, ledger, jobs, edge=edge)
             node.health = Health(driver, ledger, jobs)
             # The energy service bounds cores by the home's power only; the engine takes the
             # smaller of that and the configured cap, which the settings may change (ADR 0026).

@@ -314,7 +314,10 @@ class Engine:
             verified=event.verified,
         )
         if checked.error is not None:
-            return self.reject(event.peer, checked.error, channel=event.channel)
+            # Fresh at the edge, expired in our own queue: our load, not the sender's fault.
+            ours = event.verified and checked.reason == "expired"
+            points = 0 if ours else None
+            return self.reject(event.peer, checked.error, channel=event.channel, points=points)
         envelope = checked.envelope
         assert envelope is not None
         try:

@@ -1,0 +1,235 @@
+"""What an idle testnet costs: market convergence, CPU and memory of N nodes on one machine.
+
+Starts N real node processes on 127.0.0.x (testnet/launch.py), then samples every few seconds,
+until ``--duration`` seconds after the last node listens:
+
+- each node's market size through its own API (how many of the N-1 others it lists);
+- CPU time (utime + stime from /proc) of each node process and, separately, of its sandbox
+  workers (the node's child processes), and their resident memory (VmRSS).
+
+Convergence over time goes to stderr, one line per sample; the last line on stdout is one JSON
+object. ``converged_at_s`` is the first sample at which every market lists at least
+``--want`` others (default: 90 % of the others, rounded down); CPU per node is measured over the
+second half of the run, when the network is idle (after start-up and convergence). Optionally,
+``--baseline N`` first runs the same measurement on N nodes for comparison in the same run.
+The load average (1 min) is printed beside the figures: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from hearth.node.home import load_token
+from hearth.testnet import launch
+
+CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+PAGE_MIB = 1 / 1024  # VmRSS is in KiB
+WASM_ONLY = ('runtimes = ["wasm", "python"]', 'runtimes = ["wasm"]')
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of one process so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS_PER_S
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * PAGE_MIB
+    except OSError:
+        pass
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (a node's sandbox workers)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+class Sampler:
+    """Polls every node's market, CPU and memory."""
+
+    def __init__(self, nodes: list[launch.LaunchedNode]) -> None:
+        self.nodes = nodes
+        self.clients = [
+            httpx.Client(
+                base_url=n.info["api"],
+                headers={"Authorization": f"Bearer {load_token(n.home)}"},
+                timeout=10,
+            )
+            for n in nodes
+        ]
+
+    def market_sizes(self) -> list[int]:
+        sizes = []
+        for node, client in zip(self.nodes, self.clients, strict=True):
+            try:
+                offers = client.get("/v1/market").json()["offers"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                sizes.append(0)
+                continue
+            sizes.append(sum(1 for o in offers if o["peer_id"] != node.info["peer_id"]))
+        return sizes
+
+    def cpu(self) -> list[tuple[float, float]]:
+        """(node, workers) CPU seconds of each node."""
+        return [(cpu_s(n.pid), sum(cpu_s(c) for c in children(n.pid))) for n in self.nodes]
+
+    def rss(self) -> list[tuple[float, float]]:
+        return [(rss_mib(n.pid), sum(rss_mib(c) for c in children(n.pid))) for n in self.nodes]
+
+    def dropped_expired(self) -> int:
+        """Messages refused as expired (at the edge and in the engine's queue), all nodes."""
+        total = 0
+        for client in self.clients:
+            try:
+                text = client.get("/metrics").text
+            except httpx.HTTPError:
+                continue
+            for line in text.splitlines():
+                expired = 'reason="expired"' in line and not line.startswith("#")
+                if expired and line.startswith(("hearth_edge_refused", "hearth_engine_dropped")):
+                    total += int(float(line.rsplit(" ", 1)[1]))
+        return total
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@contextmanager
+def testnet(count: int, root: Path, wasm_only: bool) -> Iterator[list[launch.LaunchedNode]]:
+    config = launch.default_config()
+    if wasm_only:
+        config = config.replace(*WASM_ONLY)
+    nodes = launch.up(root, count, configs=[config] * count, tied=True, timeout_s=120)
+    try:
+        yield nodes
+    finally:
+        launch.stop(nodes)
+
+
+def measure(
+    count: int, duration_s: float, interval_s: float, want: int, wasm_only: bool
+) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix=f"hearth-idle-{count}-") as tmp:
+        started = time.monotonic()
+        with testnet(count, Path(tmp), wasm_only) as nodes:
+            up_s = time.monotonic() - started
+            sampler = Sampler(nodes)
+            try:
+                return _sample(sampler, count, up_s, duration_s, interval_s, want)
+            finally:
+                sampler.close()
+
+
+def _sample(
+    sampler: Sampler, count: int, up_s: float, duration_s: float, interval_s: float, want: int
+) -> dict[str, Any]:
+    t0 = time.monotonic()
+    converged_at_s: float | None = None
+    at_60: list[int] | None = None
+    idle_from: tuple[float, list[tuple[float, float]]] | None = None
+    timeline = []
+    sizes: list[int] = []
+    while (elapsed := time.monotonic() - t0) < duration_s:
+        sizes = sampler.market_sizes()
+        elapsed = time.monotonic() - t0
+        timeline.append([round(elapsed, 1), min(sizes), statistics.median(sizes)])
+        load = os.getloadavg()[0]
+        print(
+            f"t={elapsed:6.1f}s market min={min(sizes)} median={statistics.median(sizes)} "
+            f"of {count - 1} load={load:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if converged_at_s is None and min(sizes) >= want:
+            converged_at_s = round(elapsed, 1)
+        if at_60 is None and elapsed >= 60:
+            at_60 = sizes
+        if idle_from is None and elapsed >= duration_s / 2:
+            idle_from = (time.monotonic(), sampler.cpu())
+        time.sleep(max(0.0, interval_s - (time.monotonic() - t0 - elapsed)))
+    assert idle_from is not None, "the run is shorter than one sample interval"
+    idle_s = time.monotonic() - idle_from[0]
+    cpu_end = sampler.cpu()
+    node_pct = [100 * (e[0] - b[0]) / idle_s for b, e in zip(idle_from[1], cpu_end, strict=True)]
+    worker_pct = [100 * (e[1] - b[1]) / idle_s for b, e in zip(idle_from[1], cpu_end, strict=True)]
+    rss = sampler.rss()
+    at_60 = at_60 or sizes
+    return {
+        "nodes": count,
+        "duration_s": duration_s,
+        "start_s": round(up_s, 1),
+        "want_market": want,
+        "converged_at_s": converged_at_s,
+        "market_min_60s": min(at_60),
+        "market_median_60s": statistics.median(at_60),
+        "market_min_end": min(sizes),
+        "market_median_end": statistics.median(sizes),
+        "cpu_pct_per_node_median": round(statistics.median(node_pct), 2),
+        "cpu_pct_per_node_p90": round(quantile(node_pct, 0.9), 2),
+        "cpu_pct_worker_median": round(statistics.median(worker_pct), 2),
+        "cpu_idle_window_s": round(idle_s, 1),
+        "rss_mib_node_median": round(statistics.median(r[0] for r in rss), 1),
+        "rss_mib_worker_median": round(statistics.median(r[1] for r in rss), 1),
+        "ads_dropped_expired": sampler.dropped_expired(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "timeline": timeline,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=50)
+    parser.add_argument("--duration", type=float, default=600, help="seconds after start-up")
+    parser.add_argument("--interval", type=float, default=5, help="seconds between samples")
+    parser.add_argument("--want", type=int, help="market size that counts as converged")
+    parser.add_argument("--baseline", type=int, default=0, help="first measure N nodes too")
+    parser.add_argument(
+        "--python", action="store_true", help="offer the python runtime too (compiles CPython)"
+    )
+    args = parser.parse_args()
+    if args.nodes < 2 or args.duration <= args.interval:
+        parser.error("need --nodes >= 2 and --duration longer than --interval")
+    result: dict[str, Any] = {}
+    if args.baseline:
+        want = (args.baseline - 1) * 9 // 10
+        result["baseline"] = measure(
+            args.baseline, args.duration, args.interval, want, not args.python
+        )
+    want = args.want if args.want is not None else (args.nodes - 1) * 9 // 10
+    result = {**measure(args.nodes, args.duration, args.interval, want, not args.python), **result}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

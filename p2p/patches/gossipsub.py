@@ -1,0 +1,153 @@
+"""Gossipsub and yamux costs of an idle network, cut where py-libp2p 0.8.1 spends for nothing.
+
+Measured with py-spy on an idle node of a 10-node loopback testnet (ADR 0032): a third of its
+CPU went to four upstream behaviours, each fixed here.
+
+- **Signed peer records verified on every RPC.** Every gossipsub RPC carries the sender's signed
+  peer record (`senderRecord`), and `maybe_consume_signed_record` checks its Ed25519 signature and
+  rewrites the peer's addresses on every one, twice for an RPC with control messages
+  (`Pubsub.continuously_read_stream` and `GossipSub.handle_rpc`): 10 % of an idle node's CPU.
+  `RecordMemo` remembers the last record it accepted from each peer and skips the same bytes
+  again; a changed record is checked as before, and the same one is consumed again after
+  `PEER_RECORD_RECHECK_S` so that the addresses' 2 h lifetime in the peer store is still renewed.
+- **IDONTWANT for every message.** Gossipsub v1.2 sends IDONTWANT to every mesh peer for each
+  message it receives or publishes, so a 500-byte ad costs D extra RPCs per hop. go-libp2p sends
+  it only for messages of at least 1 KiB (`IDontWantMessageThreshold`), and never for its own
+  publications; we do the same.
+- **A heartbeat prune without backoff, then a GRAFT flood penalty.** When a mesh grows above
+  D_hi, upstream's `mesh_heartbeat` prunes peers without adding the backoff that go-libp2p and
+  the spec add, so the next heartbeat below D_lo may GRAFT the same peer again within seconds;
+  that peer has recorded our PRUNE and charges the GRAFT as a flood (P7) and prunes us back.
+  This was the 3-7.5k "GRAFT flood" penalties of a 30-node testnet. We add the backoff.
+- **The spam limit counts our own publications.** `_check_spam_protection` keys its
+  10 messages/s per topic on the forwarder, which is the node itself for what it publishes, so
+  a burst of a publisher's own calls for bids was dropped before it left. Our own messages are
+  exempt; the limit for others is set on purpose in `p2p/gossip.py`.
+
+Yamux (the fifth): upstream sends a WINDOW_UPDATE frame after every read
+(`PY_YAMUX_RELEASE_ON_READ` defaults to on), one encrypted frame back for each small message;
+go-yamux batches them until half the window is consumed. `install_yamux_batching` turns the
+per-read update off, so updates follow go-yamux's half-window rule (11 % of idle CPU).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final
+
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.pubsub import gossipsub as upstream_gossipsub
+from libp2p.pubsub import pubsub as upstream_pubsub
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pb.rpc_pb2 import RPC
+from libp2p.pubsub.utils import maybe_consume_signed_record
+from libp2p.stream_muxer.yamux import yamux as upstream_yamux
+
+# A record we accepted is consumed again after this long, so the peer store keeps its addresses
+# (upstream gives them 2 h) while the peer stays connected.
+PEER_RECORD_RECHECK_S: Final = 600.0
+# Peers whose last record we remember; the oldest is forgotten beyond this.
+PEER_RECORD_MEMO_PEERS_MAX: Final = 4096
+# go-libp2p's IDontWantMessageThreshold: smaller messages are cheaper to receive twice.
+IDONTWANT_MESSAGE_BYTES_MIN: Final = 1024
+
+
+class RecordMemo:
+    """`maybe_consume_signed_record` that skips a record it accepted from that peer recently."""
+
+    def __init__(self, consume: Callable[[RPC, IHost, ID], bool] = maybe_consume_signed_record):
+        self._consume = consume
+        self._accepted: OrderedDict[ID, tuple[bytes, float]] = OrderedDict()
+        self.skipped = 0
+
+    def __call__(self, msg: RPC, host: IHost, peer_id: ID) -> bool:
+        if not msg.HasField("senderRecord"):
+            return True
+        record = msg.senderRecord
+        now_s = time.monotonic()
+        known = self._accepted.get(peer_id)
+        if known is not None and known[0] == record and now_s - known[1] < PEER_RECORD_RECHECK_S:
+            self.skipped += 1
+            return True
+        accepted = self._consume(msg, host, peer_id)
+        if accepted:
+            self._accepted[peer_id] = (record, now_s)
+            self._accepted.move_to_end(peer_id)
+            while len(self._accepted) > PEER_RECORD_MEMO_PEERS_MAX:
+                self._accepted.popitem(last=False)
+        else:
+            self._accepted.pop(peer_id, None)
+        return accepted
+
+
+_memo = RecordMemo()
+
+
+def install() -> None:
+    """Process-wide: the record memo in both upstream call sites, and go-yamux window updates."""
+    for module in (upstream_pubsub, upstream_gossipsub):
+        setattr(module, "maybe_consume_signed_record", _memo)  # noqa: B010 (not exported)
+    install_yamux_batching()
+
+
+def install_yamux_batching() -> None:
+    """go-yamux's rule: no WINDOW_UPDATE until half the window has been read. Idempotent."""
+    upstream_yamux._yamux_release_on_read = lambda: False
+    stream_class: Any = upstream_yamux.YamuxStream
+    if not getattr(stream_class, "_hearth_batched", False):
+        stream_class._auto_tune_and_send_window_update = _batched(
+            stream_class._auto_tune_and_send_window_update
+        )
+        stream_class._hearth_batched = True
+
+
+def _batched(update: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """Upstream's update, called only once the bytes read since the last one reach its
+    threshold (half the window): below it, upstream would credit every read ("partial slack").
+    The sender can always fill the other half, so a reader never waits on a credit not sent."""
+
+    async def batched(stream: Any, *, bytes_read: int = 0) -> None:
+        if bytes_read > 0:
+            async with stream.window_lock:
+                buffered = len(stream.conn.stream_buffers.get(stream.stream_id, b""))
+                unread_credit = stream.target_recv_window - (stream.recv_window + buffered)
+                threshold = stream._grow_threshold()
+                pending = stream._pending_recv_release + bytes_read
+                if unread_credit < threshold and pending < threshold:
+                    stream._pending_recv_release = pending
+                    return
+        await update(stream, bytes_read=bytes_read)
+
+    return batched
+
+
+class HearthGossipSub(GossipSub):
+    """GossipSub with the three router fixes above; everything else is upstream's."""
+
+    async def _emit_idontwant_for_message(self, msg_id: bytes, topic_ids: Iterable[str]) -> None:
+        """Called by `publish` before it forwards; `_idontwant_wanted` decides (set there)."""
+        if self._idontwant_wanted:
+            await super()._emit_idontwant_for_message(msg_id, topic_ids)
+
+    async def publish(self, msg_forwarder: ID, pubsub_msg: rpc_pb2.Message) -> None:
+        own = self.pubsub is not None and msg_forwarder == self.pubsub.my_id
+        self._idontwant_wanted = not own and len(pubsub_msg.data) >= IDONTWANT_MESSAGE_BYTES_MIN
+        await super().publish(msg_forwarder, pubsub_msg)
+
+    def mesh_heartbeat(self) -> tuple[Any, Any]:
+        peers_to_graft, peers_to_prune = super().mesh_heartbeat()
+        for peer, topics in peers_to_prune.items():
+            for topic in topics:
+                self._add_back_off(peer, topic, False)
+        return peers_to_graft, peers_to_prune
+
+    def _check_spam_protection(self, peer_id: ID, msg: rpc_pb2.Message) -> bool:
+        if self.pubsub is not None and peer_id == self.pubsub.my_id:
+            return True
+        return super()._check_spam_protection(peer_id, msg)
+
+    _idontwant_wanted = True
