@@ -12,8 +12,10 @@ uploaded once and every host fetches it once.
     queued --bundle published--> running --bundle verified--> verified | failed (the task's own)
     running --bundle failed or lost--> queued (again, at most ``attempts_max`` times) | failed
 
-Bundles start small and double while they verify quickly (within ``bundle_fast_s``), halve when
-one fails; at most ``bundles_in_flight`` run at once, so every willing host has work.
+Bundles start small and grow (``bundle_growth`` times) while they verify quickly (within an
+eighth of their deadline: a bundle's fixed cost, one auction and one settlement, is then worth
+spreading over more tasks), and halve when one fails. At most ``bundles_in_flight`` run at once
+and the queue is spread evenly over them, so every willing host has work.
 
 Resuming: with a journal (the CLI keeps one per batch in the node's home), every bundle is
 written down *before* it is published, under a job id the runner chose, and every verified
@@ -72,7 +74,7 @@ class BatchOptions:
     bundle_tasks_first: int = 16
     bundle_tasks_max: int = 1024
     bundle_bytes_max: int = 16 << 20
-    bundle_fast_s: float = 3.0
+    bundle_growth: int = 4  # a bundle verified quickly makes the next this many times bigger
     bundles_in_flight: int = 0  # 0: one per host in the market (at least 2)
     attempts_max: int = 3
 
@@ -288,13 +290,14 @@ class BatchRunner:
         self.stats = BatchStats(batch_id, len(source), budget_mc=options.budget_mc)
         self.size = options.bundle_tasks_first
         self.cancelled = False
+        self._recovered: list[Bundle] = []
         self._numbers = 0
         self._module_hash = ""
         self._runtime = runtime_for(module, options.runtime)
 
     async def run(self) -> BatchStats:
         check_budget(self.options)
-        recovered = self._replay()
+        self._recovered = self._replay()
         if self.cancelled:
             self.stats.stopped = "cancelled"
             return self.stats
@@ -304,6 +307,24 @@ class BatchRunner:
         data = module_bytes(self.module)
         self._module_hash = await self.client.put_blob(data)
         self.on_progress(self.stats)
+        try:
+            await self._run_bundles()
+        except BaseExceptionGroup as group:  # the node went away, or an input went missing
+            found = group.subgroup(lambda exc: isinstance(exc, HearthError))
+            if found is None:
+                raise
+            first = found.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
+        if not self.stats.stopped and self.stats.verified + self.stats.failed < self.stats.tasks:
+            self.stats.stopped = "budget" if self.options.budget_mc is not None else "incomplete"
+        if self.cancelled:
+            self.stats.stopped = "cancelled"
+        return self.stats
+
+    async def _run_bundles(self) -> None:
+        recovered = self._recovered
         send, receive = anyio.create_memory_object_stream[BundleEnd](math.inf)
         async with anyio.create_task_group() as group:
             for bundle in recovered:
@@ -320,11 +341,6 @@ class BatchRunner:
                     break
                 await self._finish(await receive.receive())
                 self.on_progress(self.stats)
-        if not self.stats.stopped and self.stats.verified + self.stats.failed < self.stats.tasks:
-            self.stats.stopped = "budget" if self.options.budget_mc is not None else "incomplete"
-        if self.cancelled:
-            self.stats.stopped = "cancelled"
-        return self.stats
 
     # Journal replay
 
@@ -374,7 +390,9 @@ class BatchRunner:
         return max(0, min(tasks, left // max(1, self.options.task_cost_mc_max())))
 
     def _next_bundle(self) -> Bundle | None:
-        count = self._affordable(min(self.size, len(self.queue)))
+        spread = -(-len(self.queue) // self.options.bundles_in_flight)
+        count = self._affordable(min(self.size, max(spread, self.options.bundle_tasks_first)))
+        count = min(count, len(self.queue))
         if count == 0:
             return None
         tasks = [self.queue.popleft() for _ in range(count)]
@@ -505,8 +523,8 @@ class BatchRunner:
         self.stats.failed += len(failed)
         assert end.summary is not None
         self._tally(end.summary, len(bundle.tasks))
-        if time.monotonic() - bundle.started_s < self.options.bundle_fast_s:
-            self.size = min(self.options.bundle_tasks_max, self.size * 2)
+        if time.monotonic() - bundle.started_s < self.options.deadline_s / 8:
+            self.size = min(self.options.bundle_tasks_max, self.size * self.options.bundle_growth)
 
     async def _failed_bundle(self, bundle: Bundle, end: BundleEnd, paid_mc: int) -> None:
         self.stats.bundles_failed += 1
