@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+import math
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import httpx
@@ -35,6 +36,9 @@ from hearth.files import FilesError, JobFiles, Progress, no_progress
 from hearth.inference import GeneratedChunk
 from hearth.node import paths
 from hearth.protocol.causes import exit_code_for
+
+if TYPE_CHECKING:
+    from hearth.batch import TaskOutcome
 
 T = TypeVar("T")
 EVENTS_WAIT_S = 20.0
@@ -205,6 +209,7 @@ class Client:
     def __init__(self, home: Path | None = None, *, timeout_s: float = 60.0) -> None:
         base_url, headers = _connection(home)
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s)
+        self._home, self._timeout_s = home, timeout_s
 
     def __enter__(self) -> Client:
         return self
@@ -334,6 +339,22 @@ class Client:
         result: dict[str, Any] = self._call("GET", "/v1/market")
         return result
 
+    def map(
+        self, module: str | Path, inputs: Sequence[bytes], **options: Any
+    ) -> Iterator[TaskOutcome]:
+        """Run ``module`` on each of ``inputs`` in verified bundles (ADR 0033): an iterator of
+        each task's outcome, as its bundle is verified. Options are those of ``BatchOptions``."""
+        from hearth import batch
+
+        home, timeout_s = self._home, self._timeout_s
+
+        async def run(emit: batch.Emit) -> None:
+            async with AsyncClient(home, timeout_s=timeout_s) as client:
+                tasks = batch.MemoryTasks(inputs)
+                await batch.runner_for(client, Path(module), tasks, options, emit).run()
+
+        return batch.iterate_in_thread(run)
+
     def peers(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("GET", "/v1/peers")["peers"]
         return result
@@ -382,6 +403,52 @@ class AsyncClient:
         input_hash = (await self._call("PUT", "/v1/blobs", content=input))["hash"]
         body = options.body(module_hash, input_hash, runtime)
         return str((await self._call("POST", "/v1/jobs", json=body))["job_id"])
+
+    async def put_blob(self, data: bytes) -> str:
+        return str((await self._call("PUT", "/v1/blobs", content=data))["hash"])
+
+    async def blob(self, digest: str) -> bytes:
+        data = await self._call("GET", f"/v1/blobs/{digest}")
+        assert isinstance(data, bytes)
+        return data
+
+    async def publish(self, body: dict[str, Any]) -> str:
+        """Publish a job whose blobs the node holds (``POST /v1/jobs``); returns its id."""
+        return str((await self._call("POST", "/v1/jobs", json=body))["job_id"])
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Stop a job published here: its open awards are withdrawn with signed cancels."""
+        result: dict[str, Any] = await self._call("POST", f"/v1/jobs/{job_id}/cancel")
+        return result
+
+    async def market(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/v1/market")
+        return result
+
+    async def map(
+        self, module: str | Path, inputs: Sequence[bytes], **options: Any
+    ) -> AsyncIterator[TaskOutcome]:
+        """Run ``module`` on each of ``inputs`` in verified bundles (ADR 0033); yield each
+        task's outcome as its bundle is verified. Options are those of ``BatchOptions``."""
+        from hearth import batch
+
+        send, receive = anyio.create_memory_object_stream[TaskOutcome](math.inf)
+
+        async def emit(outcomes: list[TaskOutcome]) -> None:
+            for outcome in outcomes:
+                await send.send(outcome)
+
+        runner = batch.runner_for(self, Path(module), batch.MemoryTasks(inputs), options, emit)
+        async with anyio.create_task_group() as group:
+
+            async def run() -> None:
+                async with send:
+                    await runner.run()
+
+            group.start_soon(run)
+            async with receive:
+                async for outcome in receive:
+                    yield outcome
 
     async def events(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
         after = 0

@@ -30,10 +30,10 @@ from hearth.node.logs import log
 from hearth.node.plugins import NodePlugin
 from hearth.node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
 from hearth.node.sandbox.pool import SandboxPool
-from hearth.protocol import limits
+from hearth.protocol import bundles, limits
 from hearth.protocol.effects import AbortJob, FetchBlob, JobProgress, RunJob, SaveJob
 from hearth.protocol.events import BlobFetched, BlobFetchFailed, JobExecuted, JobRestored
-from hearth.protocol.job_messages import EXIT_CODE_NONE, JobId, stderr_tail
+from hearth.protocol.job_messages import EXIT_CODE_NONE, HOST_ERROR_KINDS, JobId, stderr_tail
 
 EVENTS_PER_JOB_MAX = 256
 BLOB_SWEEP_INTERVAL_S = 60.0
@@ -275,7 +275,10 @@ class JobService:
 
     async def _run_files(self, effect: RunJob, request: JobRequest, data: bytes) -> ExecutionResult:
         """Run a plain job as it is; for a bundle, stage /input, run, and return the output tree
-        (encoded) as the output when the job asked for one (ADR 0024)."""
+        (encoded) as the output when the job asked for one (ADR 0024); for a task bundle, run
+        every task and return their results under one Merkle root (ADR 0033)."""
+        if bundles.is_task_bundle(data):
+            return await self._run_tasks(request, data)
         if chunks.kind_of(data) != "bundle":
             return await self.pool.run(request)
         bundle = chunks.decode_bundle(data)
@@ -315,6 +318,48 @@ class JobService:
         encoded = chunks.Tree(stdout=stdout, files=tuple(files)).encode()
         self.files.index.note(blob_hash(encoded), encoded)
         return dataclasses.replace(result, output=encoded)
+
+    async def _run_tasks(self, request: JobRequest, data: bytes) -> ExecutionResult:
+        """Each task of the bundle in turn, in one warm sandbox worker; one result for all.
+
+        A task that fails by itself (a trap, no fuel, an exit status) is a verified result of
+        that task; a host error (deadline, crash) in any task fails the bundle as a host error,
+        as it would fail a job, so that no replica votes on the host's luck.
+        """
+        try:
+            tasks = bundles.decode_tasks(data)
+        except bundles.BundleError as exc:
+            return ExecutionResult.failure(request.runtime, ErrorKind.CRASHED, str(exc))
+        requests = [
+            dataclasses.replace(
+                request,
+                input=task_input,
+                fuel_max=tasks.fuel_max,
+                output_bytes_max=min(tasks.output_bytes_max, OUTPUT_BYTES_MAX),
+                seed=request.seed + index.to_bytes(4, "big"),
+            )
+            for index, task_input in enumerate(tasks.inputs)
+        ]
+        ran = await self.pool.run_series(requests)
+        for result in ran:
+            if result.error_kind is not None and str(result.error_kind) in HOST_ERROR_KINDS:
+                return result
+        results = [
+            bundles.TaskResult(
+                "" if result.error_kind is None else str(result.error_kind),
+                result.output if result.ok else b"",
+                result.fuel_used,
+                EXIT_CODE_NONE if result.exit_code is None else result.exit_code,
+                stderr_tail(result.stderr_tail),
+            )
+            for result in ran
+        ]
+        output = bundles.encode_results(results)
+        fuel_used = sum(result.fuel_used for result in results)
+        elapsed_ms = sum(result.elapsed_ms for result in ran)
+        return ExecutionResult(
+            request.runtime, output, fuel_used, exit_code=0, elapsed_ms=elapsed_ms
+        )
 
     def _publisher_of(self, job_id: bytes) -> str:
         task = self.driver.engine.worker.tasks.get(JobId(job_id))

@@ -18,7 +18,7 @@ from hearth.node.blobs import BlobError
 from hearth.node.routes_files import build_file_routes, missing_input
 from hearth.protocol import limits
 from hearth.protocol.errors import LocalProtocolError
-from hearth.protocol.events import PublishJob
+from hearth.protocol.events import CancelJob, PublishJob
 from hearth.protocol.job_messages import JobId
 from hearth.protocol.lease import LEASE_MS_MIN
 from hearth.protocol.messages import RUNTIMES
@@ -44,7 +44,9 @@ JOB_FIELDS: dict[str, type] = {
 }
 # Optional: absent or null takes the default. A lease of 0 or none is derived from the job
 # (protocol.lease); a set one is whole seconds, at least LEASE_MS_MIN, at most the deadline.
-OPTIONAL_JOB_FIELDS: dict[str, type] = {"lease_s": int}
+# A job_id (hex) chosen by the caller lets a batch record a bundle before publishing it, so a
+# restart finds it again and never publishes (nor pays) it twice (ADR 0033).
+OPTIONAL_JOB_FIELDS: dict[str, type] = {"lease_s": int, "job_id": str}
 
 
 def error(message: str, status: int = 400) -> JSONResponse:
@@ -83,7 +85,20 @@ def parse_job_body(body: Any) -> dict[str, Any]:
     if body["prefer"] not in PREFERENCES:
         raise ValueError(f"prefer must be one of {list(PREFERENCES)}")
     body["lease_s"] = _lease_s(body.get("lease_s"), body["deadline_s"])
+    body["job_id"] = _job_id(body.get("job_id"))
     return body
+
+
+def _job_id(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        job_id = bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        job_id = b""
+    if not 8 <= len(job_id) <= limits.JOB_ID_BYTES_MAX:
+        raise ValueError(f"job_id must be 8 to {limits.JOB_ID_BYTES_MAX} bytes in hex")
+    return job_id
 
 
 def _lease_s(value: Any, deadline_s: int) -> int:
@@ -151,7 +166,8 @@ def build_job_routes(node: Node) -> list[Route]:
             return error(lacking)
         now_ms = node.clock.now_ms()
         job_id = JobId(
-            hashlib.sha256(
+            body["job_id"]
+            or hashlib.sha256(
                 engine.identity.public_key + module_hash + input_hash + secrets.token_bytes(16)
             ).digest()[:16]
         )
@@ -221,6 +237,13 @@ def build_job_routes(node: Node) -> list[Route]:
         events = log.events[after:]
         return JSONResponse({"events": events, "next": after + len(events), "done": log.done})
 
+    async def cancel_job(request: Request) -> Response:
+        summary = summary_or_none(request)
+        if summary is None:
+            return error(NO_SUCH_JOB, 404)
+        await node.driver.call(CancelJob(summary.job_id))
+        return JSONResponse(job_json(engine.publisher.summary(summary.job_id)))
+
     async def balance(request: Request) -> Response:
         return JSONResponse(balance_json(node.ledger))
 
@@ -232,5 +255,6 @@ def build_job_routes(node: Node) -> list[Route]:
         Route("/v1/jobs", list_jobs, methods=["GET"]),
         Route("/v1/jobs/{job_id}", show_job),
         Route("/v1/jobs/{job_id}/events", job_events),
+        Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
         Route("/v1/ledger/balance", balance),
     ]

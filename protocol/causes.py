@@ -29,6 +29,7 @@ class Cause(enum.StrEnum):
     REPLICAS_DISAGREE = "replicas-disagree"  # no result won a majority
     AWARDS_FAILED = "awards-failed"  # winners accepted and kept failing
     DEADLINE = "deadline"  # the job's deadline passed first
+    CANCELLED = "cancelled"  # its publisher cancelled it (hearth job cancel)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ EXIT_CODE_BY_CAUSE: Final = {
     Cause.NO_HOSTS: 16,
     Cause.AWARDS_FAILED: 16,
     Cause.REPLICAS_DISAGREE: 17,
+    Cause.CANCELLED: 16,
 }
 
 

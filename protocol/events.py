@@ -102,6 +102,16 @@ class PublishJob:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class CancelJob:
+    """A local command: stop job ``job_id`` published here (``hearth job cancel``, ADR 0033).
+
+    Its open awards are withdrawn with signed cancels; nothing is paid for it after this.
+    """
+
+    job_id: JobId
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class JobRestored:
     """After a restart the node read back ``state``, the last ``SaveJob`` of a job it published.
 

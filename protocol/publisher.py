@@ -75,7 +75,7 @@ from hearth.protocol.effects import (
 )
 from hearth.protocol.envelope import Envelope, EnvelopeWire
 from hearth.protocol.errors import LocalProtocolError, RemoteProtocolError
-from hearth.protocol.events import JobRestored, PeerDisconnected, PublishJob
+from hearth.protocol.events import CancelJob, JobRestored, PeerDisconnected, PublishJob
 from hearth.protocol.identity import PeerId
 from hearth.protocol.job_messages import (
     PREFERENCES,
@@ -145,6 +145,7 @@ class PublisherComponent:
         engine.add_local_handler(PublishJob, self._on_publish_job)
         engine.add_local_handler(PeerDisconnected, self._on_peer_disconnected)
         engine.add_local_handler(JobRestored, self._on_job_restored)
+        engine.add_local_handler(CancelJob, self._on_cancel_job)
 
     def handlers(self) -> Mapping[type, tuple[frozenset[str], MessageHandler]]:
         award, result = frozenset({PROTOCOL_AWARD}), frozenset({PROTOCOL_RESULT})
@@ -260,6 +261,15 @@ class PublisherComponent:
         excess = len(self.jobs) - limits.PUBLISHER_JOBS_KEPT_MAX + 1
         for _, job_id in finished[: max(0, excess)]:
             del self.jobs[job_id]
+
+    def _on_cancel_job(self, event: object, now_ms: int) -> list[Effect]:
+        """Stop an open job: open awards are withdrawn, signed; an ended job stays as it is."""
+        assert isinstance(event, CancelJob)
+        job = self.jobs.get(event.job_id)
+        if job is None or job.phase in TERMINAL_PHASES:
+            return []
+        reason = "cancelled by its publisher"
+        return self._done(job, self._fail(job, reason, now_ms, Cause.CANCELLED))
 
     def _on_job_restored(self, event: object, now_ms: int) -> list[Effect]:
         """Resume a job from ``SaveJob`` bytes after a restart, or cancel it if it is too late.

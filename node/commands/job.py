@@ -11,7 +11,7 @@ import typer
 import wasmtime
 
 from hearth.client import JobOptions
-from hearth.node.commands import job_cost, job_files, job_network
+from hearth.node.commands import job_batch, job_cost, job_files, job_network
 from hearth.node.commands.common import JSON_OPTION, CommandError, first_leaf, print_json
 from hearth.node.sandbox import config as sandbox_config
 from hearth.node.sandbox.config import SandboxConfig
@@ -293,6 +293,7 @@ def quote(
 
 
 job_network.register(app, JSON_OPTION)
+job_batch.register(app, JSON_OPTION)
 
 
 def report(result: ExecutionResult, json_output: bool) -> None:

@@ -226,6 +226,34 @@ class SandboxPool:
         elapsed_ms = int((trio.current_time() - started) * 1000)
         return replace(result, elapsed_ms=elapsed_ms)
 
+    async def run_series(self, requests: list[JobRequest]) -> list[ExecutionResult]:
+        """Run jobs one after another in one warm worker: the tasks of a bundle (ADR 0033).
+
+        The module is compiled once (the worker caches it by hash) and no task waits for a
+        free worker again. A task that costs the worker its life gets a fresh one for the rest.
+        """
+        results: list[ExecutionResult] = []
+        worker: WorkerProcess | None = None
+        try:
+            for request in requests:
+                if worker is None:
+                    worker = await self._take_worker()
+                started = trio.current_time()
+                result, keep = await self._run_on(worker, request)
+                self._jobs_run += 1
+                if not keep:
+                    await self._replace(worker)
+                    worker = None
+                elapsed_ms = int((trio.current_time() - started) * 1000)
+                results.append(replace(result, elapsed_ms=elapsed_ms))
+        finally:
+            if worker is not None:
+                if self._surplus(worker):
+                    await self._retire(worker)
+                else:
+                    self._idle_send.send_nowait(worker)
+        return results
+
     async def _run_once(self, request: JobRequest) -> ExecutionResult:
         worker = await self._take_worker()
         keep = False

@@ -1,0 +1,151 @@
+"""Throughput of a batch: many small echo tasks in verified bundles on a five-node local network.
+
+Starts five real nodes on 127.0.0.2-6, writes ``--tasks`` input files of ``--task-bytes`` each,
+and runs `hearth job map` on them from one node with ``--replicas`` replicas. Every output is
+checked against its input (the module echoes). In the same run it measures the same task in a
+local sandbox pool of one worker per core of this machine (``local_runs_per_s``): the network's
+``efficiency`` is tasks_per_s x replicas / local_runs_per_s, the share of the machine's sandbox
+throughput that verified work gets (1.0: the network costs nothing beyond the replicas). Then
+every host must still take a single job from the same publisher. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from hearth.client import Client, JobOptions
+from hearth.node.config import TEMPLATE
+from hearth.node.sandbox.config import SandboxConfig
+from hearth.node.sandbox.model import JobRequest, Runtime
+from hearth.node.sandbox.pool import SandboxPool
+from hearth.node.sandbox.shipped import wasm_bytes
+from hearth.testnet import launch
+from hearth.testnet.demo import module_path
+from hearth.testnet.observe import market_complete
+
+NODES = 5
+PUBLISHER = 0
+CORES = os.cpu_count() or 1
+CONFIG = (
+    TEMPLATE.replace("network_group_prefix_v4 = 24", "network_group_prefix_v4 = 32")
+    .replace('runtimes = ["wasm", "python"]', 'runtimes = ["wasm"]')
+    .replace("cores = 1", f"cores = {CORES}")
+)
+
+
+def local_runs_per_s(data: bytes, home: Path, runs: int) -> float:
+    """The same task in a warm local sandbox pool, one worker per core, kept busy."""
+    request = JobRequest(Runtime.WASM, wasm_bytes("echo"), data, 10**9, 64 << 20, 10_000, 1 << 20)
+
+    async def measure() -> float:
+        async with SandboxPool(SandboxConfig(home=home, workers=CORES)) as pool:
+            for _ in range(CORES):
+                assert (await pool.run(request)).ok  # warm: workers started, module compiled
+            left = [runs]
+
+            async def drain() -> None:
+                while left[0] > 0:
+                    left[0] -= 1
+                    assert (await pool.run(request)).ok
+
+            started = time.perf_counter()
+            async with trio.open_nursery() as nursery:
+                for _ in range(CORES):
+                    nursery.start_soon(drain)
+            return runs / (time.perf_counter() - started)
+
+    return trio.run(measure)
+
+
+def run_map(home: Path, inputs: Path, outputs: Path, args: argparse.Namespace) -> dict[str, object]:
+    command = [
+        sys.executable, "-m", "hearth", "job", "map", str(module_path("echo")),
+        "--inputs", str(inputs), "--outputs", str(outputs), "--replicas", str(args.replicas),
+        "--bid-window-ms", str(args.bid_window_ms), "--json",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, env={**os.environ, "HEARTH_HOME": str(home)}, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        sys.exit(f"hearth job map failed ({done.returncode}): {done.stderr.strip()}")
+    summary: dict[str, object] = json.loads(done.stdout)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--task-bytes", type=int, default=1024)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--bid-window-ms", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hearth-bench-batch-") as tmp:
+        root = Path(tmp)
+        inputs, outputs = root / "inputs", root / "outputs"
+        inputs.mkdir()
+        for i in range(args.tasks):
+            (inputs / f"task-{i:06d}").write_bytes(os.urandom(args.task_bytes))
+        nodes = launch.up(root / "net", NODES, configs=[CONFIG] * NODES)
+        try:
+            launch.wait_for(lambda: market_complete(nodes), 30, "the market")
+            summary = run_map(nodes[PUBLISHER].home, inputs, outputs, args)
+            wrong = sum(
+                1
+                for path in inputs.iterdir()
+                if not (outputs / path.name).is_file()
+                or (outputs / path.name).read_bytes() != path.read_bytes()
+            )
+            hosts_ok = single_jobs_ok(nodes, args.bid_window_ms)
+        finally:
+            launch.stop(nodes)
+        local = local_runs_per_s(os.urandom(args.task_bytes), root, max(500, args.tasks))
+    tasks_per_s = float(summary["tasks_per_s"])  # type: ignore[arg-type]
+    figures = {
+        "nodes": NODES,
+        "tasks": args.tasks,
+        "task_bytes": args.task_bytes,
+        "replicas": args.replicas,
+        "verified": summary["verified"],
+        "failed": summary["failed"],
+        "wrong_outputs": wrong,
+        "bundles": summary["bundles"],
+        "bundles_failed": summary["bundles_failed"],
+        "elapsed_s": summary["elapsed_s"],
+        "tasks_per_s": tasks_per_s,
+        "local_runs_per_s": round(local, 1),
+        "efficiency": round(tasks_per_s * args.replicas / local, 3),
+        "spent_mc": summary["spent_mc"],
+        "hosts_taking_single_job": hosts_ok,
+        "bid_window_ms": args.bid_window_ms,
+    }
+    print(
+        f"{figures['verified']}/{args.tasks} verified in {figures['elapsed_s']} s: "
+        f"{tasks_per_s} tasks/s, local sandbox {figures['local_runs_per_s']} runs/s, "
+        f"efficiency {figures['efficiency']}"
+    )
+    print(json.dumps(figures))
+
+
+def single_jobs_ok(nodes: list[launch.LaunchedNode], bid_window_ms: int) -> int:
+    """How many hosts took a single job from the publisher after the batch: one job with a
+    replica on every host, so that each host must bid on it, run it and be paid (all must)."""
+    hosts = NODES - 1
+    options = JobOptions(replicas=hosts, replicas_max=hosts, bid_window_ms=bid_window_ms)
+    with Client(nodes[PUBLISHER].home) as client:
+        result = client.run(module_path("echo"), b"a single job", **vars(options))
+    if not result.ok:
+        return 0
+    return sum(1 for r in result.summary["replicas_detail"] if r["verdict"] == "match")
+
+
+if __name__ == "__main__":
+    main()

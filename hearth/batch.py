@@ -1,0 +1,625 @@
+"""Batches: one module over many inputs, run in verified bundles, resumable (ADR 0033).
+
+Theory of operation
+-------------------
+A batch is a list of tasks, one input each, named in a stable order (the sorted files of a
+folder or a glob, or the position in a list). The runner, a client of the local node's API like
+the rest of the SDK, cuts the queued tasks into *bundles*: one ordinary job whose input is a task
+bundle (protocol.bundles) and whose verified output carries every task's result under one
+Merkle root. One award, one commitment and one settlement serve the whole bundle; the module is
+uploaded once and every host fetches it once.
+
+    queued --bundle published--> running --bundle verified--> verified | failed (the task's own)
+    running --bundle failed or lost--> queued (again, at most ``attempts_max`` times) | failed
+
+Bundles start small and grow (``bundle_growth`` times) while they verify quickly (within an
+eighth of their deadline: a bundle's fixed cost, one auction and one settlement, is then worth
+spreading over more tasks), and halve when one fails. At most ``bundles_in_flight`` run at once
+and the queue is spread evenly over them, so every willing host has work.
+
+Resuming: with a journal (the CLI keeps one per batch in the node's home), every bundle is
+written down *before* it is published, under a job id the runner chose, and every verified
+bundle after its outputs are written. A restarted runner replays the journal: verified tasks
+stay done, a bundle that was published is followed to its end on the node (which restored it)
+and is published again only if the node never heard of it. So no task is paid twice.
+Budget: no bundle is published whose worst case (every replica at the max price, every task at
+its fuel limit) would take the spending past the budget.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import glob
+import hashlib
+import json
+import math
+import os
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import anyio
+
+from hearth.client import AsyncClient, HearthError, module_bytes, runtime_for
+from hearth.protocol import bundles
+from hearth.protocol.pricing import cost_mc
+
+QUEUED, RUNNING, VERIFIED, FAILED = 0, 1, 2, 3
+JOURNAL_NAME = "journal.jsonl"
+RESULT_FETCH_S_MAX = 30.0
+MC_PER_CREDIT = 1000
+
+
+class BatchError(HearthError):
+    """The batch cannot start or go on; the message says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchOptions:
+    runtime: str | None = None
+    replicas: int = 2
+    replicas_max: int = 3
+    max_price_mc_per_tfuel: int = 100_000
+    budget_mc: int | None = None  # all the batch may spend; None: no limit
+    fuel_max: int = 1_000_000_000  # per task
+    memory_mb_max: int = 64
+    output_bytes_max: int = 1 << 20  # per task
+    deadline_s: int = 120  # per bundle
+    bid_window_ms: int = 500
+    prefer: str = "cheapest"
+    bundle_tasks_first: int = 16
+    bundle_tasks_max: int = 1024
+    bundle_bytes_max: int = 16 << 20
+    bundle_growth: int = 4  # a bundle verified quickly makes the next this many times bigger
+    bundles_in_flight: int = 0  # 0: one per host in the market (at least 2)
+    attempts_max: int = 3
+
+    def task_cost_mc_max(self) -> int:
+        """The most one task can cost: every replica at the max price and the fuel limit."""
+        return self.replicas_max * cost_mc(self.max_price_mc_per_tfuel, self.fuel_max)
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskOutcome:
+    """One task's verified result: ``ok`` if it exited 0; else what its replicas agreed on."""
+
+    index: int
+    name: str
+    ok: bool
+    output: bytes
+    error_kind: str
+    exit_code: int
+    fuel_used: int
+    reason: str = ""  # why a task was not run at all (its bundles kept failing)
+
+
+class TaskSource(Protocol):
+    def __len__(self) -> int: ...
+    def name(self, index: int) -> str: ...
+    def read(self, index: int) -> bytes: ...
+
+
+class FileTasks:
+    """Tasks from the files of a folder, or the files a glob matches, in sorted order."""
+
+    def __init__(self, spec: str) -> None:
+        folder = Path(spec)
+        if folder.is_dir():
+            paths = sorted(p for p in folder.iterdir() if p.is_file())
+        else:
+            paths = sorted(Path(p) for p in glob.iglob(spec, recursive=True) if Path(p).is_file())
+        if not paths:
+            raise BatchError(f"no input files in {spec}: give a folder with files or a glob")
+        names = [p.name for p in paths]
+        if len(set(names)) != len(names):
+            raise BatchError(f"{spec} matches two files of the same name; outputs would collide")
+        self._paths = paths
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def name(self, index: int) -> str:
+        return self._paths[index].name
+
+    def read(self, index: int) -> bytes:
+        try:
+            return self._paths[index].read_bytes()
+        except OSError as exc:
+            raise BatchError(f"cannot read input {self._paths[index]}: {exc.strerror}") from None
+
+    def fingerprint(self) -> bytes:
+        digest = hashlib.sha256()
+        for path in self._paths:
+            digest.update(str(path.resolve()).encode() + b"\0")
+        return digest.digest()
+
+
+class MemoryTasks:
+    """Tasks given as bytes (``Client.map``); named by their position."""
+
+    def __init__(self, inputs: Sequence[bytes]) -> None:
+        if not inputs:
+            raise BatchError("no inputs: a batch needs at least one task")
+        self._inputs = inputs
+
+    def __len__(self) -> int:
+        return len(self._inputs)
+
+    def name(self, index: int) -> str:
+        return str(index)
+
+    def read(self, index: int) -> bytes:
+        return bytes(self._inputs[index])
+
+
+class Journal:
+    """An append-only record of a batch, one JSON line each, synced (or in memory alone)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.records: list[dict[str, Any]] = []
+        if path is not None and path.exists():
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(ValueError):  # a line torn by a crash ends the record
+                    self.records.append(json.loads(line))
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if self.path is None:
+            return
+        with self.path.open("a") as file:
+            file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+
+
+@dataclasses.dataclass
+class HostTally:
+    tasks: int = 0
+    fuel: int = 0
+    paid_mc: int = 0
+    mismatches: int = 0
+
+
+@dataclasses.dataclass
+class BatchStats:
+    batch_id: str
+    tasks: int
+    verified: int = 0
+    failed: int = 0
+    running: int = 0
+    spent_mc: int = 0
+    budget_mc: int | None = None
+    bundles: int = 0
+    bundles_failed: int = 0
+    started_s: float = dataclasses.field(default_factory=time.monotonic)
+    hosts: dict[str, HostTally] = dataclasses.field(default_factory=dict)
+    stopped: str = ""  # why the batch ended before every task was done ("" if it did not)
+
+    @property
+    def queued(self) -> int:
+        return self.tasks - self.verified - self.failed - self.running
+
+    @property
+    def tasks_per_s(self) -> float:
+        elapsed = time.monotonic() - self.started_s
+        return (self.verified + self.failed) / elapsed if elapsed > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "tasks": self.tasks,
+            "verified": self.verified,
+            "failed": self.failed,
+            "not_done": self.tasks - self.verified - self.failed,
+            "bundles": self.bundles,
+            "bundles_failed": self.bundles_failed,
+            "spent_mc": self.spent_mc,
+            "budget_mc": self.budget_mc,
+            "tasks_per_s": round(self.tasks_per_s, 1),
+            "elapsed_s": round(time.monotonic() - self.started_s, 3),
+            "mismatches": sum(h.mismatches for h in self.hosts.values()),
+            "hosts": {peer: dataclasses.asdict(h) for peer, h in sorted(self.hosts.items())},
+            "stopped": self.stopped,
+        }
+
+
+@dataclasses.dataclass
+class Bundle:
+    number: int
+    job_id: str
+    tasks: list[int]
+    started_s: float = dataclasses.field(default_factory=time.monotonic)
+
+
+@dataclasses.dataclass
+class BundleEnd:
+    bundle: Bundle
+    summary: dict[str, Any] | None  # None: the node does not know the job
+    results: bundles.ResultBundle | None = None
+    problem: str = ""
+
+
+Emit = Callable[[list[TaskOutcome]], Any]
+
+
+def check_budget(options: BatchOptions) -> None:
+    """Before anything is sent: can the budget pay even one task?"""
+    budget = options.budget_mc
+    one = options.task_cost_mc_max()
+    if budget is not None and budget < one:
+        raise BatchError(
+            f"a budget of {budget / MC_PER_CREDIT:g} credits is less than one task can cost "
+            f"({one / MC_PER_CREDIT:g} credits: {options.replicas_max} replicas at "
+            f"--max-price {options.max_price_mc_per_tfuel} and --fuel {options.fuel_max}); "
+            "raise --budget or lower --max-price or --fuel"
+        )
+
+
+def batch_id_for(module: bytes, fingerprint: bytes, outputs: str, options: BatchOptions) -> str:
+    """The same module, inputs, outputs and replicas name the same batch: a rerun resumes it."""
+    seed = hashlib.sha256(module).digest() + fingerprint + outputs.encode()
+    seed += f"{options.replicas}/{options.replicas_max}/{options.fuel_max}".encode()
+    return hashlib.sha256(seed).hexdigest()[:16]
+
+
+class BatchRunner:
+    def __init__(
+        self,
+        client: AsyncClient,
+        module: Path,
+        source: TaskSource,
+        options: BatchOptions,
+        *,
+        batch_id: str,
+        journal: Journal,
+        emit: Emit,
+        on_progress: Callable[[BatchStats], None] = lambda stats: None,
+    ) -> None:
+        self.client, self.module, self.source, self.options = client, module, source, options
+        self.journal, self.emit, self.on_progress = journal, emit, on_progress
+        self.state = bytearray(len(source))
+        self.attempts = bytearray(len(source))
+        self.queue: deque[int] = deque()
+        self.in_flight: dict[int, Bundle] = {}
+        self.reserved_mc: dict[int, int] = {}
+        self.stats = BatchStats(batch_id, len(source), budget_mc=options.budget_mc)
+        self.size = options.bundle_tasks_first
+        self.cancelled = False
+        self._recovered: list[Bundle] = []
+        self._numbers = 0
+        self._module_hash = ""
+        self._runtime = runtime_for(module, options.runtime)
+
+    async def run(self) -> BatchStats:
+        check_budget(self.options)
+        self._recovered = self._replay()
+        if self.cancelled:
+            self.stats.stopped = "cancelled"
+            return self.stats
+        if self.options.bundles_in_flight <= 0:
+            hosts = len((await self.client.market()).get("offers", []))
+            self.options = dataclasses.replace(self.options, bundles_in_flight=max(2, hosts))
+        data = module_bytes(self.module)
+        self._module_hash = await self.client.put_blob(data)
+        self.on_progress(self.stats)
+        try:
+            await self._run_bundles()
+        except BaseExceptionGroup as group:  # the node went away, or an input went missing
+            found = group.subgroup(lambda exc: isinstance(exc, HearthError))
+            if found is None:
+                raise
+            first = found.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
+        if not self.stats.stopped and self.stats.verified + self.stats.failed < self.stats.tasks:
+            self.stats.stopped = "budget" if self.options.budget_mc is not None else "incomplete"
+        if self.cancelled:
+            self.stats.stopped = "cancelled"
+        return self.stats
+
+    async def _run_bundles(self) -> None:
+        recovered = self._recovered
+        send, receive = anyio.create_memory_object_stream[BundleEnd](math.inf)
+        async with anyio.create_task_group() as group:
+            for bundle in recovered:
+                self._start(bundle)
+                group.start_soon(self._follow, bundle, send)
+            while True:
+                while not self.cancelled and self._room():
+                    fresh = self._next_bundle()
+                    if fresh is None:
+                        break
+                    self._start(fresh)
+                    group.start_soon(self._publish, fresh, send)
+                if not self.in_flight:
+                    break
+                await self._finish(await receive.receive())
+                self.on_progress(self.stats)
+
+    # Journal replay
+
+    def _replay(self) -> list[Bundle]:
+        """Verified tasks stay done; bundles published but not ended are followed again."""
+        open_bundles: dict[int, Bundle] = {}
+        for record in self.journal.records:
+            kind = record.get("kind")
+            if kind == "bundle":
+                number = int(record["no"])
+                open_bundles[number] = Bundle(number, record["job"], list(record["tasks"]))
+                self._numbers = max(self._numbers, number + 1)
+            elif kind == "done":
+                bundle = open_bundles.pop(int(record["no"]), None)
+                self.stats.spent_mc += int(record.get("paid_mc", 0))
+                if bundle is None:
+                    continue
+                for index in bundle.tasks:
+                    self.state[index] = QUEUED
+                for index in record.get("verified", []):
+                    self.state[index] = VERIFIED
+                for index in record.get("failed", []):
+                    self.state[index] = FAILED
+            elif kind == "lost":  # verified, but its output file is gone: run it again
+                for index in record.get("tasks", []):
+                    self.state[index] = QUEUED
+            elif kind == "cancel":
+                self.cancelled = True
+        self.stats.verified = self.state.count(VERIFIED)
+        self.stats.failed = self.state.count(FAILED)
+        followed = {i for bundle in open_bundles.values() for i in bundle.tasks}
+        self.queue.extend(
+            i for i in range(len(self.state)) if self.state[i] == QUEUED and i not in followed
+        )
+        return list(open_bundles.values())
+
+    # Scheduling
+
+    def _room(self) -> bool:
+        return bool(self.queue) and len(self.in_flight) < self.options.bundles_in_flight
+
+    def _affordable(self, tasks: int) -> int:
+        """How many of ``tasks`` the budget still covers at their worst case."""
+        if self.options.budget_mc is None:
+            return tasks
+        left = self.options.budget_mc - self.stats.spent_mc - sum(self.reserved_mc.values())
+        return max(0, min(tasks, left // max(1, self.options.task_cost_mc_max())))
+
+    def _next_bundle(self) -> Bundle | None:
+        spread = -(-len(self.queue) // self.options.bundles_in_flight)
+        count = self._affordable(min(self.size, max(spread, self.options.bundle_tasks_first)))
+        count = min(count, len(self.queue))
+        if count == 0:
+            return None
+        tasks = [self.queue.popleft() for _ in range(count)]
+        bundle = Bundle(self._numbers, secrets.token_hex(16), tasks)
+        self._numbers += 1
+        return bundle
+
+    def _start(self, bundle: Bundle) -> None:
+        self.in_flight[bundle.number] = bundle
+        self.reserved_mc[bundle.number] = len(bundle.tasks) * self.options.task_cost_mc_max()
+        for index in bundle.tasks:
+            self.state[index] = RUNNING
+        self.stats.running += len(bundle.tasks)
+
+    async def _publish(self, bundle: Bundle, send: Any) -> None:
+        inputs: list[bytes] = []
+        size = 0
+        for position, index in enumerate(bundle.tasks):
+            data = self.source.read(index)
+            size += len(data)
+            if size > self.options.bundle_bytes_max and inputs:
+                self._requeue_tail(bundle, position)  # keep a bundle within its byte bound
+                break
+            inputs.append(data)
+        options = self.options
+        payload = bundles.TaskBundle(options.fuel_max, options.output_bytes_max, tuple(inputs))
+        self.journal.append(
+            {"kind": "bundle", "no": bundle.number, "job": bundle.job_id, "tasks": bundle.tasks}
+        )
+        input_hash = await self.client.put_blob(payload.encode())
+        fuel_max = min(options.fuel_max * len(inputs), bundles_fuel_cap())
+        body = {
+            "runtime": self._runtime,
+            "module_hash": self._module_hash,
+            "input_hash": input_hash,
+            "fuel_max": fuel_max,
+            "memory_mb_max": options.memory_mb_max,
+            "deadline_s": options.deadline_s,
+            "replicas": options.replicas,
+            "replicas_max": options.replicas_max,
+            "max_price_mc_per_tfuel": options.max_price_mc_per_tfuel,
+            "prefer": options.prefer,
+            "bid_window_ms": options.bid_window_ms,
+            "job_id": bundle.job_id,
+        }
+        await self.client.publish(body)
+        await self._follow(bundle, send)
+
+    def _requeue_tail(self, bundle: Bundle, position: int) -> None:
+        tail = bundle.tasks[position:]
+        del bundle.tasks[position:]
+        for index in reversed(tail):
+            self.state[index] = QUEUED
+            self.queue.appendleft(index)
+        self.stats.running -= len(tail)
+        self.reserved_mc[bundle.number] = len(bundle.tasks) * self.options.task_cost_mc_max()
+
+    async def _follow(self, bundle: Bundle, send: Any) -> None:
+        """Wait for the bundle's job to end on the node; fetch and check its results."""
+        try:
+            async for _ in self.client.events(bundle.job_id):
+                pass
+            summary = await self.client.job(bundle.job_id)
+        except HearthError as exc:
+            if "no job published" not in str(exc):
+                raise
+            await send.send(BundleEnd(bundle, None, problem="the node does not know it"))
+            return
+        if summary["state"] != "accepted" or summary.get("error_kind"):
+            await send.send(BundleEnd(bundle, summary, problem=summary.get("reason", "")))
+            return
+        try:
+            data = await self._result_blob(summary["result_hash"])
+            results = bundles.decode_results(data, len(bundle.tasks))
+        except (HearthError, bundles.BundleError) as exc:
+            await send.send(BundleEnd(bundle, summary, problem=str(exc)))
+            return
+        await send.send(BundleEnd(bundle, summary, results))
+
+    async def _result_blob(self, digest: str) -> bytes:
+        """The accepted output: a large one arrives from a worker just after the job is paid."""
+        with anyio.fail_after(RESULT_FETCH_S_MAX):
+            delay_s = 0.01
+            while True:
+                try:
+                    return await self.client.blob(digest)
+                except HearthError as exc:
+                    if "no such blob" not in str(exc):
+                        raise
+                await anyio.sleep(delay_s)
+                delay_s = min(0.5, delay_s * 2)
+
+    # Results
+
+    async def _finish(self, end: BundleEnd) -> None:
+        bundle = end.bundle
+        self.in_flight.pop(bundle.number, None)
+        self.reserved_mc.pop(bundle.number, None)
+        self.stats.running -= len(bundle.tasks)
+        paid_mc = 0 if end.summary is None else int(end.summary.get("paid_mc", 0))
+        self.stats.spent_mc += paid_mc
+        self.stats.bundles += 1
+        if end.results is None:
+            await self._failed_bundle(bundle, end, paid_mc)
+            return
+        outcomes = [
+            TaskOutcome(
+                index,
+                self.source.name(index),
+                result.ok,
+                result.output,
+                result.error_kind,
+                result.exit_code,
+                result.fuel_used,
+            )
+            for index, result in zip(bundle.tasks, end.results.results, strict=True)
+        ]
+        await _maybe_await(self.emit(outcomes))  # outputs written before the journal says so
+        verified = [o.index for o in outcomes if o.ok]
+        failed = [o.index for o in outcomes if not o.ok]
+        record = {"kind": "done", "no": bundle.number, "paid_mc": paid_mc}
+        self.journal.append(record | {"verified": verified, "failed": failed})
+        for index in verified:
+            self.state[index] = VERIFIED
+        for index in failed:
+            self.state[index] = FAILED
+        self.stats.verified += len(verified)
+        self.stats.failed += len(failed)
+        assert end.summary is not None
+        self._tally(end.summary, len(bundle.tasks))
+        if time.monotonic() - bundle.started_s < self.options.deadline_s / 8:
+            self.size = min(self.options.bundle_tasks_max, self.size * self.options.bundle_growth)
+
+    async def _failed_bundle(self, bundle: Bundle, end: BundleEnd, paid_mc: int) -> None:
+        self.stats.bundles_failed += 1
+        self.journal.append({"kind": "done", "no": bundle.number, "paid_mc": paid_mc})
+        if end.summary is not None:
+            self._tally(end.summary, 0)
+        cancelled = end.summary is not None and end.summary.get("cause") == "cancelled"
+        self.cancelled = self.cancelled or cancelled  # `hearth job cancel` stopped the batch
+        self.size = max(1, self.size // 2)
+        given_up = []
+        for index in bundle.tasks:
+            self.attempts[index] += 0 if cancelled else 1
+            if self.attempts[index] >= self.options.attempts_max:
+                self.state[index] = FAILED
+                given_up.append(index)
+            else:
+                self.state[index] = QUEUED
+                self.queue.append(index)
+        if given_up:
+            self.stats.failed += len(given_up)
+            reason = end.problem or "its bundles kept failing"
+            await _maybe_await(
+                self.emit(
+                    [
+                        TaskOutcome(i, self.source.name(i), False, b"", "not-run", -1, 0, reason)
+                        for i in given_up
+                    ]
+                )
+            )
+
+    def _tally(self, summary: dict[str, Any], tasks: int) -> None:
+        for replica in summary.get("replicas_detail", []):
+            tally = self.stats.hosts.setdefault(str(replica["worker"]), HostTally())
+            if replica.get("verdict") == "match":
+                tally.tasks += tasks
+                tally.fuel += int(replica.get("fuel_used", 0))
+                tally.paid_mc += int(replica.get("paid_mc", 0))
+            elif replica.get("verdict") == "mismatch":
+                tally.mismatches += 1
+
+
+def runner_for(
+    client: AsyncClient, module: Path, source: TaskSource, options: dict[str, Any], emit: Emit
+) -> BatchRunner:
+    """A runner for ``Client.map``: no journal (the caller holds the inputs), a fresh id."""
+    try:
+        chosen = BatchOptions(**options)
+    except TypeError as exc:
+        raise BatchError(f"batch options: {exc}") from None
+    return BatchRunner(
+        client,
+        module,
+        source,
+        chosen,
+        batch_id=secrets.token_hex(8),
+        journal=Journal(None),
+        emit=emit,
+    )
+
+
+def bundles_fuel_cap() -> int:
+    from hearth.protocol import limits
+
+    return limits.JOB_FUEL_MAX
+
+
+async def _maybe_await(value: Any) -> None:
+    if hasattr(value, "__await__"):
+        await value
+
+
+def iterate_in_thread(run: Callable[[Emit], Any]) -> Iterator[TaskOutcome]:
+    """Run an async batch in a worker thread and yield its outcomes here as they arrive."""
+    import queue
+    import threading
+
+    items: queue.Queue[Any] = queue.Queue()
+    end = object()
+    failure: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            anyio.run(run, lambda outcomes: items.put(outcomes))
+        except BaseException as exc:  # handed to the caller's thread below
+            failure.append(exc)
+        finally:
+            items.put(end)
+
+    thread = threading.Thread(target=worker, name="hearth-batch", daemon=True)
+    thread.start()
+    while True:
+        got = items.get()
+        if got is end:
+            break
+        yield from got
+    thread.join()
+    if failure:
+        raise failure[0]
