@@ -17,6 +17,7 @@ from hearth.node.api import to_json
 from hearth.node.blobs import BlobError
 from hearth.node.routes_files import build_file_routes, missing_input
 from hearth.protocol import limits
+from hearth.protocol.adaptive import VERIFY_ALWAYS_2, VERIFY_POLICIES
 from hearth.protocol.errors import LocalProtocolError
 from hearth.protocol.events import PublishJob
 from hearth.protocol.job_messages import JobId
@@ -44,7 +45,7 @@ JOB_FIELDS: dict[str, type] = {
 }
 # Optional: absent or null takes the default. A lease of 0 or none is derived from the job
 # (protocol.lease); a set one is whole seconds, at least LEASE_MS_MIN, at most the deadline.
-OPTIONAL_JOB_FIELDS: dict[str, type] = {"lease_s": int}
+OPTIONAL_JOB_FIELDS: dict[str, type] = {"lease_s": int, "verify": str}
 
 
 def error(message: str, status: int = 400) -> JSONResponse:
@@ -62,6 +63,7 @@ def job_json(summary: Any) -> dict[str, Any]:
     # A verified failure (ADR 0023): what the replicas agreed the job exited with and printed.
     data["stderr"] = summary.stderr.decode("utf-8", "replace")
     data["exit_code"] = summary.exit_code if phase == "paid" else None
+    data["spot_checked"] = summary.spot_checked  # with verify, verified_by, error_bound_ppm
     return data
 
 
@@ -83,6 +85,9 @@ def parse_job_body(body: Any) -> dict[str, Any]:
     if body["prefer"] not in PREFERENCES:
         raise ValueError(f"prefer must be one of {list(PREFERENCES)}")
     body["lease_s"] = _lease_s(body.get("lease_s"), body["deadline_s"])
+    body["verify"] = body.get("verify") or VERIFY_ALWAYS_2
+    if body["verify"] not in VERIFY_POLICIES:
+        raise ValueError(f"verify must be one of {list(VERIFY_POLICIES)}")
     return body
 
 
@@ -171,6 +176,7 @@ def build_job_routes(node: Node) -> list[Route]:
             replicas_max=body["replicas_max"],
             prefer=body["prefer"],
             lease_ms=body["lease_s"] * 1000,
+            verify=body["verify"],
         )
         jobs.log_for(job_id)
         try:
