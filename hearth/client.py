@@ -88,6 +88,17 @@ class JobResult:
         return f"job {self.job_id} did not run: {self.reason or self.summary.get('phase', '')}"
 
     @property
+    def spot_checked(self) -> bool:
+        """Under verify="adaptive": a trusted host's result compared with another at random."""
+        return bool(self.summary.get("spot_checked"))
+
+    @property
+    def error_bound_ppm(self) -> int:
+        """Under verify="adaptive": the long-run share of accepted results that may be wrong,
+        in parts per million (ADR 0034); 0 under "always-2"."""
+        return int(self.summary.get("error_bound_ppm", 0))
+
+    @property
     def cli_exit_code(self) -> int:
         """What `hearth job run` exits with for this result (docs/job-failures.md)."""
         return 0 if self.ok else exit_code_for(self.error_kind, self.cause)
@@ -113,6 +124,9 @@ class JobOptions:
     # Seconds a winner has to commit before its award moves on; None derives it from fuel_max
     # and the deadline, so that a winner that never commits is replaced in time.
     lease_s: int | None = None
+    # "always-2": every result is compared with another; "adaptive": a host with a long run of
+    # matching results may run it alone, spot-checked at random (ADR 0034).
+    verify: str = "always-2"
 
     def body(self, module_hash: str, input_hash: str, runtime: str) -> dict[str, Any]:
         return {

@@ -17,6 +17,7 @@ from hearth.node.api import to_json
 from hearth.node.blobs import BlobError
 from hearth.node.routes_files import build_file_routes, missing_input
 from hearth.protocol import limits
+from hearth.protocol.adaptive import VERIFY_ALWAYS_2, VERIFY_POLICIES
 from hearth.protocol.errors import LocalProtocolError
 from hearth.protocol.events import CancelJob, PublishJob
 from hearth.protocol.job_messages import JobId
@@ -46,7 +47,7 @@ JOB_FIELDS: dict[str, type] = {
 # (protocol.lease); a set one is whole seconds, at least LEASE_MS_MIN, at most the deadline.
 # A job_id (hex) chosen by the caller lets a batch record a bundle before publishing it, so a
 # restart finds it again and never publishes (nor pays) it twice (ADR 0033).
-OPTIONAL_JOB_FIELDS: dict[str, type] = {"lease_s": int, "job_id": str}
+OPTIONAL_JOB_FIELDS: dict[str, type] = {"lease_s": int, "job_id": str, "verify": str}
 
 
 def error(message: str, status: int = 400) -> JSONResponse:
@@ -64,6 +65,7 @@ def job_json(summary: Any) -> dict[str, Any]:
     # A verified failure (ADR 0023): what the replicas agreed the job exited with and printed.
     data["stderr"] = summary.stderr.decode("utf-8", "replace")
     data["exit_code"] = summary.exit_code if phase == "paid" else None
+    data["spot_checked"] = summary.spot_checked  # with verify, verified_by, error_bound_ppm
     return data
 
 
@@ -86,6 +88,9 @@ def parse_job_body(body: Any) -> dict[str, Any]:
         raise ValueError(f"prefer must be one of {list(PREFERENCES)}")
     body["lease_s"] = _lease_s(body.get("lease_s"), body["deadline_s"])
     body["job_id"] = _job_id(body.get("job_id"))
+    body["verify"] = body.get("verify") or VERIFY_ALWAYS_2
+    if body["verify"] not in VERIFY_POLICIES:
+        raise ValueError(f"verify must be one of {list(VERIFY_POLICIES)}")
     return body
 
 
@@ -187,6 +192,7 @@ def build_job_routes(node: Node) -> list[Route]:
             replicas_max=body["replicas_max"],
             prefer=body["prefer"],
             lease_ms=body["lease_s"] * 1000,
+            verify=body["verify"],
         )
         jobs.log_for(job_id)
         try:

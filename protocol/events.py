@@ -99,6 +99,7 @@ class PublishJob:
     prefer: str = "cheapest"
     requirements: tuple[str, ...] = ()
     lease_ms: int = 0  # an accepted award must commit within this; 0: derived (protocol.lease)
+    verify: str = "always-2"  # or "adaptive" (protocol.adaptive, ADR 0034)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

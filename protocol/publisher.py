@@ -49,7 +49,7 @@ import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from hearth.protocol import limits
+from hearth.protocol import adaptive, limits
 from hearth.protocol.auction import BidView, choose_winners, pick, rank
 from hearth.protocol.causes import (
     TRANSIENT_CAUSES,
@@ -227,6 +227,7 @@ class PublisherComponent:
             seed=self._engine.rng.randbytes(SEED_BYTES),
             created_ms=now_ms,
             target=event.replicas,
+            verify=event.verify,
         )
         self.jobs[job.job_id] = job
         effects = self._publish_call(job, now_ms)
@@ -240,6 +241,8 @@ class PublisherComponent:
             problems.append("replicas")
         if event.prefer not in PREFERENCES:
             problems.append("prefer")
+        if event.verify not in adaptive.VERIFY_POLICIES:
+            problems.append(f"verify (one of {', '.join(adaptive.VERIFY_POLICIES)})")
         if not limits.BID_WINDOW_MS_MIN <= event.bid_window_ms <= limits.BID_WINDOW_MS_MAX:
             problems.append("bid_window_ms")
         if event.lease_ms and not (
@@ -431,21 +434,25 @@ class PublisherComponent:
         job.move(Phase.RUNNING)
         if not job.slots and selection.winners:
             job.clearing_price_mc_per_tfuel = selection.clearing_price_mc_per_tfuel
-            self._maybe_trust_one(job, selection.winners[0])
+            self._decide_verification(job, selection.winners[0])
         elif selection.winners:  # a later round: its winners are paid at least their own bid
             job.clearing_price_mc_per_tfuel = max(
                 job.clearing_price_mc_per_tfuel, selection.clearing_price_mc_per_tfuel
             )
         return self._advance(job, now_ms)
 
-    def _maybe_trust_one(self, job: PublisherJob, best: BidView) -> None:
-        """BOINC adaptive replication: at random, a long valid streak runs the job alone."""
-        config = self._config
-        if not config.adaptive_replication:
-            return
+    def _decide_verification(self, job: PublisherJob, best: BidView) -> None:
+        """Adaptive verification (ADR 0034): a trusted best winner may run the job alone."""
         streak = self._engine.reputation.get(best.worker).valid_streak
-        if streak >= config.trust_streak_min and self._engine.rng.randrange(100) < config.trust_pct:
+        rng = self._engine.rng
+        decision = adaptive.decide(job.verify, streak, self._config.adaptive, rng)
+        job.verified_by, job.error_bound_ppm = decision.verified_by, decision.error_bound_ppm
+        if decision.solo:
             job.replicas = job.target = 1
+
+    def _trusted(self, bid: BidView) -> bool:
+        streak = self._engine.reputation.get(bid.worker).valid_streak
+        return streak >= self._config.adaptive.trust_streak_min
 
     # Awarding
 
@@ -479,6 +486,11 @@ class PublisherComponent:
         chosen = [slot.bid for slot in job.live()]
         excluded = _barred(job)
         fresh = pick(job.ranked, needed, chosen, excluded, newcomers_max(job.target))
+        if job.verified_by == adaptive.SOLO and not all(self._trusted(bid) for bid in fresh):
+            # The trusted host dropped out: its stand-in has not earned a solo run (ADR 0034).
+            job.verified_by = adaptive.REPLICATED
+            job.replicas = job.target = min(2, job.replicas_max)
+            return self._fill_slots(job, now_ms)
         job.move(Phase.RUNNING)
         if len(fresh) < needed:
             found = self._diagnose(job, now_ms)

@@ -11,6 +11,7 @@ import enum
 from typing import Any, Final, TypeVar
 
 from hearth.protocol import limits
+from hearth.protocol.adaptive import AdaptiveConfig
 from hearth.protocol.auction import BidView, network_group
 from hearth.protocol.codec import decode_as, encode, message
 from hearth.protocol.errors import LocalProtocolError, RemoteProtocolError
@@ -36,9 +37,8 @@ class PublisherConfig:
     restart_grace_ms: int = 5_000  # after a restore, waiting replicas get at least this long
     message_ttl_ms: int = 60_000
     persist_jobs: bool = True  # emit SaveJob; a simulator may turn it off
-    adaptive_replication: bool = False  # BOINC: trust a long valid streak alone, at random
-    trust_streak_min: int = 20
-    trust_pct: int = 10  # chance, in percent, that such a job runs on one replica
+    # N and c of jobs with verify="adaptive" (ADR 0034)
+    adaptive: AdaptiveConfig = dataclasses.field(default_factory=AdaptiveConfig)
 
 
 class Phase(enum.Enum):
@@ -127,7 +127,7 @@ class Slot:
 @dataclasses.dataclass(slots=True)
 class PublisherJob:
     call: CallForBids  # the current round's call
-    replicas: int  # agreeing results wanted (1 when adaptive replication trusts one worker)
+    replicas: int  # agreeing results wanted (1 when adaptive verification trusts one worker)
     replicas_max: int
     prefer: str
     lease_ms: int
@@ -140,6 +140,9 @@ class PublisherJob:
     target: int = 0  # results to collect now; raised on disagreement
     clearing_price_mc_per_tfuel: int = 0
     accepted_digest: bytes = b""
+    verify: str = "always-2"  # the job's policy (protocol.adaptive)
+    verified_by: str = ""  # replicated | spot-checked | solo, once the first winners are chosen
+    error_bound_ppm: int = 0  # the policy's bound on accepted wrong results (ADR 0034)
     bids: dict[PeerId, tuple[BidView, bytes]] = dataclasses.field(default_factory=dict)
     slots: list[Slot] = dataclasses.field(default_factory=list)
     ranked: list[BidView] = dataclasses.field(default_factory=list)  # derived, not saved
@@ -227,7 +230,7 @@ class SlotRecord:
     stderr: bytes
 
 
-@message(92, version=2)  # version 2: cause (ADR 0023)
+@message(92, version=3)  # version 2: cause (ADR 0023); 3: verify policy (ADR 0034)
 @dataclasses.dataclass(frozen=True)
 class JobRecord:
     call: CallForBids
@@ -246,6 +249,9 @@ class JobRecord:
     accepted_digest: bytes
     bids: tuple[BidRecord, ...]
     slots: tuple[SlotRecord, ...]
+    verify: str
+    verified_by: str
+    error_bound_ppm: int
 
 
 def _bid_record(view: BidView, worker_key: bytes) -> BidRecord:
@@ -329,6 +335,9 @@ def encode_job(job: PublisherJob) -> bytes:
         accepted_digest=job.accepted_digest,
         bids=tuple(_bid_record(view, key) for _, (view, key) in sorted(job.bids.items())),
         slots=slots,
+        verify=job.verify,
+        verified_by=job.verified_by,
+        error_bound_ppm=job.error_bound_ppm,
     )
     return encode(record)
 
@@ -358,6 +367,9 @@ def decode_job(state: bytes) -> PublisherJob:
         target=record.target,
         clearing_price_mc_per_tfuel=record.clearing_price_mc_per_tfuel,
         accepted_digest=record.accepted_digest,
+        verify=record.verify,
+        verified_by=record.verified_by,
+        error_bound_ppm=record.error_bound_ppm,
         bids={PeerId(b.worker): (_bid_view(b), b.worker_key) for b in record.bids},
     )
     for s, slot_state in zip(record.slots, slot_states, strict=True):
@@ -422,6 +434,13 @@ class JobSummary:
     exit_code: int  # of the accepted result (EXIT_CODE_NONE if it never exited)
     stderr: bytes  # the accepted result's stderr tail, agreed by the replicas
     output: bytes  # inline output of the accepted result; empty if fetched as a blob
+    verify: str = "always-2"  # the policy asked for (protocol.adaptive)
+    verified_by: str = ""  # replicated | spot-checked | solo
+    error_bound_ppm: int = 0  # long-run share of accepted results that may be wrong (ADR 0034)
+
+    @property
+    def spot_checked(self) -> bool:
+        return self.verified_by == "spot-checked"
 
 
 def summarise(job: PublisherJob) -> JobSummary:
@@ -475,4 +494,7 @@ def summarise(job: PublisherJob) -> JobSummary:
         exit_code=first.exit_code if first else 0,
         stderr=first.stderr if first else b"",
         output=first.output if first else b"",
+        verify=job.verify,
+        verified_by=job.verified_by,
+        error_bound_ppm=job.error_bound_ppm,
     )

@@ -162,6 +162,14 @@ LeaseOpt = Annotated[
 ]
 
 
+VerifyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--verify",
+        help="always-2 (every result compared with another) or adaptive (a proven host may "
+        "run it alone, spot-checked at random; the result states the error bound).",
+    ),
+]
 BudgetOpt = Annotated[
     float | None,
     typer.Option("--budget", help="Most credits the job may cost, all replicas together."),
@@ -184,6 +192,7 @@ def run(
     prefer: PreferOpt = None,
     lease: LeaseOpt = None,
     budget: BudgetOpt = None,
+    verify: VerifyOpt = None,
     spec_file: SpecOpt = None,
     json_output: bool = JSON_OPTION,
     args: ArgOpt = None,
@@ -219,7 +228,7 @@ def run(
             "runtime": chosen.value, "replicas": replicas, "replicas_max": replicas_max,
             "max_price_mc_per_tfuel": max_price, "prefer": prefer, "fuel_max": fuel,
             "memory_mb_max": memory_mb, "deadline_s": max(1, int(deadline_s)),
-            "lease_s": lease,
+            "lease_s": lease, "verify": verify,
         }  # fmt: skip
         options = job_cost.within_budget(job_network.options_from(spec, flags), budget)
         if files is not None:

@@ -120,6 +120,10 @@ def publish(
         "paid_mc": result.paid_mc,
         "clearing_price_mc_per_tfuel": result.summary["clearing_price_mc_per_tfuel"],
         "replicas": [r["worker"] for r in result.summary["replicas_detail"] if r["paid_mc"]],
+        "verify": result.summary["verify"],
+        "verified_by": result.summary["verified_by"],
+        "spot_checked": result.summary["spot_checked"],
+        "error_bound_ppm": result.summary["error_bound_ppm"],
     }
     if json_output:
         print_json(report)
@@ -127,7 +131,16 @@ def publish(
     typer.echo(
         f"verified: {len(result.output)} bytes to {output}, sha256 {result.output_sha256}, "
         f"fuel {result.fuel_used}, paid {result.paid_mc} mc to {len(report['replicas'])} hosts"
+        + verification_note(result.summary)
     )
+
+
+def verification_note(summary: dict[str, Any]) -> str:
+    """Under --verify adaptive: how this result was checked and the policy's error bound."""
+    if summary["verify"] != "adaptive":
+        return ""
+    bound_pct = summary["error_bound_ppm"] / 10_000
+    return f" ({summary['verified_by']}; adaptive error bound {bound_pct:.2f} %)"
 
 
 def register(app: typer.Typer, json_option: Any) -> None:

@@ -43,3 +43,15 @@ def test_the_cli_flag_and_the_spec_file_carry_the_lease() -> None:
     assert options_from({"lease_s": 7}, {"lease_s": None}).lease_s == 7  # from the spec file
     assert options_from({"lease_s": 7}, {"lease_s": 9}).lease_s == 9  # --lease wins
     assert options_from({}, {}).lease_s is None  # derived
+
+
+def test_verify_defaults_to_always_2_and_takes_adaptive() -> None:
+    assert parse_job_body(_body())["verify"] == "always-2"
+    assert parse_job_body(_body(verify="adaptive"))["verify"] == "adaptive"
+    assert options_from({}, {"verify": "adaptive"}).verify == "adaptive"
+
+
+@pytest.mark.parametrize("verify", ["always-3", "ADAPTIVE", 2, ["adaptive"]])
+def test_an_unknown_verify_policy_is_one_clear_error(verify: object) -> None:
+    with pytest.raises(ValueError, match="verify must be one of"):
+        parse_job_body(_body(verify=verify))

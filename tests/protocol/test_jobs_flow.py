@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from hearth.protocol.adaptive import AdaptiveConfig
 from hearth.protocol.effects import FetchBlob, PayWorker, RecordMismatch
 from hearth.protocol.pricing import cost_mc
 from hearth.protocol.publisher_state import PublisherConfig
@@ -162,23 +163,42 @@ def test_the_same_seed_replays_the_same_run() -> None:
     assert run() == run()
 
 
-def test_adaptive_replication_may_trust_a_long_valid_streak_alone() -> None:
+def test_adaptive_verification_may_trust_a_long_valid_streak_alone() -> None:
+    # c = 100 %: never alone; so first prove the streak, then lower c to 0.1 % to see solo runs.
     config = PublisherConfig(
-        network_prefix_v4=32, adaptive_replication=True, trust_streak_min=3, trust_pct=100
+        network_prefix_v4=32, adaptive=AdaptiveConfig(trust_streak_min=3, spot_check_ppm=1_000)
     )
     cluster = Cluster(4, publisher_config=config)
     jobs = []
     for n in range(6):
-        job_id = cluster.publish_job(3, MODULE, INPUT + bytes([n]))
+        job_id = cluster.publish_job(3, MODULE, INPUT + bytes([n]), verify="adaptive")
         cluster.run_until(cluster.finished(3, job_id))
         jobs.append(cluster.nodes[3].engine.publisher.summary(job_id))
     assert all(s is not None and s.phase == "paid" for s in jobs)
     replicas = [len(s.replicas_detail) for s in jobs if s is not None]
     assert replicas[0] == 2 and 1 in replicas  # checked at first, then trusted once proven
+    ways = [s.verified_by for s in jobs if s is not None]
+    assert ways[0] == "replicated" and "solo" in ways
+    bound = AdaptiveConfig(trust_streak_min=3, spot_check_ppm=1_000).error_bound_ppm
+    assert all(s is not None and s.error_bound_ppm == bound for s in jobs)
 
 
-def test_adaptive_replication_is_off_by_default() -> None:
-    assert PublisherConfig().adaptive_replication is False
+def test_always_2_is_the_default_and_never_runs_alone() -> None:
+    config = PublisherConfig(
+        network_prefix_v4=32, adaptive=AdaptiveConfig(trust_streak_min=1, spot_check_ppm=1)
+    )
+    cluster = Cluster(4, publisher_config=config)
+    for n in range(4):
+        job_id = cluster.publish_job(3, MODULE, INPUT + bytes([n]))
+        cluster.run_until(cluster.finished(3, job_id))
+        summary = cluster.nodes[3].engine.publisher.summary(job_id)
+        assert summary is not None and summary.phase == "paid"
+        assert (summary.verify, summary.verified_by, summary.error_bound_ppm) == (
+            "always-2",
+            "replicated",
+            0,
+        )
+        assert len(summary.replicas_detail) == 2
 
 
 def test_the_job_list_and_summaries_are_plain_values() -> None:
