@@ -23,7 +23,9 @@ Receiver (`WireServer`): reads frames in a loop. Between frames a stream may idl
 the sender's idle time); once a frame has begun it must finish within the read timeout. A frame
 that is oversize, malformed or stalls is penalised exactly as on a per-message stream and ends
 the stream; a frame for a protocol we do not serve, or that the edge check refuses, is dropped
-and the stream read on, as a per-message stream would have been refused alone.
+and the stream read on, as a per-message stream would have been refused alone. A peer's frames
+over its rate (`limits.WIRE_PEER_FRAMES_BURST`, then one per `WIRE_PEER_FRAME_INTERVAL_MS`) are
+read later, not dropped: the yamux window pushes back on the sender, whose queue bound applies.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any, Final
 import trio
 from libp2p.abc import INetStream
 
+from hearth.p2p.dialing import TokenBuckets
 from hearth.p2p.peers import PENALTY_BAD_FRAME, PENALTY_STALL, PeerReputation
 from hearth.p2p.streams import (
     ByteStream,
@@ -349,6 +352,7 @@ class WireServer:
         read_timeout_s: float,
         check: EdgeCheck | None = None,
         idle_s: float = 2 * limits.WIRE_IDLE_MS / 1000,
+        pace: tuple[int, int] = (limits.WIRE_PEER_FRAMES_BURST, limits.WIRE_PEER_FRAME_INTERVAL_MS),
     ) -> None:
         self._deliver = deliver  # non-blocking: False when the inbound queue is full
         self._reputation = reputation
@@ -357,6 +361,8 @@ class WireServer:
         self._read_timeout_s = read_timeout_s
         self._check = check
         self._idle_s = idle_s
+        self._frame_interval_s = pace[1] / 1000
+        self._buckets = TokenBuckets(*pace)  # per peer, over all its wire streams
 
     async def handle(self, stream: ByteStream, peer_id: str, remote_ip: str = "") -> None:
         """Never raises (but for cancellation): a bad peer must not disturb the connection."""
@@ -373,6 +379,7 @@ class WireServer:
             if self._reputation.is_banned(peer_id):
                 self._stats.requests_refused += 1
                 return True
+            await self._wait_turn(peer_id)
             body = await self._next_frame(stream, peer_id)
             if body is None:
                 return False
@@ -409,6 +416,15 @@ class WireServer:
         except _CleanEOF:
             return None
 
+    async def _wait_turn(self, peer_id: str) -> None:
+        """Hold the next read until the peer is within its frame rate: pacing, not dropping."""
+        if not self._buckets.available(peer_id, _now_ms()):
+            self._stats.wire_frames_paced += 1
+            # A bucket refills with time alone: there is no event to wait for.
+            while not self._buckets.available(peer_id, _now_ms()):  # noqa: ASYNC110
+                await trio.sleep(self._frame_interval_s)
+        self._buckets.take(peer_id, _now_ms())
+
     def _refuse_frame(self, peer_id: str, error: Exception) -> None:
         self._stats.frames_refused += 1
         self._reputation.adjust(peer_id, PENALTY_BAD_FRAME)
@@ -428,6 +444,10 @@ class WireServer:
             Inbound(peer_id, protocol_id, data, _nobody_waits, remote_ip, verified)
         ):
             self._stats.inbound_dropped += 1
+
+
+def _now_ms() -> int:
+    return int(trio.current_time() * 1000)
 
 
 async def _nobody_waits(data: bytes) -> None:
