@@ -37,6 +37,7 @@ from typing import Any, Final
 
 import trio
 from libp2p.abc import INetStream
+from libp2p.protocol_muxer.exceptions import MultiselectClientError
 
 from hearth.p2p.dialing import TokenBuckets
 from hearth.p2p.peers import PENALTY_BAD_FRAME, PENALTY_STALL, PeerReputation
@@ -163,6 +164,18 @@ class WireSender:
         line = self._lines.get(peer_id)
         return (0, 0) if line is None else (line.waiting, line.waiting_bytes)
 
+    def sends_legacy(self, peer_id: str) -> bool:
+        """Whether the peer refused the wire protocol lately (it gets a stream per message)."""
+        line = self._lines.get(peer_id)
+        return line is not None and line.legacy_until_s > trio.current_time()
+
+    @staticmethod
+    def _forgettable(line: _Line) -> bool:
+        """Nothing in it worth keeping: no stream, no send waiting, no refusal to remember."""
+        return (
+            line.waiting == 0 and line.stream is None and line.legacy_until_s <= trio.current_time()
+        )
+
     def has_stream(self, peer_id: str) -> bool:
         line = self._lines.get(peer_id)
         return line is not None and line.stream is not None
@@ -201,7 +214,7 @@ class WireSender:
         finally:
             line.waiting -= 1
             line.waiting_bytes -= len(frame)
-            if line.waiting == 0 and line.stream is None and self._lines.get(peer_id) is line:
+            if self._forgettable(line) and self._lines.get(peer_id) is line:
                 del self._lines[peer_id]
         if item.error is not None:
             raise item.error
@@ -232,11 +245,12 @@ class WireSender:
             if line.stream is None:
                 try:
                     line.stream = await self._open_stream(peer_id, WIRE_PROTOCOL)
-                except PeerUnreachableError:
-                    # An older peer, or no connection at all: the old path tells which.
+                except PeerUnreachableError as error:
+                    # An older peer, or no stream right now: the old path may still work.
                     await self._send_legacy(peer_id, batch)
-                    line.legacy_until_s = trio.current_time() + LEGACY_RECHECK_S
-                    logger.info("peer %s has no %s; one stream per message", peer_id, WIRE_PROTOCOL)
+                    if _refused_protocol(error):
+                        line.legacy_until_s = trio.current_time() + LEGACY_RECHECK_S
+                        logger.info("%s has no %s; a stream per message", peer_id, WIRE_PROTOCOL)
                     return
                 self._stats.wire_streams_opened += 1
             try:
@@ -293,6 +307,8 @@ class WireSender:
         now_s = trio.current_time()
         closed = 0
         for peer_id, line in list(self._lines.items()):
+            if self._forgettable(line):  # e.g. a refusal of the protocol that has expired
+                del self._lines[peer_id]
             if line.stream is None or now_s - line.used_s < self._idle_s:
                 continue
             try:
@@ -305,7 +321,7 @@ class WireSender:
                 closed += 1
             finally:
                 line.lock.release()
-            if line.waiting == 0 and line.stream is None:
+            if self._forgettable(line):
                 self._lines.pop(peer_id, None)
         return closed
 
@@ -444,6 +460,16 @@ class WireServer:
             Inbound(peer_id, protocol_id, data, _nobody_waits, remote_ip, verified)
         ):
             self._stats.inbound_dropped += 1
+
+
+def _refused_protocol(error: BaseException) -> bool:
+    """Did the peer answer "na" to the protocol (multistream-select), rather than fail to talk?"""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, MultiselectClientError) and "not supported" in str(cause):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def _now_ms() -> int:

@@ -259,6 +259,7 @@ async def test_an_older_peer_gets_a_stream_per_message() -> None:
         assert [item.data for item in seen] == [b"old 0", b"old 1", b"old 2"]
         stats = client.statistics()
         assert (stats.wire_legacy_sends, stats.wire_streams_opened) == (3, 0)
+        assert client._wire.sends_legacy(old.peer_id)  # asked once, remembered
         assert old.statistics().wire_frames == 0
 
 
