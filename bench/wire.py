@@ -1,10 +1,12 @@
 """One-way direct messages between two loopback hosts: a new stream each vs one long-lived stream.
 
-Usage: python bench/wire.py [--messages 500] [--burst 2000] [--bytes 256]. Opens two real
-py-libp2p hosts (TCP, Noise, yamux) on 127.0.0.2 and 127.0.0.3 in this process. For each way of
-sending, in the same run: latency = from the `send` call to the frame reaching the receiver's
-inbound queue, one message at a time; throughput = a burst of messages sent by concurrent tasks
-until the last one arrives; failures = sends that raised. Last line: one JSON object.
+Usage: python bench/wire.py [--messages 500] [--burst 2000] [--bytes 256] [--senders 32].
+Opens two real py-libp2p hosts (TCP, Noise, yamux) on 127.0.0.2 and 127.0.0.3 in this process,
+a fresh pair for each way of sending, both in the same run. Latency: from the `send` call to the
+frame reaching the receiver's inbound queue, one message at a time. Throughput: a burst of
+messages sent by concurrent tasks, until the last one arrives. Failures: sends that raised. And
+what the receiver held against the sender: streams refused over the per-peer cap, its score.
+Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from hearth.p2p.host import Libp2pTransport, open_transport
 from hearth.p2p.transport import HostConfig, TransportError
 
 PROTOCOL = "/hearth/bench-wire/1"
-SENDERS = 32  # concurrent tasks in a burst, as the driver runs one task per Send effect
 
 Send = Callable[[str, str, bytes], Awaitable[None]]
 
@@ -95,40 +96,51 @@ async def _measure(
             await one()
 
     async with trio.open_nursery() as nursery:
-        for _ in range(SENDERS):
+        for _ in range(options.senders):
             nursery.start_soon(worker)
     await receiver.wait_for(options.burst - (failed - failed_before), 30)
     elapsed_s = trio.current_time() - started_s
     return {
-        "p50_ms": round(statistics.median(latencies), 3),
-        "p99_ms": round(_percentile(latencies, 0.99), 3),
+        "p50_ms": round(statistics.median(latencies), 3) if latencies else None,
+        "p99_ms": round(_percentile(latencies, 0.99), 3) if latencies else None,
         "messages_per_s": round(receiver.arrived / elapsed_s, 1),
         "failed_sends": failed,
     }
 
 
-async def run(options: argparse.Namespace) -> dict[str, object]:
+async def _one_way(long_lived: bool, options: argparse.Namespace) -> dict[str, object]:
+    """Measure one way of sending on a fresh pair of hosts, so that what the first way costs
+    the sender (a burst of streams over the peer's cap is penalised, ADR 0014) stays its own."""
     receiver = Receiver()
+    name = "long-lived" if long_lived else "new-stream"
     async with (
-        open_transport(_config("receiver", "127.0.0.2")) as server,
-        open_transport(_config("sender", "127.0.0.3")) as client,
+        open_transport(_config(f"receiver-{name}", "127.0.0.2")) as server,
+        open_transport(_config(f"sender-{name}", "127.0.0.3")) as client,
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(receiver.run, server)
         await client.connect(server.listen_addrs[0])
-        new_stream = await _measure(client._send_on_own_stream, server.peer_id, receiver, options)
-        long_lived = await _measure(client.send, server.peer_id, receiver, options)
-        stats = client.statistics()
+        send = client.send if long_lived else client._send_on_own_stream
+        figures: dict[str, object] = dict(await _measure(send, server.peer_id, receiver, options))
+        received = server.statistics()
+        figures["streams_refused_by_receiver"] = received.streams_refused
+        figures["sender_score_at_receiver"] = server.reputation.score(client.peer_id)
+        if long_lived:
+            figures["wire_streams_opened"] = client.statistics().wire_streams_opened
+            figures["wire_sends_dropped"] = client.statistics().wire_sends_dropped
         nursery.cancel_scope.cancel()
+    return figures
+
+
+async def run(options: argparse.Namespace) -> dict[str, object]:
     return {
         "bench": "wire",
         "messages": options.messages,
         "burst": options.burst,
         "message_bytes": options.bytes,
-        "new_stream": new_stream,
-        "long_lived": long_lived,
-        "wire_streams_opened": stats.wire_streams_opened,
-        "wire_sends_dropped": stats.wire_sends_dropped,
+        "senders": options.senders,
+        "new_stream": await _one_way(False, options),
+        "long_lived": await _one_way(True, options),
     }
 
 
@@ -137,9 +149,15 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=500, help="latency samples per way")
     parser.add_argument("--burst", type=int, default=2000, help="messages in the throughput burst")
     parser.add_argument("--bytes", type=int, default=256, help="message size (at least 8)")
+    parser.add_argument(
+        "--senders",
+        type=int,
+        default=32,
+        help="concurrent tasks in the burst (the driver runs one task per Send effect)",
+    )
     options = parser.parse_args()
-    if options.messages < 1 or options.burst < 1 or options.bytes < 8:
-        parser.error("--messages and --burst must be positive and --bytes at least 8")
+    if min(options.messages, options.burst, options.senders) < 1 or options.bytes < 8:
+        parser.error("--messages, --burst and --senders must be positive, --bytes at least 8")
     figures = trio.run(run, options)
     print(json.dumps(figures))
     return 0

@@ -383,6 +383,14 @@ class _StateCollector(Collector):
         ):
             refused.add_metric([kind], getattr(stats, kind))
         yield refused
+        wire = CounterMetricFamily(
+            "hearth_wire_events",
+            "Long-lived per-peer streams for one-way messages (ADR 0038), by event",
+            labels=["event"],
+        )
+        for event in ("streams_opened", "reopens", "sends_dropped", "legacy_sends", "write_stalls"):
+            wire.add_metric([event], getattr(stats, f"wire_{event}"))
+        yield wire
 
 
 def _one(kind: Any, name: str, documentation: str, value: float) -> Metric:

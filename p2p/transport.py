@@ -222,6 +222,7 @@ class TransportStatistics:
     wire_sends_dropped: int = 0  # a peer's send queue was full: the message was not sent
     wire_legacy_sends: int = 0  # sent on a stream of its own: the peer has no /hearth/wire/1
     wire_frames: int = 0  # frames read from peers' long-lived streams
+    wire_frames_paced: int = 0  # reads held back: their peer was over its frame rate
     wire_write_stalls: int = 0  # a peer stopped reading our stream past the timeout: reset
     exchange_rounds: int = 0  # peer-exchange rounds run (they back off: ADR 0036)
     foreign_addrs: int = 0  # addresses a peer passed that we could not reach, or not its own

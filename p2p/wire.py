@@ -23,7 +23,9 @@ Receiver (`WireServer`): reads frames in a loop. Between frames a stream may idl
 the sender's idle time); once a frame has begun it must finish within the read timeout. A frame
 that is oversize, malformed or stalls is penalised exactly as on a per-message stream and ends
 the stream; a frame for a protocol we do not serve, or that the edge check refuses, is dropped
-and the stream read on, as a per-message stream would have been refused alone.
+and the stream read on, as a per-message stream would have been refused alone. A peer's frames
+over its rate (`limits.WIRE_PEER_FRAMES_BURST`, then one per `WIRE_PEER_FRAME_INTERVAL_MS`) are
+read later, not dropped: the yamux window pushes back on the sender, whose queue bound applies.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from typing import Any, Final
 
 import trio
 from libp2p.abc import INetStream
+from libp2p.protocol_muxer.exceptions import MultiselectClientError
 
+from hearth.p2p.dialing import TokenBuckets
 from hearth.p2p.peers import PENALTY_BAD_FRAME, PENALTY_STALL, PeerReputation
 from hearth.p2p.streams import (
     ByteStream,
@@ -160,6 +164,18 @@ class WireSender:
         line = self._lines.get(peer_id)
         return (0, 0) if line is None else (line.waiting, line.waiting_bytes)
 
+    def sends_legacy(self, peer_id: str) -> bool:
+        """Whether the peer refused the wire protocol lately (it gets a stream per message)."""
+        line = self._lines.get(peer_id)
+        return line is not None and line.legacy_until_s > trio.current_time()
+
+    @staticmethod
+    def _forgettable(line: _Line) -> bool:
+        """Nothing in it worth keeping: no stream, no send waiting, no refusal to remember."""
+        return (
+            line.waiting == 0 and line.stream is None and line.legacy_until_s <= trio.current_time()
+        )
+
     def has_stream(self, peer_id: str) -> bool:
         line = self._lines.get(peer_id)
         return line is not None and line.stream is not None
@@ -198,7 +214,7 @@ class WireSender:
         finally:
             line.waiting -= 1
             line.waiting_bytes -= len(frame)
-            if line.waiting == 0 and line.stream is None and self._lines.get(peer_id) is line:
+            if self._forgettable(line) and self._lines.get(peer_id) is line:
                 del self._lines[peer_id]
         if item.error is not None:
             raise item.error
@@ -229,11 +245,12 @@ class WireSender:
             if line.stream is None:
                 try:
                     line.stream = await self._open_stream(peer_id, WIRE_PROTOCOL)
-                except PeerUnreachableError:
-                    # An older peer, or no connection at all: the old path tells which.
+                except PeerUnreachableError as error:
+                    # An older peer, or no stream right now: the old path may still work.
                     await self._send_legacy(peer_id, batch)
-                    line.legacy_until_s = trio.current_time() + LEGACY_RECHECK_S
-                    logger.info("peer %s has no %s; one stream per message", peer_id, WIRE_PROTOCOL)
+                    if _refused_protocol(error):
+                        line.legacy_until_s = trio.current_time() + LEGACY_RECHECK_S
+                        logger.info("%s has no %s; a stream per message", peer_id, WIRE_PROTOCOL)
                     return
                 self._stats.wire_streams_opened += 1
             try:
@@ -290,6 +307,8 @@ class WireSender:
         now_s = trio.current_time()
         closed = 0
         for peer_id, line in list(self._lines.items()):
+            if self._forgettable(line):  # e.g. a refusal of the protocol that has expired
+                del self._lines[peer_id]
             if line.stream is None or now_s - line.used_s < self._idle_s:
                 continue
             try:
@@ -302,7 +321,7 @@ class WireSender:
                 closed += 1
             finally:
                 line.lock.release()
-            if line.waiting == 0 and line.stream is None:
+            if self._forgettable(line):
                 self._lines.pop(peer_id, None)
         return closed
 
@@ -349,6 +368,7 @@ class WireServer:
         read_timeout_s: float,
         check: EdgeCheck | None = None,
         idle_s: float = 2 * limits.WIRE_IDLE_MS / 1000,
+        pace: tuple[int, int] = (limits.WIRE_PEER_FRAMES_BURST, limits.WIRE_PEER_FRAME_INTERVAL_MS),
     ) -> None:
         self._deliver = deliver  # non-blocking: False when the inbound queue is full
         self._reputation = reputation
@@ -357,6 +377,8 @@ class WireServer:
         self._read_timeout_s = read_timeout_s
         self._check = check
         self._idle_s = idle_s
+        self._frame_interval_s = pace[1] / 1000
+        self._buckets = TokenBuckets(*pace)  # per peer, over all its wire streams
 
     async def handle(self, stream: ByteStream, peer_id: str, remote_ip: str = "") -> None:
         """Never raises (but for cancellation): a bad peer must not disturb the connection."""
@@ -373,6 +395,7 @@ class WireServer:
             if self._reputation.is_banned(peer_id):
                 self._stats.requests_refused += 1
                 return True
+            await self._wait_turn(peer_id)
             body = await self._next_frame(stream, peer_id)
             if body is None:
                 return False
@@ -409,6 +432,15 @@ class WireServer:
         except _CleanEOF:
             return None
 
+    async def _wait_turn(self, peer_id: str) -> None:
+        """Hold the next read until the peer is within its frame rate: pacing, not dropping."""
+        if not self._buckets.available(peer_id, _now_ms()):
+            self._stats.wire_frames_paced += 1
+            # A bucket refills with time alone: there is no event to wait for.
+            while not self._buckets.available(peer_id, _now_ms()):  # noqa: ASYNC110
+                await trio.sleep(self._frame_interval_s)
+        self._buckets.take(peer_id, _now_ms())
+
     def _refuse_frame(self, peer_id: str, error: Exception) -> None:
         self._stats.frames_refused += 1
         self._reputation.adjust(peer_id, PENALTY_BAD_FRAME)
@@ -428,6 +460,20 @@ class WireServer:
             Inbound(peer_id, protocol_id, data, _nobody_waits, remote_ip, verified)
         ):
             self._stats.inbound_dropped += 1
+
+
+def _refused_protocol(error: BaseException) -> bool:
+    """Did the peer answer "na" to the protocol (multistream-select), rather than fail to talk?"""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, MultiselectClientError) and "not supported" in str(cause):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _now_ms() -> int:
+    return int(trio.current_time() * 1000)
 
 
 async def _nobody_waits(data: bytes) -> None:

@@ -51,6 +51,10 @@ WIRE_QUEUE_MESSAGES_MAX: Final = 512
 WIRE_QUEUE_BYTES_MAX: Final = 8 * 1024 * 1024
 WIRE_IDLE_MS: Final = 60 * 1000
 WIRE_PROTOCOL_ID_BYTES_MAX: Final = 128
+# Frames one peer may send us on its wire streams: a burst, then one per interval. Past it the
+# receiver reads that peer's frames more slowly (yamux holds the rest back); none are dropped.
+WIRE_PEER_FRAMES_BURST: Final = 4096
+WIRE_PEER_FRAME_INTERVAL_MS: Final = 1
 
 # Sandbox (docs/adr/0005-sandbox.md): what one job may ask of a host. The stack size is part of
 # the result (where deep recursion traps), so every honest replica must run with the same one.

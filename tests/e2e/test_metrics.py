@@ -78,6 +78,10 @@ def test_metrics_of_nodes_that_ran_jobs_parse_into_families_with_work_in_them(
         assert value(families, "hearth_peers_connected") == len(nodes) - 1
         assert value(families, "hearth_ads_heard") > 0
         assert value(families, "hearth_ledger_entries") > 1
+        # Direct messages went on long-lived streams (ADR 0038), none on a stream of their own.
+        assert value(families, "hearth_wire_events", event="streams_opened") >= 1
+        assert value(families, "hearth_wire_events", event="legacy_sends") == 0
+        assert value(families, "hearth_wire_events", event="sends_dropped") == 0
     mine = scraped[publisher.index]
     assert value(mine, "hearth_jobs_published") == JOBS
     assert value(mine, "hearth_jobs_finished", outcome="paid") == JOBS
