@@ -50,6 +50,9 @@ dht = "auto"
 operator = ""
 # Replicas of one job go to different networks of this prefix length (a loopback testnet: 32).
 network_group_prefix_v4 = 24
+# Invite hosts from the market view and close each auction as soon as they all answered
+# (ADR 0031); false gossips every call and waits out the whole bid window.
+directed_invitations = true
 
 [limits]
 # Caps on what jobs may use on this machine.
@@ -119,6 +122,7 @@ class NodeConfig:
     dht: str = "auto"
     operator: str = ""
     network_group_prefix_v4: int = 24
+    directed_invitations: bool = True
     cores: int = 1
     memory_mb: int = 1024
     module_cache_mb: int = 512
@@ -276,6 +280,7 @@ def parse(text: str) -> NodeConfig:
         dht=dht,
         operator=_typed(node, "operator", str, "node"),
         network_group_prefix_v4=_prefix(_typed(node, "network_group_prefix_v4", int, "node")),
+        directed_invitations=_typed(node, "directed_invitations", bool, "node"),
         cores=cores,
         memory_mb=memory_mb,
         module_cache_mb=module_cache_mb,

@@ -227,7 +227,10 @@ async def run_node(
         pricing=config.pricing,
     )
     jobs_config = JobsConfig(
-        publisher=PublisherConfig(network_prefix_v4=config.network_group_prefix_v4)
+        publisher=PublisherConfig(
+            network_prefix_v4=config.network_group_prefix_v4,
+            directed_invitations=config.directed_invitations,
+        )
     )
     host_config = HostConfig(
         seed=identity.seed,

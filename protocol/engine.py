@@ -314,9 +314,10 @@ class Engine:
             verified=event.verified,
         )
         if checked.error is not None:
-            # Fresh at the edge, expired in our own queue: our load, not the sender's fault.
-            ours = event.verified and checked.reason == "expired"
-            points = 0 if ours else None
+            # A message that passed the edge and then expired while it waited in our own queue
+            # is our load, not the sender's doing: it is dropped without a penalty (ADR 0031).
+            in_queue = event.verified and checked.error.reason == "expired"
+            points = 0 if in_queue else None
             return self.reject(event.peer, checked.error, channel=event.channel, points=points)
         envelope = checked.envelope
         assert envelope is not None
@@ -405,6 +406,7 @@ class MarketComponent:
         if self.last_ad_ms is not None and now_ms < next_ms:
             return [log, SetTimer(MarketAdTimer(), next_ms)]  # the gossip rate limit
         return [log, *self._publish_ad(now_ms)]
+
     def _on_settings_changed(self, event: object, now_ms: int) -> list[Effect]:
         """New caps and prices: the next ad, published now, carries them (ADR 0027)."""
         assert isinstance(event, HostSettingsChanged)

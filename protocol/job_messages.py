@@ -316,6 +316,22 @@ class MismatchNotice:
         _check_text(self.reason, "reason", REASON_BYTES_MAX)
 
 
+@message(44)
+@dataclasses.dataclass(frozen=True)
+class Invitation:
+    """PROTOCOL_INVITE, publisher to a host it chose from its market view (ADR 0031).
+
+    The call itself, sent straight to the host instead of gossiped. An invited host always
+    answers, with a sealed ``Bid`` or a ``BidDecline``, so that the publisher can close the
+    auction as soon as every invitee has answered.
+    """
+
+    call: CallForBids
+
+    def check(self, now_ms: int) -> None:
+        self.call.check(now_ms)
+
+
 DECLINE_REASON_BYTES_MAX: Final = 64
 
 

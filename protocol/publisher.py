@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Final
 from hearth.protocol import adaptive, limits
 from hearth.protocol.auction import BidView, choose_winners, pick, rank
 from hearth.protocol.causes import (
+    DECLINE_CAUSES,
     TRANSIENT_CAUSES,
     Cause,
     CouldNotRun,
@@ -77,6 +78,7 @@ from hearth.protocol.envelope import Envelope, EnvelopeWire
 from hearth.protocol.errors import LocalProtocolError, RemoteProtocolError
 from hearth.protocol.events import CancelJob, JobRestored, PeerDisconnected, PublishJob
 from hearth.protocol.identity import PeerId
+from hearth.protocol.invitations import can_take, candidate_views, invitees_wanted, sample
 from hearth.protocol.job_messages import (
     PREFERENCES,
     Award,
@@ -85,6 +87,7 @@ from hearth.protocol.job_messages import (
     BidDecline,
     CallForBids,
     Cancel,
+    Invitation,
     JobId,
     ResultCommit,
     ResultReveal,
@@ -96,6 +99,7 @@ from hearth.protocol.messages import (
     PROTOCOL_AWARD,
     PROTOCOL_BID,
     PROTOCOL_DECLINE,
+    PROTOCOL_INVITE,
     PROTOCOL_RESULT,
     TOPIC_JOBS,
 )
@@ -367,13 +371,63 @@ class PublisherComponent:
     # Bidding
 
     def _publish_call(self, job: PublisherJob, now_ms: int) -> list[Effect]:
+        """Invite hosts from the market view (ADR 0031); gossip only when the view is too thin."""
         call = job.call
         ttl_ms = min(limits.ENVELOPE_TTL_MS_MAX, max(1, call.bid_deadline_ms - now_ms))
-        data = self._engine.seal(call, now_ms=now_ms, ttl_ms=ttl_ms)
-        return [
-            Publish(TOPIC_JOBS, data),
-            SetTimer(BidsTimer(job.job_id), call.bid_deadline_ms),
-        ]
+        invitees = self._invitees(job, now_ms)
+        job.invited = frozenset(invitees)
+        job.open_call = len(invitees) < job.target
+        job.replied = {}
+        effects: list[Effect] = [SetTimer(BidsTimer(job.job_id), call.bid_deadline_ms)]
+        if job.open_call:
+            effects.append(
+                Publish(TOPIC_JOBS, self._engine.seal(call, now_ms=now_ms, ttl_ms=ttl_ms))
+            )
+        for peer in invitees:
+            data = self._engine.seal(Invitation(call), now_ms=now_ms, ttl_ms=ttl_ms)
+            effects.append(Send(peer, PROTOCOL_INVITE, data))
+        return effects
+
+    def _invitees(self, job: PublisherJob, now_ms: int) -> list[PeerId]:
+        if not self._config.directed_invitations:
+            return []
+        engine = self._engine
+        excluded = _barred(job) | {engine.identity.peer_id}
+        views = candidate_views(
+            engine.market.snapshot(now_ms),
+            job.call,
+            excluded,
+            engine.reputation,
+            engine.peer_ips,
+            (self._config.network_prefix_v4, self._config.network_prefix_v6),
+        )
+        count = invitees_wanted(job.target)
+        max_price = job.call.max_price_mc_per_tfuel
+        return sample(views, count, job.prefer, max_price, job.seed, engine.rng)
+
+    def _answered(self, job: PublisherJob, peer: PeerId) -> None:
+        """Refuse an answer to an invitation we did not send (the call was not gossiped)."""
+        if not job.open_call and peer not in job.invited:
+            raise RemoteProtocolError("an answer to a call it was not sent", reason="uninvited")
+
+    def _close_early(self, job: PublisherJob, now_ms: int) -> list[Effect]:
+        """Close the auction as soon as every invitee has answered (ADR 0031).
+
+        Not while the bids cannot fill the places and some invitee declined for a reason that
+        clears by itself (busy): then the window runs on, so that it can still bid.
+        """
+        if job.open_call or job.phase is not Phase.BIDDING:
+            return []
+        if not job.invited <= set(job.replied):
+            return []
+        bidders = sum(1 for reason in job.replied.values() if not reason)
+        waiting = any(
+            DECLINE_CAUSES.get(reason) in TRANSIENT_CAUSES for reason in job.replied.values()
+        )
+        if bidders < job.target - len(job.live()) and waiting:
+            return []
+        effects = [CancelTimer(BidsTimer(job.job_id)), *self._close_bidding(job, now_ms)]
+        return self._done(job, effects)
 
     def _on_bid(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
         bid = envelope.body
@@ -393,10 +447,12 @@ class PublisherComponent:
             raise RemoteProtocolError("auction full", reason="busy")
         if worker == self._engine.identity.peer_id:
             return []
+        self._answered(job, worker)
         ip = self._engine.peer_ips.get(worker)
         view = bid_view(bid, worker, self._engine.reputation.get(worker), ip, self._config)
         job.bids[worker] = (view, bytes(envelope.author))
-        return []  # saved at the bid deadline: one save per auction, not one per bid
+        job.replied[worker] = ""
+        return self._close_early(job, now_ms)  # saved when the auction closes, not per bid
 
     def _on_decline(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
         """A host says why it will not bid (ADR 0023): kept to tell the developer the cause."""
@@ -408,10 +464,12 @@ class PublisherComponent:
         job = self.jobs.get(JobId(decline.job_id))
         if job is None or job.phase in TERMINAL_PHASES or decline.call_round != job.call.call_round:
             return []  # late, or about another round: honest delay
+        self._answered(job, host)
         if host not in job.declines and len(job.declines) >= limits.BIDS_PER_AUCTION_MAX:
             return []  # bounded like the bids; the causes of the first ones are enough
         job.declines[host] = (decline.reason, decline.price_mc_per_tfuel)
-        return []
+        job.replied.setdefault(host, decline.reason)
+        return self._close_early(job, now_ms) if job.phase is Phase.BIDDING else []
 
     def _rank(self, job: PublisherJob) -> list[BidView]:
         views = [view for _, (view, _key) in sorted(job.bids.items())]
@@ -429,6 +487,7 @@ class PublisherComponent:
             job.call.max_price_mc_per_tfuel,
             job.seed,
             newcomers_max(job.target),
+            self._asks(job, now_ms),
         )
         job.ranked = self._rank(job)
         job.move(Phase.RUNNING)
@@ -440,6 +499,16 @@ class PublisherComponent:
                 job.clearing_price_mc_per_tfuel, selection.clearing_price_mc_per_tfuel
             )
         return self._advance(job, now_ms)
+
+    def _asks(self, job: PublisherJob, now_ms: int) -> list[tuple[PeerId, int]]:
+        """What the hosts of the market view that could take the job ask (a thin market's
+        price, ADR 0031)."""
+        me = self._engine.identity.peer_id
+        return [
+            (entry.peer_id, entry.ad.price_mc_per_tfuel)
+            for entry in self._engine.market.snapshot(now_ms)
+            if entry.peer_id != me and can_take(entry, job.call)
+        ]
 
     def _decide_verification(self, job: PublisherJob, best: BidView) -> None:
         """Adaptive verification (ADR 0034): a trusted best winner may run the job alone."""

@@ -39,6 +39,9 @@ class PublisherConfig:
     persist_jobs: bool = True  # emit SaveJob; a simulator may turn it off
     # N and c of jobs with verify="adaptive" (ADR 0034)
     adaptive: AdaptiveConfig = dataclasses.field(default_factory=AdaptiveConfig)
+    # Invite hosts from the market view and close as soon as all answered (ADR 0031); False:
+    # gossip every call and wait out the whole bid window (the fixed window of ADR 0006).
+    directed_invitations: bool = True
 
 
 class Phase(enum.Enum):
@@ -149,6 +152,11 @@ class PublisherJob:
     # Hosts that said why they will not bid (BidDecline): peer -> (reason, their price). Not
     # saved: a restarted publisher learns them again from the next round.
     declines: dict[PeerId, tuple[str, int]] = dataclasses.field(default_factory=dict)
+    # This round's invitees (ADR 0031), and whether its call was gossiped too, so that any host
+    # may bid. Not saved: a restored job takes bids from anyone until its window ends.
+    invited: frozenset[PeerId] = frozenset()
+    open_call: bool = True
+    replied: dict[PeerId, str] = dataclasses.field(default_factory=dict)  # decline reason, or ""
 
     @property
     def job_id(self) -> JobId:

@@ -51,6 +51,7 @@ from hearth.protocol.events import (
     PeerDisconnected,
     PublishJob,
     RttMeasured,
+    Started,
     TimerFired,
 )
 from hearth.protocol.identity import Identity, PeerId
@@ -173,6 +174,7 @@ class Cluster:
         publisher_config: PublisherConfig | None = None,
         ledgers: bool = False,
         drop: Callable[[int, Send], bool] | None = None,
+        market: bool = False,
     ) -> None:
         self.now_ms = T0_MS
         self.with_ledgers = ledgers
@@ -198,6 +200,10 @@ class Cluster:
                     self._push(self.now_ms, node.index, PeerConnected(other.peer_id, other.ip))
                     rtt_ms = 2 * LATENCY_MS + 3 * abs(node.index - other.index)
                     self._push(self.now_ms, node.index, RttMeasured(other.peer_id, rtt_ms))
+        if market:  # every node publishes its capacity ad: publishers invite from the view
+            for node in self.nodes:
+                self._push(self.now_ms, node.index, Started())
+            self.run_for(2 * LATENCY_MS)
         self.run_for(0)
 
     def _engine(
