@@ -370,6 +370,7 @@ class AsyncClient:
         base_url, headers = _connection(home)
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s)
         self._home, self._timeout_s = home, timeout_s  # file transfers run a Client in a thread
+        self.home = home or paths.data_dir()  # the node's home: a batch keeps its record there
 
     async def __aenter__(self) -> AsyncClient:
         return self

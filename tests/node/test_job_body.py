@@ -43,3 +43,15 @@ def test_the_cli_flag_and_the_spec_file_carry_the_lease() -> None:
     assert options_from({"lease_s": 7}, {"lease_s": None}).lease_s == 7  # from the spec file
     assert options_from({"lease_s": 7}, {"lease_s": 9}).lease_s == 9  # --lease wins
     assert options_from({}, {}).lease_s is None  # derived
+
+
+@pytest.mark.parametrize("job_id", ["ab" * 16, "00" * 8])
+def test_a_caller_may_choose_the_job_id(job_id: str) -> None:
+    assert parse_job_body({**_body(), "job_id": job_id})["job_id"] == bytes.fromhex(job_id)
+    assert parse_job_body(_body())["job_id"] is None
+
+
+@pytest.mark.parametrize("job_id", ["ab", "zz" * 16, "ab" * 70, 5])
+def test_a_job_id_that_is_not_8_to_64_hex_bytes_is_refused(job_id: Any) -> None:
+    with pytest.raises(ValueError, match="job_id"):
+        parse_job_body({**_body(), "job_id": job_id})
