@@ -50,6 +50,7 @@ from hearth.protocol.pricing import cost_mc
 
 QUEUED, RUNNING, VERIFIED, FAILED = 0, 1, 2, 3
 JOURNAL_NAME = "journal.jsonl"
+CANCEL_MARKER = "cancelled"
 RESULT_FETCH_S_MAX = 30.0
 MC_PER_CREDIT = 1000
 FUEL_PER_S_FALLBACK = 500_000_000  # a slow home CPU's wasm fuel rate (node/calibrate.py)
@@ -181,6 +182,15 @@ class Journal:
             for line in path.read_text().splitlines():
                 with contextlib.suppress(ValueError):  # a line torn by a crash ends the record
                     self.records.append(json.loads(line))
+
+    def cancelled(self) -> bool:
+        """Has `hearth job cancel` marked this batch (from another process)?"""
+        return self.path is not None and (self.path.parent / CANCEL_MARKER).exists()
+
+    def mark_cancelled(self) -> None:
+        self.append({"kind": "cancel"})
+        if self.path is not None:
+            (self.path.parent / CANCEL_MARKER).touch()
 
     def append(self, record: dict[str, Any]) -> None:
         self.records.append(record)
@@ -387,6 +397,7 @@ class BatchRunner:
                     self.state[index] = QUEUED
             elif kind == "cancel":
                 self.cancelled = True
+        self.cancelled = self.cancelled or self.journal.cancelled()
         self.stats.verified = self.state.count(VERIFIED)
         self.stats.failed = self.state.count(FAILED)
         followed = {i for bundle in open_bundles.values() for i in bundle.tasks}
@@ -398,6 +409,8 @@ class BatchRunner:
     # Scheduling
 
     def _room(self) -> bool:
+        if self.journal.cancelled():
+            self.cancelled = True
         return bool(self.queue) and len(self.in_flight) < self.options.bundles_in_flight
 
     def _affordable(self, tasks: int) -> int:
@@ -441,6 +454,10 @@ class BatchRunner:
         self.journal.append(
             {"kind": "bundle", "no": bundle.number, "job": bundle.job_id, "tasks": bundle.tasks}
         )
+        if self.journal.cancelled():  # cancelled from another process: publish nothing more
+            self.cancelled = True
+            await send.send(BundleEnd(bundle, None, problem="cancelled"))
+            return
         input_hash = await self.client.put_blob(payload.encode())
         fuel_max = min(options.fuel_max * len(inputs), bundles_fuel_cap())
         body = {
@@ -550,7 +567,9 @@ class BatchRunner:
         self.journal.append({"kind": "done", "no": bundle.number, "paid_mc": paid_mc})
         if end.summary is not None:
             self._tally(end.summary, 0)
-        cancelled = end.summary is not None and end.summary.get("cause") == "cancelled"
+        cancelled = end.problem == "cancelled" or (
+            end.summary is not None and end.summary.get("cause") == "cancelled"
+        )
         self.cancelled = self.cancelled or cancelled  # `hearth job cancel` stopped the batch
         self.size = max(1, self.size // 2)
         given_up = []

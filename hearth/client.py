@@ -433,7 +433,7 @@ class AsyncClient:
         task's outcome as its bundle is verified. Options are those of ``BatchOptions``."""
         from hearth import batch
 
-        send, receive = anyio.create_memory_object_stream[TaskOutcome](math.inf)
+        send, receive = anyio.create_memory_object_stream[batch.TaskOutcome](math.inf)
 
         async def emit(outcomes: list[TaskOutcome]) -> None:
             for outcome in outcomes:

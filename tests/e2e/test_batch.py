@@ -14,9 +14,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
+import anyio
 import pytest
 
-from hearth import Client
+from hearth import AsyncClient, Client
 from hearth.testnet import launch
 from tests.e2e.network import ECHO, LOOP, assert_books_balance, config, hearth, settled, start
 
@@ -155,10 +156,21 @@ def test_a_batch_survives_its_publisher_killed_halfway(
             paid_tasks.update(tasks)  # type: ignore[arg-type]
     assert set(paid_tasks.values()) == {1}, "a task paid in two bundles"
     assert_books_balance(nodes)
+    (outputs / "task-0007").unlink()  # a verified task whose output went missing runs again
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "1 verified outputs are missing" in rerun.stderr
+    assert (outputs / "task-0007").read_bytes() == (inputs / "task-0007").read_bytes()
     with Client(publisher.home) as client:
         outcomes = list(client.map(ECHO, [b"map %d" % i for i in range(20)]))
     assert sorted(o.index for o in outcomes) == list(range(20))
     assert all(o.ok and o.output == b"map %d" % o.index for o in outcomes)
+
+    async def map_async() -> list[bytes]:
+        async with AsyncClient(publisher.home) as client:
+            return [o.output async for o in client.map(ECHO, [b"x", b"y"])]
+
+    assert sorted(anyio.run(map_async)) == [b"x", b"y"]
 
 
 class LazyInputs(Sequence[bytes]):
