@@ -22,6 +22,7 @@ from pathlib import Path
 
 import trio
 
+from hearth.batch import BatchOptions
 from hearth.client import Client, JobOptions
 from hearth.node.config import TEMPLATE
 from hearth.node.sandbox.config import SandboxConfig
@@ -70,7 +71,7 @@ def run_map(home: Path, inputs: Path, outputs: Path, args: argparse.Namespace) -
     command = [
         sys.executable, "-m", "hearth", "job", "map", str(module_path("echo")),
         "--inputs", str(inputs), "--outputs", str(outputs), "--replicas", str(args.replicas),
-        "--bid-window-ms", str(args.bid_window_ms), "--json",
+        "--bid-window-ms", str(args.bid_window_ms), "--fuel", str(args.fuel), "--json",
     ]  # fmt: skip
     done = subprocess.run(
         command, env={**os.environ, "HEARTH_HOME": str(home)}, capture_output=True, text=True
@@ -86,7 +87,8 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--task-bytes", type=int, default=1024)
     parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument("--bid-window-ms", type=int, default=200)
+    parser.add_argument("--bid-window-ms", type=int, default=BatchOptions.bid_window_ms)
+    parser.add_argument("--fuel", type=int, default=10_000_000, help="fuel_max per task")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hearth-bench-batch-") as tmp:
         root = Path(tmp)

@@ -50,8 +50,10 @@ from hearth.protocol.pricing import cost_mc
 
 QUEUED, RUNNING, VERIFIED, FAILED = 0, 1, 2, 3
 JOURNAL_NAME = "journal.jsonl"
+CANCEL_MARKER = "cancelled"
 RESULT_FETCH_S_MAX = 30.0
 MC_PER_CREDIT = 1000
+FUEL_PER_S_FALLBACK = 500_000_000  # a slow home CPU's wasm fuel rate (node/calibrate.py)
 
 
 class BatchError(HearthError):
@@ -77,6 +79,15 @@ class BatchOptions:
     bundle_growth: int = 4  # a bundle verified quickly makes the next this many times bigger
     bundles_in_flight: int = 0  # 0: one per host in the market (at least 2)
     attempts_max: int = 3
+    # Hosts bid only on work they can finish in time at their fuel rate, so a bundle holds at
+    # most a quarter of its deadline's worth of fuel_max at this rate (0: this node's calibrated
+    # rate, ``FUEL_PER_S_FALLBACK`` if it has none).
+    fuel_per_s: int = 0
+
+    def tasks_by_fuel_max(self) -> int:
+        """The most tasks a bundle may hold for hosts to take it within its deadline."""
+        fuel_per_s = self.fuel_per_s or FUEL_PER_S_FALLBACK
+        return max(1, fuel_per_s * self.deadline_s // 4 // self.fuel_max)
 
     def task_cost_mc_max(self) -> int:
         """The most one task can cost: every replica at the max price and the fuel limit."""
@@ -104,37 +115,42 @@ class TaskSource(Protocol):
 
 
 class FileTasks:
-    """Tasks from the files of a folder, or the files a glob matches, in sorted order."""
+    """Tasks from the files of a folder, or the files a glob matches, in sorted order.
+
+    Only the paths are held (as strings: 100,000 tasks take a few MB); inputs are read as their
+    bundle is made.
+    """
 
     def __init__(self, spec: str) -> None:
         folder = Path(spec)
         if folder.is_dir():
-            paths = sorted(p for p in folder.iterdir() if p.is_file())
+            with os.scandir(folder) as entries:
+                found = [e.path for e in entries if e.is_file()]
         else:
-            paths = sorted(Path(p) for p in glob.iglob(spec, recursive=True) if Path(p).is_file())
-        if not paths:
+            found = [p for p in glob.iglob(spec, recursive=True) if os.path.isfile(p)]
+        if not found:
             raise BatchError(f"no input files in {spec}: give a folder with files or a glob")
-        names = [p.name for p in paths]
-        if len(set(names)) != len(names):
+        self._paths = sorted(os.path.abspath(p) for p in found)
+        names = {os.path.basename(p) for p in self._paths}
+        if len(names) != len(self._paths):
             raise BatchError(f"{spec} matches two files of the same name; outputs would collide")
-        self._paths = paths
 
     def __len__(self) -> int:
         return len(self._paths)
 
     def name(self, index: int) -> str:
-        return self._paths[index].name
+        return os.path.basename(self._paths[index])
 
     def read(self, index: int) -> bytes:
         try:
-            return self._paths[index].read_bytes()
+            return Path(self._paths[index]).read_bytes()
         except OSError as exc:
             raise BatchError(f"cannot read input {self._paths[index]}: {exc.strerror}") from None
 
     def fingerprint(self) -> bytes:
         digest = hashlib.sha256()
         for path in self._paths:
-            digest.update(str(path.resolve()).encode() + b"\0")
+            digest.update(path.encode() + b"\0")
         return digest.digest()
 
 
@@ -166,6 +182,15 @@ class Journal:
             for line in path.read_text().splitlines():
                 with contextlib.suppress(ValueError):  # a line torn by a crash ends the record
                     self.records.append(json.loads(line))
+
+    def cancelled(self) -> bool:
+        """Has `hearth job cancel` marked this batch (from another process)?"""
+        return self.path is not None and (self.path.parent / CANCEL_MARKER).exists()
+
+    def mark_cancelled(self) -> None:
+        self.append({"kind": "cancel"})
+        if self.path is not None:
+            (self.path.parent / CANCEL_MARKER).touch()
 
     def append(self, record: dict[str, Any]) -> None:
         self.records.append(record)
@@ -301,6 +326,9 @@ class BatchRunner:
         if self.cancelled:
             self.stats.stopped = "cancelled"
             return self.stats
+        if self.options.fuel_per_s <= 0:
+            rate = calibrated_fuel_per_s(self.client.home)
+            self.options = dataclasses.replace(self.options, fuel_per_s=rate)
         if self.options.bundles_in_flight <= 0:
             hosts = len((await self.client.market()).get("offers", []))
             self.options = dataclasses.replace(self.options, bundles_in_flight=max(2, hosts))
@@ -369,6 +397,7 @@ class BatchRunner:
                     self.state[index] = QUEUED
             elif kind == "cancel":
                 self.cancelled = True
+        self.cancelled = self.cancelled or self.journal.cancelled()
         self.stats.verified = self.state.count(VERIFIED)
         self.stats.failed = self.state.count(FAILED)
         followed = {i for bundle in open_bundles.values() for i in bundle.tasks}
@@ -380,6 +409,8 @@ class BatchRunner:
     # Scheduling
 
     def _room(self) -> bool:
+        if self.journal.cancelled():
+            self.cancelled = True
         return bool(self.queue) and len(self.in_flight) < self.options.bundles_in_flight
 
     def _affordable(self, tasks: int) -> int:
@@ -391,7 +422,8 @@ class BatchRunner:
 
     def _next_bundle(self) -> Bundle | None:
         spread = -(-len(self.queue) // self.options.bundles_in_flight)
-        count = self._affordable(min(self.size, max(spread, self.options.bundle_tasks_first)))
+        size = min(self.size, self.options.tasks_by_fuel_max())
+        count = self._affordable(min(size, max(spread, self.options.bundle_tasks_first)))
         count = min(count, len(self.queue))
         if count == 0:
             return None
@@ -422,6 +454,10 @@ class BatchRunner:
         self.journal.append(
             {"kind": "bundle", "no": bundle.number, "job": bundle.job_id, "tasks": bundle.tasks}
         )
+        if self.journal.cancelled():  # cancelled from another process: publish nothing more
+            self.cancelled = True
+            await send.send(BundleEnd(bundle, None, problem="cancelled"))
+            return
         input_hash = await self.client.put_blob(payload.encode())
         fuel_max = min(options.fuel_max * len(inputs), bundles_fuel_cap())
         body = {
@@ -531,7 +567,9 @@ class BatchRunner:
         self.journal.append({"kind": "done", "no": bundle.number, "paid_mc": paid_mc})
         if end.summary is not None:
             self._tally(end.summary, 0)
-        cancelled = end.summary is not None and end.summary.get("cause") == "cancelled"
+        cancelled = end.problem == "cancelled" or (
+            end.summary is not None and end.summary.get("cause") == "cancelled"
+        )
         self.cancelled = self.cancelled or cancelled  # `hearth job cancel` stopped the batch
         self.size = max(1, self.size // 2)
         given_up = []
@@ -583,6 +621,15 @@ def runner_for(
         journal=Journal(None),
         emit=emit,
     )
+
+
+def calibrated_fuel_per_s(home: Path) -> int:
+    """The fuel rate this node measured at its first start, or the fallback."""
+    try:
+        value = json.loads((home / "calibration.json").read_text())["fuel_per_s"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return FUEL_PER_S_FALLBACK
+    return value if isinstance(value, int) and value > 0 else FUEL_PER_S_FALLBACK
 
 
 def bundles_fuel_cap() -> int:

@@ -384,6 +384,7 @@ class AsyncClient:
         base_url, headers = _connection(home)
         self._http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout_s)
         self._home, self._timeout_s = home, timeout_s  # file transfers run a Client in a thread
+        self.home = home or paths.data_dir()  # the node's home: a batch keeps its record there
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -446,7 +447,7 @@ class AsyncClient:
         task's outcome as its bundle is verified. Options are those of ``BatchOptions``."""
         from hearth import batch
 
-        send, receive = anyio.create_memory_object_stream[TaskOutcome](math.inf)
+        send, receive = anyio.create_memory_object_stream[batch.TaskOutcome](math.inf)
 
         async def emit(outcomes: list[TaskOutcome]) -> None:
             for outcome in outcomes:

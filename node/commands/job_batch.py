@@ -248,13 +248,12 @@ def cancel(given_id: str, json_output: bool) -> None:
     messages: nothing is paid for work not done."""
     home = _find_batch(given_id)
     if home is None:
-        result = anyio.run(_cancel_jobs, [given_id])
+        result = anyio.run(_cancel_jobs, [given_id], False)
         report: dict[str, Any] = {"job_id": given_id, "cancelled": result}
     else:
         journal = Journal(home / JOURNAL_NAME)
-        journal.append({"kind": "cancel"})
-        open_jobs = _open_jobs(journal)
-        result = anyio.run(_cancel_jobs, open_jobs)
+        journal.mark_cancelled()
+        result = anyio.run(_cancel_jobs, _open_jobs(journal), True)
         report = {"batch_id": home.name, "bundles_cancelled": result}
     if json_output:
         print_json(report)
@@ -272,7 +271,7 @@ def _open_jobs(journal: Journal) -> list[str]:
     return list(jobs.values())
 
 
-async def _cancel_jobs(job_ids: list[str]) -> list[str]:
+async def _cancel_jobs(job_ids: list[str], of_batch: bool) -> list[str]:
     cancelled = []
     try:
         async with AsyncClient() as client:
@@ -280,7 +279,7 @@ async def _cancel_jobs(job_ids: list[str]) -> list[str]:
                 try:
                     await client.cancel(job_id)
                 except HearthError as exc:
-                    if "no job published" in str(exc) and len(job_ids) > 1:
+                    if "no job published" in str(exc) and of_batch:
                         continue  # a bundle the node never took: nothing to stop
                     raise
                 cancelled.append(job_id)

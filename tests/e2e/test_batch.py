@@ -6,16 +6,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, overload
 
+import anyio
 import pytest
 
-from hearth import Client
+from hearth import AsyncClient, Client
 from hearth.testnet import launch
-from tests.e2e.network import ECHO, assert_books_balance, config, hearth, start
+from tests.e2e.network import ECHO, LOOP, assert_books_balance, config, hearth, settled, start
 
 TASKS = 150
 
@@ -27,15 +31,26 @@ def map_command(home: Path, inputs: Path, outputs: Path, *extra: str) -> list[st
     ]  # fmt: skip
 
 
-def journal_records(home: Path) -> list[dict[str, object]]:
-    found = list((home / "batches").glob("*/journal.jsonl"))
-    if not found:
+def _journal_of(batch_home: Path, module: Path) -> bool:
+    args = batch_home / "args.json"
+    return args.is_file() and json.loads(args.read_text())["module"] == str(module)
+
+
+def journal_records(home: Path, module: Path = ECHO) -> list[dict[str, Any]]:
+    """The journal of the batch of ``module`` published from ``home`` (one per test)."""
+    root = home / "batches"
+    found = (
+        [p / "journal.jsonl" for p in root.iterdir() if _journal_of(p, module)]
+        if root.is_dir()
+        else []
+    )
+    if not found or not found[0].exists():
         return []
     return [json.loads(line) for line in found[0].read_text().splitlines() if line.strip()]
 
 
-def verified_in(records: list[dict[str, object]]) -> list[int]:
-    return [i for r in records if r["kind"] == "done" for i in r.get("verified", [])]  # type: ignore[attr-defined]
+def verified_in(records: list[dict[str, Any]]) -> list[int]:
+    return [i for r in records if r["kind"] == "done" for i in r.get("verified", [])]
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
@@ -74,66 +89,166 @@ def test_map_refuses_bad_input_in_one_line_before_sending_anything(tmp_path: Pat
     assert not outputs.exists() or not any(outputs.iterdir())
 
 
-@pytest.mark.integration
-def test_a_batch_survives_its_publisher_killed_halfway(tmp_path: Path) -> None:
-    nodes = start(tmp_path / "net", [config(60 + 10 * i) for i in range(4)])
+@pytest.fixture(scope="module")
+def four(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[launch.LaunchedNode]]:
+    nodes = start(tmp_path_factory.mktemp("net"), [config(60 + 10 * i) for i in range(4)])
     try:
-        publisher = nodes[0]
-        inputs, outputs = tmp_path / "in", tmp_path / "out"
-        inputs.mkdir()
-        for i in range(TASKS):
-            (inputs / f"task-{i:04d}").write_bytes(os.urandom(1024) + i.to_bytes(2, "big"))
-        env = {**os.environ, "HEARTH_HOME": str(publisher.home)}
-        command = map_command(publisher.home, inputs, outputs)
-        first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            launch.wait_for(
-                lambda: len(verified_in(journal_records(publisher.home))) > 0, 120,
-                "a first bundle to be verified",
-            )  # fmt: skip
-            os.kill(publisher.pid, signal.SIGKILL)
-            launch.wait_for(lambda: not launch.is_running(publisher.pid), 10, "the publisher")
-            _, stderr = first.communicate(timeout=60)
-        finally:
-            if first.poll() is None:
-                first.kill()
-                first.wait()
-        done_before = len(set(verified_in(journal_records(publisher.home))))
-        assert 0 < done_before < TASKS, "the kill did not land halfway"
-        assert first.returncode != 0 and b"Traceback" not in stderr
-        (publisher.home / "node.json").unlink(missing_ok=True)
-        bootstrap = nodes[1].info["multiaddrs"][0]
-        process = launch.start_process(
-            publisher.home, publisher.host, bootstrap, publisher.home / "node.out"
-        )
-        publisher.pid = process.pid
-        launch.wait_until_listening(publisher.home, process, 60)
-        again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        assert again.returncode == 0, again.stderr
-        summary = json.loads(again.stdout)
-        assert summary["verified"] == TASKS and summary["failed"] == 0
-        for path in inputs.iterdir():
-            assert (outputs / path.name).read_bytes() == path.read_bytes()
-        records = journal_records(publisher.home)
-        counts = Counter(verified_in(records))
-        assert set(counts) == set(range(TASKS)) and set(counts.values()) == {1}
-        paid_tasks: Counter[int] = Counter()
-        with Client(publisher.home) as client:
-            jobs = {job["job_id"]: job for job in client.jobs()}
-        bundles = {r["job"]: r["tasks"] for r in records if r["kind"] == "bundle"}
-        for job_id, tasks in bundles.items():
-            job = jobs.get(str(job_id))
-            if job is None:
-                continue  # never reached the node: nothing was paid for it
-            paid = [r["worker"] for r in job["replicas_detail"] if r["paid_mc"] > 0]
-            assert len(paid) == len(set(paid)), "a worker paid twice for one bundle"
-            if paid:
-                paid_tasks.update(tasks)  # type: ignore[arg-type]
-        assert set(paid_tasks.values()) == {1}, "a task paid in two bundles"
-        assert_books_balance(nodes)
-        with Client(publisher.home) as client:
-            outcomes = list(client.map(ECHO, [b"map %d" % i for i in range(20)]))
-        assert sorted(o.index for o in outcomes) == list(range(20))
-        assert all(o.ok and o.output == b"map %d" % o.index for o in outcomes)
+        yield nodes
     finally:
         launch.stop(nodes)
+
+
+@pytest.mark.integration
+def test_a_batch_survives_its_publisher_killed_halfway(
+    four: list[launch.LaunchedNode], tmp_path: Path
+) -> None:
+    nodes = four
+    publisher = nodes[0]
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for i in range(TASKS):
+        (inputs / f"task-{i:04d}").write_bytes(os.urandom(1024) + i.to_bytes(2, "big"))
+    env = {**os.environ, "HEARTH_HOME": str(publisher.home)}
+    command = map_command(publisher.home, inputs, outputs)
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        launch.wait_for(
+            lambda: len(verified_in(journal_records(publisher.home))) > 0, 120,
+            "a first bundle to be verified",
+        )  # fmt: skip
+        os.kill(publisher.pid, signal.SIGKILL)
+        launch.wait_for(lambda: not launch.is_running(publisher.pid), 10, "the publisher")
+        _, stderr = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    done_before = len(set(verified_in(journal_records(publisher.home))))
+    assert 0 < done_before < TASKS, "the kill did not land halfway"
+    assert first.returncode != 0 and b"Traceback" not in stderr
+    (publisher.home / "node.json").unlink(missing_ok=True)
+    bootstrap = nodes[1].info["multiaddrs"][0]
+    process = launch.start_process(
+        publisher.home, publisher.host, bootstrap, publisher.home / "node.out"
+    )
+    publisher.pid = process.pid
+    launch.wait_until_listening(publisher.home, process, 60)
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["verified"] == TASKS and summary["failed"] == 0
+    for path in inputs.iterdir():
+        assert (outputs / path.name).read_bytes() == path.read_bytes()
+    records = journal_records(publisher.home)
+    counts = Counter(verified_in(records))
+    assert set(counts) == set(range(TASKS)) and set(counts.values()) == {1}
+    paid_tasks: Counter[int] = Counter()
+    with Client(publisher.home) as client:
+        jobs = {job["job_id"]: job for job in client.jobs()}
+    bundles = {r["job"]: r["tasks"] for r in records if r["kind"] == "bundle"}
+    for job_id, tasks in bundles.items():
+        job = jobs.get(str(job_id))
+        if job is None:
+            continue  # never reached the node: nothing was paid for it
+        paid = [r["worker"] for r in job["replicas_detail"] if r["paid_mc"] > 0]
+        assert len(paid) == len(set(paid)), "a worker paid twice for one bundle"
+        if paid:
+            paid_tasks.update(tasks)  # type: ignore[arg-type]
+    assert set(paid_tasks.values()) == {1}, "a task paid in two bundles"
+    assert_books_balance(nodes)
+    (outputs / "task-0007").unlink()  # a verified task whose output went missing runs again
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "1 verified outputs are missing" in rerun.stderr
+    assert (outputs / "task-0007").read_bytes() == (inputs / "task-0007").read_bytes()
+    with Client(publisher.home) as client:
+        outcomes = list(client.map(ECHO, [b"map %d" % i for i in range(20)]))
+    assert sorted(o.index for o in outcomes) == list(range(20))
+    assert all(o.ok and o.output == b"map %d" % o.index for o in outcomes)
+
+    async def map_async() -> list[bytes]:
+        async with AsyncClient(publisher.home) as client:
+            return [o.output async for o in client.map(ECHO, [b"x", b"y"])]
+
+    assert sorted(anyio.run(map_async)) == [b"x", b"y"]
+
+
+class LazyInputs(Sequence[bytes]):
+    """100,000 inputs made on demand, counting how many the runner read."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.read = count, 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    @overload
+    def __getitem__(self, index: int) -> bytes: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[bytes]: ...
+    def __getitem__(self, index: int | slice) -> bytes | Sequence[bytes]:
+        assert isinstance(index, int)
+        self.read += 1
+        return b"task %d" % index
+
+
+@pytest.mark.integration
+def test_a_batch_of_100000_tasks_is_streamed_and_stops_at_its_budget(
+    four: list[launch.LaunchedNode],
+) -> None:
+    inputs = LazyInputs(100_000)
+    budget_mc = 1000
+    with Client(four[0].home) as client:
+        before = client.balance_mc()
+        outcomes = list(client.map(ECHO, inputs, budget_mc=budget_mc, fuel_max=10**8))
+        launch.wait_for(lambda: settled(four), 30, "every receipt to settle")
+        spent = before - client.balance_mc()
+    assert 0 < len(outcomes) < 1000 and all(o.ok for o in outcomes)
+    assert inputs.read < 2000, "inputs are read as bundles are made, not all at once"
+    assert 0 < spent <= budget_mc
+
+
+@pytest.mark.integration
+def test_a_cancelled_batch_pays_only_for_verified_bundles(
+    four: list[launch.LaunchedNode], tmp_path: Path
+) -> None:
+    publisher = four[0]
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for i in range(64):  # each task loops ~0.5 s: the batch is still running when cancelled
+        (inputs / f"loop-{i:02d}").write_bytes(struct.pack("<Q", 10_000_000 + i))
+    env = {**os.environ, "HEARTH_HOME": str(publisher.home)}
+    command = map_command(publisher.home, inputs, outputs, "--fuel", str(5 * 10**8))
+    command[command.index(str(ECHO))] = str(LOOP)
+    with Client(publisher.home) as client:
+        before = client.balance_mc()
+    running = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        launch.wait_for(
+            lambda: any(r["kind"] == "bundle" for r in journal_records(publisher.home, LOOP)), 60,
+            "a first bundle to be published",
+        )  # fmt: skip
+        batch_home = next(p for p in (publisher.home / "batches").iterdir() if _journal_of(p, LOOP))
+        cancel = hearth(publisher.home, "job", "cancel", batch_home.name, "--json")
+        assert cancel.returncode == 0, cancel.stderr
+        _, stderr = running.communicate(timeout=120)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    assert running.returncode != 0 and b"cancelled" in stderr
+    records = journal_records(publisher.home, LOOP)
+    verified = verified_in(records)
+    assert len(verified) < 64
+    paid_in_journal = sum(int(r.get("paid_mc", 0)) for r in records if r["kind"] == "done")
+    launch.wait_for(lambda: settled(four), 30, "every receipt to settle")
+    with Client(publisher.home) as client:
+        spent = before - client.balance_mc()
+        jobs = {job["job_id"]: job for job in client.jobs()}
+    assert spent == paid_in_journal
+    for record in records:
+        if record["kind"] == "bundle" and str(record["job"]) in jobs:
+            job = jobs[str(record["job"])]
+            if job["state"] != "accepted":
+                assert job["paid_mc"] == 0 and job["cause"] == "cancelled", job
+    assert_books_balance(four)

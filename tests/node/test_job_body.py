@@ -55,3 +55,15 @@ def test_verify_defaults_to_always_2_and_takes_adaptive() -> None:
 def test_an_unknown_verify_policy_is_one_clear_error(verify: object) -> None:
     with pytest.raises(ValueError, match="verify must be one of"):
         parse_job_body(_body(verify=verify))
+
+
+@pytest.mark.parametrize("job_id", ["ab" * 16, "00" * 8])
+def test_a_caller_may_choose_the_job_id(job_id: str) -> None:
+    assert parse_job_body({**_body(), "job_id": job_id})["job_id"] == bytes.fromhex(job_id)
+    assert parse_job_body(_body())["job_id"] is None
+
+
+@pytest.mark.parametrize("job_id", ["ab", "zz" * 16, "ab" * 70, 5])
+def test_a_job_id_that_is_not_8_to_64_hex_bytes_is_refused(job_id: Any) -> None:
+    with pytest.raises(ValueError, match="job_id"):
+        parse_job_body({**_body(), "job_id": job_id})
