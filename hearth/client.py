@@ -172,7 +172,9 @@ def _connection(home: Path | None) -> tuple[str, dict[str, str]]:
         token = paths.read_token(paths.token_path(home))
     except ValueError as exc:
         raise HearthError(str(exc)) from None
-    return info["api"], {"Authorization": f"Bearer {token}"}
+    from hearth.node.client import forwarded_api
+
+    return forwarded_api(home, info) or info["api"], {"Authorization": f"Bearer {token}"}
 
 
 def _check(response: httpx.Response) -> Any:

@@ -15,6 +15,19 @@ from hearth.node.home import load_token
 REQUEST_TIMEOUT_S = 30.0
 
 
+API_FORWARD_FILE = "api-forward.json"
+
+
+def forwarded_api(home: Path, info: dict[str, Any]) -> str | None:
+    """The API's address as seen from outside the node's network namespace, if a netns testnet
+    forwards it (testnet/netns/forward.py), for the process named in node.json only."""
+    try:
+        forward = json.loads((home / API_FORWARD_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return str(forward["api"]) if forward.get("pid") == info.get("pid") else None
+
+
 class NodeClient:
     def __init__(self, home: Path | None = None, *, timeout_s: float = REQUEST_TIMEOUT_S) -> None:
         self.home = home or paths.data_dir()
@@ -28,7 +41,7 @@ class NodeClient:
         except ValueError:
             raise CommandError(f"{info_path} is damaged; restart the node") from None
         self._http = httpx.Client(
-            base_url=self.info["api"],
+            base_url=forwarded_api(self.home, self.info) or self.info["api"],
             headers={"Authorization": f"Bearer {load_token(self.home)}"},
             timeout=timeout_s,
         )

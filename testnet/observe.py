@@ -29,3 +29,14 @@ def market_complete(nodes: list[LaunchedNode]) -> bool:
         if seen != everyone - {node.info["peer_id"]}:
             return False
     return True
+
+
+CONNECTION_KINDS = ("direct", "hole-punched", "relayed")
+
+
+def connection_kind(peer: dict[str, Any]) -> str:
+    """How this node reaches a connected peer, from `/v1/peers` (`hearth peers --json`): the
+    ``connection`` field ("direct", "hole-punched" or "relayed"); nodes that do not report it
+    have only direct connections."""
+    kind = peer.get("connection") or "direct"
+    return str(kind) if kind in CONNECTION_KINDS else "direct"

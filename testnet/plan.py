@@ -119,6 +119,9 @@ def make_plan(scenario: Scenario) -> RunPlan:
     )
     honest = [n.index for n in nodes if n.role == HONEST and n.profile != "solar_streetlight"]
     honest = honest or [n.index for n in nodes if n.role == HONEST]
+    if scenario.lab is not None:  # a lab's public nodes come first; homes publish (ADR 0037)
+        homes = [i for i in honest if i >= len(scenario.lab.spec.public)]
+        honest = homes or honest
     if not honest:
         raise ScenarioError(f"scenario {scenario.name!r}: no honest node is left to publish jobs")
     publishers = tuple(honest[: min(scenario.testnet_publishers, len(honest))])

@@ -190,3 +190,90 @@ def _reputation(
     axes.set_ylabel("mean reputation score seen by publishers")
     axes.set_title("Reputation of honest vs adversarial nodes")
     axes.legend()
+
+
+def connection_counts(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Connected pairs of nodes by kind at each sample time (a pair counts once; if its two ends
+    disagree, relayed wins over hole-punched over direct), and the counts at the last sample."""
+    rank = {"direct": 0, "hole-punched": 1, "relayed": 2}
+    by_time: dict[float, dict[tuple[str, str], str]] = {}
+    for s in samples:
+        pair = (min(s["node"], s["peer"]), max(s["node"], s["peer"]))
+        pairs = by_time.setdefault(s["t_s"], {})
+        old = pairs.get(pair, "direct")
+        pairs[pair] = s["connection"] if rank[s["connection"]] >= rank[old] else old
+    series = []
+    for t_s in sorted(by_time):
+        counts = dict.fromkeys(rank, 0)
+        for kind in by_time[t_s].values():
+            counts[kind] += 1
+        series.append({"t_s": t_s, **counts})
+    return {"final": series[-1] if series else {}, "series": series}
+
+
+def rtt_by_link_pair(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Ping round trips (ms) between connected nodes, by the pair of their link classes."""
+    found: dict[str, list[float]] = {}
+    for s in samples:
+        if s.get("rtt_ms") is not None:
+            found.setdefault(s["link_pair"], []).append(float(s["rtt_ms"]))
+    return {
+        pair: {"samples": len(v), "p50": percentile(v, 50), "p90": percentile(v, 90)}
+        for pair, v in sorted(found.items())
+    }
+
+
+def plot_network(
+    out: Path, samples: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> list[str]:
+    """connections.png (connected pairs by kind over time, faults marked) and
+    link_latency.png (ping round trips by pair of link classes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = connection_counts(samples)["series"]
+    figure, axes = plt.subplots(figsize=(7, 4))
+    times = [row["t_s"] for row in series]
+    for kind, colour in (
+        ("direct", "tab:blue"),
+        ("hole-punched", "tab:green"),
+        ("relayed", "tab:orange"),
+    ):
+        axes.plot(times, [row[kind] for row in series], label=kind, color=colour)
+    for event in events:
+        label = {"partition": "partition", "partition_healed": "heal", "node_killed": "kill"}
+        if event["kind"] in label and event["t_ms"] >= 0:
+            axes.axvline(event["t_ms"] / 1000, color="grey", linestyle=":", linewidth=1)
+            axes.annotate(
+                label[event["kind"]],
+                (event["t_ms"] / 1000, 0),
+                fontsize=7,
+                rotation=90,
+                va="bottom",
+                color="grey",
+            )
+    axes.set_xlabel("time since the run started (s)")
+    axes.set_ylabel("connected pairs of nodes")
+    axes.set_title("Connections by kind over time")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(out / "connections.png", dpi=100)
+    plt.close(figure)
+
+    by_pair: dict[str, list[float]] = {}
+    for s in samples:
+        if s.get("rtt_ms") is not None:
+            by_pair.setdefault(s["link_pair"], []).append(float(s["rtt_ms"]))
+    figure, axes = plt.subplots(figsize=(7, 4))
+    pairs = sorted(by_pair)
+    if pairs:
+        axes.boxplot([by_pair[p] for p in pairs], showfliers=True)
+        axes.set_xticks(range(1, len(pairs) + 1), pairs, fontsize=7, rotation=15)
+    axes.set_ylabel("ping round trip between connected nodes (ms)")
+    axes.set_title("Message latency by pair of link classes")
+    figure.tight_layout()
+    figure.savefig(out / "link_latency.png", dpi=100)
+    plt.close(figure)
+    return ["connections.png", "link_latency.png"]

@@ -17,6 +17,7 @@ import dataclasses
 import os
 import secrets
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -180,9 +181,7 @@ class Runner:
             if node.behaviour:
                 adversaries.write(home, node.behaviour)
         configs = [plan.config_text(node) for node in p.nodes]
-        launched = launch.up(
-            self.root, len(p.nodes), configs=configs, psk=secrets.token_bytes(32), tied=True
-        )
+        launched = self._launch(configs)
         self.nodes = [Managed(n, x) for n, x in zip(p.nodes, launched, strict=True)]
         for m in self.nodes:
             self.events.add(
@@ -200,6 +199,11 @@ class Runner:
         self.events.start_clock(self.started_s)
         threading.Thread(target=self._sample_loop, name="sampler", daemon=True).start()
 
+    def _launch(self, configs: list[str]) -> list[launch.LaunchedNode]:
+        return launch.up(
+            self.root, len(configs), configs=configs, psk=secrets.token_bytes(32), tied=True
+        )
+
     def _timeline(self) -> list[tuple[float, int, str, Any]]:
         actions: list[tuple[float, int, str, Any]] = []
         for job in self.jobs:
@@ -207,7 +211,15 @@ class Runner:
         for churn in self.plan.churn:
             actions.append((churn.at_s, 0, "kill", churn))
             actions.append((churn.at_s + churn.downtime_s, 0, "restart", churn))
+        actions += self._fault_actions()
         return sorted(actions, key=lambda a: (a[0], a[1], id(a[3])))
+
+    def _fault_actions(self) -> list[tuple[float, int, str, Any]]:
+        """Network faults at planned times (the netns lab's runner has them)."""
+        return []
+
+    def _fault(self, kind: str, item: Any) -> None:
+        raise AssertionError(f"no network fault {kind!r} on this testnet")
 
     def _run_timeline(self) -> None:
         for at_s, _, kind, item in self._timeline():
@@ -217,8 +229,10 @@ class Runner:
                 self._publish(item)
             elif kind == "kill":
                 self._kill(self.nodes[item.node], item.cause)
-            else:
+            elif kind == "restart":
                 self._restart(self.nodes[item.node])
+            else:
+                self._fault(kind, item)
 
     def _publish(self, job: JobRecord) -> None:
         publisher = self.nodes[job.plan.publisher]
@@ -315,16 +329,7 @@ class Runner:
             return
         home = node.launched.home
         (home / "node.json").unlink(missing_ok=True)
-        bootstrap = next(
-            (m.launched.info["multiaddrs"][0] for m in self.nodes if m.up and m.launched.info),
-            None,
-        )
-        with lifeline.held():
-            process = launch.start_process(
-                home, node.launched.host, bootstrap, home / "node.out", tied=True
-            )
-            node.launched.pid = process.pid
-            launch.save_state(self.root, [m.launched for m in self.nodes])
+        process = self._start_again(node)
         try:
             node.launched.info = launch.wait_until_listening(home, process, RESTART_TIMEOUT_S)
         except launch.TestnetError as exc:
@@ -335,6 +340,20 @@ class Runner:
             node.up = True
         node.restarts += 1
         self.events.add("node_restarted", node=node.plan.name, pid=process.pid)
+
+    def _start_again(self, node: Managed) -> subprocess.Popen[bytes]:
+        home = node.launched.home
+        bootstrap = next(
+            (m.launched.info["multiaddrs"][0] for m in self.nodes if m.up and m.launched.info),
+            None,
+        )
+        with lifeline.held():
+            process = launch.start_process(
+                home, node.launched.host, bootstrap, home / "node.out", tied=True
+            )
+            node.launched.pid = process.pid
+            launch.save_state(self.root, [m.launched for m in self.nodes])
+        return process
 
     def _sample_loop(self) -> None:
         while not self.stop_event.wait(SAMPLE_INTERVAL_S):
@@ -458,6 +477,7 @@ class Runner:
             self.final["reputation"] = final["reputation"]
             self.final["refused"] = self._refused()
         launch.stop([m.launched for m in self.nodes])
+        self._teardown()
         for m in self.nodes:
             self.events.add("node_stopped", node=m.plan.name, pid=m.launched.pid)
         summary = summarise(self)
@@ -469,8 +489,16 @@ class Runner:
         summary["plots"] = report.plot_all(
             self.options.out, [j.json() for j in self.jobs], self.metrics, roles
         )
+        summary.update(self._network_report(summary["plots"]))
         report.write_summary(self.options.out, summary)
         return summary
+
+    def _teardown(self) -> None:
+        """After the nodes stop: remove what else the run built (the netns lab)."""
+
+    def _network_report(self, plots: list[str]) -> dict[str, Any]:
+        """Extra summary keys (and plots appended to ``plots``) of the network the run used."""
+        return {}
 
 
 def _wait(condition: Any, timeout_s: float) -> bool:
@@ -483,4 +511,8 @@ def _wait(condition: Any, timeout_s: float) -> bool:
 
 
 def run_scenario(options: RunOptions) -> dict[str, Any]:
+    if load_scenario(options.scenario_path).lab is not None:
+        from hearth.testnet.netns.run import NetnsRunner
+
+        return NetnsRunner(options).run()
     return Runner(options).run()

@@ -45,7 +45,9 @@ import dataclasses
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
+
+from hearth.testnet.netns.topology import LAB_KEYS, LabPlan, has_lab, parse_lab
 
 HOST_PROFILES: Final = ("gaming_pc", "panel_box", "solar_streetlight", "office_nuc")
 ADVERSARIES: Final = (
@@ -118,6 +120,7 @@ class Scenario:
     testnet_duration_s: int = 0
     testnet_job_rate_per_min: int = 0
     testnet_publishers: int = 3
+    lab: LabPlan | None = None  # the [network] lab keys: `testnet run` in namespaces (ADR 0037)
 
     def adversary_pct(self, kind: str) -> int:
         return dict(self.adversary_shares_pct).get(kind, 0)
@@ -139,6 +142,7 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{source}: not valid TOML: {exc}") from None
     where = _Locator(text, source)
+    lab = _lab(data, where)
     for section, value in data.items():
         if section not in _SECTIONS:
             known = ", ".join(f"[{s}]" for s in _SECTIONS)
@@ -147,9 +151,32 @@ def parse_scenario(text: str, *, source: str = "<scenario>") -> Scenario:
             raise ScenarioError(f"{where.at(section)}: {section} must be a [{section}] table")
         _check_keys(section, value, where)
     fields = _fields(data)
+    if lab is not None:
+        fields["lab"] = lab
+        given = data.get("testnet", {}).get("nodes", lab.node_count)
+        if given != lab.node_count:
+            raise ScenarioError(
+                f"{where.at('nodes', 'testnet')}: testnet.nodes is {given} but the [network] lab "
+                f"has {lab.node_count} nodes; remove testnet.nodes"
+            )
+        fields["testnet_nodes"] = lab.node_count
     scenario = Scenario(**fields)
     _check_numbers(scenario, data, where)
     return scenario
+
+
+def _lab(data: dict[str, Any], where: _Locator) -> LabPlan | None:
+    """Take the lab keys out of [network] (testnet/netns/topology.py checks them)."""
+    network = data.get("network")
+    if not isinstance(network, dict) or not has_lab(network):
+        return None
+
+    def fail(key: str, problem: str) -> NoReturn:
+        raise ScenarioError(f"{where.at(key, 'network')}: network.{key} {problem}")
+
+    lab = parse_lab(network, fail)
+    data["network"] = {k: v for k, v in network.items() if k not in LAB_KEYS}
+    return lab
 
 
 def _check_keys(section: str, table: dict[str, Any], where: _Locator) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import typer
 from rich.console import Console
@@ -13,6 +13,7 @@ from rich.table import Table
 from hearth.node import lifeline, paths
 from hearth.node.commands.common import JSON_OPTION, fail, print_json
 from hearth.testnet import launch
+from hearth.testnet.netns.spec import HomeSpec, LabSpec, LinkClass, RouterKind, SpecError
 from hearth.testnet.observe import ask, market_complete
 
 MARKET_WAIT_S = 120.0  # a loaded machine: gossip among many processes on two cores
@@ -36,14 +37,36 @@ def up(
     base: str = typer.Option(
         launch.DEFAULT_BASE, help="Address of the first node; the rest follow."
     ),
+    netns: bool = typer.Option(
+        False, "--netns", help="Each node in its own network namespace, homes behind NAT (root)."
+    ),
+    homes: int = typer.Option(2, help="--netns: homes behind NAT routers, all on 192.168.1.10."),
+    public: int = typer.Option(1, help="--netns: public nodes (the first is the bootstrap)."),
+    router: str = typer.Option(
+        "mixed", help="--netns: port-restricted, symmetric, or mixed (alternating)."
+    ),
+    delay_ms: int = typer.Option(0, help="--netns: delay per packet on each home's uplink."),
+    jitter_ms: int = typer.Option(0, help="--netns: +/- this much on the delay."),
+    loss_pct: float = typer.Option(0.0, help="--netns: packets lost on each home's uplink, %."),
+    rate_kbit: int = typer.Option(0, help="--netns: each home's uplink rate cap (0: none)."),
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Start N nodes on 127.0.0.2, .3, ... (or from --base) sharing a private-network key.
 
-    Each node is its own network group, so jobs published on the testnet find diverse hosts."""
+    Each node is its own network group, so jobs published on the testnet find diverse hosts.
+    With --netns (root): public nodes and NAT homes in a namespace lab, links shaped (ADR 0037)."""
     try:
-        nodes = launch.up(testnet_dir(directory), n, base=base)
-    except launch.TestnetError as exc:
+        if netns:
+            nodes = _up_netns(
+                testnet_dir(directory),
+                homes,
+                public,
+                router,
+                LinkClass("home", delay_ms, jitter_ms, loss_pct, rate_kbit),
+            )
+        else:
+            nodes = launch.up(testnet_dir(directory), n, base=base)
+    except (launch.TestnetError, SpecError) as exc:
         fail(str(exc))
     wait_for_market(nodes)
     if json_output:
@@ -51,6 +74,32 @@ def up(
         return
     for node in nodes:
         typer.echo(f"{node.name}  {node.host}  {node.info['peer_id']}  HEARTH_HOME={node.home}")
+
+
+def _up_netns(
+    root: Path, homes: int, public: int, router: str, link: LinkClass
+) -> list[launch.LaunchedNode]:
+    import secrets
+
+    from hearth.testnet.netns import launch as netns_launch
+    from hearth.testnet.netns.lab import unavailable_reason
+    from hearth.testnet.netns.topology import LabPlan
+
+    why = unavailable_reason()
+    if why:
+        fail(f"testnet up --netns: {why}")
+    kinds = ("port-restricted", "symmetric")
+    if router not in (*kinds, "mixed"):
+        fail(f"--router {router!r}: use port-restricted, symmetric or mixed")
+    routers = [kinds[i % 2] if router == "mixed" else router for i in range(homes)]
+    spec = LabSpec(
+        public=("lan",) * public,
+        homes=tuple(HomeSpec(cast(RouterKind, r), "home") for r in routers),
+        links=(link,),
+    )
+    spec.check()
+    _, nodes = netns_launch.up(root, LabPlan(spec), psk=secrets.token_bytes(32))
+    return nodes
 
 
 def wait_for_market(nodes: list[launch.LaunchedNode]) -> None:
@@ -71,8 +120,11 @@ def wait_for_market(nodes: list[launch.LaunchedNode]) -> None:
 @app.command("down")
 def down(directory: Path = DIR_OPTION) -> None:
     """Stop exactly the processes `up` started."""
+    from hearth.testnet.netns import launch as netns_launch
+
+    root = testnet_dir(directory)
     try:
-        count = launch.down(testnet_dir(directory))
+        count = netns_launch.down(root) if netns_launch.lab_of(root) else launch.down(root)
     except launch.TestnetError as exc:
         fail(str(exc))
     typer.echo(f"stopped {count} nodes")

@@ -183,8 +183,7 @@ def _kill_all(pids: Iterable[int]) -> None:
 
 def _destroy_namespaces(names: Iterable[str]) -> None:
     names = list(names)
-    for ns in names:
-        _kill_all(namespace_pids(ns))
+    _kill_all(pid for ns in names for pid in namespace_pids(ns))
     for ns in names:
         _run(["ip", "netns", "del", ns], check=False)
 
@@ -351,14 +350,17 @@ class Lab:
             "--jitter-ms",
             str(link.jitter_ms),
         ]
-        process = self.popen(ns, argv, stdout=subprocess.PIPE, helper=True)
+        process = self.popen(
+            ns, argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, helper=True
+        )
         assert process.stdout is not None
         ready: list[bytes] = []
         reader = threading.Thread(target=lambda: ready.append(process.stdout.readline()))  # type: ignore[union-attr]
         reader.start()
         reader.join(HELPER_READY_TIMEOUT_S)
         if not ready or not ready[0].startswith(b"ready"):
-            raise LabError(f"the delay stage in {ns} did not start (exit {process.poll()})")
+            said = ready[0].decode(errors="replace").strip() if ready else "nothing"
+            raise LabError(f"the delay stage in {ns} did not start: {said}")
         self._save_record()
 
     # using -----------------------------------------------------------------------------------
