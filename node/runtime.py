@@ -146,6 +146,7 @@ def build_routes(node: Node) -> list[Route]:
                 "degraded": node.health.refresh() if node.health else [],
                 "energy": node.energy.status_json() if node.energy else None,
                 "runtimes": node.runtimes.to_json() if node.runtimes else {},
+                "reachability": node.transport.reachability(),
             }
         )
 
@@ -175,6 +176,8 @@ def build_routes(node: Node) -> list[Route]:
                     "addrs": list(peer.addrs),
                     "connected": peer.connected,
                     "rtt_ms": None if peer.rtt_ms is None else round(peer.rtt_ms, 3),
+                    "connection": peer.connection or None,
+                    "connections_opened": list(peer.connections_opened),
                     "reputation": record.score if record else 0,
                     "results_valid": record.results_valid if record else 0,
                     "results_invalid": record.results_invalid if record else 0,
@@ -243,6 +246,9 @@ async def run_node(
         discovery=DiscoveryConfig(
             peerstore_path=str(home / PEERSTORE_FILE), mdns=config.mdns, dht_mode=config.dht
         ),
+        relay=config.relay,
+        announce=config.announce,
+        upnp=config.upnp,
     )
     ledger = open_ledger(paths.ledger_path(home), identity, clock.now_ms())
     sandbox = SandboxPool(

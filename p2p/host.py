@@ -276,7 +276,7 @@ class Libp2pTransport:
         self.keeper = await finder.start_finding(
             nursery, self.host, self._book, self._config.discovery, own_ips, self._config.psk
         )
-        nursery.start_soon(self.nat.run)
+        nursery.start_soon(self.nat.run, self._config.upnp)
 
     def close_inbound(self) -> None:
         """End the node's `async for` over `inbound`; later items are dropped and counted."""
@@ -369,6 +369,7 @@ class Libp2pTransport:
                     status,
                     remote_ip=self._remote_ip(peer),
                     connection=self.nat.connection_kind(peer),
+                    connections_opened=tuple(self.nat.opened.get(text, ())),
                 )
             out.append(status)
         return out
@@ -405,7 +406,7 @@ class Libp2pTransport:
         return handle
 
     async def _serve_exchange(self, stream: INetStream) -> None:
-        requester_ip = "" if stream_relayed(self.host, stream) else conn_ip(stream.muxed_conn)
+        requester_ip = "" if stream_relayed(stream) else conn_ip(stream.muxed_conn)
         await discovery.serve_exchange(
             self.host, self._book, stream, self._timeout_s, requester_ip, self.nat.reserved_for
         )

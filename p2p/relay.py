@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final, TypeVar
 
 import multiaddr
 import trio
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.connection_types import ConnectionType
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
@@ -41,9 +42,9 @@ from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.security.pnet.protector import new_protected_conn
 from libp2p.tools.anyio_service import background_trio_service
 
-from hearth.p2p import addresses
+from hearth.p2p import addresses, upnp
 from hearth.p2p.dialing import TokenBuckets
-from hearth.p2p.notify import conn_ip
+from hearth.p2p.notify import carried_by_stream, conn_ip
 from hearth.p2p.peers import PeerReputation
 from hearth.p2p.reachability import (
     DIALBACK_BYTES_MAX,
@@ -64,7 +65,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RESERVATION_RENEW_MARGIN_S: Final = 120
-RELAY_RETRY_S: Final = 60.0  # a relay that refused or failed a reservation is left alone this long
+RELAY_RETRY_S: Final = 10.0  # a relay that refused or failed a reservation is left alone this long
 NAT_ROUND_S: Final = 2.0
 REACHABILITY_RECHECK_S: Final = 300.0
 REACHABILITY_RETRY_S: Final = 15.0
@@ -72,6 +73,7 @@ REACHABILITY_RETRY_S: Final = 15.0
 HOP_REQUESTS_PER_PEER: Final = (8, 5_000)
 PENALTY_HOP_FLOOD: Final = -20
 PENALTY_BAD_DIALBACK: Final = -20
+CONNECTION_HISTORY_MAX: Final = 8
 
 
 def _ms() -> int:
@@ -79,10 +81,13 @@ def _ms() -> int:
 
 
 def is_relayed(conn: Any) -> bool:
+    """Whether a swarm connection runs through a relay (tagged, or carried by a stream)."""
     try:
-        return any(addresses.is_circuit(str(a)) for a in conn.get_transport_addresses())
-    except Exception:
-        return False
+        if any(addresses.is_circuit(str(a)) for a in conn.get_transport_addresses()):
+            return True
+    except Exception as error:
+        logger.debug("no transport addresses on %r: %r", conn, error)
+    return carried_by_stream(getattr(conn, "muxed_conn", None))
 
 
 class NatService:
@@ -103,6 +108,7 @@ class NatService:
         self._probe = probe
         self._listen = listen_addrs
         self._announce = list(announce)
+        self._candidates_extra: list[str] = []  # a UPnP mapping, until a dial-back confirms it
         self.reachability = Reachability(forced=_forced(settings.reachability))
         self._server = DialbackServer()
         relay_limits = RelayLimits(
@@ -123,6 +129,10 @@ class NatService:
         self._relay_retry_at: dict[ID, float] = {}
         self.hop_refused = 0
         self.punched: set[str] = set()
+        # peer -> kinds of its connections in the order they opened ("relayed", "direct"), so
+        # that a report can tell "relayed first, then hole-punched" from "direct all along"
+        self.opened: OrderedDict[str, list[str]] = OrderedDict()
+        host.get_network().register_notifee(_KindRecorder(self))
 
     # --- what others see -------------------------------------------------------------------
 
@@ -161,6 +171,13 @@ class NatService:
             self.punched.add(text)
         return "hole-punched" if text in self.punched else "direct"
 
+    def note_opened(self, peer: ID, relayed: bool) -> None:
+        kinds = self.opened.setdefault(peer.to_base58(), [])
+        kinds[:] = [*kinds, "relayed" if relayed else "direct"][-CONNECTION_HISTORY_MAX:]
+        self.opened.move_to_end(peer.to_base58())
+        while len(self.opened) > limits.REPUTATION_PEERS_MAX:
+            self.opened.popitem(last=False)
+
     def to_json(self) -> dict[str, Any]:
         return {
             **self.reachability.to_json(),
@@ -188,24 +205,37 @@ class NatService:
             async with background_trio_service(self._dcutr):
                 yield
 
-    async def run(self) -> None:
+    async def run(self, upnp: bool = False) -> None:
         """Check reachability now and then; while private, hold reservations on relays."""
+        if upnp:
+            await self._map_upnp()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._reachability_loop)
             nursery.start_soon(self._reservation_loop)
+
+    async def _map_upnp(self) -> None:
+        ports = {int(a.rsplit("/", 1)[1]) for a in self._listen() if "/tcp/" in a}
+        for port in sorted(ports)[:1]:
+            mapped = await upnp.map_port(port)
+            if mapped:
+                self._candidates_extra.append(mapped)
+                logger.info("UPnP: the router maps %s to us; a dial-back will confirm it", mapped)
 
     async def _reachability_loop(self) -> None:
         while True:
             if self.reachability.forced is not None:
                 return
             asked = await self.check_reachability()
+            if not asked:  # nobody to ask yet: look again soon
+                await trio.sleep(NAT_ROUND_S)
+                continue
             known = self.reachability.state is not State.UNKNOWN
-            await trio.sleep(REACHABILITY_RECHECK_S if asked and known else REACHABILITY_RETRY_S)
+            await trio.sleep(REACHABILITY_RECHECK_S if known else REACHABILITY_RETRY_S)
 
     async def check_reachability(self) -> int:
         """Ask up to `SERVERS_PER_ROUND` directly connected peers to dial us back; answers."""
         candidates = [a for a in self._listen() if not addresses.is_circuit(a)]
-        candidates += [a for a in self._announce if a not in candidates]
+        candidates += [a for a in [*self._announce, *self._candidates_extra] if a not in candidates]
         if not candidates:
             return 0
         network: Any = self._host.get_network()
@@ -242,7 +272,7 @@ class NatService:
 
     async def _serve_dialback(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
-        observed = "" if stream_relayed(self._host, stream) else conn_ip(stream.muxed_conn)
+        observed = "" if stream_relayed(stream) else conn_ip(stream.muxed_conn)
 
         async def probe(addr: str) -> bool:
             return bool(await self._probe(peer, multiaddr.Multiaddr(addr)))
@@ -401,11 +431,34 @@ def _peer_info(peer: ID, addr: str) -> PeerInfo:
     return PeerInfo(peer, [multiaddr.Multiaddr(addr)])
 
 
-def stream_relayed(host: IHost, stream: INetStream) -> bool:
+class _KindRecorder(INotifee):
+    """Notes whether each new connection is relayed, as the swarm announces it (never blocks)."""
+
+    def __init__(self, nat: NatService) -> None:
+        self._nat = nat
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._nat.note_opened(conn.muxed_conn.peer_id, carried_by_stream(conn.muxed_conn))
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        return None
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+
+def stream_relayed(stream: INetStream) -> bool:
     """Whether ``stream`` runs over a relayed connection (its remote address is the relay's)."""
-    muxed = stream.muxed_conn
-    conns = host.get_network().connections.get(muxed.peer_id) or []
-    return any(is_relayed(c) for c in conns if getattr(c, "muxed_conn", None) is muxed)
+    return carried_by_stream(stream.muxed_conn)
 
 
 def _forced(mode: str) -> State | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -198,6 +198,7 @@ class PeerStatus:
     rtt_ms: float | None  # last measured ping round trip; None until pinged
     remote_ip: str = ""  # the IP the live connection actually comes from ("" if none)
     connection: str = ""  # "direct" | "hole-punched" | "relayed" ("" if not connected)
+    connections_opened: tuple[str, ...] = ()  # "relayed"/"direct", oldest first (ADR 0035)
 
 
 @dataclass
@@ -276,3 +277,7 @@ class Transport(Protocol):
     def peers(self) -> list[PeerStatus]: ...
 
     def statistics(self) -> TransportStatistics: ...
+
+    def reachability(self) -> dict[str, Any]:
+        """This node's reachability and advertised addresses, as JSON (ADR 0035)."""
+        ...

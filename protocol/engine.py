@@ -282,7 +282,7 @@ class Engine:
         if isinstance(event, RttMeasured):
             self.reputation.on_rtt(event.peer, event.rtt_ms)
             return []
-        if isinstance(event, PeerConnected):
+        if isinstance(event, PeerConnected) and event.ip:  # a relayed peer's IP is unknown
             self._note_peer_ip(event.peer, event.ip)
         local = self._local_handlers.get(type(event))
         if local is not None:

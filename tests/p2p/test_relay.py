@@ -51,6 +51,8 @@ async def test_a_private_node_is_reached_through_its_relay_and_serves_requests()
         assert home.peer_id in connected_ids(other)
         kinds = {p.peer_id: p.connection for p in other.peers() if p.connected}
         assert kinds[home.peer_id] == "relayed" and kinds[relay.peer_id] == "direct", kinds
+        opened = {p.peer_id: p.connections_opened for p in other.peers() if p.connected}
+        assert opened[home.peer_id] == ("relayed",) and opened[relay.peer_id] == ("direct",)
         reply = await other.request(home.peer_id, ECHO, b"bid", timeout_ms=5000)
         assert reply == b"echo:bid"
         big = bytes(range(256)) * 1024  # a blob-sized frame crosses the relay intact
