@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -19,6 +20,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 
 from hearth.p2p import discovery
+from hearth.p2p.dht import HearthDht, choose_mode
 from hearth.p2p.dialing import AddressBook
 from hearth.p2p.finding_config import DiscoveryConfig
 from hearth.p2p.mdns import MdnsFinder
@@ -46,6 +48,7 @@ class PeerStoreKeeper:
         self._own_ips = own_ips
         self._pending: dict[tuple[str, str], None] = {}
         self.reconnected = 0
+        self.reconnect_ms: int | None = None  # how long the dials on start took, once done
 
     def note_working(self, peer_id: str, addr: str) -> None:
         """An address that worked (``AddressBook.on_working``); kept if the rules allow."""
@@ -54,12 +57,19 @@ class PeerStoreKeeper:
 
     async def reconnect(self) -> int:
         """Dial the best known peers, several at once; returns how many answered."""
+        started_s = trio.current_time()
         best = self._store.best(wall_ms())
         limiter = trio.CapacityLimiter(RECONNECT_DIALS_PARALLEL)
         async with trio.open_nursery() as nursery:
             for entry in best:
                 nursery.start_soon(self._dial_known, entry, limiter)
-        logger.info("reconnected to %d of %d known peers", self.reconnected, len(best))
+        self.reconnect_ms = round((trio.current_time() - started_s) * 1000)
+        logger.info(
+            "reconnected to %d of %d known peers in %d ms",
+            self.reconnected,
+            len(best),
+            self.reconnect_ms,
+        )
         return self.reconnected
 
     async def _dial_known(self, entry: KnownAddr, limiter: trio.CapacityLimiter) -> None:
@@ -107,6 +117,15 @@ class PeerStoreKeeper:
             self.flush()
 
 
+@dataclass
+class Finding:
+    """What `start_finding` started (None: not asked for), for status and tests."""
+
+    keeper: PeerStoreKeeper | None = None
+    dht: HearthDht | None = None
+    mdns: MdnsFinder | None = None
+
+
 async def start_finding(
     nursery: trio.Nursery,
     host: IHost,
@@ -114,17 +133,22 @@ async def start_finding(
     config: DiscoveryConfig,
     own_ips: tuple[str, ...],
     psk: bytes | None,
-) -> PeerStoreKeeper | None:
-    """Start what ``config`` asks for in ``nursery``; the peer store keeper, if any."""
-    keeper = None
+) -> Finding:
+    """Start what ``config`` asks for in ``nursery``."""
+    found = Finding()
+    mode = choose_mode(config.dht_mode, own_ips[0] if own_ips else "")
+    if mode is not None:
+        found.dht = HearthDht(host, mode)
+        nursery.start_soon(found.dht.run)
     if config.mdns:
-        nursery.start_soon(MdnsFinder(host, book, psk).run)
+        found.mdns = MdnsFinder(host, book, psk)
+        nursery.start_soon(found.mdns.run)
     if config.peerstore_path:
         store = PeerStore(Path(config.peerstore_path))
-        keeper = PeerStoreKeeper(host, store, own_ips)
-        book.on_working = keeper.note_working
-        nursery.start_soon(_keep, keeper, store, book)
-    return keeper
+        found.keeper = PeerStoreKeeper(host, store, own_ips)
+        book.on_working = found.keeper.note_working
+        nursery.start_soon(_keep, found.keeper, store, book)
+    return found
 
 
 async def _keep(keeper: PeerStoreKeeper, store: PeerStore, book: AddressBook) -> None:

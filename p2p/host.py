@@ -144,7 +144,7 @@ class Libp2pTransport:
             self._deliver, self._reputation, self._stats, self._timeout_s, check
         )
         self._book = AddressBook()
-        self.keeper: finder.PeerStoreKeeper | None = None
+        self.finding = finder.Finding()
         self._muxer_guard = self._install_bounds()
         self._wire = WireSender(
             self._open_stream,
@@ -273,7 +273,7 @@ class Libp2pTransport:
         self.exchange = exchange
         nursery.start_soon(exchange.run, self._config.discovery_interval_s)
         own_ips = (self._config.listen_host,)
-        self.keeper = await finder.start_finding(
+        self.finding = await finder.start_finding(
             nursery, self.host, self._book, self._config.discovery, own_ips, self._config.psk
         )
         nursery.start_soon(self.nat.run, self._config.upnp)

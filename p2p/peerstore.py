@@ -18,11 +18,14 @@ the table never holds more than `ENTRIES_MAX` rows.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+logger = logging.getLogger(__name__)
 
 ENTRIES_MAX: Final = 2048
 ADDRS_PER_PEER_MAX: Final = 4
@@ -134,10 +137,27 @@ class PeerStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        try:
+            self._db = self._open(path)
+        except sqlite3.DatabaseError as error:
+            # Only a cache of what worked: set a damaged file aside and start afresh.
+            aside = path.with_name(path.name + ".damaged")
+            logger.warning("peer store %s is damaged (%s); moved to %s", path, error, aside)
+            path.replace(aside)
+            self._db = self._open(path)
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+            db.execute("SELECT peer_id, addr, last_seen_ms, successes, failures FROM known")
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         self._db.close()

@@ -91,3 +91,14 @@ def test_the_store_is_bounded_per_peer_and_in_total(tmp_path: Path) -> None:
     assert len(store.entries()) == ENTRIES_MAX
     assert "old" not in {e.peer_id for e in store.entries()}
     store.close()
+
+
+def test_a_damaged_store_is_set_aside_and_the_node_starts_afresh(tmp_path: Path) -> None:
+    path = tmp_path / "peers.sqlite"
+    path.write_bytes(b"this is not a database, just noise" * 100)
+    store = PeerStore(path)
+    assert store.entries() == []
+    store.record_success([("a", "/ip4/8.8.8.8/tcp/1")], NOW_MS)
+    assert [e.peer_id for e in store.entries()] == ["a"]
+    store.close()
+    assert (tmp_path / "peers.sqlite.damaged").read_bytes().startswith(b"this is not")
