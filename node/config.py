@@ -23,8 +23,8 @@ from hearth.node.energy.config import (
     parse_policy,
     parse_sensor,
 )
-from hearth.p2p.finding_config import DHT_MODES
 from hearth.p2p.addresses import Scope, scope_of
+from hearth.p2p.finding_config import DHT_MODES
 from hearth.p2p.transport import REACHABILITY_MODES, RELAY_HOP_MODES, RelaySettings
 from hearth.protocol.credit import CreditConfig
 from hearth.protocol.energy import EnergyPolicy
