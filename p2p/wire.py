@@ -80,7 +80,10 @@ def encode_wire_frame(protocol_id: str, data: bytes) -> bytes:
     """The bytes one message occupies on the wire stream; our mistakes raise before any I/O."""
     if len(data) > limits.FRAME_BYTES_MAX:
         raise LocalProtocolError(f"frame of {len(data)} bytes exceeds {limits.FRAME_BYTES_MAX}")
-    name = protocol_id.encode("ascii")
+    try:
+        name = protocol_id.encode("ascii")
+    except UnicodeEncodeError:
+        raise LocalProtocolError(f"protocol id {protocol_id!r} is not ASCII") from None
     if not 1 <= len(name) <= limits.WIRE_PROTOCOL_ID_BYTES_MAX:
         raise LocalProtocolError(f"protocol id of {len(name)} bytes cannot go on the wire stream")
     return encode_frame(bytes([len(name)]) + name + data, WIRE_FRAME_BYTES_MAX)
@@ -128,6 +131,7 @@ class _Line:
     waiting_bytes: int = 0
     used_s: float = 0.0  # when a frame last went out on the stream
     legacy_until_s: float = 0.0  # until then the peer gets a stream per message
+    write_cut: bool = False  # a write was cancelled halfway (not a dial or open that was slow)
 
 
 class WireSender:
@@ -204,7 +208,8 @@ class WireSender:
         except trio.TooSlowError:
             if not item.taken:
                 line.pending.remove(item)
-            if item.wrote and line.stream is None:  # the peer stopped reading: it stalls us
+            if item.wrote and line.write_cut:  # our deadline hit mid-write: the peer stalls us
+                line.write_cut = False
                 self._stats.wire_write_stalls += 1
                 self._penalise(peer_id, PENALTY_STALL)
                 logger.info("peer %s stopped reading its wire stream; stream reset", peer_id)
@@ -281,6 +286,9 @@ class WireSender:
         try:
             await _write(stream, frames)
             ok = True
+        except trio.Cancelled:
+            line.write_cut = True  # the peer held its window shut past our deadline
+            raise
         except Exception as error:
             if not isinstance(error, TransportError):
                 raise TransportError(f"stream failed: {error!r}") from error
