@@ -99,6 +99,10 @@ class PublishJob:
     prefer: str = "cheapest"
     requirements: tuple[str, ...] = ()
     lease_ms: int = 0  # an accepted award must commit within this; 0: derived (protocol.lease)
+    # The module and input themselves when together at most AWARD_INLINE_BYTES_MAX: they go
+    # inside the award instead of being fetched (ADR 0031); empty: fetched by hash.
+    module_inline: bytes = b""
+    input_inline: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
