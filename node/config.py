@@ -79,6 +79,9 @@ hole_punch = true
 [limits]
 # Caps on what jobs may use on this machine.
 cores = 1
+# Jobs taken beyond the cores, waiting in this node's queue; it bids only on jobs it can
+# still start within their deadline, and says when it can start (ADR 0031).
+backlog = 2
 memory_mb = 1024
 runtimes = ["wasm", "python"]
 # Disk for compiled job modules, oldest unused evicted first (0 keeps none on disk).
@@ -146,6 +149,7 @@ class NodeConfig:
     network_group_prefix_v4: int = 24
     directed_invitations: bool = True
     cores: int = 1
+    backlog: int = 2
     memory_mb: int = 1024
     module_cache_mb: int = 512
     blob_store_mb: int = 4096
@@ -169,6 +173,7 @@ class NodeConfig:
     relay: RelaySettings = dataclasses.field(default_factory=RelaySettings)
 
 
+BACKLOG_MAX = 256
 TRANSFER_KEYS = ("input_mb_max", "output_mb_max", "parallel_fetches")
 TRANSFER_MAX = {"input_mb_max": 1 << 20, "output_mb_max": 1 << 20, "parallel_fetches": 64}
 
@@ -268,6 +273,9 @@ def parse(text: str) -> NodeConfig:
         raise _bad("limits", "cores must be at least 1 and memory_mb at least 16")
     if cores > machine_cores():  # each core offered is a worker process
         raise _bad("limits.cores", f"{cores} is more than this machine's {machine_cores()} cores")
+    backlog = _typed(caps, "backlog", int, "limits")
+    if not 0 <= backlog <= BACKLOG_MAX:
+        raise _bad("limits.backlog", f"must be from 0 to {BACKLOG_MAX}")
     module_cache_mb = _typed(caps, "module_cache_mb", int, "limits")
     if module_cache_mb < 0:
         raise _bad("limits.module_cache_mb", "must be 0 or more (0 keeps no compiled module)")
@@ -308,6 +316,7 @@ def parse(text: str) -> NodeConfig:
         network_group_prefix_v4=_prefix(_typed(node, "network_group_prefix_v4", int, "node")),
         directed_invitations=_typed(node, "directed_invitations", bool, "node"),
         cores=cores,
+        backlog=backlog,
         memory_mb=memory_mb,
         module_cache_mb=module_cache_mb,
         blob_store_mb=blob_store_mb,

@@ -51,6 +51,7 @@ class BidView:
     energy_source: str
     operator: str  # self-declared; "" counts as a label of its own
     network_group: str
+    wait_ms: int = 0  # until the host can start, by its bid: its queue (ADR 0031)
 
     @property
     def newcomer(self) -> bool:
@@ -78,7 +79,8 @@ def score(bid: BidView, prefer: str, max_price_mc_per_tfuel: int) -> int:
     """Cost score of a bid, 0..100_000; lower is better. Raising the price never lowers it."""
     w_price, w_rtt, w_reputation, w_green = WEIGHTS[prefer]
     price_part = bid.price_mc_per_tfuel * SCALE // max(1, max_price_mc_per_tfuel)
-    rtt_ms = RTT_MS_UNKNOWN if bid.rtt_ms < 0 else min(bid.rtt_ms, RTT_MS_CAP)
+    # Expected completion (ADR 0031): the round trip plus the wait in the host's queue.
+    rtt_ms = min((RTT_MS_UNKNOWN if bid.rtt_ms < 0 else bid.rtt_ms) + bid.wait_ms, RTT_MS_CAP)
     rtt_part = rtt_ms * SCALE // RTT_MS_CAP
     reputation_part = min(
         SCALE, max(0, REPUTATION_NEUTRAL - bid.reputation_score * REPUTATION_POINTS_PER_SCORE)

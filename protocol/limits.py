@@ -108,6 +108,8 @@ BID_WINDOW_MS_ROUND_MAX: Final = 8_000  # later rounds' windows double up to thi
 # from outside the best-ranked, so that cheap newcomers get their chance.
 INVITEES_PER_CALL_MAX: Final = 16
 INVITEES_EXPLORE_PCT: Final = 25
+# A module and input this small together travel inside the award, not fetched (ADR 0031).
+AWARD_INLINE_BYTES_MAX: Final = 64 * 1024
 PUBLISHER_JOBS_OPEN_MAX: Final = 1024
 PUBLISHER_JOBS_KEPT_MAX: Final = 4096  # finished jobs kept for queries, oldest forgotten first
 WORKER_TASKS_MAX: Final = 1024  # awards a worker remembers (running and recently finished)

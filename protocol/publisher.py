@@ -46,6 +46,7 @@ another, or ask for reveals before every live replica has committed.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
@@ -232,6 +233,7 @@ class PublisherComponent:
             created_ms=now_ms,
             target=event.replicas,
             verify=event.verify,
+            inline=_inline(event),
         )
         self.jobs[job.job_id] = job
         effects = self._publish_call(job, now_ms)
@@ -449,7 +451,8 @@ class PublisherComponent:
             return []
         self._answered(job, worker)
         ip = self._engine.peer_ips.get(worker)
-        view = bid_view(bid, worker, self._engine.reputation.get(worker), ip, self._config)
+        record = self._engine.reputation.get(worker)
+        view = bid_view(bid, worker, record, ip, self._config, now_ms)
         job.bids[worker] = (view, bytes(envelope.author))
         job.replied[worker] = ""
         return self._close_early(job, now_ms)  # saved when the auction closes, not per bid
@@ -658,6 +661,8 @@ class PublisherComponent:
             award_no=slot.award_no,
             price_mc_per_tfuel=slot.price_mc_per_tfuel,
             lease_ms=self._lease_ms(job, slot),
+            module=job.inline[0],
+            input=job.inline[1],
         )
         return self._send(slot.worker, PROTOCOL_AWARD, award, now_ms)
 
@@ -845,13 +850,38 @@ class PublisherComponent:
         effects: list[Effect] = [
             JobProgress(job.job_id, job.phase.value, job.detail, results, job.target, job.cause)
         ]
-        if self._config.persist_jobs:
+        mark = _decisions(job)
+        if self._config.persist_jobs and mark != job.saved_mark:
+            job.saved_mark = mark
             effects.append(SaveJob(job.job_id, encode_job(job)))
         return effects
 
 
+def _decisions(job: PublisherJob) -> tuple[object, ...]:
+    """What the publisher decided about ``job``: its phase and round, its awards and what each
+    came to, the price and the result. The state is saved when this changes, once per decision
+    (ADR 0031); what happens between decisions (an accept, a commit, a reveal) is re-derived after
+    a restart: the restored job re-sends its awards and reveal requests, and the workers answer
+    again from their tasks.
+    """
+    slots = tuple((s.award_no, s.state is SlotState.DROPPED, s.verdict) for s in job.slots)
+    return (job.phase, job.call.call_round, job.target, job.replicas, slots, job.accepted_digest)
+
+
 def _fields(call: CallForBids) -> dict[str, Any]:
     return {name: getattr(call, name) for name in CallForBids.__dataclass_fields__}
+
+
+def _inline(event: PublishJob) -> tuple[bytes, bytes]:
+    """The blobs to send inside the awards: both, checked against their hashes, or neither."""
+    module, data = event.module_inline, event.input_inline
+    fits = len(module) + len(data) <= limits.AWARD_INLINE_BYTES_MAX
+    exact = (len(module), len(data)) == (event.module_bytes, event.input_bytes)
+    if module and fits and exact:
+        matches = hashlib.sha256(module).digest() == event.module_hash
+        if matches and hashlib.sha256(data).digest() == event.input_hash:
+            return module, data
+    return b"", b""
 
 
 def _barred(job: PublisherJob) -> frozenset[PeerId]:

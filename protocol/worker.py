@@ -44,7 +44,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from hearth.protocol import limits
-from hearth.protocol.bidding import BidDecision, PublisherStanding, decide_bid
+from hearth.protocol.bidding import (
+    BidDecision,
+    HostLoad,
+    PublisherStanding,
+    decide_bid,
+    host_load,
+)
 from hearth.protocol.causes import DECLINE_CAUSES
 from hearth.protocol.effects import (
     AbortJob,
@@ -219,6 +225,16 @@ class WorkerComponent:
     def tasks_running(self) -> int:
         return sum(1 for task in self.tasks.values() if task.state in BUSY_STATES)
 
+    def load(self) -> HostLoad:
+        """The tasks we hold and, when every core is taken, the wait before one is free."""
+        fuel_per_s = self._engine.config.profile.fuel_per_s
+        runs_ms = [
+            run_ms_max(task.call.fuel_max, fuel_per_s)
+            for task in self.tasks.values()
+            if task.state in BUSY_STATES
+        ]
+        return host_load(runs_ms, self._engine.config.profile.cores_now())
+
     def may_fetch(self, peer: PeerId, blob_hash: bytes) -> bool:
         """May ``peer`` fetch ``blob_hash`` from us? Only our output of a task it published."""
         return any(
@@ -287,9 +303,8 @@ class WorkerComponent:
                 *self._decline(call, publisher, refusal, now_ms, invited),
             ]
         profile = self._engine.config.profile
-        decision = decide_bid(
-            call, profile, self._config, self.standing(publisher), self.tasks_running(), now_ms
-        )
+        load = self.load()
+        decision = decide_bid(call, profile, self._config, self.standing(publisher), load, now_ms)
         if decision.refusal == "cannot-finish":
             run_ms = run_ms_max(call.fuel_max, profile.fuel_per_s)
             left_ms = call.deadline_ms - max(now_ms, call.bid_deadline_ms)
@@ -311,6 +326,7 @@ class WorkerComponent:
             fuel_per_s=profile.fuel_per_s,
             energy_source=profile.energy_source,
             operator=profile.operator,
+            start_ms=max(now_ms, call.bid_deadline_ms) + load.wait_ms,
         )
         ttl_ms = min(self._config.bid_ttl_ms, limits.ENVELOPE_TTL_MS_MAX)
         return [Send(publisher, PROTOCOL_BID, self._engine.seal(bid, now_ms=now_ms, ttl_ms=ttl_ms))]
@@ -365,8 +381,7 @@ class WorkerComponent:
             self._reply(publisher, job_id, award.award_no, "", now_ms),
             SetTimer(TaskDeadlineTimer(job_id), call.deadline_ms),
             SetTimer(TaskForgetTimer(job_id), call.deadline_ms + limits.WORKER_TASK_RETENTION_MS),
-            FetchBlob(publisher, call.module_hash, call.module_bytes),
-            FetchBlob(publisher, call.input_hash, call.input_bytes),
+            *_fetches(award, publisher),
         ]
 
     def _decline(
@@ -407,10 +422,11 @@ class WorkerComponent:
             return "deadline-passed"
         if profile.paused:
             return "paused"  # bid before the home's energy or the owner paused us (ADR 0026)
-        if len(self.tasks) >= limits.WORKER_TASKS_MAX or self.tasks_running() >= (
-            profile.cores_now()
-        ):
+        cores = profile.cores_now()
+        if len(self.tasks) >= limits.WORKER_TASKS_MAX or cores == 0:
             return "busy"
+        if self.tasks_running() >= cores + self._config.backlog:
+            return "busy"  # the queue is full (ADR 0031)
         bid = None if bids is None else bids.calls.get(call.call_round)
         if bid is None:
             return "no-bid"  # unsolicited work (or a bid we no longer remember): not ours to run
@@ -625,6 +641,22 @@ class WorkerComponent:
         if task is not None and (task.state, "paid") in TRANSITIONS:
             task.move("paid")
         return []
+
+
+def _fetches(award: Award, publisher: PeerId) -> list[Effect]:
+    """Get the module and the input: from inside the award when they came there and match their
+    hashes (ADR 0031), else fetched from the publisher by hash."""
+    call = award.call
+    wanted = (
+        (call.module_hash, call.module_bytes, award.module),
+        (call.input_hash, call.input_bytes, award.input),
+    )
+    return [
+        FetchBlob(
+            publisher, blob_hash, size, data if hashlib.sha256(data).digest() == blob_hash else b""
+        )
+        for blob_hash, size, data in wanted
+    ]
 
 
 def _no_bid(call: CallForBids, why: str, level: str) -> Log:

@@ -23,6 +23,7 @@ from hearth.ledger.errors import LedgerUnavailableError
 from hearth.ledger.memory import MemoryLedger
 from hearth.protocol.effects import (
     AbortJob,
+    AwaitSaves,
     BanPeer,
     CommitEntries,
     Effect,
@@ -183,6 +184,7 @@ class Cluster:
         self._queue: list[tuple[int, int, int, Any]] = []
         self._seq = 0
         self.blobs: dict[bytes, bytes] = {}
+        self.inline_blobs = 0  # blobs that came inside an award, not fetched
         self.wire: list[tuple[int, int, Any]] = []  # (time, from node, Send | Publish)
         self.publisher_config = publisher_config or PublisherConfig(network_prefix_v4=32)
         self.nodes: list[Node] = []
@@ -291,6 +293,7 @@ class Cluster:
         interpreter.register(FetchBlob, lambda effect: self._fetch(node, effect))
         interpreter.register(RunJob, lambda effect: self._run_job(node, effect))
         interpreter.register(CommitEntries, lambda effect: self._commit(node, effect))
+        interpreter.register(AwaitSaves, lambda effect: self.carry_out(node, list(effect.then)))
         # Recorded in ``node.effects`` for the tests to read; nothing else to do here.
         recorded = (
             Penalise,
@@ -327,6 +330,10 @@ class Cluster:
         self._push(self.now_ms + LATENCY_MS, target.index, event)
 
     def _fetch(self, node: Node, effect: FetchBlob) -> None:
+        if effect.data and sha256(effect.data) == effect.blob_hash:
+            self.inline_blobs += 1
+            self._push(self.now_ms, node.index, BlobFetched(effect.blob_hash))  # came in the award
+            return
         source = self.by_peer.get(effect.peer)
         # A blob comes from the peer that holds it: not from one that is down.
         found = effect.blob_hash in self.blobs and (source is None or source.alive)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from hearth.protocol import limits
 from hearth.protocol.auction import BidView
-from hearth.protocol.effects import Penalise, Publish, Send
+from hearth.protocol.effects import AwaitSaves, Penalise, Publish, SaveJob, Send
 from hearth.protocol.events import MessageReceived
 from hearth.protocol.identity import PeerId
 from hearth.protocol.invitations import sample
 from hearth.protocol.job_messages import Award, Bid, BidDecline, CallForBids, Invitation
 from hearth.protocol.messages import PROTOCOL_BID, PROTOCOL_DECLINE, PROTOCOL_INVITE, TOPIC_JOBS
-from hearth.protocol.publisher_state import PublisherConfig
+from hearth.protocol.publisher_state import PublisherConfig, decode_job
 from tests.protocol.harness import LATENCY_MS, Cluster
 
 MODULE = b"\0asm fake module"
@@ -186,3 +187,71 @@ def test_many_jobs_leave_the_publisher_in_good_standing_with_every_host() -> Non
     single = cluster.publish_job(3, MODULE, b"one more", bid_window_ms=WINDOW_MS)
     cluster.run_until(cluster.finished(3, single))
     assert cluster.phase(3, single) == "paid"
+
+
+def test_a_small_module_and_input_travel_inside_the_award() -> None:
+    cluster = Cluster(5, market=True)
+    job_id = cluster.publish_job(
+        3, MODULE, INPUT, module_inline=MODULE, input_inline=INPUT, bid_window_ms=WINDOW_MS
+    )
+    cluster.run_until(cluster.finished(3, job_id))
+    assert cluster.phase(3, job_id) == "paid"
+    awards = [envelope.body for _, _, envelope in cluster.sends_of(3, Award)]
+    assert awards and all((a.module, a.input) == (MODULE, INPUT) for a in awards)
+    assert cluster.inline_blobs == 2 * len(awards)  # no fetch: both blobs of every award
+
+
+def test_blobs_that_do_not_match_their_hashes_are_never_inlined() -> None:
+    cluster = Cluster(5, market=True)
+    job_id = cluster.publish_job(
+        3, MODULE, INPUT, module_inline=MODULE, input_inline=b"other" + INPUT[5:]
+    )
+    cluster.run_until(cluster.finished(3, job_id))
+    assert cluster.phase(3, job_id) == "paid"
+    awards = [envelope.body for _, _, envelope in cluster.sends_of(3, Award)]
+    assert all((a.module, a.input) == (b"", b"") for a in awards)
+    assert cluster.inline_blobs == 0
+
+
+def test_the_publisher_saves_its_state_once_per_decision() -> None:
+    cluster = Cluster(5, market=True)
+    job_id = cluster.publish_job(3, MODULE, INPUT, bid_window_ms=WINDOW_MS)
+    cluster.run_until(cluster.finished(3, job_id))
+    saves = [e for e in cluster.of_type(3, SaveJob) if e.job_id == job_id]
+    phases = [decode_job(e.state).phase.value for e in saves]
+    # Published, awarded, every replica committed (reveals asked), paid: accepts, commits and
+    # reveals in between are re-derived after a restart, not saved.
+    assert phases == ["bidding", "running", "verifying", "paid"]
+
+
+def test_what_acts_on_a_saved_decision_waits_for_the_save_when_saves_go_behind() -> None:
+    config = PublisherConfig(network_prefix_v4=32, save_behind=True)
+    cluster = Cluster(5, market=True, publisher_config=config, ledgers=True)
+    job_id = cluster.publish_job(3, MODULE, INPUT, bid_window_ms=WINDOW_MS)
+    cluster.run_until(cluster.finished(3, job_id))
+    assert cluster.phase(3, job_id) == "paid"
+    awaits = cluster.of_type(3, AwaitSaves)
+    assert awaits and any(a.commits for a in awaits)  # the pays' commit waited for PAID's save
+    # Every message of a step that saved went inside its AwaitSaves, after the save.
+    effects = [e for _, e in cluster.nodes[3].effects]
+    for i, effect in enumerate(effects):
+        if isinstance(effect, SaveJob):
+            following = effects[i + 1 :]
+            nxt = next((e for e in following if isinstance(e, Send | AwaitSaves)), None)
+            assert not isinstance(nxt, Send) or nxt in {m for a in awaits for m in a.then}
+
+
+def test_hosts_with_a_queue_take_more_jobs_than_cores_and_say_when_they_can_start() -> None:
+    cluster = Cluster(4, market=True)  # 3 hosts of 2 cores each
+    for node in cluster.nodes:
+        worker = node.engine.worker
+        worker._config = dataclasses.replace(worker._config, backlog=2)
+    jobs = [
+        cluster.publish_job(0, MODULE, INPUT + bytes([i]), bid_window_ms=WINDOW_MS)
+        for i in range(12)  # 24 replicas on 6 cores: every host takes work beyond its cores
+    ]
+    cluster.run_until(lambda: all(cluster.finished(0, j)() for j in jobs), limit_ms=600_000)
+    assert all(cluster.phase(0, j) == "paid" for j in jobs)
+    publisher = cluster.nodes[0].engine.publisher
+    queued = [v for j in jobs for v, _ in publisher.jobs[j].bids.values() if v.wait_ms > 0]
+    assert queued, "some bids came from hosts with a queue, and said so"
