@@ -23,6 +23,8 @@ from hearth.node.energy.config import (
     parse_policy,
     parse_sensor,
 )
+from hearth.p2p.addresses import Scope, scope_of
+from hearth.p2p.transport import REACHABILITY_MODES, RELAY_HOP_MODES, RelaySettings
 from hearth.protocol.credit import CreditConfig
 from hearth.protocol.energy import EnergyPolicy
 from hearth.protocol.messages import ENERGY_SOURCES, HOURS_MASK_ALL, RUNTIMES
@@ -44,6 +46,26 @@ bootstrap = []
 operator = ""
 # Replicas of one job go to different networks of this prefix length (a loopback testnet: 32).
 network_group_prefix_v4 = 24
+
+[network]
+# Addresses to advertise besides the ones peers confirm by dialling back, e.g. a port your
+# router forwards: ["/ip4/203.0.113.7/tcp/4001"].
+announce = []
+# Ask the home router for a port mapping with UPnP (opens a port on it; off by default).
+upnp = false
+# "auto" asks peers to dial back; "public" or "private" skips the check.
+reachability = "auto"
+
+[relay]
+# Relay for nodes behind NAT when peers can reach this node: "auto", "on" or "off".
+hop = "auto"
+# Nodes that may hold a slot here at once; data and time one relayed connection may use.
+reservations_max = 64
+circuit_mb = 256
+circuit_duration_s = 1800
+# Behind NAT: relays to hold a slot on, and whether to try a direct connection (hole punch).
+relays_to_reserve = 2
+hole_punch = true
 
 [limits]
 # Caps on what jobs may use on this machine.
@@ -130,6 +152,9 @@ class NodeConfig:
     energy_sensor: SensorConfig = dataclasses.field(default_factory=SensorConfig)
     energy_policy: EnergyPolicy = dataclasses.field(default_factory=lambda: EnergyPolicy(1))
     owner: OwnerConfig = dataclasses.field(default_factory=OwnerConfig)
+    announce: tuple[str, ...] = ()
+    upnp: bool = False
+    relay: RelaySettings = dataclasses.field(default_factory=RelaySettings)
 
 
 TRANSFER_KEYS = ("input_mb_max", "output_mb_max", "parallel_fetches")
@@ -195,7 +220,7 @@ def parse(text: str) -> NodeConfig:
         raise CommandError(
             f"config: not valid TOML ({exc}); fix the file or run `hearth init`"
         ) from None
-    known = {"node", "limits", "energy", "owner", "availability", "credit"}
+    known = {"node", "network", "relay", "limits", "energy", "owner", "availability", "credit"}
     for section in raw:
         if section not in known:
             raise _bad(section, f"unknown section; expected one of {sorted(known)}")
@@ -257,6 +282,7 @@ def parse(text: str) -> NodeConfig:
     if power_w < 0 or margin_pct < 0 or wear < 0 or min(tariff) < 0:
         raise _bad("energy", "power, tariffs, margin and wear must not be negative")
     return NodeConfig(
+        **_network(merged["network"], merged["relay"]),
         credit=_credit(merged["credit"]),
         host=_typed(node, "host", str, "node"),
         port=port,
@@ -285,6 +311,46 @@ def parse(text: str) -> NodeConfig:
             wear_mc_per_tfuel=wear,
         ),
     )
+
+
+def _network(network: dict[str, Any], relay: dict[str, Any]) -> dict[str, Any]:
+    """[network] and [relay] (ADR 0035) as NodeConfig fields."""
+    announce = tuple(str(a) for a in _typed(network, "announce", list, "network"))
+    for addr in announce:
+        parts = addr.split("/")
+        if len(parts) != 5 or parts[1] not in ("ip4", "ip6") or parts[3] != "tcp":
+            raise _bad("network.announce", f"{addr!r} is not /ip4/<address>/tcp/<port>")
+        if scope_of(parts[2]) is Scope.UNUSABLE or not parts[4].isdigit():
+            raise _bad("network.announce", f"{addr!r} has no usable address or port")
+    reachability = _typed(network, "reachability", str, "network")
+    if reachability not in REACHABILITY_MODES:
+        raise _bad("network.reachability", f"choose one of {list(REACHABILITY_MODES)}")
+    hop = _typed(relay, "hop", str, "relay")
+    if hop not in RELAY_HOP_MODES:
+        raise _bad("relay.hop", f"choose one of {list(RELAY_HOP_MODES)}")
+    counts = {k: _typed(relay, k, int, "relay") for k in ("reservations_max", "circuit_mb")}
+    for key, value in counts.items():
+        if not 1 <= value <= 1 << 20:
+            raise _bad(f"relay.{key}", "must be from 1 to 1048576")
+    duration_s = _typed(relay, "circuit_duration_s", int, "relay")
+    if not 10 <= duration_s <= 86_400:
+        raise _bad("relay.circuit_duration_s", "must be from 10 to 86400 seconds")
+    relays = _typed(relay, "relays_to_reserve", int, "relay")
+    if not 0 <= relays <= 8:
+        raise _bad("relay.relays_to_reserve", "must be from 0 to 8")
+    return {
+        "announce": announce,
+        "upnp": _typed(network, "upnp", bool, "network"),
+        "relay": RelaySettings(
+            hop=hop,
+            reservations_max=counts["reservations_max"],
+            circuit_bytes_max=counts["circuit_mb"] << 20,
+            circuit_duration_s=duration_s,
+            relays_to_reserve=relays,
+            hole_punch=_typed(relay, "hole_punch", bool, "relay"),
+            reachability=reachability,
+        ),
+    }
 
 
 def _credit(section: dict[str, Any]) -> CreditConfig:

@@ -143,6 +143,7 @@ def build_routes(node: Node) -> list[Route]:
                 "degraded": node.health.refresh() if node.health else [],
                 "energy": node.energy.status_json() if node.energy else None,
                 "runtimes": node.runtimes.to_json() if node.runtimes else {},
+                "reachability": node.transport.reachability(),
             }
         )
 
@@ -172,6 +173,8 @@ def build_routes(node: Node) -> list[Route]:
                     "addrs": list(peer.addrs),
                     "connected": peer.connected,
                     "rtt_ms": None if peer.rtt_ms is None else round(peer.rtt_ms, 3),
+                    "connection": peer.connection or None,
+                    "connections_opened": list(peer.connections_opened),
                     "reputation": record.score if record else 0,
                     "results_valid": record.results_valid if record else 0,
                     "results_invalid": record.results_invalid if record else 0,
@@ -234,6 +237,9 @@ async def run_node(
         topics=TOPICS,
         protocols=PROTOCOLS,
         psk=options.psk if options.psk is not None else read_psk(home),
+        relay=config.relay,
+        announce=config.announce,
+        upnp=config.upnp,
     )
     ledger = open_ledger(paths.ledger_path(home), identity, clock.now_ms())
     sandbox = SandboxPool(

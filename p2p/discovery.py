@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -28,6 +29,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.pnet.protector import new_protected_conn
 
+from hearth.p2p import addresses
 from hearth.p2p.dialing import AddressBook, Hearsay
 from hearth.p2p.peers import PeerReputation
 from hearth.p2p.streams import encode_frame, read_frame
@@ -42,6 +44,10 @@ PEER_EXCHANGE_TIMEOUT_MS: Final = 2000
 PROBE_ADDRS_PER_PEER_MAX: Final = 2  # listen addresses of one inbound peer we check per round
 BOOTSTRAP_BACKOFF_S_MIN: Final = 0.25
 _DIALABLE_PROTOCOLS: Final = frozenset({"ip4", "ip6", "tcp", "p2p"})
+_CIRCUIT_PROTOCOLS: Final = ("ip4|ip6", "tcp", "p2p", "p2p-circuit")
+
+# (peer, address) -> connected: a dial through the relay a /p2p-circuit address names.
+CircuitDialFn = Callable[[ID, str], Awaitable[bool]]
 
 # (peer id, wire bytes) -> reply bytes; raises on any failure.
 RequestFn = Callable[[str, str, bytes, int], Awaitable[bytes]]
@@ -61,8 +67,12 @@ def peer_id_of(text: str) -> str:
 
 
 def _is_dialable(addr: multiaddr.Multiaddr) -> bool:
-    names = {p.name for p in addr.protocols()}
-    return "tcp" in names and names <= _DIALABLE_PROTOCOLS
+    names = [p.name for p in addr.protocols()]
+    if "p2p-circuit" in names:  # <relay ip>/tcp/<port>/p2p/<relay>/p2p-circuit, nothing else
+        return len(names) == 4 and all(
+            n in allowed.split("|") for n, allowed in zip(names, _CIRCUIT_PROTOCOLS, strict=True)
+        )
+    return "tcp" in names and set(names) <= _DIALABLE_PROTOCOLS
 
 
 def transport_addr(addr: multiaddr.Multiaddr) -> str:
@@ -83,15 +93,30 @@ def ip_of(addr: multiaddr.Multiaddr | str) -> str:
     return parts[2] if len(parts) > 2 and parts[1] in ("ip4", "ip6") else ""
 
 
-def exchange_reply(host: IHost, book: AddressBook, requester: ID) -> bytes:
-    """Connected peers at addresses we have seen work, for one requester."""
+def exchange_reply(
+    host: IHost,
+    book: AddressBook,
+    requester: ID,
+    requester_ip: str = "",
+    relayed_by_us: Callable[[ID], bool] = lambda peer: False,
+) -> bytes:
+    """Connected peers at addresses we have seen work and the requester could reach (ADR 0035).
+
+    A peer that holds a relay reservation with us is also given as a circuit address through
+    us, at our own address the requester can reach: we vouch for that path ourselves.
+    """
     lines: list[str] = []
+    own = [transport_addr(a) for a in host.get_addrs() if not addresses.is_circuit(str(a))]
+    via_us = addresses.shareable(own, requester_ip)[:1]
+    relay = f"/p2p/{host.get_id().to_base58()}{addresses.CIRCUIT}"
     peers = sorted(host.get_connected_peers(), key=str)[: limits.PEER_EXCHANGE_PEERS_MAX]
     for peer in peers:
         if peer == requester:
             continue
         text = peer.to_base58()
-        for addr in book.verified(text)[: limits.PEER_EXCHANGE_ADDRS_MAX]:
+        direct = addresses.shareable(book.verified(text), requester_ip)
+        circuits = [f"{a}{relay}" for a in via_us] if relayed_by_us(peer) else []
+        for addr in [*direct, *circuits][: limits.PEER_EXCHANGE_ADDRS_MAX]:
             lines.append(f"{addr}/p2p/{text}")
     return "\n".join(lines).encode()
 
@@ -114,13 +139,20 @@ def parse_exchange_reply(data: bytes) -> list[PeerInfo]:
 
 
 async def serve_exchange(
-    host: IHost, book: AddressBook, stream: INetStream, read_timeout_s: float
+    host: IHost,
+    book: AddressBook,
+    stream: INetStream,
+    read_timeout_s: float,
+    requester_ip: str = "",
+    relayed_by_us: Callable[[ID], bool] = lambda peer: False,
 ) -> None:
     """Answer one peer-exchange request; never raises but for cancellation."""
     try:
         with trio.fail_after(read_timeout_s):
             await read_frame(stream, frame_bytes_max=0)
-            reply = exchange_reply(host, book, stream.muxed_conn.peer_id)
+            reply = exchange_reply(
+                host, book, stream.muxed_conn.peer_id, requester_ip, relayed_by_us
+            )
             await stream.write(encode_frame(reply))
         await stream.close()
     except Exception as error:
@@ -215,7 +247,12 @@ class PeerExchange:
         stats: TransportStatistics,
         book: AddressBook,
         remote_ip: Callable[[ID], str],
+        own_ip: str = "",
+        dial_circuit: CircuitDialFn | None = None,
     ) -> None:
+        self._own_ip = own_ip
+        self._claims_penalised: OrderedDict[str, None] = OrderedDict()  # once per peer
+        self._dial_circuit = dial_circuit
         self._host = host
         self._request = request
         self._reputation = reputation
@@ -246,6 +283,12 @@ class PeerExchange:
             if self._book.verified(text) or not ip:
                 continue
             claimed = [a for a in known_addrs(self._host, peer) if _is_dialable(a)]
+            foreign = [a for a in claimed if addresses.claims_foreign_public(str(a), ip)]
+            if foreign and text not in self._claims_penalised:  # someone else's public IP
+                self._claims_penalised[text] = None
+                while len(self._claims_penalised) > limits.REPUTATION_PEERS_MAX:
+                    self._claims_penalised.popitem(last=False)
+                self._penalise(text, 1)
             own = sorted({transport_addr(a) for a in claimed if ip_of(a) == ip})
             for addr in own[:PROBE_ADDRS_PER_PEER_MAX]:
                 if not self._book.may_probe(ip, addr, _ms()):
@@ -267,15 +310,27 @@ class PeerExchange:
             except Exception as error:
                 logger.debug("peer exchange with %s failed: %r", peer, error)
                 continue
+            foreign = 0
             for info in parse_exchange_reply(reply):
                 if info.peer_id == own or info.peer_id in connected:
                     continue
                 for addr in info.addrs:
                     text = transport_addr(addr)
+                    if not self._may_reach(text):
+                        foreign += 1  # a private/loopback address outside its network
+                        continue
                     key = (info.peer_id.to_base58(), text)
                     hearsay = Hearsay(key[0], text, ip_of(text), source, self._remote_ip(peer))
                     found.setdefault(key, hearsay)
+            if foreign:  # once per reply: a stale or misconfigured peer is not banned at once
+                self._stats.foreign_addrs += foreign - 1
+                self._penalise(source, 1)
         return list(found.values())
+
+    def _may_reach(self, addr: str) -> bool:
+        if addresses.scope_of(self._own_ip) is addresses.Scope.UNUSABLE:
+            return True  # we listen on every interface: we cannot judge by our own IP
+        return addresses.reachable_from(addr, self._own_ip)
 
     async def _dial(self, candidates: list[Hearsay], connected: set[ID]) -> int:
         dialled = attempts = 0
@@ -294,12 +349,21 @@ class PeerExchange:
             tried.add(hearsay.peer_id)
             attempts += 1
             self._stats.exchange_dials += 1
-            if await dial(self._host, PeerInfo(peer, [multiaddr.Multiaddr(hearsay.addr)])):
+            if addresses.is_circuit(hearsay.addr):
+                ok = self._dial_circuit is not None and await self._dial_circuit(peer, hearsay.addr)
+            else:
+                ok = await dial(self._host, PeerInfo(peer, [multiaddr.Multiaddr(hearsay.addr)]))
+            if ok and not addresses.is_circuit(hearsay.addr):
                 self._book.record_working(hearsay.peer_id, hearsay.addr)
+            if ok:
                 dialled += 1
             else:
                 self._book.record_failed(hearsay.addr, _ms())
         return dialled
+
+    def _penalise(self, peer_id: str, count: int) -> None:
+        self._stats.foreign_addrs += count
+        self._reputation.adjust(peer_id, addresses.PENALTY_FOREIGN_ADDR * count)
 
 
 def _is_routable(hearsay: Hearsay) -> bool:

@@ -36,6 +36,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from hearth.p2p import discovery
+from hearth.p2p.addresses import is_circuit
 from hearth.p2p.dialing import AddressBook
 from hearth.p2p.gossip import TopicGate, build_gossip, subscribe_topics
 from hearth.p2p.notify import ConnectionNotifee, conn_ip
@@ -44,6 +45,7 @@ from hearth.p2p.patches import swarm as swarm_patch
 from hearth.p2p.patches import tcp as tcp_patch
 from hearth.p2p.patches import yamux as yamux_patch
 from hearth.p2p.peers import PeerReputation
+from hearth.p2p.relay import NatService, is_relayed, stream_relayed
 from hearth.p2p.streams import StreamServer, check_frame, request_on, send_on
 from hearth.p2p.transport import (
     EdgeCheck,
@@ -67,6 +69,29 @@ PING_BYTES = 32  # the libp2p ping protocol's fixed payload
 def _listen_multiaddr(config: HostConfig) -> multiaddr.Multiaddr:
     family = "ip6" if ":" in config.listen_host else "ip4"
     return multiaddr.Multiaddr(f"/{family}/{config.listen_host}/tcp/{config.port}")
+
+
+class _Advertised:
+    """identify's address list: the NAT service's choice (ADR 0035) once it exists.
+
+    Installed over the host's `get_addrs`: upstream's `addrs_factory` path strips the first
+    /p2p/ part of every address and so turns ``<relay>/p2p/<relay id>/p2p-circuit`` into a
+    direct address of ours at the relay's IP.
+    """
+
+    def __init__(self) -> None:
+        self.nat: NatService | None = None
+
+    def install(self, host: IHost) -> None:
+        upstream = host.get_addrs
+
+        def get_addrs() -> list[multiaddr.Multiaddr]:
+            if self.nat is None:
+                return upstream()
+            me = f"/p2p/{host.get_id().to_base58()}"
+            return [multiaddr.Multiaddr(a + me) for a in self.nat.advertised()]
+
+        host.get_addrs = get_addrs  # type: ignore[method-assign]
 
 
 def _new_libp2p_host(config: HostConfig) -> IHost:
@@ -96,7 +121,12 @@ class Libp2pTransport:
     """The `Transport` over a running py-libp2p host. Made by `open_transport` only."""
 
     def __init__(
-        self, host: IHost, pubsub: Pubsub, config: HostConfig, check: EdgeCheck | None = None
+        self,
+        host: IHost,
+        pubsub: Pubsub,
+        config: HostConfig,
+        check: EdgeCheck | None = None,
+        advertised: _Advertised | None = None,
     ) -> None:
         self.host = host  # exposed for tests and diagnostics; the node uses the methods
         self._pubsub = pubsub
@@ -116,6 +146,16 @@ class Libp2pTransport:
         self._muxer_guard = self._install_bounds()
         self._notifee = ConnectionNotifee()
         self.host.get_network().register_notifee(self._notifee)
+        self.nat = NatService(
+            host,
+            config.relay,
+            self._reputation,
+            self._probe,
+            self._own_transport_addrs,
+            config.announce,
+        )
+        if advertised is not None:
+            advertised.nat = self.nat
 
     def _install_bounds(self) -> yamux_patch.MuxerGuard:
         """Put the host under our yamux and connection bounds (ADR 0014), before it listens."""
@@ -143,7 +183,22 @@ class Libp2pTransport:
 
     @property
     def listen_addrs(self) -> tuple[str, ...]:
+        """Where we listen, dialable (``.../p2p/<id>``): what node.json and testnets hand out."""
+        return tuple(f"{a}/p2p/{self.peer_id}" for a in self._own_transport_addrs())
+
+    @property
+    def advertised_addrs(self) -> tuple[str, ...]:
+        """What identify tells peers (ADR 0035): announce, confirmed, listen, relay addresses."""
         return tuple(str(a) for a in self.host.get_addrs())
+
+    def reachability(self) -> dict[str, Any]:
+        return self.nat.to_json()
+
+    def _own_transport_addrs(self) -> list[str]:
+        return [discovery.transport_addr(a) for a in self.host.get_transport_addrs()]
+
+    async def _probe(self, peer: ID, addr: multiaddr.Multiaddr) -> bool:
+        return await discovery.probe(self.host, peer, addr)
 
     @property
     def inbound(self) -> trio.MemoryReceiveChannel[Inbound]:
@@ -189,9 +244,17 @@ class Libp2pTransport:
                 self._count_failed_dial,
             )
         exchange = discovery.PeerExchange(
-            self.host, self.request, self._reputation, self._stats, self._book, self._remote_ip
+            self.host,
+            self.request,
+            self._reputation,
+            self._stats,
+            self._book,
+            self._remote_ip,
+            own_ip=self._config.listen_host,
+            dial_circuit=self._dial_circuit,
         )
         nursery.start_soon(exchange.run, self._config.discovery_interval_s)
+        nursery.start_soon(self.nat.run, self._config.upnp)
 
     def close_inbound(self) -> None:
         """End the node's `async for` over `inbound`; later items are dropped and counted."""
@@ -223,6 +286,11 @@ class Libp2pTransport:
     async def connect(self, multiaddr_text: str) -> str:
         info = discovery.parse_peer_addr(multiaddr_text)
         if info.peer_id in self.host.get_connected_peers():
+            return str(info.peer_id.to_base58())
+        if is_circuit(multiaddr_text):
+            if not await self._dial_circuit(info.peer_id, multiaddr_text):
+                self._count_failed_dial()
+                raise PeerUnreachableError(f"could not connect through a relay: {multiaddr_text}")
             return str(info.peer_id.to_base58())
         if not await discovery.dial(self.host, info, fresh=True):
             self._count_failed_dial()
@@ -271,13 +339,23 @@ class Libp2pTransport:
             )
             status = PeerStatus(text, addrs, peer in connected, self._rtt_ms.get(text))
             if peer in connected:
-                status = dataclasses.replace(status, remote_ip=self._remote_ip(peer))
+                status = dataclasses.replace(
+                    status,
+                    remote_ip=self._remote_ip(peer),
+                    connection=self.nat.connection_kind(peer),
+                    connections_opened=tuple(self.nat.opened.get(text, ())),
+                )
             out.append(status)
         return out
 
     def _remote_ip(self, peer: ID) -> str:
-        """The observed address of a live connection: unlike listen addresses, not self-reported."""
+        """The observed address of a live connection: unlike listen addresses, not self-reported.
+
+        A relayed connection's socket address is the relay's, not the peer's: it has none.
+        """
         for conn in self.host.get_network().connections.get(peer) or []:
+            if is_relayed(conn):
+                continue
             ip = conn_ip(conn.muxed_conn)
             if ip:
                 return ip
@@ -302,15 +380,34 @@ class Libp2pTransport:
         return handle
 
     async def _serve_exchange(self, stream: INetStream) -> None:
-        await discovery.serve_exchange(self.host, self._book, stream, self._timeout_s)
+        requester_ip = "" if stream_relayed(stream) else conn_ip(stream.muxed_conn)
+        await discovery.serve_exchange(
+            self.host, self._book, stream, self._timeout_s, requester_ip, self.nat.reserved_for
+        )
+
+    async def _dial_circuit(self, peer: ID, addr: str) -> bool:
+        ok = await self.nat.dial_circuit(addr, peer)
+        if ok:
+            self._stats.relayed_dials += 1
+        return ok
 
     async def _open_stream(self, peer_id: str, protocol_id: str) -> INetStream:
-        try:
-            return await self.host.new_stream(_to_id(peer_id), [TProtocol(protocol_id)])
-        except trio.Cancelled:
-            raise
-        except Exception as error:
-            raise PeerUnreachableError(f"no {protocol_id} stream to {peer_id}: {error}") from error
+        peer = _to_id(peer_id)
+        failure: Exception | None = None
+        for attempt in range(2):
+            # Direct addresses failed (a home behind NAT): its relay addresses are the fallback.
+            if attempt == 1:
+                connected = peer in self.host.get_connected_peers()
+                if connected or not await self.nat.connect_via_relay(peer):
+                    break
+                self._stats.relayed_dials += 1
+            try:
+                return await self.host.new_stream(peer, [TProtocol(protocol_id)])
+            except trio.Cancelled:
+                raise
+            except Exception as error:
+                failure = error
+        raise PeerUnreachableError(f"no {protocol_id} stream to {peer_id}: {failure}") from failure
 
     @staticmethod
     async def _read_echo(stream: INetStream) -> bytes:
@@ -333,14 +430,16 @@ async def open_transport(
     delivered nor forwarded, and stream requests it does not accept are never queued.
     Everything it starts runs in a nursery inside this context and stops when it exits.
     """
+    advertised = _Advertised()
     host = _new_libp2p_host(config)
+    advertised.install(host)
     pubsub, router = build_gossip(host, config.gossip_heartbeat_s)
-    transport = Libp2pTransport(host, pubsub, config, check)
+    transport = Libp2pTransport(host, pubsub, config, check, advertised)
     async with host.run(listen_addrs=[_listen_multiaddr(config)]):
         if not host.get_addrs():  # upstream logs a failed listen and carries on without one
             why = tcp_patch.why_not_listening(config.listen_host, config.port)
             raise ListenError(f"cannot listen on {config.listen_host}:{config.port}: {why}")
-        async with _gossip_running(pubsub, router):
+        async with _gossip_running(pubsub, router), transport.nat.running():
             await pubsub.wait_until_ready()
             async with trio.open_nursery() as nursery:
                 await transport.start(nursery)

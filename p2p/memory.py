@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 
@@ -125,6 +126,10 @@ class MemoryTransport:
     def statistics(self) -> TransportStatistics:
         return self._stats
 
+    def reachability(self) -> dict[str, Any]:
+        """In memory every node reaches every other directly."""
+        return {"state": "public", "forced": True, "advertised": list(self.listen_addrs)}
+
     def connected_ids(self) -> set[str]:
         return set(self._connected)
 
@@ -195,7 +200,8 @@ class MemoryTransport:
         for peer_id in sorted(self._connected):
             peer = self._network.node(peer_id)
             addrs = peer.listen_addrs if peer is not None else ()
-            out.append(PeerStatus(peer_id, addrs, True, self._rtt_ms.get(peer_id)))
+            rtt_ms = self._rtt_ms.get(peer_id)
+            out.append(PeerStatus(peer_id, addrs, True, rtt_ms, connection="direct"))
         return out
 
     async def _deliver_to(

@@ -19,9 +19,38 @@ from multiaddr import Multiaddr
 
 from hearth.p2p.transport import PEER_EVENTS_MAX, PeerEvent
 
+_CARRIER_ATTRS = ("secured_conn", "_conn", "conn", "_wrapped", "stream")
+_CARRIER_DEPTH_MAX = 8
+_CARRIER_LAYERS_MAX = 8
+
+
+def carried_by_stream(muxed_conn: Any) -> bool:
+    """Whether a connection runs inside a libp2p stream: a circuit relay connection (ADR 0035).
+
+    Its socket address is the relay's, so it says nothing of the peer; and upstream tags it as
+    relayed only after the swarm has announced it, so the layers are looked through instead.
+    """
+    layers = [muxed_conn]
+    for _ in range(_CARRIER_DEPTH_MAX):
+        inner = []
+        for layer in layers:
+            if isinstance(layer, INetStream):
+                return True
+            for attr in _CARRIER_ATTRS:
+                try:
+                    inner.append(object.__getattribute__(layer, attr))
+                except AttributeError:
+                    continue
+        layers = [x for x in inner if x is not None][:_CARRIER_LAYERS_MAX]
+        if not layers:
+            return False
+    return False
+
 
 def conn_ip(muxed_conn: Any) -> str:
-    """The remote IP of a connection as its socket sees it ("" if it has none)."""
+    """The remote IP of a connection as its socket sees it ("" if it has none, or is relayed)."""
+    if carried_by_stream(muxed_conn):
+        return ""
     try:
         address = muxed_conn.get_remote_address()
     except (AttributeError, OSError):

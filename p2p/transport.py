@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -77,6 +77,45 @@ class ConnectionLimits:
             raise ValueError("trim_grace_ms must not be negative")
 
 
+RELAY_HOP_MODES = ("auto", "on", "off")
+REACHABILITY_MODES = ("auto", "public", "private")
+
+
+@dataclass(frozen=True)
+class RelaySettings:
+    """Reachability, relay and hole-punching settings (config [network] and [relay], ADR 0035).
+
+    ``hop``: serve circuit relay v2 when a dial-back says we are public ("auto"), always, or
+    never. The circuit limits are sized for Hearth: a job's module and inputs (blobs up to tens
+    of MiB) fit in ``circuit_bytes_max``, and DCUtR usually moves the peers to a direct
+    connection long before ``circuit_duration_s``. ``reachability`` forces the dial-back's
+    answer ("auto" asks peers).
+    """
+
+    hop: str = "auto"
+    reservations_max: int = 64
+    circuits_max: int = 8  # circuits at once per reserved peer
+    circuit_bytes_max: int = 256 << 20
+    circuit_duration_s: int = 1800
+    reservation_ttl_s: int = 3600
+    relays_to_reserve: int = 2
+    hole_punch: bool = True
+    reachability: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.hop not in RELAY_HOP_MODES:
+            raise ValueError(f"relay hop must be one of {RELAY_HOP_MODES}")
+        if self.reachability not in REACHABILITY_MODES:
+            raise ValueError(f"reachability must be one of {REACHABILITY_MODES}")
+        for name in ("reservations_max", "circuits_max", "circuit_bytes_max"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.circuit_duration_s < 10 or self.reservation_ttl_s < 300:
+            raise ValueError("circuit_duration_s must be >= 10 and reservation_ttl_s >= 300")
+        if not 0 <= self.relays_to_reserve <= 8:
+            raise ValueError("relays_to_reserve must be 0-8")
+
+
 @dataclass(frozen=True)
 class HostConfig:
     """Everything needed to open a node's network presence.
@@ -98,6 +137,9 @@ class HostConfig:
     inbound_messages_max: int = limits.EVENT_QUEUE_MESSAGES_MAX
     stream_read_timeout_ms: int = limits.STREAM_READ_TIMEOUT_MS
     connection_limits: ConnectionLimits = ConnectionLimits()
+    relay: RelaySettings = RelaySettings()
+    announce: tuple[str, ...] = ()  # multiaddrs /ip4/<ip>/tcp/<port> we advertise besides ours
+    upnp: bool = False  # ask the home router for a port mapping (miniupnpc)
 
     def __post_init__(self) -> None:
         if len(self.seed) != 32:
@@ -149,6 +191,8 @@ class PeerStatus:
     connected: bool
     rtt_ms: float | None  # last measured ping round trip; None until pinged
     remote_ip: str = ""  # the IP the live connection actually comes from ("" if none)
+    connection: str = ""  # "direct" | "hole-punched" | "relayed" ("" if not connected)
+    connections_opened: tuple[str, ...] = ()  # "relayed"/"direct", oldest first (ADR 0035)
 
 
 @dataclass
@@ -168,6 +212,8 @@ class TransportStatistics:
     streams_refused: int = 0  # inbound stream over the per-peer cap: reset
     exchange_dials: int = 0  # dials to addresses learnt by peer exchange
     exchange_dials_refused: int = 0  # candidates refused by a dial budget or backoff
+    foreign_addrs: int = 0  # addresses a peer passed that we could not reach, or not its own
+    relayed_dials: int = 0  # connections made through a relay after direct dials failed
 
 
 class Transport(Protocol):
@@ -213,3 +259,7 @@ class Transport(Protocol):
     def peers(self) -> list[PeerStatus]: ...
 
     def statistics(self) -> TransportStatistics: ...
+
+    def reachability(self) -> dict[str, Any]:
+        """This node's reachability and advertised addresses, as JSON (ADR 0035)."""
+        ...

@@ -282,7 +282,7 @@ class Engine:
         if isinstance(event, RttMeasured):
             self.reputation.on_rtt(event.peer, event.rtt_ms)
             return []
-        if isinstance(event, PeerConnected):
+        if isinstance(event, PeerConnected) and event.ip:  # a relayed peer's IP is unknown
             self._note_peer_ip(event.peer, event.ip)
         local = self._local_handlers.get(type(event))
         if local is not None:
@@ -402,6 +402,7 @@ class MarketComponent:
         if self.last_ad_ms is not None and now_ms < next_ms:
             return [log, SetTimer(MarketAdTimer(), next_ms)]  # the gossip rate limit
         return [log, *self._publish_ad(now_ms)]
+
     def _on_settings_changed(self, event: object, now_ms: int) -> list[Effect]:
         """New caps and prices: the next ad, published now, carries them (ADR 0027)."""
         assert isinstance(event, HostSettingsChanged)

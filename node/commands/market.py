@@ -48,12 +48,12 @@ def register(app: typer.Typer) -> None:
             print_json(view)
             return
         table = Table(title="Peers")
-        for column in ("peer", "connected", "rtt ms", "reputation", "address"):
+        for column in ("peer", "connection", "rtt ms", "reputation", "address"):
             table.add_column(column)
         for peer in view["peers"]:
             table.add_row(
                 short(peer["peer_id"]),
-                "yes" if peer["connected"] else "no",
+                peer.get("connection") or ("yes" if peer["connected"] else "no"),
                 "-" if peer["rtt_ms"] is None else f"{peer['rtt_ms']:.1f}",
                 str(peer["reputation"]),
                 peer["addrs"][0] if peer["addrs"] else "",

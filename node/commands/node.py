@@ -74,6 +74,12 @@ def status(json_output: bool = JSON_OPTION) -> None:
     typer.echo(f"peer id:  {info['peer_id']}")
     typer.echo(f"api:      {info['api']}")
     typer.echo(f"peers:    {info['peers_connected']}")
+    reach = info.get("reachability") or {}
+    if reach:
+        relay = ", relaying for others" if reach.get("relay_hop") else ""
+        typer.echo(f"reach:    {reach['state']}{relay}")
+        for addr in reach.get("advertised", []):
+            typer.echo(f"  advertised {addr}")
     typer.echo(f"price:    {info['ad']['price_mc_per_tfuel']} mc per 10^12 fuel")
     energy = info.get("energy") or {}
     if energy:

@@ -83,7 +83,7 @@ async def test_a_poisoned_exchange_costs_a_bounded_number_of_dials() -> None:
             # Nothing it could not connect to is passed on.
             print(f"n: {stats.exchange_dials} dials, {stats.exchange_dials_refused} refused; ")
             print(f"victim: {len(accepted)} connections from all three honest nodes")
-            reply = exchange_reply(n.host, n._book, ID.from_base58(hostile.peer_id))
+            reply = exchange_reply(n.host, n._book, ID.from_base58(hostile.peer_id), "127.0.0.3")
             assert VICTIM_HOST not in reply.decode() and NOBODY_HOST not in reply.decode()
             assert c.peer_id in reply.decode()
         nursery.cancel_scope.cancel()

@@ -1,0 +1,468 @@
+"""Reachability, circuit relay v2 and hole punching composed on one host (`NatService`, ADR 0035).
+
+py-libp2p 0.8.1 has the parts; `new_host` wires none of them, and each needs care:
+- Relay v2 *hop* (`CircuitV2Protocol`) is served only while a dial-back says we are public (or
+  config forces it), behind a per-peer budget, with limits sized for Hearth (`RelaySettings`).
+  Upstream registers its hop handler once at start; ours is registered always and refuses while
+  we are not public, so a node that turns public later starts relaying without a restart.
+- Reservations are made explicitly as soon as a node is private and connected to candidates:
+  upstream's relay discovery runs its first pass before any relay is connected and the next
+  one 300 s later. We renew each reservation `RESERVATION_RENEW_MARGIN_S` before it expires
+  and keep at most `RelaySettings.relays_to_reserve`.
+- Relayed dials are made here, not by the swarm: the swarm drops every /p2p-circuit address,
+  and the relay transport's outbound upgrade forgets the private-network (pnet) wrapping that
+  the inbound side applies, so under a psk a relayed handshake could never complete.
+- DCUtR (`DCUtRProtocol`) drives hole punches over relayed connections on its own; peers it
+  connected directly are "hole-punched" in `connection_kind`. Where the router answers a
+  punch with a reset, the relayed connection simply stays.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Final, TypeVar
+
+import multiaddr
+import trio
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.connection_types import ConnectionType
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
+from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
+from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID, CircuitV2Protocol
+from libp2p.relay.circuit_v2.resources import RelayLimits
+from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+from libp2p.security.pnet.protector import new_protected_conn
+from libp2p.tools.anyio_service import background_trio_service
+
+from hearth.p2p import addresses, upnp
+from hearth.p2p.dialing import TokenBuckets
+from hearth.p2p.notify import carried_by_stream, conn_ip
+from hearth.p2p.peers import PeerReputation
+from hearth.p2p.reachability import (
+    DIALBACK_BYTES_MAX,
+    DIALBACK_PROTOCOL,
+    DIALBACK_TIMEOUT_MS,
+    SERVERS_PER_ROUND,
+    DialbackServer,
+    Reachability,
+    State,
+    encode_request,
+    parse_answer,
+)
+from hearth.p2p.streams import encode_frame, read_frame
+from hearth.p2p.transport import RelaySettings
+from hearth.protocol import limits
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RESERVATION_RENEW_MARGIN_S: Final = 120
+RELAY_RETRY_S: Final = 10.0  # a relay that refused or failed a reservation is left alone this long
+NAT_ROUND_S: Final = 2.0
+REACHABILITY_RECHECK_S: Final = 300.0
+REACHABILITY_RETRY_S: Final = 15.0
+# (burst, ms per token): hop requests (reservations, connects) we serve for one peer.
+HOP_REQUESTS_PER_PEER: Final = (8, 5_000)
+PENALTY_HOP_FLOOD: Final = -20
+PENALTY_BAD_DIALBACK: Final = -20
+CONNECTION_HISTORY_MAX: Final = 8
+
+
+def _ms() -> int:
+    return int(trio.current_time() * 1000)
+
+
+def is_relayed(conn: Any) -> bool:
+    """Whether a swarm connection runs through a relay.
+
+    Not `get_transport_addresses()` alone: where a connection was never tagged it falls back
+    to the peer's *peerstore* addresses, which list its /p2p-circuit addresses once it holds a
+    reservation, so every direct connection to a private node would look relayed.
+    """
+    tagged = getattr(conn, "_actual_transport_addresses", None) or []
+    if any(addresses.is_circuit(str(a)) for a in tagged):
+        return True
+    return carried_by_stream(getattr(conn, "muxed_conn", None))
+
+
+class NatService:
+    """Dial-back client and server, relay hop and client, DCUtR: one per host."""
+
+    def __init__(
+        self,
+        host: IHost,
+        settings: RelaySettings,
+        reputation: PeerReputation,
+        probe: Any,  # async (peer ID, Multiaddr) -> bool: a fresh connection proving the peer
+        listen_addrs: Callable[[], list[str]],
+        announce: tuple[str, ...],
+    ) -> None:
+        self._host = host
+        self._settings = settings
+        self._reputation = reputation
+        self._probe = probe
+        self._listen = listen_addrs
+        self._announce = list(announce)
+        self._candidates_extra: list[str] = []  # a UPnP mapping, until a dial-back confirms it
+        self.reachability = Reachability(forced=_forced(settings.reachability))
+        self._server = DialbackServer()
+        relay_limits = RelayLimits(
+            duration=settings.circuit_duration_s,
+            data=settings.circuit_bytes_max,
+            max_circuit_conns=settings.circuits_max,
+            max_reservations=settings.reservations_max,
+            reservation_ttl=settings.reservation_ttl_s,
+        )
+        # allow_hop=False: upstream would register its own unguarded hop handler.
+        self._protocol = CircuitV2Protocol(host, limits=relay_limits, allow_hop=False)
+        self._relay = CircuitV2Transport(
+            host, self._protocol, RelayConfig(roles=RelayRole.STOP | RelayRole.CLIENT)
+        )
+        self._dcutr = DCUtRProtocol(host) if settings.hole_punch else None
+        self._hop_budget = TokenBuckets(*HOP_REQUESTS_PER_PEER)
+        self._reserved: dict[ID, tuple[str, int]] = {}  # relay -> (its address, expiry unix s)
+        self._relay_retry_at: dict[ID, float] = {}
+        self.hop_refused = 0
+        self.punched: set[str] = set()
+        # peer -> kinds of its connections in the order they opened ("relayed", "direct"), so
+        # that a report can tell "relayed first, then hole-punched" from "direct all along"
+        self.opened: OrderedDict[str, list[str]] = OrderedDict()
+        host.get_network().register_notifee(_KindRecorder(self))
+
+    # --- what others see -------------------------------------------------------------------
+
+    def serving_hop(self) -> bool:
+        mode = self._settings.hop
+        return mode == "on" or (mode == "auto" and self.reachability.current() is State.PUBLIC)
+
+    def circuit_addrs(self) -> list[str]:
+        me = self._host.get_id().to_base58()
+        return [
+            f"{addr}/p2p/{relay.to_base58()}{addresses.CIRCUIT}/p2p/{me}"
+            for relay, (addr, _) in sorted(self._reserved.items(), key=lambda kv: str(kv[0]))
+        ]
+
+    def advertised(self) -> list[str]:
+        """Our addresses for identify (without /p2p/ suffix on direct ones)."""
+        me = f"/p2p/{self._host.get_id().to_base58()}"
+        circuits = [a.removesuffix(me) for a in self.circuit_addrs()]
+        return addresses.advertised(
+            self._listen(), self._announce, self.reachability.confirmed_addrs(), circuits
+        )
+
+    def reserved_for(self, peer: ID) -> bool:
+        """Whether ``peer`` holds a reservation on our relay (we vouch for its circuit address)."""
+        return bool(self._protocol.resource_manager.has_reservation(peer))
+
+    def connection_kind(self, peer: ID) -> str:
+        """ "direct", "hole-punched" or "relayed" for a connected peer ("" if not connected)."""
+        conns = self._host.get_network().connections.get(peer) or []
+        if not conns:
+            return ""
+        if all(is_relayed(c) for c in conns):
+            return "relayed"
+        text = peer.to_base58()
+        if self._dcutr is not None and peer in self._dcutr._direct_connections:
+            self.punched.add(text)
+        return "hole-punched" if text in self.punched else "direct"
+
+    def note_opened(self, peer: ID, relayed: bool) -> None:
+        kinds = self.opened.setdefault(peer.to_base58(), [])
+        kinds[:] = [*kinds, "relayed" if relayed else "direct"][-CONNECTION_HISTORY_MAX:]
+        self.opened.move_to_end(peer.to_base58())
+        while len(self.opened) > limits.REPUTATION_PEERS_MAX:
+            self.opened.popitem(last=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.reachability.to_json(),
+            "advertised": self.advertised(),
+            "relay_hop": self.serving_hop(),
+            "reservations": [
+                {"relay": r.to_base58(), "addr": a, "expires_s": e}
+                for r, (a, e) in sorted(self._reserved.items(), key=lambda kv: str(kv[0]))
+            ],
+            "hop_refused": self.hop_refused,
+            "dialbacks_refused": self._server.refused,
+        }
+
+    # --- running ---------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        self._host.set_stream_handler(TProtocol(DIALBACK_PROTOCOL), self._serve_dialback)
+        async with background_trio_service(self._protocol):
+            self._host.set_stream_handler(HOP_PROTOCOL, self._serve_hop)
+            self._host.set_stream_handler(STOP_PROTOCOL_ID, self._protocol._handle_stop_stream)
+            if self._dcutr is None:
+                yield
+                return
+            async with background_trio_service(self._dcutr):
+                yield
+
+    async def run(self, upnp: bool = False) -> None:
+        """Check reachability now and then; while private, hold reservations on relays."""
+        if upnp:
+            await self._map_upnp()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._reachability_loop)
+            nursery.start_soon(self._reservation_loop)
+
+    async def _map_upnp(self) -> None:
+        ports = {int(a.rsplit("/", 1)[1]) for a in self._listen() if "/tcp/" in a}
+        for port in sorted(ports)[:1]:
+            mapped = await upnp.map_port(port)
+            if mapped:
+                self._candidates_extra.append(mapped)
+                logger.info("UPnP: the router maps %s to us; a dial-back will confirm it", mapped)
+
+    async def _reachability_loop(self) -> None:
+        while True:
+            if self.reachability.forced is not None:
+                return
+            asked = await self.check_reachability()
+            if not asked:  # nobody to ask yet: look again soon
+                await trio.sleep(NAT_ROUND_S)
+                continue
+            known = self.reachability.state is not State.UNKNOWN
+            await trio.sleep(REACHABILITY_RECHECK_S if known else REACHABILITY_RETRY_S)
+
+    async def check_reachability(self) -> int:
+        """Ask up to `SERVERS_PER_ROUND` directly connected peers to dial us back; answers."""
+        candidates = [a for a in self._listen() if not addresses.is_circuit(a)]
+        candidates += [a for a in [*self._announce, *self._candidates_extra] if a not in candidates]
+        if not candidates:
+            return 0
+        network: Any = self._host.get_network()
+        servers = [
+            p
+            for p in sorted(self._host.get_connected_peers(), key=str)
+            if any(not is_relayed(c) for c in network.connections.get(p) or [])
+        ][:SERVERS_PER_ROUND]
+        answered = 0
+        for server in servers:
+            if await self._ask_dialback(server, candidates):
+                answered += 1
+        return answered
+
+    async def _ask_dialback(self, server: ID, candidates: list[str]) -> bool:
+        async def talk(stream: INetStream) -> bytes:
+            await stream.write(encode_frame(encode_request(candidates)))
+            return await read_frame(stream, frame_bytes_max=DIALBACK_BYTES_MAX)
+
+        reply = await self._on_stream(server, DIALBACK_PROTOCOL, DIALBACK_TIMEOUT_MS, talk)
+        if reply is None:
+            return False
+        if not reply:  # refused (rate limit): no information
+            return False
+        answer = parse_answer(reply)
+        if answer is None:
+            self._reputation.adjust(server.to_base58(), PENALTY_BAD_DIALBACK)
+            return False
+        before = self.reachability.current()
+        after = self.reachability.record(server.to_base58(), answer)
+        if after is not before:
+            logger.info("reachability: %s (dial-back by %s)", after.value, server)
+        return True
+
+    async def _serve_dialback(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        observed = "" if stream_relayed(stream) else conn_ip(stream.muxed_conn)
+
+        async def probe(addr: str) -> bool:
+            return bool(await self._probe(peer, multiaddr.Multiaddr(addr)))
+
+        try:
+            with trio.fail_after(DIALBACK_TIMEOUT_MS / 1000):
+                request = await read_frame(stream, frame_bytes_max=DIALBACK_BYTES_MAX)
+                reply = await self._server.answer(request, observed, probe, _ms())
+                await stream.write(encode_frame(reply))
+            await stream.close()
+        except trio.Cancelled:
+            raise
+        except Exception as error:
+            logger.debug("serving a dial-back to %s failed: %r", peer, error)
+            with trio.move_on_after(1):
+                try:
+                    await stream.reset()
+                except Exception as reset_error:
+                    logger.debug("reset failed: %r", reset_error)
+
+    async def _serve_hop(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        text = peer.to_base58()
+        allowed = self.serving_hop() and not self._reputation.is_banned(text)
+        if allowed and not self._hop_budget.available(text, _ms()):
+            self._reputation.adjust(text, PENALTY_HOP_FLOOD)
+            allowed = False
+        if not allowed:
+            self.hop_refused += 1
+            with trio.move_on_after(1):
+                try:
+                    await stream.reset()
+                except Exception as error:
+                    logger.debug("reset failed: %r", error)
+            return
+        self._hop_budget.take(text, _ms())
+        self._protocol.allow_hop = True
+        await self._protocol._handle_hop_stream(stream)
+
+    async def _reservation_loop(self) -> None:
+        while True:
+            if self.reachability.current() is State.PRIVATE:
+                await self._keep_reservations()
+            elif self._reserved and self.reachability.current() is State.PUBLIC:
+                self._reserved.clear()  # reachable directly: relay addresses only cost hops
+            await trio.sleep(NAT_ROUND_S)
+
+    async def _keep_reservations(self) -> None:
+        now_s = time.time()  # reservation expiry is wall-clock unix seconds on the wire
+        for relay, (_, expires_s) in list(self._reserved.items()):
+            gone = relay not in self._host.get_connected_peers()
+            if gone or expires_s - now_s < RESERVATION_RENEW_MARGIN_S:
+                del self._reserved[relay]
+        if len(self._reserved) >= self._settings.relays_to_reserve:
+            return
+        for relay in self._relay_candidates(now_s):
+            if len(self._reserved) >= self._settings.relays_to_reserve:
+                break
+            await self._reserve(relay)
+
+    def _relay_candidates(self, now_s: float) -> list[ID]:
+        network: Any = self._host.get_network()
+        out = []
+        for peer in sorted(self._host.get_connected_peers(), key=str):
+            if peer in self._reserved or self._relay_retry_at.get(peer, 0) > now_s:
+                continue
+            conns = [c for c in network.connections.get(peer) or [] if not is_relayed(c)]
+            ip = next((conn_ip(c.muxed_conn) for c in conns if conn_ip(c.muxed_conn)), "")
+            if ip and addresses.scope_of(ip) is not addresses.Scope.UNUSABLE:
+                out.append(peer)
+        return out
+
+    async def _reserve(self, relay: ID) -> bool:
+        addr = self._relay_addr(relay)
+
+        async def talk(stream: INetStream) -> bool:
+            return bool(await self._relay._make_reservation(stream, relay))
+
+        ok = await self._on_stream(relay, HOP_PROTOCOL, limits.DIAL_TIMEOUT_MS, talk)
+        if not ok or not addr:
+            self._relay_retry_at[relay] = time.time() + RELAY_RETRY_S
+            return False
+        expires_s = int(self._relay._reservations.get(relay, 0))
+        self._reserved[relay] = (addr, expires_s)
+        logger.info("reserved a relay slot on %s, advertising %s/p2p-circuit", relay, addr)
+        return True
+
+    async def _on_stream(
+        self, peer: ID, protocol: str, timeout_ms: int, talk: Callable[[INetStream], Awaitable[T]]
+    ) -> T | None:
+        """``talk`` on a new stream to ``peer``, closed after; None if anything failed."""
+        try:
+            with trio.fail_after(timeout_ms / 1000):
+                stream = await self._host.new_stream(peer, [TProtocol(protocol)])
+                try:
+                    return await talk(stream)
+                finally:
+                    with trio.CancelScope(shield=True), trio.move_on_after(1):
+                        await stream.close()
+        except trio.Cancelled:
+            raise
+        except Exception as error:
+            logger.debug("%s with %s failed: %r", protocol, peer, error)
+            return None
+
+    def _relay_addr(self, relay: ID) -> str:
+        """The address we reached the relay at: what peers outside our network can dial too."""
+        network: Any = self._host.get_network()
+        for conn in network.connections.get(relay) or []:
+            if is_relayed(conn):
+                continue
+            try:
+                host, port = conn.muxed_conn.get_remote_address()
+            except Exception:
+                continue
+            family = "ip6" if ":" in str(host) else "ip4"
+            return f"/{family}/{host}/tcp/{port}"
+        return ""
+
+    # --- dialling through relays -----------------------------------------------------------
+
+    async def dial_circuit(self, addr: str, peer: ID) -> bool:
+        """Connect to ``peer`` through the relay named in ``addr`` (``.../p2p-circuit``)."""
+        network: Any = self._host.get_network()
+        target = addr if addr.endswith(f"/p2p/{peer.to_base58()}") else f"{addr}/p2p/{peer}"
+        try:
+            with trio.fail_after(limits.DIAL_TIMEOUT_MS / 1000):
+                raw = await self._relay._dial_via_circuit_addr(
+                    multiaddr.Multiaddr(target), _peer_info(peer, target)
+                )
+                if network.psk is not None:
+                    raw = new_protected_conn(raw, network.psk)
+                conn = await network.upgrade_outbound_raw_conn(raw, peer)
+            # As upstream's inbound side does: the pnet wrapper hides the circuit address.
+            conn.set_transport_info([multiaddr.Multiaddr(target)], ConnectionType.RELAYED)
+            return True
+        except trio.Cancelled:
+            raise
+        except Exception as error:
+            logger.debug("relayed dial to %s via %s failed: %r", peer, addr, error)
+            return False
+
+    async def connect_via_relay(self, peer: ID) -> bool:
+        """After direct dials failed: try the circuit addresses the peerstore holds for ``peer``."""
+        try:
+            known = [str(a) for a in self._host.get_peerstore().addrs(peer)]
+        except Exception:
+            return False
+        for addr in [a for a in known if addresses.is_circuit(a)][:2]:
+            if await self.dial_circuit(addr, peer):
+                return True
+        return False
+
+
+def _peer_info(peer: ID, addr: str) -> PeerInfo:
+    return PeerInfo(peer, [multiaddr.Multiaddr(addr)])
+
+
+class _KindRecorder(INotifee):
+    """Notes whether each new connection is relayed, as the swarm announces it (never blocks)."""
+
+    def __init__(self, nat: NatService) -> None:
+        self._nat = nat
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._nat.note_opened(conn.muxed_conn.peer_id, carried_by_stream(conn.muxed_conn))
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        return None
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        return None
+
+
+def stream_relayed(stream: INetStream) -> bool:
+    """Whether ``stream`` runs over a relayed connection (its remote address is the relay's)."""
+    return carried_by_stream(stream.muxed_conn)
+
+
+def _forced(mode: str) -> State | None:
+    return {"public": State.PUBLIC, "private": State.PRIVATE}.get(mode)
