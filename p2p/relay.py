@@ -81,12 +81,15 @@ def _ms() -> int:
 
 
 def is_relayed(conn: Any) -> bool:
-    """Whether a swarm connection runs through a relay (tagged, or carried by a stream)."""
-    try:
-        if any(addresses.is_circuit(str(a)) for a in conn.get_transport_addresses()):
-            return True
-    except Exception as error:
-        logger.debug("no transport addresses on %r: %r", conn, error)
+    """Whether a swarm connection runs through a relay.
+
+    Not `get_transport_addresses()` alone: where a connection was never tagged it falls back
+    to the peer's *peerstore* addresses, which list its /p2p-circuit addresses once it holds a
+    reservation, so every direct connection to a private node would look relayed.
+    """
+    tagged = getattr(conn, "_actual_transport_addresses", None) or []
+    if any(addresses.is_circuit(str(a)) for a in tagged):
+        return True
     return carried_by_stream(getattr(conn, "muxed_conn", None))
 
 

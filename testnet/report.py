@@ -224,10 +224,13 @@ def rtt_by_link_pair(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 
 def plot_network(
-    out: Path, samples: list[dict[str, Any]], events: list[dict[str, Any]]
+    out: Path,
+    samples: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    configured_ms: dict[str, float],
 ) -> list[str]:
     """connections.png (connected pairs by kind over time, faults marked) and
-    link_latency.png (ping round trips by pair of link classes)."""
+    link_latency.png (ping round trips by pair of link classes, with the configured delay)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -271,7 +274,15 @@ def plot_network(
     if pairs:
         axes.boxplot([by_pair[p] for p in pairs], showfliers=True)
         axes.set_xticks(range(1, len(pairs) + 1), pairs, fontsize=7, rotation=15)
-    axes.set_ylabel("ping round trip between connected nodes (ms)")
+        axes.plot(
+            range(1, len(pairs) + 1),
+            [configured_ms.get(p, 0) or 1 for p in pairs],
+            "rx",
+            label="configured by the link classes",
+        )
+        axes.set_yscale("log")
+        axes.legend(fontsize=7)
+    axes.set_ylabel("libp2p ping round trip (ms, log scale)")
     axes.set_title("Message latency by pair of link classes")
     figure.tight_layout()
     figure.savefig(out / "link_latency.png", dpi=100)

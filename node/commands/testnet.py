@@ -20,7 +20,7 @@ MARKET_WAIT_S = 120.0  # a loaded machine: gossip among many processes on two co
 app = typer.Typer(help="Run a local testnet of real node processes.", no_args_is_help=True)
 DIR_OPTION = typer.Option(None, "--dir", help="Testnet folder (default: <data dir>/testnet).")
 SCENARIO_ARGUMENT = typer.Argument(
-    ..., help="A scenario file, or the name of a shipped one: cheaters, churn, sybil."
+    ..., help="A scenario file, or the name of a shipped one: cheaters, churn, internet, sybil."
 )
 OUT_OPTION = typer.Option(..., "--out", help="Folder for the report (created if missing).")
 RUN_DIR_OPTION = typer.Option(None, "--dir", help="Folder for the nodes (default: <out>/testnet).")

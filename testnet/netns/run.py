@@ -173,6 +173,18 @@ class NetnsRunner(Runner):
     def _link_pair(self, a: str, b: str) -> str:
         return " - ".join(sorted((self._link_label(a), self._link_label(b))))
 
+    def _configured_rtt_ms(self) -> dict[str, float]:
+        """Per pair of link labels, the round trip the lab adds: each packet crosses both
+        nodes' access links once each way."""
+        assert self.lab is not None
+        delay = {}
+        for index in range(len(self.slot_names)):
+            name = f"node{index}"
+            delay[self._link_label(name)] = self.lab.slot(self.slot_names[index]).link.delay_ms
+        return {
+            " - ".join(sorted((a, b))): 2.0 * (delay[a] + delay[b]) for a in delay for b in delay
+        }
+
     def _slots_json(self) -> dict[str, dict[str, Any]]:
         assert self.lab is not None
         out = {}
@@ -200,7 +212,11 @@ class NetnsRunner(Runner):
     def _network_report(self, plots: list[str]) -> dict[str, Any]:
         if self.lab is None:
             return {}
-        plots += report.plot_network(self.options.out, self.samples, self.events.events)
+        configured = self._configured_rtt_ms()
+        plots += report.plot_network(self.options.out, self.samples, self.events.events, configured)
+        rtts = report.rtt_by_link_pair(self.samples)
+        for pair, figures in rtts.items():
+            figures["configured_ms"] = configured.get(pair)
         return {
             "lab": {
                 "id": self.lab.id,
@@ -209,5 +225,5 @@ class NetnsRunner(Runner):
                 "faults": [vars(fault) for fault in self.lab_plan.faults],
             },
             "connections": report.connection_counts(self.samples),
-            "rtt_ms_by_link_pair": report.rtt_by_link_pair(self.samples),
+            "rtt_ms_by_link_pair": rtts,
         }

@@ -1,0 +1,266 @@
+"""Issue 14's NAT done-when, in the network-namespace lab (ADR 0035, lab of ADR 0037).
+
+Three homes behind NAT routers, all on 192.168.1.10, 40 ms +/- 10 ms and about 1 % loss between
+homes (each access link: 10 +/- 3 ms each way, 0.5 % loss), one public node that takes no jobs.
+A job published in home 0 runs in home 1 (port-restricted router: drops unsolicited packets)
+and home 2 (symmetric router: answers them with a reset), is verified and paid.
+
+Phase 1, hole punching off: both workers are reached through the public node's relay.
+Phase 2, hole punching on (home 0 and 1 restarted with it): home 1 is hole-punched, a direct
+connection that opened after a relayed one; home 2 stays relayed, since its router resets a
+punch. The job runs again over those connections.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hearth.node.calibrate import CALIBRATION_FILE
+from hearth.testnet import launch
+from hearth.testnet.netns.lab import Lab
+from hearth.testnet.netns.spec import HomeSpec, LabSpec, LinkClass
+from tests.e2e.network import ECHO, config
+from tests.netns_lab import MakeLab, make_lab
+
+__all__ = ["make_lab"]  # the fixture
+
+pytestmark = pytest.mark.integration
+
+PSK = bytes(range(32))
+PORT = 4001
+HOME_LINK = LinkClass("home", delay_ms=10, jitter_ms=3, loss_pct=0.5)
+SPEC = LabSpec(
+    public=("lan",),
+    homes=(
+        HomeSpec("port-restricted", link="home"),
+        HomeSpec("port-restricted", link="home"),
+        HomeSpec("symmetric", link="home"),
+    ),
+    links=(HOME_LINK,),
+)
+STARTUP_S = 180.0
+CONVERGE_S = 180.0
+
+
+@dataclass
+class LabNode:
+    slot: str
+    home: Path
+    process: subprocess.Popen[bytes]
+    info: dict[str, Any]
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.info["peer_id"])
+
+
+def node_config(takes_jobs: bool, hole_punch: bool) -> str:
+    text = config()
+    if not takes_jobs:
+        text = text.replace('hours = ["0-24"]', "hours = []")
+    if not hole_punch:
+        text = text.replace("hole_punch = true", "hole_punch = false")
+    return text
+
+
+def spawn(lab: Lab, slot: str, root: Path, bootstrap: str | None, text: str) -> LabNode:
+    """Start a node in ``slot``'s namespace; `LabNode.info` is filled by `wait_listening`."""
+    home = root / slot
+    if not home.exists():
+        launch.prepare_home(home, PSK, text)
+        calibrated = root / "p0" / CALIBRATION_FILE
+        if calibrated.exists():  # the same machine: skip measuring its fuel rate again
+            shutil.copy(calibrated, home / CALIBRATION_FILE)
+    else:
+        (home / "config.toml").write_text(text)
+    address = lab.slot(slot).address
+    argv = [sys.executable, "-m", "hearth.node", "node", "start", "--host", address]
+    argv += ["--port", str(PORT)] + (["--bootstrap", bootstrap] if bootstrap else [])
+    with (home / "node.out").open("ab") as log:
+        process = lab.popen(
+            lab.slot(slot).ns,
+            argv,
+            {**os.environ, "HEARTH_HOME": str(home)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    return LabNode(slot, home, process, {})
+
+
+def wait_listening(nodes: list[LabNode]) -> list[LabNode]:
+    for node in nodes:
+        node.info = launch.wait_until_listening(node.home, node.process, STARTUP_S)
+    return nodes
+
+
+def stop(node: LabNode) -> None:
+    node.process.terminate()
+    try:
+        node.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        node.process.kill()
+        node.process.wait(timeout=10)
+
+
+def cli(lab: Lab, node: LabNode, *args: str, timeout_s: float = 120) -> Any:
+    """``hearth ARGS --json`` run inside the node's namespace (its API listens there)."""
+    done = lab.run(
+        lab.slot(node.slot).ns,
+        [sys.executable, "-m", "hearth.node", *args, "--json"],
+        {**os.environ, "HEARTH_HOME": str(node.home)},
+        timeout_s=timeout_s,
+    )
+    assert done.returncode == 0, f"{args}: {done.stderr}"
+    return json.loads(done.stdout)
+
+
+def api(lab: Lab, node: LabNode, path: str) -> Any:
+    """GET the node's local API from inside its namespace (no CLI process: this box is busy)."""
+    port = int(str(node.info["api"]).rsplit(":", 1)[1])
+    sock = lab.connect(lab.slot(node.slot).ns, "127.0.0.1", port, timeout_s=30)
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.sock = sock
+    try:
+        token = (node.home / "api.token").read_text().strip()
+        connection.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        response = connection.getresponse()
+        assert response.status == 200, (path, response.status)
+        return json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout_s: float = CONVERGE_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(1.0)
+
+
+def connections(lab: Lab, node: LabNode) -> dict[str, dict[str, Any]]:
+    peers = api(lab, node, "/v1/peers")["peers"]
+    return {p["peer_id"]: p for p in peers if p["connected"]}
+
+
+def market(lab: Lab, node: LabNode) -> set[str]:
+    return {o["peer_id"] for o in api(lab, node, "/v1/market")["offers"]}
+
+
+def run_job(lab: Lab, publisher: LabNode, root: Path, tag: str) -> dict[str, Any]:
+    source = root / f"input-{tag}.bin"
+    source.write_bytes(os.urandom(20_000))
+    output = root / f"output-{tag}.bin"
+    args = ("job", "run", str(ECHO), "--input", str(source), "--output", str(output))
+    report: dict[str, Any] = cli(lab, publisher, *args, "--replicas", "2", timeout_s=400)
+    assert report["state"] == "accepted" and report["paid_mc"] > 0, report
+    assert output.read_bytes() == source.read_bytes()
+    return report
+
+
+def books_balance(lab: Lab, nodes: list[LabNode]) -> None:
+    def settled() -> bool:
+        return not any(api(lab, n, "/v1/ledger/balance")["pending_pays"] for n in nodes)
+
+    wait_for("every receipt to settle", settled, 120)
+    balances = {n.slot: api(lab, n, "/v1/ledger/balance")["balance_mc"] for n in nodes}
+    assert sum(balances.values()) == 0, balances
+
+
+@pytest.fixture
+def lab_nodes(make_lab: MakeLab, tmp_path: Path) -> Iterator[tuple[Lab, Path, list[LabNode]]]:
+    lab = make_lab(SPEC)
+    nodes: list[LabNode] = []
+    try:
+        yield lab, tmp_path, nodes
+    finally:
+        for node in nodes:
+            if node.process.poll() is None:
+                stop(node)
+
+
+def test_a_job_from_one_home_runs_in_two_other_nat_homes_relayed_then_hole_punched(
+    lab_nodes: tuple[Lab, Path, list[LabNode]],
+) -> None:
+    lab, root, nodes = lab_nodes
+    assert lab.slot("h0n0").address == lab.slot("h1n0").address == "192.168.1.10"
+    public = spawn(lab, "p0", root, None, node_config(takes_jobs=False, hole_punch=False))
+    nodes.append(public)
+    wait_listening([public])
+    bootstrap = public.info["multiaddrs"][0]
+    assert "203.0.113." in bootstrap
+    homes = [
+        spawn(lab, f"h{i}n0", root, bootstrap, node_config(takes_jobs=True, hole_punch=False))
+        for i in range(3)
+    ]
+    nodes.extend(homes)
+    wait_listening(homes)
+    publisher, punchable, resetting = homes
+
+    # Reachability: the public node is confirmed by dial-back, every home is private and holds
+    # a relay slot on it, advertising a /p2p-circuit address and never 192.168.1.10 to others.
+    wait_for(
+        "the public node to be public and every home private",
+        lambda: (
+            api(lab, public, "/v1/status")["reachability"]["state"] == "public"
+            and all(api(lab, h, "/v1/status")["reachability"]["reservations"] for h in homes)
+        ),
+    )
+    status = api(lab, publisher, "/v1/status")["reachability"]
+    assert status["state"] == "private", status
+    assert any("/p2p-circuit" in a for a in status["advertised"]), status
+
+    # Phase 1: relays only.
+    others = {punchable.peer_id, resetting.peer_id}
+    wait_for("home 0 to see both homes' offers", lambda: others <= market(lab, publisher))
+    wait_for(
+        "home 0 to be connected to both homes",
+        lambda: others <= set(connections(lab, publisher)),
+    )
+    seen = connections(lab, publisher)
+    assert {seen[p]["connection"] for p in others} == {"relayed"}, seen
+    assert seen[public.peer_id]["connection"] == "direct"
+    report = run_job(lab, publisher, root, "relayed")
+    assert set(report["replicas"]) == others, report
+    assert {connections(lab, publisher)[p]["connection"] for p in others} == {"relayed"}
+    books_balance(lab, nodes)
+
+    # Phase 2: hole punching on in homes 0 and 1 (the symmetric home keeps it on too).
+    for node in (publisher, punchable, resetting):
+        stop(node)
+    nodes[1:] = [
+        spawn(lab, n.slot, root, bootstrap, node_config(takes_jobs=True, hole_punch=True))
+        for n in (publisher, punchable, resetting)
+    ]
+    wait_listening(nodes[1:])
+    publisher, punchable, resetting = nodes[1:]
+
+    def punched() -> bool:
+        seen = connections(lab, publisher)
+        return seen.get(punchable.peer_id, {}).get("connection") == "hole-punched"
+
+    wait_for("home 1 to be hole-punched", punched)
+    wait_for("home 0 to see both homes' offers again", lambda: others <= market(lab, publisher))
+    report = run_job(lab, publisher, root, "punched")
+    assert set(report["replicas"]) == others, report
+    seen = connections(lab, publisher)
+    assert seen[punchable.peer_id]["connection"] == "hole-punched", seen
+    assert seen[punchable.peer_id]["connections_opened"][0] == "relayed", seen
+    assert seen[resetting.peer_id]["connection"] == "relayed", seen  # its router resets punches
+    books_balance(lab, nodes)
+    print(
+        "NAT lab: job 1 over relays to both homes; job 2 to home 1 hole-punched "
+        f"({seen[punchable.peer_id]['connections_opened']}), home 2 relayed; books balance"
+    )

@@ -1,0 +1,48 @@
+"""`hearth testnet run internet`: NAT homes, shaped links, a partition that heals, relay loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hearth.testnet.netns.lab import list_namespaces
+from tests.netns_lab import require_netns
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_internet_scenario_is_safe_through_partition_and_relay_loss(tmp_path: Path) -> None:
+    require_netns()
+    out = tmp_path / "report"
+    env = {**os.environ, "HEARTH_HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [sys.executable, "-m", "hearth", "testnet", "run", "internet", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert done.returncode == 0, (done.stderr[-2000:], summary["checks"])
+    assert summary["wrong_results_accepted"] == 0
+    assert summary["credits_sum_mc"] == 0
+    assert summary["jobs_verified"] >= 1
+    kinds = [json.loads(line)["kind"] for line in (out / "events.jsonl").open()]
+    assert {"lab_built", "partition", "partition_healed", "node_killed"} <= set(kinds)
+    lab = summary["lab"]
+    homes = [n for n in lab["nodes"].values() if n["kind"] == "home"]
+    assert {n["address"] for n in homes} == {"192.168.1.10"}
+    assert {n["router"] for n in homes} == {"port-restricted", "symmetric"}
+    assert {"connections.png", "link_latency.png"} <= set(summary["plots"])
+    assert all((out / name).stat().st_size > 10_000 for name in summary["plots"])
+    final = summary["connections"]["final"]
+    assert final["direct"] + final["hole-punched"] + final["relayed"] >= 4
+    for pair, figures in summary["rtt_ms_by_link_pair"].items():
+        assert figures["p50"] >= figures["configured_ms"], pair  # shaping adds what it says
+    assert not [ns for ns in list_namespaces() if ns.startswith(f"hth-{lab['id']}-")]
