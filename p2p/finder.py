@@ -64,7 +64,8 @@ class PeerStoreKeeper:
             for entry in best:
                 nursery.start_soon(self._dial_known, entry, limiter)
         self.reconnect_ms = round((trio.current_time() - started_s) * 1000)
-        logger.info(
+        logger.log(
+            logging.INFO if best else logging.DEBUG,  # a first start knows nobody: say nothing
             "reconnected to %d of %d known peers in %d ms",
             self.reconnected,
             len(best),

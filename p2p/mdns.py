@@ -85,6 +85,7 @@ class MdnsFinder:
         self.found = 0
         self.dropped = 0
         self.dialled = 0
+        self.attempts = 0
 
     def _on_found(self, info: PeerInfo) -> None:
         """Called from a zeroconf thread: hand over to trio, never block, never raise."""
@@ -97,6 +98,7 @@ class MdnsFinder:
             return
 
     def _enqueue(self, info: PeerInfo) -> None:
+        """In trio's thread: queue a find for `run`, or drop and count it when the queue is full."""
         self.found += 1
         try:
             self._send.send_nowait(info)
@@ -110,7 +112,7 @@ class MdnsFinder:
         try:
             await trio.to_thread.run_sync(service.broadcaster.register)
             async for info in self._receive:
-                await self._consider(info)
+                await self.consider(info)
         finally:
             peerDiscovery.unregister_peer_discovered_handler(self._on_found)
             with trio.CancelScope(shield=True):
@@ -127,7 +129,8 @@ class MdnsFinder:
             private_network_fingerprint=fingerprint(self._psk),
         )
 
-    async def _consider(self, info: PeerInfo) -> None:
+    async def consider(self, info: PeerInfo) -> None:
+        """Dial one find, unless it is us, connected, tried lately, or over the budget."""
         peer = info.peer_id
         now_s = trio.current_time()
         if peer == self._host.get_id() or peer in self._host.get_connected_peers():
@@ -138,6 +141,7 @@ class MdnsFinder:
             return
         self._budget.take("mdns", int(now_s * 1000))
         self._last_tried_s[peer] = now_s
+        self.attempts += 1
         if len(self._last_tried_s) > 4 * FOUND_QUEUE_MAX:  # bounded: forget the oldest
             oldest = min(self._last_tried_s, key=lambda p: self._last_tried_s[p])
             del self._last_tried_s[oldest]
