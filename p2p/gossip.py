@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import trio
 from libp2p.abc import IHost, ISubscriptionAPI
@@ -48,21 +48,26 @@ GOSSIP_HISTORY_HEARTBEATS: Final = 5
 GOSSIP_MESSAGES_PER_S_PER_PEER_TOPIC_MAX: Final = 200
 
 
+def router_settings(heartbeat_s: int) -> dict[str, Any]:
+    """The router's settings, in one place (the constructor takes two dozen)."""
+    return {
+        "protocols": [TProtocol(p) for p in GOSSIP_PROTOCOLS],
+        "degree": MESH_DEGREE,
+        "degree_low": MESH_DEGREE_LOW,
+        "degree_high": MESH_DEGREE_HIGH,
+        "heartbeat_initial_delay": 0.1,
+        "heartbeat_interval": heartbeat_s,
+        "gossip_window": GOSSIP_WINDOW_HEARTBEATS,
+        "gossip_history": GOSSIP_HISTORY_HEARTBEATS,
+        "adaptive_gossip_enabled": False,
+        "spam_protection_enabled": True,
+        "max_messages_per_topic_per_second": GOSSIP_MESSAGES_PER_S_PER_PEER_TOPIC_MAX,
+    }
+
+
 def build_gossip(host: IHost, heartbeat_s: int) -> tuple[Pubsub, GossipSub]:
     gossipsub_patch.install()
-    router = HearthGossipSub(
-        protocols=[TProtocol(p) for p in GOSSIP_PROTOCOLS],
-        degree=MESH_DEGREE,
-        degree_low=MESH_DEGREE_LOW,
-        degree_high=MESH_DEGREE_HIGH,
-        heartbeat_initial_delay=0.1,
-        heartbeat_interval=heartbeat_s,
-        gossip_window=GOSSIP_WINDOW_HEARTBEATS,
-        gossip_history=GOSSIP_HISTORY_HEARTBEATS,
-        adaptive_gossip_enabled=False,
-        spam_protection_enabled=True,
-        max_messages_per_topic_per_second=GOSSIP_MESSAGES_PER_S_PER_PEER_TOPIC_MAX,
-    )
+    router = HearthGossipSub(**router_settings(heartbeat_s))
     pubsub = Pubsub(
         host,
         router,

@@ -382,7 +382,10 @@ class MarketComponent:
         self._engine = engine
         self.market = Market()
         self.last_ad_ms: int | None = None
+        self.next_ad_ms: int | None = None
+        self._peers_met: set[PeerId] = set()  # since start; bounded by PEERS_MET_MAX
         engine.add_local_handler(RuntimeOffered, self._on_runtime_offered)
+        engine.add_local_handler(PeerConnected, self._on_peer_connected)
         engine.add_local_handler(EnergyChanged, self._on_energy_changed)
         engine.add_local_handler(HostSettingsChanged, self._on_settings_changed)
 
@@ -425,6 +428,7 @@ class MarketComponent:
         log = Log("info", "energy-changed", (*fields, ("paused", event.paused)))
         next_ms = (self.last_ad_ms or 0) + limits.CAPACITY_AD_GAP_MS_MIN
         if self.last_ad_ms is not None and now_ms < next_ms:
+            self.next_ad_ms = next_ms
             return [log, SetTimer(MarketAdTimer(), next_ms)]  # the gossip rate limit
         return [log, *self._publish_ad(now_ms)]
 
@@ -464,14 +468,34 @@ class MarketComponent:
             operator=profile.operator,
         )
 
+    def _on_peer_connected(self, event: object, now_ms: int) -> list[Effect]:
+        """A peer met for the first time gets our ad within seconds, not at the next interval,
+        so that a newcomer's market (and its ad in ours) fills at once (ADR 0032). Bursts of
+        new peers share one ad; the gap keeps a node's start-up from flooding the topic."""
+        assert isinstance(event, PeerConnected)
+        if event.peer in self._peers_met:
+            return []
+        if len(self._peers_met) >= limits.CAPACITY_AD_PEERS_MET_MAX:
+            self._peers_met.clear()
+        self._peers_met.add(event.peer)
+        soon_ms = max(
+            now_ms + limits.CAPACITY_AD_AFTER_CONNECT_MS,
+            (self.last_ad_ms or 0) + limits.CAPACITY_AD_AFTER_CONNECT_GAP_MS,
+        )
+        if self.next_ad_ms is not None and self.next_ad_ms <= soon_ms:
+            return []
+        self.next_ad_ms = soon_ms
+        return [SetTimer(MarketAdTimer(), soon_ms)]
+
     def _publish_ad(self, now_ms: int) -> list[Effect]:
         self.last_ad_ms = now_ms
+        self.next_ad_ms = now_ms + limits.CAPACITY_AD_INTERVAL_MS
         data = self._engine.seal(
             self.current_ad(now_ms), now_ms=now_ms, ttl_ms=limits.CAPACITY_AD_TTL_MS
         )
         return [
             Publish(TOPIC_CAPACITY, data),
-            SetTimer(MarketAdTimer(), now_ms + limits.CAPACITY_AD_INTERVAL_MS),
+            SetTimer(MarketAdTimer(), self.next_ad_ms),
         ]
 
     def _on_ad(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:

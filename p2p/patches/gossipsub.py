@@ -18,7 +18,8 @@ CPU went to four upstream behaviours, each fixed here.
   D_hi, upstream's `mesh_heartbeat` prunes peers without adding the backoff that go-libp2p and
   the spec add, so the next heartbeat below D_lo may GRAFT the same peer again within seconds;
   that peer has recorded our PRUNE and charges the GRAFT as a flood (P7) and prunes us back.
-  This was the 3-7.5k "GRAFT flood" penalties of a 30-node testnet. We add the backoff.
+  This was the 3-7.5k "GRAFT flood" penalties of a 30-node testnet. We add the backoff, also
+  to every PRUNE we send (a refused GRAFT), as go-libp2p does.
 - **The spam limit counts our own publications.** `_check_spam_protection` keys its
   10 messages/s per topic on the forwarder, which is the node itself for what it publishes, so
   a burst of a publisher's own calls for bids was dropped before it left. Our own messages are
@@ -144,6 +145,12 @@ class HearthGossipSub(GossipSub):
             for topic in topics:
                 self._add_back_off(peer, topic, False)
         return peers_to_graft, peers_to_prune
+
+    async def emit_prune(self, topic: str, to_peer: ID, do_px: bool, is_unsubscribe: bool) -> None:
+        """A peer we prune (a GRAFT refused, a flood answered) is not grafted back before the
+        backoff we announce to it ends; upstream grafts it again at the next heartbeat."""
+        self._add_back_off(to_peer, topic, is_unsubscribe)
+        await super().emit_prune(topic, to_peer, do_px, is_unsubscribe)
 
     def _check_spam_protection(self, peer_id: ID, msg: rpc_pb2.Message) -> bool:
         if self.pubsub is not None and peer_id == self.pubsub.my_id:

@@ -11,7 +11,14 @@ from hearth.protocol.codec import encode
 from hearth.protocol.effects import Log, Penalise, Publish, SetTimer
 from hearth.protocol.engine import Engine, EngineConfig, HostProfile
 from hearth.protocol.envelope import seal
-from hearth.protocol.events import HostSettingsChanged, MessageReceived, Started, TimerFired
+from hearth.protocol.events import (
+    HostSettingsChanged,
+    MessageReceived,
+    PeerConnected,
+    PeerDisconnected,
+    Started,
+    TimerFired,
+)
 from hearth.protocol.identity import Identity
 from hearth.protocol.messages import PROTOCOL_BID, TOPIC_CAPACITY, CapacityAd
 from hearth.protocol.pricing import PricingConfig
@@ -153,3 +160,33 @@ def test_new_host_settings_go_out_at_once_in_the_next_ad() -> None:
         seen.ad.price_mc_per_tfuel == a.market_component.current_ad(NOW_MS + 2).price_mc_per_tfuel
     )
     assert a.config.profile.runtimes == ("wasm",)  # what the settings do not name is kept
+
+
+def test_a_peer_met_for_the_first_time_brings_the_next_ad_forward_once() -> None:
+    a = make_engine(1)
+    a.step(Started(), NOW_MS)
+    newcomer, other = make_engine(2).identity.peer_id, make_engine(3).identity.peer_id
+    soon_ms = NOW_MS + limits.CAPACITY_AD_AFTER_CONNECT_GAP_MS
+    assert a.step(PeerConnected(newcomer, "127.0.0.3"), NOW_MS + 10) == [
+        SetTimer(MarketAdTimer(), soon_ms)
+    ]
+    # A burst of new peers shares that ad; a peer met before brings nothing forward.
+    assert a.step(PeerConnected(other, "127.0.0.4"), NOW_MS + 20) == []
+    effects = a.step(TimerFired(MarketAdTimer()), soon_ms)
+    assert SetTimer(MarketAdTimer(), soon_ms + limits.CAPACITY_AD_INTERVAL_MS) in effects
+    assert a.step(PeerDisconnected(newcomer), soon_ms + 1) == []
+    assert a.step(PeerConnected(newcomer, "127.0.0.3"), soon_ms + 2) == []
+
+
+def test_an_ad_that_expired_in_our_own_queue_costs_its_sender_nothing() -> None:
+    a, b = make_engine(1), make_engine(2)
+    ad = published(a.step(Started(), NOW_MS))
+    late_ms = NOW_MS + limits.CAPACITY_AD_TTL_MS + 1
+    # Fresh when the edge checked it (verified), expired when the engine reached it.
+    queued = MessageReceived(a.identity.peer_id, TOPIC_CAPACITY, ad, verified=True)
+    effects = b.step(queued, late_ms)
+    assert not any(isinstance(e, Penalise) for e in effects)
+    assert any(isinstance(e, Log) for e in effects)
+    # Expired on arrival (never passed the edge): the sender is charged as before.
+    arrived = MessageReceived(a.identity.peer_id, TOPIC_CAPACITY, ad)
+    assert any(isinstance(e, Penalise) for e in b.step(arrived, late_ms))
