@@ -6,7 +6,8 @@ a fresh pair for each way of sending, both in the same run. Latency: from the `s
 frame reaching the receiver's inbound queue, one message at a time. Throughput: a burst of
 messages sent by concurrent tasks, until the last one arrives. Failures: sends that raised. And
 what the receiver held against the sender: streams refused over the per-peer cap, its score.
-Last line: one JSON object.
+CPU: process time per message in the burst, sender and receiver together. Last line: one JSON
+object.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import statistics
 import struct
 import sys
+import time
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -86,6 +88,7 @@ async def _measure(
     receiver.arrived = 0
     failed_before = failed
     started_s = trio.current_time()
+    cpu_started_s = time.process_time()
     queue_send, queue_receive = trio.open_memory_channel[None](options.burst)
     for _ in range(options.burst):
         queue_send.send_nowait(None)
@@ -100,11 +103,14 @@ async def _measure(
             nursery.start_soon(worker)
     await receiver.wait_for(options.burst - (failed - failed_before), 30)
     elapsed_s = trio.current_time() - started_s
+    cpu_s = time.process_time() - cpu_started_s
     return {
         "p50_ms": round(statistics.median(latencies), 3) if latencies else None,
         "p99_ms": round(_percentile(latencies, 0.99), 3) if latencies else None,
         "messages_per_s": round(receiver.arrived / elapsed_s, 1),
         "failed_sends": failed,
+        # Both hosts run in this process: CPU of sending and receiving one message, together.
+        "cpu_us_per_message": round(cpu_s * 1e6 / max(receiver.arrived, 1), 1),
     }
 
 
