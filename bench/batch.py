@@ -29,6 +29,7 @@ from hearth.node.sandbox.config import SandboxConfig
 from hearth.node.sandbox.model import JobRequest, Runtime
 from hearth.node.sandbox.pool import SandboxPool
 from hearth.node.sandbox.shipped import wasm_bytes
+from hearth.protocol.bidding import WorkerConfig
 from hearth.testnet import launch
 from hearth.testnet.demo import module_path
 from hearth.testnet.observe import market_complete
@@ -106,7 +107,7 @@ def main() -> None:
                 if not (outputs / path.name).is_file()
                 or (outputs / path.name).read_bytes() != path.read_bytes()
             )
-            hosts_ok = single_jobs_ok(nodes, args.bid_window_ms)
+            willing, single_ok, single_reason = single_jobs_ok(nodes, args.bid_window_ms)
         finally:
             launch.stop(nodes)
         local = local_runs_per_s(os.urandom(args.task_bytes), root, max(500, args.tasks))
@@ -126,7 +127,9 @@ def main() -> None:
         "local_runs_per_s": round(local, 1),
         "efficiency": round(tasks_per_s * args.replicas / local, 3),
         "spent_mc": summary["spent_mc"],
-        "hosts_taking_single_job": hosts_ok,
+        "hosts_still_taking_its_jobs": willing,
+        "single_job_after_batch_ok": single_ok,
+        "single_job_reason": single_reason,
         "bid_window_ms": args.bid_window_ms,
     }
     print(
@@ -137,16 +140,23 @@ def main() -> None:
     print(json.dumps(figures))
 
 
-def single_jobs_ok(nodes: list[launch.LaunchedNode], bid_window_ms: int) -> int:
-    """How many hosts took a single job from the publisher after the batch: one job with a
-    replica on every host, so that each host must bid on it, run it and be paid (all must)."""
-    hosts = NODES - 1
-    options = JobOptions(replicas=hosts, replicas_max=hosts, bid_window_ms=bid_window_ms)
+def single_jobs_ok(nodes: list[launch.LaunchedNode], bid_window_ms: int) -> tuple[int, bool, str]:
+    """After the batch: how many hosts still take work from the publisher (their reputation of
+    it is above the score under which they refuse a publisher), and whether a single job from
+    it is then verified (and why not)."""
+    publisher = nodes[PUBLISHER].info["peer_id"]
+    willing = 0
+    for node in nodes:
+        if node is nodes[PUBLISHER]:
+            continue
+        with Client(node.home) as client:
+            peers = {p["peer_id"]: p for p in client.peers()}
+        score = peers.get(publisher, {}).get("reputation", 0)
+        willing += score >= WorkerConfig().publisher_score_min
+    options = JobOptions(bid_window_ms=bid_window_ms)
     with Client(nodes[PUBLISHER].home) as client:
         result = client.run(module_path("echo"), b"a single job", **vars(options))
-    if not result.ok:
-        return 0
-    return sum(1 for r in result.summary["replicas_detail"] if r["verdict"] == "match")
+    return willing, result.ok, result.reason
 
 
 if __name__ == "__main__":

@@ -12,10 +12,11 @@ uploaded once and every host fetches it once.
     queued --bundle published--> running --bundle verified--> verified | failed (the task's own)
     running --bundle failed or lost--> queued (again, at most ``attempts_max`` times) | failed
 
-Bundles start small and grow (``bundle_growth`` times) while they verify quickly (within an
-eighth of their deadline: a bundle's fixed cost, one auction and one settlement, is then worth
-spreading over more tasks), and halve when one fails. At most ``bundles_in_flight`` run at once
-and the queue is spread evenly over them, so every willing host has work.
+Bundles start small and grow (``bundle_growth`` times) while they verify quickly (within half
+their deadline, and a bigger one would run in a quarter of it: a bundle's fixed cost, one auction
+and one settlement, is then worth spreading over more tasks), and halve when one fails. At most
+``bundles_in_flight`` run at once and the queue is spread evenly over them, so every willing
+host has work.
 
 Resuming: with a journal (the CLI keeps one per batch in the node's home), every bundle is
 written down *before* it is published, under a job id the runner chose, and every verified
@@ -559,8 +560,16 @@ class BatchRunner:
         self.stats.failed += len(failed)
         assert end.summary is not None
         self._tally(end.summary, len(bundle.tasks))
-        if time.monotonic() - bundle.started_s < self.options.deadline_s / 8:
+        if self._verified_quickly(bundle, int(end.summary.get("fuel_used", 0))):
             self.size = min(self.options.bundle_tasks_max, self.size * self.options.bundle_growth)
+
+    def _verified_quickly(self, bundle: Bundle, fuel_used: int) -> bool:
+        """Grow while a bundle verifies well within its deadline and a bigger one would still
+        run (at its fuel, on a host of our rate) in a quarter of it: the fixed cost of a bundle
+        is then worth spreading over more tasks."""
+        elapsed_s = time.monotonic() - bundle.started_s
+        run_s = self.options.bundle_growth * fuel_used / max(1, self.options.fuel_per_s)
+        return elapsed_s < self.options.deadline_s / 2 and run_s < self.options.deadline_s / 4
 
     async def _failed_bundle(self, bundle: Bundle, end: BundleEnd, paid_mc: int) -> None:
         self.stats.bundles_failed += 1

@@ -1,0 +1,107 @@
+"""The batch runner's bookkeeping (hearth/batch.py, ADR 0033): journal replay, bundle sizes,
+the budget, and inputs named in a stable order. The network half is in tests/e2e/test_batch.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from hearth.batch import (
+    QUEUED,
+    RUNNING,
+    VERIFIED,
+    BatchError,
+    BatchOptions,
+    BatchRunner,
+    FileTasks,
+    Journal,
+    MemoryTasks,
+    check_budget,
+)
+from hearth.client import AsyncClient
+
+
+def runner(tasks: int, journal: Journal, **options: Any) -> BatchRunner:
+    return BatchRunner(
+        cast(AsyncClient, None),
+        Path("echo.wat"),
+        MemoryTasks([b"%d" % i for i in range(tasks)]),
+        BatchOptions(bundles_in_flight=2, fuel_per_s=10**9, **options),
+        batch_id="test",
+        journal=journal,
+        emit=lambda outcomes: None,
+    )
+
+
+def test_a_replayed_journal_keeps_verified_tasks_and_follows_open_bundles(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    journal = Journal(path)
+    journal.append({"kind": "bundle", "no": 0, "job": "aa" * 16, "tasks": [0, 1, 2]})
+    journal.append({"kind": "done", "no": 0, "paid_mc": 7, "verified": [0, 2], "failed": [1]})
+    journal.append({"kind": "bundle", "no": 1, "job": "bb" * 16, "tasks": [3, 4]})
+    journal.append({"kind": "bundle", "no": 2, "job": "cc" * 16, "tasks": [5]})
+    journal.append({"kind": "done", "no": 2, "paid_mc": 0})  # failed unpaid: run it again
+    with path.open("a") as file:
+        file.write('{"kind": "bund')  # torn by a crash
+    again = runner(8, Journal(path))
+    recovered = again._replay()
+    assert [(b.number, b.job_id, b.tasks) for b in recovered] == [(1, "bb" * 16, [3, 4])]
+    assert again.state[0] == again.state[2] == VERIFIED and again.stats.failed == 1
+    assert list(again.queue) == [5, 6, 7]  # 3 and 4 wait for their bundle on the node
+    assert again.stats.spent_mc == 7
+    assert again._next_bundle() is not None and again._numbers == 4  # numbers never reused
+
+
+def test_a_lost_output_is_queued_again(tmp_path: Path) -> None:
+    journal = Journal(None)
+    journal.append({"kind": "bundle", "no": 0, "job": "aa" * 16, "tasks": [0, 1]})
+    journal.append({"kind": "done", "no": 0, "paid_mc": 2, "verified": [0, 1], "failed": []})
+    journal.append({"kind": "lost", "tasks": [1]})
+    again = runner(2, journal)
+    again._replay()
+    assert again.state[1] == QUEUED and list(again.queue) == [1]
+
+
+def test_bundles_start_small_spread_the_queue_and_stay_within_the_budget() -> None:
+    first = runner(1000, Journal(None), fuel_max=10**6)
+    first._replay()
+    bundle = first._next_bundle()
+    assert bundle is not None and len(bundle.tasks) == 16
+    first._start(bundle)
+    assert first.state[0] == RUNNING and first.stats.running == 16
+    first.size = 4096
+    assert len(first._next_bundle().tasks) == 492  # type: ignore[union-attr]  # spread over two
+    options = BatchOptions(fuel_max=10**9)  # worst case: 3 replicas x 100 mc per task
+    poor = runner(1000, Journal(None), budget_mc=3 * options.task_cost_mc_max())
+    poor._replay()
+    bundle = poor._next_bundle()
+    assert bundle is not None and len(bundle.tasks) == 3
+    poor._start(bundle)
+    assert poor._next_bundle() is None  # the rest waits until spending is known
+
+
+def test_a_bundle_holds_no_more_fuel_than_hosts_can_run_in_time() -> None:
+    options = BatchOptions(fuel_max=10**9, deadline_s=120, fuel_per_s=10**9)
+    assert options.tasks_by_fuel_max() == 30
+
+
+def test_a_budget_below_one_task_is_refused_with_the_fix() -> None:
+    with pytest.raises(BatchError, match="raise --budget or lower --max-price or --fuel"):
+        check_budget(BatchOptions(budget_mc=1))
+    check_budget(BatchOptions(budget_mc=None))
+
+
+def test_file_tasks_are_sorted_and_refuse_colliding_names(tmp_path: Path) -> None:
+    for name in ("b", "a", "c"):
+        (tmp_path / name).write_bytes(name.encode())
+    (tmp_path / "sub").mkdir()
+    tasks = FileTasks(str(tmp_path))
+    assert [tasks.name(i) for i in range(len(tasks))] == ["a", "b", "c"]
+    assert tasks.read(1) == b"b"
+    (tmp_path / "sub" / "a").write_bytes(b"again")
+    with pytest.raises(BatchError, match="same name"):
+        FileTasks(str(tmp_path / "**" / "*"))
+    with pytest.raises(BatchError, match="no input files"):
+        FileTasks(str(tmp_path / "*.none"))
