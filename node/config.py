@@ -44,10 +44,16 @@ bootstrap = []
 operator = ""
 # Replicas of one job go to different networks of this prefix length (a loopback testnet: 32).
 network_group_prefix_v4 = 24
+# Invite hosts from the market view and close each auction as soon as they all answered
+# (ADR 0031); false gossips every call and waits out the whole bid window.
+directed_invitations = true
 
 [limits]
 # Caps on what jobs may use on this machine.
 cores = 1
+# Jobs taken beyond the cores, waiting in this node's queue; it bids only on jobs it can
+# still start within their deadline, and says when it can start (ADR 0031).
+backlog = 2
 memory_mb = 1024
 runtimes = ["wasm", "python"]
 # Disk for compiled job modules, oldest unused evicted first (0 keeps none on disk).
@@ -111,7 +117,9 @@ class NodeConfig:
     bootstrap: tuple[str, ...] = ()
     operator: str = ""
     network_group_prefix_v4: int = 24
+    directed_invitations: bool = True
     cores: int = 1
+    backlog: int = 2
     memory_mb: int = 1024
     module_cache_mb: int = 512
     blob_store_mb: int = 4096
@@ -132,6 +140,7 @@ class NodeConfig:
     owner: OwnerConfig = dataclasses.field(default_factory=OwnerConfig)
 
 
+BACKLOG_MAX = 256
 TRANSFER_KEYS = ("input_mb_max", "output_mb_max", "parallel_fetches")
 TRANSFER_MAX = {"input_mb_max": 1 << 20, "output_mb_max": 1 << 20, "parallel_fetches": 64}
 
@@ -231,6 +240,9 @@ def parse(text: str) -> NodeConfig:
         raise _bad("limits", "cores must be at least 1 and memory_mb at least 16")
     if cores > machine_cores():  # each core offered is a worker process
         raise _bad("limits.cores", f"{cores} is more than this machine's {machine_cores()} cores")
+    backlog = _typed(caps, "backlog", int, "limits")
+    if not 0 <= backlog <= BACKLOG_MAX:
+        raise _bad("limits.backlog", f"must be from 0 to {BACKLOG_MAX}")
     module_cache_mb = _typed(caps, "module_cache_mb", int, "limits")
     if module_cache_mb < 0:
         raise _bad("limits.module_cache_mb", "must be 0 or more (0 keeps no compiled module)")
@@ -263,7 +275,9 @@ def parse(text: str) -> NodeConfig:
         bootstrap=tuple(str(b) for b in _typed(node, "bootstrap", list, "node")),
         operator=_typed(node, "operator", str, "node"),
         network_group_prefix_v4=_prefix(_typed(node, "network_group_prefix_v4", int, "node")),
+        directed_invitations=_typed(node, "directed_invitations", bool, "node"),
         cores=cores,
+        backlog=backlog,
         memory_mb=memory_mb,
         module_cache_mb=module_cache_mb,
         blob_store_mb=blob_store_mb,

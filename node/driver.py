@@ -50,7 +50,16 @@ from hearth.node.clock import Clock
 from hearth.node.logs import LINE_WINDOW_S, LogLimiter
 from hearth.p2p.transport import Inbound, Transport, TransportError
 from hearth.protocol import limits
-from hearth.protocol.effects import BanPeer, CommitEntries, Effect, Log, Penalise, Publish, Send
+from hearth.protocol.effects import (
+    AwaitSaves,
+    BanPeer,
+    CommitEntries,
+    Effect,
+    Log,
+    Penalise,
+    Publish,
+    Send,
+)
 from hearth.protocol.engine import Engine
 from hearth.protocol.errors import LocalProtocolError
 from hearth.protocol.events import (
@@ -95,8 +104,12 @@ class Driver:
         self.interpreter.register(BanPeer, self._ban)
         self.interpreter.register(Log, self._log)
         self.interpreter.register(CommitEntries, self._commit_entries)
+        self.interpreter.register(AwaitSaves, self._await_saves)
         self.commit_entries: CommitHandler | None = None  # the ledger store's append_many
-        self._commits: collections.deque[CommitEntries] = collections.deque()
+        # Writes the publisher states kept so far (node/jobs.py); set by the job service.
+        self.flush_saves: Callable[[], Awaitable[None]] | None = None
+        # Commits and what waits on saves, in the order the steps made them.
+        self._commits: collections.deque[Callable[[], Awaitable[None]]] = collections.deque()
         self._committing = trio.Lock()  # one committer at a time, groups in order
         self._commits_idle = trio.Event()  # set while no commit is queued or in flight
         self._commits_idle.set()
@@ -192,8 +205,17 @@ class Driver:
 
     def _commit_entries(self, effect: CommitEntries) -> Awaitable[None]:
         """Queue the group; the task it returns commits every queued group, in order."""
-        self._commits.append(effect)
+        self._commits.append(lambda: self._commit(effect))
         self._commits_idle = trio.Event() if self._commits_idle.is_set() else self._commits_idle
+        return self.carry_out_commits()
+
+    def _await_saves(self, effect: AwaitSaves) -> Awaitable[None]:
+        """Queue what waits on saved state (ADR 0031), in order with the commits. The engine
+        keeps stepping while only messages wait (saves of later steps join the same write);
+        a ledger commit among them stops it, as every commit does."""
+        self._commits.append(lambda: self._after_saves(effect))
+        if effect.commits and self._commits_idle.is_set():
+            self._commits_idle = trio.Event()
         return self.carry_out_commits()
 
     async def carry_out_commits(self) -> None:
@@ -201,7 +223,7 @@ class Driver:
         try:
             async with self._committing:
                 while self._commits:
-                    await self._commit(self._commits.popleft())
+                    await self._commits.popleft()()
         except BaseException:
             # A bug in a commit (the failure boundary logs it): the groups queued after it build
             # on it, so they go too, and the run loop must not wait for them forever.
@@ -210,6 +232,11 @@ class Driver:
         finally:
             if not self._commits:
                 self._commits_idle.set()
+
+    async def _after_saves(self, effect: AwaitSaves) -> None:
+        if self.flush_saves is not None:
+            await self.flush_saves()
+        self.execute_all(list(effect.then))  # a commit among them joins this queue, next
 
     async def _commit(self, effect: CommitEntries) -> None:
         assert self.commit_entries is not None, "an engine with a ledger needs a committer"

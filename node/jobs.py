@@ -89,6 +89,8 @@ class JobService:
         driver.interpreter.register(AbortJob, self._abort)
         driver.interpreter.register(JobProgress, self._progress)
         driver.interpreter.register(SaveJob, self._save)
+        driver.flush_saves = self.flush_saves
+        self._writing = trio.Lock()
 
     def has_saved(self) -> bool:
         return any(self.jobs_dir.glob("*.state"))
@@ -191,6 +193,16 @@ class JobService:
             self.on_disk_change()
         return True
 
+    def _keep_inline(self, effect: FetchBlob, owner: str) -> bool:
+        """Store a blob that came inside an award (ADR 0031); False: fetch it instead."""
+        if chunks.kind_of(effect.data) == "bundle":
+            return False  # its chunks are fetched with it: the fetch path knows how
+        try:
+            self.blobs.put(effect.data, expected=effect.blob_hash, owner=owner)
+        except (BlobError, OSError):
+            return False
+        return True
+
     def _state_path(self, job_id: bytes) -> Path:
         return self.jobs_dir / f"{job_id.hex()}.state"
 
@@ -198,6 +210,9 @@ class JobService:
         # The accepted output of a job we published is our user's result, not the worker's load.
         _, results = self.driver.engine.publisher.blobs_in_use()
         owner = "" if effect.blob_hash in results else effect.peer
+        if effect.data and self._keep_inline(effect, owner):
+            await self.driver.submit(BlobFetched(effect.blob_hash))
+            return
         try:
             await self.files.fetch(effect.peer, effect.blob_hash, effect.size_bytes, owner)
         except BlobError as exc:
@@ -360,11 +375,37 @@ class JobService:
         if summary is not None and summary.output and not self.blobs.has(summary.output_hash):
             self._keep_blob(summary.output, expected=summary.output_hash)
 
-    def _save(self, effect: SaveJob) -> None:
-        """Save the job's state; if the disk refuses, keep the latest in memory for a retry."""
+    async def flush_saves(self) -> None:
+        """Write the kept job states on a worker thread: the latest of each job, in one batch.
+
+        A state that changed while the batch was written stays kept for the next flush. While
+        the disk refuses writes (``disk_failure``) the states stay in memory, as ``_save`` keeps
+        them, and ``save_pending`` writes them once there is room.
+        """
+        async with self._writing:
+            batch = dict(self.unsaved)
+            if not batch or self.disk_failure is not None:
+                return
+            try:
+                await trio.to_thread.run_sync(_write_states, self.jobs_dir, batch)
+            except OSError as exc:
+                self._failed_write("job state", exc)
+                return
+            for job_id, state in batch.items():
+                if self.unsaved.get(job_id) is state:
+                    del self.unsaved[job_id]
+
+    def _save(self, effect: SaveJob) -> Awaitable[None]:
+        """Keep the job's state and write it behind, off the event loop (ADR 0031); what acts on
+        it waits in the engine's ``AwaitSaves``. If the disk refuses, the latest stays in memory
+        for a retry."""
         self.unsaved[effect.job_id] = effect.state
-        if self.disk_failure is None:
-            self.save_pending()
+        return self.flush_saves()
+
+
+def _write_states(jobs_dir: Path, states: dict[bytes, bytes]) -> None:
+    for job_id, state in states.items():
+        write_atomically(jobs_dir / f"{job_id.hex()}.state", state)
 
 
 def _what_failed(unsaved: dict[bytes, bytes], unsaved_blobs: dict[bytes, bytes]) -> str:

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hearth.node import chunks
 from hearth.node.api import to_json
 from hearth.node.blobs import BlobError
 from hearth.node.routes_files import build_file_routes, missing_input
@@ -115,6 +116,18 @@ def balance_json(ledger: SqliteLedger) -> dict[str, Any]:
     }
 
 
+def inline_blobs(
+    jobs: Any, module_hash: bytes, input_hash: bytes, sizes: list[int]
+) -> tuple[bytes, bytes]:
+    """A small module and input go inside the awards (ADR 0031): no fetch round trips."""
+    if sum(sizes) > limits.AWARD_INLINE_BYTES_MAX:
+        return b"", b""
+    module, data = jobs.blob(module_hash), jobs.blob(input_hash)
+    if module is None or data is None or chunks.kind_of(data) == "bundle":
+        return b"", b""
+    return module, data
+
+
 def build_job_routes(node: Node) -> list[Route]:
     jobs = node.jobs
     engine = node.engine
@@ -154,6 +167,7 @@ def build_job_routes(node: Node) -> list[Route]:
         lacking = missing_input(node, input_hash)
         if lacking:
             return error(lacking)
+        inline = inline_blobs(jobs, module_hash, input_hash, sizes)
         now_ms = node.clock.now_ms()
         job_id = JobId(
             hashlib.sha256(
@@ -177,6 +191,8 @@ def build_job_routes(node: Node) -> list[Route]:
             prefer=body["prefer"],
             lease_ms=body["lease_s"] * 1000,
             verify=body["verify"],
+            module_inline=inline[0],
+            input_inline=inline[1],
         )
         jobs.log_for(job_id)
         try:

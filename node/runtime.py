@@ -52,6 +52,7 @@ from hearth.node.sandbox.pool import SandboxPool
 from hearth.node.testhooks import crash_before_pay
 from hearth.p2p.host import open_transport
 from hearth.p2p.transport import HostConfig, Inbound, ListenError, Transport
+from hearth.protocol.bidding import WorkerConfig
 from hearth.protocol.codec import decode_as, encode
 from hearth.protocol.energy import CORES_MAX
 from hearth.protocol.engine import Engine, EngineConfig, HostProfile
@@ -224,7 +225,12 @@ async def run_node(
         pricing=config.pricing,
     )
     jobs_config = JobsConfig(
-        publisher=PublisherConfig(network_prefix_v4=config.network_group_prefix_v4)
+        worker=WorkerConfig(backlog=config.backlog),
+        publisher=PublisherConfig(
+            network_prefix_v4=config.network_group_prefix_v4,
+            directed_invitations=config.directed_invitations,
+            save_behind=True,  # node/jobs.py writes job state off the loop (ADR 0031)
+        )
     )
     host_config = HostConfig(
         seed=identity.seed,

@@ -9,7 +9,8 @@ bucket the order is a hash of the seed and the bidder, so near-equals are chosen
 reproducibly. Winners are taken greedily down that order, skipping a bid whose operator label or
 network group is already among the winners, and taking at most ``newcomers_max`` bidders with
 no valid result yet while proven ones remain. The clearing price is uniform: the larger of the
-highest winning bid and the best losing bid, capped at the max price.
+highest winning bid and the best losing bid, capped at the max price; with no losing bid, the
+market view's next ask, at most twice the highest winning bid (ADR 0031).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ RTT_MS_CAP: Final = 2000  # an RTT beyond this scores as bad as it gets
 RTT_MS_UNKNOWN: Final = 500  # an unmeasured peer is assumed middling, neither near nor far
 REPUTATION_NEUTRAL: Final = 500  # the part an unknown identity gets
 REPUTATION_POINTS_PER_SCORE: Final = 10  # 50 net valid results reach the best reputation part
+THIN_MARKET_PREMIUM_MAX: Final = 2  # no loser: at most this times the highest winning bid
 NEAR_EQUAL_SCORE: Final = 2000  # 2% of the total weight x SCALE: bids this close are equals
 GREEN_SCORE: Final = {"solar": 0, "battery": 300, "mixed": 500, "grid": 1000}
 # (price, rtt, reputation, green) weights in percent; reputation always counts a quarter.
@@ -49,6 +51,7 @@ class BidView:
     energy_source: str
     operator: str  # self-declared; "" counts as a label of its own
     network_group: str
+    wait_ms: int = 0  # until the host can start, by its bid: its queue (ADR 0031)
 
     @property
     def newcomer(self) -> bool:
@@ -76,7 +79,8 @@ def score(bid: BidView, prefer: str, max_price_mc_per_tfuel: int) -> int:
     """Cost score of a bid, 0..100_000; lower is better. Raising the price never lowers it."""
     w_price, w_rtt, w_reputation, w_green = WEIGHTS[prefer]
     price_part = bid.price_mc_per_tfuel * SCALE // max(1, max_price_mc_per_tfuel)
-    rtt_ms = RTT_MS_UNKNOWN if bid.rtt_ms < 0 else min(bid.rtt_ms, RTT_MS_CAP)
+    # Expected completion (ADR 0031): the round trip plus the wait in the host's queue.
+    rtt_ms = min((RTT_MS_UNKNOWN if bid.rtt_ms < 0 else bid.rtt_ms) + bid.wait_ms, RTT_MS_CAP)
     rtt_part = rtt_ms * SCALE // RTT_MS_CAP
     reputation_part = min(
         SCALE, max(0, REPUTATION_NEUTRAL - bid.reputation_score * REPUTATION_POINTS_PER_SCORE)
@@ -168,18 +172,24 @@ def clearing_price(
     winners: Sequence[BidView],
     ranked: Sequence[BidView],
     max_price_mc_per_tfuel: int,
+    asks: Sequence[tuple[PeerId, int]] = (),
 ) -> int:
     """Uniform price: max(highest winning bid, best losing bid), capped at the max price.
 
-    With no losing bid the max price (the publisher's reserve) stands in for it, as in a Vickrey
-    auction with a reserve: a winner's own bid then never sets what it is paid unless it is the
-    highest winning bid.
+    A thin market (no losing bid, ADR 0031): the best ask of another host in the market view
+    stands in for the losing bid, never above ``THIN_MARKET_PREMIUM_MAX`` times the highest
+    winning bid; with no such ask the highest winning bid is the price. Never the max price
+    only because nobody lost.
     """
     assert winners, "a price needs a winner"
     names = {bid.worker for bid in winners}
     losers = [bid for bid in ranked if bid.worker not in names]
-    runner_up = losers[0].price_mc_per_tfuel if losers else max_price_mc_per_tfuel
     highest = max(bid.price_mc_per_tfuel for bid in winners)
+    if losers:
+        runner_up = losers[0].price_mc_per_tfuel
+    else:
+        others = [price for worker, price in asks if worker not in names]
+        runner_up = min([*others, THIN_MARKET_PREMIUM_MAX * highest]) if others else highest
     price = min(max_price_mc_per_tfuel, max(highest, runner_up))
     assert all(bid.price_mc_per_tfuel <= price for bid in winners)
     return price
@@ -192,13 +202,15 @@ def choose_winners(
     max_price_mc_per_tfuel: int,
     seed: bytes,
     newcomers_max: int,
+    asks: Sequence[tuple[PeerId, int]] = (),
 ) -> Selection:
     """The whole rule: rank, pick ``count`` diverse winners, price them. Deterministic.
 
-    Bids above the max price are the caller's to drop; any left here are ignored.
+    Bids above the max price are the caller's to drop; any left here are ignored. ``asks``:
+    (host, advertised price) of the market view, for a market too thin to price from the bids.
     """
     eligible = [bid for bid in bids if bid.price_mc_per_tfuel <= max_price_mc_per_tfuel]
     ranked = rank(eligible, prefer, max_price_mc_per_tfuel, seed)
     winners = pick(ranked, count, (), frozenset(), newcomers_max)
-    price = clearing_price(winners, ranked, max_price_mc_per_tfuel) if winners else 0
+    price = clearing_price(winners, ranked, max_price_mc_per_tfuel, asks) if winners else 0
     return Selection(tuple(winners), price, tuple(ranked))

@@ -37,6 +37,9 @@ class WorkerConfig:
     credit_limit_mc: int = limits.CREDIT_LIMIT_MC  # unpaid work we carry for one publisher
     capabilities: frozenset[str] = frozenset()  # requirement labels this host satisfies
     bid_ttl_ms: int = 30_000
+    # Jobs taken beyond the cores, waiting in this host's queue (ADR 0031): a host bids while
+    # it can start a job within its deadline, stating when it can start.
+    backlog: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,6 +58,21 @@ class BidDecision:
     refusal: str = ""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class HostLoad:
+    """What this host is doing: jobs it runs or holds, and how long until a core is free."""
+
+    tasks: int
+    wait_ms: int  # 0 while a core is free; else the queue ahead, per core, at worst
+
+
+def host_load(run_ms_by_task: list[int], cores: int) -> HostLoad:
+    """The load from the worst-case run times of the tasks this host holds (protocol.lease)."""
+    if len(run_ms_by_task) < max(1, cores):
+        return HostLoad(len(run_ms_by_task), 0)
+    return HostLoad(len(run_ms_by_task), sum(run_ms_by_task) // max(1, cores))
+
+
 def host_requirements(profile: HostProfile, config: WorkerConfig) -> frozenset[str]:
     """Labels a call's requirements may name: configured ones plus runtime and energy facts."""
     derived = {f"runtime:{runtime}" for runtime in profile.runtimes}
@@ -62,9 +80,10 @@ def host_requirements(profile: HostProfile, config: WorkerConfig) -> frozenset[s
     return config.capabilities | derived
 
 
-def can_finish(call: CallForBids, fuel_per_s: int, now_ms: int) -> bool:
-    """Whether all of ``fuel_max`` runs at ``fuel_per_s`` between the award and the deadline."""
-    time_left_ms = call.deadline_ms - max(now_ms, call.bid_deadline_ms)
+def can_finish(call: CallForBids, fuel_per_s: int, now_ms: int, wait_ms: int = 0) -> bool:
+    """Whether all of ``fuel_max`` runs at ``fuel_per_s`` between the award and the deadline,
+    after ``wait_ms`` in this host's queue."""
+    time_left_ms = call.deadline_ms - max(now_ms, call.bid_deadline_ms) - wait_ms
     return run_ms_max(call.fuel_max, fuel_per_s) <= time_left_ms
 
 
@@ -73,11 +92,11 @@ def decide_bid(
     profile: HostProfile,
     config: WorkerConfig,
     standing: PublisherStanding,
-    tasks_running: int,
+    load: HostLoad,
     now_ms: int,
 ) -> BidDecision:
     """Bid our cost floor on ``call``, or say why not. Checks run cheapest first."""
-    refusal = _refusal(call, profile, config, standing, tasks_running, now_ms)
+    refusal = _refusal(call, profile, config, standing, load, now_ms)
     if refusal:
         return BidDecision(refusal=refusal)
     at_ms = max(now_ms, call.bid_deadline_ms)
@@ -95,7 +114,7 @@ def _refusal(
     profile: HostProfile,
     config: WorkerConfig,
     standing: PublisherStanding,
-    tasks_running: int,
+    load: HostLoad,
     now_ms: int,
 ) -> str:
     if not config.bidding:
@@ -110,13 +129,14 @@ def _refusal(
         return "memory"
     if not set(call.requirements) <= host_requirements(profile, config):
         return "requirements"
-    if not can_finish(call, profile.fuel_per_s, now_ms):
+    cores = profile.cores_now()
+    if cores == 0 or load.tasks >= cores + config.backlog:
+        return "busy"
+    if not can_finish(call, profile.fuel_per_s, now_ms, load.wait_ms):
         return "cannot-finish"
     hour_utc = (max(now_ms, call.bid_deadline_ms) // 3_600_000) % 24
     if not profile.availability_hours_mask >> hour_utc & 1:
         return "unavailable"
-    if tasks_running >= profile.cores_now():
-        return "busy"
     if standing.reputation_score < config.publisher_score_min:
         return "publisher-reputation"
     if standing.owed_mc >= config.credit_limit_mc:

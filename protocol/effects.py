@@ -76,11 +76,13 @@ class Log:
 @dataclasses.dataclass(frozen=True, slots=True)
 class FetchBlob:
     """Fetch ``blob_hash`` (``size_bytes`` long) from ``peer`` over /hearth/blob/1, hash-check it,
-    then report ``BlobFetched`` or ``BlobFetchFailed``; if the store has it, report at once."""
+    then report ``BlobFetched`` or ``BlobFetchFailed``; if the store has it, report at once.
+    ``data``: the blob itself, when it came inside the award (ADR 0031): store it, no fetch."""
 
     peer: PeerId
     blob_hash: bytes
     size_bytes: int
+    data: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -167,6 +169,23 @@ class CommitEntries:
     then: tuple[Publish | Send, ...]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class AwaitSaves:
+    """Carry out ``then`` once every ``SaveJob`` before it is durable (ADR 0031).
+
+    A shell that writes publisher state behind, off its event loop, holds back what acts on a
+    decision (its messages, its ledger commit) until the decision is on disk; the engine returns
+    this only when ``PublisherConfig.save_behind`` says the shell does so.
+    """
+
+    then: tuple[Publish | Send | CommitEntries, ...]
+
+    @property
+    def commits(self) -> bool:
+        """Whether a ledger commit waits here (the engine must not step until it is done)."""
+        return any(isinstance(effect, CommitEntries) for effect in self.then)
+
+
 # Every effect the engine returns: a closed set, so that each shell's interpreter
 # (protocol.interpreter) can be checked for a handler of each.
 Effect: TypeAlias = (
@@ -185,4 +204,5 @@ Effect: TypeAlias = (
     | JobProgress
     | SaveJob
     | CommitEntries
+    | AwaitSaves
 )

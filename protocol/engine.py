@@ -45,7 +45,17 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from hearth.protocol import limits
 from hearth.protocol.credit import CreditConfig
-from hearth.protocol.effects import CommitEntries, Effect, Log, Penalise, Publish, Send, SetTimer
+from hearth.protocol.effects import (
+    AwaitSaves,
+    CommitEntries,
+    Effect,
+    Log,
+    Penalise,
+    Publish,
+    SaveJob,
+    Send,
+    SetTimer,
+)
 from hearth.protocol.energy import energy_price
 from hearth.protocol.envelope import Envelope, ReplayGuard, seal
 from hearth.protocol.errors import RemoteProtocolError
@@ -224,14 +234,25 @@ class Engine:
         effects += bans_for(effects, self.reputation)  # this book decides; p2p enforces
         if self.payments is not None:
             effects = self.payments.absorb(effects, now_ms)
-        if self.ledger is None:
+        entries = self.ledger.take_staged() if self.ledger is not None else []
+        if entries:
+            now = [e for e in effects if not isinstance(e, Send | Publish)]
+            then = tuple(e for e in effects if isinstance(e, Send | Publish))
+            effects = [*now, CommitEntries(tuple(entries), then)]
+        return self._after_saves(effects)
+
+    def _after_saves(self, effects: list[Effect]) -> list[Effect]:
+        """Hold what acts on a saved decision until the save is durable, when the shell writes
+        saves behind (ADR 0031): messages and the ledger commit go in one ``AwaitSaves``."""
+        if not self.config.jobs.publisher.save_behind:
             return effects
-        entries = self.ledger.take_staged()
-        if not entries:
+        if not any(isinstance(e, SaveJob) for e in effects):
             return effects
-        now = [e for e in effects if not isinstance(e, Send | Publish)]
-        then = tuple(e for e in effects if isinstance(e, Send | Publish))
-        return [*now, CommitEntries(tuple(entries), then)]
+        waiting = tuple(e for e in effects if isinstance(e, Send | Publish | CommitEntries))
+        if not waiting:
+            return effects
+        now = [e for e in effects if not isinstance(e, Send | Publish | CommitEntries)]
+        return [*now, AwaitSaves(waiting)]
 
     def after_commit(
         self, seq: int, on_commit: OnCommit | None, on_rollback: OnRollback | None
@@ -314,7 +335,11 @@ class Engine:
             verified=event.verified,
         )
         if checked.error is not None:
-            return self.reject(event.peer, checked.error, channel=event.channel)
+            # A message that passed the edge and then expired while it waited in our own queue
+            # is our load, not the sender's doing: it is dropped without a penalty (ADR 0031).
+            in_queue = event.verified and checked.error.reason == "expired"
+            points = 0 if in_queue else None
+            return self.reject(event.peer, checked.error, channel=event.channel, points=points)
         envelope = checked.envelope
         assert envelope is not None
         try:
@@ -402,6 +427,7 @@ class MarketComponent:
         if self.last_ad_ms is not None and now_ms < next_ms:
             return [log, SetTimer(MarketAdTimer(), next_ms)]  # the gossip rate limit
         return [log, *self._publish_ad(now_ms)]
+
     def _on_settings_changed(self, event: object, now_ms: int) -> list[Effect]:
         """New caps and prices: the next ad, published now, carries them (ADR 0027)."""
         assert isinstance(event, HostSettingsChanged)

@@ -100,6 +100,10 @@ class PublishJob:
     requirements: tuple[str, ...] = ()
     lease_ms: int = 0  # an accepted award must commit within this; 0: derived (protocol.lease)
     verify: str = "always-2"  # or "adaptive" (protocol.adaptive, ADR 0034)
+    # The module and input themselves when together at most AWARD_INLINE_BYTES_MAX: they go
+    # inside the award instead of being fetched (ADR 0031); empty: fetched by hash.
+    module_inline: bytes = b""
+    input_inline: bytes = b""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

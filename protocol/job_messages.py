@@ -153,10 +153,14 @@ def call_hash(call: CallForBids) -> bytes:
     return hashlib.sha256(_CALL_DOMAIN + encode(call)).digest()
 
 
-@message(21)
+@message(21, version=2)
 @dataclasses.dataclass(frozen=True)
 class Bid:
-    """Sent on PROTOCOL_BID straight to the publisher; sealed: no other bidder sees it."""
+    """Sent on PROTOCOL_BID straight to the publisher; sealed: no other bidder sees it.
+
+    Version 2 (ADR 0031): ``start_ms``, when the host can start the job (now, or after the jobs
+    in its queue), so that the winner rule weighs expected completion, not only price.
+    """
 
     job_id: bytes
     call_round: int
@@ -164,6 +168,7 @@ class Bid:
     fuel_per_s: int
     energy_source: str
     operator: str
+    start_ms: int = 0
 
     def check(self) -> None:
         _check_job_id(self.job_id)
@@ -172,12 +177,16 @@ class Bid:
         _require(self.fuel_per_s > 0, "fuel_per_s")
         _require(self.energy_source in ENERGY_SOURCES, "energy_source")
         _check_text(self.operator, "operator", limits.OPERATOR_LABEL_BYTES_MAX)
+        _require(self.start_ms >= 0, "start_ms")
 
 
-@message(22, version=2)
+@message(22, version=3)
 @dataclasses.dataclass(frozen=True)
 class Award:
     """PROTOCOL_AWARD, publisher to winner. Carries the call so a worker need not have kept it.
+
+    Version 3 (ADR 0031): ``module`` and ``input`` carry the blobs themselves when they are small
+    (together at most ``AWARD_INLINE_BYTES_MAX``), else are empty and fetched by hash.
 
     ``winner`` is the public key of the worker it is for (version 2, ADR 0012): a copy forwarded to
     anyone else is refused. ``award_no`` numbers the awards of one job, so that replies and commits
@@ -190,9 +199,14 @@ class Award:
     award_no: int
     price_mc_per_tfuel: int
     lease_ms: int
+    module: bytes = b""
+    input: bytes = b""
 
     def check(self, now_ms: int) -> None:
         self.call.check(now_ms)
+        _require(len(self.module) + len(self.input) <= limits.AWARD_INLINE_BYTES_MAX, "inline")
+        _require(len(self.module) in (0, self.call.module_bytes), "module")
+        _require(len(self.input) in (0, self.call.input_bytes), "input")
         _require(len(self.winner) == PUBLIC_KEY_BYTES, "winner")
         _require(0 <= self.award_no <= limits.REPLICAS_MAX * 16, "award_no")
         _require(0 <= self.price_mc_per_tfuel <= self.call.max_price_mc_per_tfuel, "price")
@@ -314,6 +328,22 @@ class MismatchNotice:
     def check(self) -> None:
         _check_job_id(self.job_id)
         _check_text(self.reason, "reason", REASON_BYTES_MAX)
+
+
+@message(44)
+@dataclasses.dataclass(frozen=True)
+class Invitation:
+    """PROTOCOL_INVITE, publisher to a host it chose from its market view (ADR 0031).
+
+    The call itself, sent straight to the host instead of gossiped. An invited host always
+    answers, with a sealed ``Bid`` or a ``BidDecline``, so that the publisher can close the
+    auction as soon as every invitee has answered.
+    """
+
+    call: CallForBids
+
+    def check(self, now_ms: int) -> None:
+        self.call.check(now_ms)
 
 
 DECLINE_REASON_BYTES_MAX: Final = 64

@@ -93,6 +93,12 @@ LEASE_MS_MAX: Final = 3_600_000
 REPLICAS_MAX: Final = 15
 CALL_ROUNDS_MAX: Final = 10  # fresh calls for bids for one job when candidates run out
 BID_WINDOW_MS_ROUND_MAX: Final = 8_000  # later rounds' windows double up to this
+# Directed invitations (ADR 0031): hosts invited per call, and the share of them drawn at random
+# from outside the best-ranked, so that cheap newcomers get their chance.
+INVITEES_PER_CALL_MAX: Final = 16
+INVITEES_EXPLORE_PCT: Final = 25
+# A module and input this small together travel inside the award, not fetched (ADR 0031).
+AWARD_INLINE_BYTES_MAX: Final = 64 * 1024
 PUBLISHER_JOBS_OPEN_MAX: Final = 1024
 PUBLISHER_JOBS_KEPT_MAX: Final = 4096  # finished jobs kept for queries, oldest forgotten first
 WORKER_TASKS_MAX: Final = 1024  # awards a worker remembers (running and recently finished)

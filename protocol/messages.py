@@ -27,6 +27,8 @@ PROTOCOL_LEDGER: Final = "/hearth/ledger/1"
 # A host's "no bid, and why" to a publisher (ADR 0023): a protocol of its own, so that a host
 # never sends one to a node that does not speak it.
 PROTOCOL_DECLINE: Final = "/hearth/decline/1"
+# A call for bids sent straight to a host the publisher chose from its market view (ADR 0031).
+PROTOCOL_INVITE: Final = "/hearth/invite/1"
 PROTOCOLS: Final = (
     PROTOCOL_BID,
     PROTOCOL_AWARD,
@@ -35,6 +37,7 @@ PROTOCOLS: Final = (
     PROTOCOL_RECEIPT,
     PROTOCOL_LEDGER,
     PROTOCOL_DECLINE,
+    PROTOCOL_INVITE,
 )
 
 RUNTIMES: Final = ("wasm", "python")

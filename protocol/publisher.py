@@ -46,12 +46,14 @@ another, or ask for reveals before every live replica has committed.
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from hearth.protocol import adaptive, limits
 from hearth.protocol.auction import BidView, choose_winners, pick, rank
 from hearth.protocol.causes import (
+    DECLINE_CAUSES,
     TRANSIENT_CAUSES,
     Cause,
     CouldNotRun,
@@ -77,6 +79,7 @@ from hearth.protocol.envelope import Envelope, EnvelopeWire
 from hearth.protocol.errors import LocalProtocolError, RemoteProtocolError
 from hearth.protocol.events import JobRestored, PeerDisconnected, PublishJob
 from hearth.protocol.identity import PeerId
+from hearth.protocol.invitations import can_take, candidate_views, invitees_wanted, sample
 from hearth.protocol.job_messages import (
     PREFERENCES,
     Award,
@@ -85,6 +88,7 @@ from hearth.protocol.job_messages import (
     BidDecline,
     CallForBids,
     Cancel,
+    Invitation,
     JobId,
     ResultCommit,
     ResultReveal,
@@ -96,6 +100,7 @@ from hearth.protocol.messages import (
     PROTOCOL_AWARD,
     PROTOCOL_BID,
     PROTOCOL_DECLINE,
+    PROTOCOL_INVITE,
     PROTOCOL_RESULT,
     TOPIC_JOBS,
 )
@@ -227,6 +232,7 @@ class PublisherComponent:
             created_ms=now_ms,
             target=event.replicas,
             verify=event.verify,
+            inline=_inline(event),
         )
         self.jobs[job.job_id] = job
         effects = self._publish_call(job, now_ms)
@@ -357,13 +363,63 @@ class PublisherComponent:
     # Bidding
 
     def _publish_call(self, job: PublisherJob, now_ms: int) -> list[Effect]:
+        """Invite hosts from the market view (ADR 0031); gossip only when the view is too thin."""
         call = job.call
         ttl_ms = min(limits.ENVELOPE_TTL_MS_MAX, max(1, call.bid_deadline_ms - now_ms))
-        data = self._engine.seal(call, now_ms=now_ms, ttl_ms=ttl_ms)
-        return [
-            Publish(TOPIC_JOBS, data),
-            SetTimer(BidsTimer(job.job_id), call.bid_deadline_ms),
-        ]
+        invitees = self._invitees(job, now_ms)
+        job.invited = frozenset(invitees)
+        job.open_call = len(invitees) < job.target
+        job.replied = {}
+        effects: list[Effect] = [SetTimer(BidsTimer(job.job_id), call.bid_deadline_ms)]
+        if job.open_call:
+            effects.append(
+                Publish(TOPIC_JOBS, self._engine.seal(call, now_ms=now_ms, ttl_ms=ttl_ms))
+            )
+        for peer in invitees:
+            data = self._engine.seal(Invitation(call), now_ms=now_ms, ttl_ms=ttl_ms)
+            effects.append(Send(peer, PROTOCOL_INVITE, data))
+        return effects
+
+    def _invitees(self, job: PublisherJob, now_ms: int) -> list[PeerId]:
+        if not self._config.directed_invitations:
+            return []
+        engine = self._engine
+        excluded = _barred(job) | {engine.identity.peer_id}
+        views = candidate_views(
+            engine.market.snapshot(now_ms),
+            job.call,
+            excluded,
+            engine.reputation,
+            engine.peer_ips,
+            (self._config.network_prefix_v4, self._config.network_prefix_v6),
+        )
+        count = invitees_wanted(job.target)
+        max_price = job.call.max_price_mc_per_tfuel
+        return sample(views, count, job.prefer, max_price, job.seed, engine.rng)
+
+    def _answered(self, job: PublisherJob, peer: PeerId) -> None:
+        """Refuse an answer to an invitation we did not send (the call was not gossiped)."""
+        if not job.open_call and peer not in job.invited:
+            raise RemoteProtocolError("an answer to a call it was not sent", reason="uninvited")
+
+    def _close_early(self, job: PublisherJob, now_ms: int) -> list[Effect]:
+        """Close the auction as soon as every invitee has answered (ADR 0031).
+
+        Not while the bids cannot fill the places and some invitee declined for a reason that
+        clears by itself (busy): then the window runs on, so that it can still bid.
+        """
+        if job.open_call or job.phase is not Phase.BIDDING:
+            return []
+        if not job.invited <= set(job.replied):
+            return []
+        bidders = sum(1 for reason in job.replied.values() if not reason)
+        waiting = any(
+            DECLINE_CAUSES.get(reason) in TRANSIENT_CAUSES for reason in job.replied.values()
+        )
+        if bidders < job.target - len(job.live()) and waiting:
+            return []
+        effects = [CancelTimer(BidsTimer(job.job_id)), *self._close_bidding(job, now_ms)]
+        return self._done(job, effects)
 
     def _on_bid(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
         bid = envelope.body
@@ -383,10 +439,13 @@ class PublisherComponent:
             raise RemoteProtocolError("auction full", reason="busy")
         if worker == self._engine.identity.peer_id:
             return []
+        self._answered(job, worker)
         ip = self._engine.peer_ips.get(worker)
-        view = bid_view(bid, worker, self._engine.reputation.get(worker), ip, self._config)
+        record = self._engine.reputation.get(worker)
+        view = bid_view(bid, worker, record, ip, self._config, now_ms)
         job.bids[worker] = (view, bytes(envelope.author))
-        return []  # saved at the bid deadline: one save per auction, not one per bid
+        job.replied[worker] = ""
+        return self._close_early(job, now_ms)  # saved when the auction closes, not per bid
 
     def _on_decline(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
         """A host says why it will not bid (ADR 0023): kept to tell the developer the cause."""
@@ -398,10 +457,12 @@ class PublisherComponent:
         job = self.jobs.get(JobId(decline.job_id))
         if job is None or job.phase in TERMINAL_PHASES or decline.call_round != job.call.call_round:
             return []  # late, or about another round: honest delay
+        self._answered(job, host)
         if host not in job.declines and len(job.declines) >= limits.BIDS_PER_AUCTION_MAX:
             return []  # bounded like the bids; the causes of the first ones are enough
         job.declines[host] = (decline.reason, decline.price_mc_per_tfuel)
-        return []
+        job.replied.setdefault(host, decline.reason)
+        return self._close_early(job, now_ms) if job.phase is Phase.BIDDING else []
 
     def _rank(self, job: PublisherJob) -> list[BidView]:
         views = [view for _, (view, _key) in sorted(job.bids.items())]
@@ -419,6 +480,7 @@ class PublisherComponent:
             job.call.max_price_mc_per_tfuel,
             job.seed,
             newcomers_max(job.target),
+            self._asks(job, now_ms),
         )
         job.ranked = self._rank(job)
         job.move(Phase.RUNNING)
@@ -430,6 +492,16 @@ class PublisherComponent:
                 job.clearing_price_mc_per_tfuel, selection.clearing_price_mc_per_tfuel
             )
         return self._advance(job, now_ms)
+
+    def _asks(self, job: PublisherJob, now_ms: int) -> list[tuple[PeerId, int]]:
+        """What the hosts of the market view that could take the job ask (a thin market's
+        price, ADR 0031)."""
+        me = self._engine.identity.peer_id
+        return [
+            (entry.peer_id, entry.ad.price_mc_per_tfuel)
+            for entry in self._engine.market.snapshot(now_ms)
+            if entry.peer_id != me and can_take(entry, job.call)
+        ]
 
     def _decide_verification(self, job: PublisherJob, best: BidView) -> None:
         """Adaptive verification (ADR 0034): a trusted best winner may run the job alone."""
@@ -579,6 +651,8 @@ class PublisherComponent:
             award_no=slot.award_no,
             price_mc_per_tfuel=slot.price_mc_per_tfuel,
             lease_ms=self._lease_ms(job, slot),
+            module=job.inline[0],
+            input=job.inline[1],
         )
         return self._send(slot.worker, PROTOCOL_AWARD, award, now_ms)
 
@@ -766,13 +840,38 @@ class PublisherComponent:
         effects: list[Effect] = [
             JobProgress(job.job_id, job.phase.value, job.detail, results, job.target, job.cause)
         ]
-        if self._config.persist_jobs:
+        mark = _decisions(job)
+        if self._config.persist_jobs and mark != job.saved_mark:
+            job.saved_mark = mark
             effects.append(SaveJob(job.job_id, encode_job(job)))
         return effects
 
 
+def _decisions(job: PublisherJob) -> tuple[object, ...]:
+    """What the publisher decided about ``job``: its phase and round, its awards and what each
+    came to, the price and the result. The state is saved when this changes, once per decision
+    (ADR 0031); what happens between decisions (an accept, a commit, a reveal) is re-derived after
+    a restart: the restored job re-sends its awards and reveal requests, and the workers answer
+    again from their tasks.
+    """
+    slots = tuple((s.award_no, s.state is SlotState.DROPPED, s.verdict) for s in job.slots)
+    return (job.phase, job.call.call_round, job.target, job.replicas, slots, job.accepted_digest)
+
+
 def _fields(call: CallForBids) -> dict[str, Any]:
     return {name: getattr(call, name) for name in CallForBids.__dataclass_fields__}
+
+
+def _inline(event: PublishJob) -> tuple[bytes, bytes]:
+    """The blobs to send inside the awards: both, checked against their hashes, or neither."""
+    module, data = event.module_inline, event.input_inline
+    fits = len(module) + len(data) <= limits.AWARD_INLINE_BYTES_MAX
+    exact = (len(module), len(data)) == (event.module_bytes, event.input_bytes)
+    if module and fits and exact:
+        matches = hashlib.sha256(module).digest() == event.module_hash
+        if matches and hashlib.sha256(data).digest() == event.input_hash:
+            return module, data
+    return b"", b""
 
 
 def _barred(job: PublisherJob) -> frozenset[PeerId]:

@@ -39,6 +39,12 @@ class PublisherConfig:
     persist_jobs: bool = True  # emit SaveJob; a simulator may turn it off
     # N and c of jobs with verify="adaptive" (ADR 0034)
     adaptive: AdaptiveConfig = dataclasses.field(default_factory=AdaptiveConfig)
+    # Invite hosts from the market view and close as soon as all answered (ADR 0031); False:
+    # gossip every call and wait out the whole bid window (the fixed window of ADR 0006).
+    directed_invitations: bool = True
+    # The shell writes SaveJob behind, off its loop: the engine wraps what acts on a saved
+    # decision in AwaitSaves (ADR 0031). The daemon sets it; the simulator saves in place.
+    save_behind: bool = False
 
 
 class Phase(enum.Enum):
@@ -149,6 +155,15 @@ class PublisherJob:
     # Hosts that said why they will not bid (BidDecline): peer -> (reason, their price). Not
     # saved: a restarted publisher learns them again from the next round.
     declines: dict[PeerId, tuple[str, int]] = dataclasses.field(default_factory=dict)
+    # This round's invitees (ADR 0031), and whether its call was gossiped too, so that any host
+    # may bid. Not saved: a restored job takes bids from anyone until its window ends.
+    invited: frozenset[PeerId] = frozenset()
+    open_call: bool = True
+    replied: dict[PeerId, str] = dataclasses.field(default_factory=dict)  # decline reason, or ""
+    # Small module and input sent inside the award (ADR 0031). Not saved: after a restart the
+    # awards are re-sent without them and the workers fetch by hash.
+    inline: tuple[bytes, bytes] = (b"", b"")
+    saved_mark: tuple[object, ...] = ()  # the decisions last saved (publisher._decisions)
 
     @property
     def job_id(self) -> JobId:
@@ -169,7 +184,12 @@ class PublisherJob:
 
 
 def bid_view(
-    bid: Bid, worker: PeerId, record: PeerRecord, ip: str | None, config: PublisherConfig
+    bid: Bid,
+    worker: PeerId,
+    record: PeerRecord,
+    ip: str | None,
+    config: PublisherConfig,
+    now_ms: int = 0,
 ) -> BidView:
     """The bid with what we measured of its author, frozen at arrival for reproducibility."""
     group = (
@@ -186,13 +206,14 @@ def bid_view(
         energy_source=bid.energy_source,
         operator=bid.operator,
         network_group=group,
+        wait_ms=min(max(0, bid.start_ms - now_ms), limits.JOB_DEADLINE_MS_MAX),
     )
 
 
 # Persistence
 
 
-@message(90)
+@message(90, version=2)  # version 2: wait_ms (ADR 0031)
 @dataclasses.dataclass(frozen=True)
 class BidRecord:
     worker: str
@@ -204,6 +225,7 @@ class BidRecord:
     energy_source: str
     operator: str
     network_group: str
+    wait_ms: int
 
 
 @message(91, version=2)  # version 2: exit_code and stderr (ADR 0023)
@@ -265,6 +287,7 @@ def _bid_record(view: BidView, worker_key: bytes) -> BidRecord:
         energy_source=view.energy_source,
         operator=view.operator,
         network_group=view.network_group,
+        wait_ms=view.wait_ms,
     )
 
 
@@ -278,6 +301,7 @@ def _bid_view(record: BidRecord) -> BidView:
         energy_source=record.energy_source,
         operator=record.operator,
         network_group=record.network_group,
+        wait_ms=record.wait_ms,
     )
 
 

@@ -44,7 +44,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 from hearth.protocol import limits
-from hearth.protocol.bidding import BidDecision, PublisherStanding, decide_bid
+from hearth.protocol.bidding import (
+    BidDecision,
+    HostLoad,
+    PublisherStanding,
+    decide_bid,
+    host_load,
+)
 from hearth.protocol.causes import DECLINE_CAUSES
 from hearth.protocol.effects import (
     AbortJob,
@@ -62,6 +68,7 @@ from hearth.protocol.errors import RemoteProtocolError
 from hearth.protocol.events import BlobFetched, BlobFetchFailed, JobExecuted, PaymentReceived
 from hearth.protocol.identity import PeerId
 from hearth.protocol.job_messages import (
+    DECLINE_REASON_BYTES_MAX,
     EXIT_CODE_NONE,
     HOST_ERROR_KINDS,
     Award,
@@ -70,6 +77,7 @@ from hearth.protocol.job_messages import (
     BidDecline,
     CallForBids,
     Cancel,
+    Invitation,
     JobId,
     MismatchNotice,
     ResultCommit,
@@ -86,6 +94,7 @@ from hearth.protocol.messages import (
     PROTOCOL_AWARD,
     PROTOCOL_BID,
     PROTOCOL_DECLINE,
+    PROTOCOL_INVITE,
     PROTOCOL_RESULT,
     TOPIC_JOBS,
 )
@@ -187,6 +196,7 @@ class WorkerComponent:
         award, result = frozenset({PROTOCOL_AWARD}), frozenset({PROTOCOL_RESULT})
         return {
             CallForBids: (frozenset({TOPIC_JOBS}), self._on_call),
+            Invitation: (frozenset({PROTOCOL_INVITE}), self._on_invitation),
             Award: (award, self._on_award),
             Cancel: (award, self._on_cancel),
             RevealRequest: (result, self._on_reveal_request),
@@ -214,6 +224,16 @@ class WorkerComponent:
 
     def tasks_running(self) -> int:
         return sum(1 for task in self.tasks.values() if task.state in BUSY_STATES)
+
+    def load(self) -> HostLoad:
+        """The tasks we hold and, when every core is taken, the wait before one is free."""
+        fuel_per_s = self._engine.config.profile.fuel_per_s
+        runs_ms = [
+            run_ms_max(task.call.fuel_max, fuel_per_s)
+            for task in self.tasks.values()
+            if task.state in BUSY_STATES
+        ]
+        return host_load(runs_ms, self._engine.config.profile.cores_now())
 
     def may_fetch(self, peer: PeerId, blob_hash: bytes) -> bool:
         """May ``peer`` fetch ``blob_hash`` from us? Only our output of a task it published."""
@@ -244,35 +264,59 @@ class WorkerComponent:
         call = envelope.body
         assert isinstance(call, CallForBids)
         call.check(now_ms)
-        publisher = envelope.peer_id
+        return self._answer(call, envelope.peer_id, now_ms, invited=False)
+
+    def _on_invitation(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        """A call sent to us alone (ADR 0031): always answered, with a bid or a decline."""
+        invitation = envelope.body
+        assert isinstance(invitation, Invitation)
+        invitation.check(now_ms)
+        require_from_author(envelope.peer_id, peer)
+        return self._answer(invitation.call, envelope.peer_id, now_ms, invited=True)
+
+    def _answer(
+        self, call: CallForBids, publisher: PeerId, now_ms: int, *, invited: bool
+    ) -> list[Effect]:
         if publisher == self._engine.identity.peer_id:
             return []  # our own call back through the mesh
         bids = self._bids_sent.get(call.job_id)
         if bids is not None and bids.publisher != publisher:
             # A job id is one publisher's: a second caller of it could only be copying it.
-            return [_no_bid(call, "job-id-taken", "debug")]
+            refusal = BidDecision(refusal="job-id-taken")
+            return [
+                _no_bid(call, "job-id-taken", "debug"),
+                *self._decline(call, publisher, refusal, now_ms, invited),
+            ]
         if bids is not None and call.call_round in bids.calls:
             return []  # a second copy of a call we answered
         if JobId(call.job_id) in self.tasks:
-            return []  # we already hold an award for this job: never bid on it again
+            # We already hold an award for this job: never bid on it again.
+            holding = BidDecision(refusal="holding-award")
+            return self._decline(call, publisher, holding, now_ms, invited)
         unable = self._engine.unable_reasons()
         if unable:
             # No bid while we could not record our earnings or our work (a full disk): say why,
             # bid again once the node can.
-            return [_no_bid(call, "; ".join(unable), "warning")]
+            refusal = BidDecision(refusal="unable")
+            return [
+                _no_bid(call, "; ".join(unable), "warning"),
+                *self._decline(call, publisher, refusal, now_ms, invited),
+            ]
         profile = self._engine.config.profile
-        decision = decide_bid(
-            call, profile, self._config, self.standing(publisher), self.tasks_running(), now_ms
-        )
+        load = self.load()
+        decision = decide_bid(call, profile, self._config, self.standing(publisher), load, now_ms)
         if decision.refusal == "cannot-finish":
             run_ms = run_ms_max(call.fuel_max, profile.fuel_per_s)
             left_ms = call.deadline_ms - max(now_ms, call.bid_deadline_ms)
             why = f"cannot-finish: fuel_max needs up to {run_ms} ms here, {left_ms} ms left"
-            return [_no_bid(call, why, "info"), *self._decline(call, publisher, decision, now_ms)]
+            return [
+                _no_bid(call, why, "info"),
+                *self._decline(call, publisher, decision, now_ms, invited),
+            ]
         if decision.refusal:
             return [
                 _no_bid(call, decision.refusal, "debug"),
-                *self._decline(call, publisher, decision, now_ms),
+                *self._decline(call, publisher, decision, now_ms, invited),
             ]
         self._remember_bid(call, publisher, decision.price_mc_per_tfuel)
         bid = Bid(
@@ -282,6 +326,7 @@ class WorkerComponent:
             fuel_per_s=profile.fuel_per_s,
             energy_source=profile.energy_source,
             operator=profile.operator,
+            start_ms=max(now_ms, call.bid_deadline_ms) + load.wait_ms,
         )
         ttl_ms = min(self._config.bid_ttl_ms, limits.ENVELOPE_TTL_MS_MAX)
         return [Send(publisher, PROTOCOL_BID, self._engine.seal(bid, now_ms=now_ms, ttl_ms=ttl_ms))]
@@ -336,19 +381,25 @@ class WorkerComponent:
             self._reply(publisher, job_id, award.award_no, "", now_ms),
             SetTimer(TaskDeadlineTimer(job_id), call.deadline_ms),
             SetTimer(TaskForgetTimer(job_id), call.deadline_ms + limits.WORKER_TASK_RETENTION_MS),
-            FetchBlob(publisher, call.module_hash, call.module_bytes),
-            FetchBlob(publisher, call.input_hash, call.input_bytes),
+            *_fetches(award, publisher),
         ]
 
     def _decline(
-        self, call: CallForBids, publisher: PeerId, decision: BidDecision, now_ms: int
+        self,
+        call: CallForBids,
+        publisher: PeerId,
+        decision: BidDecision,
+        now_ms: int,
+        invited: bool = False,
     ) -> list[Effect]:
-        """Tell the publisher why we do not bid (ADR 0023), once per call round, for the
-        reasons it can act on; a host that does not bid for its own reasons stays silent."""
-        reason = decision.refusal.split(":", 1)[0]
-        if reason not in DECLINE_CAUSES or not self._declines(call):
+        """Tell the publisher why we do not bid (ADR 0023). An invitation is always answered
+        (ADR 0031); a gossiped call only for the reasons the publisher can act on, once per
+        call round, by a sample of the hosts; a host that does not bid for its own reasons on a
+        gossiped call stays silent."""
+        reason = decision.refusal.split(":", 1)[0][:DECLINE_REASON_BYTES_MAX]
+        if not invited and (reason not in DECLINE_CAUSES or not self._declines(call)):
             return []
-        price = max(0, decision.price_mc_per_tfuel)
+        price = min(max(0, decision.price_mc_per_tfuel), limits.CREDIT_LIMIT_MC)
         decline = BidDecline(call.job_id, call.call_round, reason, price)
         data = self._engine.seal(decline, now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
         return [Send(publisher, PROTOCOL_DECLINE, data)]
@@ -371,10 +422,11 @@ class WorkerComponent:
             return "deadline-passed"
         if profile.paused:
             return "paused"  # bid before the home's energy or the owner paused us (ADR 0026)
-        if len(self.tasks) >= limits.WORKER_TASKS_MAX or self.tasks_running() >= (
-            profile.cores_now()
-        ):
+        cores = profile.cores_now()
+        if len(self.tasks) >= limits.WORKER_TASKS_MAX or cores == 0:
             return "busy"
+        if self.tasks_running() >= cores + self._config.backlog:
+            return "busy"  # the queue is full (ADR 0031)
         bid = None if bids is None else bids.calls.get(call.call_round)
         if bid is None:
             return "no-bid"  # unsolicited work (or a bid we no longer remember): not ours to run
@@ -589,6 +641,22 @@ class WorkerComponent:
         if task is not None and (task.state, "paid") in TRANSITIONS:
             task.move("paid")
         return []
+
+
+def _fetches(award: Award, publisher: PeerId) -> list[Effect]:
+    """Get the module and the input: from inside the award when they came there and match their
+    hashes (ADR 0031), else fetched from the publisher by hash."""
+    call = award.call
+    wanted = (
+        (call.module_hash, call.module_bytes, award.module),
+        (call.input_hash, call.input_bytes, award.input),
+    )
+    return [
+        FetchBlob(
+            publisher, blob_hash, size, data if hashlib.sha256(data).digest() == blob_hash else b""
+        )
+        for blob_hash, size, data in wanted
+    ]
 
 
 def _no_bid(call: CallForBids, why: str, level: str) -> Log:

@@ -49,6 +49,7 @@ from hearth.ledger.memory import MemoryLedger
 from hearth.protocol.codec import decode_as
 from hearth.protocol.effects import (
     AbortJob,
+    AwaitSaves,
     BanPeer,
     CommitEntries,
     Effect,
@@ -410,12 +411,18 @@ class Cluster:
         interpreter.register(AbortJob, lambda effect: self._count("aborts"))
         interpreter.register(BanPeer, lambda effect: self._count("bans"))
         interpreter.register(CommitEntries, lambda effect: self._commit(node, effect))
+        # The simulator saves in place (save_behind off): nothing ever waits on a save.
+        interpreter.register(AwaitSaves, lambda effect: self._carry_out_all(node, effect.then))
         # PayWorker and RecordMismatch never leave an engine with a ledger (payments absorb them).
         assert interpreter.missing() <= {PayWorker, RecordMismatch}, interpreter.missing()
         return interpreter
 
     def _carry_out(self, node: SimNode, effect: Effect) -> None:
         node.interpreter.run(effect)
+
+    def _carry_out_all(self, node: SimNode, effects: tuple[Effect, ...]) -> None:
+        for effect in effects:
+            node.interpreter.run(effect)
 
     def _count(self, counter: str) -> None:
         self.counters[counter] += 1

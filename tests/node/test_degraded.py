@@ -88,6 +88,7 @@ async def test_a_full_disk_degrades_the_node_and_it_heals_when_space_returns(
 ) -> None:
     async with node_on(disk) as (health, jobs):
         jobs.driver.execute_all([SaveJob(JOB, b"state 1")])
+        await jobs.flush_saves()  # written behind, off the event loop (ADR 0031)
         assert (jobs.jobs_dir / f"{JOB.hex()}.state").read_bytes() == b"state 1"
         assert health.reasons() == []
 

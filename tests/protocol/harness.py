@@ -23,6 +23,7 @@ from hearth.ledger.errors import LedgerUnavailableError
 from hearth.ledger.memory import MemoryLedger
 from hearth.protocol.effects import (
     AbortJob,
+    AwaitSaves,
     BanPeer,
     CommitEntries,
     Effect,
@@ -51,6 +52,7 @@ from hearth.protocol.events import (
     PeerDisconnected,
     PublishJob,
     RttMeasured,
+    Started,
     TimerFired,
 )
 from hearth.protocol.identity import Identity, PeerId
@@ -173,6 +175,7 @@ class Cluster:
         publisher_config: PublisherConfig | None = None,
         ledgers: bool = False,
         drop: Callable[[int, Send], bool] | None = None,
+        market: bool = False,
     ) -> None:
         self.now_ms = T0_MS
         self.with_ledgers = ledgers
@@ -181,6 +184,7 @@ class Cluster:
         self._queue: list[tuple[int, int, int, Any]] = []
         self._seq = 0
         self.blobs: dict[bytes, bytes] = {}
+        self.inline_blobs = 0  # blobs that came inside an award, not fetched
         self.wire: list[tuple[int, int, Any]] = []  # (time, from node, Send | Publish)
         self.publisher_config = publisher_config or PublisherConfig(network_prefix_v4=32)
         self.nodes: list[Node] = []
@@ -198,6 +202,10 @@ class Cluster:
                     self._push(self.now_ms, node.index, PeerConnected(other.peer_id, other.ip))
                     rtt_ms = 2 * LATENCY_MS + 3 * abs(node.index - other.index)
                     self._push(self.now_ms, node.index, RttMeasured(other.peer_id, rtt_ms))
+        if market:  # every node publishes its capacity ad: publishers invite from the view
+            for node in self.nodes:
+                self._push(self.now_ms, node.index, Started())
+            self.run_for(2 * LATENCY_MS)
         self.run_for(0)
 
     def _engine(
@@ -285,6 +293,7 @@ class Cluster:
         interpreter.register(FetchBlob, lambda effect: self._fetch(node, effect))
         interpreter.register(RunJob, lambda effect: self._run_job(node, effect))
         interpreter.register(CommitEntries, lambda effect: self._commit(node, effect))
+        interpreter.register(AwaitSaves, lambda effect: self.carry_out(node, list(effect.then)))
         # Recorded in ``node.effects`` for the tests to read; nothing else to do here.
         recorded = (
             Penalise,
@@ -321,6 +330,10 @@ class Cluster:
         self._push(self.now_ms + LATENCY_MS, target.index, event)
 
     def _fetch(self, node: Node, effect: FetchBlob) -> None:
+        if effect.data and sha256(effect.data) == effect.blob_hash:
+            self.inline_blobs += 1
+            self._push(self.now_ms, node.index, BlobFetched(effect.blob_hash))  # came in the award
+            return
         source = self.by_peer.get(effect.peer)
         # A blob comes from the peer that holds it: not from one that is down.
         found = effect.blob_hash in self.blobs and (source is None or source.alive)

@@ -188,3 +188,19 @@ def test_network_groups_follow_the_configured_prefix() -> None:
     assert network_group("127.0.0.3", 32, 48) == "127.0.0.3/32"
     assert network_group("2001:db8:1:2::5", 24, 48) == "2001:db8:1::/48"
     assert network_group("not an ip", 24, 48) == "?not an ip"
+
+
+def test_with_no_losing_bid_the_next_ask_in_the_view_sets_the_price_within_twice_the_bids() -> None:
+    bids = [
+        BidView(PeerId("a"), 90, 20, 10, 5, "grid", "", "g1"),
+        BidView(PeerId("b"), 93, 20, 10, 5, "grid", "", "g2"),
+    ]
+    plain = choose_winners(bids, 2, "cheapest", 100_000, b"s" * 16, 1)
+    assert plain.clearing_price_mc_per_tfuel == 93  # no ask known: the highest winning bid
+    near = choose_winners(bids, 2, "cheapest", 100_000, b"s" * 16, 1, [(PeerId("c"), 120)])
+    assert near.clearing_price_mc_per_tfuel == 120
+    far = choose_winners(bids, 2, "cheapest", 100_000, b"s" * 16, 1, [(PeerId("c"), 5_000)])
+    assert far.clearing_price_mc_per_tfuel == 2 * 93
+    # The winners' own asks never count as the next one.
+    own = choose_winners(bids, 2, "cheapest", 100_000, b"s" * 16, 1, [(PeerId("a"), 150)])
+    assert own.clearing_price_mc_per_tfuel == 93

@@ -207,9 +207,12 @@ def test_every_direct_message_delivered_by_another_peer_penalises_only_the_deliv
     assert record.penalties == 0
 
 
-def test_award_version_2_requires_a_winner_key() -> None:
+def test_an_award_requires_a_winner_key_and_inline_blobs_of_the_called_sizes() -> None:
     call = CallForBids(b"j", 0, "wasm", b"m" * 32, 1, b"i" * 32, 1, 10**9, 64, 60_000, 1, 1_000, ())
-    assert Award.VERSION == 2
+    assert Award.VERSION == 3  # 2: names its winner (ADR 0012); 3: small blobs inline (ADR 0031)
     with pytest.raises(RemoteProtocolError):
         Award(call, b"short", 0, 1, 1_000).check(0)
     Award(call, b"k" * 32, 0, 1, 1_000).check(0)
+    Award(call, b"k" * 32, 0, 1, 1_000, b"m", b"i").check(0)
+    with pytest.raises(RemoteProtocolError):
+        Award(call, b"k" * 32, 0, 1, 1_000, b"mm", b"i").check(0)

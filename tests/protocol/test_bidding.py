@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from hearth.protocol.bidding import PublisherStanding, WorkerConfig, decide_bid
+from hearth.protocol.bidding import HostLoad, PublisherStanding, WorkerConfig, decide_bid
 from hearth.protocol.effects import AbortJob, FetchBlob, Penalise, RunJob, Send
 from hearth.protocol.engine import HostProfile
 from hearth.protocol.envelope import open_envelope
@@ -44,7 +44,7 @@ def bid(call: CallForBids, profile: HostProfile | None = None, **kw: object) -> 
     config = kw.pop("config", WorkerConfig())
     standing = kw.pop("standing", NEUTRAL)
     running = kw.pop("running", 0)
-    decision = decide_bid(call, profile, config, standing, running, T0_MS)  # type: ignore[arg-type]
+    decision = decide_bid(call, profile, config, standing, HostLoad(running, 0), T0_MS)  # type: ignore[arg-type]
     return decision.price_mc_per_tfuel, decision.refusal
 
 

@@ -92,3 +92,16 @@ def test_a_bid_before_any_connection_event_carries_its_real_network_group() -> N
                 ttl_ms=30_000, rng=random.Random(2))  # fmt: skip
     publisher.step(MessageReceived(other.peer_id, PROTOCOL_BID, data), cluster.now_ms)
     assert job.bids[other.peer_id][0].network_group == f"peer:{other.peer_id}"
+
+
+def test_a_message_that_expired_in_our_own_queue_costs_its_sender_nothing() -> None:
+    data, receiver = _ad_and_receiver()
+    sender = make_engine(1).identity.peer_id
+    late_ms = NOW_MS + 10**9
+    # It passed the edge in time and then waited in our queue: our load, not the sender's.
+    queued = receiver.step(MessageReceived(sender, TOPIC_CAPACITY, data, verified=True), late_ms)
+    assert not any(isinstance(e, Penalise) for e in queued)
+    assert receiver.reputation.get(sender).score == 0
+    # Never checked at the edge: expired when it came, the sender's doing.
+    unchecked = receiver.step(MessageReceived(sender, TOPIC_CAPACITY, data), late_ms)
+    assert Penalise(sender, "expired", 2) in unchecked

@@ -6,7 +6,13 @@ import dataclasses
 
 import pytest
 
-from hearth.protocol.bidding import PublisherStanding, WorkerConfig, can_finish, decide_bid
+from hearth.protocol.bidding import (
+    HostLoad,
+    PublisherStanding,
+    WorkerConfig,
+    can_finish,
+    decide_bid,
+)
 from hearth.protocol.effects import Log
 from hearth.protocol.errors import LocalProtocolError
 from hearth.protocol.job_messages import Award, Bid, CallForBids
@@ -107,9 +113,9 @@ def test_a_host_does_not_bid_on_a_job_it_cannot_finish_before_the_deadline() -> 
     too_much = _call(fuel_max=60 * 10**9 + 1)
     assert can_finish(fits, profile.fuel_per_s, T0_MS)
     assert not can_finish(too_much, profile.fuel_per_s, T0_MS)
-    decide = decide_bid(too_much, profile, WorkerConfig(), NEUTRAL, 0, T0_MS)
+    decide = decide_bid(too_much, profile, WorkerConfig(), NEUTRAL, HostLoad(0, 0), T0_MS)
     assert decide.refusal == "cannot-finish"
-    assert decide_bid(fits, profile, WorkerConfig(), NEUTRAL, 0, T0_MS).refusal == ""
+    assert decide_bid(fits, profile, WorkerConfig(), NEUTRAL, HostLoad(0, 0), T0_MS).refusal == ""
     # Time already spent counts: later than the bid deadline, less is left.
     assert not can_finish(fits, profile.fuel_per_s, T0_MS + 2_000)
 
