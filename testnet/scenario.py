@@ -57,6 +57,7 @@ ADVERSARIES: Final = (
     "bid_spammer",  # bids on everything at the floor price, then never delivers
     "ledger_forker",  # signs two ledger entries with one seq and gossips both heads
     "crash_restart",  # honest, but crashes and restarts over and over
+    "trust_cheater",  # honest until a publisher trusts it alone, then wrong (ADR 0034)
 )
 
 _SECTIONS: Final[dict[str, dict[str, type]]] = {

@@ -14,6 +14,13 @@ cancelled: the node's timer table decides), FetchBlob and RunJob future ``BlobFe
 ``JobExecuted`` from the blob and sandbox stand-ins. A restarted node's saved jobs come back as
 ``JobRestored`` events, the daemon's restore path. Each step's bytes go into the trace hash.
 
+Signatures are real (unless ``fake_signatures``) and are made by every sender, but a gossip
+message that reaches many nodes is verified once per run, not once per receiver
+(``_edge_verified``): its signature check is a pure function of the exact bytes (the author's
+key is inside the signed bytes), so every receiver would compute the same answer. The daemon's
+edge check does the same per node (``MessageReceived.verified``); a message whose signature
+fails is handed to the engine unverified, which refuses it as it always does.
+
 A node that goes down loses its queued timers and local events (``life`` changes), and its
 engine; it keeps its ledger. Coming back it gets a fresh engine over ``MemoryLedger.reopen()``,
 with the publisher's jobs restored from the last ``SaveJob`` of each, as a restarted daemon would.
@@ -39,6 +46,7 @@ from typing import Any
 from hearth.ledger.audit import HeadGossip
 from hearth.ledger.errors import LedgerUnavailableError
 from hearth.ledger.memory import MemoryLedger
+from hearth.protocol.codec import decode_as
 from hearth.protocol.effects import (
     AbortJob,
     AwaitSaves,
@@ -57,6 +65,8 @@ from hearth.protocol.effects import (
     Send,
 )
 from hearth.protocol.engine import Engine, EngineConfig, HostProfile
+from hearth.protocol.envelope import EnvelopeWire, SignedWire
+from hearth.protocol.errors import RemoteProtocolError
 from hearth.protocol.events import (
     BlobFetched,
     BlobFetchFailed,
@@ -72,10 +82,15 @@ from hearth.protocol.events import (
     TimerFired,
 )
 from hearth.protocol.heads import HEADS_TTL_MS
-from hearth.protocol.identity import Identity, PeerId, public_key_from_peer_id
+from hearth.protocol.identity import (
+    Identity,
+    PeerId,
+    public_key_from_peer_id,
+    verify_signature,
+)
 from hearth.protocol.interpreter import Interpreter
 from hearth.protocol.jobs_config import JobsConfig
-from hearth.protocol.messages import PROTOCOL_RECEIPT, TOPIC_HEADS, TOPIC_JOBS
+from hearth.protocol.messages import PROTOCOL_RECEIPT, TOPIC_CAPACITY, TOPIC_HEADS, TOPIC_JOBS
 from hearth.protocol.publisher_state import PublisherConfig
 from hearth.protocol.timers import TimerKey
 from hearth.testnet.sim import faults
@@ -92,6 +107,8 @@ from hearth.testnet.sim.network import Network
 
 T0_MS = 1_800_000_000_000  # 08:00 UTC: solar hosts are up
 BLOB_FAIL_MS = 2_000
+GOSSIP_TOPICS = frozenset({TOPIC_CAPACITY, TOPIC_HEADS, TOPIC_JOBS})
+SIGNATURES_CACHED_MAX = 200_000  # gossip messages whose check is remembered; then start afresh
 _PACK = struct.Struct(">qi")
 
 
@@ -192,6 +209,7 @@ class Cluster:
         self._seq = 0
         self.on_progress: Any = None  # set by Simulation: (node, JobProgress) -> None
         self.on_control: Any = None  # set by Simulation: (Control) -> None
+        self.trusted: Any = lambda node, job_id: False  # set by Simulation: trust_cheater's view
         self.clocks = Clocks(
             len(nodes),
             T0_MS,
@@ -208,6 +226,7 @@ class Cluster:
         self._dropped = False  # whether the engine dropped ``_delivering``
         self._hold_ms = 0  # sends of this step wait for the ledger commit
         self._may_crash = False  # whether the step being carried out may crash after its commit
+        self._signature_ok: dict[bytes, bool] = {}  # gossip bytes -> signature checked good
         if rates.storage_fail_pct:
             for node in nodes:
                 disk = FlakyDisk(rates.storage_fail_pct, random.Random(f"{seed}:{node.index}:disk"))
@@ -324,6 +343,7 @@ class Cluster:
             late = self._connect_rng.randrange(100) < self.rates.late_connect_pct
         if new_peer and not late:
             self._connect(node, message.peer)
+        message = self._edge_verified(message)
         self._delivering, self._dropped = message, False
         try:
             self.step_engine(node, message, may_crash=True)
@@ -332,6 +352,20 @@ class Cluster:
         if late and node.alive and message.peer not in engine.peer_ips:
             self.counters["late_connects"] += 1
             self._connect(node, message.peer)
+
+    def _edge_verified(self, message: MessageReceived) -> MessageReceived:
+        """Gossip reaches many nodes with the same bytes: check its signature once (module doc)."""
+        if not self._verify or message.verified or message.channel not in GOSSIP_TOPICS:
+            return message
+        ok = self._signature_ok.get(message.data)
+        if ok is None:
+            if len(self._signature_ok) >= SIGNATURES_CACHED_MAX:
+                self._signature_ok.clear()
+            ok = self._signature_ok[message.data] = _signature_ok(message.data)
+            self.counters["signatures_verified_at_edge"] += 1
+        else:
+            self.counters["signature_cache_hits"] += 1
+        return dataclasses.replace(message, verified=True) if ok else message
 
     def _receive_twin(self, node: SimNode, twin: _Twin) -> None:
         """One copy of a duplicated message: the second copy one life of a node sees must be
@@ -459,6 +493,7 @@ class Cluster:
 
     def _deliver(self, node: SimNode, target: int, event: MessageReceived) -> None:
         """Queue ``event`` for ``target`` after the link's latency, maybe late, maybe twice."""
+        self.counters["deliveries"] += 1
         at_ms = self.now_ms + self._hold_ms + self.network.latency_ms(node.index, target)
         rates = self.rates
         if rates.reorder_pct and self._wire_rng.randrange(100) < rates.reorder_pct:
@@ -500,7 +535,10 @@ class Cluster:
     def _run(self, node: SimNode, run: RunJob) -> None:
         """The sandbox stand-in: the role's output and fuel, after a run time set by the fuel."""
         key = bytes(node.identity.public_key)
-        result = faults.role_result(node.role, run.module_hash, run.input_hash, key)
+        trusted = node.role == faults.TRUST_CHEATER and self.trusted(node, run.job_id)
+        result = faults.role_result(
+            node.role, run.module_hash, run.input_hash, key, trusted=trusted
+        )
         if result is None:
             return  # a staller: no JobExecuted, ever
         output, fuel = result
@@ -563,3 +601,13 @@ class Cluster:
                 self._forged[data] = bytes(node.identity.public_key)
             if self.nodes[target].alive and self.network.delivers(node.index, target):
                 self._deliver(node, target, MessageReceived(node.peer_id, TOPIC_HEADS, data))
+
+
+def _signature_ok(data: bytes) -> bool:
+    """Whether ``data`` is an envelope whose signature matches the author named inside it."""
+    try:
+        wire = decode_as(data, EnvelopeWire)
+        signed = decode_as(wire.signed, SignedWire)
+    except RemoteProtocolError:
+        return False  # the engine refuses it, and says why
+    return verify_signature(signed.author, wire.signed, wire.signature)

@@ -9,7 +9,10 @@ all colluders agree on (and they share one /24), ``lazy_copier`` skips the work 
 guess of its own (commit-reveal leaves it nothing to copy; copiers that all guessed alike would
 be colluders across subnets, which a 2-of-3 majority of newcomers cannot stop),
 ``bid_spammer`` bids the floor price on everything and never delivers, ``ledger_forker`` works
-honestly but signs two ledger entries with one seq, ``crash_restart`` is honest but keeps crashing.
+honestly but signs two ledger entries with one seq, ``crash_restart`` is honest but keeps crashing,
+``trust_cheater`` is honest while the publisher would check it and returns its own wrong output
+whenever that publisher trusts it enough to run a job alone (ADR 0034): an adversary that reads
+the publisher's mind, the worst case for adaptive verification.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from hearth.testnet.scenario import Scenario
 
 HONEST: Final = "honest"
 STALLERS: Final = frozenset({"bid_spammer"})  # never finish a job
-CHEATERS: Final = frozenset({"wrong_result", "colluder", "lazy_copier"})
+TRUST_CHEATER: Final = "trust_cheater"
+CHEATERS: Final = frozenset({"wrong_result", "colluder", "lazy_copier", TRUST_CHEATER})
 DAYLIGHT_MASK: Final = sum(1 << hour for hour in range(7, 18))  # 07:00-17:59 UTC
 TARIFF_MC_PER_KWH: Final = (300_000,) * 24  # 0.30 credits per kWh, flat
 
@@ -103,13 +107,14 @@ def honest_result(module_hash: bytes, input_hash: bytes) -> tuple[bytes, int]:
 
 
 def role_result(
-    role: str, module_hash: bytes, input_hash: bytes, worker_key: bytes
+    role: str, module_hash: bytes, input_hash: bytes, worker_key: bytes, *, trusted: bool = False
 ) -> tuple[bytes, int] | None:
-    """What a worker of ``role`` reports for a job; None if it never finishes."""
+    """What a worker of ``role`` reports for a job; None if it never finishes. ``trusted``: the
+    job's publisher would run it alone (only a ``trust_cheater`` looks)."""
     if role in STALLERS:
         return None
     output, fuel = honest_result(module_hash, input_hash)
-    if role == "wrong_result":
+    if role == "wrong_result" or (role == TRUST_CHEATER and trusted):
         return b"lie:" + hashlib.sha256(worker_key + input_hash).digest()[:12], fuel
     if role == "colluder":
         return b"collude:" + hashlib.sha256(input_hash).digest()[:12], fuel

@@ -19,6 +19,7 @@ import random
 from collections.abc import Callable
 from typing import Final
 
+from hearth.protocol.adaptive import VERIFY_ALWAYS_2, VERIFY_POLICIES, AdaptiveConfig
 from hearth.protocol.effects import JobProgress
 from hearth.protocol.events import PublishJob
 from hearth.protocol.identity import Identity
@@ -57,6 +58,12 @@ class SimConfig:
     liveness_limit_s: int = 600
     faults: FaultRates = dataclasses.field(default_factory=FaultRates)
     swarm: bool = False  # draw ``faults`` from the seed instead (fault_rates.swarm)
+    verify: str = VERIFY_ALWAYS_2  # every job's policy (protocol.adaptive, ADR 0034)
+    adaptive: AdaptiveConfig = dataclasses.field(default_factory=AdaptiveConfig)
+    publishers: int = 0  # 0: any honest node publishes; k: only the first k honest nodes
+
+    def __post_init__(self) -> None:
+        assert self.verify in VERIFY_POLICIES, self.verify
 
     @property
     def rates(self) -> FaultRates:
@@ -93,8 +100,10 @@ class Simulation:
             SimNode(i, role, _identity(seed, i), faults.host_profile(profiles[i], role, i))
             for i, role in enumerate(self.roles)
         ]
-        self.checker = Checker(config.nodes, self._result_of)
-        publisher_config = PublisherConfig(award_reply_timeout_ms=5_000)
+        self.checker = Checker(
+            config.nodes, self._result_of, solo_may_err=config.verify != VERIFY_ALWAYS_2
+        )
+        publisher_config = PublisherConfig(award_reply_timeout_ms=5_000, adaptive=config.adaptive)
         self.cluster = Cluster(
             seed,
             nodes,
@@ -106,6 +115,9 @@ class Simulation:
         )
         self.cluster.on_progress = self._on_progress
         self.cluster.on_control = self._on_control
+        self.cluster.trusted = self._trusted
+        honest = [n.index for n in nodes if n.role == faults.HONEST]
+        self.publishers = honest[: config.publishers] if config.publishers else []
         self.jobs: dict[bytes, JobRecord] = {}
         self.job_order: list[bytes] = []
         self.phase = "safety"
@@ -268,11 +280,25 @@ class Simulation:
             replicas=self.scenario.replicas,
             replicas_max=self.scenario.replicas_max,
             lease_ms=LEASE_MS,
+            verify=self.config.verify,
         )
         self.cluster.step_engine(self.cluster.nodes[publisher], command)
 
+    def _trusted(self, node: SimNode, job_id: bytes) -> bool:
+        """Would the publisher of ``job_id`` run it on ``node`` alone? (trust_cheater's view)"""
+        record = self.jobs.get(job_id)
+        engine = None if record is None else self.cluster.nodes[record.publisher].engine
+        if engine is None:
+            return False
+        streak = engine.reputation.get(node.peer_id).valid_streak
+        return streak >= self.config.adaptive.trust_streak_min
+
     def _pick_publisher(self, j: int) -> int:
         """A random live honest node; every job has a publisher, even if it must search."""
+        if self.publishers:
+            index = self.publishers[j % len(self.publishers)]
+            self._control_up(index)
+            return index
         nodes = self.cluster.nodes
         start = self.rng.randrange(len(nodes))
         for offset in range(len(nodes)):

@@ -1,0 +1,125 @@
+"""Adaptive verification with 25 % cheaters: accepted-wrong rate vs its bound, extra runs, credits.
+
+I/O: none (``main`` prints one JSON line). Run:
+``python -m hearth.testnet.sim.verify_experiment [--nodes 40] [--jobs 1500] [--streak 20]
+[--spot-pct 10] [--seed 1]``.
+
+A quarter of the nodes cheat: ``wrong_result`` hosts always return a wrong output, and
+``trust_cheater`` hosts return the right one until the publisher would run them alone, then a
+wrong one (they read the publisher's reputation table: the worst case, ADR 0034). A few honest
+publishers publish every job with ``verify="adaptive"``, so that hosts build a record with them.
+Trust is taken as established after the first half of the jobs: extra runs are counted on the
+second half (runs beyond one per job, every sandbox run included, tie-breakers too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from collections import Counter
+from typing import Any
+
+from hearth.protocol.adaptive import PPM, VERIFY_ADAPTIVE, AdaptiveConfig
+from hearth.testnet.scenario import Scenario
+from hearth.testnet.sim import faults
+from hearth.testnet.sim.run import run_simulation
+from hearth.testnet.sim.simulation import SimConfig, Simulation
+
+CHEATER_SHARES_PCT = (("wrong_result", 10), (faults.TRUST_CHEATER, 15))
+JOB_RATE_PER_S = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    nodes: int = 40
+    jobs: int = 1_500
+    seed: int = 1
+    publishers: int = 2
+    adaptive: AdaptiveConfig = dataclasses.field(
+        default_factory=lambda: AdaptiveConfig(trust_streak_min=20, spot_check_ppm=100_000)
+    )
+
+
+def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
+    """Run the simulation and return its figures (``figures`` says what each one is)."""
+    scenario = Scenario(
+        name="adaptive-verification",
+        seed=config.seed,
+        duration_s=5 + config.jobs // JOB_RATE_PER_S + 1,
+        job_rate_per_s=JOB_RATE_PER_S,
+        adversary_shares_pct=CHEATER_SHARES_PCT,
+    )
+    sim_config = SimConfig(
+        nodes=config.nodes,
+        jobs=config.jobs,
+        seed=config.seed,
+        scenario=scenario,
+        verify=VERIFY_ADAPTIVE,
+        adaptive=config.adaptive,
+        publishers=config.publishers,
+    )
+    result = run_simulation(sim_config)
+    if result.violation is not None:
+        raise result.violation
+    return figures(result.simulation, config)
+
+
+def figures(sim: Simulation, config: ExperimentConfig) -> dict[str, Any]:
+    cluster = sim.cluster
+    jobs = [sim.jobs[job_id] for job_id in sim.job_order]
+    paid = [r for r in jobs if r.phase == "paid"]
+    publisher_jobs = {}
+    for index in sim.publishers:
+        engine = cluster.nodes[index].engine
+        assert engine is not None
+        publisher_jobs.update(engine.publisher.jobs)
+    wrong = [r for r in paid if publisher_jobs[r.job_id].accepted_digest != r.honest_digest]
+    ways = Counter(publisher_jobs[r.job_id].verified_by for r in jobs)
+    runs = Counter(job_id for job_id, _ in cluster.runs)
+    later = jobs[len(jobs) // 2 :]
+    extra_runs = sum(max(0, runs[r.job_id] - 1) for r in later)
+    by_role: dict[str, int] = Counter()
+    for node in cluster.nodes:
+        if node.role in faults.CHEATERS:
+            by_role[node.role] += node.ledger.balance_mc()
+    return {
+        "experiment": "adaptive-verification",
+        "nodes": config.nodes,
+        "roles": dict(sorted(Counter(sim.roles).items())),
+        "jobs": len(jobs),
+        "jobs_verified": len(paid),
+        "jobs_failed": sum(1 for r in jobs if r.phase == "failed"),
+        "trust_streak_min": config.adaptive.trust_streak_min,
+        "spot_check_pct": config.adaptive.spot_check_ppm * 100 / PPM,
+        "verified_by": dict(sorted(ways.items())),
+        "wrong_accepted": len(wrong),
+        "accepted_wrong_rate_pct": round(100 * len(wrong) / max(1, len(paid)), 3),
+        "error_bound_pct": round(100 * config.adaptive.error_bound_ppm / PPM, 3),
+        "extra_runs_per_task_after_trust": round(extra_runs / max(1, len(later)), 4),
+        "extra_runs_per_task_all": round(
+            sum(max(0, runs[r.job_id] - 1) for r in jobs) / max(1, len(jobs)), 4
+        ),
+        "cheaters_net_mc": dict(sorted(by_role.items())),
+        "paid_for_wrong_mc": sim.checker.paid_for_wrong_mc,
+        "credits_sum_mc": sum(node.ledger.balance_mc() for node in cluster.nodes),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=40)
+    parser.add_argument("--jobs", type=int, default=1_500)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--streak", type=int, default=20, help="N: matching results to trust")
+    parser.add_argument("--spot-pct", type=int, default=10, help="c: spot-check rate, percent")
+    args = parser.parse_args()
+    if args.nodes < 8 or args.jobs < 2 or args.streak < 1 or not 0 < args.spot_pct <= 100:
+        parser.error("need --nodes >= 8, --jobs >= 2, --streak >= 1, 0 < --spot-pct <= 100")
+    adaptive = AdaptiveConfig(args.streak, args.spot_pct * PPM // 100)
+    config = ExperimentConfig(args.nodes, args.jobs, args.seed, adaptive=adaptive)
+    print(json.dumps(run_experiment(config)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""Adaptive verification with 25 % cheaters in the simulator (ADR 0034), at a small scale."""
+
+from __future__ import annotations
+
+from hearth.protocol.adaptive import AdaptiveConfig
+from hearth.testnet.sim.verify_experiment import ExperimentConfig, run_experiment
+
+
+def test_adaptive_verification_keeps_wrong_results_within_its_bound() -> None:
+    adaptive = AdaptiveConfig(trust_streak_min=5, spot_check_ppm=200_000)
+    figures = run_experiment(ExperimentConfig(nodes=24, jobs=300, seed=2, adaptive=adaptive))
+    print(figures)
+    assert figures["roles"] == {"honest": 19, "trust_cheater": 3, "wrong_result": 2}
+    assert figures["jobs_verified"] + figures["jobs_failed"] == 300
+    assert figures["jobs_verified"] >= 290
+    # Trusted hosts ran jobs alone, and some of those were spot-checked.
+    assert figures["verified_by"]["solo"] > 100 and figures["verified_by"]["spot-checked"] > 10
+    # The trust cheaters got some wrong results through, but within the stated bound.
+    assert 0 < figures["accepted_wrong_rate_pct"] <= figures["error_bound_pct"]
+    # Fewer extra runs once hosts are trusted than while they earn it.
+    assert figures["extra_runs_per_task_after_trust"] < figures["extra_runs_per_task_all"]
+    assert figures["cheaters_net_mc"]["wrong_result"] == 0  # never matched: never paid
+    assert figures["credits_sum_mc"] == 0
+
+
+def test_the_experiment_replays_from_its_seed() -> None:
+    adaptive = AdaptiveConfig(trust_streak_min=3, spot_check_ppm=100_000)
+    config = ExperimentConfig(nodes=16, jobs=60, seed=5, adaptive=adaptive)
+    assert run_experiment(config) == run_experiment(config)
