@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from hearth.testnet.run import Runner
 
 COMPLETED_PCT_MIN = 99.0
+COMPLETED_PCT_MIN_FAULTS = 50.0  # a lab scenario with partitions or relay loss (ADR 0037)
 
 
 def summarise(runner: Runner) -> dict[str, Any]:
@@ -65,6 +66,11 @@ def summarise(runner: Runner) -> dict[str, Any]:
     lab = runner.plan.scenario.lab
     faults = lab is not None and bool(lab.faults)
     summary["checks"] = _checks(summary, cheaters=bool(cheaters) or faults)
+    if faults and not cheaters:  # but most jobs get through: the faults are brief
+        completed = summary["jobs_completed_pct"]
+        summary["checks"]["jobs_completed_half_under_faults"] = (
+            completed is not None and completed >= COMPLETED_PCT_MIN_FAULTS
+        )
     summary["ok"] = all(summary["checks"].values())
     return summary
 
