@@ -7,8 +7,8 @@ process holds one node). Records are validated strictly: only namespaced keys wi
 (``/pk/``, self-certifying public keys) are accepted, so a stranger cannot store arbitrary
 values in us. Inbound queries are bounded per peer by a token bucket (beyond it the stream is
 reset, as the Kademlia spec says for any error) on top of the library's 12 concurrent handlers.
-The routing table is fed with connected peers that speak the protocol, and random walks (the
-library's refresh manager) fill it further.
+The routing table is fed with connected peers that identify says serve the protocol, and on
+servers random walks (the library's refresh manager) fill it further.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.kad_dht import common, kad_dht, peer_routing, provider_store, value_store
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID
 from libp2p.records.pubkey import PublicKeyValidator
 from libp2p.records.validator import NamespacedValidator
 from libp2p.tools.anyio_service import background_trio_service
@@ -62,7 +63,9 @@ class HearthDht:
         self.dht = KadDHT(
             host,
             mode,
-            enable_random_walk=True,
+            # Random walks (every 120 s) from servers only: a client behind NAT, or every node
+            # of a loopback testnet, would walk tables with no server in them.
+            enable_random_walk=mode == DHTMode.SERVER,
             validator=validator,
             validator_changed=True,
             protocol_prefix=KAD_PREFIX,
@@ -92,12 +95,20 @@ class HearthDht:
         """Offer connected peers to the routing table; returns how many it holds."""
         table = self.dht.routing_table
         for peer in sorted(self.host.get_connected_peers(), key=str)[:FEED_PEERS_MAX]:
-            if not table.peer_in_table(peer):
+            if not table.peer_in_table(peer) and self._serves_kad(peer):
                 try:
                     await self.dht.add_peer(peer)
                 except Exception as error:  # the peer left, or does not speak Kademlia
                     logger.debug("DHT add of %s failed: %r", peer, error)
         return int(table.size())
+
+    def _serves_kad(self, peer: ID) -> bool:
+        """Whether identify said the peer serves our DHT (a peer not yet identified: no)."""
+        try:
+            protocols = self.host.get_peerstore().get_protocols(peer)
+        except Exception:  # PeerStoreError: not in the peerstore (any more)
+            return False
+        return KAD_PROTOCOL in (protocols or [])
 
     async def run(self) -> None:
         async with background_trio_service(self.dht):
