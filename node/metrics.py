@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from hearth.node.logs import log
-from hearth.protocol.effects import CommitEntries, FetchBlob, JobProgress, Send
+from hearth.protocol.effects import AwaitSaves, CommitEntries, FetchBlob, JobProgress, Publish, Send
 from hearth.protocol.events import JobExecuted, MessageReceived, PaymentReceived, PublishJob
 from hearth.protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, TOPIC_CAPACITY, TOPIC_JOBS
 
@@ -53,6 +53,12 @@ class NodeMetrics:
             "hearth_calls_heard", "Calls for bids received by gossip", registry=r
         )
         self.bids_sent = Counter("hearth_bids_sent", "Bids this host sent", registry=r)
+        self.messages_sent = Counter(
+            "hearth_messages_sent",
+            "Messages this node sent, by stream protocol or gossip topic",
+            ["channel"],
+            registry=r,
+        )
         self.bids_won = Counter(
             "hearth_bids_won", "Awards this host accepted (a bid won)", registry=r
         )
@@ -125,6 +131,10 @@ class NodeMetrics:
     def observe(self, node: Node, event: object, effects: list[Any]) -> None:
         """Count (and log, for job decisions) what one engine step took and decided."""
         grouped = by_type(effects)
+        for send in grouped[Send]:
+            self.messages_sent.labels(channel=send.protocol).inc()
+        for publish in grouped[Publish]:
+            self.messages_sent.labels(channel=publish.topic).inc()
         if isinstance(event, MessageReceived):
             self._on_message(node, event, grouped)
         elif isinstance(event, PublishJob):
@@ -221,6 +231,9 @@ def by_type(effects: Iterable[Any]) -> collections.defaultdict[type, list[Any]]:
     grouped: collections.defaultdict[type, list[Any]] = collections.defaultdict(list)
     for effect in effects:
         grouped[type(effect)].append(effect)
+    for waiting in grouped[AwaitSaves]:  # what waited on a save (ADR 0031), a commit among it
+        for effect in waiting.then:
+            grouped[type(effect)].append(effect)
     for commit in grouped[CommitEntries]:
         for effect in commit.then:
             grouped[type(effect)].append(effect)
