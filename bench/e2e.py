@@ -27,8 +27,9 @@ from hearth.node.sandbox.config import SandboxConfig
 from hearth.node.sandbox.model import JobRequest, Runtime
 from hearth.node.sandbox.pool import SandboxPool
 from hearth.node.sandbox.shipped import wasm_bytes
+from hearth.protocol.messages import TOPIC_CAPACITY
 from hearth.testnet import launch
-from hearth.testnet.demo import module_path, prepare
+from hearth.testnet.demo import metric_values, module_path, prepare
 from hearth.testnet.observe import market_complete
 
 NODES = 5
@@ -58,8 +59,25 @@ def local_baseline_ms(data: bytes, home: Path, runs: int) -> float:
     return trio.run(measure)
 
 
-def run_network(root: Path, jobs: int, bid_window_ms: int, *, directed: bool) -> list[float]:
-    """Start five nodes under ``root``, publish ``jobs`` echo jobs one by one, stop them."""
+def messages_sent(nodes: list[launch.LaunchedNode]) -> int:
+    """Messages every node has sent so far (direct and gossip), from its metrics; capacity ads
+    left out: they go out on their own clock whether or not jobs run."""
+    return round(
+        sum(
+            value
+            for node in nodes
+            for (name, channel), value in metric_values(node).items()
+            if name == "hearth_messages_sent_total" and channel != TOPIC_CAPACITY
+        )
+    )
+
+
+def run_network(
+    root: Path, jobs: int, bid_window_ms: int, *, directed: bool
+) -> tuple[list[float], float]:
+    """Start five nodes under ``root``, publish ``jobs`` echo jobs one by one, stop them.
+
+    Returns the latencies and the messages all nodes sent per job."""
     configs = prepare(root)
     if not directed:
         configs = [
@@ -72,6 +90,7 @@ def run_network(root: Path, jobs: int, bid_window_ms: int, *, directed: bool) ->
     try:
         launch.wait_for(lambda: market_complete(nodes), 30, "the market")
         options = JobOptions(bid_window_ms=bid_window_ms, replicas=2)
+        before = messages_sent(nodes)
         with Client(nodes[PUBLISHER].home) as client:
             for i in range(jobs):
                 started = time.perf_counter()
@@ -83,9 +102,10 @@ def run_network(root: Path, jobs: int, bid_window_ms: int, *, directed: bool) ->
                 latencies_ms.append(elapsed_ms)
                 label = "directed" if directed else "fixed-window"
                 print(f"{label} job {i + 1:>3}/{jobs}: {elapsed_ms:7.0f} ms", flush=True)
+        per_job = (messages_sent(nodes) - before) / jobs
     finally:
         launch.stop(nodes)
-    return latencies_ms
+    return latencies_ms, per_job
 
 
 def main() -> None:
@@ -95,8 +115,11 @@ def main() -> None:
     parser.add_argument("--bid-window-ms", type=int, default=JobOptions.bid_window_ms)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="hearth-bench-") as tmp:
-        directed = run_network(Path(tmp) / "directed", args.jobs, args.bid_window_ms, directed=True)
-        fixed = run_network(Path(tmp) / "fixed", args.old_jobs, args.bid_window_ms, directed=False)
+        root = Path(tmp)
+        directed, messages = run_network(root / "new", args.jobs, args.bid_window_ms, directed=True)
+        fixed, fixed_messages = run_network(
+            root / "fixed", args.old_jobs, args.bid_window_ms, directed=False
+        )
         baseline_ms = local_baseline_ms(os.urandom(4096), Path(tmp), 5)
     figures = {
         "nodes": NODES,
@@ -106,9 +129,11 @@ def main() -> None:
         "latency_ms_p50": round(percentile(directed, 50)),
         "latency_ms_p99": round(percentile(directed, 99)),
         "latency_ms_max": round(max(directed)),
+        "messages_per_job": round(messages, 1),
         "fixed_window_jobs": args.old_jobs,
         "fixed_window_latency_ms_p50": round(percentile(fixed, 50)),
         "fixed_window_latency_ms_p99": round(percentile(fixed, 99)),
+        "fixed_window_messages_per_job": round(fixed_messages, 1),
         "local_sandbox_warm_ms": round(baseline_ms, 1),
     }
     print(

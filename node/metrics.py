@@ -30,7 +30,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from hearth.node.logs import log
-from hearth.protocol.effects import CommitEntries, FetchBlob, JobProgress, Log, Send
+from hearth.protocol.effects import (
+    AwaitSaves,
+    CommitEntries,
+    FetchBlob,
+    JobProgress,
+    Log,
+    Publish,
+    Send,
+)
 from hearth.protocol.events import JobExecuted, MessageReceived, PaymentReceived, PublishJob
 from hearth.protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, TOPIC_CAPACITY, TOPIC_JOBS
 
@@ -59,6 +67,12 @@ class NodeMetrics:
             "hearth_calls_heard", "Calls for bids received by gossip", registry=r
         )
         self.bids_sent = Counter("hearth_bids_sent", "Bids this host sent", registry=r)
+        self.messages_sent = Counter(
+            "hearth_messages_sent",
+            "Messages this node sent, by stream protocol or gossip topic",
+            ["channel"],
+            registry=r,
+        )
         self.bids_won = Counter(
             "hearth_bids_won", "Awards this host accepted (a bid won)", registry=r
         )
@@ -134,6 +148,10 @@ class NodeMetrics:
         for line in grouped[Log]:
             if line.event == "message-dropped":
                 self.dropped_in_engine.labels(reason=dict(line.fields).get("reason", "")).inc()
+        for send in grouped[Send]:
+            self.messages_sent.labels(channel=send.protocol).inc()
+        for publish in grouped[Publish]:
+            self.messages_sent.labels(channel=publish.topic).inc()
         if isinstance(event, MessageReceived):
             self._on_message(node, event, grouped)
         elif isinstance(event, PublishJob):
@@ -230,6 +248,9 @@ def by_type(effects: Iterable[Any]) -> collections.defaultdict[type, list[Any]]:
     grouped: collections.defaultdict[type, list[Any]] = collections.defaultdict(list)
     for effect in effects:
         grouped[type(effect)].append(effect)
+    for waiting in grouped[AwaitSaves]:  # what waited on a save (ADR 0031), a commit among it
+        for effect in waiting.then:
+            grouped[type(effect)].append(effect)
     for commit in grouped[CommitEntries]:
         for effect in commit.then:
             grouped[type(effect)].append(effect)

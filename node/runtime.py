@@ -236,7 +236,7 @@ async def run_node(
             network_prefix_v4=config.network_group_prefix_v4,
             directed_invitations=config.directed_invitations,
             save_behind=True,  # node/jobs.py writes job state off the loop (ADR 0031)
-        )
+        ),
     )
     host_config = HostConfig(
         seed=identity.seed,
