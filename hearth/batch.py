@@ -47,6 +47,7 @@ import anyio
 
 from hearth.client import AsyncClient, HearthError, module_bytes, runtime_for
 from hearth.protocol import bundles
+from hearth.protocol.causes import TRANSIENT_CAUSES
 from hearth.protocol.pricing import cost_mc
 
 QUEUED, RUNNING, VERIFIED, FAILED = 0, 1, 2, 3
@@ -54,6 +55,7 @@ JOURNAL_NAME = "journal.jsonl"
 CANCEL_MARKER = "cancelled"
 RESULT_FETCH_S_MAX = 30.0
 MC_PER_CREDIT = 1000
+TRANSIENT_ATTEMPTS_FACTOR = 4
 FUEL_PER_S_FALLBACK = 500_000_000  # a slow home CPU's wasm fuel rate (node/calibrate.py)
 
 
@@ -78,8 +80,8 @@ class BatchOptions:
     bundle_tasks_max: int = 1024
     bundle_bytes_max: int = 16 << 20
     bundle_growth: int = 4  # a bundle verified quickly makes the next this many times bigger
-    bundles_in_flight: int = 0  # 0: one per host in the market (at least 2)
-    attempts_max: int = 3
+    bundles_in_flight: int = 0  # 0: as many as the market's hosts can run all replicas of
+    attempts_max: int = 3  # bundles a task may fail in (four times more when hosts were busy)
     # Hosts bid only on work they can finish in time at their fuel rate, so a bundle holds at
     # most a quarter of its deadline's worth of fuel_max at this rate (0: this node's calibrated
     # rate, ``FUEL_PER_S_FALLBACK`` if it has none).
@@ -331,8 +333,10 @@ class BatchRunner:
             rate = calibrated_fuel_per_s(self.client.home)
             self.options = dataclasses.replace(self.options, fuel_per_s=rate)
         if self.options.bundles_in_flight <= 0:
+            # Hosts bid only when they have a free core: leave room for every bundle's replicas.
             hosts = len((await self.client.market()).get("offers", []))
-            self.options = dataclasses.replace(self.options, bundles_in_flight=max(2, hosts))
+            in_flight = max(1, hosts // self.options.replicas)
+            self.options = dataclasses.replace(self.options, bundles_in_flight=in_flight)
         data = module_bytes(self.module)
         self._module_hash = await self.client.put_blob(data)
         self.on_progress(self.stats)
@@ -581,10 +585,14 @@ class BatchRunner:
         )
         self.cancelled = self.cancelled or cancelled  # `hearth job cancel` stopped the batch
         self.size = max(1, self.size // 2)
+        cause = "" if end.summary is None else str(end.summary.get("cause", ""))
+        # Busy or absent hosts may free up: such a failure costs a task less of its attempts.
+        transient = cause in {c.value for c in TRANSIENT_CAUSES} or end.summary is None
+        attempts_max = self.options.attempts_max * (TRANSIENT_ATTEMPTS_FACTOR if transient else 1)
         given_up = []
         for index in bundle.tasks:
             self.attempts[index] += 0 if cancelled else 1
-            if self.attempts[index] >= self.options.attempts_max:
+            if self.attempts[index] >= attempts_max:
                 self.state[index] = FAILED
                 given_up.append(index)
             else:
