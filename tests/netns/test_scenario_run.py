@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +48,42 @@ def test_internet_scenario_is_safe_through_partition_and_relay_loss(tmp_path: Pa
     for pair, figures in summary["rtt_ms_by_link_pair"].items():
         assert figures["p50"] >= figures["configured_ms"], pair  # shaping adds what it says
     assert not [ns for ns in list_namespaces() if ns.startswith(f"hth-{lab['id']}-")]
+
+
+def test_ctrl_c_during_a_lab_run_removes_the_lab(tmp_path: Path) -> None:
+    require_netns()
+    out = tmp_path / "report"
+    env = {**os.environ, "HEARTH_HOME": str(tmp_path / "home")}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "hearth", "testnet", "run", "internet", "--out", str(out)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lab_id = _wait_for_lab(out / "events.jsonl", run)
+        assert [ns for ns in list_namespaces() if ns.startswith(f"hth-{lab_id}-")]
+        run.send_signal(signal.SIGINT)
+        assert run.wait(timeout=120) == 130
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert not [ns for ns in list_namespaces() if ns.startswith(f"hth-{lab_id}-")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] and summary["lab"]["id"] == lab_id
+
+
+def _wait_for_lab(events: Path, run: subprocess.Popen[str]) -> str:
+    """The lab's id once the runner has built it (events.jsonl says lab_built)."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        assert run.poll() is None, run.stderr.read() if run.stderr else ""
+        if events.exists():
+            for line in events.read_text().splitlines():
+                event = json.loads(line)
+                if event["kind"] == "lab_built":
+                    return str(event["lab"])
+        time.sleep(0.2)
+    raise AssertionError("the runner never built its lab")
