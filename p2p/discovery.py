@@ -360,7 +360,7 @@ class PeerExchange:
                 if info.peer_id == own or info.peer_id in connected:
                     continue
                 for addr in info.addrs:
-                    text = transport_addr(addr)
+                    text = str(addr) if addresses.is_circuit(str(addr)) else transport_addr(addr)
                     if not self._may_reach(text):
                         foreign += 1  # a private/loopback address outside its network
                         continue
