@@ -25,7 +25,11 @@ CPU went to four upstream behaviours, each fixed here.
   a burst of a publisher's own calls for bids was dropped before it left. Our own messages are
   exempt; the limit for others is set on purpose in `p2p/gossip.py`.
 
-Yamux (the fifth): upstream sends a WINDOW_UPDATE frame after every read
+- **No flood publishing.** A node's own messages went to its mesh only; a node whose only link
+  is a hub that pruned it (the bootstrap node of a 50-node start) published into nothing. Our own
+  messages go to every peer in the topic, as go-libp2p does by default (`floodPublish`).
+
+Yamux (the sixth): upstream sends a WINDOW_UPDATE frame after every read
 (`PY_YAMUX_RELEASE_ON_READ` defaults to on), one encrypted frame back for each small message;
 go-yamux batches them until half the window is consumed. `install_yamux_batching` turns the
 per-read update off, so updates follow go-yamux's half-window rule (11 % of idle CPU).
@@ -151,6 +155,31 @@ class HearthGossipSub(GossipSub):
         backoff we announce to it ends; upstream grafts it again at the next heartbeat."""
         self._add_back_off(to_peer, topic, is_unsubscribe)
         await super().emit_prune(topic, to_peer, do_px, is_unsubscribe)
+
+    def _get_peers_to_send(
+        self,
+        topic_ids: Iterable[str],
+        msg_forwarder: ID,
+        origin: ID,
+        msg_id: bytes | None = None,
+    ) -> Iterable[ID]:
+        """Flood publishing (go-libp2p's default): our own messages go to every peer in the
+        topic, not only the mesh, so a node whose one link is a busy hub's pruned peer still
+        gets its ad out; what we forward goes to the mesh as before."""
+        topics = list(topic_ids)
+        peers = set(super()._get_peers_to_send(topics, msg_forwarder, origin, msg_id))
+        if self.pubsub is None or origin != self.pubsub.my_id:
+            return peers
+        scorer = self.scorer
+        for topic in topics:
+            peers.update(
+                p
+                for p in self.pubsub.peer_topics.get(topic, ())
+                if p in self.peer_protocol
+                and (scorer is None or not scorer.is_graylisted(p, [topic]))
+            )
+        peers.discard(origin)
+        return peers
 
     def _check_spam_protection(self, peer_id: ID, msg: rpc_pb2.Message) -> bool:
         if self.pubsub is not None and peer_id == self.pubsub.my_id:

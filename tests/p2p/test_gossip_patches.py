@@ -139,3 +139,16 @@ def test_idontwant_goes_out_only_for_large_messages_of_others() -> None:
 
     trio.run(run)
     assert sent == [b"L" * 8]
+
+
+def test_own_messages_flood_to_every_topic_peer_and_forwarded_ones_go_to_the_mesh() -> None:
+    own, mesh_peer, pruned = peer(0), peer(1), [peer(i) for i in range(2, 6)]
+    gossip = router(HearthGossipSub, own, [mesh_peer, *pruned])
+    gossip.mesh[TOPIC] = {mesh_peer}
+    everyone = {mesh_peer, *pruned}
+    assert set(gossip._get_peers_to_send([TOPIC], own, own)) == everyone
+    author = pruned[0]
+    assert set(gossip._get_peers_to_send([TOPIC], author, author)) == {mesh_peer}
+    upstream = router(GossipSub, own, [mesh_peer, *pruned])
+    upstream.mesh[TOPIC] = {mesh_peer}
+    assert set(upstream._get_peers_to_send([TOPIC], own, own)) == {mesh_peer}
