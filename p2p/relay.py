@@ -130,6 +130,7 @@ class NatService:
         self._hop_budget = TokenBuckets(*HOP_REQUESTS_PER_PEER)
         self._reserved: dict[ID, tuple[str, int]] = {}  # relay -> (its address, expiry unix s)
         self._relay_retry_at: dict[ID, float] = {}
+        self._dialling: set[ID] = set()
         self.hop_refused = 0
         self.punched: set[str] = set()
         # peer -> kinds of its connections in the order they opened ("relayed", "direct"), so
@@ -401,6 +402,17 @@ class NatService:
         """Connect to ``peer`` through the relay named in ``addr`` (``.../p2p-circuit``)."""
         network: Any = self._host.get_network()
         target = addr if addr.endswith(f"/p2p/{peer.to_base58()}") else f"{addr}/p2p/{peer}"
+        # One relayed dial per peer at a time, none once connected: every extra connection
+        # past the per-peer cap is trimmed, with the streams on it (ADR 0014).
+        if peer in self._host.get_connected_peers() or peer in self._dialling:
+            return peer in self._host.get_connected_peers()
+        self._dialling.add(peer)
+        try:
+            return await self._dial_circuit(target, peer, network)
+        finally:
+            self._dialling.discard(peer)
+
+    async def _dial_circuit(self, target: str, peer: ID, network: Any) -> bool:
         try:
             with trio.fail_after(limits.DIAL_TIMEOUT_MS / 1000):
                 raw = await self._relay._dial_via_circuit_addr(
@@ -415,7 +427,7 @@ class NatService:
         except trio.Cancelled:
             raise
         except Exception as error:
-            logger.debug("relayed dial to %s via %s failed: %r", peer, addr, error)
+            logger.debug("relayed dial to %s via %s failed: %r", peer, target, error)
             return False
 
     async def connect_via_relay(self, peer: ID) -> bool:
