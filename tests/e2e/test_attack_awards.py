@@ -45,7 +45,12 @@ HOSTILE_FUEL_PER_S = 10**10
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[launch.LaunchedNode]]:
-    nodes = start(tmp_path_factory.mktemp("awards"), [config(60 + 10 * i) for i in range(3)])
+    # The attacks need calls the hostile peer can see: it has no capacity ad, so a directed
+    # auction (ADR 0031) would never invite it. The award rules under test are the same on both
+    # paths; invitations forwarded or answered uninvited are tested in test_invitations.py.
+    gossiped = "directed_invitations = true", "directed_invitations = false"
+    configs = [config(60 + 10 * i).replace(*gossiped) for i in range(3)]
+    nodes = start(tmp_path_factory.mktemp("awards"), configs)
     try:
         yield nodes
     finally:
