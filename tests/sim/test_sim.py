@@ -42,14 +42,16 @@ def run(nodes: int, jobs: int, seed: int, scenario: Scenario, **kw: object) -> S
 
 
 def test_2000_nodes_replay_exactly_and_seeds_differ() -> None:
-    first = run(2000, 2000, 5, QUICK, fake_signatures=True)
+    # 2,000 nodes; 500 jobs, not 2,000: the run's time goes with the jobs (three runs of 2,000
+    # took two minutes of the suite), and bench/sim covers job volume at scale.
+    first = run(2000, 500, 5, QUICK, fake_signatures=True)
     assert first.violation is None, first.violation
-    assert first.summary["jobs_published"] == 2000
+    assert first.summary["jobs_published"] == 500
     assert first.summary["jobs_unsettled"] == 0
     assert first.summary["credits_sum_mc"] == 0
-    again = run(2000, 2000, 5, QUICK, fake_signatures=True)
+    again = run(2000, 500, 5, QUICK, fake_signatures=True)
     assert again.trace_sha256 == first.trace_sha256
-    other = run(2000, 2000, 6, QUICK, fake_signatures=True)
+    other = run(2000, 500, 6, QUICK, fake_signatures=True)
     assert other.violation is None, other.violation
     assert other.trace_sha256 != first.trace_sha256
 
