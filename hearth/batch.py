@@ -58,7 +58,7 @@ RESULT_FETCH_S_MAX = 30.0
 MC_PER_CREDIT = 1000
 TRANSIENT_ATTEMPTS_FACTOR = 4
 FUEL_PER_S_FALLBACK = 500_000_000  # a slow home CPU's wasm fuel rate (node/calibrate.py)
-PIPELINE_DEPTH = 2  # bundles per offered core: one running, one waiting in the host's backlog
+PIPELINE_DEPTH = 1  # bundles per offered core (2: one more waits in the host's backlog)
 
 
 class BatchError(HearthError):
