@@ -37,6 +37,7 @@ import json
 import math
 import os
 import secrets
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -57,6 +58,7 @@ RESULT_FETCH_S_MAX = 30.0
 MC_PER_CREDIT = 1000
 TRANSIENT_ATTEMPTS_FACTOR = 4
 FUEL_PER_S_FALLBACK = 500_000_000  # a slow home CPU's wasm fuel rate (node/calibrate.py)
+PIPELINE_DEPTH = 1  # bundles per offered core (2: one more waits in the host's backlog)
 
 
 class BatchError(HearthError):
@@ -227,6 +229,18 @@ class BatchStats:
     started_s: float = dataclasses.field(default_factory=time.monotonic)
     hosts: dict[str, HostTally] = dataclasses.field(default_factory=dict)
     stopped: str = ""  # why the batch ended before every task was done ("" if it did not)
+    # Where verified bundles' time went: for each step (the input stored, the job published,
+    # each phase the node reported, the results fetched), ms since the bundle started.
+    traces: list[dict[str, float]] = dataclasses.field(default_factory=list)
+
+    def bundle_trace_ms(self) -> dict[str, float]:
+        """The median over verified bundles of each step's time since the bundle started."""
+        steps: dict[str, list[float]] = {}
+        for trace in self.traces:
+            for step, at_ms in trace.items():
+                steps.setdefault(step, []).append(at_ms)
+        medians = {step: round(statistics.median(times), 1) for step, times in steps.items()}
+        return dict(sorted(medians.items(), key=lambda item: item[1]))
 
     @property
     def queued(self) -> int:
@@ -253,6 +267,7 @@ class BatchStats:
             "mismatches": sum(h.mismatches for h in self.hosts.values()),
             "hosts": {peer: dataclasses.asdict(h) for peer, h in sorted(self.hosts.items())},
             "stopped": self.stopped,
+            "bundle_trace_ms": self.bundle_trace_ms(),
         }
 
 
@@ -262,6 +277,11 @@ class Bundle:
     job_id: str
     tasks: list[int]
     started_s: float = dataclasses.field(default_factory=time.monotonic)
+    trace: dict[str, float] = dataclasses.field(default_factory=dict)
+
+    def mark(self, step: str) -> None:
+        """Note when ``step`` first happened (ms since the bundle started)."""
+        self.trace.setdefault(step, round((time.monotonic() - self.started_s) * 1000, 1))
 
 
 @dataclasses.dataclass
@@ -333,9 +353,8 @@ class BatchRunner:
             rate = calibrated_fuel_per_s(self.client.home)
             self.options = dataclasses.replace(self.options, fuel_per_s=rate)
         if self.options.bundles_in_flight <= 0:
-            # Hosts bid only when they have a free core: leave room for every bundle's replicas.
-            hosts = len((await self.client.market()).get("offers", []))
-            in_flight = max(1, hosts // self.options.replicas)
+            offers = (await self.client.market()).get("offers", [])
+            in_flight = bundles_in_flight_for(offers, self.options.replicas)
             self.options = dataclasses.replace(self.options, bundles_in_flight=in_flight)
         data = module_bytes(self.module)
         self._module_hash = await self.client.put_blob(data)
@@ -464,6 +483,7 @@ class BatchRunner:
             await send.send(BundleEnd(bundle, None, problem="cancelled"))
             return
         input_hash = await self.client.put_blob(payload.encode())
+        bundle.mark("stored")
         fuel_max = min(options.fuel_max * len(inputs), bundles_fuel_cap())
         body = {
             "runtime": self._runtime,
@@ -480,6 +500,7 @@ class BatchRunner:
             "job_id": bundle.job_id,
         }
         await self.client.publish(body)
+        bundle.mark("published")
         await self._follow(bundle, send)
 
     def _requeue_tail(self, bundle: Bundle, position: int) -> None:
@@ -494,8 +515,8 @@ class BatchRunner:
     async def _follow(self, bundle: Bundle, send: Any) -> None:
         """Wait for the bundle's job to end on the node; fetch and check its results."""
         try:
-            async for _ in self.client.events(bundle.job_id):
-                pass
+            async for event in self.client.events(bundle.job_id):
+                bundle.mark(str(event.get("phase", "")))
             summary = await self.client.job(bundle.job_id)
         except HearthError as exc:
             if "no job published" not in str(exc):
@@ -511,6 +532,7 @@ class BatchRunner:
         except (HearthError, bundles.BundleError) as exc:
             await send.send(BundleEnd(bundle, summary, problem=str(exc)))
             return
+        bundle.mark("fetched")
         await send.send(BundleEnd(bundle, summary, results))
 
     async def _result_blob(self, digest: str) -> bytes:
@@ -562,6 +584,7 @@ class BatchRunner:
             self.state[index] = FAILED
         self.stats.verified += len(verified)
         self.stats.failed += len(failed)
+        self.stats.traces.append(bundle.trace)
         assert end.summary is not None
         self._tally(end.summary, len(bundle.tasks))
         if self._verified_quickly(bundle, int(end.summary.get("fuel_used", 0))):
@@ -619,6 +642,14 @@ class BatchRunner:
                 tally.paid_mc += int(replica.get("paid_mc", 0))
             elif replica.get("verdict") == "mismatch":
                 tally.mismatches += 1
+
+
+def bundles_in_flight_for(offers: Sequence[dict[str, Any]], replicas: int) -> int:
+    """Bundles to keep in flight: every core the market's hosts offer runs one bundle's replica
+    (a bundle's tasks run in series in one warm worker), and as many again wait in the hosts'
+    backlogs, so that the next bundle's auction and fetch overlap the run before it."""
+    cores = sum(max(1, int(offer.get("cores_offered", 1))) for offer in offers)
+    return max(1, PIPELINE_DEPTH * cores // max(1, replicas))
 
 
 def runner_for(
