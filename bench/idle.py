@@ -39,6 +39,16 @@ from hearth.testnet import launch
 START_TIMEOUT_S = 600.0
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 PAGE_MIB = 1 / 1024  # VmRSS is in KiB
+COUNTERS = (
+    "connections_refused",
+    "connections_trimmed",
+    "dials_failed",
+    "exchange_rounds",
+    "exchange_asks_failed",
+    "exchange_dials",
+    "exchange_dials_refused",
+    "inbound_dropped",
+)
 WASM_ONLY = ('runtimes = ["wasm", "python"]', 'runtimes = ["wasm"]')
 
 
@@ -100,6 +110,18 @@ class Sampler:
             sizes.append(sum(1 for o in offers if o["peer_id"] != node.info["peer_id"]))
         return sizes
 
+    def gossip(self) -> list[dict[str, int]]:
+        """Each node's view of the capacity topic and its connection counters (p2p/host.py
+        ``gossip_state``); {} for a node that does not answer."""
+        states = []
+        for client in self.clients:
+            try:
+                states.append(client.get("/v1/status").json()["gossip"] or {})
+            except (httpx.HTTPError, ValueError, KeyError):
+                self.api_errors += 1
+                states.append({})
+        return states
+
     def cpu(self) -> list[tuple[float, float]]:
         """(node, workers) CPU seconds of each node."""
         return [(cpu_s(n.pid), sum(cpu_s(c) for c in children(n.pid))) for n in self.nodes]
@@ -124,6 +146,22 @@ class Sampler:
     def close(self) -> None:
         for client in self.clients:
             client.close()
+
+
+def gossip_summary(states: list[dict[str, int]]) -> dict[str, Any]:
+    """Median and minimum of each gauge over the nodes, totals of the counters, and the
+    bootstrap node's (node 0) own view, which a 50-node start leans on."""
+    answered = [s for s in states if s]
+    summary: dict[str, Any] = {"answered": len(answered)}
+    if not answered:
+        return summary
+    for gauge in ("connected", "subscribed", "mesh", "backoff", "graylisted"):
+        values = [s[gauge] for s in answered]
+        summary[gauge] = [min(values), statistics.median(values)]
+    for counter in COUNTERS:
+        summary[counter] = sum(s[counter] for s in answered)
+    summary["hub"] = {k: states[0].get(k) for k in ("connected", "subscribed", "mesh", "verified")}
+    return summary
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -186,6 +224,7 @@ def _sample(
     at_60: list[int] | None = None
     idle_from: tuple[float, list[tuple[float, float]]] | None = None
     timeline = []
+    mesh_timeline: list[list[Any]] = []
     sizes: list[int] = []
     while (elapsed := time.monotonic() - t0) < duration_s:
         sizes = sampler.market_sizes()
@@ -198,6 +237,9 @@ def _sample(
             file=sys.stderr,
             flush=True,
         )
+        mesh = gossip_summary(sampler.gossip())
+        mesh_timeline.append([round(elapsed, 1), mesh])
+        print(f"t={elapsed:6.1f}s {json.dumps(mesh)}", file=sys.stderr, flush=True)
         if converged_at_s is None and min(sizes) >= want:
             converged_at_s = round(elapsed, 1)
         if at_60 is None and elapsed >= 60:
@@ -232,6 +274,7 @@ def _sample(
         "api_errors": sampler.api_errors,
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "timeline": timeline,
+        "gossip_timeline": mesh_timeline,
     }
 
 
