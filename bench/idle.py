@@ -39,6 +39,16 @@ from hearth.testnet import launch
 START_TIMEOUT_S = 600.0
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 PAGE_MIB = 1 / 1024  # VmRSS is in KiB
+COUNTERS = (
+    "connections_refused",
+    "connections_trimmed",
+    "dials_failed",
+    "exchange_rounds",
+    "exchange_asks_failed",
+    "exchange_dials",
+    "exchange_dials_refused",
+    "inbound_dropped",
+)
 WASM_ONLY = ('runtimes = ["wasm", "python"]', 'runtimes = ["wasm"]')
 
 
@@ -100,6 +110,18 @@ class Sampler:
             sizes.append(sum(1 for o in offers if o["peer_id"] != node.info["peer_id"]))
         return sizes
 
+    def gossip(self) -> list[dict[str, int]]:
+        """Each node's view of the capacity topic and its connection counters (p2p/host.py
+        ``gossip_state``); {} for a node that does not answer."""
+        states = []
+        for client in self.clients:
+            try:
+                states.append(client.get("/v1/status").json()["gossip"] or {})
+            except (httpx.HTTPError, ValueError, KeyError):
+                self.api_errors += 1
+                states.append({})
+        return states
+
     def cpu(self) -> list[tuple[float, float]]:
         """(node, workers) CPU seconds of each node."""
         return [(cpu_s(n.pid), sum(cpu_s(c) for c in children(n.pid))) for n in self.nodes]
@@ -126,15 +148,37 @@ class Sampler:
             client.close()
 
 
+def gossip_summary(states: list[dict[str, int]]) -> dict[str, Any]:
+    """Median and minimum of each gauge over the nodes, totals of the counters, and the
+    bootstrap node's (node 0) own view, which a 50-node start leans on."""
+    answered = [s for s in states if s]
+    summary: dict[str, Any] = {"answered": len(answered)}
+    if not answered:
+        return summary
+    for gauge in ("connected", "subscribed", "mesh", "backoff", "graylisted"):
+        values = [s[gauge] for s in answered]
+        summary[gauge] = [min(values), statistics.median(values)]
+    for counter in COUNTERS:
+        summary[counter] = sum(s[counter] for s in answered)
+    summary["hub"] = {k: states[0].get(k) for k in ("connected", "subscribed", "mesh", "verified")}
+    return summary
+
+
 def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @contextmanager
-def testnet(count: int, root: Path, wasm_only: bool) -> Iterator[list[launch.LaunchedNode]]:
+def testnet(
+    count: int, root: Path, wasm_only: bool, hubs: int = 1
+) -> Iterator[list[launch.LaunchedNode]]:
     """Like ``launch.up``, but every node after the first starts at once (a sequential start of
-    50 nodes on a busy 2-core machine takes many minutes), and the fuel rate is measured once."""
+    50 nodes on a busy 2-core machine takes many minutes), and the fuel rate is measured once.
+
+    ``hubs`` > 1: nodes 1 .. hubs-1 start first, off node 0, and every later node bootstraps off
+    one of the ``hubs`` (round robin), so that one bootstrap node does not carry all the others'
+    first peer exchange, dial-backs and DHT queries (ADR 0032, issue 14)."""
     config = launch.default_config()
     if wasm_only:
         config = config.replace(*WASM_ONLY)
@@ -147,15 +191,17 @@ def testnet(count: int, root: Path, wasm_only: bool) -> Iterator[list[launch.Lau
             home = launch.node_home(root, index)
             launch.prepare_home(home, psk, config)
             (home / calibrate.CALIBRATION_FILE).write_text(json.dumps(calibration) + "\n")
-            bootstrap = nodes[0].info["multiaddrs"][0] if nodes else None
+            bootstrap = None
+            if nodes:  # the first hubs bootstrap off node 0, the others off a hub each
+                bootstrap = nodes[0 if index < hubs else index % hubs].info["multiaddrs"][0]
             host = launch.host_for(index)
             with lifeline.held():
                 process = launch.start_process(home, host, bootstrap, home / "node.out", tied=True)
                 processes.append(process)
                 nodes.append(launch.LaunchedNode(index, home, host, process.pid, {}))
-            if index == 0:
-                nodes[0].info = launch.wait_until_listening(home, process, START_TIMEOUT_S)
-        for node, process in zip(nodes[1:], processes[1:], strict=True):
+            if index < hubs:
+                nodes[index].info = launch.wait_until_listening(home, process, START_TIMEOUT_S)
+        for node, process in zip(nodes[hubs:], processes[hubs:], strict=True):
             node.info = launch.wait_until_listening(node.home, process, START_TIMEOUT_S)
         launch.save_state(root, nodes)
         yield nodes
@@ -165,11 +211,11 @@ def testnet(count: int, root: Path, wasm_only: bool) -> Iterator[list[launch.Lau
 
 
 def measure(
-    count: int, duration_s: float, interval_s: float, want: int, wasm_only: bool
+    count: int, duration_s: float, interval_s: float, want: int, wasm_only: bool, hubs: int = 1
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"hearth-idle-{count}-") as tmp:
         started = time.monotonic()
-        with testnet(count, Path(tmp), wasm_only) as nodes:
+        with testnet(count, Path(tmp), wasm_only, min(hubs, count)) as nodes:
             up_s = time.monotonic() - started
             sampler = Sampler(nodes)
             try:
@@ -186,6 +232,7 @@ def _sample(
     at_60: list[int] | None = None
     idle_from: tuple[float, list[tuple[float, float]]] | None = None
     timeline = []
+    mesh_timeline: list[list[Any]] = []
     sizes: list[int] = []
     while (elapsed := time.monotonic() - t0) < duration_s:
         sizes = sampler.market_sizes()
@@ -198,6 +245,9 @@ def _sample(
             file=sys.stderr,
             flush=True,
         )
+        mesh = gossip_summary(sampler.gossip())
+        mesh_timeline.append([round(elapsed, 1), mesh])
+        print(f"t={elapsed:6.1f}s {json.dumps(mesh)}", file=sys.stderr, flush=True)
         if converged_at_s is None and min(sizes) >= want:
             converged_at_s = round(elapsed, 1)
         if at_60 is None and elapsed >= 60:
@@ -232,6 +282,7 @@ def _sample(
         "api_errors": sampler.api_errors,
         "load_avg_1m": round(os.getloadavg()[0], 2),
         "timeline": timeline,
+        "gossip_timeline": mesh_timeline,
     }
 
 
@@ -242,12 +293,15 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=5, help="seconds between samples")
     parser.add_argument("--want", type=int, help="market size that counts as converged")
     parser.add_argument("--baseline", type=int, default=0, help="first measure N nodes too")
+    parser.add_argument("--hubs", type=int, default=1, help="bootstrap nodes (round robin)")
     parser.add_argument(
         "--python", action="store_true", help="offer the python runtime too (compiles CPython)"
     )
     args = parser.parse_args()
     if args.nodes < 2 or args.duration <= args.interval:
         parser.error("need --nodes >= 2 and --duration longer than --interval")
+    if args.hubs < 1:
+        parser.error("need --hubs >= 1")
     result: dict[str, Any] = {}
     if args.baseline:
         want = (args.baseline - 1) * 9 // 10
@@ -255,7 +309,8 @@ def main() -> None:
             args.baseline, args.duration, args.interval, want, not args.python
         )
     want = args.want if args.want is not None else (args.nodes - 1) * 9 // 10
-    result = {**measure(args.nodes, args.duration, args.interval, want, not args.python), **result}
+    measured = measure(args.nodes, args.duration, args.interval, want, not args.python, args.hubs)
+    result = {**measured, "hubs": args.hubs, **result}
     print(json.dumps(result))
 
 

@@ -62,7 +62,14 @@ from hearth.protocol.errors import HearthError, RemoteProtocolError
 from hearth.protocol.events import InboundRefused, RuntimeOffered, Started
 from hearth.protocol.identity import Identity, PeerId, peer_id_from_public_key
 from hearth.protocol.jobs_config import JobsConfig
-from hearth.protocol.messages import PROTOCOL_BLOB, PROTOCOL_LEDGER, PROTOCOLS, RUNTIMES, TOPICS
+from hearth.protocol.messages import (
+    PROTOCOL_BLOB,
+    PROTOCOL_LEDGER,
+    PROTOCOLS,
+    RUNTIMES,
+    TOPIC_CAPACITY,
+    TOPICS,
+)
 from hearth.protocol.publisher_state import PublisherConfig
 
 RESTORE_WAIT_S_MAX = 15.0  # restore saved jobs anyway after this, even if alone
@@ -148,6 +155,7 @@ def build_routes(node: Node) -> list[Route]:
                 "energy": node.energy.status_json() if node.energy else None,
                 "runtimes": node.runtimes.to_json() if node.runtimes else {},
                 "reachability": node.transport.reachability(),
+                "gossip": _gossip_state(node),
             }
         )
 
@@ -197,6 +205,12 @@ def build_routes(node: Node) -> list[Route]:
         *build_job_routes(node),
         *(build_energy_routes(node.energy) if node.energy else []),
     ]
+
+
+def _gossip_state(node: Node) -> dict[str, int] | None:
+    """The capacity topic as the gossip router sees it (p2p/host.py); None off libp2p."""
+    state = getattr(node.transport, "gossip_state", None)
+    return None if state is None else state(TOPIC_CAPACITY)
 
 
 def write_node_info(home: Path, info: dict[str, Any]) -> None:

@@ -40,11 +40,18 @@ logger = logging.getLogger(__name__)
 
 PEER_EXCHANGE_PROTOCOL: Final = "/hearth/peers/1"
 PEER_EXCHANGE_BYTES_MAX: Final = 64 * 1024
-PEER_EXCHANGE_TIMEOUT_MS: Final = 2000
+# As long as a dial: a busy bootstrap hub on a starved machine answered after more than 2 s, so
+# most of its leaves' asks failed and they stayed alone (issue 14: 2179 failed asks in 180 s).
+PEER_EXCHANGE_TIMEOUT_MS: Final = limits.DIAL_TIMEOUT_MS
 PROBE_ADDRS_PER_PEER_MAX: Final = 2  # listen addresses of one inbound peer we check per round
 BOOTSTRAP_BACKOFF_S_MIN: Final = 0.25
 # A settled node asks its peers at most this seldom (ADR 0036); a change of peers resets it.
 EXCHANGE_INTERVAL_S_MAX: Final = 64.0
+# Below this many peers (a gossip mesh's worth, D = 6) a node asks at least this often: the
+# peers it knows (a bootstrap hub) go on meeting and verifying others after a quiet round
+# (issue 14: at 50 nodes, nodes whose one peer was the hub backed off to 64 s and stayed alone).
+EXCHANGE_PEERS_FEW: Final = 6
+EXCHANGE_INTERVAL_S_MAX_FEW_PEERS: Final = 8.0
 _DIALABLE_PROTOCOLS: Final = frozenset({"ip4", "ip6", "tcp", "p2p"})
 _CIRCUIT_PROTOCOLS: Final = ("ip4|ip6", "tcp", "p2p", "p2p-circuit")
 
@@ -111,15 +118,20 @@ def exchange_reply(
     own = [transport_addr(a) for a in host.get_addrs() if not addresses.is_circuit(str(a))]
     via_us = addresses.shareable(own, requester_ip)[:1]
     relay = f"/p2p/{host.get_id().to_base58()}{addresses.CIRCUIT}"
-    peers = sorted(host.get_connected_peers(), key=str)[: limits.PEER_EXCHANGE_PEERS_MAX]
-    for peer in peers:
+    # A random choice among the peers we can vouch for, different for each request: a hub with
+    # more peers than one reply holds named the same first ones (by id) to everyone, so the
+    # others were never met (issue 14).
+    offered: list[tuple[str, list[str]]] = []
+    for peer in host.get_connected_peers():
         if peer == requester:
             continue
         text = peer.to_base58()
         direct = addresses.shareable(book.verified(text), requester_ip)
         circuits = [f"{a}{relay}" for a in via_us] if relayed_by_us(peer) else []
-        for addr in [*direct, *circuits][: limits.PEER_EXCHANGE_ADDRS_MAX]:
-            lines.append(f"{addr}/p2p/{text}")
+        if direct or circuits:
+            offered.append((text, [*direct, *circuits][: limits.PEER_EXCHANGE_ADDRS_MAX]))
+    for text, addrs in random.sample(offered, min(len(offered), limits.PEER_EXCHANGE_PEERS_MAX)):
+        lines.extend(f"{addr}/p2p/{text}" for addr in addrs)
     return "\n".join(lines).encode()
 
 
@@ -246,7 +258,8 @@ class ExchangeBackoff:
     `EXCHANGE_INTERVAL_S_MAX`. Any change of the connected set (a peer lost, or a new one, who
     may know others and whose address needs checking) resets it to the base, and so does a
     round that found someone. Before ADR 0036 every node asked every peer each second, a third
-    of an idle node's CPU.
+    of an idle node's CPU. A node with fewer than `EXCHANGE_PEERS_FEW` peers waits at most
+    `EXCHANGE_INTERVAL_S_MAX_FEW_PEERS`: what its few peers can name grows as they verify others.
     """
 
     def __init__(self, base_s: float, max_s: float = EXCHANGE_INTERVAL_S_MAX) -> None:
@@ -261,7 +274,9 @@ class ExchangeBackoff:
         if dialled or not peers or peers != self._peers:
             self.interval_s = self.base_s
         else:
-            self.interval_s = min(self.interval_s * 2, self.max_s)
+            few = len(peers) < EXCHANGE_PEERS_FEW
+            cap_s = min(self.max_s, EXCHANGE_INTERVAL_S_MAX_FEW_PEERS) if few else self.max_s
+            self.interval_s = max(self.base_s, min(self.interval_s * 2, cap_s))
         self._peers = peers
         return self.interval_s
 
@@ -322,10 +337,14 @@ class PeerExchange:
 
     async def _verify_inbound(self, connected: set[ID]) -> None:
         """Probe connected peers' own listen addresses, on the IP their connection comes from."""
-        for peer in sorted(connected, key=str)[: limits.PEER_EXCHANGE_PEERS_MAX]:
+        # The unverified first: a hub with more peers than one round checks gets to them all.
+        unverified = [
+            p for p in sorted(connected, key=str) if not self._book.verified(p.to_base58())
+        ]
+        for peer in unverified[: limits.PEER_EXCHANGE_PEERS_MAX]:
             text = peer.to_base58()
             ip = self._remote_ip(peer)
-            if self._book.verified(text) or not ip:
+            if not ip:
                 continue
             claimed = [a for a in known_addrs(self._host, peer) if _is_dialable(a)]
             foreign = [a for a in claimed if addresses.claims_foreign_public(str(a), ip)]
@@ -353,6 +372,7 @@ class PeerExchange:
                     source, PEER_EXCHANGE_PROTOCOL, b"", PEER_EXCHANGE_TIMEOUT_MS
                 )
             except Exception as error:
+                self._stats.exchange_asks_failed += 1
                 logger.debug("peer exchange with %s failed: %r", peer, error)
                 continue
             foreign = 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -235,6 +236,37 @@ class Libp2pTransport:
         router = self._pubsub.router
         mesh = getattr(router, "mesh", {}).get(topic, set())
         return sorted(str(p.to_base58()) for p in mesh)
+
+    def gossip_state(self, topic: str) -> dict[str, int]:
+        """What the router holds for ``topic``, for diagnostics (issue 14): peers subscribed,
+        mesh, fanout, peers in a GRAFT backoff, graylisted peers; and the connection counters."""
+        router: Any = self._pubsub.router
+        subscribed = self._pubsub.peer_topics.get(topic, set())
+        now_s = int(time.time())
+        backoff = getattr(router, "back_off", {}).get(topic, {})
+        scorer = getattr(router, "scorer", None)
+        graylisted = 0 if scorer is None else sum(
+            1 for p in subscribed if scorer.is_graylisted(p, [topic])
+        )  # fmt: skip
+        return {
+            "connected": len(self.host.get_network().connections),
+            "subscribed": len(subscribed),
+            "mesh": len(getattr(router, "mesh", {}).get(topic, ())),
+            "fanout": len(getattr(router, "fanout", {}).get(topic, ())),
+            "backoff": sum(1 for until in backoff.values() if until > now_s),
+            "graylisted": graylisted,
+            "connections_refused": self._stats.connections_refused,
+            "connections_trimmed": self._stats.connections_trimmed,
+            "dials_failed": self._stats.dials_failed,
+            "exchange_dials_refused": self._stats.exchange_dials_refused,
+            "exchange_rounds": self._stats.exchange_rounds,
+            "exchange_asks_failed": self._stats.exchange_asks_failed,
+            "exchange_dials": self._stats.exchange_dials,
+            "inbound_dropped": self._stats.inbound_dropped,
+            "verified": sum(
+                1 for p in self.host.get_connected_peers() if self._book.verified(p.to_base58())
+            ),  # connected peers at an address we saw work: what our peer exchange passes on
+        }
 
     async def start(self, nursery: trio.Nursery) -> None:
         for protocol_id in self._config.protocols:

@@ -226,6 +226,7 @@ class TransportStatistics:
     wire_frames_paced: int = 0  # reads held back: their peer was over its frame rate
     wire_write_stalls: int = 0  # a peer stopped reading our stream past the timeout: reset
     exchange_rounds: int = 0  # peer-exchange rounds run (they back off: ADR 0036)
+    exchange_asks_failed: int = 0  # a peer did not answer our peer-exchange request in time
     foreign_addrs: int = 0  # addresses a peer passed that we could not reach, or not its own
     relayed_dials: int = 0  # connections made through a relay after direct dials failed
 

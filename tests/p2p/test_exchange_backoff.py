@@ -5,19 +5,33 @@ from __future__ import annotations
 import pytest
 import trio
 
-from hearth.p2p.discovery import EXCHANGE_INTERVAL_S_MAX, ExchangeBackoff
+from hearth.p2p.discovery import (
+    EXCHANGE_INTERVAL_S_MAX,
+    EXCHANGE_INTERVAL_S_MAX_FEW_PEERS,
+    EXCHANGE_PEERS_FEW,
+    ExchangeBackoff,
+)
 from hearth.p2p.host import open_transport
 from tests.p2p.helpers import config, connected_ids, wait_until
 
 A, B, C = frozenset({"a"}), frozenset({"a", "b"}), frozenset({"a", "b", "c"})
+MANY = frozenset(f"p{i}" for i in range(EXCHANGE_PEERS_FEW))
 
 
 def test_quiet_rounds_double_the_wait_up_to_the_cap() -> None:
     backoff = ExchangeBackoff(1.0)
-    assert backoff.after_round(B, dialled=0) == 1.0  # the set changed since the last round
-    waits = [backoff.after_round(B, dialled=0) for _ in range(10)]
+    assert backoff.after_round(MANY, dialled=0) == 1.0  # the set changed since the last round
+    waits = [backoff.after_round(MANY, dialled=0) for _ in range(10)]
     assert waits[:6] == [2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
     assert max(waits) == EXCHANGE_INTERVAL_S_MAX
+
+
+def test_a_node_with_few_peers_keeps_asking_them_every_few_seconds() -> None:
+    """Its one peer (a bootstrap hub) meets and verifies others after a quiet round."""
+    backoff = ExchangeBackoff(1.0)
+    waits = [backoff.after_round(A, dialled=0) for _ in range(10)]
+    assert waits[:5] == [1.0, 2.0, 4.0, 8.0, 8.0]
+    assert max(waits) == EXCHANGE_INTERVAL_S_MAX_FEW_PEERS
 
 
 def test_a_lost_or_new_peer_or_a_fruitful_round_resets_it() -> None:
