@@ -498,6 +498,14 @@ class _HearthDCUtR(DCUtRProtocol):
     async def _get_observed_addrs(self) -> list[bytes]:
         return [multiaddr.Multiaddr(a).to_bytes() for a in self._nat.punch_addrs()]
 
+    def _decode_observed_addrs(self, addr_bytes: list[bytes]) -> list[multiaddr.Multiaddr]:
+        out = []
+        for addr in super()._decode_observed_addrs(addr_bytes[:PUNCH_ADDRS_MAX]):
+            text = str(addr)
+            if _public(text) and "/tcp/" in text and not addresses.is_circuit(text):
+                out.append(addr)
+        return out
+
     async def _try_unilateral_upgrade(self, peer_id: ID) -> bool:
         # Hearth dials a peer's direct addresses before its relayed ones (`Libp2pTransport`);
         # upstream's would also dial the private addresses identify put in the peerstore.
