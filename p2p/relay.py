@@ -375,6 +375,8 @@ class NatService:
         for peer in sorted(self._host.get_connected_peers(), key=str):
             if peer in self._reserved or self._relay_retry_at.get(peer, 0) > now_s:
                 continue
+            if self._dcutr is not None and peer in self._dcutr._direct_connections:
+                continue  # hole-punched: behind NAT too, it cannot relay
             conns = [c for c in network.connections.get(peer) or [] if not is_relayed(c)]
             ip = next((conn_ip(c.muxed_conn) for c in conns if conn_ip(c.muxed_conn)), "")
             if ip and addresses.scope_of(ip) is not addresses.Scope.UNUSABLE:
