@@ -375,7 +375,7 @@ class NatService:
         for peer in sorted(self._host.get_connected_peers(), key=str):
             if peer in self._reserved or self._relay_retry_at.get(peer, 0) > now_s:
                 continue
-            if self._dcutr is not None and peer in self._dcutr._direct_connections:
+            if peer.to_base58() in self.punched:
                 continue  # hole-punched: behind NAT too, it cannot relay
             conns = [c for c in network.connections.get(peer) or [] if not is_relayed(c)]
             ip = next((conn_ip(c.muxed_conn) for c in conns if conn_ip(c.muxed_conn)), "")
@@ -542,6 +542,9 @@ class _HearthDCUtR(DCUtRProtocol):
             return
         if await self._verify_direct_connection(peer_id):
             self._direct_connections.add(peer_id)
+            # upstream forgets the peer here when any of its connections closes (the relayed
+            # one, after its grace): the node remembers it was punched
+            self._nat.punched.add(peer_id.to_base58())
             logger.info("hole-punched a direct connection to %s at %s", peer_id, addr)
 
 
