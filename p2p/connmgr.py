@@ -8,8 +8,9 @@ Theory of operation. An inbound connection takes a slot in `InboundGate` before 
 `connections_max`) and gives it back when the connection closes, never later: py-libp2p 0.8.1
 kept each slot until the swarm stopped, so 250 connections in a node's life eclipsed it.
 Above high water, `choose_trim` closes the least valuable connections down to low water: a
-peer's connections beyond `connections_per_peer_max` first, then by reputation, inbound before
-outbound, newest before oldest. Bootstrap peers and connections in their grace period stay.
+peer's connections beyond `connections_per_peer_max` first (relayed before direct), then by
+reputation, inbound before outbound, newest before oldest. Bootstrap peers and connections in
+their grace period stay.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class ConnectionView:
     opened_ms: int
     protected: bool  # a bootstrap peer: never trimmed
     score: int  # the peer's reputation
+    relayed: bool = False  # through a circuit relay: a peer's first to go (ADR 0035)
 
 
 class InboundGate:
@@ -71,7 +73,9 @@ def choose_trim(
     for view in connections:
         by_peer.setdefault(view.peer_id, []).append(view)
     for views in by_peer.values():
-        views.sort(key=lambda v: (v.opened_ms, v.key))  # keep the oldest of a peer's
+        # keep a peer's direct connections, then its oldest: a hole-punched connection is
+        # newer than the relayed ones it replaces
+        views.sort(key=lambda v: (v.relayed, v.opened_ms, v.key))
         chosen.extend(views[limits.connections_per_peer_max :])
     remaining = len(connections) - len(chosen)
     if remaining > limits.connections_high:

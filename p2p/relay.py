@@ -20,6 +20,7 @@ py-libp2p 0.8.1 has the parts; `new_host` wires none of them, and each needs car
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -74,6 +75,7 @@ HOP_REQUESTS_PER_PEER: Final = (8, 5_000)
 PENALTY_HOP_FLOOD: Final = -20
 PENALTY_BAD_DIALBACK: Final = -20
 CONNECTION_HISTORY_MAX: Final = 8
+PUNCH_ADDRS_MAX: Final = 8  # addresses we send, and read, in one DCUtR CONNECT
 
 
 def _ms() -> int:
@@ -126,11 +128,12 @@ class NatService:
         self._relay = CircuitV2Transport(
             host, self._protocol, RelayConfig(roles=RelayRole.STOP | RelayRole.CLIENT)
         )
-        self._dcutr = DCUtRProtocol(host) if settings.hole_punch else None
+        self._dcutr = _HearthDCUtR(host, self) if settings.hole_punch else None
         self._hop_budget = TokenBuckets(*HOP_REQUESTS_PER_PEER)
         self._reserved: dict[ID, tuple[str, int]] = {}  # relay -> (its address, expiry unix s)
         self._relay_retry_at: dict[ID, float] = {}
         self._dialling: set[ID] = set()
+        self._punch_port: int | None = None
         self.hop_refused = 0
         self.punched: set[str] = set()
         # peer -> kinds of its connections in the order they opened ("relayed", "direct"), so
@@ -174,6 +177,35 @@ class NatService:
         if self._dcutr is not None and peer in self._dcutr._direct_connections:
             self.punched.add(text)
         return "hole-punched" if text in self.punched else "direct"
+
+    def punch_addrs(self) -> list[str]:
+        """Where peers should aim a hole punch at us: our public IP (as dial-back servers saw
+        it) with our punch port, which a port-keeping router maps to itself; confirmed and
+        announced addresses too. Never a private address: a peer dialling our 192.168.1.10
+        reaches its own home."""
+        ports = [self.punch_port(ip) for ip in self._listen_ips()][:1]
+        out: list[str] = []
+        for ip in self.reachability.observed_ips():
+            if addresses.scope_of(ip) is addresses.Scope.PUBLIC:
+                family = "ip6" if ":" in ip else "ip4"
+                out += [f"/{family}/{ip}/tcp/{port}" for port in ports]
+        for addr in [*self.reachability.confirmed_addrs(), *self._announce]:
+            if addr not in out and _public(addr):
+                out.append(addr)
+        return out[:PUNCH_ADDRS_MAX]
+
+    def _listen_ips(self) -> list[str]:
+        return [a.split("/")[2] for a in self._listen() if "/tcp/" in a and a.startswith("/ip4/")]
+
+    def punch_port(self, ip: str) -> int:
+        """The port hole-punch dials leave from: not the listen port, whose socket stays
+        exclusive (no SO_REUSEPORT, `patches/tcp.py`); chosen free once and kept, so the
+        address sent in a DCUtR CONNECT is the one the dial then opens."""
+        if self._punch_port is None:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind((ip, 0))
+                self._punch_port = int(probe.getsockname()[1])
+        return self._punch_port
 
     def note_opened(self, peer: ID, relayed: bool) -> None:
         kinds = self.opened.setdefault(peer.to_base58(), [])
@@ -343,6 +375,8 @@ class NatService:
         for peer in sorted(self._host.get_connected_peers(), key=str):
             if peer in self._reserved or self._relay_retry_at.get(peer, 0) > now_s:
                 continue
+            if peer.to_base58() in self.punched:
+                continue  # hole-punched: behind NAT too, it cannot relay
             conns = [c for c in network.connections.get(peer) or [] if not is_relayed(c)]
             ip = next((conn_ip(c.muxed_conn) for c in conns if conn_ip(c.muxed_conn)), "")
             if ip and addresses.scope_of(ip) is not addresses.Scope.UNUSABLE:
@@ -440,6 +474,107 @@ class NatService:
             if await self.dial_circuit(addr, peer):
                 return True
         return False
+
+
+class _HearthDCUtR(DCUtRProtocol):
+    """Upstream DCUtR with Hearth's addresses and one driver per pair of peers.
+
+    - Our CONNECT carries `NatService.punch_addrs`: upstream predicts from identify's observed
+      addresses, which through a relay are the relay's view (or none), and then falls back to
+      our listen address, the private 192.168.1.10 of every home.
+    - The peer's CONNECT addresses are dialled only where public: a hostile peer cannot aim
+      our dials at private networks, nor at itself-as-us behind a shared private address.
+    - Only the peer with the smaller ID starts a session. Upstream drives from both ends, and
+      two crossed sessions dial the same address pair from the same port in opposite roles.
+    """
+
+    def __init__(self, host: IHost, nat: NatService) -> None:
+        super().__init__(host)
+        self._nat = nat
+
+    async def initiate_hole_punch(self, peer_id: ID) -> bool:
+        if self.host.get_id().to_bytes() > peer_id.to_bytes():
+            return False  # the other end drives; we answer in `_handle_dcutr_stream`
+        return await super().initiate_hole_punch(peer_id)
+
+    async def _get_observed_addrs(self) -> list[bytes]:
+        return [multiaddr.Multiaddr(a).to_bytes() for a in self._nat.punch_addrs()]
+
+    def _decode_observed_addrs(self, addr_bytes: list[bytes]) -> list[multiaddr.Multiaddr]:
+        out = []
+        for addr in super()._decode_observed_addrs(addr_bytes[:PUNCH_ADDRS_MAX]):
+            text = str(addr)
+            if _public(text) and "/tcp/" in text and not addresses.is_circuit(text):
+                out.append(addr)
+        return out
+
+    async def _try_unilateral_upgrade(self, peer_id: ID) -> bool:
+        # Hearth dials a peer's direct addresses before its relayed ones (`Libp2pTransport`);
+        # upstream's would also dial the private addresses identify put in the peerstore.
+        return await self._verify_direct_connection(peer_id)
+
+    async def _dial_peer(
+        self,
+        peer_id: ID,
+        addr: multiaddr.Multiaddr,
+        source: tuple[str, int] | None = None,
+        as_responder: bool = False,
+    ) -> None:
+        """One punch dial from our punch port, as upstream's but for two of its defects: its
+        responder dial wraps the socket in the private-network key and the inbound upgrade
+        wraps it again (the handshake then hangs), and peerstore addresses it adds may be
+        private ones (a peer's 192.168.1.10 is our own home)."""
+        if not _public(str(addr)):
+            return
+        if source is not None:
+            source = (source[0], self._nat.punch_port(source[0]))
+        network: Any = self.host.get_network()
+        try:
+            with trio.fail_after(self.dial_timeout):
+                if as_responder:
+                    await _dial_as_responder(network, addr, peer_id, source)
+                else:
+                    await network.dial_addr(addr, peer_id, source)
+        except trio.Cancelled:
+            raise
+        except Exception as error:
+            logger.debug("hole-punch dial to %s at %s failed: %r", peer_id, addr, error)
+            return
+        if await self._verify_direct_connection(peer_id):
+            self._direct_connections.add(peer_id)
+            # upstream forgets the peer here when any of its connections closes (the relayed
+            # one, after its grace): the node remembers it was punched
+            self._nat.punched.add(peer_id.to_base58())
+            logger.info("hole-punched a direct connection to %s at %s", peer_id, addr)
+
+
+async def _dial_as_responder(
+    network: Any, addr: multiaddr.Multiaddr, peer: ID, source: tuple[str, int] | None
+) -> None:
+    """Dial ``addr`` and run the handshake as the inbound side (DCUtR's initiator is the
+    server of a simultaneous open); ``upgrade_inbound_raw_conn`` applies the pnet key."""
+    transport = network.transport_manager.transport_for_dialing(addr)
+    if transport is None:
+        raise ValueError(f"no transport dials {addr}")
+    target = addr if "/p2p/" in str(addr) else multiaddr.Multiaddr(f"{addr}/p2p/{peer}")
+    if source is not None and hasattr(transport, "dial_with_source"):
+        raw = await transport.dial_with_source(target, source)
+    else:
+        raw = await transport.dial(target)
+    try:
+        muxed = await network.upgrade_inbound_raw_conn(raw, target)
+    except BaseException:
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await raw.close()
+        raise
+    if muxed.peer_id != peer:
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await muxed.close()
+        raise ValueError(f"{addr} answered as {muxed.peer_id}, not {peer}")
+
+
+def _public(addr: str) -> bool:
+    return addresses.scope_of(addresses.ip_of(addr)) is addresses.Scope.PUBLIC
 
 
 def _peer_info(peer: ID, addr: str) -> PeerInfo:

@@ -40,6 +40,7 @@ from libp2p.transport.tcp.tcp import TCP
 from multiaddr import Multiaddr
 
 from hearth.p2p.connmgr import ConnectionView, InboundGate, choose_trim
+from hearth.p2p.notify import carried_by_stream
 from hearth.p2p.transport import ConnectionLimits, TransportStatistics
 
 logger = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ class ConnectionManager:
                     opened_ms=int(opened_s * 1000),
                     protected=text in self._protected,
                     score=self._score(text),
+                    relayed=carried_by_stream(getattr(conn, "muxed_conn", None)),
                 )
                 views.append(view)
                 by_key[view.key] = conn

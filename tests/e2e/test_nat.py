@@ -5,10 +5,10 @@ homes (each access link: 10 +/- 3 ms each way, 0.5 % loss), one public node that
 A job published in home 0 runs in home 1 (port-restricted router: drops unsolicited packets)
 and home 2 (symmetric router: answers them with a reset), is verified and paid.
 
-Hole punching is off here: both workers are reached through the public node's relay, which
-the test asserts connection by connection. The hole-punched half of the done-when (DCUtR
-through the port-restricted router) is not yet shown in this lab: py-libp2p's DCUtR failed to
-open its stream to the peer here (ADR 0035, "Consequences").
+The first test has hole punching off: both workers are reached through the public node's relay,
+which it asserts connection by connection. The second turns DCUtR on: homes 0 and 1 start
+relayed and hole-punch a direct connection through their port-restricted routers, while home 2's
+resetting router keeps it on the relay (ADR 0035).
 """
 
 from __future__ import annotations
@@ -237,3 +237,44 @@ def test_a_job_from_one_home_runs_in_two_other_nat_homes_through_a_relay(
     books_balance(lab, nodes)
 
     print(f"NAT lab: job over relays to both homes, paid {report['paid_mc']} mc; books balance")
+
+
+def test_port_restricted_homes_hole_punch_and_the_symmetric_home_stays_relayed(
+    lab_nodes: tuple[Lab, Path, list[LabNode]],
+) -> None:
+    """Issue 14, done-when 1 with DCUtR on: first relayed, then hole-punched where the router
+    drops unsolicited packets; relayed as the fallback where it answers them with a reset."""
+    lab, root, nodes = lab_nodes
+    public = spawn(lab, "p0", root, None, node_config(takes_jobs=False, hole_punch=False))
+    nodes.append(public)
+    wait_listening([public])
+    bootstrap = public.info["multiaddrs"][0]
+    homes = [
+        spawn(lab, f"h{i}n0", root, bootstrap, node_config(takes_jobs=True, hole_punch=True))
+        for i in range(3)
+    ]
+    nodes.extend(homes)
+    wait_listening(homes)
+    publisher, punchable, resetting = homes
+
+    def punched() -> bool:
+        seen = connections(lab, publisher)
+        return seen.get(punchable.peer_id, {}).get("connection") == "hole-punched"
+
+    wait_for("home 0 and home 1 to hole-punch a direct connection", punched)
+    history = connections(lab, publisher)[punchable.peer_id]["connections_opened"]
+    assert history[0] == "relayed" and "direct" in history, history
+    wait_for(
+        "home 0 to see both homes' offers",
+        lambda: {punchable.peer_id, resetting.peer_id} <= market(lab, publisher),
+    )
+    seen = connections(lab, publisher)
+    assert seen[resetting.peer_id]["connection"] == "relayed", seen
+    report = run_job(lab, publisher, root, "punched")
+    assert set(report["replicas"]) == {punchable.peer_id, resetting.peer_id}, report
+    after = connections(lab, publisher)
+    assert after[punchable.peer_id]["connection"] == "hole-punched", after
+    # its circuit may have closed after the job (relay limits); never direct, though
+    assert after.get(resetting.peer_id, {}).get("connection") in (None, "relayed"), after
+    books_balance(lab, nodes)
+    print(f"NAT lab: home 1 hole-punched, home 2 relayed; paid {report['paid_mc']} mc")

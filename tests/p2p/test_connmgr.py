@@ -18,8 +18,9 @@ LIMITS = ConnectionLimits(
 
 
 def view(key: int, *, peer: str = "", outbound: bool = False, opened_ms: int = 0,
-         protected: bool = False, score: int = 0) -> ConnectionView:  # fmt: skip
-    return ConnectionView(key, peer or f"p{key}", outbound, opened_ms, protected, score)
+         protected: bool = False, score: int = 0,
+         relayed: bool = False) -> ConnectionView:  # fmt: skip
+    return ConnectionView(key, peer or f"p{key}", outbound, opened_ms, protected, score, relayed)
 
 
 def test_gate_caps_each_ip_and_the_total_and_gives_slots_back() -> None:
@@ -64,6 +65,12 @@ def test_trim_to_low_water_least_valuable_first() -> None:
 def test_a_peers_extra_connections_go_first_and_without_grace() -> None:
     views = [view(1, peer="a", opened_ms=5), view(2, peer="a", opened_ms=9_999), view(3)]
     assert choose_trim(views, LIMITS, now_ms=10_000) == [2]
+
+
+def test_a_hole_punched_connection_outlives_older_relayed_ones() -> None:
+    relayed = [view(k, peer="home", opened_ms=k, relayed=True) for k in (1, 2)]
+    punched = view(3, peer="home", opened_ms=3)
+    assert choose_trim([*relayed, punched], LIMITS, now_ms=10) == [1, 2]  # one per peer
 
 
 def test_limits_are_validated() -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import pytest
 import trio
+from multiaddr import Multiaddr
 
 from hearth.p2p.host import open_transport
-from hearth.p2p.reachability import State
+from hearth.p2p.reachability import Answer, State
 from hearth.p2p.relay import RelaySettings
 from hearth.p2p.transport import Inbound
 from tests.p2p.helpers import ECHO, config, connected_ids, serve_echo, wait_until
@@ -83,3 +84,29 @@ async def test_a_node_that_listens_is_public_by_dialback_and_a_closed_port_is_pr
         assert await asker.nat.check_reachability() == 2
         assert asker.reachability()["state"] == "private"
         assert asker.reachability()["confirmed_addrs"] == []
+
+
+async def test_hole_punch_addresses_are_public_and_leave_from_the_punch_port() -> None:
+    """What DCUtR sends and dials: never a private or loopback address (in a NAT lab every home
+    is 192.168.1.10, so a peer dialling it reaches its own home), and only TCP, not circuits."""
+    punching = RelaySettings(hop="off", reachability="private", hole_punch=True)
+    async with open_transport(nat_config("home", "127.0.0.24", punching)) as home:
+        nat = home.nat
+        dcutr = nat._dcutr
+        assert dcutr is not None
+        assert await dcutr._get_observed_addrs() == []  # nothing public known: nothing to punch
+        nat.reachability.record("server", Answer("198.51.100.7", (), ("/ip4/198.51.100.7/tcp/1",)))
+        port = nat.punch_port("127.0.0.24")
+        listen_port = int(home.listen_addrs[0].split("/tcp/")[1].split("/")[0])
+        assert port != listen_port  # the listen socket stays exclusive (patches/tcp.py)
+        sent = [str(Multiaddr(a)) for a in await dcutr._get_observed_addrs()]
+        assert sent == [f"/ip4/198.51.100.7/tcp/{port}"]
+        offered = [
+            "/ip4/192.168.1.10/tcp/4001",
+            "/ip4/127.0.0.1/tcp/4001",
+            f"/ip4/203.0.113.10/tcp/4001/p2p/{home.peer_id}/p2p-circuit",
+            "/ip4/198.51.100.9/udp/5000",
+            "/ip4/198.51.100.9/tcp/5000",
+        ]
+        kept = dcutr._decode_observed_addrs([Multiaddr(a).to_bytes() for a in offered])
+        assert [str(a) for a in kept] == ["/ip4/198.51.100.9/tcp/5000"]
