@@ -542,9 +542,20 @@ class PublisherComponent:
             s.state in (SlotState.COMMITTED, SlotState.REVEALING, SlotState.REVEALED) for s in live
         ):
             job.move(Phase.VERIFYING)
+            opened = False
             for slot in live:
-                if slot.state is SlotState.COMMITTED:
+                if slot.state is not SlotState.COMMITTED:
+                    continue
+                if slot.early_reveal is None:
                     effects += self._request_reveal(job, slot, now_ms)
+                    continue
+                envelope, reveal = slot.early_reveal
+                slot.early_reveal = None
+                slot.move(SlotState.REVEALING)
+                effects += self._open_reveal(job, slot, envelope, reveal, now_ms)
+                opened = True
+            if opened:  # a reveal that broke its commitment dropped its slot: award again
+                return [*effects, *self._advance(job, now_ms)]
         if all(s.state is SlotState.REVEALED for s in live):
             effects += self._judge(job, now_ms)
         return effects
@@ -776,8 +787,25 @@ class PublisherComponent:
         if found is None:
             return []
         job, slot = found
+        if slot.state is SlotState.COMMITTED and slot.early_reveal is None:
+            # Sent with the commit (ADR 0031, Measurements): opened only once every live
+            # replica has committed, as if it had been asked for then.
+            slot.early_reveal = (envelope, reveal)
+            return []
         if slot.state is not SlotState.REVEALING:
-            return []  # unasked, or a repeat: a reveal counts only once, and only when asked
+            return []  # a repeat, or before the commit: a reveal counts only once
+        effects = self._open_reveal(job, slot, envelope, reveal, now_ms)
+        return self._done(job, [*effects, *self._advance(job, now_ms)])
+
+    def _open_reveal(
+        self,
+        job: PublisherJob,
+        slot: Slot,
+        envelope: Envelope,
+        reveal: ResultReveal,
+        now_ms: int,
+    ) -> list[Effect]:
+        """Check a reveal against its slot's commitment; the job advances when it is opened."""
         slot.salt = reveal.salt
         slot.digest = reveal.digest
         slot.error_kind = reveal.error_kind
@@ -798,7 +826,7 @@ class PublisherComponent:
             effects += self._drop(job, slot, problem, now_ms, notify=False)
         else:
             slot.move(SlotState.REVEALED)
-        return self._done(job, [*effects, *self._advance(job, now_ms)])
+        return effects
 
     # Judging and paying
 
