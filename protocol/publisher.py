@@ -77,7 +77,13 @@ from hearth.protocol.effects import (
 )
 from hearth.protocol.envelope import Envelope, EnvelopeWire
 from hearth.protocol.errors import LocalProtocolError, RemoteProtocolError
-from hearth.protocol.events import CancelJob, JobRestored, PeerDisconnected, PublishJob
+from hearth.protocol.events import (
+    CancelJob,
+    InvitationUndelivered,
+    JobRestored,
+    PeerDisconnected,
+    PublishJob,
+)
 from hearth.protocol.identity import PeerId
 from hearth.protocol.invitations import can_take, candidate_views, invitees_wanted, sample
 from hearth.protocol.job_messages import (
@@ -149,6 +155,7 @@ class PublisherComponent:
         self.jobs: dict[JobId, PublisherJob] = {}
         engine.add_local_handler(PublishJob, self._on_publish_job)
         engine.add_local_handler(PeerDisconnected, self._on_peer_disconnected)
+        engine.add_local_handler(InvitationUndelivered, self._on_invitation_undelivered)
         engine.add_local_handler(JobRestored, self._on_job_restored)
         engine.add_local_handler(CancelJob, self._on_cancel_job)
 
@@ -368,6 +375,17 @@ class PublisherComponent:
                 if slot.worker == event.peer and slot.state in WAITING_STATES:
                     slot.deadline_ms = min(slot.deadline_ms, grace_ms)
                     effects.append(self._slot_timer(job, slot))
+        return effects
+
+    def _on_invitation_undelivered(self, event: object, now_ms: int) -> list[Effect]:
+        """An invitee we could not reach counts as answered: the auction need not wait for it."""
+        assert isinstance(event, InvitationUndelivered)
+        effects: list[Effect] = []
+        for job_id in sorted(self.jobs):
+            job = self.jobs[job_id]
+            if job.phase is Phase.BIDDING and event.peer in job.invited - set(job.replied):
+                job.replied[event.peer] = "unreachable"
+                effects += self._close_early(job, now_ms)
         return effects
 
     # Bidding

@@ -123,9 +123,7 @@ class Slot:
     stderr: bytes = b""
     # A reveal sent with the commit, before it was asked for (ADR 0031, Measurements): kept
     # unopened, in memory only, until every live replica has committed; a restored job asks again.
-    early_reveal: tuple[Envelope, ResultReveal] | None = dataclasses.field(
-        default=None, init=False
-    )
+    early_reveal: tuple[Envelope, ResultReveal] | None = dataclasses.field(default=None, init=False)
 
     @property
     def worker(self) -> PeerId:
