@@ -23,8 +23,8 @@ the job (``RunJob``), then commits to its result with a salted hash that include
 and sends the reveal right behind it, to the publisher only, which opens it once every live
 replica has committed (ADR 0031, Measurements); a restored publisher asks again (RevealRequest).
 
-    FETCHING --all blobs--> RUNNING --JobExecuted--> COMMITTED --> REVEALED (sent with the commit)
-    REVEALED --PaymentReceived | MismatchNotice--> DONE
+    FETCHING --all blobs--> RUNNING --JobExecuted--> COMMITTED --RevealRequest--> REVEALED
+    COMMITTED | REVEALED --PaymentReceived | MismatchNotice--> DONE
     FETCHING | RUNNING --fetch failed | host error | Cancel | deadline--> ABANDONED
 
 A task is forgotten ``WORKER_TASK_RETENTION_MS`` after the job's deadline. Until then a re-sent
@@ -219,7 +219,7 @@ class WorkerComponent:
         if isinstance(key, TaskForgetTimer):
             del self.tasks[job_id]
         recommit = isinstance(key, RecommitTimer)
-        if recommit and task.state is S.REVEALED and now_ms < task.call.deadline_ms:
+        if recommit and task.state is S.COMMITTED and now_ms < task.call.deadline_ms:
             return [
                 self._commit_message(task, now_ms),
                 self._reveal_message(task, now_ms),
@@ -464,7 +464,7 @@ class WorkerComponent:
         effects: list[Effect] = [self._reply(publisher, task.job_id, award.award_no, "", now_ms)]
         if task.state in (S.COMMITTED, S.REVEALED, S.DONE):
             effects.append(self._commit_message(task, now_ms))
-        if task.state is S.REVEALED:
+        if task.state in (S.COMMITTED, S.REVEALED):
             effects.append(self._reveal_message(task, now_ms))
         return effects
 
@@ -561,7 +561,7 @@ class WorkerComponent:
         )
         # The reveal follows the commit at once, to the publisher only (ADR 0031, Measurements):
         # it opens it when every live replica has committed, one round trip sooner than asking.
-        self._mark_revealed(task)
+        # The task stays COMMITTED, owed nothing, until the publisher asks or pays.
         return [
             self._commit_message(task, now_ms),
             self._reveal_message(task, now_ms),
@@ -656,8 +656,10 @@ class WorkerComponent:
 
     def _on_payment(self, event: object, now_ms: int) -> list[Effect]:
         assert isinstance(event, PaymentReceived)
-        self._settle_owed(event.payer, event.amount_mc)
         task = self.tasks.get(event.job_id)
+        if task is not None and task.state is S.COMMITTED and task.publisher == event.payer:
+            self._mark_revealed(task)  # the publisher opened the reveal sent with the commit
+        self._settle_owed(event.payer, event.amount_mc)
         if task is not None and (task.state, "paid") in TRANSITIONS:
             task.move("paid")
         return []
