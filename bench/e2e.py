@@ -114,6 +114,7 @@ def main() -> None:
     parser.add_argument("--old-jobs", type=int, default=10, help="jobs on the fixed-window path")
     parser.add_argument("--bid-window-ms", type=int, default=JobOptions.bid_window_ms)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="hearth-bench-") as tmp:
         root = Path(tmp)
         directed, messages = run_network(root / "new", args.jobs, args.bid_window_ms, directed=True)
@@ -135,13 +136,16 @@ def main() -> None:
         "fixed_window_latency_ms_p99": round(percentile(fixed, 99)),
         "fixed_window_messages_per_job": round(fixed_messages, 1),
         "local_sandbox_warm_ms": round(baseline_ms, 1),
+        # the machine's 1-minute load average before and after: figures are only as quiet as it
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
     print(
         f"publish-to-verified p50 {figures['latency_ms_p50']} ms, p99 "
         f"{figures['latency_ms_p99']} ms (fixed {args.bid_window_ms} ms window: p50 "
         f"{figures['fixed_window_latency_ms_p50']} ms, p99 "
         f"{figures['fixed_window_latency_ms_p99']} ms), local sandbox alone "
-        f"{figures['local_sandbox_warm_ms']} ms"
+        f"{figures['local_sandbox_warm_ms']} ms; load average {load_before:.1f} before, "
+        f"{figures['load_average'][1]} after"
     )
     print(json.dumps(figures))
 

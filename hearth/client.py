@@ -21,6 +21,7 @@ async with AsyncClient() as client:           # trio or asyncio
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 EVENTS_WAIT_S = 20.0
+UPLOAD_FIRST = "upload the module and the input first"  # the node lacks a blob of the job
 TERMINAL_PHASES = frozenset({"paid", "failed"})
 EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
@@ -226,6 +228,7 @@ class Client:
         base_url, headers = _connection(home)
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s)
         self._home, self._timeout_s = home, timeout_s
+        self._modules: set[str] = set()  # module hashes this client uploaded: not sent again
 
     def __enter__(self) -> Client:
         return self
@@ -264,7 +267,10 @@ class Client:
         path = Path(module)
         options = options or JobOptions()
         runtime = runtime_for(path, options.runtime)
-        module_hash = self.put_blob(module_bytes(path))
+        code = module_bytes(path)
+        module_hash = hashlib.sha256(code).hexdigest()
+        if module_hash not in self._modules:
+            module_hash = self.put_blob(code)
         if files is not None and files.used:
             try:
                 digest, input_bytes = job_files.upload(self, files, input, progress)
@@ -277,7 +283,16 @@ class Client:
         else:
             input_hash = self.put_blob(input)
         body = options.body(module_hash, input_hash, runtime)
-        return str(self._call("POST", "/v1/jobs", json=body)["job_id"])
+        try:
+            job_id = str(self._call("POST", "/v1/jobs", json=body)["job_id"])
+        except HearthError as exc:
+            if module_hash not in self._modules or UPLOAD_FIRST not in str(exc):
+                raise
+            self._modules.discard(module_hash)  # the node let it go since: upload it again
+            self.put_blob(code)
+            job_id = str(self._call("POST", "/v1/jobs", json=body)["job_id"])
+        self._modules.add(module_hash)  # a repeated job skips one request (ADR 0031)
+        return job_id
 
     def job(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}")

@@ -71,6 +71,7 @@ from hearth.protocol.errors import LocalProtocolError
 from hearth.protocol.events import (
     CommitFailed,
     EntriesCommitted,
+    InvitationUndelivered,
     MessageReceived,
     PeerConnected,
     PeerDisconnected,
@@ -79,7 +80,7 @@ from hearth.protocol.events import (
 )
 from hearth.protocol.identity import PeerId
 from hearth.protocol.interpreter import Interpreter
-from hearth.protocol.messages import TOPIC_CAPACITY
+from hearth.protocol.messages import PROTOCOL_INVITE, TOPIC_CAPACITY
 from hearth.protocol.timers import TimerKey
 
 CommitHandler = Callable[[Sequence[Entry]], None]  # blocking; raises LedgerUnavailableError
@@ -305,6 +306,8 @@ class Driver:
                 "send-failed", self.now_s(), "info", "send-failed",
                 peer=effect.peer, protocol=effect.protocol, error=str(exc),
             )  # fmt: skip
+            if effect.protocol == PROTOCOL_INVITE:  # its auction need not wait for an answer
+                self.submit_nowait(InvitationUndelivered(PeerId(effect.peer)))
 
     async def _serve(self, handler: Callable[[Inbound], Awaitable[None]], item: Inbound) -> None:
         """Answer one direct-stream request; its failure is the requester's, never the node's."""

@@ -67,6 +67,13 @@ class PeerDisconnected:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class InvitationUndelivered:
+    """The node found no stream to ``peer`` for an invitation: it will not answer (ADR 0031)."""
+
+    peer: PeerId
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RttMeasured:
     peer: PeerId
     rtt_ms: int

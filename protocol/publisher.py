@@ -77,7 +77,13 @@ from hearth.protocol.effects import (
 )
 from hearth.protocol.envelope import Envelope, EnvelopeWire
 from hearth.protocol.errors import LocalProtocolError, RemoteProtocolError
-from hearth.protocol.events import CancelJob, JobRestored, PeerDisconnected, PublishJob
+from hearth.protocol.events import (
+    CancelJob,
+    InvitationUndelivered,
+    JobRestored,
+    PeerDisconnected,
+    PublishJob,
+)
 from hearth.protocol.identity import PeerId
 from hearth.protocol.invitations import can_take, candidate_views, invitees_wanted, sample
 from hearth.protocol.job_messages import (
@@ -149,6 +155,7 @@ class PublisherComponent:
         self.jobs: dict[JobId, PublisherJob] = {}
         engine.add_local_handler(PublishJob, self._on_publish_job)
         engine.add_local_handler(PeerDisconnected, self._on_peer_disconnected)
+        engine.add_local_handler(InvitationUndelivered, self._on_invitation_undelivered)
         engine.add_local_handler(JobRestored, self._on_job_restored)
         engine.add_local_handler(CancelJob, self._on_cancel_job)
 
@@ -370,6 +377,17 @@ class PublisherComponent:
                     effects.append(self._slot_timer(job, slot))
         return effects
 
+    def _on_invitation_undelivered(self, event: object, now_ms: int) -> list[Effect]:
+        """An invitee we could not reach counts as answered: the auction need not wait for it."""
+        assert isinstance(event, InvitationUndelivered)
+        effects: list[Effect] = []
+        for job_id in sorted(self.jobs):
+            job = self.jobs[job_id]
+            if job.phase is Phase.BIDDING and event.peer in job.invited - set(job.replied):
+                job.replied[event.peer] = "unreachable"
+                effects += self._close_early(job, now_ms)
+        return effects
+
     # Bidding
 
     def _publish_call(self, job: PublisherJob, now_ms: int) -> list[Effect]:
@@ -542,9 +560,20 @@ class PublisherComponent:
             s.state in (SlotState.COMMITTED, SlotState.REVEALING, SlotState.REVEALED) for s in live
         ):
             job.move(Phase.VERIFYING)
+            opened = False
             for slot in live:
-                if slot.state is SlotState.COMMITTED:
+                if slot.state is not SlotState.COMMITTED:
+                    continue
+                if slot.early_reveal is None:
                     effects += self._request_reveal(job, slot, now_ms)
+                    continue
+                envelope, reveal = slot.early_reveal
+                slot.early_reveal = None
+                slot.move(SlotState.REVEALING)
+                effects += self._open_reveal(job, slot, envelope, reveal, now_ms)
+                opened = True
+            if opened:  # a reveal that broke its commitment dropped its slot: award again
+                return [*effects, *self._advance(job, now_ms)]
         if all(s.state is SlotState.REVEALED for s in live):
             effects += self._judge(job, now_ms)
         return effects
@@ -776,8 +805,25 @@ class PublisherComponent:
         if found is None:
             return []
         job, slot = found
+        if slot.state is SlotState.COMMITTED and slot.early_reveal is None:
+            # Sent with the commit (ADR 0031, Measurements): opened only once every live
+            # replica has committed, as if it had been asked for then.
+            slot.early_reveal = (envelope, reveal)
+            return []
         if slot.state is not SlotState.REVEALING:
-            return []  # unasked, or a repeat: a reveal counts only once, and only when asked
+            return []  # a repeat, or before the commit: a reveal counts only once
+        effects = self._open_reveal(job, slot, envelope, reveal, now_ms)
+        return self._done(job, [*effects, *self._advance(job, now_ms)])
+
+    def _open_reveal(
+        self,
+        job: PublisherJob,
+        slot: Slot,
+        envelope: Envelope,
+        reveal: ResultReveal,
+        now_ms: int,
+    ) -> list[Effect]:
+        """Check a reveal against its slot's commitment; the job advances when it is opened."""
         slot.salt = reveal.salt
         slot.digest = reveal.digest
         slot.error_kind = reveal.error_kind
@@ -798,7 +844,7 @@ class PublisherComponent:
             effects += self._drop(job, slot, problem, now_ms, notify=False)
         else:
             slot.move(SlotState.REVEALED)
-        return self._done(job, [*effects, *self._advance(job, now_ms)])
+        return effects
 
     # Judging and paying
 

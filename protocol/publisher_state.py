@@ -14,9 +14,10 @@ from hearth.protocol import limits
 from hearth.protocol.adaptive import AdaptiveConfig
 from hearth.protocol.auction import BidView, network_group
 from hearth.protocol.codec import decode_as, encode, message
+from hearth.protocol.envelope import Envelope
 from hearth.protocol.errors import LocalProtocolError, RemoteProtocolError
 from hearth.protocol.identity import PeerId
-from hearth.protocol.job_messages import PREFERENCES, Bid, CallForBids, JobId
+from hearth.protocol.job_messages import PREFERENCES, Bid, CallForBids, JobId, ResultReveal
 from hearth.protocol.reputation import PeerRecord
 from hearth.protocol.verification import Judgement, Verdict, judge
 
@@ -120,6 +121,9 @@ class Slot:
     paid_mc: int = 0
     exit_code: int = 0
     stderr: bytes = b""
+    # A reveal sent with the commit, before it was asked for (ADR 0031, Measurements): kept
+    # unopened, in memory only, until every live replica has committed; a restored job asks again.
+    early_reveal: tuple[Envelope, ResultReveal] | None = dataclasses.field(default=None, init=False)
 
     @property
     def worker(self) -> PeerId:

@@ -20,10 +20,11 @@ An award creates a *task*, keyed by job id: a worker runs one job at most once, 
 are re-sent or replayed. The worker accepts (or declines when its cores are busy), asks the node
 for the module and the input (``FetchBlob``; the node answers at once when it has a blob), runs
 the job (``RunJob``), then commits to its result with a salted hash that includes its own key,
-and reveals the result only when the publisher asks, after every replica has committed.
+and sends the reveal right behind it, to the publisher only, which opens it once every live
+replica has committed (ADR 0031, Measurements); a restored publisher asks again (RevealRequest).
 
     FETCHING --all blobs--> RUNNING --JobExecuted--> COMMITTED --RevealRequest--> REVEALED
-    REVEALED --PaymentReceived | MismatchNotice--> DONE
+    COMMITTED | REVEALED --PaymentReceived | MismatchNotice--> DONE
     FETCHING | RUNNING --fetch failed | host error | Cancel | deadline--> ABANDONED
 
 A task is forgotten ``WORKER_TASK_RETENTION_MS`` after the job's deadline. Until then a re-sent
@@ -219,7 +220,11 @@ class WorkerComponent:
             del self.tasks[job_id]
         recommit = isinstance(key, RecommitTimer)
         if recommit and task.state is S.COMMITTED and now_ms < task.call.deadline_ms:
-            return [self._commit_message(task, now_ms), self._recommit_timer(task, now_ms)]
+            return [
+                self._commit_message(task, now_ms),
+                self._reveal_message(task, now_ms),
+                self._recommit_timer(task, now_ms),
+            ]
         return []
 
     def tasks_running(self) -> int:
@@ -459,6 +464,8 @@ class WorkerComponent:
         effects: list[Effect] = [self._reply(publisher, task.job_id, award.award_no, "", now_ms)]
         if task.state in (S.COMMITTED, S.REVEALED, S.DONE):
             effects.append(self._commit_message(task, now_ms))
+        if task.state in (S.COMMITTED, S.REVEALED):
+            effects.append(self._reveal_message(task, now_ms))
         return effects
 
     def _reply(
@@ -552,7 +559,14 @@ class WorkerComponent:
         task.commitment = commitment(
             task.job_id, digest, task.salt, self._engine.identity.public_key
         )
-        return [self._commit_message(task, now_ms), self._recommit_timer(task, now_ms)]
+        # The reveal follows the commit at once, to the publisher only (ADR 0031, Measurements):
+        # it opens it when every live replica has committed, one round trip sooner than asking.
+        # The task stays COMMITTED, owed nothing, until the publisher asks or pays.
+        return [
+            self._commit_message(task, now_ms),
+            self._reveal_message(task, now_ms),
+            self._recommit_timer(task, now_ms),
+        ]
 
     def _recommit_timer(self, task: Task, now_ms: int) -> SetTimer:
         # A commit is one-way: if the publisher was down when it was sent (a restart), nothing
@@ -582,10 +596,16 @@ class WorkerComponent:
             return [Log("debug", "reveal-unanswerable", (("job", request.job_id.hex()),))]
         if request.award_no != task.award_no:
             raise RemoteProtocolError("reveal request for another award", reason="wrong-award")
+        self._mark_revealed(task)
+        return [self._reveal_message(task, now_ms)]
+
+    def _mark_revealed(self, task: Task) -> None:
         if task.state is S.COMMITTED:
             task.owed_mc = cost_mc(task.price_mc_per_tfuel, task.fuel_used)
             self._add_owed(task.publisher, task.owed_mc)
         task.move("reveal")
+
+    def _reveal_message(self, task: Task, now_ms: int) -> Send:
         reveal = ResultReveal(
             job_id=task.job_id,
             award_no=task.award_no,
@@ -599,7 +619,7 @@ class WorkerComponent:
             stderr=task.stderr,
         )
         data = self._engine.seal(reveal, now_ms=now_ms, ttl_ms=MESSAGE_TTL_MS)
-        return [Send(task.publisher, PROTOCOL_RESULT, data)]
+        return Send(task.publisher, PROTOCOL_RESULT, data)
 
     def _add_owed(self, publisher: PeerId, amount_mc: int) -> None:
         if publisher not in self.owed_mc_by_publisher and (
@@ -636,8 +656,10 @@ class WorkerComponent:
 
     def _on_payment(self, event: object, now_ms: int) -> list[Effect]:
         assert isinstance(event, PaymentReceived)
-        self._settle_owed(event.payer, event.amount_mc)
         task = self.tasks.get(event.job_id)
+        if task is not None and task.state is S.COMMITTED and task.publisher == event.payer:
+            self._mark_revealed(task)  # the publisher opened the reveal sent with the commit
+        self._settle_owed(event.payer, event.amount_mc)
         if task is not None and (task.state, "paid") in TRANSITIONS:
             task.move("paid")
         return []

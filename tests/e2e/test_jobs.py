@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from hearth import Client, JobOptions
+from hearth.client import module_bytes
 from hearth.testnet import adversaries, launch
 from tests.e2e.network import ECHO, LOOP, balances, config, hearth, settled, start
 
@@ -50,6 +52,17 @@ def test_a_job_from_the_fourth_node_is_verified_byte_exact_and_paid(five) -> Non
     assert after[five[3].info["peer_id"]] < 0
     workers = {r["worker"] for r in result.summary["replicas_detail"] if r["paid_mc"] > 0}
     assert len(workers) == 2 and all(after[w] > 0 for w in workers)
+
+
+def test_a_client_sends_a_module_once_and_again_when_the_node_let_it_go(five) -> None:  # type: ignore[no-untyped-def]
+    digest = hashlib.sha256(module_bytes(Path(ECHO))).hexdigest()
+    with Client(five[3].home) as client:
+        first = client.run(ECHO, b"first", replicas=2)
+        (five[3].home / "blobs" / digest[:2] / digest).unlink()  # evicted behind the client
+        second = client.run(ECHO, b"second", replicas=2)
+    assert first.ok and second.ok, (first.reason, second.reason)
+    assert (first.output, second.output) == (b"first", b"second")
+    assert (five[3].home / "blobs" / digest[:2] / digest).exists()  # sent again
 
 
 def test_the_cli_runs_a_job_and_lists_it(five, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ import random
 from hearth.protocol import limits
 from hearth.protocol.auction import BidView
 from hearth.protocol.effects import AwaitSaves, Penalise, Publish, SaveJob, Send
-from hearth.protocol.events import MessageReceived
+from hearth.protocol.events import InvitationUndelivered, MessageReceived
 from hearth.protocol.identity import PeerId
 from hearth.protocol.invitations import sample
 from hearth.protocol.job_messages import Award, Bid, BidDecline, CallForBids, Invitation
@@ -72,6 +72,24 @@ def test_a_silent_invitee_holds_the_auction_open_until_the_window_ends() -> None
     assert cluster.phase(3, job_id) == "paid"
     first_award_ms = min(at_ms for at_ms, _, _ in cluster.sends_of(3, Award))
     assert first_award_ms - started_ms >= WINDOW_MS
+
+
+def test_an_invitation_the_node_could_not_deliver_does_not_hold_the_auction_open() -> None:
+    unreachable = 1
+
+    def drop(sender: int, send: Send) -> bool:
+        return sender == 3 and send.protocol == PROTOCOL_INVITE and send.peer == peer
+
+    cluster = Cluster(5, market=True, drop=drop)
+    peer = cluster.nodes[unreachable].peer_id
+    started_ms = cluster.now_ms
+    job_id = cluster.publish_job(3, MODULE, INPUT, bid_window_ms=WINDOW_MS)
+    cluster.inject(3, InvitationUndelivered(peer))  # what the node's driver reports
+    cluster.run_until(cluster.finished(3, job_id))
+    assert cluster.phase(3, job_id) == "paid"
+    assert peer in {e.peer for e in cluster.of_type(3, Send) if e.protocol == PROTOCOL_INVITE}
+    first_award_ms = min(at_ms for at_ms, _, _ in cluster.sends_of(3, Award))
+    assert first_award_ms - started_ms <= 2 * LATENCY_MS + 1 < WINDOW_MS
 
 
 def test_an_invited_host_that_cannot_bid_declines_so_the_auction_still_closes_early() -> None:

@@ -19,6 +19,7 @@ from hearth.protocol.job_messages import (
     JobId,
     ResultCommit,
     ResultReveal,
+    RevealRequest,
 )
 from hearth.protocol.messages import PROTOCOL_AWARD, PROTOCOL_BID, PROTOCOL_RESULT, TOPIC_JOBS
 from tests.protocol.harness import Cluster, honest_output
@@ -42,7 +43,8 @@ def test_a_lazy_copier_cannot_pass_off_another_workers_commitment() -> None:
     forged = ResultCommit(job_id, award_no, honest_commit.body.commitment)
     data = copier.engine.seal(forged, now_ms=cluster.now_ms, ttl_ms=60_000)
     cluster.inject(3, MessageReceived(copier.peer_id, PROTOCOL_RESULT, data), delay_ms=5)
-    cluster.run_until(lambda: bool(cluster.sends_of(honest.index, ResultReveal)))
+    # The honest reveal follows its commit at once; the copier's is asked for once it committed.
+    cluster.run_until(lambda: bool(cluster.sends_of(3, RevealRequest)))
     [(_, _, honest_reveal)] = cluster.sends_of(honest.index, ResultReveal)
     copied = dataclasses.replace(honest_reveal.body, award_no=award_no)
     data = copier.engine.seal(copied, now_ms=cluster.now_ms, ttl_ms=60_000)
