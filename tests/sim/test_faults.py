@@ -244,9 +244,9 @@ def test_a_worker_that_declined_as_busy_may_win_the_job_again() -> None:
         adversary_shares_pct=(("crash_restart", 5), ("wrong_result", 10)),
     )
     rates = FaultRates(clock_offset_ms_max=4574, crash_after_commit_pct=3)
-    # Seed 17: ADR 0031 changed the traffic (invitations, bids that say when a host can start);
-    # this seed still makes the case happen.
-    result = run_simulation(SimConfig(40, 40, 17, scenario, faults=rates))
+    # Seed 5: the case depends on the traffic (ADR 0031's invitations, ADR 0034's one engine
+    # random stream); this seed still makes it happen.
+    result = run_simulation(SimConfig(40, 40, 5, scenario, faults=rates))
     assert result.violation is None, result.violation
     rewon = [
         job
