@@ -76,6 +76,13 @@ def run_one(nodes: int, fake_signatures: bool) -> dict[str, Any]:
     figures["gossip_signatures_verified"] = counters.get("signatures_verified_at_edge", 0)
     figures["gossip_signature_cache_hits"] = counters.get("signature_cache_hits", 0)
     figures["messages_per_job"] = round(messages / max(1, len(records)), 1)
+    # Where the messages go: gossip deliveries by topic (ads and ledger heads are periodic,
+    # so they grow with nodes x time, not with jobs); the rest are direct sends.
+    by_topic = {k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("deliveries:")}
+    by_topic["direct"] = messages - sum(by_topic.values())
+    figures["messages_per_job_by_channel"] = {
+        k: round(v / max(1, len(records)), 1) for k, v in sorted(by_topic.items())
+    }
     finished = [r.finished_ms for r in records if r.phase == "paid"]
     span_ms = max(finished, default=0) - min((r.published_ms for r in records), default=0)
     figures["jobs_per_sim_s"] = round(len(finished) * 1000 / max(1, span_ms), 1)

@@ -163,7 +163,7 @@ class Simulation:
     def _control_up(self, index: int) -> None:
         node = self.cluster.nodes[index]
         if not node.alive:
-            self.cluster.start(node, "" if node.life == 0 else f":{node.life}")
+            self.cluster.start(node)
 
     def _control_down(self, index: int) -> None:
         node = self.cluster.nodes[index]

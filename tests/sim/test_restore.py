@@ -22,7 +22,7 @@ def test_a_job_survives_its_publisher_crashing_through_restore() -> None:
     crashed_engine = publisher.engine
 
     cluster.stop(publisher)  # a crash: the engine and every timer are gone, the saved state stays
-    assert not publisher.alive and len(publisher.interpreter.timers) == 0
+    assert not publisher.alive and len(publisher.timers) == 0
     cluster.push(cluster.now_ms + DOWN_MS, -1, Control("up", publisher.index))
     sim.run()  # the checkers raise on any violation (paid twice, wrong result, credits)
 
