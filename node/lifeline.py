@@ -48,12 +48,34 @@ def sigterm_like_ctrl_c() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
+_held_depth = 0
+_deferred: list[int] = []
+
+
+def defer_if_held(signum: int) -> bool:
+    """For a stop handler: while a ``held`` block runs, note ``signum`` (it is raised again when
+    the block ends) and return True. The mask alone does not defer a Python handler: another
+    thread (one not holding) takes the signal and the handler still runs in the main thread."""
+    if _held_depth:
+        _deferred.append(signum)
+        return True
+    return False
+
+
 @contextlib.contextmanager
 def held() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM until the block ends, so that a started process is always
     recorded before an interrupt can unwind (or so that a cleanup runs to its end)."""
+    global _held_depth
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    _held_depth += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        _held_depth -= 1
+        if not _held_depth:  # a nested block does not end the outer one's hold
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+            if _deferred:
+                signum = _deferred[0]
+                _deferred.clear()
+                signal.raise_signal(signum)

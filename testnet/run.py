@@ -124,6 +124,7 @@ class Runner:
         self.started_s = time.monotonic()
         self.stop_event = threading.Event()
         self.interrupted = False
+        self._unwind_on_stop = False
         self.error = ""
         self.lock = threading.Lock()
         self.nodes: list[Managed] = []
@@ -137,11 +138,23 @@ class Runner:
         self.metrics = report.MetricsLog(options.out, [n.name for n in self.plan.nodes])
 
     def run(self) -> dict[str, Any]:
-        """Carry out the plan; always stops the nodes and writes the report."""
-        previous = signal.getsignal(signal.SIGINT)
+        """Carry out the plan; always stops the nodes and writes the report.
+
+        Ctrl-C and SIGTERM get this runner's handler from the start, whatever this process
+        inherited (a launcher started in the background inherits SIGINT ignored, and then
+        SIGTERM, forwarded to SIGINT's handler, did nothing either): while the nodes start it
+        unwinds (KeyboardInterrupt, deferred past ``lifeline.held`` blocks); from the timeline
+        on it only sets ``stop_event``, which every wait watches."""
+        previous = {signum: signal.getsignal(signum) for signum in lifeline.STOP_SIGNALS}
+        self._unwind_on_stop = True
+        for signum in lifeline.STOP_SIGNALS:
+            signal.signal(signum, self._on_stop)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, lifeline.STOP_SIGNALS)
         try:
             self._prepare()
-            signal.signal(signal.SIGINT, self._on_sigint)
+            self._unwind_on_stop = False
+            if self.interrupted:  # a stop taken while the last thread started
+                raise KeyboardInterrupt
             self._run_timeline()
             self._finish_jobs()
             self._settle()
@@ -151,16 +164,22 @@ class Runner:
             self.error = str(exc)
             self.events.add("run_error", error=self.error)
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # cleanup must not be cut short
+            self._unwind_on_stop = False
+            for signum in lifeline.STOP_SIGNALS:  # cleanup must not be cut short
+                signal.signal(signum, signal.SIG_IGN)
             try:
                 summary = self._close()
             finally:
-                signal.signal(signal.SIGINT, previous)
+                for signum, handler in previous.items():
+                    if handler is not None:  # None: not set from Python; leave ours
+                        signal.signal(signum, handler)
         return summary
 
-    def _on_sigint(self, signum: int, frame: object) -> None:
+    def _on_stop(self, signum: int, frame: object) -> None:
         self.interrupted = True
         self.stop_event.set()
+        if self._unwind_on_stop and not lifeline.defer_if_held(signum):
+            raise KeyboardInterrupt
 
     def _wait_until(self, at_s: float) -> bool:
         """Wait for the planned time; False if the run was interrupted."""

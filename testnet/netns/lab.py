@@ -350,8 +350,13 @@ class Lab:
             "--jitter-ms",
             str(link.jitter_ms),
         ]
-        process = self.popen(
-            ns, argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, helper=True
+        process = self.popen(  # its own session: a Ctrl-C at the terminal is the runner's
+            ns,
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            helper=True,
+            start_new_session=True,
         )
         assert process.stdout is not None
         ready: list[bytes] = []

@@ -141,3 +141,44 @@ def test_up_interrupted_while_starting_leaves_no_process(
     root = tmp_path / "tn"
     argv = ["testnet", "up", "-n", "4", "--dir", str(root), "--base", "127.0.7.1"]
     stop_and_check(argv, tmp_path, nodes_started(root, 2), signals)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_run_started_with_ctrl_c_ignored_still_stops_while_nodes_start(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """A launcher started in the background of a script inherits SIGINT ignored; `testnet run`
+    still takes Ctrl-C (and SIGTERM) while its nodes start: exit 130, report, nothing left."""
+    scenario = tmp_path / "orphans.toml"
+    scenario.write_text(RUN)
+    out = tmp_path / "out"
+    env = {**os.environ, "HEARTH_HOME": str(tmp_path / "home")}
+    argv = ["testnet", "run", str(scenario), "--out", str(out)]
+    with (tmp_path / "command.out").open("wb") as sink:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "hearth", *argv],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+    try:
+        started = nodes_started(out / "testnet", 1)
+
+        def reached() -> bool:
+            assert command.poll() is None, (tmp_path / "command.out").read_text()
+            return started()
+
+        launch.wait_for(reached, START_S, "the first node to start")
+        command.send_signal(signum)
+        assert command.wait(timeout=STOP_S) == 130, (tmp_path / "command.out").read_text()
+        launch.wait_for(lambda: not processes_in(tmp_path), STOP_S, "every process to go")
+    finally:
+        if command.poll() is None:
+            command.kill()
+        for pid in processes_in(tmp_path):
+            os.kill(pid, signal.SIGKILL)
+    summary = json.loads((out / report.SUMMARY_FILE).read_text())
+    assert summary["interrupted"]
+    kinds = [json.loads(line)["kind"] for line in (out / report.EVENTS_FILE).open()]
+    assert "job_published" not in kinds  # it stopped before the timeline, not after it
