@@ -458,7 +458,7 @@ class PaymentComponent:
         return (
             task is not None
             and task.publisher == peer_id_from_public_key(payer)
-            and 0 < amount_mc <= task.owed_mc
+            and 0 < amount_mc <= self._engine.worker.owed_mc(task)
         )
 
     def _on_countersigned(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:

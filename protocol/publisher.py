@@ -139,6 +139,9 @@ MISMATCH_PENALTY_POINTS: Final = 100  # as Reputation.on_result(valid=False) cha
 BUSY_DECLINE_VERDICT: Final = "declined:busy"
 
 
+UNREACHABLE: Final = "unreachable"  # an invitee the node could not send its invitation to
+
+
 def newcomers_max(replicas: int) -> int:
     """Newcomers may hold at most half of the replicas, so they never form a quorum alone."""
     return max(1, replicas // 2)
@@ -384,7 +387,7 @@ class PublisherComponent:
         for job_id in sorted(self.jobs):
             job = self.jobs[job_id]
             if job.phase is Phase.BIDDING and event.peer in job.invited - set(job.replied):
-                job.replied[event.peer] = "unreachable"
+                job.replied[event.peer] = UNREACHABLE
                 effects += self._close_early(job, now_ms)
         return effects
 
@@ -393,7 +396,7 @@ class PublisherComponent:
     def _publish_call(self, job: PublisherJob, now_ms: int) -> list[Effect]:
         """Invite hosts from the market view (ADR 0031); gossip only when the view is too thin."""
         call = job.call
-        ttl_ms = min(limits.ENVELOPE_TTL_MS_MAX, max(1, call.bid_deadline_ms - now_ms))
+        ttl_ms = _ttl_ms(call, now_ms)
         invitees = self._invitees(job, now_ms)
         job.invited = frozenset(invitees)
         job.open_call = len(invitees) < job.target
@@ -444,8 +447,20 @@ class PublisherComponent:
         waiting = any(
             DECLINE_CAUSES.get(reason) in TRANSIENT_CAUSES for reason in job.replied.values()
         )
-        if bidders < job.target - len(job.live()) and waiting:
+        short = bidders < job.target - len(job.live())
+        if short and waiting:
             return []
+        if short and UNREACHABLE in job.replied.values():
+            # Hosts we could not reach (a node just started, a dial that failed) may still reach
+            # us: gossip the call and let the window run, instead of burning the job's rounds
+            # in milliseconds on invitations that cannot arrive.
+            job.open_call = True
+            return [
+                Publish(
+                    TOPIC_JOBS,
+                    self._engine.seal(job.call, now_ms=now_ms, ttl_ms=_ttl_ms(job.call, now_ms)),
+                )
+            ]
         effects = [CancelTimer(BidsTimer(job.job_id)), *self._close_bidding(job, now_ms)]
         return self._done(job, effects)
 
@@ -912,6 +927,11 @@ def _decisions(job: PublisherJob) -> tuple[object, ...]:
     """
     slots = tuple((s.award_no, s.state is SlotState.DROPPED, s.verdict) for s in job.slots)
     return (job.phase, job.call.call_round, job.target, job.replicas, slots, job.accepted_digest)
+
+
+def _ttl_ms(call: CallForBids, now_ms: int) -> int:
+    """A call's envelope lives until its bid deadline."""
+    return min(limits.ENVELOPE_TTL_MS_MAX, max(1, call.bid_deadline_ms - now_ms))
 
 
 def _fields(call: CallForBids) -> dict[str, Any]:

@@ -599,6 +599,13 @@ class WorkerComponent:
         self._mark_revealed(task)
         return [self._reveal_message(task, now_ms)]
 
+    def owed_mc(self, task: Task) -> int:
+        """What ``task``'s publisher owes us for it. The reveal travels with the commit, so a
+        payment may arrive before any reveal request: a committed task is owed its cost."""
+        if task.state is S.COMMITTED:
+            return cost_mc(task.price_mc_per_tfuel, task.fuel_used)
+        return task.owed_mc
+
     def _mark_revealed(self, task: Task) -> None:
         if task.state is S.COMMITTED:
             task.owed_mc = cost_mc(task.price_mc_per_tfuel, task.fuel_used)

@@ -92,6 +92,24 @@ def test_an_invitation_the_node_could_not_deliver_does_not_hold_the_auction_open
     assert first_award_ms - started_ms <= 2 * LATENCY_MS + 1 < WINDOW_MS
 
 
+def test_when_no_invitation_can_be_delivered_the_call_is_gossiped_not_the_rounds_burnt() -> None:
+    # A node just started: its market lists hosts, but every invitation fails at once. It used
+    # to close each round on the spot and fail the job in milliseconds, "no host answered".
+    def drop(sender: int, send: Send) -> bool:
+        return sender == 3 and send.protocol == PROTOCOL_INVITE
+
+    cluster = Cluster(5, market=True, drop=drop)
+    job_id = cluster.publish_job(3, MODULE, INPUT, bid_window_ms=WINDOW_MS)
+    cluster.run_for(1)  # the invitations are out (and lost)
+    job = cluster.nodes[3].engine.publisher.jobs[job_id]
+    assert job.invited and not job.open_call
+    for peer in sorted(job.invited):
+        cluster.inject(3, InvitationUndelivered(peer))  # what the node's driver reports
+    cluster.run_until(cluster.finished(3, job_id))
+    assert cluster.phase(3, job_id) == "paid"
+    assert len(_gossiped_calls(cluster, 3)) == 1  # the fallback, once
+
+
 def test_an_invited_host_that_cannot_bid_declines_so_the_auction_still_closes_early() -> None:
     cluster = Cluster(5, market=True)
     started_ms = cluster.now_ms
