@@ -74,6 +74,7 @@ from hearth.protocol.events import (
     MessageReceived,
     PeerConnected,
     PublishJob,
+    RttMeasured,
     TimerFired,
 )
 from hearth.protocol.identity import Identity
@@ -82,7 +83,7 @@ from hearth.protocol.jobs_config import JobsConfig
 from hearth.protocol.messages import PROTOCOLS, TOPICS
 from hearth.protocol.publisher_state import PublisherConfig
 from hearth.protocol.timers import TimerKey
-from tests.protocol.harness import T0_MS, make_profile
+from tests.protocol.harness import LATENCY_MS, T0_MS, make_profile
 
 NOW_MS = T0_MS + 100  # just after the corpus job's call for bids, inside its envelopes' lives
 CHANNELS = (*TOPICS, *PROTOCOLS)
@@ -250,6 +251,8 @@ def engine(data: bytes) -> None:
     for index, other in enumerate(AUTHORS):
         if other is not me:
             node.step(PeerConnected(other.peer_id, f"127.0.0.{index + 2}"), now_ms)
+            # The round trips the harness measured when it recorded the corpus: ranking uses them.
+            node.step(RttMeasured(other.peer_id, 2 * LATENCY_MS + 3 * abs(role - index)), now_ms)
     if role == PUBLISHER:
         _carry_out(node, ledger, node.step(corpus_job(), now_ms), now_ms, timers)
     for nonce, (channel, author_index, body, delay_ms) in enumerate(sequence):
