@@ -26,8 +26,8 @@ from libp2p.records.pubkey import PublicKeyValidator
 from libp2p.records.validator import NamespacedValidator
 from libp2p.tools.anyio_service import background_trio_service
 
+from hearth.p2p.addresses import Scope, scope_of
 from hearth.p2p.dialing import TokenBuckets
-from hearth.p2p.peerstore import scope_of
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def choose_mode(setting: str, listen_host: str) -> DHTMode | None:
     """The DHT mode for a ``dht`` setting; "auto" serves only from a public address."""
     if setting == "off":
         return None
-    if setting == "server" or (setting == "auto" and scope_of(listen_host) == "public"):
+    if setting == "server" or (setting == "auto" and scope_of(listen_host) is Scope.PUBLIC):
         return DHTMode.SERVER
     return DHTMode.CLIENT
 

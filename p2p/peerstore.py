@@ -17,13 +17,14 @@ the table never holds more than `ENTRIES_MAX` rows.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from hearth.p2p.addresses import Scope, ip_of, scope_of
 
 logger = logging.getLogger(__name__)
 
@@ -33,21 +34,6 @@ STALE_MS: Final = 14 * 24 * 3600 * 1000  # not seen working for two weeks: forgo
 FAILURES_MAX: Final = 8  # failures beyond successes before an entry is forgotten
 RECONNECT_PEERS_MAX: Final = 16  # dialled on start
 PEERSTORE_FILE: Final = "peers.sqlite"
-# Addresses that mean something only inside one home or one carrier (RFC 1918, RFC 6598 CGNAT,
-# link-local, IPv6 unique-local and link-local).
-PRIVATE_NETWORKS: Final = tuple(
-    ipaddress.ip_network(text)
-    for text in (
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",
-        "169.254.0.0/16",
-        "fc00::/7",
-        "fe80::/10",
-    )
-)
-
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS known (
     peer_id TEXT NOT NULL,
@@ -69,39 +55,19 @@ class KnownAddr:
     failures: int
 
 
-def scope_of(ip_text: str) -> str:
-    """ "loopback", "private" (RFC 1918, CGNAT, link-local, ULA), "public", or "" if not an IP."""
-    try:
-        ip = ipaddress.ip_address(ip_text)
-    except ValueError:
-        return ""
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_unspecified or ip.is_multicast:
-        return ""
-    if any(ip in network for network in PRIVATE_NETWORKS if network.version == ip.version):
-        return "private"
-    return "public"  # documentation ranges too: the netns lab's "public" nodes live there
-
-
-def _ip_of(addr: str) -> str:
-    parts = addr.split("/")
-    return parts[2] if len(parts) > 2 and parts[1] in ("ip4", "ip6") else ""
-
-
 def may_store(addr: str, own_ips: Iterable[str]) -> bool:
     """Whether a first-hand address may be kept: public, or in a scope one of ours is in.
 
     An unspecified own address (listening on 0.0.0.0) stands for every scope but loopback.
     """
-    scope = scope_of(_ip_of(addr))
-    if scope == "public":
+    scope = scope_of(ip_of(addr))
+    if scope is Scope.PUBLIC:
         return True
-    if not scope:
+    if scope is Scope.UNUSABLE:
         return False
     own = {scope_of(ip) for ip in own_ips}
     if any(ip in ("0.0.0.0", "::") for ip in own_ips):
-        own |= {"private", "public"}
+        own |= {Scope.PRIVATE, Scope.PUBLIC}
     return scope in own
 
 

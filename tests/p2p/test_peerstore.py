@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hearth.p2p.addresses import Scope, scope_of
 from hearth.p2p.peerstore import (
     ADDRS_PER_PEER_MAX,
     ENTRIES_MAX,
@@ -13,20 +14,19 @@ from hearth.p2p.peerstore import (
     PeerStore,
     may_store,
     rank,
-    scope_of,
 )
 
 NOW_MS = 1_800_000_000_000
 
 
 def test_scopes() -> None:
-    assert scope_of("127.0.0.5") == "loopback"
-    assert scope_of("192.168.1.10") == "private"
-    assert scope_of("100.64.0.1") == "private"  # CGNAT
-    assert scope_of("fd00::1") == "private"
-    assert scope_of("8.8.8.8") == "public"
-    assert scope_of("0.0.0.0") == ""
-    assert scope_of("not-an-ip") == ""
+    assert scope_of("127.0.0.5") is Scope.LOOPBACK
+    assert scope_of("192.168.1.10") is Scope.PRIVATE
+    assert scope_of("100.64.0.1") is Scope.PRIVATE  # CGNAT
+    assert scope_of("fd00::1") is Scope.PRIVATE
+    assert scope_of("8.8.8.8") is Scope.PUBLIC
+    assert scope_of("0.0.0.0") is Scope.UNUSABLE
+    assert scope_of("not-an-ip") is Scope.UNUSABLE
 
 
 def test_private_addresses_are_kept_only_by_a_node_in_that_scope() -> None:
