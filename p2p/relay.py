@@ -76,6 +76,13 @@ PENALTY_HOP_FLOOD: Final = -20
 PENALTY_BAD_DIALBACK: Final = -20
 CONNECTION_HISTORY_MAX: Final = 8
 PUNCH_ADDRS_MAX: Final = 8  # addresses we send, and read, in one DCUtR CONNECT
+# Hole-punch sessions we drive to one peer while it stays relayed (each is upstream's three
+# dial rounds, ~20 s when they all fail), the waits between them, and how many peers we punch
+# at once: one failing peer must not hold up the others (upstream drove one peer at a time).
+PUNCH_SESSIONS_MAX: Final = 4
+PUNCH_BACKOFF_S: Final = (1.0, 3.0, 8.0)
+PUNCH_PEERS_AT_ONCE: Final = 4
+PUNCH_SWEEP_S: Final = 2.0  # a relayed peer missed by the wake-up is found this late at most
 
 
 def _ms() -> int:
@@ -208,6 +215,8 @@ class NatService:
         return self._punch_port
 
     def note_opened(self, peer: ID, relayed: bool) -> None:
+        if relayed and self._dcutr is not None:
+            self._dcutr.wake()  # punch now, not at the next sweep
         kinds = self.opened.setdefault(peer.to_base58(), [])
         kinds[:] = [*kinds, "relayed" if relayed else "direct"][-CONNECTION_HISTORY_MAX:]
         self.opened.move_to_end(peer.to_base58())
@@ -491,11 +500,82 @@ class _HearthDCUtR(DCUtRProtocol):
     def __init__(self, host: IHost, nat: NatService) -> None:
         super().__init__(host)
         self._nat = nat
+        self._wake = trio.Event()
+        self._driving: set[ID] = set()
+        self._sessions: dict[ID, int] = {}  # sessions driven since the peer last disconnected
+        self.sessions_driven = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def drives(self, peer_id: ID) -> bool:
+        """Only the peer with the smaller id starts sessions; the other answers."""
+        return self.host.get_id().to_bytes() < peer_id.to_bytes()
 
     async def initiate_hole_punch(self, peer_id: ID) -> bool:
-        if self.host.get_id().to_bytes() > peer_id.to_bytes():
+        if not self.drives(peer_id):
             return False  # the other end drives; we answer in `_handle_dcutr_stream`
         return await super().initiate_hole_punch(peer_id)
+
+    def on_peer_disconnected(self, peer_id: ID) -> None:
+        super().on_peer_disconnected(peer_id)
+        if not self.host.get_network().connections.get(peer_id):
+            self._sessions.pop(peer_id, None)  # a later relayed connection gets a new budget
+
+    def _to_punch(self) -> list[ID]:
+        """Peers we drive that are connected through relays only, with budget left; none
+        while we know no public address of ours (a CONNECT without one cannot succeed)."""
+        if not self._nat.punch_addrs():
+            return []
+        network: Any = self.host.get_network()
+        for gone in [p for p in self._sessions if not network.connections.get(p)]:
+            del self._sessions[gone]  # bounded by the connected peers, whatever the notifees do
+        out = []
+        for peer, conns in list(network.connections.items()):
+            if peer in self._driving or self._sessions.get(peer, 0) >= PUNCH_SESSIONS_MAX:
+                continue
+            if conns and self.drives(peer) and all(is_relayed(c) for c in conns):
+                out.append(peer)
+        return out
+
+    async def _auto_drive_loop(self) -> None:
+        """Upstream's loop swept every 2 s and punched one peer at a time, three sessions at
+        most, so a peer behind a resetting router held up the others for a minute. Ours
+        starts a session as soon as a relayed connection opens, drives up to
+        `PUNCH_PEERS_AT_ONCE` peers at once, and retries each with a short backoff."""
+        limiter = trio.CapacityLimiter(PUNCH_PEERS_AT_ONCE)
+        async with trio.open_nursery() as nursery:
+            while True:
+                for peer in self._to_punch():
+                    self._driving.add(peer)
+                    nursery.start_soon(self._drive, peer, limiter)
+                with trio.move_on_after(PUNCH_SWEEP_S):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+
+    async def _drive(self, peer: ID, limiter: trio.CapacityLimiter) -> None:
+        try:
+            while self._sessions.get(peer, 0) < PUNCH_SESSIONS_MAX:
+                network: Any = self.host.get_network()
+                conns = network.connections.get(peer) or []
+                if not conns or not all(is_relayed(c) for c in conns):
+                    return  # gone, or direct by now (perhaps the other way round)
+                done = self._sessions.get(peer, 0)
+                self._sessions[peer] = done + 1
+                self.sessions_driven += 1
+                # Upstream counts sessions too (three, then never again); ours is the budget.
+                self._hole_punch_attempts.pop(peer, None)
+                async with limiter:
+                    if await self.initiate_hole_punch(peer):
+                        return
+                if done < len(PUNCH_BACKOFF_S):
+                    await trio.sleep(PUNCH_BACKOFF_S[done])
+        except trio.Cancelled:
+            raise
+        except Exception as error:
+            logger.debug("driving a hole punch to %s failed: %r", peer, error)
+        finally:
+            self._driving.discard(peer)
 
     async def _get_observed_addrs(self) -> list[bytes]:
         return [multiaddr.Multiaddr(a).to_bytes() for a in self._nat.punch_addrs()]
