@@ -36,8 +36,10 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
 from libp2p.relay.circuit_v2.protocol import STOP_PROTOCOL_ID, CircuitV2Protocol
+from libp2p.relay.circuit_v2.protocol_buffer import StatusCode
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.security.pnet.protector import new_protected_conn
@@ -73,6 +75,13 @@ REACHABILITY_RETRY_S: Final = 15.0
 # (burst, ms per token): hop requests (reservations, connects) we serve for one peer.
 HOP_REQUESTS_PER_PEER: Final = (8, 5_000)
 PENALTY_HOP_FLOOD: Final = -20
+PENALTY_FORGED_RESERVATION: Final = -50  # a reservation asked for another peer's id
+# A relay whose circuit failed is tried after the others for this long; one that let a circuit
+# hang past the dial timeout also loses reputation (a refusal may be honest: no reservation).
+RELAY_FAILED_BACKOFF_S: Final = 120.0
+RELAYS_FAILED_MAX: Final = 1024
+PENALTY_RELAY_STALLED: Final = -10
+CIRCUITS_PER_DIAL_MAX: Final = 2  # relays tried for one peer before giving up
 PENALTY_BAD_DIALBACK: Final = -20
 CONNECTION_HISTORY_MAX: Final = 8
 PUNCH_ADDRS_MAX: Final = 8  # addresses we send, and read, in one DCUtR CONNECT
@@ -130,16 +139,17 @@ class NatService:
             max_reservations=settings.reservations_max,
             reservation_ttl=settings.reservation_ttl_s,
         )
-        # allow_hop=False: upstream would register its own unguarded hop handler.
-        self._protocol = CircuitV2Protocol(host, limits=relay_limits, allow_hop=False)
+        self._protocol = _HearthHop(host, relay_limits, self._hop_request_allowed)
         self._relay = CircuitV2Transport(
             host, self._protocol, RelayConfig(roles=RelayRole.STOP | RelayRole.CLIENT)
         )
         self._dcutr = _HearthDCUtR(host, self) if settings.hole_punch else None
         self._hop_budget = TokenBuckets(*HOP_REQUESTS_PER_PEER)
+        self.forged_reservations = 0
         self._reserved: dict[ID, tuple[str, int]] = {}  # relay -> (its address, expiry unix s)
         self._relay_retry_at: dict[ID, float] = {}
         self._dialling: set[ID] = set()
+        self._relay_failed: OrderedDict[str, float] = OrderedDict()  # relay -> backoff end (s)
         self._punch_port: int | None = None
         self.hop_refused = 0
         self.punched: set[str] = set()
@@ -233,6 +243,7 @@ class NatService:
                 for r, (a, e) in sorted(self._reserved.items(), key=lambda kv: str(kv[0]))
             ],
             "hop_refused": self.hop_refused,
+            "forged_reservations_refused": self.forged_reservations,
             "dialbacks_refused": self._server.refused,
         }
 
@@ -332,30 +343,34 @@ class NatService:
             raise
         except Exception as error:
             logger.debug("serving a dial-back to %s failed: %r", peer, error)
-            with trio.move_on_after(1):
-                try:
-                    await stream.reset()
-                except Exception as reset_error:
-                    logger.debug("reset failed: %r", reset_error)
+            await _reset(stream)
 
     async def _serve_hop(self, stream: INetStream) -> None:
-        peer = stream.muxed_conn.peer_id
-        text = peer.to_base58()
-        allowed = self.serving_hop() and not self._reputation.is_banned(text)
-        if allowed and not self._hop_budget.available(text, _ms()):
-            self._reputation.adjust(text, PENALTY_HOP_FLOOD)
-            allowed = False
-        if not allowed:
+        text = stream.muxed_conn.peer_id.to_base58()
+        if not self.serving_hop() or self._reputation.is_banned(text):
             self.hop_refused += 1
-            with trio.move_on_after(1):
-                try:
-                    await stream.reset()
-                except Exception as error:
-                    logger.debug("reset failed: %r", error)
+            await _reset(stream)
             return
-        self._hop_budget.take(text, _ms())
         self._protocol.allow_hop = True
         await self._protocol._handle_hop_stream(stream)
+
+    def _hop_request_allowed(self, peer: ID, named: bytes) -> bool:
+        """Whether to serve one hop message (a stream may carry many, so each is counted):
+        within the peer's budget and, for a reservation, for the asking peer itself."""
+        text = peer.to_base58()
+        if named and named != peer.to_bytes():
+            # Upstream reserves for whatever id the message names: one peer could fill every
+            # slot with made-up ids. Only a peer's own slot can carry its circuits anyway.
+            self.forged_reservations += 1
+            self.hop_refused += 1
+            self._reputation.adjust(text, PENALTY_FORGED_RESERVATION)
+            return False
+        if not self._hop_budget.available(text, _ms()):
+            self.hop_refused += 1
+            self._reputation.adjust(text, PENALTY_HOP_FLOOD)
+            return False
+        self._hop_budget.take(text, _ms())
+        return True
 
     async def _reservation_loop(self) -> None:
         while True:
@@ -449,6 +464,8 @@ class NatService:
         # past the per-peer cap is trimmed, with the streams on it (ADR 0014).
         if peer in self._host.get_connected_peers() or peer in self._dialling:
             return peer in self._host.get_connected_peers()
+        if self._reputation.is_banned(_relay_of(target)):
+            return False  # a relay that stalled circuits again and again is not asked again
         self._dialling.add(peer)
         try:
             return await self._dial_circuit(target, peer, network)
@@ -456,6 +473,7 @@ class NatService:
             self._dialling.discard(peer)
 
     async def _dial_circuit(self, target: str, peer: ID, network: Any) -> bool:
+        relay = _relay_of(target)
         try:
             with trio.fail_after(limits.DIAL_TIMEOUT_MS / 1000):
                 raw = await self._relay._dial_via_circuit_addr(
@@ -466,23 +484,97 @@ class NatService:
                 conn = await network.upgrade_outbound_raw_conn(raw, peer)
             # As upstream's inbound side does: the pnet wrapper hides the circuit address.
             conn.set_transport_info([multiaddr.Multiaddr(target)], ConnectionType.RELAYED)
+            self._relay_failed.pop(relay, None)
             return True
         except trio.Cancelled:
             raise
         except Exception as error:
             logger.debug("relayed dial to %s via %s failed: %r", peer, target, error)
+            self._note_relay_failed(relay, stalled=isinstance(error, trio.TooSlowError))
             return False
 
+    def _note_relay_failed(self, relay: str, stalled: bool) -> None:
+        if not relay:
+            return
+        self._relay_failed[relay] = time.time() + RELAY_FAILED_BACKOFF_S
+        self._relay_failed.move_to_end(relay)
+        while len(self._relay_failed) > RELAYS_FAILED_MAX:
+            self._relay_failed.popitem(last=False)
+        if stalled:
+            self._reputation.adjust(relay, PENALTY_RELAY_STALLED)
+
+    def relay_failing(self, relay: str) -> bool:
+        """Whether a circuit through ``relay`` failed lately (its circuits are tried last)."""
+        return self._relay_failed.get(relay, 0.0) > time.time()
+
     async def connect_via_relay(self, peer: ID) -> bool:
-        """After direct dials failed: try the circuit addresses the peerstore holds for ``peer``."""
+        """After direct dials failed: try the circuit addresses the peerstore holds for ``peer``,
+        through relays whose circuits worked before those that failed lately, and never
+        through a banned relay."""
         try:
             known = [str(a) for a in self._host.get_peerstore().addrs(peer)]
         except Exception:
             return False
-        for addr in [a for a in known if addresses.is_circuit(a)][:2]:
+        circuits = [
+            a
+            for a in dict.fromkeys(known)
+            if addresses.is_circuit(a) and not self._reputation.is_banned(_relay_of(a))
+        ]
+        circuits.sort(key=lambda a: self.relay_failing(_relay_of(a)))  # stable: healthy first
+        for addr in circuits[:CIRCUITS_PER_DIAL_MAX]:
             if await self.dial_circuit(addr, peer):
                 return True
         return False
+
+
+def _relay_of(addr: str) -> str:
+    """The relay's peer id in ``.../p2p/<relay>/p2p-circuit...`` ("" if it names none)."""
+    head = addr.split(addresses.CIRCUIT, 1)[0]
+    parts = head.rstrip("/").split("/")
+    return parts[-1] if len(parts) >= 2 and parts[-2] == "p2p" else ""
+
+
+class _HearthHop(CircuitV2Protocol):
+    """Upstream's relay hop with each message gated by ``allowed(peer, named peer id)``.
+
+    allow_hop=False at start: upstream would register its own unguarded hop handler; ours
+    (`NatService._serve_hop`) hands it the streams it accepts. A refused message gets a
+    status and the stream is reset, which ends upstream's read loop on it.
+    """
+
+    def __init__(
+        self, host: IHost, relay_limits: RelayLimits, allowed: Callable[[ID, bytes], bool]
+    ) -> None:
+        super().__init__(host, limits=relay_limits, allow_hop=False)
+        self._allowed = allowed
+
+    async def _gate(self, stream: INetStream, named: bytes) -> bool:
+        if self._allowed(stream.muxed_conn.peer_id, named):
+            return True
+        with trio.move_on_after(1):
+            try:
+                await self._send_status(stream, StatusCode.PERMISSION_DENIED, "refused")
+            except Exception as error:
+                logger.debug("refusing a hop request: %r", error)
+        await _reset(stream)
+        return False
+
+    async def _handle_reserve(self, stream: INetStream, msg: HopMessage) -> None:
+        named = bytes(msg.peer.id) if msg.HasField("peer") else b""
+        if await self._gate(stream, named):
+            await super()._handle_reserve(stream, msg)
+
+    async def _handle_connect(self, stream: INetStream, msg: HopMessage) -> None:
+        if await self._gate(stream, b""):
+            await super()._handle_connect(stream, msg)
+
+
+async def _reset(stream: INetStream) -> None:
+    with trio.move_on_after(1):
+        try:
+            await stream.reset()
+        except Exception as error:
+            logger.debug("reset failed: %r", error)
 
 
 class _HearthDCUtR(DCUtRProtocol):
