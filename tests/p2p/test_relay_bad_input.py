@@ -7,16 +7,21 @@
 - A relay that accepts reservations and then stalls or drops the circuits through it: the
   request reaches the home through its other relay, the failing relay is tried last from then
   on, and a stalling one loses reputation.
+- A peer whose peer-exchange replies name addresses in private networks (every home's
+  192.168.1.10, and circuits through a relay at a private address): never dialled, never passed
+  on, and each such reply costs the peer reputation.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 import trio
 from libp2p.abc import INetStream
+from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.pb.circuit_pb2 import PeerId as CircuitPeerId
@@ -25,11 +30,14 @@ from libp2p.relay.circuit_v2.protocol_buffer import StatusCode, to_proto_status
 from libp2p.relay.circuit_v2.utils import read_delimited_msg, write_delimited_msg
 from multiaddr import Multiaddr
 
-from hearth.p2p.host import open_transport
-from hearth.p2p.relay import HOP_REQUESTS_PER_PEER, RelaySettings
-from hearth.p2p.transport import Inbound, Transport
+from hearth.p2p import addresses
+from hearth.p2p.discovery import PEER_EXCHANGE_PROTOCOL, exchange_reply
+from hearth.p2p.host import Libp2pTransport, open_transport
+from hearth.p2p.relay import HOP_REQUESTS_PER_PEER
+from hearth.p2p.streams import encode_frame, read_frame
+from hearth.p2p.transport import Inbound, PeerUnreachableError, RelaySettings, Transport
 from hearth.protocol.identity import Identity
-from tests.p2p.helpers import ECHO, connected_ids, seed, serve_echo, wait_until
+from tests.p2p.helpers import ECHO, config, connected_ids, seed, serve_echo, wait_until
 from tests.p2p.test_relay import PRIVATE, RELAY, nat_config
 
 pytestmark = pytest.mark.integration
@@ -42,7 +50,9 @@ REPLY_S = 5.0
 OK = to_proto_status(StatusCode.OK)
 
 
-async def ask_reservations(client: Transport, relay: Transport, named: list[bytes]) -> int:
+async def ask_reservations(
+    client: Libp2pTransport, relay: Libp2pTransport, named: list[bytes]
+) -> int:
     """Send RESERVE for each id in ``named`` on one hop stream; how many were granted."""
     stream = await client.host.new_stream(ID.from_base58(relay.peer_id), [HOP_PROTOCOL])
     granted = 0
@@ -97,7 +107,7 @@ async def test_a_reservation_flood_is_bounded_and_an_honest_home_still_gets_its_
         print(f"forged slots: {forged}; own requests granted {granted} of {OWN_REQUESTS}")
 
 
-def stalling(calls: list[int]) -> Callable[[INetStream, HopMessage], Awaitable[None]]:
+def stalling(calls: list[int]) -> Callable[[INetStream, HopMessage], Coroutine[Any, Any, None]]:
     async def handle(stream: INetStream, msg: HopMessage) -> None:
         calls.append(1)
         await trio.sleep_forever()  # until the dialler gives up and the stream goes
@@ -105,7 +115,7 @@ def stalling(calls: list[int]) -> Callable[[INetStream, HopMessage], Awaitable[N
     return handle
 
 
-def dropping(calls: list[int]) -> Callable[[INetStream, HopMessage], Awaitable[None]]:
+def dropping(calls: list[int]) -> Callable[[INetStream, HopMessage], Coroutine[Any, Any, None]]:
     async def handle(stream: INetStream, msg: HopMessage) -> None:
         calls.append(1)
         await stream.reset()
@@ -113,9 +123,22 @@ def dropping(calls: list[int]) -> Callable[[INetStream, HopMessage], Awaitable[N
     return handle
 
 
+async def request(client: Transport, peer_id: str, data: bytes) -> bytes:
+    """A request that may be sent twice: on a box with a load average of 40, a relayed
+    connection that opened sometimes fails its first stream (py-libp2p's relay pumps, seen in
+    this test's logs); a second try dials through the relays again, in the same order."""
+    for attempt in range(2):
+        try:
+            return await client.request(peer_id, ECHO, data, timeout_ms=30_000)
+        except PeerUnreachableError:
+            if attempt:
+                raise
+    raise AssertionError("unreachable")
+
+
 @pytest.mark.parametrize("misbehave", [stalling, dropping], ids=["stalls", "drops"])
 async def test_a_relay_that_fails_circuits_is_routed_around_and_tried_last(
-    misbehave: Callable[[list[int]], Callable[[INetStream, HopMessage], Awaitable[None]]],
+    misbehave: Callable[[list[int]], Callable[[INetStream, HopMessage], Coroutine[Any, Any, None]]],
 ) -> None:
     seen: list[Inbound] = []
     calls: list[int] = []
@@ -129,7 +152,7 @@ async def test_a_relay_that_fails_circuits_is_routed_around_and_tried_last(
     ):
         nursery.start_soon(serve_echo, home, seen)
         # It takes the reservation like any relay, then fails every circuit through it.
-        bad.nat._protocol._handle_connect = misbehave(calls)  # type: ignore[method-assign]
+        bad.nat._protocol._handle_connect = misbehave(calls)  # type: ignore[method-assign,assignment]
         await home.connect(bad.listen_addrs[0])
         await home.connect(good.listen_addrs[0])
         await wait_until(lambda: len(home.reachability()["reservations"]) == 2, 20)
@@ -149,7 +172,7 @@ async def test_a_relay_that_fails_circuits_is_routed_around_and_tried_last(
         await other.connect(bad.listen_addrs[0])
         await other.connect(good.listen_addrs[0])
 
-        assert await other.request(home.peer_id, ECHO, b"job", timeout_ms=30_000) == b"echo:job"
+        assert await request(other, home.peer_id, b"job") == b"echo:job"
         assert len(calls) == 1  # tried first, failed, and the good relay carried the request
         assert other.nat.relay_failing(bad.peer_id) and not other.nat.relay_failing(good.peer_id)
         stalled = misbehave is stalling
@@ -158,8 +181,51 @@ async def test_a_relay_that_fails_circuits_is_routed_around_and_tried_last(
         await other.host.get_network().close_peer(home_id)
         await wait_until(lambda: home.peer_id not in connected_ids(other))
         only_circuits()
-        assert await other.request(home.peer_id, ECHO, b"again", timeout_ms=30_000) == (
-            b"echo:again"
-        )
+        assert await request(other, home.peer_id, b"again") == b"echo:again"
         assert len(calls) == 1, calls  # the failing relay is tried last, so not at all here
         nursery.cancel_scope.cancel()
+
+
+PRIVATE_NAMED = ("/ip4/192.168.1.10/tcp/4001", "/ip4/10.1.2.3/tcp/4001", "/ip4/100.64.0.5/tcp/4001")
+REPLIES_WATCHED = 3
+
+
+def private_reply() -> bytes:
+    """Made-up peers at private addresses, and one behind a relay at a private address."""
+    relay = Identity(seed("private-relay")).peer_id
+    lines = [
+        f"{addr}/p2p/{Identity(seed(f'home-{index}')).peer_id}"
+        for index, addr in enumerate(PRIVATE_NAMED)
+    ]
+    lines.append(
+        f"/ip4/192.168.1.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{Identity(seed('x')).peer_id}"
+    )
+    return "\n".join(lines).encode()
+
+
+async def test_private_addresses_in_exchange_replies_are_not_dialled_nor_passed_on() -> None:
+    replies: list[int] = []
+
+    async def answer(stream: INetStream) -> None:
+        await read_frame(stream, frame_bytes_max=0)
+        replies.append(1)
+        await stream.write(encode_frame(private_reply()))
+        await stream.close()
+
+    async with (
+        open_transport(config("n", "127.0.0.51")) as node,
+        open_transport(config("hostile", "127.0.0.52")) as hostile,
+    ):
+        hostile.host.set_stream_handler(TProtocol(PEER_EXCHANGE_PROTOCOL), answer)
+        await hostile.connect(node.listen_addrs[0])
+        # Rounds back off while nothing changes: three replies take a few seconds.
+        await wait_until(lambda: len(replies) >= REPLIES_WATCHED, 30)
+        stats = node.statistics()
+        assert stats.exchange_dials == 0, stats  # nobody on the loopback can reach them
+        assert stats.foreign_addrs >= REPLIES_WATCHED * len(PRIVATE_NAMED), stats
+        penalty = addresses.PENALTY_FOREIGN_ADDR * REPLIES_WATCHED
+        assert node._reputation.score(hostile.peer_id) <= penalty  # once per reply, not per line
+        passed_on = exchange_reply(node.host, node._book, ID.from_base58(hostile.peer_id))
+        text = passed_on.decode()
+        assert not any(addresses.ip_of(a) in text for a in PRIVATE_NAMED), text
+        assert "192.168.1.1/" not in text and "p2p-circuit" not in text, text
