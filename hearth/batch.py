@@ -240,14 +240,19 @@ class BatchStats:
     # each phase the node reported, the results fetched), ms since the bundle started.
     traces: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
-    def bundle_trace_ms(self) -> dict[str, float]:
-        """The median over verified bundles of each step's time since the bundle started."""
+    first_bundle_ms: float = 0.0  # from the batch's start to its first bundle (setup)
+
+    def bundle_trace_ms(
+        self, pick: Callable[[list[float]], float] = statistics.median
+    ) -> dict[str, float]:
+        """Over verified bundles, the median (or ``pick``) of each step's time since the
+        bundle started."""
         steps: dict[str, list[float]] = {}
         for trace in self.traces:
             for step, at_ms in trace.items():
                 steps.setdefault(step, []).append(at_ms)
-        medians = {step: round(statistics.median(times), 1) for step, times in steps.items()}
-        return dict(sorted(medians.items(), key=lambda item: item[1]))
+        picked = {step: round(pick(times), 1) for step, times in steps.items()}
+        return dict(sorted(picked.items(), key=lambda item: item[1]))
 
     @property
     def queued(self) -> int:
@@ -275,6 +280,8 @@ class BatchStats:
             "hosts": {peer: dataclasses.asdict(h) for peer, h in sorted(self.hosts.items())},
             "stopped": self.stopped,
             "bundle_trace_ms": self.bundle_trace_ms(),
+            "bundle_trace_ms_max": self.bundle_trace_ms(max),
+            "first_bundle_ms": self.first_bundle_ms,
         }
 
 
@@ -467,6 +474,8 @@ class BatchRunner:
         return bundle
 
     def _start(self, bundle: Bundle) -> None:
+        if not self.stats.first_bundle_ms:
+            self.stats.first_bundle_ms = round((time.monotonic() - self.stats.started_s) * 1000, 1)
         self.in_flight[bundle.number] = bundle
         self.reserved_mc[bundle.number] = len(bundle.tasks) * self.options.task_cost_mc_max()
         for index in bundle.tasks:
