@@ -78,7 +78,7 @@ def test_bundles_start_at_the_first_size_and_spread_the_work_left_over_every_slo
     even.options = BatchOptions(bundles_in_flight=4, fuel_per_s=10**9, fuel_max=10**6)
     even.size = 1024
     even._replay()
-    wave = []
+    wave: list[int] = []
     while (made := even._next_bundle()) is not None and len(wave) < 4:
         even._start(made)
         wave.append(len(made.tasks))
