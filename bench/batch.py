@@ -168,6 +168,8 @@ def main() -> None:
         "single_job_reason": single_reason,
         "bid_window_ms": args.bid_window_ms,
         "bundle_trace_ms": summary.get("bundle_trace_ms", {}),
+        "bundle_trace_ms_max": summary.get("bundle_trace_ms_max", {}),
+        "first_bundle_ms": summary.get("first_bundle_ms", 0.0),
         "load_before": load_before,
         "load_after": load_after,
         "load_after_local": load_local,

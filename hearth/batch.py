@@ -12,11 +12,12 @@ uploaded once and every host fetches it once.
     queued --bundle published--> running --bundle verified--> verified | failed (the task's own)
     running --bundle failed or lost--> queued (again, at most ``attempts_max`` times) | failed
 
-Bundles start small and grow (``bundle_growth`` times) while they verify quickly (within half
-their deadline, and a bigger one would run in a quarter of it: a bundle's fixed cost, one auction
-and one settlement, is then worth spreading over more tasks), and halve when one fails. At most
-``bundles_in_flight`` run at once and the queue is spread evenly over them, so every willing
-host has work.
+Bundles start at ``bundle_tasks_first`` tasks and grow (``bundle_growth`` times) while they
+verify quickly (within half their deadline, and a bigger one would run in a quarter of it: a
+bundle's fixed cost, one auction and one settlement, is then worth spreading over more tasks),
+and halve when one fails. At most ``bundles_in_flight`` run at once and each new bundle takes a
+slot's fair share of the work not yet done (queued and running), so the first wave is spread
+evenly over every slot and the last bundles are smaller.
 
 Resuming: with a journal (the CLI keeps one per batch in the node's home), every bundle is
 written down *before* it is published, under a job id the runner chose, and every verified
@@ -78,7 +79,13 @@ class BatchOptions:
     deadline_s: int = 120  # per bundle
     bid_window_ms: int = 500
     prefer: str = "cheapest"
-    bundle_tasks_first: int = 16
+    # The first bundles' size: measured on loopback, a bundle's fixed cost (auction, award,
+    # commit-reveal, settlement, two API round trips) is about 0.25 CPU-seconds across the
+    # network, the sandbox cost of a millisecond task about 1.4 ms for two replicas, so a
+    # bundle of millisecond tasks needs a couple of hundred of them for the network to cost no
+    # more than the work (ADR 0033, amendment of 2026-12-03). Fuel still bounds its worst case.
+    bundle_tasks_first: int = 256
+    bundle_tasks_min: int = 16  # the smallest bundle spreading the queue over slots makes
     bundle_tasks_max: int = 1024
     bundle_bytes_max: int = 16 << 20
     bundle_growth: int = 4  # a bundle verified quickly makes the next this many times bigger
@@ -233,14 +240,19 @@ class BatchStats:
     # each phase the node reported, the results fetched), ms since the bundle started.
     traces: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
-    def bundle_trace_ms(self) -> dict[str, float]:
-        """The median over verified bundles of each step's time since the bundle started."""
+    first_bundle_ms: float = 0.0  # from the batch's start to its first bundle (setup)
+
+    def bundle_trace_ms(
+        self, pick: Callable[[list[float]], float] = statistics.median
+    ) -> dict[str, float]:
+        """Over verified bundles, the median (or ``pick``) of each step's time since the
+        bundle started."""
         steps: dict[str, list[float]] = {}
         for trace in self.traces:
             for step, at_ms in trace.items():
                 steps.setdefault(step, []).append(at_ms)
-        medians = {step: round(statistics.median(times), 1) for step, times in steps.items()}
-        return dict(sorted(medians.items(), key=lambda item: item[1]))
+        picked = {step: round(pick(times), 1) for step, times in steps.items()}
+        return dict(sorted(picked.items(), key=lambda item: item[1]))
 
     @property
     def queued(self) -> int:
@@ -268,6 +280,8 @@ class BatchStats:
             "hosts": {peer: dataclasses.asdict(h) for peer, h in sorted(self.hosts.items())},
             "stopped": self.stopped,
             "bundle_trace_ms": self.bundle_trace_ms(),
+            "bundle_trace_ms_max": self.bundle_trace_ms(max),
+            "first_bundle_ms": self.first_bundle_ms,
         }
 
 
@@ -445,9 +459,12 @@ class BatchRunner:
         return max(0, min(tasks, left // max(1, self.options.task_cost_mc_max())))
 
     def _next_bundle(self) -> Bundle | None:
-        spread = -(-len(self.queue) // self.options.bundles_in_flight)
+        # Each slot's fair share of the work not yet done: the first wave is spread evenly
+        # over every slot, and bundles shrink as the queue drains, so the tail is short.
+        left = len(self.queue) + self.stats.running
+        spread = -(-left // self.options.bundles_in_flight)
         size = min(self.size, self.options.tasks_by_fuel_max())
-        count = self._affordable(min(size, max(spread, self.options.bundle_tasks_first)))
+        count = self._affordable(min(size, max(spread, self.options.bundle_tasks_min)))
         count = min(count, len(self.queue))
         if count == 0:
             return None
@@ -457,6 +474,8 @@ class BatchRunner:
         return bundle
 
     def _start(self, bundle: Bundle) -> None:
+        if not self.stats.first_bundle_ms:
+            self.stats.first_bundle_ms = round((time.monotonic() - self.stats.started_s) * 1000, 1)
         self.in_flight[bundle.number] = bundle
         self.reserved_mc[bundle.number] = len(bundle.tasks) * self.options.task_cost_mc_max()
         for index in bundle.tasks:

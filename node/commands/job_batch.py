@@ -65,6 +65,8 @@ def _options(args: MapArgs) -> BatchOptions:
         raise CommandError("--max-price must be 0 or more and --fuel more than 0")
     if options.budget_mc is not None and options.budget_mc <= 0:
         raise CommandError("--budget must be more than 0 credits")
+    if not 1 <= options.bundle_tasks_first <= options.bundle_tasks_max:
+        raise CommandError(f"--bundle-tasks must be from 1 to {options.bundle_tasks_max}")
     return options
 
 
@@ -309,6 +311,11 @@ def register(app: typer.Typer, json_option: Any) -> None:
         deadline_s: int = typer.Option(BatchOptions.deadline_s, "--deadline-s"),
         bid_window_ms: int = typer.Option(BatchOptions.bid_window_ms, "--bid-window-ms"),
         runtime: str | None = typer.Option(None, "--runtime", help="wasm or python."),
+        bundle_tasks: int = typer.Option(
+            BatchOptions.bundle_tasks_first,
+            "--bundle-tasks",
+            help="Tasks in each first bundle (later ones grow while they verify quickly).",
+        ),
         json_output: bool = json_option,
     ) -> None:
         """Run MODULE on every file of --inputs, in verified bundles; outputs to --outputs.
@@ -324,6 +331,7 @@ def register(app: typer.Typer, json_option: Any) -> None:
             "deadline_s": deadline_s,
             "bid_window_ms": bid_window_ms,
             "runtime": runtime,
+            "bundle_tasks_first": bundle_tasks,
             "budget_mc": round(budget * MC_PER_CREDIT) if budget else None,
         }
         if budget < 0:

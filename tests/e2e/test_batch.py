@@ -109,7 +109,8 @@ def test_a_batch_survives_its_publisher_killed_halfway(
     for i in range(TASKS):
         (inputs / f"task-{i:04d}").write_bytes(os.urandom(1024) + i.to_bytes(2, "big"))
     env = {**os.environ, "HEARTH_HOME": str(publisher.home)}
-    command = map_command(publisher.home, inputs, outputs)
+    # Small first bundles, so that the kill lands between bundles on a network of one slot.
+    command = map_command(publisher.home, inputs, outputs, "--bundle-tasks", "16")
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         launch.wait_for(

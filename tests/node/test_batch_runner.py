@@ -64,15 +64,28 @@ def test_a_lost_output_is_queued_again(tmp_path: Path) -> None:
     assert again.state[1] == QUEUED and list(again.queue) == [1]
 
 
-def test_bundles_start_small_spread_the_queue_and_stay_within_the_budget() -> None:
+def test_bundles_start_at_the_first_size_and_spread_the_work_left_over_every_slot() -> None:
     first = runner(1000, Journal(None), fuel_max=10**6)
     first._replay()
     bundle = first._next_bundle()
-    assert bundle is not None and len(bundle.tasks) == 16
+    assert bundle is not None and len(bundle.tasks) == 256
     first._start(bundle)
-    assert first.state[0] == RUNNING and first.stats.running == 16
+    assert first.state[0] == RUNNING and first.stats.running == 256
     first.size = 4096
-    assert len(first._next_bundle().tasks) == 492  # type: ignore[union-attr]  # spread over two
+    # The work left (744 queued, 256 running) over two slots: 500 each, not all 744.
+    assert len(first._next_bundle().tasks) == 500  # type: ignore[union-attr]
+    even = runner(1000, Journal(None), fuel_max=10**6, bundle_tasks_first=1024)
+    even.options = BatchOptions(bundles_in_flight=4, fuel_per_s=10**9, fuel_max=10**6)
+    even.size = 1024
+    even._replay()
+    wave: list[int] = []
+    while (made := even._next_bundle()) is not None and len(wave) < 4:
+        even._start(made)
+        wave.append(len(made.tasks))
+    assert wave == [250, 250, 250, 250], "the first wave is spread evenly over every slot"
+    tail = runner(40, Journal(None), fuel_max=10**6)
+    tail._replay()
+    assert len(tail._next_bundle().tasks) == 20  # type: ignore[union-attr]  # shared, not 40
     options = BatchOptions(fuel_max=10**9)  # worst case: 3 replicas x 100 mc per task
     poor = runner(1000, Journal(None), budget_mc=3 * options.task_cost_mc_max())
     poor._replay()
