@@ -48,6 +48,9 @@ COUNTERS = (
     "exchange_dials",
     "exchange_dials_refused",
     "inbound_dropped",
+    "market_sync_asks",
+    "market_sync_asks_failed",
+    "market_sync_ads",
 )
 WASM_ONLY = ('runtimes = ["wasm", "python"]', 'runtimes = ["wasm"]')
 

@@ -124,14 +124,18 @@ async def subscribe_topics(
     deliver: Callable[[Inbound], bool],
     stats: TransportStatistics,
     nursery: trio.Nursery,
+    seen: Callable[[str, bytes], None] = lambda topic, data: None,
 ) -> None:
-    """Subscribe to each topic and start a pump that moves its messages to ``deliver``."""
+    """Subscribe to each topic and start a pump that moves its messages to ``deliver``.
+
+    ``seen`` is told of every message the subscription yields, ours included (the market sync
+    keeps the newest ad of each author for peers that ask: ADR 0039)."""
     own_id = pubsub.my_id.to_bytes()
     verified = gate.check is not None  # every message the subscription yields passed the gate
     for topic in topics:
         pubsub.set_topic_validator(topic, gate.validator(topic), is_async_validator=False)
         subscription = await pubsub.subscribe(topic)
-        nursery.start_soon(_pump, topic, subscription, own_id, deliver, stats, verified)
+        nursery.start_soon(_pump, topic, subscription, own_id, deliver, stats, verified, seen)
 
 
 async def _pump(
@@ -141,8 +145,10 @@ async def _pump(
     deliver: Callable[[Inbound], bool],
     stats: TransportStatistics,
     verified: bool,
+    seen: Callable[[str, bytes], None],
 ) -> None:
     async for message in subscription:
+        seen(topic, bytes(message.data))
         # py-libp2p hands our own publications back to us; the node already knows them.
         if message.from_id == own_id:
             continue
