@@ -42,9 +42,10 @@ MESH_DEGREE_HIGH: Final = 12
 GOSSIP_WINDOW_HEARTBEATS: Final = 3
 GOSSIP_HISTORY_HEARTBEATS: Final = 5
 # The spam limit per forwarding peer and topic (py-libp2p's default is 10). A forwarder may relay
-# every ad of the network to us: 500 hosts each advertising every 10 s make 50 ads/s, so the
-# limit sits at 4 times that. Above it a peer is not forwarded (it is still delivered and
-# checked); our own publications are never limited (p2p/patches/gossipsub.py).
+# every ad of the network to us: 500 hosts each advertising every 10 s (ADR 0032; every 30 s
+# since its amendment) make 50 ads/s, so the limit sits at 4 times that. Above it a peer is not
+# forwarded (it is still delivered and checked); our own publications are never limited
+# (p2p/patches/gossipsub.py).
 GOSSIP_MESSAGES_PER_S_PER_PEER_TOPIC_MAX: Final = 200
 
 
