@@ -248,7 +248,14 @@ def _sample(
             file=sys.stderr,
             flush=True,
         )
-        mesh = gossip_summary(sampler.gossip())
+        states = sampler.gossip()
+        mesh = gossip_summary(states)
+        # The three smallest markets, with each node's index and connected peers: a minimum over
+        # 50 nodes is one node's story (an API timeout counts as 0 and shows connected None).
+        mesh["lowest"] = [
+            [i, sizes[i], (states[i] or {}).get("connected")]
+            for i in sorted(range(count), key=lambda i: sizes[i])[:3]
+        ]
         mesh_timeline.append([round(elapsed, 1), mesh])
         print(f"t={elapsed:6.1f}s {json.dumps(mesh)}", file=sys.stderr, flush=True)
         if converged_at_s is None and min(sizes) >= want:

@@ -52,7 +52,8 @@ MARKET_SYNC_ADS_MAX: Final = 512
 MARKET_SYNC_REPLY_BYTES_MAX: Final = 512 * 1024
 # Authors whose newest ad we keep for others; the least recently refreshed is forgotten beyond.
 AD_CACHE_AUTHORS_MAX: Final = 4096
-MARKET_SYNC_TIMEOUT_MS: Final = limits.DIAL_TIMEOUT_MS
+# A busy peer's reply may take a while, and a late one is still worth having.
+MARKET_SYNC_TIMEOUT_MS: Final = limits.STREAM_READ_TIMEOUT_MS
 # A newcomer asks soon after it meets its first peer (its market is empty until then); a node
 # whose asks bring ads it lacked asks again within one ad interval, a settled one once a minute.
 MARKET_SYNC_FIRST_S: Final = 2.0

@@ -212,6 +212,11 @@ class HearthGossipSub(GossipSub):
         peers.discard(origin)
         return peers
 
+    def _get_adaptive_gossip_peers_count(self, topic: str, total_peers: int) -> int:
+        """IHAVE goes to max(D, 25 % of the non-mesh peers) each heartbeat; upstream's minimum
+        is a fixed 6 whatever the mesh degree (go-libp2p's D_lazy, which it sets apart)."""
+        return max(self.degree, int(total_peers * 0.25))
+
     def _check_spam_protection(self, peer_id: ID, msg: rpc_pb2.Message) -> bool:
         if self.pubsub is not None and peer_id == self.pubsub.my_id:
             return True

@@ -177,3 +177,9 @@ def test_own_messages_flood_to_every_topic_peer_and_forwarded_ones_go_to_the_mes
     upstream = router(GossipSub, own, [mesh_peer, *pruned])
     upstream.mesh[TOPIC] = {mesh_peer}
     assert set(upstream._get_peers_to_send([TOPIC], own, own)) == {mesh_peer}
+
+
+def test_ihave_goes_to_the_mesh_degree_or_a_quarter_of_the_other_peers() -> None:
+    gossip = HearthGossipSub(**router_settings(heartbeat_s=1))
+    assert gossip._get_adaptive_gossip_peers_count(TOPIC, 10) == MESH_DEGREE  # not upstream's 6
+    assert gossip._get_adaptive_gossip_peers_count(TOPIC, 40) == 10
