@@ -47,7 +47,6 @@ COUNTERS = (
     "exchange_asks_failed",
     "exchange_dials",
     "exchange_dials_refused",
-    "exchange_peers_dropped",
     "inbound_dropped",
     "market_sync_asks",
     "market_sync_asks_failed",

@@ -52,11 +52,6 @@ EXCHANGE_INTERVAL_S_MAX: Final = 64.0
 # (issue 14: at 50 nodes, nodes whose one peer was the hub backed off to 64 s and stayed alone).
 EXCHANGE_PEERS_FEW: Final = 6
 EXCHANGE_INTERVAL_S_MAX_FEW_PEERS: Final = 8.0
-# A node with few peers hangs up on one that has failed this many asks in a row. At 50 nodes on
-# a starved machine a leaf's only connection (to the bootstrap hub) stayed open at both ends for
-# minutes while every stream on it timed out (ping, exchange, market sync), so the leaf neither
-# learnt a peer nor an ad; a new connection (the bootstrap dialler makes one) worked at once.
-EXCHANGE_ASKS_FAILED_MAX: Final = 3
 _DIALABLE_PROTOCOLS: Final = frozenset({"ip4", "ip6", "tcp", "p2p"})
 _CIRCUIT_PROTOCOLS: Final = ("ip4|ip6", "tcp", "p2p", "p2p-circuit")
 
@@ -314,7 +309,6 @@ class PeerExchange:
         self._book = book
         self._remote_ip = remote_ip
         self.backoff: ExchangeBackoff | None = None  # set by `run`
-        self._failed_in_a_row: dict[ID, int] = {}  # connected peers' failed asks since an answer
 
     async def run(self, interval_s: float) -> None:
         """Rounds, ``interval_s`` apart while peers change, further apart once they do not."""
@@ -339,27 +333,7 @@ class PeerExchange:
         if len(connected) >= limits.PEERS_CONNECTED_TARGET:
             return 0
         candidates = await self._ask(connected)
-        await self._drop_unanswering(connected)
         return await self._dial(candidates, connected)
-
-    async def _drop_unanswering(self, connected: set[ID]) -> None:
-        """Close the connections of a peer that failed `EXCHANGE_ASKS_FAILED_MAX` asks in a row,
-        while we have few peers: a wedged connection otherwise isolates us (see the constant)."""
-        for peer in [p for p in self._failed_in_a_row if p not in connected]:
-            del self._failed_in_a_row[peer]
-        if len(connected) >= EXCHANGE_PEERS_FEW:
-            return
-        for peer, failed in list(self._failed_in_a_row.items()):
-            if failed < EXCHANGE_ASKS_FAILED_MAX:
-                continue
-            del self._failed_in_a_row[peer]
-            self._stats.exchange_peers_dropped += 1
-            logger.info("closing the connection to %s: %d asks unanswered in a row", peer, failed)
-            with trio.move_on_after(limits.DIAL_TIMEOUT_MS / 1000):
-                try:
-                    await self._host.disconnect(peer)
-                except Exception as error:
-                    logger.debug("closing %s failed: %r", peer, error)
 
     async def _verify_inbound(self, connected: set[ID]) -> None:
         """Probe connected peers' own listen addresses, on the IP their connection comes from."""
@@ -393,20 +367,14 @@ class PeerExchange:
         found: dict[tuple[str, str], Hearsay] = {}
         for peer in sorted(connected, key=str)[: limits.PEER_EXCHANGE_PEERS_MAX]:
             source = peer.to_base58()
-            asked_s = trio.current_time()
             try:
                 reply = await self._request(
                     source, PEER_EXCHANGE_PROTOCOL, b"", PEER_EXCHANGE_TIMEOUT_MS
                 )
             except Exception as error:
                 self._stats.exchange_asks_failed += 1
-                # Only silence counts against the connection: a quick refusal (a peer that
-                # does not serve the exchange) says the connection works.
-                if trio.current_time() - asked_s >= PEER_EXCHANGE_TIMEOUT_MS / 1000:
-                    self._failed_in_a_row[peer] = self._failed_in_a_row.get(peer, 0) + 1
                 logger.debug("peer exchange with %s failed: %r", peer, error)
                 continue
-            self._failed_in_a_row.pop(peer, None)
             foreign = 0
             for info in parse_exchange_reply(reply):
                 if info.peer_id == own or info.peer_id in connected:

@@ -270,7 +270,6 @@ class Libp2pTransport:
             "exchange_rounds": self._stats.exchange_rounds,
             "exchange_asks_failed": self._stats.exchange_asks_failed,
             "exchange_dials": self._stats.exchange_dials,
-            "exchange_peers_dropped": self._stats.exchange_peers_dropped,
             "inbound_dropped": self._stats.inbound_dropped,
             "market_sync_asks": self._stats.market_sync_asks,
             "market_sync_asks_failed": self._stats.market_sync_asks_failed,

@@ -227,7 +227,6 @@ class TransportStatistics:
     wire_write_stalls: int = 0  # a peer stopped reading our stream past the timeout: reset
     exchange_rounds: int = 0  # peer-exchange rounds run (they back off: ADR 0036)
     exchange_asks_failed: int = 0  # a peer did not answer our peer-exchange request in time
-    exchange_peers_dropped: int = 0  # connections closed after asks failed in a row (few peers)
     foreign_addrs: int = 0  # addresses a peer passed that we could not reach, or not its own
     relayed_dials: int = 0  # connections made through a relay after direct dials failed
     market_sync_asks: int = 0  # asks for a peer's capacity ads (ADR 0039)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
-from libp2p.abc import INetStream
-from libp2p.custom_types import TProtocol
 
-from hearth.p2p import discovery
 from hearth.p2p.discovery import (
     EXCHANGE_INTERVAL_S_MAX,
     EXCHANGE_INTERVAL_S_MAX_FEW_PEERS,
@@ -68,24 +65,3 @@ async def test_a_settled_node_stops_asking_every_round_and_wakes_on_a_change() -
             async with open_transport(config("d", "127.0.0.5", bootstrap=boot)) as d:
                 await wait_until(lambda: d.peer_id in connected_ids(b))
                 await wait_until(lambda: b.statistics().exchange_rounds > rounds + 1, 1.0)
-
-
-async def test_a_node_with_few_peers_hangs_up_on_one_whose_streams_go_unanswered(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A connection open at both ends on which every stream times out (issue 14: a leaf's only
-    link to a starved hub) is closed after a few silent asks, so that a fresh one can be made."""
-    monkeypatch.setattr(discovery, "PEER_EXCHANGE_TIMEOUT_MS", 300)
-
-    async def never_answer(stream: INetStream) -> None:
-        await trio.sleep_forever()
-
-    async with (
-        open_transport(config("silent", "127.0.0.2")) as silent,
-        open_transport(config("node", "127.0.0.3", discovery_interval_s=0.1)) as node,
-    ):
-        silent.host.set_stream_handler(TProtocol(discovery.PEER_EXCHANGE_PROTOCOL), never_answer)
-        await node.connect(silent.listen_addrs[0])
-        await wait_until(lambda: node.statistics().exchange_peers_dropped == 1, timeout_s=20)
-        assert node.statistics().exchange_asks_failed >= discovery.EXCHANGE_ASKS_FAILED_MAX
-        await wait_until(lambda: silent.peer_id not in connected_ids(node))
