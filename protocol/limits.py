@@ -81,7 +81,11 @@ JOB_DEADLINE_MS_MAX: Final = 60 * 60 * 1000
 JOB_WASM_STACK_BYTES: Final = 512 * 1024
 
 # Peer discovery (p2p/discovery.py)
-PEERS_CONNECTED_TARGET: Final = 32  # stop dialling peers learnt by exchange above this many
+# Stop dialling peers learnt by exchange at this many (inbound ones are still taken). Each
+# connection costs an idle node its share of every flood-published ad, IHAVEs, pings and
+# exchange asks: at 32, 50 nodes on one 2-core machine held 28-48 connections each and outgrew
+# the machine within minutes of converging (issue 14). 12 is three meshes' worth (D = 4).
+PEERS_CONNECTED_TARGET: Final = 12
 PEER_EXCHANGE_PEERS_MAX: Final = 32  # peers in one peer-exchange reply
 PEER_EXCHANGE_ADDRS_MAX: Final = 4  # addresses per peer in one peer-exchange reply
 PEER_EXCHANGE_DIALS_MAX: Final = 8  # new peers dialled per discovery round
