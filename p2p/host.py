@@ -40,6 +40,7 @@ from hearth.p2p import discovery, finder
 from hearth.p2p.addresses import is_circuit
 from hearth.p2p.dialing import AddressBook
 from hearth.p2p.gossip import TopicGate, build_gossip, subscribe_topics
+from hearth.p2p.market_sync import MARKET_SYNC_PROTOCOL, MarketSync
 from hearth.p2p.notify import ConnectionNotifee, conn_ip
 from hearth.p2p.patches import shutdown as shutdown_patch
 from hearth.p2p.patches import swarm as swarm_patch
@@ -62,6 +63,7 @@ from hearth.p2p.transport import (
 from hearth.p2p.wire import WIRE_PROTOCOL, WireSender, WireServer, wire_handler
 from hearth.protocol import limits
 from hearth.protocol.errors import LocalProtocolError
+from hearth.protocol.messages import TOPIC_CAPACITY
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +172,12 @@ class Libp2pTransport:
         )
         if advertised is not None:
             advertised.nat = self.nat
+        # Anti-entropy for the market (ADR 0039), on nodes that take part in it.
+        self.market_sync: MarketSync | None = None
+        if TOPIC_CAPACITY in config.topics:
+            self.market_sync = MarketSync(
+                TOPIC_CAPACITY, self.request, self._deliver, check, self._reputation, self._stats
+            )
 
     def _install_bounds(self) -> yamux_patch.MuxerGuard:
         """Put the host under our yamux and connection bounds (ADR 0014), before it listens."""
@@ -263,6 +271,9 @@ class Libp2pTransport:
             "exchange_asks_failed": self._stats.exchange_asks_failed,
             "exchange_dials": self._stats.exchange_dials,
             "inbound_dropped": self._stats.inbound_dropped,
+            "market_sync_asks": self._stats.market_sync_asks,
+            "market_sync_asks_failed": self._stats.market_sync_asks_failed,
+            "market_sync_ads": self._stats.market_sync_ads,
             "verified": sum(
                 1 for p in self.host.get_connected_peers() if self._book.verified(p.to_base58())
             ),  # connected peers at an address we saw work: what our peer exchange passes on
@@ -281,8 +292,12 @@ class Libp2pTransport:
         nursery.start_soon(self._wire.run_idle_closer)
         gate = TopicGate(self._reputation, self._stats, self._check)
         await subscribe_topics(
-            self._pubsub, self._config.topics, gate, self._deliver, self._stats, nursery
-        )
+            self._pubsub, self._config.topics, gate, self._deliver, self._stats, nursery,
+            self._seen_gossip,
+        )  # fmt: skip
+        if self.market_sync is not None:
+            self.host.set_stream_handler(TProtocol(MARKET_SYNC_PROTOCOL), self._serve_market)
+            nursery.start_soon(self.market_sync.run, self._market_peers)
         for addr in self._config.bootstrap:
             nursery.start_soon(
                 discovery.keep_bootstrap_connected,
@@ -442,6 +457,26 @@ class Libp2pTransport:
         await discovery.serve_exchange(
             self.host, self._book, stream, self._timeout_s, requester_ip, self.nat.reserved_for
         )
+
+    def _seen_gossip(self, topic: str, data: bytes) -> None:
+        if self.market_sync is not None and topic == self.market_sync.topic:
+            self.market_sync.seen(data)
+
+    def _market_peers(self) -> list[str]:
+        """Connected peers subscribed to the capacity topic: the ones a market sync may ask."""
+        subscribed = self._pubsub.peer_topics.get(TOPIC_CAPACITY, set())
+        connected = set(self.host.get_connected_peers())
+        return sorted(p.to_base58() for p in subscribed if p in connected)
+
+    async def _serve_market(self, stream: INetStream) -> None:
+        assert self.market_sync is not None
+        peer = str(stream.muxed_conn.peer_id.to_base58())
+        if self._reputation.is_banned(peer):
+            self._stats.requests_refused += 1
+            with trio.move_on_after(1):
+                await stream.reset()
+            return
+        await self.market_sync.serve(stream, peer, self._timeout_s)
 
     async def _dial_circuit(self, peer: ID, addr: str) -> bool:
         ok = await self.nat.dial_circuit(addr, peer)

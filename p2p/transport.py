@@ -229,6 +229,9 @@ class TransportStatistics:
     exchange_asks_failed: int = 0  # a peer did not answer our peer-exchange request in time
     foreign_addrs: int = 0  # addresses a peer passed that we could not reach, or not its own
     relayed_dials: int = 0  # connections made through a relay after direct dials failed
+    market_sync_asks: int = 0  # asks for a peer's capacity ads (ADR 0039)
+    market_sync_asks_failed: int = 0  # unanswered in time, or a reply that broke the format
+    market_sync_ads: int = 0  # ads a sync brought that we lacked, handed to the node
 
 
 class Transport(Protocol):

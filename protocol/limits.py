@@ -20,20 +20,26 @@ ENVELOPE_TTL_MS_MAX: Final = 10 * 60 * 1000  # expires_ms - created_ms may not e
 CLOCK_SKEW_MS_MAX: Final = 30 * 1000  # created_ms may run this far ahead of our clock
 REPLAY_CACHE_ENTRIES_MAX: Final = 200_000
 # One author's share of the replay cache (ADR 0013): beyond it only that author is refused. An
-# honest node's own traffic (ads every 10 s, bids, awards, results, receipts; TTLs of 30-600 s)
+# honest node's own traffic (ads every 30 s, bids, awards, results, receipts; TTLs of 30-600 s)
 # stays far below it; one identity flooding fills 1/25 of the cache at most.
 REPLAY_CACHE_AUTHOR_ENTRIES_MAX: Final = 8_192
 
 # Market
-# ADR 0032: every host advertises every 10 s (at 500 hosts, 50 ads/s for each node to take in),
-# and an ad lives 40 s from when it is made: three lost in a row before a live host drops out of
-# a market, and a host that has gone is forgotten within 40 s.
-CAPACITY_AD_TTL_MS: Final = 40 * 1000
-CAPACITY_AD_INTERVAL_MS: Final = 10 * 1000
+# ADR 0032, amended for issue 14: every host advertises every 30 s, and an ad lives 90 s from
+# when it is made. Each node takes in every ad of the network, each several times over (its mesh
+# peers forward it), so the interval sets the idle cost: at 10 s, 50 nodes on one 2-core machine
+# spent more CPU on gossip than the machine had. An ad carries no news between changes (a change
+# of prices, caps or energy state goes out at once), so the interval is a keep-alive: three lost
+# in a row before a live host drops out of a market, and a host that has gone is forgotten
+# within 90 s. A lost ad is repaired sooner by the market sync (ADR 0039).
+CAPACITY_AD_TTL_MS: Final = 90 * 1000
+CAPACITY_AD_INTERVAL_MS: Final = 30 * 1000
 # A peer met for the first time brings the next ad forward to one gossipsub heartbeat later (it
-# is in our mesh by then), but never within the gap of the last ad.
+# is in our mesh by then), but never within the gap of the last ad: while a node meets its
+# first dozen peers, one ad per gap goes out, not one per peer (the newcomer's market fills by
+# the market sync, not by these).
 CAPACITY_AD_AFTER_CONNECT_MS: Final = 1000
-CAPACITY_AD_AFTER_CONNECT_GAP_MS: Final = 2000
+CAPACITY_AD_AFTER_CONNECT_GAP_MS: Final = 10_000
 CAPACITY_AD_PEERS_MET_MAX: Final = 100_000
 # A change of the host's energy state republishes its ad at once, but never twice within this.
 CAPACITY_AD_GAP_MS_MIN: Final = 1000
@@ -75,7 +81,11 @@ JOB_DEADLINE_MS_MAX: Final = 60 * 60 * 1000
 JOB_WASM_STACK_BYTES: Final = 512 * 1024
 
 # Peer discovery (p2p/discovery.py)
-PEERS_CONNECTED_TARGET: Final = 32  # stop dialling peers learnt by exchange above this many
+# Stop dialling peers learnt by exchange at this many (inbound ones are still taken). Each
+# connection costs an idle node its share of every flood-published ad, IHAVEs, pings and
+# exchange asks: at 32, 50 nodes on one 2-core machine held 28-48 connections each and outgrew
+# the machine within minutes of converging (issue 14). 12 is three meshes' worth (D = 4).
+PEERS_CONNECTED_TARGET: Final = 12
 PEER_EXCHANGE_PEERS_MAX: Final = 32  # peers in one peer-exchange reply
 PEER_EXCHANGE_ADDRS_MAX: Final = 4  # addresses per peer in one peer-exchange reply
 PEER_EXCHANGE_DIALS_MAX: Final = 8  # new peers dialled per discovery round

@@ -133,3 +133,23 @@ async def test_a_thousand_fresh_identities_leave_the_node_accepting_honest_peers
         print(f"1000 connection attempts in {elapsed_s:.1f} s: {results}, per IP {per_ip}")
         assert await honest_peer_is_served(node, "honest-2", "127.0.0.6")
         nursery.cancel_scope.cancel()
+
+
+async def test_the_trimmer_closes_connections_above_high_water_only() -> None:
+    """The trimmer skips its per-connection work while no cap is exceeded (issue 14: it cost an
+    idle node 3-4 % of its CPU), and still trims to low water once one is."""
+    limits = ConnectionLimits(
+        connections_low=1, connections_high=2, connections_max=12, trim_grace_ms=0
+    )
+    slow = {"discovery_interval_s": 5.0}
+    async with (
+        open_transport(config("node", "127.0.0.2", connection_limits=limits, **slow)) as node,
+        open_transport(config("p1", "127.0.0.3", **slow)) as p1,
+        open_transport(config("p2", "127.0.0.4", **slow)) as p2,
+        open_transport(config("p3", "127.0.0.5", **slow)) as p3,
+    ):
+        for peer in (p1, p2):
+            await peer.connect(node.listen_addrs[0])
+        assert await node._connections.trim() == 0  # at high water: nothing to do
+        await p3.connect(node.listen_addrs[0])
+        await wait_until(lambda: node.statistics().connections_trimmed >= 2)

@@ -6,9 +6,13 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
+from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.peer.envelope import unmarshal_envelope
 from libp2p.peer.id import ID
+from libp2p.peer.peerstore import env_to_send_in_RPC
+from libp2p.pubsub import gossipsub as upstream_gossipsub
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 
@@ -21,7 +25,7 @@ from hearth.p2p.gossip import (
     router_settings,
 )
 from hearth.p2p.patches import gossipsub as patch
-from hearth.p2p.patches.gossipsub import HearthGossipSub, RecordMemo
+from hearth.p2p.patches.gossipsub import HearthGossipSub, OwnRecordMemo, RecordMemo
 
 TOPIC = "hearth/capacity/1"
 
@@ -76,6 +80,27 @@ def test_a_remembered_record_is_consumed_again_after_the_recheck_interval() -> N
     memo._accepted[alice] = (b"r", time.monotonic() - patch.PEER_RECORD_RECHECK_S - 1)
     memo(rpc_with_record(b"r"), None, alice)  # type: ignore[arg-type]
     assert len(calls) == 2
+
+
+def test_our_own_record_is_looked_up_once_per_reuse_interval() -> None:
+    host = new_host(key_pair=create_new_key_pair(b"\x01" * 32))
+    issued: list[bytes] = []
+
+    def issue(h: Any) -> tuple[bytes, bool]:
+        record, fresh = env_to_send_in_RPC(h)
+        issued.append(record)
+        return record, fresh
+
+    memo = OwnRecordMemo(issue)
+    first = memo(host)[0]
+    assert [memo(host)[0] for _ in range(50)] == [first] * 50
+    assert issued == [first]  # one look-up of the host's addresses, not one per RPC
+    assert unmarshal_envelope(first).record().peer_id == host.get_id()
+    memo._last[host] = (first, time.monotonic() - patch.OWN_RECORD_REUSE_S - 1)
+    memo(host)
+    assert len(issued) == 2
+    patch.install()
+    assert upstream_gossipsub.env_to_send_in_RPC is patch._own_record
 
 
 def test_a_heartbeat_prune_sets_a_backoff_so_the_peer_is_not_grafted_again_at_once() -> None:
@@ -152,3 +177,9 @@ def test_own_messages_flood_to_every_topic_peer_and_forwarded_ones_go_to_the_mes
     upstream = router(GossipSub, own, [mesh_peer, *pruned])
     upstream.mesh[TOPIC] = {mesh_peer}
     assert set(upstream._get_peers_to_send([TOPIC], own, own)) == {mesh_peer}
+
+
+def test_ihave_goes_to_the_mesh_degree_or_a_quarter_of_the_other_peers() -> None:
+    gossip = HearthGossipSub(**router_settings(heartbeat_s=1))
+    assert gossip._get_adaptive_gossip_peers_count(TOPIC, 10) == MESH_DEGREE  # not upstream's 6
+    assert gossip._get_adaptive_gossip_peers_count(TOPIC, 40) == 10
