@@ -77,12 +77,14 @@ from hearth.protocol.effects import (
 )
 from hearth.protocol.envelope import Envelope, EnvelopeWire
 from hearth.protocol.errors import LocalProtocolError, RemoteProtocolError
+from hearth.protocol.escrow import Escrow
 from hearth.protocol.events import (
     CancelJob,
     InvitationUndelivered,
     JobRestored,
     PeerDisconnected,
     PublishJob,
+    ReleaseHeldPay,
 )
 from hearth.protocol.identity import PeerId
 from hearth.protocol.invitations import can_take, candidate_views, invitees_wanted, sample
@@ -124,7 +126,7 @@ from hearth.protocol.publisher_state import (
     summarise,
 )
 from hearth.protocol.settlement import reject_result, settle
-from hearth.protocol.timers import BidsTimer, JobDeadlineTimer, SlotTimer, TimerKey
+from hearth.protocol.timers import BidsTimer, JobDeadlineTimer, PayHoldTimer, SlotTimer, TimerKey
 from hearth.protocol.verification import Verdict, judge, reveal_problem
 
 if TYPE_CHECKING:
@@ -156,7 +158,9 @@ class PublisherComponent:
         self._engine = engine
         self._config = engine.config.jobs.publisher
         self.jobs: dict[JobId, PublisherJob] = {}
+        self.escrow = Escrow(self.jobs, self._config.adaptive, self._send, self._save)
         engine.add_local_handler(PublishJob, self._on_publish_job)
+        engine.add_local_handler(ReleaseHeldPay, self._on_release_held_pay)
         engine.add_local_handler(PeerDisconnected, self._on_peer_disconnected)
         engine.add_local_handler(InvitationUndelivered, self._on_invitation_undelivered)
         engine.add_local_handler(JobRestored, self._on_job_restored)
@@ -275,7 +279,7 @@ class PublisherComponent:
         finished = sorted(
             (job.created_ms, job.job_id)
             for job in self.jobs.values()
-            if job.phase in TERMINAL_PHASES
+            if job.phase in TERMINAL_PHASES and not job.pay_held  # held pay keeps its job
         )
         excess = len(self.jobs) - limits.PUBLISHER_JOBS_KEPT_MAX + 1
         for _, job_id in finished[: max(0, excess)]:
@@ -303,13 +307,19 @@ class PublisherComponent:
         job = decode_job(event.state)
         self.jobs[job.job_id] = job
         if job.phase in TERMINAL_PHASES:
+            held = self.escrow.restore(job, now_ms)
             if job.phase is Phase.PAID and replay_pays:
                 return [
-                    PayWorker(job.job_id, slot.worker, slot.paid_mc)
-                    for slot in job.live()
-                    if slot.verdict == "match" and slot.paid_mc > 0
+                    *held,
+                    *(
+                        PayWorker(job.job_id, slot.worker, slot.paid_mc)
+                        for slot in job.live()
+                        if slot.verdict == "match"
+                        and slot.paid_mc > 0
+                        and job.paid_now(slot.worker)
+                    ),
                 ]
-            return []  # kept for queries
+            return held  # kept for queries, and for the pay it holds
         if job.call.deadline_ms <= now_ms:
             return self._done(
                 job,
@@ -340,7 +350,13 @@ class PublisherComponent:
                 effects.append(self._slot_timer(job, slot))
         return self._done(job, [*effects, *self._advance(job, now_ms)])
 
+    def _on_release_held_pay(self, event: object, now_ms: int) -> list[Effect]:
+        assert isinstance(event, ReleaseHeldPay)
+        return self.escrow.release_all(now_ms)
+
     def on_timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
+        if isinstance(key, PayHoldTimer):
+            return self.escrow.on_hold_timer(key.job_id, now_ms)
         assert isinstance(key, BidsTimer | JobDeadlineTimer | SlotTimer), key
         job = self.jobs.get(key.job_id)
         if job is None or job.phase in TERMINAL_PHASES:
@@ -696,6 +712,8 @@ class PublisherComponent:
             deadline_ms=now_ms + self._config.award_reply_timeout_ms,
         )
         job.slots.append(slot)
+        if job.verify == adaptive.VERIFY_ADAPTIVE and self._trusted(bid):
+            job.trusted_at_award = (*job.trusted_at_award, bid.worker)
         return self._send_award(job, slot, now_ms), self._slot_timer(job, slot)
 
     def _send_award(self, job: PublisherJob, slot: Slot, now_ms: int) -> Send:
@@ -791,6 +809,11 @@ class PublisherComponent:
         commit.check()
         found = self._slot_for(envelope, peer, commit.job_id, commit.award_no)
         if found is None:
+            # A worker still re-sending its commit has not heard that its pay is held: the note
+            # may have been lost (or we restarted), so it goes again.
+            job = self.jobs.get(JobId(commit.job_id))
+            if job is not None and envelope.peer_id in job.pay_held:
+                return [self.escrow.note(job, envelope.peer_id, now_ms)]
             return []
         job, slot = found
         if slot.state not in (SlotState.AWARDED, SlotState.ACCEPTED):
@@ -856,6 +879,7 @@ class PublisherComponent:
             evidence = encode(EnvelopeWire(envelope.signed_bytes, envelope.signature))
             send = functools.partial(self._send, now_ms=now_ms)
             effects += reject_result(job, slot, problem, evidence, self._engine.reputation, send)
+            effects += self.escrow.forfeit(slot.worker, now_ms)
             effects += self._drop(job, slot, problem, now_ms, notify=False)
         else:
             slot.move(SlotState.REVEALED)
@@ -868,7 +892,16 @@ class PublisherComponent:
         judgement = judge([s.digest for s in live], job.replicas, job.replicas_max)
         if judgement.verdict is Verdict.ACCEPTED:
             send = functools.partial(self._send, now_ms=now_ms)
+            # Passed a spot check: trusted when awarded, and still trusted now.
+            trusted = frozenset(
+                s.worker for s in live if s.worker in job.trusted_at_award and self._trusted(s.bid)
+            )
             effects = settle(job, judgement.digest, self._engine.reputation, send)
+            if job.verify == adaptive.VERIFY_ADAPTIVE:
+                effects = self.escrow.on_settled(job, effects, trusted, now_ms)
+            for slot in live:
+                if slot.verdict == "mismatch":  # caught: its held pay is forfeited
+                    effects += self.escrow.forfeit(slot.worker, now_ms)
             return [*effects, CancelTimer(JobDeadlineTimer(job.job_id))]
         if judgement.verdict is Verdict.NEED_MORE:
             job.target = len(live) + judgement.more
@@ -911,11 +944,15 @@ class PublisherComponent:
         effects: list[Effect] = [
             JobProgress(job.job_id, job.phase.value, job.detail, results, job.target, job.cause)
         ]
+        return [*effects, *self._save(job)]
+
+    def _save(self, job: PublisherJob) -> list[Effect]:
+        """``SaveJob`` when the job's decisions changed since it was last saved."""
         mark = _decisions(job)
-        if self._config.persist_jobs and mark != job.saved_mark:
-            job.saved_mark = mark
-            effects.append(SaveJob(job.job_id, encode_job(job)))
-        return effects
+        if not self._config.persist_jobs or mark == job.saved_mark:
+            return []
+        job.saved_mark = mark
+        return [SaveJob(job.job_id, encode_job(job))]
 
 
 def _decisions(job: PublisherJob) -> tuple[object, ...]:
@@ -926,7 +963,16 @@ def _decisions(job: PublisherJob) -> tuple[object, ...]:
     again from their tasks.
     """
     slots = tuple((s.award_no, s.state is SlotState.DROPPED, s.verdict) for s in job.slots)
-    return (job.phase, job.call.call_round, job.target, job.replicas, slots, job.accepted_digest)
+    escrow = (job.pay_held, job.pay_forfeited)
+    return (
+        job.phase,
+        job.call.call_round,
+        job.target,
+        job.replicas,
+        slots,
+        job.accepted_digest,
+        escrow,
+    )
 
 
 def _ttl_ms(call: CallForBids, now_ms: int) -> int:

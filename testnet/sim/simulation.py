@@ -21,7 +21,7 @@ from typing import Final
 
 from hearth.protocol.adaptive import VERIFY_ALWAYS_2, VERIFY_POLICIES, AdaptiveConfig
 from hearth.protocol.effects import JobProgress
-from hearth.protocol.events import PublishJob
+from hearth.protocol.events import PublishJob, ReleaseHeldPay
 from hearth.protocol.identity import Identity
 from hearth.protocol.job_messages import JobId, result_digest
 from hearth.protocol.publisher_state import PublisherConfig
@@ -247,7 +247,20 @@ class Simulation:
             return False
         if self.checker.pending_pays or self.checker.unsettled_mc:
             return False
-        return all(r.phase in ("paid", "failed") for r in self.jobs.values())
+        if not all(r.phase in ("paid", "failed") for r in self.jobs.values()):
+            return False
+        return not self._release_held_pay()
+
+    def _release_held_pay(self) -> bool:
+        """Every job is settled: the batch is over, so each publisher pays what it still holds
+        for hosts never caught (ADR 0034, amendment). True if some pay was released."""
+        released = False
+        for node in self.cluster.nodes:
+            engine = node.engine
+            if engine is not None and node.alive and engine.publisher.escrow.held:
+                self.cluster.step_engine(node, ReleaseHeldPay())
+                released = True
+        return released
 
     # Jobs
 
