@@ -13,8 +13,11 @@ and ``pay_by_ms`` (the job's deadline + ``AdaptiveConfig.pay_hold_ms``) instead 
 Then, for each host:
 
     HELD --the host passes a spot check while trusted--> RELEASED (every held job of the host)
-    HELD --pay_by_ms, or ReleaseHeldPay (end of a batch)--> RELEASED (that job, or all)
-    HELD --the host is caught (mismatch, outvoted, bad reveal)--> FORFEITED (every held job)
+    HELD --pay_by_ms--> RELEASED (that job)
+    HELD --ReleaseHeldPay (end of a batch), no held solo result--> RELEASED (every held job)
+    HELD --ReleaseHeldPay, a held solo result--> AUDIT: one of them, drawn at random, re-run
+         under always-2 on two other hosts; the same result --> RELEASED, another --> FORFEITED
+    HELD --the host is caught (mismatch, outvoted, bad reveal, audit)--> FORFEITED (every job)
 
 A release pays as today: one ``PayWorker`` per (job, worker), turned into a receipt by the
 payments component; the ledger keys pays by (job, worker), so a job is never paid twice. A
@@ -29,16 +32,19 @@ between the two replays the released pays from the saved state, never a held or 
 
 from __future__ import annotations
 
+import hashlib
+import random
 from collections.abc import Callable
 from typing import Final
 
 from hearth.protocol import limits
-from hearth.protocol.adaptive import SPOT_CHECKED, AdaptiveConfig
+from hearth.protocol.adaptive import SOLO, SPOT_CHECKED, VERIFY_ALWAYS_2, AdaptiveConfig
 from hearth.protocol.effects import Effect, Log, PayWorker, SaveJob, Send, SetTimer
+from hearth.protocol.events import PublishJob
 from hearth.protocol.identity import PeerId
 from hearth.protocol.job_messages import JobId, MismatchNotice, PayHeld
 from hearth.protocol.messages import PROTOCOL_RESULT
-from hearth.protocol.publisher_state import Phase, PublisherJob
+from hearth.protocol.publisher_state import Phase, PublisherJob, Slot
 from hearth.protocol.timers import PayHoldTimer
 
 FORFEIT_REASON: Final = "escrow-forfeited"
@@ -122,12 +128,46 @@ class Escrow:
             effects.append(Log("info", "escrow-released", fields))
         return _saves_first(effects)
 
-    def release_all(self, now_ms: int) -> list[Effect]:
-        """The end of a batch: pay every host still waiting (none of them was caught)."""
+    def end_batch(
+        self, rng: random.Random, auditing: frozenset[PeerId], now_ms: int
+    ) -> tuple[list[Effect], list[tuple[PeerId, PublisherJob]]]:
+        """The end of a batch: pay every host still waiting whose held results were all
+        checked, and name, for each other host, one of its held solo results to audit.
+
+        A solo result nobody checked is the one a host that cheats once trusted gets paid for;
+        auditing one of them, drawn at random, catches such a host before its pay leaves.
+        Hosts whose audit is running (``auditing``) wait for it.
+        """
         effects: list[Effect] = []
+        audits: list[tuple[PeerId, PublisherJob]] = []
         for worker in sorted(self.held):
-            effects += self.release(worker, now_ms, cause="batch-ended")
-        return _saves_first(effects)
+            if worker in auditing:
+                continue
+            solo = [self._jobs[j] for j in self.held[worker] if self._jobs[j].verified_by == SOLO]
+            if solo:
+                audits.append((worker, rng.choice(solo)))
+            else:
+                effects += self.release(worker, now_ms, cause="batch-ended")
+        return _saves_first(effects), audits
+
+    def on_audited(self, audit: PublisherJob, now_ms: int) -> tuple[bool, list[Effect]]:
+        """Audit ``audit`` ended: (whether it caught its host, the escrow's effects).
+
+        Its accepted result is compared with the audited solo result field by field (the
+        digests differ: each names its own job). A match, or an audit that could not run,
+        releases the host's pay; a difference forfeits it.
+        """
+        worker = PeerId(audit.audited)
+        original = self._jobs.get(JobId(audit.audit_of))
+        slot = None if original is None else original.match_slot(worker)
+        if original is None or slot is None or worker not in original.pay_held:
+            return False, []  # released or forfeited meanwhile
+        accepted = [s for s in audit.live() if s.verdict == "match"]
+        if audit.phase is not Phase.PAID or not accepted:
+            return False, self.release(worker, now_ms, cause="audit-failed")
+        if _result(accepted[0]) == _result(slot):
+            return False, self.release(worker, now_ms, cause="audit-passed")
+        return True, self.forfeit(worker, now_ms)
 
     def on_hold_timer(self, job_id: JobId, now_ms: int) -> list[Effect]:
         """``pay_by_ms`` of ``job_id`` came: pay what it still holds, as the note promised."""
@@ -179,6 +219,35 @@ class Escrow:
         for worker in job.pay_held:
             self.held.setdefault(worker, {})[job.job_id] = None
         return [SetTimer(PayHoldTimer(job.job_id), max(now_ms, job.pay_by_ms))]
+
+
+def audit_command(job: PublisherJob, worker: PeerId, now_ms: int) -> PublishJob:
+    """Re-run solo ``job`` under always-2, with the time it had (its host is barred from it)."""
+    call = job.call
+    digest = hashlib.sha256(b"audit:" + job.job_id + worker.encode()).digest()
+    return PublishJob(
+        job_id=JobId(digest[: len(job.job_id)]),
+        runtime=call.runtime,
+        module_hash=call.module_hash,
+        module_bytes=call.module_bytes,
+        input_hash=call.input_hash,
+        input_bytes=call.input_bytes,
+        fuel_max=call.fuel_max,
+        memory_mb_max=call.memory_mb_max,
+        deadline_ms=now_ms + max(1, call.deadline_ms - job.created_ms),
+        max_price_mc_per_tfuel=call.max_price_mc_per_tfuel,
+        bid_window_ms=job.bid_window_ms,
+        replicas=2,
+        replicas_max=max(2, job.replicas_max),
+        prefer=job.prefer,
+        requirements=call.requirements,
+        verify=VERIFY_ALWAYS_2,
+    )
+
+
+def _result(slot: Slot) -> tuple[object, ...]:
+    """What a result says, without the job id its digest is bound to."""
+    return (slot.error_kind, slot.output_hash, slot.fuel_used, slot.exit_code, slot.stderr)
 
 
 def _saves_first(effects: list[Effect]) -> list[Effect]:

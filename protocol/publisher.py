@@ -77,7 +77,7 @@ from hearth.protocol.effects import (
 )
 from hearth.protocol.envelope import Envelope, EnvelopeWire
 from hearth.protocol.errors import LocalProtocolError, RemoteProtocolError
-from hearth.protocol.escrow import Escrow
+from hearth.protocol.escrow import Escrow, audit_command
 from hearth.protocol.events import (
     CancelJob,
     InvitationUndelivered,
@@ -206,7 +206,7 @@ class PublisherComponent:
         needed: set[bytes] = set()
         results: set[bytes] = set()
         for job in self.jobs.values():
-            if job.phase not in TERMINAL_PHASES:
+            if job.phase not in TERMINAL_PHASES or job.pay_held:  # held: it may be audited
                 needed.update((job.call.module_hash, job.call.input_hash))
             results.update(s.output_hash for s in job.slots if s.verdict == "match")
         return frozenset(needed), frozenset(results)
@@ -215,6 +215,12 @@ class PublisherComponent:
 
     def _on_publish_job(self, event: object, now_ms: int) -> list[Effect]:
         assert isinstance(event, PublishJob)
+        return self._start_job(event, now_ms)
+
+    def _start_job(
+        self, event: PublishJob, now_ms: int, audit: tuple[bytes, str] = (b"", "")
+    ) -> list[Effect]:
+        """Start a job: the developer's, or an audit of ``audit`` = (solo job, its host)."""
         self._check_command(event, now_ms)
         call = CallForBids(
             job_id=event.job_id,
@@ -248,6 +254,8 @@ class PublisherComponent:
             target=event.replicas,
             verify=event.verify,
             inline=_inline(event),
+            audit_of=audit[0],
+            audited=audit[1],
         )
         self.jobs[job.job_id] = job
         effects = self._publish_call(job, now_ms)
@@ -352,7 +360,19 @@ class PublisherComponent:
 
     def _on_release_held_pay(self, event: object, now_ms: int) -> list[Effect]:
         assert isinstance(event, ReleaseHeldPay)
-        return self.escrow.release_all(now_ms)
+        auditing = frozenset(
+            PeerId(job.audited)
+            for job in self.jobs.values()
+            if job.audited and job.phase not in TERMINAL_PHASES
+        )
+        effects, audits = self.escrow.end_batch(self._engine.rng, auditing, now_ms)
+        for worker, job in audits:
+            command = audit_command(job, worker, now_ms)
+            try:
+                effects += self._start_job(command, now_ms, (job.job_id, str(worker)))
+            except LocalProtocolError:  # audited already, or too many open jobs: pay it
+                effects += self.escrow.release(worker, now_ms, cause="audit-unavailable")
+        return effects
 
     def on_timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
         if isinstance(key, PayHoldTimer):
@@ -902,6 +922,8 @@ class PublisherComponent:
             for slot in live:
                 if slot.verdict == "mismatch":  # caught: its held pay is forfeited
                     effects += self.escrow.forfeit(slot.worker, now_ms)
+            if job.audit_of:
+                effects += self._audited(job, now_ms)
             return [*effects, CancelTimer(JobDeadlineTimer(job.job_id))]
         if judgement.verdict is Verdict.NEED_MORE:
             job.target = len(live) + judgement.more
@@ -913,12 +935,23 @@ class PublisherComponent:
         )
         return self._fail(job, found.message, now_ms, found.cause)
 
+    def _audited(self, job: PublisherJob, now_ms: int) -> list[Effect]:
+        """An audit ended: its host's held pay is released, or forfeited if it was caught."""
+        caught, effects = self.escrow.on_audited(job, now_ms)
+        if caught:
+            worker = PeerId(job.audited)
+            self._engine.reputation.on_result(worker, valid=False)
+            effects.append(Penalise(worker, "audit-mismatch", MISMATCH_PENALTY_POINTS))
+        return effects
+
     def _fail(self, job: PublisherJob, reason: str, now_ms: int, cause: Cause) -> list[Effect]:
         """End the job unpaid; evidence stays in its slots. Open awards are cancelled, signed."""
         job.move(Phase.FAILED)
         job.detail = reason
         job.cause = cause.value
         effects: list[Effect] = [CancelTimer(JobDeadlineTimer(job.job_id))]
+        if job.audit_of:
+            effects += self._audited(job, now_ms)
         for slot in job.live():
             if slot.state is not SlotState.REVEALED:
                 effects += self._drop(job, slot, "cancelled", now_ms, notify=True)
@@ -1002,7 +1035,10 @@ def _barred(job: PublisherJob) -> frozenset[PeerId]:
     A worker that declined only because it was busy is not barred: it may bid in a later round,
     once it is free, as any other host may.
     """
-    return frozenset(slot.worker for slot in job.slots if slot.verdict != BUSY_DECLINE_VERDICT)
+    barred = {slot.worker for slot in job.slots if slot.verdict != BUSY_DECLINE_VERDICT}
+    if job.audited:  # an audit never runs on the host it checks
+        barred.add(PeerId(job.audited))
+    return frozenset(barred)
 
 
 def _open_for_bids(job: PublisherJob, call_round: int, now_ms: int) -> bool:

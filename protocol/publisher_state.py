@@ -162,6 +162,10 @@ class PublisherJob:
     # Workers already trusted (a streak of N with us) when they were awarded this job: only
     # they can pass a spot check with it, since only they could not tell it from a solo run.
     trusted_at_award: tuple[PeerId, ...] = ()
+    # An audit (ADR 0034, amendment): this job re-runs ``audit_of``, a solo job whose pay is
+    # held for ``audited``, on two other hosts before that pay is released at the batch's end.
+    audit_of: bytes = b""
+    audited: str = ""
     bids: dict[PeerId, tuple[BidView, bytes]] = dataclasses.field(default_factory=dict)
     slots: list[Slot] = dataclasses.field(default_factory=list)
     ranked: list[BidView] = dataclasses.field(default_factory=list)  # derived, not saved
@@ -303,6 +307,8 @@ class JobRecord:
     pay_held: tuple[str, ...]
     pay_forfeited: tuple[str, ...]
     trusted_at_award: tuple[str, ...]
+    audit_of: bytes
+    audited: str
 
 
 def _bid_record(view: BidView, worker_key: bytes) -> BidRecord:
@@ -398,6 +404,8 @@ def encode_job(job: PublisherJob) -> bytes:
         pay_held=tuple(job.pay_held),
         pay_forfeited=tuple(job.pay_forfeited),
         trusted_at_award=tuple(job.trusted_at_award),
+        audit_of=job.audit_of,
+        audited=job.audited,
     )
     return encode(record)
 
@@ -434,6 +442,8 @@ def decode_job(state: bytes) -> PublisherJob:
         pay_held=tuple(PeerId(w) for w in record.pay_held),
         pay_forfeited=tuple(PeerId(w) for w in record.pay_forfeited),
         trusted_at_award=tuple(PeerId(w) for w in record.trusted_at_award),
+        audit_of=record.audit_of,
+        audited=record.audited,
         bids={PeerId(b.worker): (_bid_view(b), b.worker_key) for b in record.bids},
     )
     for s, slot_state in zip(record.slots, slot_states, strict=True):

@@ -123,6 +123,7 @@ class Simulation:
         self.phase = "safety"
         self.safety_end_ms = T0_MS + self.scenario.duration_s * 1000
         self.finished = False
+        self.batch_ended: set[int] = set()  # publishers told that their batch is over
         self.sampled = sorted(
             self.rng.sample(range(config.nodes), min(SAMPLED_NODES, config.nodes))
         )
@@ -253,14 +254,18 @@ class Simulation:
 
     def _release_held_pay(self) -> bool:
         """Every job is settled: the batch is over, so each publisher pays what it still holds
-        for hosts never caught (ADR 0034, amendment). True if some pay was released."""
-        released = False
+        for hosts never caught, once its audits are done (ADR 0034, amendment). True while
+        some pay is still held."""
+        held = False
         for node in self.cluster.nodes:
             engine = node.engine
-            if engine is not None and node.alive and engine.publisher.escrow.held:
+            if engine is None or not node.alive or not engine.publisher.escrow.held:
+                continue
+            held = True
+            if node.index not in self.batch_ended:
+                self.batch_ended.add(node.index)
                 self.cluster.step_engine(node, ReleaseHeldPay())
-                released = True
-        return released
+        return held
 
     # Jobs
 

@@ -1,0 +1,163 @@
+"""Escrow of adaptive jobs' pay (ADR 0034, amendment): held, released once, or forfeited."""
+
+from __future__ import annotations
+
+from hearth.ledger.entry import parse_receipt
+from hearth.ledger.memory import MemoryLedger
+from hearth.protocol.adaptive import PPM, AdaptiveConfig
+from hearth.protocol.effects import Penalise
+from hearth.protocol.escrow import FORFEIT_REASON
+from hearth.protocol.events import ReleaseHeldPay
+from hearth.protocol.identity import PeerId
+from hearth.protocol.job_messages import JobId, MismatchNotice, PayHeld
+from hearth.protocol.publisher_state import PublisherConfig, PublisherJob
+from hearth.protocol.worker import TaskState
+from tests.protocol.harness import Cluster
+
+MODULE = b"\0asm m"
+
+
+def _cluster(n: int, *, streak: int, spot_ppm: int, ledgers: bool = True, **kw: int) -> Cluster:
+    adaptive = AdaptiveConfig(trust_streak_min=streak, spot_check_ppm=spot_ppm, **kw)
+    config = PublisherConfig(network_prefix_v4=32, adaptive=adaptive)
+    return Cluster(n, ledgers=ledgers, publisher_config=config)
+
+
+def _run_job(cluster: Cluster, data: bytes, verify: str = "adaptive") -> PublisherJob:
+    job_id = cluster.publish_job(0, MODULE, data, verify=verify)
+    cluster.run_until(cluster.finished(0, job_id))
+    cluster.run_for(5_000)  # receipts offered, countersigned, settled
+    job = cluster.nodes[0].engine.publisher.jobs[job_id]
+    assert job.phase.value == "paid", job.detail
+    return job
+
+
+def _earned(cluster: Cluster, worker: PeerId) -> dict[bytes, int]:
+    """What ``worker``'s ledger says it earned, by job."""
+    ledger = cluster.by_peer[worker].ledger
+    assert isinstance(ledger, MemoryLedger)
+    earned = {}
+    for (_, job_id), seq in ledger.state.earns.items():
+        receipt = parse_receipt(ledger.entry_at(seq).body.receipt)
+        earned[job_id] = receipt.amount_mc
+    return earned
+
+
+def _matching(job: PublisherJob) -> dict[PeerId, int]:
+    return {s.worker: s.paid_mc for s in job.slots if s.verdict == "match" and s.paid_mc}
+
+
+def test_an_honest_host_is_paid_exactly_once_when_it_passes_a_spot_check() -> None:
+    # N = 1 and c = 100 %: the first job earns trust, the second is spot-checked.
+    cluster = _cluster(4, streak=1, spot_ppm=PPM)
+    first = _run_job(cluster, b"one")
+    held = _matching(first)
+    assert first.verified_by == "replicated" and len(held) == 2
+    assert set(first.pay_held) == set(held)
+    told = {s.peer for _, s, e in cluster.sends_of(0, PayHeld) if e.body.job_id == first.job_id}
+    assert told == set(held)
+    for worker in held:  # told, not paid; the worker counts it as owed
+        assert _earned(cluster, worker) == {}
+        task = cluster.by_peer[worker].engine.worker.tasks[first.job_id]
+        assert task.state is TaskState.REVEALED and task.pay_by_ms == first.pay_by_ms
+        owed = cluster.by_peer[worker].engine.worker.owed_mc_by_publisher
+        assert owed[cluster.nodes[0].peer_id] == held[worker]
+    second = _run_job(cluster, b"two")
+    assert second.verified_by == "spot-checked"
+    passed = set(second.trusted_at_award) & set(_matching(second))
+    assert passed, "a trusted host took the spot check"
+    for worker in passed:  # released: both jobs paid, each once
+        assert _earned(cluster, worker) == {
+            first.job_id: held[worker],
+            second.job_id: _matching(second)[worker],
+        }
+        assert cluster.by_peer[worker].engine.worker.tasks[first.job_id].state is TaskState.DONE
+    # Releasing again pays nothing twice: the ledger would refuse, and nothing is left to pay.
+    cluster.inject(0, ReleaseHeldPay())
+    cluster.run_for(5_000)
+    for worker in passed:
+        assert len(_earned(cluster, worker)) == 2
+
+
+def test_a_caught_host_forfeits_its_escrow_and_is_told() -> None:
+    # N is never reached: every job is replicated and every pay held.
+    cluster = _cluster(4, streak=1_000, spot_ppm=PPM)
+    first = _run_job(cluster, b"one")
+    cheater = sorted(_matching(first))[0]
+    cluster.by_peer[cheater].behaviour = "liar"
+    caught: PublisherJob | None = None
+    for round_no in range(6):  # until the liar is picked for a job and outvoted
+        job = _run_job(cluster, f"job {round_no}".encode())
+        if any(s.worker == cheater and s.verdict == "mismatch" for s in job.slots):
+            caught = job
+            break
+    assert caught is not None, "the liar was never picked"
+    publisher = cluster.nodes[0].engine.publisher
+    assert cheater not in publisher.escrow.held
+    assert cheater in first.pay_forfeited and cheater not in first.pay_held
+    notices = [
+        e.body
+        for _, _, e in cluster.sends_of(0, MismatchNotice)
+        if e.body.reason == FORFEIT_REASON and e.body.job_id == first.job_id
+    ]
+    assert len(notices) == 1
+    task = cluster.by_peer[cheater].engine.worker.tasks[first.job_id]
+    assert task.state is TaskState.DONE  # it stops waiting for that pay
+    assert cluster.nodes[0].peer_id not in cluster.by_peer[cheater].engine.worker.owed_mc_by_publisher
+    # The end of the batch pays everyone else, and never the cheater.
+    cluster.inject(0, ReleaseHeldPay())
+    cluster.run_for(5_000)
+    assert _earned(cluster, cheater) == {}
+    for job in publisher.jobs.values():
+        for worker, amount_mc in _matching(job).items():
+            if worker != cheater:
+                assert _earned(cluster, worker)[job.job_id] == amount_mc
+    assert not publisher.escrow.held
+    assert publisher.summary(first.job_id).host_caught_later  # type: ignore[union-attr]
+
+
+def test_held_pay_survives_a_publisher_restart_and_is_paid_once() -> None:
+    cluster = _cluster(4, streak=1_000, spot_ppm=PPM)
+    job = _run_job(cluster, b"one")
+    held = _matching(job)
+    assert set(job.pay_held) == set(held)
+    cluster.restart_publisher(0, job.job_id)  # a SIGKILL: memory gone, the last SaveJob read
+    restored = cluster.nodes[0].engine.publisher
+    assert set(restored.escrow.held) == set(held)  # nothing paid by the restore itself
+    assert restored.jobs[job.job_id].pay_held == job.pay_held
+    cluster.inject(0, ReleaseHeldPay())
+    cluster.run_for(5_000)
+    for worker, amount_mc in held.items():
+        assert _earned(cluster, worker) == {job.job_id: amount_mc}
+    # A second crash, after the release was saved: the restore replays the released pays, and
+    # the ledger keeps them to one per (job, worker).
+    cluster.restart_publisher(0, job.job_id)
+    assert not cluster.nodes[0].engine.publisher.escrow.held
+    cluster.run_for(5_000)
+    for worker, amount_mc in held.items():
+        assert _earned(cluster, worker) == {job.job_id: amount_mc}
+
+
+def test_always_2_pays_at_once_and_holds_nothing() -> None:
+    cluster = _cluster(4, streak=1, spot_ppm=PPM)
+    job = _run_job(cluster, b"one", verify="always-2")
+    assert not job.pay_held and not job.pay_by_ms
+    assert not cluster.sends_of(0, PayHeld)
+    for worker, amount_mc in _matching(job).items():
+        assert _earned(cluster, worker) == {job.job_id: amount_mc}
+
+
+def test_the_hold_ends_by_its_date_and_a_publisher_that_does_not_pay_is_penalised() -> None:
+    # Without ledgers the released pay never reaches the worker: to it, the publisher held
+    # past the date it signed, and it is penalised for it.
+    cluster = _cluster(4, streak=1_000, spot_ppm=PPM, ledgers=False, pay_hold_ms=1_000)
+    job_id = cluster.publish_job(0, MODULE, b"one", verify="adaptive")
+    cluster.run_until(cluster.finished(0, job_id))
+    job = cluster.nodes[0].engine.publisher.jobs[job_id]
+    assert job.pay_by_ms == job.call.deadline_ms + 1_000
+    cluster.run_for(job.pay_by_ms - cluster.now_ms + 1)
+    assert not job.pay_held  # released at its date
+    assert {p.worker for p in cluster.payments(JobId(job_id))} == set(_matching(job))
+    for worker in _matching(job):
+        penalties = cluster.of_type(cluster.by_peer[worker].index, Penalise)
+        assert [p.reason for p in penalties] == ["pay-overdue"]
