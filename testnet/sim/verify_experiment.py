@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from hearth.protocol.adaptive import PPM, VERIFY_ADAPTIVE, AdaptiveConfig
+from hearth.protocol.pricing import cost_mc
 from hearth.protocol.publisher_state import PublisherJob
 from hearth.testnet.scenario import Scenario
 from hearth.testnet.sim import faults
@@ -122,9 +123,14 @@ def _escrow_figures(sim: Simulation, jobs: Iterable[PublisherJob]) -> dict[str, 
     whether honest hosts were paid every pay decided for them."""
     role_of = {node.peer_id: node.role for node in sim.cluster.nodes}
     forfeited: dict[str, int] = Counter()
+    # What each cheater's runs cost it at its own bid (its floor: the energy price it asks),
+    # for every result it revealed, paid or not: its net after energy.
+    spent: dict[str, int] = Counter()
     held_mc = decided_honest_mc = 0
     for job in jobs:
         for slot in job.slots:
+            if role_of[slot.worker] in faults.CHEATERS and slot.digest:
+                spent[role_of[slot.worker]] += cost_mc(slot.bid.price_mc_per_tfuel, slot.fuel_used)
             if slot.verdict != "match" or not slot.paid_mc:
                 continue
             if slot.worker in job.pay_forfeited:
@@ -137,7 +143,14 @@ def _escrow_figures(sim: Simulation, jobs: Iterable[PublisherJob]) -> dict[str, 
     honest_earned_mc = sum(
         earned[node.index] for node in sim.cluster.nodes if node.role == faults.HONEST
     )
+    net: dict[str, int] = Counter()
+    for node in sim.cluster.nodes:
+        if node.role in faults.CHEATERS:
+            net[node.role] += node.ledger.balance_mc()
+    known = set(sim.jobs)
     return {
+        "cheaters_net_after_energy_mc": {role: net[role] - spent[role] for role in sorted(net)},
+        "audit_runs": sum(1 for job_id, _ in sim.cluster.runs if job_id not in known),
         "escrow_forfeited_mc": dict(sorted(forfeited.items())),
         "escrow_held_at_end_mc": held_mc,
         "honest_decided_mc": decided_honest_mc,

@@ -161,3 +161,41 @@ def test_the_hold_ends_by_its_date_and_a_publisher_that_does_not_pay_is_penalise
     for worker in _matching(job):
         penalties = cluster.of_type(cluster.by_peer[worker].index, Penalise)
         assert [p.reason for p in penalties] == ["pay-overdue"]
+
+
+def test_a_batch_end_audits_a_held_solo_result_and_catches_a_host_that_cheated_alone() -> None:
+    # N = 1 and c = 1 ppm: once trusted, a host runs jobs alone, in practice never checked.
+    cluster = _cluster(5, streak=1, spot_ppm=1)
+    first = _run_job(cluster, b"one")
+    trusted = set(_matching(first))
+    for worker in trusted:  # trusted now: they turn to lying
+        cluster.by_peer[worker].behaviour = "liar"
+    second = _run_job(cluster, b"two")
+    assert second.verified_by == "solo"
+    (cheater,) = _matching(second)
+    assert cheater in trusted and set(second.pay_held) == {cheater}
+    publisher = cluster.nodes[0].engine.publisher
+    cluster.inject(0, ReleaseHeldPay())
+    cluster.run_for(30_000)
+    audits = [job for job in publisher.jobs.values() if job.audit_of == second.job_id]
+    assert len(audits) == 1 and audits[0].phase.value == "paid"
+    assert cheater not in {s.worker for s in audits[0].slots}  # never its own auditor
+    assert cheater in second.pay_forfeited and cheater in first.pay_forfeited
+    assert _earned(cluster, cheater) == {}
+    summary = publisher.summary(second.job_id)
+    assert summary is not None and summary.host_caught_later
+    assert not publisher.escrow.held  # the others were paid (or caught too)
+
+
+def test_a_batch_end_pays_a_host_whose_held_solo_result_passes_its_audit() -> None:
+    cluster = _cluster(5, streak=1, spot_ppm=1)
+    _run_job(cluster, b"one")
+    second = _run_job(cluster, b"two")
+    assert second.verified_by == "solo"
+    (host,) = _matching(second)
+    cluster.inject(0, ReleaseHeldPay())
+    cluster.run_for(30_000)
+    publisher = cluster.nodes[0].engine.publisher
+    assert [job.phase.value for job in publisher.jobs.values() if job.audit_of] == ["paid"]
+    assert _earned(cluster, host)[second.job_id] == _matching(second)[host]
+    assert not publisher.escrow.held and not second.pay_forfeited
