@@ -103,7 +103,8 @@ def test_a_caught_host_forfeits_its_escrow_and_is_told() -> None:
     assert len(notices) == 1
     task = cluster.by_peer[cheater].engine.worker.tasks[first.job_id]
     assert task.state is TaskState.DONE  # it stops waiting for that pay
-    assert cluster.nodes[0].peer_id not in cluster.by_peer[cheater].engine.worker.owed_mc_by_publisher
+    owed = cluster.by_peer[cheater].engine.worker.owed_mc_by_publisher
+    assert cluster.nodes[0].peer_id not in owed
     # The end of the batch pays everyone else, and never the cheater.
     cluster.inject(0, ReleaseHeldPay())
     cluster.run_for(5_000)
