@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from hearth.ledger.entry import parse_receipt
 from hearth.ledger.memory import MemoryLedger
+from hearth.protocol import limits
 from hearth.protocol.adaptive import PPM, AdaptiveConfig
 from hearth.protocol.effects import Penalise
 from hearth.protocol.escrow import FORFEIT_REASON
-from hearth.protocol.events import ReleaseHeldPay
+from hearth.protocol.events import MessageReceived, ReleaseHeldPay
 from hearth.protocol.identity import PeerId
 from hearth.protocol.job_messages import JobId, MismatchNotice, PayHeld
+from hearth.protocol.messages import PROTOCOL_RESULT
 from hearth.protocol.publisher_state import PublisherConfig, PublisherJob
 from hearth.protocol.worker import TaskState
 from tests.protocol.harness import Cluster
@@ -200,3 +202,24 @@ def test_a_batch_end_pays_a_host_whose_held_solo_result_passes_its_audit() -> No
     assert [job.phase.value for job in publisher.jobs.values() if job.audit_of] == ["paid"]
     assert _earned(cluster, host)[second.job_id] == _matching(second)[host]
     assert not publisher.escrow.held and not second.pay_forfeited
+
+
+def test_a_hold_longer_than_the_protocol_allows_or_of_another_amount_is_refused() -> None:
+    cluster = _cluster(4, streak=1_000, spot_ppm=PPM)
+    job = _run_job(cluster, b"one")
+    worker, amount_mc = sorted(_matching(job).items())[0]
+    node, publisher = cluster.by_peer[worker], cluster.nodes[0]
+    slot = job.match_slot(worker)
+    assert slot is not None
+    too_late_ms = job.call.deadline_ms + limits.PAY_HOLD_MS_MAX + 1
+    for body, reason in (
+        (PayHeld(job.job_id, slot.award_no, amount_mc, too_late_ms), "hold-too-long"),
+        (PayHeld(job.job_id, slot.award_no, amount_mc + 1, job.pay_by_ms), "hold-amount"),
+        (PayHeld(job.job_id, slot.award_no, amount_mc, job.pay_by_ms + 1), "hold-moved"),
+    ):
+        data = publisher.engine.seal(body, now_ms=cluster.now_ms, ttl_ms=60_000)
+        event = MessageReceived(publisher.peer_id, PROTOCOL_RESULT, data)
+        effects = node.engine.step(event, cluster.now_ms)
+        assert [e.reason for e in effects if isinstance(e, Penalise)] == [reason]
+    task = node.engine.worker.tasks[job.job_id]
+    assert task.pay_by_ms == job.pay_by_ms  # the first, honest note stands
