@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hearth.ledger.entry import parse_receipt
 from hearth.ledger.memory import MemoryLedger
 from hearth.protocol import limits
@@ -223,3 +225,13 @@ def test_a_hold_longer_than_the_protocol_allows_or_of_another_amount_is_refused(
         assert [e.reason for e in effects if isinstance(e, Penalise)] == [reason]
     task = node.engine.worker.tasks[job.job_id]
     assert task.pay_by_ms == job.pay_by_ms  # the first, honest note stands
+
+
+def test_a_host_waits_for_at_most_the_bound_of_held_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(limits, "ESCROW_JOBS_PER_HOST_MAX", 1)
+    cluster = _cluster(3, streak=1_000, spot_ppm=PPM)  # two hosts: both run every job
+    first = _run_job(cluster, b"one")
+    second = _run_job(cluster, b"two")
+    for worker, amount_mc in _matching(first).items():  # the oldest was released
+        assert _earned(cluster, worker) == {first.job_id: amount_mc}
+        assert worker in second.pay_held and worker not in first.pay_held
