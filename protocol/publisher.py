@@ -829,12 +829,7 @@ class PublisherComponent:
         commit.check()
         found = self._slot_for(envelope, peer, commit.job_id, commit.award_no)
         if found is None:
-            # A worker still re-sending its commit has not heard that its pay is held: the note
-            # may have been lost (or we restarted), so it goes again.
-            job = self.jobs.get(JobId(commit.job_id))
-            if job is not None and envelope.peer_id in job.pay_held:
-                return [self.escrow.note(job, envelope.peer_id, now_ms)]
-            return []
+            return self._note_again(envelope.peer_id, JobId(commit.job_id), now_ms)
         job, slot = found
         if slot.state not in (SlotState.AWARDED, SlotState.ACCEPTED):
             if slot.commitment and slot.commitment != commit.commitment:
@@ -845,6 +840,14 @@ class PublisherComponent:
         slot.commit_envelope = encode(EnvelopeWire(envelope.signed_bytes, envelope.signature))
         effects: list[Effect] = [CancelTimer(SlotTimer(job.job_id, slot.award_no))]
         return self._done(job, [*effects, *self._advance(job, now_ms)])
+
+    def _note_again(self, worker: PeerId, job_id: JobId, now_ms: int) -> list[Effect]:
+        """A worker that re-sends its commit or reveal for a settled job has not heard that its
+        pay is held: the note may have been lost (or we restarted), so it goes again."""
+        job = self.jobs.get(job_id)
+        if job is None or worker not in job.pay_held:
+            return []
+        return [self.escrow.note(job, worker, now_ms)]
 
     def _request_reveal(self, job: PublisherJob, slot: Slot, now_ms: int) -> list[Effect]:
         slot.move(SlotState.REVEALING)
@@ -861,7 +864,7 @@ class PublisherComponent:
         reveal.check()
         found = self._slot_for(envelope, peer, reveal.job_id, reveal.award_no)
         if found is None:
-            return []
+            return self._note_again(envelope.peer_id, JobId(reveal.job_id), now_ms)
         job, slot = found
         if slot.state is SlotState.COMMITTED and slot.early_reveal is None:
             # Sent with the commit (ADR 0031, Measurements): opened only once every live

@@ -231,6 +231,10 @@ class WorkerComponent:
         if isinstance(key, TaskDeadlineTimer) and task.state in BUSY_STATES:
             task.move("deadline")
             return [AbortJob(job_id), Log("info", "task-deadline", (("job", job_id.hex()),))]
+        if isinstance(key, TaskDeadlineTimer) and task.state is S.REVEALED and not task.pay_by_ms:
+            # Revealed, the job over, and neither paid nor told that the pay is held: the
+            # publisher's note may have been lost. Our reveal again asks it to send it again.
+            return [self._reveal_message(task, now_ms)]
         if isinstance(key, TaskForgetTimer):
             del self.tasks[job_id]
         recommit = isinstance(key, RecommitTimer)

@@ -8,7 +8,8 @@ from hearth.ledger.entry import parse_receipt
 from hearth.ledger.memory import MemoryLedger
 from hearth.protocol import limits
 from hearth.protocol.adaptive import PPM, AdaptiveConfig
-from hearth.protocol.effects import Penalise
+from hearth.protocol.effects import Penalise, Send
+from hearth.protocol.envelope import open_envelope
 from hearth.protocol.escrow import FORFEIT_REASON
 from hearth.protocol.events import MessageReceived, ReleaseHeldPay
 from hearth.protocol.identity import PeerId
@@ -235,3 +236,24 @@ def test_a_host_waits_for_at_most_the_bound_of_held_jobs(monkeypatch: pytest.Mon
     for worker, amount_mc in _matching(first).items():  # the oldest was released
         assert _earned(cluster, worker) == {first.job_id: amount_mc}
         assert worker in second.pay_held and worker not in first.pay_held
+
+
+def test_a_lost_note_is_sent_again_when_the_worker_re_sends_its_commit() -> None:
+    lost: list[bytes] = []
+
+    def drop_first_notes(sender: int, send: Send) -> bool:
+        envelope = open_envelope(send.data, now_ms=cluster.now_ms, verify=False)
+        if isinstance(envelope.body, PayHeld) and send.peer not in lost:
+            lost.append(send.peer)
+            return True
+        return False
+
+    adaptive = AdaptiveConfig(trust_streak_min=1_000, spot_check_ppm=PPM)
+    config = PublisherConfig(network_prefix_v4=32, adaptive=adaptive)
+    cluster = Cluster(4, ledgers=True, publisher_config=config, drop=drop_first_notes)
+    job = _run_job(cluster, b"one")
+    assert set(lost) == set(_matching(job))
+    cluster.run_for(job.call.deadline_ms - cluster.now_ms + 1_000)
+    for worker in lost:  # its commit or reveal, sent again, brought the note again
+        task = cluster.by_peer[worker].engine.worker.tasks[job.job_id]
+        assert task.state is TaskState.REVEALED and task.pay_by_ms == job.pay_by_ms
