@@ -30,6 +30,8 @@ import dataclasses
 import random
 from typing import Final
 
+from hearth.protocol import limits
+
 VERIFY_ALWAYS_2: Final = "always-2"
 VERIFY_ADAPTIVE: Final = "adaptive"
 VERIFY_POLICIES: Final = (VERIFY_ALWAYS_2, VERIFY_ADAPTIVE)
@@ -47,10 +49,15 @@ class AdaptiveConfig:
 
     trust_streak_min: int = 100
     spot_check_ppm: int = 100_000  # 10 %
+    # How long after an adaptive job's deadline its pay may stay in escrow (ADR 0034,
+    # amendment): long enough for a host to meet a spot check, short enough to be a debt a host
+    # can wait for. The award's host is told the date, and holds the publisher to it.
+    pay_hold_ms: int = 60 * 60 * 1000
 
     def __post_init__(self) -> None:
         assert self.trust_streak_min >= 1, self
         assert 0 < self.spot_check_ppm <= PPM, self
+        assert 0 <= self.pay_hold_ms <= limits.PAY_HOLD_MS_MAX, self
 
     @property
     def error_bound_ppm(self) -> int:

@@ -124,6 +124,12 @@ class CancelJob:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ReleaseHeldPay:
+    """A local command: the developer's run of adaptive jobs is over (the end of a batch), so
+    pay now what is still held for every host that was never caught (ADR 0034, amendment)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class JobRestored:
     """After a restart the node read back ``state``, the last ``SaveJob`` of a job it published.
 

@@ -330,6 +330,27 @@ class MismatchNotice:
         _check_text(self.reason, "reason", REASON_BYTES_MAX)
 
 
+@message(29)
+@dataclasses.dataclass(frozen=True)
+class PayHeld:
+    """PROTOCOL_RESULT, publisher to worker: the result of award ``award_no`` was accepted and its
+    ``amount_mc`` is held in escrow (an adaptive job, ADR 0034 amendment), to be paid by
+    ``pay_by_ms`` at the latest, or forfeited with a ``MismatchNotice`` if the worker is caught
+    returning a wrong result before then. Sent for every adaptive job alike, after the result is
+    accepted: it tells nothing of how many replicas ran."""
+
+    job_id: bytes
+    award_no: int
+    amount_mc: int
+    pay_by_ms: int
+
+    def check(self) -> None:
+        _check_job_id(self.job_id)
+        _require(0 <= self.award_no <= limits.REPLICAS_MAX * 16, "award_no")
+        _require(0 < self.amount_mc <= limits.CREDIT_LIMIT_MC, "amount_mc")
+        _require(self.pay_by_ms > 0, "pay_by_ms")
+
+
 @message(44)
 @dataclasses.dataclass(frozen=True)
 class Invitation:

@@ -134,6 +134,10 @@ WORKER_TASKS_MAX: Final = 1024  # awards a worker remembers (running and recentl
 WORKER_BIDS_REMEMBERED_MAX: Final = 4096
 WORKER_TASK_RETENTION_MS: Final = 10 * 60 * 1000  # keep a finished task to answer re-sent awards
 WORKER_PUBLISHERS_OWING_MAX: Final = 10_000
+# Adaptive jobs' pay held in escrow (ADR 0034, amendment): a publisher may promise it no later
+# than this after the job's deadline, and may hold at most this many jobs' pay per host.
+PAY_HOLD_MS_MAX: Final = 24 * 60 * 60 * 1000
+ESCROW_JOBS_PER_HOST_MAX: Final = 256  # a held task stays in the host's WORKER_TASKS_MAX
 PEER_ADDRESSES_MAX: Final = 100_000
 
 # Blobs (modules, inputs, outputs) on /hearth/blob/1

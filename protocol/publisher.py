@@ -77,12 +77,14 @@ from hearth.protocol.effects import (
 )
 from hearth.protocol.envelope import Envelope, EnvelopeWire
 from hearth.protocol.errors import LocalProtocolError, RemoteProtocolError
+from hearth.protocol.escrow import Escrow, audit_command
 from hearth.protocol.events import (
     CancelJob,
     InvitationUndelivered,
     JobRestored,
     PeerDisconnected,
     PublishJob,
+    ReleaseHeldPay,
 )
 from hearth.protocol.identity import PeerId
 from hearth.protocol.invitations import can_take, candidate_views, invitees_wanted, sample
@@ -124,7 +126,7 @@ from hearth.protocol.publisher_state import (
     summarise,
 )
 from hearth.protocol.settlement import reject_result, settle
-from hearth.protocol.timers import BidsTimer, JobDeadlineTimer, SlotTimer, TimerKey
+from hearth.protocol.timers import BidsTimer, JobDeadlineTimer, PayHoldTimer, SlotTimer, TimerKey
 from hearth.protocol.verification import Verdict, judge, reveal_problem
 
 if TYPE_CHECKING:
@@ -156,7 +158,9 @@ class PublisherComponent:
         self._engine = engine
         self._config = engine.config.jobs.publisher
         self.jobs: dict[JobId, PublisherJob] = {}
+        self.escrow = Escrow(self.jobs, self._config.adaptive, self._send, self._save)
         engine.add_local_handler(PublishJob, self._on_publish_job)
+        engine.add_local_handler(ReleaseHeldPay, self._on_release_held_pay)
         engine.add_local_handler(PeerDisconnected, self._on_peer_disconnected)
         engine.add_local_handler(InvitationUndelivered, self._on_invitation_undelivered)
         engine.add_local_handler(JobRestored, self._on_job_restored)
@@ -202,7 +206,7 @@ class PublisherComponent:
         needed: set[bytes] = set()
         results: set[bytes] = set()
         for job in self.jobs.values():
-            if job.phase not in TERMINAL_PHASES:
+            if job.phase not in TERMINAL_PHASES or job.pay_held:  # held: it may be audited
                 needed.update((job.call.module_hash, job.call.input_hash))
             results.update(s.output_hash for s in job.slots if s.verdict == "match")
         return frozenset(needed), frozenset(results)
@@ -211,6 +215,12 @@ class PublisherComponent:
 
     def _on_publish_job(self, event: object, now_ms: int) -> list[Effect]:
         assert isinstance(event, PublishJob)
+        return self._start_job(event, now_ms)
+
+    def _start_job(
+        self, event: PublishJob, now_ms: int, audit: tuple[bytes, str] = (b"", "")
+    ) -> list[Effect]:
+        """Start a job: the developer's, or an audit of ``audit`` = (solo job, its host)."""
         self._check_command(event, now_ms)
         call = CallForBids(
             job_id=event.job_id,
@@ -244,6 +254,8 @@ class PublisherComponent:
             target=event.replicas,
             verify=event.verify,
             inline=_inline(event),
+            audit_of=audit[0],
+            audited=audit[1],
         )
         self.jobs[job.job_id] = job
         effects = self._publish_call(job, now_ms)
@@ -275,7 +287,7 @@ class PublisherComponent:
         finished = sorted(
             (job.created_ms, job.job_id)
             for job in self.jobs.values()
-            if job.phase in TERMINAL_PHASES
+            if job.phase in TERMINAL_PHASES and not job.pay_held  # held pay keeps its job
         )
         excess = len(self.jobs) - limits.PUBLISHER_JOBS_KEPT_MAX + 1
         for _, job_id in finished[: max(0, excess)]:
@@ -303,13 +315,19 @@ class PublisherComponent:
         job = decode_job(event.state)
         self.jobs[job.job_id] = job
         if job.phase in TERMINAL_PHASES:
+            held = self.escrow.restore(job, now_ms)
             if job.phase is Phase.PAID and replay_pays:
                 return [
-                    PayWorker(job.job_id, slot.worker, slot.paid_mc)
-                    for slot in job.live()
-                    if slot.verdict == "match" and slot.paid_mc > 0
+                    *held,
+                    *(
+                        PayWorker(job.job_id, slot.worker, slot.paid_mc)
+                        for slot in job.live()
+                        if slot.verdict == "match"
+                        and slot.paid_mc > 0
+                        and job.paid_now(slot.worker)
+                    ),
                 ]
-            return []  # kept for queries
+            return held  # kept for queries, and for the pay it holds
         if job.call.deadline_ms <= now_ms:
             return self._done(
                 job,
@@ -340,7 +358,25 @@ class PublisherComponent:
                 effects.append(self._slot_timer(job, slot))
         return self._done(job, [*effects, *self._advance(job, now_ms)])
 
+    def _on_release_held_pay(self, event: object, now_ms: int) -> list[Effect]:
+        assert isinstance(event, ReleaseHeldPay)
+        auditing = frozenset(
+            PeerId(job.audited)
+            for job in self.jobs.values()
+            if job.audited and job.phase not in TERMINAL_PHASES
+        )
+        effects, audits = self.escrow.end_batch(self._engine.rng, auditing, now_ms)
+        for worker, job in audits:
+            command = audit_command(job, worker, now_ms)
+            try:
+                effects += self._start_job(command, now_ms, (job.job_id, str(worker)))
+            except LocalProtocolError:  # audited already, or too many open jobs: pay it
+                effects += self.escrow.release(worker, now_ms, cause="audit-unavailable")
+        return effects
+
     def on_timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
+        if isinstance(key, PayHoldTimer):
+            return self.escrow.on_hold_timer(key.job_id, now_ms)
         assert isinstance(key, BidsTimer | JobDeadlineTimer | SlotTimer), key
         job = self.jobs.get(key.job_id)
         if job is None or job.phase in TERMINAL_PHASES:
@@ -696,6 +732,8 @@ class PublisherComponent:
             deadline_ms=now_ms + self._config.award_reply_timeout_ms,
         )
         job.slots.append(slot)
+        if job.verify == adaptive.VERIFY_ADAPTIVE and self._trusted(bid):
+            job.trusted_at_award = (*job.trusted_at_award, bid.worker)
         return self._send_award(job, slot, now_ms), self._slot_timer(job, slot)
 
     def _send_award(self, job: PublisherJob, slot: Slot, now_ms: int) -> Send:
@@ -791,7 +829,7 @@ class PublisherComponent:
         commit.check()
         found = self._slot_for(envelope, peer, commit.job_id, commit.award_no)
         if found is None:
-            return []
+            return self._note_again(envelope.peer_id, JobId(commit.job_id), now_ms)
         job, slot = found
         if slot.state not in (SlotState.AWARDED, SlotState.ACCEPTED):
             if slot.commitment and slot.commitment != commit.commitment:
@@ -802,6 +840,14 @@ class PublisherComponent:
         slot.commit_envelope = encode(EnvelopeWire(envelope.signed_bytes, envelope.signature))
         effects: list[Effect] = [CancelTimer(SlotTimer(job.job_id, slot.award_no))]
         return self._done(job, [*effects, *self._advance(job, now_ms)])
+
+    def _note_again(self, worker: PeerId, job_id: JobId, now_ms: int) -> list[Effect]:
+        """A worker that re-sends its commit or reveal for a settled job has not heard that its
+        pay is held: the note may have been lost (or we restarted), so it goes again."""
+        job = self.jobs.get(job_id)
+        if job is None or worker not in job.pay_held:
+            return []
+        return [self.escrow.note(job, worker, now_ms)]
 
     def _request_reveal(self, job: PublisherJob, slot: Slot, now_ms: int) -> list[Effect]:
         slot.move(SlotState.REVEALING)
@@ -818,7 +864,7 @@ class PublisherComponent:
         reveal.check()
         found = self._slot_for(envelope, peer, reveal.job_id, reveal.award_no)
         if found is None:
-            return []
+            return self._note_again(envelope.peer_id, JobId(reveal.job_id), now_ms)
         job, slot = found
         if slot.state is SlotState.COMMITTED and slot.early_reveal is None:
             # Sent with the commit (ADR 0031, Measurements): opened only once every live
@@ -856,6 +902,7 @@ class PublisherComponent:
             evidence = encode(EnvelopeWire(envelope.signed_bytes, envelope.signature))
             send = functools.partial(self._send, now_ms=now_ms)
             effects += reject_result(job, slot, problem, evidence, self._engine.reputation, send)
+            effects += self.escrow.forfeit(slot.worker, now_ms)
             effects += self._drop(job, slot, problem, now_ms, notify=False)
         else:
             slot.move(SlotState.REVEALED)
@@ -868,7 +915,18 @@ class PublisherComponent:
         judgement = judge([s.digest for s in live], job.replicas, job.replicas_max)
         if judgement.verdict is Verdict.ACCEPTED:
             send = functools.partial(self._send, now_ms=now_ms)
+            # Passed a spot check: trusted when awarded, and still trusted now.
+            trusted = frozenset(
+                s.worker for s in live if s.worker in job.trusted_at_award and self._trusted(s.bid)
+            )
             effects = settle(job, judgement.digest, self._engine.reputation, send)
+            if job.verify == adaptive.VERIFY_ADAPTIVE:
+                effects = self.escrow.on_settled(job, effects, trusted, now_ms)
+            for slot in live:
+                if slot.verdict == "mismatch":  # caught: its held pay is forfeited
+                    effects += self.escrow.forfeit(slot.worker, now_ms)
+            if job.audit_of:
+                effects += self._audited(job, now_ms)
             return [*effects, CancelTimer(JobDeadlineTimer(job.job_id))]
         if judgement.verdict is Verdict.NEED_MORE:
             job.target = len(live) + judgement.more
@@ -880,12 +938,23 @@ class PublisherComponent:
         )
         return self._fail(job, found.message, now_ms, found.cause)
 
+    def _audited(self, job: PublisherJob, now_ms: int) -> list[Effect]:
+        """An audit ended: its host's held pay is released, or forfeited if it was caught."""
+        caught, effects = self.escrow.on_audited(job, now_ms)
+        if caught:
+            worker = PeerId(job.audited)
+            self._engine.reputation.on_result(worker, valid=False)
+            effects.append(Penalise(worker, "audit-mismatch", MISMATCH_PENALTY_POINTS))
+        return effects
+
     def _fail(self, job: PublisherJob, reason: str, now_ms: int, cause: Cause) -> list[Effect]:
         """End the job unpaid; evidence stays in its slots. Open awards are cancelled, signed."""
         job.move(Phase.FAILED)
         job.detail = reason
         job.cause = cause.value
         effects: list[Effect] = [CancelTimer(JobDeadlineTimer(job.job_id))]
+        if job.audit_of:
+            effects += self._audited(job, now_ms)
         for slot in job.live():
             if slot.state is not SlotState.REVEALED:
                 effects += self._drop(job, slot, "cancelled", now_ms, notify=True)
@@ -911,11 +980,15 @@ class PublisherComponent:
         effects: list[Effect] = [
             JobProgress(job.job_id, job.phase.value, job.detail, results, job.target, job.cause)
         ]
+        return [*effects, *self._save(job)]
+
+    def _save(self, job: PublisherJob) -> list[Effect]:
+        """``SaveJob`` when the job's decisions changed since it was last saved."""
         mark = _decisions(job)
-        if self._config.persist_jobs and mark != job.saved_mark:
-            job.saved_mark = mark
-            effects.append(SaveJob(job.job_id, encode_job(job)))
-        return effects
+        if not self._config.persist_jobs or mark == job.saved_mark:
+            return []
+        job.saved_mark = mark
+        return [SaveJob(job.job_id, encode_job(job))]
 
 
 def _decisions(job: PublisherJob) -> tuple[object, ...]:
@@ -926,7 +999,16 @@ def _decisions(job: PublisherJob) -> tuple[object, ...]:
     again from their tasks.
     """
     slots = tuple((s.award_no, s.state is SlotState.DROPPED, s.verdict) for s in job.slots)
-    return (job.phase, job.call.call_round, job.target, job.replicas, slots, job.accepted_digest)
+    escrow = (job.pay_held, job.pay_forfeited)
+    return (
+        job.phase,
+        job.call.call_round,
+        job.target,
+        job.replicas,
+        slots,
+        job.accepted_digest,
+        escrow,
+    )
 
 
 def _ttl_ms(call: CallForBids, now_ms: int) -> int:
@@ -956,7 +1038,10 @@ def _barred(job: PublisherJob) -> frozenset[PeerId]:
     A worker that declined only because it was busy is not barred: it may bid in a later round,
     once it is free, as any other host may.
     """
-    return frozenset(slot.worker for slot in job.slots if slot.verdict != BUSY_DECLINE_VERDICT)
+    barred = {slot.worker for slot in job.slots if slot.verdict != BUSY_DECLINE_VERDICT}
+    if job.audited:  # an audit never runs on the host it checks
+        barred.add(PeerId(job.audited))
+    return frozenset(barred)
 
 
 def _open_for_bids(job: PublisherJob, call_round: int, now_ms: int) -> bool:

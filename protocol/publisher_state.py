@@ -153,6 +153,19 @@ class PublisherJob:
     verify: str = "always-2"  # the job's policy (protocol.adaptive)
     verified_by: str = ""  # replicated | spot-checked | solo, once the first winners are chosen
     error_bound_ppm: int = 0  # the policy's bound on accepted wrong results (ADR 0034)
+    # Escrow of an adaptive job's pay (ADR 0034, amendment): the workers whose pay for this PAID
+    # job is held, and those whose held pay was forfeited when they were caught; ``pay_by_ms``
+    # is the latest date the held pay is released, told to each held worker.
+    pay_by_ms: int = 0
+    pay_held: tuple[PeerId, ...] = ()
+    pay_forfeited: tuple[PeerId, ...] = ()
+    # Workers already trusted (a streak of N with us) when they were awarded this job: only
+    # they can pass a spot check with it, since only they could not tell it from a solo run.
+    trusted_at_award: tuple[PeerId, ...] = ()
+    # An audit (ADR 0034, amendment): this job re-runs ``audit_of``, a solo job whose pay is
+    # held for ``audited``, on two other hosts before that pay is released at the batch's end.
+    audit_of: bytes = b""
+    audited: str = ""
     bids: dict[PeerId, tuple[BidView, bytes]] = dataclasses.field(default_factory=dict)
     slots: list[Slot] = dataclasses.field(default_factory=list)
     ranked: list[BidView] = dataclasses.field(default_factory=list)  # derived, not saved
@@ -176,6 +189,17 @@ class PublisherJob:
     def move(self, phase: Phase) -> None:
         assert (self.phase, phase) in PHASE_TRANSITIONS, (self.phase, phase)
         self.phase = phase
+
+    def paid_now(self, worker: PeerId) -> bool:
+        """Whether ``worker``'s pay for this job is due now: neither held nor forfeited."""
+        return worker not in self.pay_held and worker not in self.pay_forfeited
+
+    def match_slot(self, worker: PeerId) -> Slot | None:
+        """The slot whose result ``worker`` was paid (or held) for, once the job is PAID."""
+        for slot in self.slots:
+            if slot.worker == worker and slot.verdict == "match" and slot.paid_mc > 0:
+                return slot
+        return None
 
     def live(self) -> list[Slot]:
         return [slot for slot in self.slots if slot.state is not SlotState.DROPPED]
@@ -256,7 +280,8 @@ class SlotRecord:
     stderr: bytes
 
 
-@message(92, version=3)  # version 2: cause (ADR 0023); 3: verify policy (ADR 0034)
+# version 2: cause (ADR 0023); 3: verify policy (ADR 0034); 4: escrow (ADR 0034, amendment)
+@message(92, version=4)
 @dataclasses.dataclass(frozen=True)
 class JobRecord:
     call: CallForBids
@@ -278,6 +303,12 @@ class JobRecord:
     verify: str
     verified_by: str
     error_bound_ppm: int
+    pay_by_ms: int
+    pay_held: tuple[str, ...]
+    pay_forfeited: tuple[str, ...]
+    trusted_at_award: tuple[str, ...]
+    audit_of: bytes
+    audited: str
 
 
 def _bid_record(view: BidView, worker_key: bytes) -> BidRecord:
@@ -338,6 +369,9 @@ def assert_payment(job: PublisherJob) -> None:
     ), "a payment for a result that did not win the vote"
     workers = [slot.worker for slot in paid]
     assert len(set(workers)) == len(workers), "a worker paid twice for one job"
+    escrowed = [*job.pay_held, *job.pay_forfeited]
+    assert set(escrowed) <= set(workers), "escrow of a pay the job never decided"
+    assert len(set(escrowed)) == len(escrowed), "a pay both held and forfeited"
 
 
 def encode_job(job: PublisherJob) -> bytes:
@@ -366,6 +400,12 @@ def encode_job(job: PublisherJob) -> bytes:
         verify=job.verify,
         verified_by=job.verified_by,
         error_bound_ppm=job.error_bound_ppm,
+        pay_by_ms=job.pay_by_ms,
+        pay_held=tuple(job.pay_held),
+        pay_forfeited=tuple(job.pay_forfeited),
+        trusted_at_award=tuple(job.trusted_at_award),
+        audit_of=job.audit_of,
+        audited=job.audited,
     )
     return encode(record)
 
@@ -398,6 +438,12 @@ def decode_job(state: bytes) -> PublisherJob:
         verify=record.verify,
         verified_by=record.verified_by,
         error_bound_ppm=record.error_bound_ppm,
+        pay_by_ms=record.pay_by_ms,
+        pay_held=tuple(PeerId(w) for w in record.pay_held),
+        pay_forfeited=tuple(PeerId(w) for w in record.pay_forfeited),
+        trusted_at_award=tuple(PeerId(w) for w in record.trusted_at_award),
+        audit_of=record.audit_of,
+        audited=record.audited,
         bids={PeerId(b.worker): (_bid_view(b), b.worker_key) for b in record.bids},
     )
     for s, slot_state in zip(record.slots, slot_states, strict=True):
@@ -465,6 +511,10 @@ class JobSummary:
     verify: str = "always-2"  # the policy asked for (protocol.adaptive)
     verified_by: str = ""  # replicated | spot-checked | solo
     error_bound_ppm: int = 0  # long-run share of accepted results that may be wrong (ADR 0034)
+    pay_held_mc: int = 0  # decided but held in escrow until the hosts pass a spot check
+    # A host of this job was caught returning a wrong result before its pay for it was released:
+    # under "solo" nobody else checked this result, so it is suspect (ADR 0034, amendment).
+    host_caught_later: bool = False
 
     @property
     def spot_checked(self) -> bool:
@@ -515,7 +565,7 @@ def summarise(job: PublisherJob) -> JobSummary:
             for s in job.slots
         ),
         fuel_used=first.fuel_used if first else 0,
-        credits_paid_mc=sum(s.paid_mc for s in job.slots),
+        credits_paid_mc=sum(s.paid_mc for s in job.slots if s.worker not in job.pay_forfeited),
         result_digest=job.accepted_digest,
         output_hash=first.output_hash if first else b"",
         error_kind=first.error_kind if first else "",
@@ -525,4 +575,6 @@ def summarise(job: PublisherJob) -> JobSummary:
         verify=job.verify,
         verified_by=job.verified_by,
         error_bound_ppm=job.error_bound_ppm,
+        pay_held_mc=sum(s.paid_mc for s in accepted if s.worker in job.pay_held),
+        host_caught_later=bool(job.pay_forfeited),
     )

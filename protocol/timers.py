@@ -133,6 +133,28 @@ class RecommitTimer:
         return f"worker:{self.job_id.hex()}:recommit"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class PayDueTimer:
+    """The date by which the publisher promised the pay it holds for a task (ADR 0034)."""
+
+    job_id: JobId
+    component: ClassVar[str] = "worker"
+
+    def __str__(self) -> str:
+        return f"worker:{self.job_id.hex()}:pay-due"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PayHoldTimer:
+    """The end of the hold of a job's escrowed pay: release what is still held (ADR 0034)."""
+
+    job_id: JobId
+    component: ClassVar[str] = "publisher"
+
+    def __str__(self) -> str:
+        return f"publisher:{self.job_id.hex()}:pay-hold"
+
+
 TimerKey: TypeAlias = (
     MarketAdTimer
     | HeadsTimer
@@ -145,4 +167,6 @@ TimerKey: TypeAlias = (
     | TaskDeadlineTimer
     | TaskForgetTimer
     | RecommitTimer
+    | PayDueTimer
+    | PayHoldTimer
 )

@@ -81,6 +81,7 @@ from hearth.protocol.job_messages import (
     Invitation,
     JobId,
     MismatchNotice,
+    PayHeld,
     ResultCommit,
     ResultReveal,
     RevealRequest,
@@ -100,7 +101,13 @@ from hearth.protocol.messages import (
     TOPIC_JOBS,
 )
 from hearth.protocol.pricing import cost_mc
-from hearth.protocol.timers import RecommitTimer, TaskDeadlineTimer, TaskForgetTimer, TimerKey
+from hearth.protocol.timers import (
+    PayDueTimer,
+    RecommitTimer,
+    TaskDeadlineTimer,
+    TaskForgetTimer,
+    TimerKey,
+)
 
 if TYPE_CHECKING:
     from hearth.protocol.engine import Engine, MessageHandler
@@ -108,6 +115,8 @@ if TYPE_CHECKING:
 MESSAGE_TTL_MS: Final = 60_000
 COMMIT_RESEND_MS: Final = 2_000
 CALL_MISMATCH_PENALTY_POINTS: Final = 25  # a publisher that awards other terms than it called
+# A publisher that held our pay (an adaptive job, ADR 0034) past the date it signed, per task.
+PAY_OVERDUE_PENALTY_POINTS: Final = 50
 
 
 class TaskState(enum.Enum):
@@ -159,6 +168,7 @@ class Task:
     salt: bytes = b""
     commitment: bytes = b""
     owed_mc: int = 0
+    pay_by_ms: int = 0  # the publisher holds our pay until at most then (PayHeld, ADR 0034)
     fetch_failed: bool = False  # abandoned before running, because the blobs could not be had
 
     @property
@@ -202,20 +212,29 @@ class WorkerComponent:
             Cancel: (award, self._on_cancel),
             RevealRequest: (result, self._on_reveal_request),
             MismatchNotice: (result, self._on_mismatch),
+            PayHeld: (result, self._on_pay_held),
         }
 
     def on_started(self, now_ms: int) -> list[Effect]:
         return []
 
     def on_timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
-        assert isinstance(key, TaskDeadlineTimer | TaskForgetTimer | RecommitTimer), key
+        assert isinstance(key, TaskDeadlineTimer | TaskForgetTimer | RecommitTimer | PayDueTimer), (
+            key
+        )
         job_id = key.job_id
         task = self.tasks.get(job_id)
         if task is None:
             return []
+        if isinstance(key, PayDueTimer):
+            return self._on_pay_due(task, now_ms)
         if isinstance(key, TaskDeadlineTimer) and task.state in BUSY_STATES:
             task.move("deadline")
             return [AbortJob(job_id), Log("info", "task-deadline", (("job", job_id.hex()),))]
+        if isinstance(key, TaskDeadlineTimer) and task.state is S.REVEALED and not task.pay_by_ms:
+            # Revealed, the job over, and neither paid nor told that the pay is held: the
+            # publisher's note may have been lost. Our reveal again asks it to send it again.
+            return [self._reveal_message(task, now_ms)]
         if isinstance(key, TaskForgetTimer):
             del self.tasks[job_id]
         recommit = isinstance(key, RecommitTimer)
@@ -587,6 +606,14 @@ class WorkerComponent:
             raise RemoteProtocolError("not the publisher of this job", reason="not-publisher")
         return task
 
+    def _award_task(
+        self, envelope: Envelope, peer: PeerId, job_id: bytes, award_no: int
+    ) -> Task | None:
+        """Our task for the publisher's note about award ``award_no``; None if it is about an
+        award we do not hold (an older one, or none)."""
+        task = self._publisher_task(envelope, peer, job_id)
+        return task if task is not None and task.award_no == award_no else None
+
     def _on_reveal_request(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
         request = envelope.body
         assert isinstance(request, RevealRequest)
@@ -648,10 +675,8 @@ class WorkerComponent:
         notice = envelope.body
         assert isinstance(notice, MismatchNotice)
         notice.check()
-        task = self._publisher_task(envelope, peer, notice.job_id)
-        if task is None or notice.award_no != task.award_no:
-            return []  # not about the award we hold
-        if (task.state, "mismatch") not in TRANSITIONS:
+        task = self._award_task(envelope, peer, notice.job_id, notice.award_no)
+        if task is None or (task.state, "mismatch") not in TRANSITIONS:
             return []
         task.move("mismatch")
         self._settle_owed(task.publisher, task.owed_mc)
@@ -659,6 +684,47 @@ class WorkerComponent:
         return [
             Log("warning", "result-rejected", fields),
             CancelTimer(TaskDeadlineTimer(task.job_id)),
+        ]
+
+    def _on_pay_held(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
+        """The publisher accepted our result and holds its pay until ``pay_by_ms`` (ADR 0034).
+
+        The task is owed from now on (it counts against the publisher's credit with us, which
+        bounds what it can hold), is kept until the date passes so that the pay is matched to
+        its work, and the date is watched: past it, an unpaid hold is penalised.
+        """
+        note = envelope.body
+        assert isinstance(note, PayHeld)
+        note.check()
+        task = self._award_task(envelope, peer, note.job_id, note.award_no)
+        if task is None or task.state not in (S.COMMITTED, S.REVEALED):
+            return []  # paid, rejected or abandoned already: nothing is held
+        if note.pay_by_ms > task.call.deadline_ms + limits.PAY_HOLD_MS_MAX:
+            raise RemoteProtocolError("pay held beyond the longest hold", reason="hold-too-long")
+        if note.amount_mc != cost_mc(task.price_mc_per_tfuel, task.fuel_used):
+            raise RemoteProtocolError("held pay of another amount", reason="hold-amount")
+        if task.pay_by_ms and note.pay_by_ms > task.pay_by_ms:
+            raise RemoteProtocolError("a hold moved later", reason="hold-moved")
+        task.pay_by_ms = note.pay_by_ms
+        self._mark_revealed(task)  # the publisher opened our reveal: the pay is owed
+        forget_ms = max(task.call.deadline_ms, note.pay_by_ms) + limits.WORKER_TASK_RETENTION_MS
+        fields = (("job", task.job_id.hex()), ("pay_by_ms", note.pay_by_ms))
+        return [
+            Log("info", "pay-held", fields),
+            SetTimer(PayDueTimer(task.job_id), note.pay_by_ms),
+            SetTimer(TaskForgetTimer(task.job_id), forget_ms),
+        ]
+
+    def _on_pay_due(self, task: Task, now_ms: int) -> list[Effect]:
+        """The date of a hold came and the pay did not: penalise it like a publisher that does
+        not pay. The debt stays owed (it keeps counting against the publisher's credit)."""
+        if task.state is not S.REVEALED or not task.pay_by_ms or now_ms < task.pay_by_ms:
+            return []  # paid or forfeited meanwhile
+        publisher = task.publisher
+        self._engine.reputation.penalise(publisher, PAY_OVERDUE_PENALTY_POINTS)
+        return [
+            Log("warning", "pay-overdue", (("job", task.job_id.hex()), ("publisher", publisher))),
+            Penalise(publisher, "pay-overdue", PAY_OVERDUE_PENALTY_POINTS),
         ]
 
     def _on_payment(self, event: object, now_ms: int) -> list[Effect]:

@@ -21,7 +21,7 @@ from typing import Final
 
 from hearth.protocol.adaptive import VERIFY_ALWAYS_2, VERIFY_POLICIES, AdaptiveConfig
 from hearth.protocol.effects import JobProgress
-from hearth.protocol.events import PublishJob
+from hearth.protocol.events import PublishJob, ReleaseHeldPay
 from hearth.protocol.identity import Identity
 from hearth.protocol.job_messages import JobId, result_digest
 from hearth.protocol.publisher_state import PublisherConfig
@@ -123,6 +123,7 @@ class Simulation:
         self.phase = "safety"
         self.safety_end_ms = T0_MS + self.scenario.duration_s * 1000
         self.finished = False
+        self.batch_ended: set[int] = set()  # publishers told that their batch is over
         self.sampled = sorted(
             self.rng.sample(range(config.nodes), min(SAMPLED_NODES, config.nodes))
         )
@@ -247,7 +248,24 @@ class Simulation:
             return False
         if self.checker.pending_pays or self.checker.unsettled_mc:
             return False
-        return all(r.phase in ("paid", "failed") for r in self.jobs.values())
+        if not all(r.phase in ("paid", "failed") for r in self.jobs.values()):
+            return False
+        return not self._release_held_pay()
+
+    def _release_held_pay(self) -> bool:
+        """Every job is settled: the batch is over, so each publisher pays what it still holds
+        for hosts never caught, once its audits are done (ADR 0034, amendment). True while
+        some pay is still held."""
+        held = False
+        for node in self.cluster.nodes:
+            engine = node.engine
+            if engine is None or not node.alive or not engine.publisher.escrow.held:
+                continue
+            held = True
+            if node.index not in self.batch_ended:
+                self.batch_ended.add(node.index)
+                self.cluster.step_engine(node, ReleaseHeldPay())
+        return held
 
     # Jobs
 

@@ -18,9 +18,12 @@ import argparse
 import dataclasses
 import json
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from hearth.protocol.adaptive import PPM, VERIFY_ADAPTIVE, AdaptiveConfig
+from hearth.protocol.pricing import cost_mc
+from hearth.protocol.publisher_state import PublisherJob
 from hearth.testnet.scenario import Scenario
 from hearth.testnet.sim import faults
 from hearth.testnet.sim.run import run_simulation
@@ -83,6 +86,10 @@ def figures(sim: Simulation, config: ExperimentConfig) -> dict[str, Any]:
     for node in cluster.nodes:
         if node.role in faults.CHEATERS:
             by_role[node.role] += node.ledger.balance_mc()
+    escrow = _escrow_figures(sim, publisher_jobs.values())
+    # A wrong result from a solo host later caught is flagged in the job's result
+    # (``host_caught_later``); the developer keeps the others without a warning.
+    wrong_flagged = sum(1 for r in wrong if publisher_jobs[r.job_id].pay_forfeited)
     return {
         "experiment": "adaptive-verification",
         "nodes": config.nodes,
@@ -95,6 +102,10 @@ def figures(sim: Simulation, config: ExperimentConfig) -> dict[str, Any]:
         "verified_by": dict(sorted(ways.items())),
         "wrong_accepted": len(wrong),
         "accepted_wrong_rate_pct": round(100 * len(wrong) / max(1, len(paid)), 3),
+        "wrong_accepted_flagged": wrong_flagged,
+        "accepted_wrong_unflagged_rate_pct": round(
+            100 * (len(wrong) - wrong_flagged) / max(1, len(paid)), 3
+        ),
         "error_bound_pct": round(100 * config.adaptive.error_bound_ppm / PPM, 3),
         "extra_runs_per_task_after_trust": round(extra_runs / max(1, len(later)), 4),
         "extra_runs_per_task_all": round(
@@ -102,7 +113,48 @@ def figures(sim: Simulation, config: ExperimentConfig) -> dict[str, Any]:
         ),
         "cheaters_net_mc": dict(sorted(by_role.items())),
         "paid_for_wrong_mc": sim.checker.paid_for_wrong_mc,
+        **escrow,
         "credits_sum_mc": sum(node.ledger.balance_mc() for node in cluster.nodes),
+    }
+
+
+def _escrow_figures(sim: Simulation, jobs: Iterable[PublisherJob]) -> dict[str, Any]:
+    """What the escrow did (ADR 0034, amendment): forfeited pay by role, what is still held, and
+    whether honest hosts were paid every pay decided for them."""
+    role_of = {node.peer_id: node.role for node in sim.cluster.nodes}
+    forfeited: dict[str, int] = Counter()
+    # What each cheater's runs cost it at its own bid (its floor: the energy price it asks),
+    # for every result it revealed, paid or not: its net after energy.
+    spent: dict[str, int] = Counter()
+    held_mc = decided_honest_mc = 0
+    for job in jobs:
+        for slot in job.slots:
+            if role_of[slot.worker] in faults.CHEATERS and slot.digest:
+                spent[role_of[slot.worker]] += cost_mc(slot.bid.price_mc_per_tfuel, slot.fuel_used)
+            if slot.verdict != "match" or not slot.paid_mc:
+                continue
+            if slot.worker in job.pay_forfeited:
+                forfeited[role_of[slot.worker]] += slot.paid_mc
+            elif slot.worker in job.pay_held:
+                held_mc += slot.paid_mc
+            elif role_of[slot.worker] == faults.HONEST:
+                decided_honest_mc += slot.paid_mc
+    earned = sim.checker.earned_mc_by_node
+    honest_earned_mc = sum(
+        earned[node.index] for node in sim.cluster.nodes if node.role == faults.HONEST
+    )
+    net: dict[str, int] = Counter()
+    for node in sim.cluster.nodes:
+        if node.role in faults.CHEATERS:
+            net[node.role] += node.ledger.balance_mc()
+    known = set(sim.jobs)
+    return {
+        "cheaters_net_after_energy_mc": {role: net[role] - spent[role] for role in sorted(net)},
+        "audit_runs": sum(1 for job_id, _ in sim.cluster.runs if job_id not in known),
+        "escrow_forfeited_mc": dict(sorted(forfeited.items())),
+        "escrow_held_at_end_mc": held_mc,
+        "honest_decided_mc": decided_honest_mc,
+        "honest_earned_mc": honest_earned_mc,
     }
 
 

@@ -25,6 +25,7 @@ from hearth.protocol.job_messages import (
     Cancel,
     JobId,
     MismatchNotice,
+    PayHeld,
     ResultCommit,
     ResultReveal,
     RevealRequest,
@@ -183,6 +184,7 @@ def _direct_messages(call: CallForBids) -> list[tuple[int, str, object]]:
         (0, PROTOCOL_AWARD, Cancel(job, 0, "cancelled")),
         (0, PROTOCOL_RESULT, RevealRequest(job, 0)),
         (0, PROTOCOL_RESULT, MismatchNotice(job, 0, "mismatch", b"d" * 32, b"e" * 32)),
+        (0, PROTOCOL_RESULT, PayHeld(job, 0, 1, 1)),
         (PUBLISHER, PROTOCOL_BID, Bid(job, 0, 1, 10**9, "grid", "op1")),
         (PUBLISHER, PROTOCOL_AWARD, AwardReply(job, 0, True, "")),
         (PUBLISHER, PROTOCOL_RESULT, ResultCommit(job, 0, b"c" * 32)),
@@ -190,7 +192,7 @@ def _direct_messages(call: CallForBids) -> list[tuple[int, str, object]]:
     ]
 
 
-@pytest.mark.parametrize("which", range(7))
+@pytest.mark.parametrize("which", range(8))
 def test_every_direct_message_delivered_by_another_peer_penalises_only_the_deliverer(
     which: int,
 ) -> None:

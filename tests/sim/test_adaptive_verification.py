@@ -21,6 +21,21 @@ def test_adaptive_verification_keeps_wrong_results_within_its_bound() -> None:
     assert figures["extra_runs_per_task_after_trust"] < figures["extra_runs_per_task_all"]
     assert figures["cheaters_net_mc"]["wrong_result"] == 0  # never matched: never paid
     assert figures["credits_sum_mc"] == 0
+    # Escrow (ADR 0034, amendment): every wrong result that slipped through came from a host
+    # caught before its pay left, by a spot check or the batch's closing audit; its held pay,
+    # probation included, was forfeited, so no credit paid for a wrong result.
+    assert figures["paid_for_wrong_mc"] == 0
+    assert figures["wrong_accepted_flagged"] == figures["wrong_accepted"]
+    assert figures["escrow_forfeited_mc"]["trust_cheater"] > 0
+    assert figures["audit_runs"] > 0
+    # Cheating costs more than it earns: at their own energy price, cheaters end below zero
+    # (a trust cheater keeps only what it earned by honest, replicated work for a publisher
+    # that never trusted it).
+    assert all(net_mc <= 0 for net_mc in figures["cheaters_net_after_energy_mc"].values())
+    # Honest hosts are paid every pay decided for them, and nothing stays held.
+    assert "honest" not in figures["escrow_forfeited_mc"]
+    assert figures["honest_earned_mc"] == figures["honest_decided_mc"] > 0
+    assert figures["escrow_held_at_end_mc"] == 0
 
 
 def test_the_experiment_replays_from_its_seed() -> None:
