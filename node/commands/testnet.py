@@ -19,8 +19,13 @@ from hearth.testnet.observe import ask, market_complete
 MARKET_WAIT_S = 120.0  # a loaded machine: gossip among many processes on two cores
 app = typer.Typer(help="Run a local testnet of real node processes.", no_args_is_help=True)
 DIR_OPTION = typer.Option(None, "--dir", help="Testnet folder (default: <data dir>/testnet).")
+SHIPPED_SCENARIOS = sorted(
+    entry.name.removesuffix(".toml")
+    for entry in resources.files("hearth.testnet").joinpath("scenarios").iterdir()
+    if entry.name.endswith(".toml")
+)
 SCENARIO_ARGUMENT = typer.Argument(
-    ..., help="A scenario file, or the name of a shipped one: cheaters, churn, internet, sybil."
+    ..., help=f"A scenario file, or the name of a shipped one: {', '.join(SHIPPED_SCENARIOS)}."
 )
 OUT_OPTION = typer.Option(..., "--out", help="Folder for the report (created if missing).")
 RUN_DIR_OPTION = typer.Option(None, "--dir", help="Folder for the nodes (default: <out>/testnet).")
