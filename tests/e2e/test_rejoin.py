@@ -58,6 +58,9 @@ def test_a_restart_with_the_bootstrap_down_reconnects_from_the_peer_store(
         node0, node1, node2 = nodes
         peer1 = node1.info["peer_id"]
         launch.wait_for(lambda: peer1 in connected(node2.home), 30, "node2 to meet node1")
+        # Whichever of the two dialled, node2 keeps node1 once it has seen node1's own address
+        # work (its dial, or its probe of an inbound peer), at its next flush.
+        launch.wait_for(lambda: peer1 in stored(node2.home), 30, "node2 to keep node1")
         launch.stop([node2])
         assert peer1 in stored(node2.home)
         assert node0.info["peer_id"] in stored(node2.home)

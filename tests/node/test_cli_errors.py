@@ -100,7 +100,7 @@ CASES = {
     "scenario-missing": Case(("testnet", "run", "{tmp}/elsewhere/x.toml", "--out", "{tmp}/r"),
                              "cannot read"),
     "scenario-unknown-name": Case(("testnet", "run", "nosuch", "--out", "{tmp}/r"),
-                                  "try one of cheaters, churn, internet, sybil"),
+                                  "try one of cheaters, churn, internet, internet-homes, sybil"),
     "python-extra-missing": Case(("job", "run", "--local", "{tmp}/x.py", "--output", "{tmp}/o"),
                                  "hearthnet[python]", env=(("PYTHONPATH", "{hidden}"),)),
     "cores-beyond-machine": Case(("node", "start", "--host", "127.0.0.1"), "limits.cores",
