@@ -32,6 +32,7 @@ STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.05
 DEFAULT_BASE = "127.0.0.2"
 NODES_MAX = 250
+STARTING_MAX = 4
 
 
 class TestnetError(Exception):
@@ -125,17 +126,22 @@ def read_info(home: Path, pid: int) -> dict[str, Any] | None:
     return info if info.get("pid") == pid else None
 
 
+def listening_info(home: Path, process: subprocess.Popen[bytes]) -> dict[str, Any] | None:
+    """The node's ``node.json`` once it listens; None before; TestnetError if it has exited."""
+    if process.poll() is not None:
+        raise TestnetError(
+            f"node in {home} exited with code {process.returncode}; see {home / 'node.out'}"
+        )
+    return read_info(home, process.pid)
+
+
 def wait_until_listening(
     home: Path, process: subprocess.Popen[bytes], timeout_s: float
 ) -> dict[str, Any]:
     found: dict[str, Any] = {}
 
     def listening() -> bool:
-        if process.poll() is not None:
-            raise TestnetError(
-                f"node in {home} exited with code {process.returncode}; see {home / 'node.out'}"
-            )
-        info = read_info(home, process.pid)
+        info = listening_info(home, process)
         if info:
             found.update(info)
         return bool(info)
@@ -167,17 +173,35 @@ def up(
     psk = psk or secrets.token_bytes(32)
     configs = configs or [None] * count
     nodes: list[LaunchedNode] = []
+    # Node 0 is everyone's bootstrap, so it starts alone; the rest start STARTING_MAX at a time
+    # (a node spends its first second importing, on the CPU: more at once only queue for it).
+    starting: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
     try:
-        for index in range(count):
-            home = node_home(root, index)
-            prepare_home(home, psk, configs[index])
-            bootstrap = nodes[0].info["multiaddrs"][0] if nodes else None
-            with lifeline.held():
-                host = host_for(index, base)
-                process = start_process(home, host, bootstrap, home / "node.out", tied=tied)
-                nodes.append(LaunchedNode(index, home, host, process.pid, {}))
-                save_state(root, nodes)
-            nodes[-1].info = wait_until_listening(home, process, timeout_s)
+        while len(nodes) < count or starting:
+            limit = STARTING_MAX if nodes and nodes[0].info else 1
+            while len(nodes) < count and len(starting) < limit:
+                index = len(nodes)
+                home = node_home(root, index)
+                prepare_home(home, psk, configs[index])
+                bootstrap = nodes[0].info["multiaddrs"][0] if nodes else None
+                with lifeline.held():
+                    host = host_for(index, base)
+                    process = start_process(home, host, bootstrap, home / "node.out", tied=tied)
+                    nodes.append(LaunchedNode(index, home, host, process.pid, {}))
+                    save_state(root, nodes)
+                starting[index] = (process, time.monotonic() + timeout_s)
+            for index, (process, deadline) in list(starting.items()):
+                info = listening_info(nodes[index].home, process)
+                if info:
+                    nodes[index].info = info
+                    del starting[index]
+                elif time.monotonic() > deadline:
+                    raise TestnetError(
+                        f"timed out after {timeout_s:.0f} s waiting for "
+                        f"the node in {nodes[index].home} to listen"
+                    )
+            if starting:
+                time.sleep(POLL_INTERVAL_S)
         save_state(root, nodes)
     except BaseException:
         with lifeline.held():  # a second Ctrl-C must not leave the rest running
