@@ -50,37 +50,50 @@ def _root(show_version: bool = VERSION_OPTION) -> None:
     """Hearth: peer-to-peer compute for home data centres."""
 
 
-def _mount() -> None:
-    # Each group lives in node/commands/<group>.py and exposes `app` (a group) or `register(app)`.
+# Each group lives in node/commands/<module>.py and exposes `app` (a group) or `register(app)`
+# (top-level commands). The first word on the command line names the one module to import, so
+# `hearth ledger balance` does not load wasmtime, rich or the SDK: a command starts in a fraction
+# of the time. Help, `--version` and unknown words mount everything.
+# tests/node/test_cli_mount.py checks this table against a full mount.
+COMMAND_MODULES = {
+    "init": "init",
+    "invite": "init",
+    "node": "node",
+    "market": "market",
+    "peers": "market",
+    "ledger": "ledger",
+    "job": "job",
+    "testnet": "testnet",
+    "sim": "sim",
+    "runtime": "runtime",
+    "dashboard": "dashboard",
+}
+
+
+_mounted: set[str] = set()
+
+
+def mount(argv: list[str] | None = None) -> typer.Typer:
+    """``app`` with the command modules ``argv`` needs (all of them when ``argv`` is None)."""
     import importlib
 
-    for name in (
-        "init",
-        "node",
-        "market",
-        "ledger",
-        "job",
-        "testnet",
-        "sim",
-        "runtime",
-        "dashboard",
-    ):
-        try:
-            module = importlib.import_module(f"hearth.node.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"hearth.node.commands.{name}":
-                continue  # group not built yet
-            raise
+    first = next((word for word in argv or [] if not word.startswith("-")), None)
+    wanted = COMMAND_MODULES.get(first or "")
+    names = [wanted] if wanted else list(dict.fromkeys(COMMAND_MODULES.values()))
+    for name in names:
+        if name in _mounted:
+            continue
+        _mounted.add(name)
+        module = importlib.import_module(f"hearth.node.commands.{name}")
         if hasattr(module, "register"):
             module.register(app)
         else:
             app.add_typer(module.app, name=name)
-
-
-_mount()
+    return app
 
 
 def main() -> None:
+    mount(sys.argv[1:])
     die_with_parent()
     sigterm_like_ctrl_c()
     try:

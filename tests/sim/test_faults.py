@@ -21,7 +21,7 @@ import hearth.protocol.engine
 import hearth.protocol.inbound
 from hearth.ledger.entry import parse_receipt
 from hearth.ledger.receipts import receipt_hash
-from hearth.node.cli import app
+from hearth.node.cli import mount
 from hearth.node.commands.common import CommandError
 from hearth.protocol.effects import PayWorker, Send
 from hearth.protocol.envelope import Envelope, ReplayGuard, open_envelope
@@ -50,7 +50,7 @@ FIRED = {  # rate -> the counter that shows it fired, for the classes frequent e
 
 
 def _sim(argv: list[str], out: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, ["sim", *argv, "--out", out])
+    result = CliRunner().invoke(mount(), ["sim", *argv, "--out", out])
     return result.exit_code, result.output
 
 
@@ -240,7 +240,7 @@ def test_cli_swarm_prints_its_rates_and_refuses_rates_beside_it(tmp_path: object
     shown = " ".join(f"{name}={value}" for name, value in swarm(3).shown().items())
     assert f"faults (swarm: drawn from the seed): {shown}" in output
     argv = ["sim", *SMALL, "--swarm", "--duplicate-pct", "5", "--out", str(tmp_path)]
-    refused = CliRunner().invoke(app, argv).exception
+    refused = CliRunner().invoke(mount(), argv).exception
     assert isinstance(refused, CommandError) and refused.exit_code == 2
     assert "give no rate with it" in str(refused)
 

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 import hearth.protocol.publisher
-from hearth.node.cli import app
+from hearth.node.cli import mount
 from hearth.protocol.effects import PayWorker
 from hearth.protocol.settlement import settle
 from hearth.testnet.scenario import Scenario
@@ -104,7 +104,7 @@ def test_a_broken_rule_is_caught_with_a_replay_command(
     scenario.write_text(CHEATERS_TOML, encoding="utf-8")
     out = tmp_path / "out"
     argv = ["sim", "-n", "100", "-j", "60", "--seed", "4", "--scenario", str(scenario)]
-    result = CliRunner().invoke(app, [*argv, "--out", str(out), "--quiet"])
+    result = CliRunner().invoke(mount(), [*argv, "--out", str(out), "--quiet"])
     assert result.exit_code == 1, result.output
     assert "INVARIANT FAILED" in result.output
     assert "paid-wrong-worker" in result.output
@@ -117,7 +117,9 @@ def test_a_broken_rule_is_caught_with_a_replay_command(
 
 def test_cli_writes_summary_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = CliRunner().invoke(app, ["sim", "-n", "60", "-j", "20", "--seed", "2", "-o", str(out)])
+    result = CliRunner().invoke(
+        mount(), ["sim", "-n", "60", "-j", "20", "--seed", "2", "-o", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "signatures real Ed25519" in result.output
     assert "liveness phase" in result.output  # progress lines
@@ -129,6 +131,6 @@ def test_cli_writes_summary_and_plots(tmp_path: Path) -> None:
 
 def test_fake_signatures_say_so(tmp_path: Path) -> None:
     argv = ["sim", "-n", "30", "-j", "5", "--fake-signatures", "-q", "-o", str(tmp_path)]
-    result = CliRunner().invoke(app, argv)
+    result = CliRunner().invoke(mount(), argv)
     assert result.exit_code == 0, result.output
     assert "signatures FAKE (not verified)" in result.output
