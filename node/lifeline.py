@@ -40,7 +40,9 @@ def sigterm_like_ctrl_c() -> None:
         handler = signal.getsignal(signal.SIGINT)
         if callable(handler):
             handler(signum, frame)
-        elif handler != signal.SIG_IGN:
+        elif not defer_if_held(signum):
+            # SIGINT is ignored when this process was started in the background by a shell
+            # (`hearth testnet up &`, nohup): SIGTERM must still stop it, as Ctrl-C would have.
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, forward)

@@ -77,7 +77,12 @@ def stop_and_check(
     env = {**os.environ, "HEARTH_HOME": str(folder / "home")}
     with out.open("wb") as sink:
         command = subprocess.Popen(
-            [sys.executable, "-m", "hearth", *argv], stdout=sink, stderr=subprocess.STDOUT, env=env
+            [sys.executable, "-m", "hearth", *argv],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+            # as from a terminal, even when pytest itself runs in the background (SIGINT ignored)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     try:
 

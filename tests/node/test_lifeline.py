@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import textwrap
@@ -45,3 +46,32 @@ def test_a_stop_taken_by_another_thread_waits_for_the_held_block_to_end() -> Non
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.stdout.strip() == "block ran to its end / interrupted 2", done.stderr
+
+
+BACKGROUND = textwrap.dedent(
+    """
+    import os, signal, time
+    from hearth.node import lifeline
+
+    lifeline.sigterm_like_ctrl_c()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        print("ran on")
+    except KeyboardInterrupt:
+        print("stopped")
+    """
+)
+
+
+def test_sigterm_stops_a_process_started_with_sigint_ignored() -> None:
+    """A shell starts background commands with SIGINT ignored; SIGTERM must stop them anyway."""
+    done = subprocess.run(
+        [sys.executable, "-c", BACKGROUND],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert done.stdout.strip() == "stopped", done.stderr
