@@ -36,10 +36,36 @@ def hearth(home: Path, *args: str, timeout_s: float = 60) -> subprocess.Complete
     )
 
 
+def hearth_on_each(
+    nodes: list[launch.LaunchedNode], *args: str, timeout_s: float = 60
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run the same CLI command against every node, the commands side by side."""
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-m", "hearth.node", *args],
+            env={**os.environ, "HEARTH_HOME": str(node.home)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in nodes
+    ]
+    done = []
+    for process in running:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            for other in running:
+                other.kill()
+            raise
+        done.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return done
+
+
 def balances(nodes: list[launch.LaunchedNode]) -> dict[str, int]:
     out = {}
-    for node in nodes:
-        result = hearth(node.home, "ledger", "balance", "--json")
+    results = hearth_on_each(nodes, "ledger", "balance", "--json")
+    for node, result in zip(nodes, results, strict=True):
         assert result.returncode == 0, result.stderr
         out[node.info["peer_id"]] = json.loads(result.stdout)["balance_mc"]
     return out
@@ -73,8 +99,7 @@ def start(root: Path, configs: list[str]) -> list[launch.LaunchedNode]:
 def assert_books_balance(nodes: list[launch.LaunchedNode]) -> dict[str, int]:
     """Every receipt settled, every ledger verifies, and the balances sum to zero."""
     launch.wait_for(lambda: settled(nodes), 30, "every receipt to settle")
-    for node in nodes:
-        verify = hearth(node.home, "ledger", "verify")
+    for verify in hearth_on_each(nodes, "ledger", "verify"):
         assert verify.returncode == 0, verify.stdout + verify.stderr
     after = balances(nodes)
     assert sum(after.values()) == 0, after

@@ -16,7 +16,16 @@ import pytest
 from hearth import Client, JobOptions
 from hearth.client import module_bytes
 from hearth.testnet import adversaries, launch
-from tests.e2e.network import ECHO, LOOP, balances, config, hearth, settled, start
+from tests.e2e.network import (
+    ECHO,
+    LOOP,
+    assert_books_balance,
+    balances,
+    config,
+    hearth,
+    settled,
+    start,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +52,7 @@ def test_a_job_from_the_fourth_node_is_verified_byte_exact_and_paid(five) -> Non
     assert result.ok, result.reason
     assert result.output == data
     assert result.paid_mc > 0
-    launch.wait_for(lambda: settled(five), 30, "every receipt to settle")
-    for node in five:
-        verify = hearth(node.home, "ledger", "verify")
-        assert verify.returncode == 0, verify.stdout + verify.stderr
-    after = balances(five)
-    assert sum(after.values()) == 0
+    after = assert_books_balance(five)
     assert after[five[3].info["peer_id"]] < 0
     workers = {r["worker"] for r in result.summary["replicas_detail"] if r["paid_mc"] > 0}
     assert len(workers) == 2 and all(after[w] > 0 for w in workers)
