@@ -19,6 +19,13 @@ Then, for each host:
          under always-2 on two other hosts; the same result --> RELEASED, another --> FORFEITED
     HELD --the host is caught (mismatch, outvoted, bad reveal, audit)--> FORFEITED (every job)
 
+A caught host stays *on proof* until it passes a check it cannot tell from a solo run (a spot
+check while trusted, or an audit): pay held for it meanwhile (``PublisherJob.pay_on_proof``)
+is released only by such a pass, and forfeited at the end of a batch or at ``pay_by_ms``.
+Otherwise a host that cheats once trusted would be paid, after each catch, for the probation
+it serves to earn trust again, whenever a batch ends before its next catch: cheating would
+earn something. An honest host is never caught, so never on proof.
+
 A release pays as today: one ``PayWorker`` per (job, worker), turned into a receipt by the
 payments component; the ledger keys pays by (job, worker), so a job is never paid twice. A
 forfeit sends a signed ``MismatchNotice`` (reason ``escrow-forfeited``) for each held job, so the
@@ -48,6 +55,10 @@ from hearth.protocol.publisher_state import Phase, PublisherJob, Slot
 from hearth.protocol.timers import PayHoldTimer
 
 FORFEIT_REASON: Final = "escrow-forfeited"
+# The releases that prove a host: checks it could not tell from a solo run. The others (the
+# batch's end with nothing to audit, an audit that could not run, the hold's date) only end
+# a wait.
+PROOFS: Final = frozenset({"spot-check-passed", "audit-passed"})
 
 Sender = Callable[[PeerId, str, object, int], Send]  # (peer, protocol, body, now_ms)
 Saver = Callable[[PublisherJob], list[Effect]]  # SaveJob when the job's decisions changed
@@ -64,6 +75,8 @@ class Escrow:
         self._send = send
         self._save = save
         self.held: dict[PeerId, dict[JobId, None]] = {}  # host -> its held jobs, oldest first
+        # Hosts caught since they last passed a check, oldest catch first (module docstring).
+        self.on_proof: dict[PeerId, None] = {}
         self.released_mc = 0
         self.forfeited_mc = 0
 
@@ -96,6 +109,8 @@ class Escrow:
             if job.verified_by == SPOT_CHECKED and worker in trusted:
                 out += [effect, *self.release(worker, now_ms, cause="spot-check-passed")]
                 continue
+            if worker in self.on_proof:
+                job.pay_on_proof = (*job.pay_on_proof, worker)
             if not job.pay_by_ms:
                 job.pay_by_ms = job.call.deadline_ms + self._config.pay_hold_ms
                 out.append(SetTimer(PayHoldTimer(job.job_id), job.pay_by_ms))
@@ -104,9 +119,13 @@ class Escrow:
             held[job.job_id] = None
             out.append(self.note(job, worker, now_ms))
             if len(held) > limits.ESCROW_JOBS_PER_HOST_MAX:
-                # A bound on what one host waits for: its oldest held pay is released.
-                oldest = next(iter(held))
-                out += self._release_job(self._jobs[oldest], worker, now_ms)
+                # A bound on what one host waits for: its oldest held pay is released, or
+                # forfeited if it waits for a proof it has not given.
+                oldest = self._jobs[next(iter(held))]
+                if worker in oldest.pay_on_proof:
+                    out += self._forfeit_jobs(worker, [oldest.job_id], now_ms)
+                else:
+                    out += self._release_job(oldest, worker, now_ms)
         return out
 
     def note(self, job: PublisherJob, worker: PeerId, now_ms: int) -> Send:
@@ -119,7 +138,12 @@ class Escrow:
     # Releasing and forfeiting
 
     def release(self, worker: PeerId, now_ms: int, *, cause: str) -> list[Effect]:
-        """Pay everything held for ``worker``: it passed a check, or its wait is over."""
+        """Pay everything held for ``worker``: it passed a check, or its wait is over (then a
+        host on proof, which gave no proof, forfeits it instead)."""
+        if cause in PROOFS:
+            self.on_proof.pop(worker, None)
+        elif worker in self.on_proof:
+            return self.forfeit(worker, now_ms, cause=f"unproven, {cause}")
         effects: list[Effect] = []
         for job_id in list(self.held.get(worker, {})):
             effects += self._release_job(self._jobs[job_id], worker, now_ms)
@@ -136,7 +160,8 @@ class Escrow:
 
         A solo result nobody checked is the one a host that cheats once trusted gets paid for;
         auditing one of them, drawn at random, catches such a host before its pay leaves.
-        Hosts whose audit is running (``auditing``) wait for it.
+        Hosts whose audit is running (``auditing``) wait for it. A host on proof with no solo
+        result to audit has not passed a check since it was caught: what it holds is forfeited.
         """
         effects: list[Effect] = []
         audits: list[tuple[PeerId, PublisherJob]] = []
@@ -176,17 +201,33 @@ class Escrow:
             return []
         effects: list[Effect] = []
         for worker in job.pay_held:
-            effects += self._release_job(job, worker, now_ms)
+            if worker in job.pay_on_proof:  # no proof came by the date: the condition failed
+                effects += self._forfeit_jobs(worker, [job_id], now_ms)
+            else:
+                effects += self._release_job(job, worker, now_ms)
         return _saves_first(effects)
 
-    def forfeit(self, worker: PeerId, now_ms: int) -> list[Effect]:
-        """``worker`` was caught with a wrong result: what is held for it is never paid."""
-        held = self.held.pop(worker, {})
+    def forfeit(self, worker: PeerId, now_ms: int, *, cause: str = "caught") -> list[Effect]:
+        """``worker`` was caught with a wrong result (or, on proof, gave none by the batch's
+        end): what is held for it is never paid, and it is on proof until it passes a check."""
+        self.on_proof.pop(worker, None)
+        self.on_proof[worker] = None  # most recent catch last
+        if len(self.on_proof) > limits.ESCROW_ON_PROOF_MAX:
+            del self.on_proof[next(iter(self.on_proof))]
+        effects = self._forfeit_jobs(worker, list(self.held.get(worker, {})), now_ms)
+        if effects:
+            fields = (("worker", str(worker)), ("cause", cause))
+            effects.append(Log("warning", "escrow-forfeited", fields))
+        return effects
+
+    def _forfeit_jobs(self, worker: PeerId, job_ids: list[JobId], now_ms: int) -> list[Effect]:
+        held = self.held.get(worker, {})
         effects: list[Effect] = []
-        for job_id in held:
+        for job_id in job_ids:
             job = self._jobs[job_id]
             slot = job.match_slot(worker)
             assert slot is not None and worker in job.pay_held, "forfeiting a pay not held"
+            held.pop(job_id, None)
             job.pay_held = tuple(w for w in job.pay_held if w != worker)
             job.pay_forfeited = (*job.pay_forfeited, worker)
             self.forfeited_mc += slot.paid_mc
@@ -194,9 +235,8 @@ class Escrow:
                 job.job_id, slot.award_no, FORFEIT_REASON, slot.digest, job.accepted_digest
             )
             effects += [*self._save(job), self._send(worker, PROTOCOL_RESULT, notice, now_ms)]
-        if held:
-            fields = (("worker", str(worker)), ("jobs", len(held)))
-            effects.append(Log("warning", "escrow-forfeited", fields))
+        if not held:
+            self.held.pop(worker, None)
         return effects
 
     def _release_job(self, job: PublisherJob, worker: PeerId, now_ms: int) -> list[Effect]:
@@ -218,6 +258,8 @@ class Escrow:
             return []
         for worker in job.pay_held:
             self.held.setdefault(worker, {})[job.job_id] = None
+            if worker in job.pay_on_proof:
+                self.on_proof[worker] = None
         return [SetTimer(PayHoldTimer(job.job_id), max(now_ms, job.pay_by_ms))]
 
 

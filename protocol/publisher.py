@@ -126,7 +126,14 @@ from hearth.protocol.publisher_state import (
     summarise,
 )
 from hearth.protocol.settlement import reject_result, settle
-from hearth.protocol.timers import BidsTimer, JobDeadlineTimer, PayHoldTimer, SlotTimer, TimerKey
+from hearth.protocol.timers import (
+    BatchIdleTimer,
+    BidsTimer,
+    JobDeadlineTimer,
+    PayHoldTimer,
+    SlotTimer,
+    TimerKey,
+)
 from hearth.protocol.verification import Verdict, judge, reveal_problem
 
 if TYPE_CHECKING:
@@ -316,6 +323,9 @@ class PublisherComponent:
         self.jobs[job.job_id] = job
         if job.phase in TERMINAL_PHASES:
             held = self.escrow.restore(job, now_ms)
+            if held:  # the batch may have ended while we were down: end it if none is open
+                idle_at_ms = now_ms + self._config.adaptive.batch_idle_ms
+                held.append(SetTimer(BatchIdleTimer(), idle_at_ms))
             if job.phase is Phase.PAID and replay_pays:
                 return [
                     *held,
@@ -374,9 +384,30 @@ class PublisherComponent:
                 effects += self.escrow.release(worker, now_ms, cause="audit-unavailable")
         return effects
 
+    def _batch_open(self) -> bool:
+        """Whether an adaptive job of ours, or an audit, is still open."""
+        return any(
+            job.phase not in TERMINAL_PHASES
+            and (job.verify == adaptive.VERIFY_ADAPTIVE or job.audit_of)
+            for job in self.jobs.values()
+        )
+
+    def _batch_idle_after(self, job: PublisherJob, now_ms: int) -> list[Effect]:
+        """``job`` ended: if it was the batch's last open one and pay is held, the batch ends
+        after ``batch_idle_ms`` without another (the daemon has no other sign that the
+        developer's run of jobs is over; ``ReleaseHeldPay`` ends it at once)."""
+        adaptive_job = job.verify == adaptive.VERIFY_ADAPTIVE or job.audit_of
+        if not adaptive_job or not self.escrow.held or self._batch_open():
+            return []
+        return [SetTimer(BatchIdleTimer(), now_ms + self._config.adaptive.batch_idle_ms)]
+
     def on_timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
         if isinstance(key, PayHoldTimer):
             return self.escrow.on_hold_timer(key.job_id, now_ms)
+        if isinstance(key, BatchIdleTimer):
+            if self._batch_open():
+                return []  # the next job to end sets it again
+            return self._on_release_held_pay(ReleaseHeldPay(), now_ms)
         assert isinstance(key, BidsTimer | JobDeadlineTimer | SlotTimer), key
         job = self.jobs.get(key.job_id)
         if job is None or job.phase in TERMINAL_PHASES:
@@ -927,6 +958,7 @@ class PublisherComponent:
                     effects += self.escrow.forfeit(slot.worker, now_ms)
             if job.audit_of:
                 effects += self._audited(job, now_ms)
+            effects += self._batch_idle_after(job, now_ms)
             return [*effects, CancelTimer(JobDeadlineTimer(job.job_id))]
         if judgement.verdict is Verdict.NEED_MORE:
             job.target = len(live) + judgement.more
@@ -958,7 +990,7 @@ class PublisherComponent:
         for slot in job.live():
             if slot.state is not SlotState.REVEALED:
                 effects += self._drop(job, slot, "cancelled", now_ms, notify=True)
-        return effects
+        return [*effects, *self._batch_idle_after(job, now_ms)]
 
     def _done(self, job: PublisherJob, effects: list[Effect]) -> list[Effect]:
         """Close a handler that changed ``job``: report progress and save the state.
@@ -999,7 +1031,7 @@ def _decisions(job: PublisherJob) -> tuple[object, ...]:
     again from their tasks.
     """
     slots = tuple((s.award_no, s.state is SlotState.DROPPED, s.verdict) for s in job.slots)
-    escrow = (job.pay_held, job.pay_forfeited)
+    escrow = (job.pay_held, job.pay_forfeited, job.pay_on_proof)
     return (
         job.phase,
         job.call.call_round,

@@ -11,7 +11,7 @@ import enum
 from typing import Any, Final, TypeVar
 
 from hearth.protocol import limits
-from hearth.protocol.adaptive import AdaptiveConfig
+from hearth.protocol.adaptive import SOLO, AdaptiveConfig
 from hearth.protocol.auction import BidView, network_group
 from hearth.protocol.codec import decode_as, encode, message
 from hearth.protocol.envelope import Envelope
@@ -159,6 +159,9 @@ class PublisherJob:
     pay_by_ms: int = 0
     pay_held: tuple[PeerId, ...] = ()
     pay_forfeited: tuple[PeerId, ...] = ()
+    # Workers on proof when their pay was held (caught before, no check passed since): their
+    # pay is released only if they pass one, and forfeited at the batch's end or pay_by_ms.
+    pay_on_proof: tuple[PeerId, ...] = ()
     # Workers already trusted (a streak of N with us) when they were awarded this job: only
     # they can pass a spot check with it, since only they could not tell it from a solo run.
     trusted_at_award: tuple[PeerId, ...] = ()
@@ -280,8 +283,9 @@ class SlotRecord:
     stderr: bytes
 
 
-# version 2: cause (ADR 0023); 3: verify policy (ADR 0034); 4: escrow (ADR 0034, amendment)
-@message(92, version=4)
+# version 2: cause (ADR 0023); 3: verify policy (ADR 0034); 4: escrow (ADR 0034, amendment);
+# 5: pay_on_proof (ADR 0034, second amendment)
+@message(92, version=5)
 @dataclasses.dataclass(frozen=True)
 class JobRecord:
     call: CallForBids
@@ -306,6 +310,7 @@ class JobRecord:
     pay_by_ms: int
     pay_held: tuple[str, ...]
     pay_forfeited: tuple[str, ...]
+    pay_on_proof: tuple[str, ...]
     trusted_at_award: tuple[str, ...]
     audit_of: bytes
     audited: str
@@ -372,6 +377,7 @@ def assert_payment(job: PublisherJob) -> None:
     escrowed = [*job.pay_held, *job.pay_forfeited]
     assert set(escrowed) <= set(workers), "escrow of a pay the job never decided"
     assert len(set(escrowed)) == len(escrowed), "a pay both held and forfeited"
+    assert set(job.pay_on_proof) <= set(workers), "a pay on proof the job never decided"
 
 
 def encode_job(job: PublisherJob) -> bytes:
@@ -403,6 +409,7 @@ def encode_job(job: PublisherJob) -> bytes:
         pay_by_ms=job.pay_by_ms,
         pay_held=tuple(job.pay_held),
         pay_forfeited=tuple(job.pay_forfeited),
+        pay_on_proof=tuple(job.pay_on_proof),
         trusted_at_award=tuple(job.trusted_at_award),
         audit_of=job.audit_of,
         audited=job.audited,
@@ -441,6 +448,7 @@ def decode_job(state: bytes) -> PublisherJob:
         pay_by_ms=record.pay_by_ms,
         pay_held=tuple(PeerId(w) for w in record.pay_held),
         pay_forfeited=tuple(PeerId(w) for w in record.pay_forfeited),
+        pay_on_proof=tuple(PeerId(w) for w in record.pay_on_proof),
         trusted_at_award=tuple(PeerId(w) for w in record.trusted_at_award),
         audit_of=record.audit_of,
         audited=record.audited,
@@ -576,5 +584,6 @@ def summarise(job: PublisherJob) -> JobSummary:
         verified_by=job.verified_by,
         error_bound_ppm=job.error_bound_ppm,
         pay_held_mc=sum(s.paid_mc for s in accepted if s.worker in job.pay_held),
-        host_caught_later=bool(job.pay_forfeited),
+        # Only a solo result went unchecked; a replicated one matched another host's.
+        host_caught_later=bool(job.pay_forfeited) and job.verified_by == SOLO,
     )
