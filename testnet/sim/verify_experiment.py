@@ -236,7 +236,9 @@ def main() -> None:
     if not 1 <= args.publishers <= args.nodes // 2 or not 1 <= args.rate <= 1_000:
         parser.error("need 1 <= --publishers <= --nodes / 2 and 1 <= --rate <= 1000")
     adaptive = AdaptiveConfig(args.streak, args.spot_pct * PPM // 100)
-    config = ExperimentConfig(args.nodes, args.jobs, args.seed, args.publishers, args.rate, adaptive)
+    config = ExperimentConfig(
+        args.nodes, args.jobs, args.seed, args.publishers, args.rate, adaptive
+    )
     print(json.dumps(run_experiment(config)))
 
 
