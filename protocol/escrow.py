@@ -14,14 +14,17 @@ Then, for each host:
 
     HELD --the host passes a spot check while trusted--> RELEASED (every held job of the host)
     HELD --pay_by_ms--> RELEASED (that job)
+    HELD --ReleaseHeldPay (end of a batch), host on proof (below)--> FORFEITED (every job)
     HELD --ReleaseHeldPay (end of a batch), no held solo result--> RELEASED (every held job)
     HELD --ReleaseHeldPay, a held solo result--> AUDIT: one of them, drawn at random, re-run
          under always-2 on two other hosts; the same result --> RELEASED, another --> FORFEITED
     HELD --the host is caught (mismatch, outvoted, bad reveal, audit)--> FORFEITED (every job)
 
-A caught host stays *on proof* until it passes a check it cannot tell from a solo run (a spot
-check while trusted, or an audit): pay held for it meanwhile (``PublisherJob.pay_on_proof``)
-is released only by such a pass, and forfeited at the end of a batch or at ``pay_by_ms``.
+A caught host stays *on proof* until it passes a spot check while trusted (a check it cannot
+tell from a solo run): pay held for it meanwhile (``PublisherJob.pay_on_proof``) is released
+only by such a pass, and forfeited at the end of a batch (unaudited: one audit, drawn among
+results of which the host chose which to get wrong, may miss the wrong ones) or at
+``pay_by_ms``.
 Otherwise a host that cheats once trusted would be paid, after each catch, for the probation
 it serves to earn trust again, whenever a batch ends before its next catch: cheating would
 earn something. An honest host is never caught, so never on proof.
@@ -55,10 +58,10 @@ from hearth.protocol.publisher_state import Phase, PublisherJob, Slot
 from hearth.protocol.timers import PayHoldTimer
 
 FORFEIT_REASON: Final = "escrow-forfeited"
-# The releases that prove a host: checks it could not tell from a solo run. The others (the
-# batch's end with nothing to audit, an audit that could not run, the hold's date) only end
-# a wait.
-PROOFS: Final = frozenset({"spot-check-passed", "audit-passed"})
+# The release that proves a host: a spot check passed while trusted, which it could not tell
+# from a solo run. The others (the batch's end, an audit, which only a host not on proof gets,
+# the hold's date) only end a wait.
+PROOFS: Final = frozenset({"spot-check-passed"})
 
 Sender = Callable[[PeerId, str, object, int], Send]  # (peer, protocol, body, now_ms)
 Saver = Callable[[PublisherJob], list[Effect]]  # SaveJob when the job's decisions changed
@@ -160,13 +163,18 @@ class Escrow:
 
         A solo result nobody checked is the one a host that cheats once trusted gets paid for;
         auditing one of them, drawn at random, catches such a host before its pay leaves.
-        Hosts whose audit is running (``auditing``) wait for it. A host on proof with no solo
-        result to audit has not passed a check since it was caught: what it holds is forfeited.
+        Hosts whose audit is running (``auditing``) wait for it. A host on proof has not passed
+        a spot check since it was caught: what it holds is forfeited, unaudited.
         """
         effects: list[Effect] = []
         audits: list[tuple[PeerId, PublisherJob]] = []
         for worker in sorted(self.held):
             if worker in auditing:
+                continue
+            if worker in self.on_proof:
+                # Caught before and no spot check passed since: one audit, drawn among results
+                # of which it chose which to get wrong, would release the wrong ones with it.
+                effects += self.forfeit(worker, now_ms, cause="unproven at the batch's end")
                 continue
             solo = [self._jobs[j] for j in self.held[worker] if self._jobs[j].verified_by == SOLO]
             if solo:

@@ -54,7 +54,7 @@ class ExperimentConfig:
     publishers: int = 1
     # Faster than a few hosts can take, so that the work spreads (module docstring); bounded by
     # what one publisher keeps open (PUBLISHER_JOBS_OPEN_MAX).
-    job_rate_per_s: int = 50
+    job_rate_per_s: int = 30
     adaptive: AdaptiveConfig = dataclasses.field(
         default_factory=lambda: AdaptiveConfig(trust_streak_min=20, spot_check_ppm=100_000)
     )
@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--streak", type=int, default=20, help="N: matching results to trust")
     parser.add_argument("--spot-pct", type=int, default=10, help="c: spot-check rate, percent")
     parser.add_argument("--publishers", type=int, default=1, help="honest nodes that publish")
-    parser.add_argument("--rate", type=int, default=50, help="jobs published per second")
+    parser.add_argument("--rate", type=int, default=30, help="jobs published per second")
     args = parser.parse_args()
     if args.nodes < 8 or args.jobs < 2 or args.streak < 1 or not 0 < args.spot_pct <= 100:
         parser.error("need --nodes >= 8, --jobs >= 2, --streak >= 1, 0 < --spot-pct <= 100")

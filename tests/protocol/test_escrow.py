@@ -304,6 +304,7 @@ def test_a_caught_host_is_on_proof_and_its_later_work_is_forfeited_at_the_batch_
             if worker != cheater:
                 assert _earned(cluster, worker)[job.job_id] == amount_mc
     assert not publisher.escrow.held
+    assert not any(job.audit_of for job in publisher.jobs.values())  # forfeited, unaudited
     # The worker was told: it stops counting that pay as owed.
     owed = cluster.by_peer[cheater].engine.worker.owed_mc_by_publisher
     assert cluster.nodes[0].peer_id not in owed

@@ -8,7 +8,8 @@ from hearth.testnet.sim.verify_experiment import ExperimentConfig, run_experimen
 
 def test_adaptive_verification_keeps_wrong_results_within_its_bound() -> None:
     adaptive = AdaptiveConfig(trust_streak_min=5, spot_check_ppm=200_000)
-    figures = run_experiment(ExperimentConfig(nodes=24, jobs=300, seed=2, adaptive=adaptive))
+    config = ExperimentConfig(nodes=24, jobs=300, seed=2, job_rate_per_s=50, adaptive=adaptive)
+    figures = run_experiment(config)
     print(figures)
     assert figures["roles"] == {"honest": 19, "trust_cheater": 3, "wrong_result": 2}
     assert figures["jobs_verified"] + figures["jobs_failed"] == 300
