@@ -1,8 +1,8 @@
 """Adaptive verification with 25 % cheaters: accepted-wrong rate vs its bound, extra runs, credits.
 
 I/O: none (``main`` prints one JSON line). Run:
-``python -m hearth.testnet.sim.verify_experiment [--nodes 40] [--jobs 1500] [--streak 20]
-[--spot-pct 10] [--seed 1] [--publishers 1]``.
+``python -m hearth.testnet.sim.verify_experiment [--nodes 24] [--jobs 1500] [--streak 20]
+[--spot-pct 10] [--seed 1] [--publishers 1] [--rate 30]``.
 
 A quarter of the nodes cheat: ``wrong_result`` hosts always return a wrong output, and
 ``trust_cheater`` hosts return the right one until the publisher would run them alone, then a
@@ -48,7 +48,7 @@ HOSTS = (("office_nuc", 100),)  # one profile: hosts differ only in behaviour
 
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
-    nodes: int = 40
+    nodes: int = 24
     jobs: int = 1_500
     seed: int = 1
     publishers: int = 1
@@ -223,7 +223,7 @@ def _honest_wait(sim: Simulation) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, default=40)
+    parser.add_argument("--nodes", type=int, default=24)
     parser.add_argument("--jobs", type=int, default=1_500)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--streak", type=int, default=20, help="N: matching results to trust")
