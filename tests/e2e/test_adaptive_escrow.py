@@ -46,7 +46,11 @@ def test_an_adaptive_batch_holds_pay_until_it_ends_then_pays_every_worker(tmp_pa
                 if replica["paid_mc"]:
                     paid[replica["worker"]] = paid.get(replica["worker"], 0) + replica["paid_mc"]
         waiting = [node for node in workers if node.info["peer_id"] in paid]
-        assert waiting and any(owed_mc(node) > 0 for node in waiting)
+        assert waiting
+        # The note reaches the worker just after the verdict: it counts the held pay as owed.
+        launch.wait_for(
+            lambda: any(owed_mc(node) > 0 for node in waiting), 8, "a worker to count held pay"
+        )
 
         def released() -> bool:
             with Client(publisher.home) as client:
