@@ -80,6 +80,9 @@ class Escrow:
         self.held: dict[PeerId, dict[JobId, None]] = {}  # host -> its held jobs, oldest first
         # Hosts caught since they last passed a check, oldest catch first (module docstring).
         self.on_proof: dict[PeerId, None] = {}
+        # Solo jobs whose held pay was just forfeited: nobody checked their results, so the
+        # publisher runs each again (``PublisherComponent._recheck``), then clears this.
+        self.unchecked: list[tuple[PeerId, JobId]] = []
         self.released_mc = 0
         self.forfeited_mc = 0
 
@@ -198,7 +201,7 @@ class Escrow:
         accepted = [s for s in audit.live() if s.verdict == "match"]
         if audit.phase is not Phase.PAID or not accepted:
             return False, self.release(worker, now_ms, cause="audit-failed")
-        if _result(accepted[0]) == _result(slot):
+        if result_of(accepted[0]) == result_of(slot):
             return False, self.release(worker, now_ms, cause="audit-passed")
         return True, self.forfeit(worker, now_ms)
 
@@ -237,6 +240,8 @@ class Escrow:
             assert slot is not None and worker in job.pay_held, "forfeiting a pay not held"
             held.pop(job_id, None)
             job.pay_held = tuple(w for w in job.pay_held if w != worker)
+            if job.verified_by == SOLO:
+                self.unchecked.append((worker, job_id))
             job.pay_forfeited = (*job.pay_forfeited, worker)
             self.forfeited_mc += slot.paid_mc
             notice = MismatchNotice(
@@ -295,7 +300,7 @@ def audit_command(job: PublisherJob, worker: PeerId, now_ms: int) -> PublishJob:
     )
 
 
-def _result(slot: Slot) -> tuple[object, ...]:
+def result_of(slot: Slot) -> tuple[object, ...]:
     """What a result says, without the job id its digest is bound to."""
     return (slot.error_kind, slot.output_hash, slot.fuel_used, slot.exit_code, slot.stderr)
 

@@ -169,6 +169,10 @@ class PublisherJob:
     # held for ``audited``, on two other hosts before that pay is released at the batch's end.
     audit_of: bytes = b""
     audited: str = ""
+    # A solo job whose host was caught later is run again under always-2 (or was audited): the
+    # re-run's job id, and whether it gave the same result ("same", "different", "failed").
+    recheck_job: bytes = b""
+    recheck_result: str = ""
     bids: dict[PeerId, tuple[BidView, bytes]] = dataclasses.field(default_factory=dict)
     slots: list[Slot] = dataclasses.field(default_factory=list)
     ranked: list[BidView] = dataclasses.field(default_factory=list)  # derived, not saved
@@ -284,7 +288,7 @@ class SlotRecord:
 
 
 # version 2: cause (ADR 0023); 3: verify policy (ADR 0034); 4: escrow (ADR 0034, amendment);
-# 5: pay_on_proof (ADR 0034, second amendment)
+# 5: pay_on_proof, recheck (ADR 0034, second amendment)
 @message(92, version=5)
 @dataclasses.dataclass(frozen=True)
 class JobRecord:
@@ -314,6 +318,8 @@ class JobRecord:
     trusted_at_award: tuple[str, ...]
     audit_of: bytes
     audited: str
+    recheck_job: bytes
+    recheck_result: str
 
 
 def _bid_record(view: BidView, worker_key: bytes) -> BidRecord:
@@ -413,6 +419,8 @@ def encode_job(job: PublisherJob) -> bytes:
         trusted_at_award=tuple(job.trusted_at_award),
         audit_of=job.audit_of,
         audited=job.audited,
+        recheck_job=job.recheck_job,
+        recheck_result=job.recheck_result,
     )
     return encode(record)
 
@@ -452,6 +460,8 @@ def decode_job(state: bytes) -> PublisherJob:
         trusted_at_award=tuple(PeerId(w) for w in record.trusted_at_award),
         audit_of=record.audit_of,
         audited=record.audited,
+        recheck_job=record.recheck_job,
+        recheck_result=record.recheck_result,
         bids={PeerId(b.worker): (_bid_view(b), b.worker_key) for b in record.bids},
     )
     for s, slot_state in zip(record.slots, slot_states, strict=True):
@@ -523,6 +533,10 @@ class JobSummary:
     # A host of this job was caught returning a wrong result before its pay for it was released:
     # under "solo" nobody else checked this result, so it is suspect (ADR 0034, amendment).
     host_caught_later: bool = False
+    # Its host caught later, this solo result was run again on two other hosts: "same" (keep
+    # it), "different" (the re-run's result is the right one), "failed", or "" (not re-run).
+    rechecked: str = ""
+    rechecked_by: bytes = b""  # the re-run's job id
 
     @property
     def spot_checked(self) -> bool:
@@ -586,4 +600,6 @@ def summarise(job: PublisherJob) -> JobSummary:
         pay_held_mc=sum(s.paid_mc for s in accepted if s.worker in job.pay_held),
         # Only a solo result went unchecked; a replicated one matched another host's.
         host_caught_later=bool(job.pay_forfeited) and job.verified_by == SOLO,
+        rechecked=job.recheck_result,
+        rechecked_by=job.recheck_job,
     )

@@ -121,6 +121,10 @@ def figures(sim: Simulation, config: ExperimentConfig) -> dict[str, Any]:
         "wrong_accepted": len(wrong),
         "accepted_wrong_rate_pct": round(100 * len(wrong) / max(1, len(paid)), 3),
         "wrong_accepted_flagged": wrong_flagged,
+        # ... and run again on two other hosts, whose result differed: the job says so.
+        "wrong_accepted_rechecked_different": sum(
+            1 for r in wrong if publisher_jobs[r.job_id].recheck_result == "different"
+        ),
         "accepted_wrong_unflagged_rate_pct": round(
             100 * (len(wrong) - wrong_flagged) / max(1, len(paid)), 3
         ),

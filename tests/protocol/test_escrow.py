@@ -372,3 +372,26 @@ def test_the_batch_ends_by_itself_once_no_adaptive_job_is_open() -> None:
     for job_id in (second_id, third_id):
         for worker, amount_mc in _matching(jobs[job_id]).items():
             assert _earned(cluster, worker)[job_id] == amount_mc
+
+
+def test_a_caught_host_s_unchecked_solo_results_are_run_again_and_the_result_says_so() -> None:
+    # N = 1 and c = 1 ppm: once trusted, a host runs jobs alone, in practice never checked.
+    cluster = _cluster(5, streak=1, spot_ppm=1)
+    first = _run_job(cluster, b"one")
+    for worker in _matching(first):  # trusted now: they turn to lying
+        cluster.by_peer[worker].behaviour = "liar"
+    solo = [_run_job(cluster, f"solo {n}".encode()) for n in range(3)]
+    assert all(job.verified_by == "solo" for job in solo)
+    publisher = cluster.nodes[0].engine.publisher
+    cluster.inject(0, ReleaseHeldPay())  # one audit per host catches it; the rest are re-run
+    cluster.run_for(60_000)
+    for job in solo:
+        (cheater,) = _matching(job)
+        assert cheater in job.pay_forfeited and _earned(cluster, cheater) == {}
+        summary = publisher.summary(job.job_id)
+        assert summary is not None and summary.host_caught_later
+        assert summary.rechecked == "different", (summary.rechecked, summary.rechecked_by)
+        rerun = publisher.jobs[JobId(summary.rechecked_by)]
+        assert rerun.audit_of == job.job_id and rerun.phase.value == "paid"
+        assert cheater not in {s.worker for s in rerun.slots}  # never its own re-checker
+    assert not publisher.escrow.held and not publisher.escrow.unchecked

@@ -27,6 +27,8 @@ def test_adaptive_verification_keeps_wrong_results_within_its_bound() -> None:
     # probation included, was forfeited, so no credit paid for a wrong result.
     assert figures["paid_for_wrong_mc"] == 0
     assert figures["wrong_accepted_flagged"] == figures["wrong_accepted"]
+    # Each was run again on two other hosts, and the job's result says theirs differed.
+    assert figures["wrong_accepted_rechecked_different"] == figures["wrong_accepted"]
     assert figures["escrow_forfeited_mc"]["trust_cheater"] > 0
     assert figures["audit_runs"] > 0
     # Every trust cheater reached trust and cheated (the experiment spreads the work so that
