@@ -267,7 +267,10 @@ def build_job_routes(node: Node) -> list[Route]:
         return JSONResponse(job_json(engine.publisher.summary(summary.job_id)))
 
     async def balance(request: Request) -> Response:
-        return JSONResponse(balance_json(node.ledger))
+        # What publishers owe us for work done: pay not yet received, held pay included (an
+        # adaptive job's, ADR 0034), so that a host can see what it is waiting for.
+        owed_mc = sum(engine.worker.owed_mc_by_publisher.values())
+        return JSONResponse({**balance_json(node.ledger), "owed_mc": owed_mc})
 
     return [
         *build_file_routes(node),

@@ -53,11 +53,16 @@ class AdaptiveConfig:
     # amendment): long enough for a host to meet a spot check, short enough to be a debt a host
     # can wait for. The award's host is told the date, and holds the publisher to it.
     pay_hold_ms: int = 60 * 60 * 1000
+    # A batch ends when none of our adaptive jobs has been open for this long: then held pay is
+    # audited and released (ADR 0034, second amendment). Jobs published closer together than
+    # this (a map, a script's loop) share one batch and its one audit per host.
+    batch_idle_ms: int = 10_000
 
     def __post_init__(self) -> None:
         assert self.trust_streak_min >= 1, self
         assert 0 < self.spot_check_ppm <= PPM, self
         assert 0 <= self.pay_hold_ms <= limits.PAY_HOLD_MS_MAX, self
+        assert 0 <= self.batch_idle_ms <= limits.PAY_HOLD_MS_MAX, self
 
     @property
     def error_bound_ppm(self) -> int:

@@ -14,10 +14,20 @@ Then, for each host:
 
     HELD --the host passes a spot check while trusted--> RELEASED (every held job of the host)
     HELD --pay_by_ms--> RELEASED (that job)
+    HELD --ReleaseHeldPay (end of a batch), host on proof (below)--> FORFEITED (every job)
     HELD --ReleaseHeldPay (end of a batch), no held solo result--> RELEASED (every held job)
     HELD --ReleaseHeldPay, a held solo result--> AUDIT: one of them, drawn at random, re-run
          under always-2 on two other hosts; the same result --> RELEASED, another --> FORFEITED
     HELD --the host is caught (mismatch, outvoted, bad reveal, audit)--> FORFEITED (every job)
+
+A caught host stays *on proof* until it passes a spot check while trusted (a check it cannot
+tell from a solo run): pay held for it meanwhile (``PublisherJob.pay_on_proof``) is released
+only by such a pass, and forfeited at the end of a batch (unaudited: one audit, drawn among
+results of which the host chose which to get wrong, may miss the wrong ones) or at
+``pay_by_ms``.
+Otherwise a host that cheats once trusted would be paid, after each catch, for the probation
+it serves to earn trust again, whenever a batch ends before its next catch: cheating would
+earn something. An honest host is never caught, so never on proof.
 
 A release pays as today: one ``PayWorker`` per (job, worker), turned into a receipt by the
 payments component; the ledger keys pays by (job, worker), so a job is never paid twice. A
@@ -48,6 +58,10 @@ from hearth.protocol.publisher_state import Phase, PublisherJob, Slot
 from hearth.protocol.timers import PayHoldTimer
 
 FORFEIT_REASON: Final = "escrow-forfeited"
+# The release that proves a host: a spot check passed while trusted, which it could not tell
+# from a solo run. The others (the batch's end, an audit, which only a host not on proof gets,
+# the hold's date) only end a wait.
+PROOFS: Final = frozenset({"spot-check-passed"})
 
 Sender = Callable[[PeerId, str, object, int], Send]  # (peer, protocol, body, now_ms)
 Saver = Callable[[PublisherJob], list[Effect]]  # SaveJob when the job's decisions changed
@@ -64,6 +78,11 @@ class Escrow:
         self._send = send
         self._save = save
         self.held: dict[PeerId, dict[JobId, None]] = {}  # host -> its held jobs, oldest first
+        # Hosts caught since they last passed a check, oldest catch first (module docstring).
+        self.on_proof: dict[PeerId, None] = {}
+        # Solo jobs whose held pay was just forfeited: nobody checked their results, so the
+        # publisher runs each again (``PublisherComponent._recheck``), then clears this.
+        self.unchecked: list[tuple[PeerId, JobId]] = []
         self.released_mc = 0
         self.forfeited_mc = 0
 
@@ -96,6 +115,8 @@ class Escrow:
             if job.verified_by == SPOT_CHECKED and worker in trusted:
                 out += [effect, *self.release(worker, now_ms, cause="spot-check-passed")]
                 continue
+            if worker in self.on_proof:
+                job.pay_on_proof = (*job.pay_on_proof, worker)
             if not job.pay_by_ms:
                 job.pay_by_ms = job.call.deadline_ms + self._config.pay_hold_ms
                 out.append(SetTimer(PayHoldTimer(job.job_id), job.pay_by_ms))
@@ -104,9 +125,13 @@ class Escrow:
             held[job.job_id] = None
             out.append(self.note(job, worker, now_ms))
             if len(held) > limits.ESCROW_JOBS_PER_HOST_MAX:
-                # A bound on what one host waits for: its oldest held pay is released.
-                oldest = next(iter(held))
-                out += self._release_job(self._jobs[oldest], worker, now_ms)
+                # A bound on what one host waits for: its oldest held pay is released, or
+                # forfeited if it waits for a proof it has not given.
+                oldest = self._jobs[next(iter(held))]
+                if worker in oldest.pay_on_proof:
+                    out += self._forfeit_jobs(worker, [oldest.job_id], now_ms)
+                else:
+                    out += self._release_job(oldest, worker, now_ms)
         return out
 
     def note(self, job: PublisherJob, worker: PeerId, now_ms: int) -> Send:
@@ -119,7 +144,12 @@ class Escrow:
     # Releasing and forfeiting
 
     def release(self, worker: PeerId, now_ms: int, *, cause: str) -> list[Effect]:
-        """Pay everything held for ``worker``: it passed a check, or its wait is over."""
+        """Pay everything held for ``worker``: it passed a check, or its wait is over (then a
+        host on proof, which gave no proof, forfeits it instead)."""
+        if cause in PROOFS:
+            self.on_proof.pop(worker, None)
+        elif worker in self.on_proof:
+            return self.forfeit(worker, now_ms, cause=f"unproven, {cause}")
         effects: list[Effect] = []
         for job_id in list(self.held.get(worker, {})):
             effects += self._release_job(self._jobs[job_id], worker, now_ms)
@@ -136,12 +166,18 @@ class Escrow:
 
         A solo result nobody checked is the one a host that cheats once trusted gets paid for;
         auditing one of them, drawn at random, catches such a host before its pay leaves.
-        Hosts whose audit is running (``auditing``) wait for it.
+        Hosts whose audit is running (``auditing``) wait for it. A host on proof has not passed
+        a spot check since it was caught: what it holds is forfeited, unaudited.
         """
         effects: list[Effect] = []
         audits: list[tuple[PeerId, PublisherJob]] = []
         for worker in sorted(self.held):
             if worker in auditing:
+                continue
+            if worker in self.on_proof:
+                # Caught before and no spot check passed since: one audit, drawn among results
+                # of which it chose which to get wrong, would release the wrong ones with it.
+                effects += self.forfeit(worker, now_ms, cause="unproven at the batch's end")
                 continue
             solo = [self._jobs[j] for j in self.held[worker] if self._jobs[j].verified_by == SOLO]
             if solo:
@@ -165,7 +201,7 @@ class Escrow:
         accepted = [s for s in audit.live() if s.verdict == "match"]
         if audit.phase is not Phase.PAID or not accepted:
             return False, self.release(worker, now_ms, cause="audit-failed")
-        if _result(accepted[0]) == _result(slot):
+        if result_of(accepted[0]) == result_of(slot):
             return False, self.release(worker, now_ms, cause="audit-passed")
         return True, self.forfeit(worker, now_ms)
 
@@ -176,27 +212,44 @@ class Escrow:
             return []
         effects: list[Effect] = []
         for worker in job.pay_held:
-            effects += self._release_job(job, worker, now_ms)
+            if worker in job.pay_on_proof:  # no proof came by the date: the condition failed
+                effects += self._forfeit_jobs(worker, [job_id], now_ms)
+            else:
+                effects += self._release_job(job, worker, now_ms)
         return _saves_first(effects)
 
-    def forfeit(self, worker: PeerId, now_ms: int) -> list[Effect]:
-        """``worker`` was caught with a wrong result: what is held for it is never paid."""
-        held = self.held.pop(worker, {})
+    def forfeit(self, worker: PeerId, now_ms: int, *, cause: str = "caught") -> list[Effect]:
+        """``worker`` was caught with a wrong result (or, on proof, gave none by the batch's
+        end): what is held for it is never paid, and it is on proof until it passes a check."""
+        self.on_proof.pop(worker, None)
+        self.on_proof[worker] = None  # most recent catch last
+        if len(self.on_proof) > limits.ESCROW_ON_PROOF_MAX:
+            del self.on_proof[next(iter(self.on_proof))]
+        effects = self._forfeit_jobs(worker, list(self.held.get(worker, {})), now_ms)
+        if effects:
+            fields = (("worker", str(worker)), ("cause", cause))
+            effects.append(Log("warning", "escrow-forfeited", fields))
+        return effects
+
+    def _forfeit_jobs(self, worker: PeerId, job_ids: list[JobId], now_ms: int) -> list[Effect]:
+        held = self.held.get(worker, {})
         effects: list[Effect] = []
-        for job_id in held:
+        for job_id in job_ids:
             job = self._jobs[job_id]
             slot = job.match_slot(worker)
             assert slot is not None and worker in job.pay_held, "forfeiting a pay not held"
+            held.pop(job_id, None)
             job.pay_held = tuple(w for w in job.pay_held if w != worker)
+            if job.verified_by == SOLO:
+                self.unchecked.append((worker, job_id))
             job.pay_forfeited = (*job.pay_forfeited, worker)
             self.forfeited_mc += slot.paid_mc
             notice = MismatchNotice(
                 job.job_id, slot.award_no, FORFEIT_REASON, slot.digest, job.accepted_digest
             )
             effects += [*self._save(job), self._send(worker, PROTOCOL_RESULT, notice, now_ms)]
-        if held:
-            fields = (("worker", str(worker)), ("jobs", len(held)))
-            effects.append(Log("warning", "escrow-forfeited", fields))
+        if not held:
+            self.held.pop(worker, None)
         return effects
 
     def _release_job(self, job: PublisherJob, worker: PeerId, now_ms: int) -> list[Effect]:
@@ -218,6 +271,8 @@ class Escrow:
             return []
         for worker in job.pay_held:
             self.held.setdefault(worker, {})[job.job_id] = None
+            if worker in job.pay_on_proof:
+                self.on_proof[worker] = None
         return [SetTimer(PayHoldTimer(job.job_id), max(now_ms, job.pay_by_ms))]
 
 
@@ -245,7 +300,7 @@ def audit_command(job: PublisherJob, worker: PeerId, now_ms: int) -> PublishJob:
     )
 
 
-def _result(slot: Slot) -> tuple[object, ...]:
+def result_of(slot: Slot) -> tuple[object, ...]:
     """What a result says, without the job id its digest is bound to."""
     return (slot.error_kind, slot.output_hash, slot.fuel_used, slot.exit_code, slot.stderr)
 

@@ -137,6 +137,7 @@ WORKER_PUBLISHERS_OWING_MAX: Final = 10_000
 # Adaptive jobs' pay held in escrow (ADR 0034, amendment): a publisher may promise it no later
 # than this after the job's deadline, and may hold at most this many jobs' pay per host.
 PAY_HOLD_MS_MAX: Final = 24 * 60 * 60 * 1000
+ESCROW_ON_PROOF_MAX: Final = REPUTATION_PEERS_MAX  # caught hosts on proof, as many as known
 ESCROW_JOBS_PER_HOST_MAX: Final = 256  # a held task stays in the host's WORKER_TASKS_MAX
 PEER_ADDRESSES_MAX: Final = 100_000
 

@@ -77,7 +77,7 @@ from hearth.protocol.effects import (
 )
 from hearth.protocol.envelope import Envelope, EnvelopeWire
 from hearth.protocol.errors import LocalProtocolError, RemoteProtocolError
-from hearth.protocol.escrow import Escrow, audit_command
+from hearth.protocol.escrow import Escrow, audit_command, result_of
 from hearth.protocol.events import (
     CancelJob,
     InvitationUndelivered,
@@ -126,7 +126,14 @@ from hearth.protocol.publisher_state import (
     summarise,
 )
 from hearth.protocol.settlement import reject_result, settle
-from hearth.protocol.timers import BidsTimer, JobDeadlineTimer, PayHoldTimer, SlotTimer, TimerKey
+from hearth.protocol.timers import (
+    BatchIdleTimer,
+    BidsTimer,
+    JobDeadlineTimer,
+    PayHoldTimer,
+    SlotTimer,
+    TimerKey,
+)
 from hearth.protocol.verification import Verdict, judge, reveal_problem
 
 if TYPE_CHECKING:
@@ -316,6 +323,9 @@ class PublisherComponent:
         self.jobs[job.job_id] = job
         if job.phase in TERMINAL_PHASES:
             held = self.escrow.restore(job, now_ms)
+            if held:  # the batch may have ended while we were down: end it if none is open
+                idle_at_ms = now_ms + self._config.adaptive.batch_idle_ms
+                held.append(SetTimer(BatchIdleTimer(), idle_at_ms))
             if job.phase is Phase.PAID and replay_pays:
                 return [
                     *held,
@@ -372,11 +382,57 @@ class PublisherComponent:
                 effects += self._start_job(command, now_ms, (job.job_id, str(worker)))
             except LocalProtocolError:  # audited already, or too many open jobs: pay it
                 effects += self.escrow.release(worker, now_ms, cause="audit-unavailable")
+            else:
+                job.recheck_job = command.job_id
+                effects += self._save(job)
+        return [*effects, *self._recheck(now_ms)]
+
+    def _recheck(self, now_ms: int) -> list[Effect]:
+        """Run again, under always-2 on two other hosts, each solo result whose host was just
+        caught (its pay forfeited): nobody checked it, and the developer should learn whether
+        to keep it. The outcome lands in the job's result (``rechecked``)."""
+        effects: list[Effect] = []
+        unchecked, self.escrow.unchecked = self.escrow.unchecked, []
+        for worker, job_id in unchecked:
+            job = self.jobs.get(job_id)
+            if job is None or job.recheck_job:
+                continue  # re-run or audited already
+            command = audit_command(job, worker, now_ms)
+            try:
+                effects += self._start_job(command, now_ms, (job.job_id, str(worker)))
+            except LocalProtocolError as exc:  # too many open jobs: flagged, not re-run
+                effects.append(
+                    Log("warning", "recheck-skipped", (("job", job_id.hex()), ("why", str(exc))))
+                )
+                continue
+            job.recheck_job = command.job_id
+            effects += self._save(job)
         return effects
+
+    def _batch_open(self) -> bool:
+        """Whether an adaptive job of ours, or an audit, is still open."""
+        return any(
+            job.phase not in TERMINAL_PHASES
+            and (job.verify == adaptive.VERIFY_ADAPTIVE or job.audit_of)
+            for job in self.jobs.values()
+        )
+
+    def _batch_idle_after(self, job: PublisherJob, now_ms: int) -> list[Effect]:
+        """``job`` ended: if it was the batch's last open one and pay is held, the batch ends
+        after ``batch_idle_ms`` without another (the daemon has no other sign that the
+        developer's run of jobs is over; ``ReleaseHeldPay`` ends it at once)."""
+        adaptive_job = job.verify == adaptive.VERIFY_ADAPTIVE or job.audit_of
+        if not adaptive_job or not self.escrow.held or self._batch_open():
+            return []
+        return [SetTimer(BatchIdleTimer(), now_ms + self._config.adaptive.batch_idle_ms)]
 
     def on_timer(self, key: TimerKey, now_ms: int) -> list[Effect]:
         if isinstance(key, PayHoldTimer):
-            return self.escrow.on_hold_timer(key.job_id, now_ms)
+            return [*self.escrow.on_hold_timer(key.job_id, now_ms), *self._recheck(now_ms)]
+        if isinstance(key, BatchIdleTimer):
+            if self._batch_open():
+                return []  # the next job to end sets it again
+            return self._on_release_held_pay(ReleaseHeldPay(), now_ms)
         assert isinstance(key, BidsTimer | JobDeadlineTimer | SlotTimer), key
         job = self.jobs.get(key.job_id)
         if job is None or job.phase in TERMINAL_PHASES:
@@ -903,6 +959,7 @@ class PublisherComponent:
             send = functools.partial(self._send, now_ms=now_ms)
             effects += reject_result(job, slot, problem, evidence, self._engine.reputation, send)
             effects += self.escrow.forfeit(slot.worker, now_ms)
+            effects += self._recheck(now_ms)
             effects += self._drop(job, slot, problem, now_ms, notify=False)
         else:
             slot.move(SlotState.REVEALED)
@@ -920,13 +977,17 @@ class PublisherComponent:
                 s.worker for s in live if s.worker in job.trusted_at_award and self._trusted(s.bid)
             )
             effects = settle(job, judgement.digest, self._engine.reputation, send)
-            if job.verify == adaptive.VERIFY_ADAPTIVE:
+            if job.verify == adaptive.VERIFY_ADAPTIVE or job.audit_of:
+                # An audit's pay is held too: paid at once, it would pay a host on probation
+                # (or on proof) around the escrow of the batch it audits.
                 effects = self.escrow.on_settled(job, effects, trusted, now_ms)
             for slot in live:
                 if slot.verdict == "mismatch":  # caught: its held pay is forfeited
                     effects += self.escrow.forfeit(slot.worker, now_ms)
             if job.audit_of:
                 effects += self._audited(job, now_ms)
+            effects += self._recheck(now_ms)
+            effects += self._batch_idle_after(job, now_ms)
             return [*effects, CancelTimer(JobDeadlineTimer(job.job_id))]
         if judgement.verdict is Verdict.NEED_MORE:
             job.target = len(live) + judgement.more
@@ -941,11 +1002,27 @@ class PublisherComponent:
     def _audited(self, job: PublisherJob, now_ms: int) -> list[Effect]:
         """An audit ended: its host's held pay is released, or forfeited if it was caught."""
         caught, effects = self.escrow.on_audited(job, now_ms)
+        effects += self._record_recheck(job)
         if caught:
             worker = PeerId(job.audited)
             self._engine.reputation.on_result(worker, valid=False)
             effects.append(Penalise(worker, "audit-mismatch", MISMATCH_PENALTY_POINTS))
         return effects
+
+    def _record_recheck(self, audit: PublisherJob) -> list[Effect]:
+        """Write in the audited solo job what its re-run found, for the developer."""
+        original = self.jobs.get(JobId(audit.audit_of))
+        slot = None if original is None else original.match_slot(PeerId(audit.audited))
+        if original is None or slot is None or original.recheck_job != audit.job_id:
+            return []
+        accepted = [s for s in audit.live() if s.verdict == "match"]
+        if audit.phase is not Phase.PAID or not accepted:
+            original.recheck_result = "failed"
+        elif result_of(accepted[0]) == result_of(slot):
+            original.recheck_result = "same"
+        else:
+            original.recheck_result = "different"
+        return self._save(original)
 
     def _fail(self, job: PublisherJob, reason: str, now_ms: int, cause: Cause) -> list[Effect]:
         """End the job unpaid; evidence stays in its slots. Open awards are cancelled, signed."""
@@ -958,7 +1035,7 @@ class PublisherComponent:
         for slot in job.live():
             if slot.state is not SlotState.REVEALED:
                 effects += self._drop(job, slot, "cancelled", now_ms, notify=True)
-        return effects
+        return [*effects, *self._batch_idle_after(job, now_ms)]
 
     def _done(self, job: PublisherJob, effects: list[Effect]) -> list[Effect]:
         """Close a handler that changed ``job``: report progress and save the state.
@@ -999,7 +1076,13 @@ def _decisions(job: PublisherJob) -> tuple[object, ...]:
     again from their tasks.
     """
     slots = tuple((s.award_no, s.state is SlotState.DROPPED, s.verdict) for s in job.slots)
-    escrow = (job.pay_held, job.pay_forfeited)
+    escrow = (
+        job.pay_held,
+        job.pay_forfeited,
+        job.pay_on_proof,
+        job.recheck_job,
+        job.recheck_result,
+    )
     return (
         job.phase,
         job.call.call_round,

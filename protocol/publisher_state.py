@@ -11,7 +11,7 @@ import enum
 from typing import Any, Final, TypeVar
 
 from hearth.protocol import limits
-from hearth.protocol.adaptive import AdaptiveConfig
+from hearth.protocol.adaptive import SOLO, AdaptiveConfig
 from hearth.protocol.auction import BidView, network_group
 from hearth.protocol.codec import decode_as, encode, message
 from hearth.protocol.envelope import Envelope
@@ -159,6 +159,9 @@ class PublisherJob:
     pay_by_ms: int = 0
     pay_held: tuple[PeerId, ...] = ()
     pay_forfeited: tuple[PeerId, ...] = ()
+    # Workers on proof when their pay was held (caught before, no check passed since): their
+    # pay is released only if they pass one, and forfeited at the batch's end or pay_by_ms.
+    pay_on_proof: tuple[PeerId, ...] = ()
     # Workers already trusted (a streak of N with us) when they were awarded this job: only
     # they can pass a spot check with it, since only they could not tell it from a solo run.
     trusted_at_award: tuple[PeerId, ...] = ()
@@ -166,6 +169,10 @@ class PublisherJob:
     # held for ``audited``, on two other hosts before that pay is released at the batch's end.
     audit_of: bytes = b""
     audited: str = ""
+    # A solo job whose host was caught later is run again under always-2 (or was audited): the
+    # re-run's job id, and whether it gave the same result ("same", "different", "failed").
+    recheck_job: bytes = b""
+    recheck_result: str = ""
     bids: dict[PeerId, tuple[BidView, bytes]] = dataclasses.field(default_factory=dict)
     slots: list[Slot] = dataclasses.field(default_factory=list)
     ranked: list[BidView] = dataclasses.field(default_factory=list)  # derived, not saved
@@ -280,8 +287,9 @@ class SlotRecord:
     stderr: bytes
 
 
-# version 2: cause (ADR 0023); 3: verify policy (ADR 0034); 4: escrow (ADR 0034, amendment)
-@message(92, version=4)
+# version 2: cause (ADR 0023); 3: verify policy (ADR 0034); 4: escrow (ADR 0034, amendment);
+# 5: pay_on_proof, recheck (ADR 0034, second amendment)
+@message(92, version=5)
 @dataclasses.dataclass(frozen=True)
 class JobRecord:
     call: CallForBids
@@ -306,9 +314,12 @@ class JobRecord:
     pay_by_ms: int
     pay_held: tuple[str, ...]
     pay_forfeited: tuple[str, ...]
+    pay_on_proof: tuple[str, ...]
     trusted_at_award: tuple[str, ...]
     audit_of: bytes
     audited: str
+    recheck_job: bytes
+    recheck_result: str
 
 
 def _bid_record(view: BidView, worker_key: bytes) -> BidRecord:
@@ -372,6 +383,7 @@ def assert_payment(job: PublisherJob) -> None:
     escrowed = [*job.pay_held, *job.pay_forfeited]
     assert set(escrowed) <= set(workers), "escrow of a pay the job never decided"
     assert len(set(escrowed)) == len(escrowed), "a pay both held and forfeited"
+    assert set(job.pay_on_proof) <= set(workers), "a pay on proof the job never decided"
 
 
 def encode_job(job: PublisherJob) -> bytes:
@@ -403,9 +415,12 @@ def encode_job(job: PublisherJob) -> bytes:
         pay_by_ms=job.pay_by_ms,
         pay_held=tuple(job.pay_held),
         pay_forfeited=tuple(job.pay_forfeited),
+        pay_on_proof=tuple(job.pay_on_proof),
         trusted_at_award=tuple(job.trusted_at_award),
         audit_of=job.audit_of,
         audited=job.audited,
+        recheck_job=job.recheck_job,
+        recheck_result=job.recheck_result,
     )
     return encode(record)
 
@@ -441,9 +456,12 @@ def decode_job(state: bytes) -> PublisherJob:
         pay_by_ms=record.pay_by_ms,
         pay_held=tuple(PeerId(w) for w in record.pay_held),
         pay_forfeited=tuple(PeerId(w) for w in record.pay_forfeited),
+        pay_on_proof=tuple(PeerId(w) for w in record.pay_on_proof),
         trusted_at_award=tuple(PeerId(w) for w in record.trusted_at_award),
         audit_of=record.audit_of,
         audited=record.audited,
+        recheck_job=record.recheck_job,
+        recheck_result=record.recheck_result,
         bids={PeerId(b.worker): (_bid_view(b), b.worker_key) for b in record.bids},
     )
     for s, slot_state in zip(record.slots, slot_states, strict=True):
@@ -515,6 +533,10 @@ class JobSummary:
     # A host of this job was caught returning a wrong result before its pay for it was released:
     # under "solo" nobody else checked this result, so it is suspect (ADR 0034, amendment).
     host_caught_later: bool = False
+    # Its host caught later, this solo result was run again on two other hosts: "same" (keep
+    # it), "different" (the re-run's result is the right one), "failed", or "" (not re-run).
+    rechecked: str = ""
+    rechecked_by: bytes = b""  # the re-run's job id
 
     @property
     def spot_checked(self) -> bool:
@@ -576,5 +598,8 @@ def summarise(job: PublisherJob) -> JobSummary:
         verified_by=job.verified_by,
         error_bound_ppm=job.error_bound_ppm,
         pay_held_mc=sum(s.paid_mc for s in accepted if s.worker in job.pay_held),
-        host_caught_later=bool(job.pay_forfeited),
+        # Only a solo result went unchecked; a replicated one matched another host's.
+        host_caught_later=bool(job.pay_forfeited) and job.verified_by == SOLO,
+        rechecked=job.recheck_result,
+        rechecked_by=job.recheck_job,
     )

@@ -155,6 +155,17 @@ class PayHoldTimer:
         return f"publisher:{self.job_id.hex()}:pay-hold"
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchIdleTimer:
+    """Our adaptive jobs have all ended a while ago: the batch is over, audit and release the
+    pay still held (ADR 0034, second amendment). One per publisher: setting it again moves it."""
+
+    component: ClassVar[str] = "publisher"
+
+    def __str__(self) -> str:
+        return "publisher:batch-idle"
+
+
 TimerKey: TypeAlias = (
     MarketAdTimer
     | HeadsTimer
@@ -169,4 +180,5 @@ TimerKey: TypeAlias = (
     | RecommitTimer
     | PayDueTimer
     | PayHoldTimer
+    | BatchIdleTimer
 )

@@ -20,6 +20,7 @@ from hearth.protocol.worker import TaskState
 from tests.protocol.harness import Cluster
 
 MODULE = b"\0asm m"
+HOUR_MS = 60 * 60 * 1000
 
 
 def _cluster(n: int, *, streak: int, spot_ppm: int, ledgers: bool = True, **kw: int) -> Cluster:
@@ -119,7 +120,8 @@ def test_a_caught_host_forfeits_its_escrow_and_is_told() -> None:
             if worker != cheater:
                 assert _earned(cluster, worker)[job.job_id] == amount_mc
     assert not publisher.escrow.held
-    assert publisher.summary(first.job_id).host_caught_later  # type: ignore[union-attr]
+    # Its forfeited pay does not flag the first job's result: it matched another host's.
+    assert not publisher.summary(first.job_id).host_caught_later  # type: ignore[union-attr]
 
 
 def test_held_pay_survives_a_publisher_restart_and_is_paid_once() -> None:
@@ -156,7 +158,9 @@ def test_always_2_pays_at_once_and_holds_nothing() -> None:
 def test_the_hold_ends_by_its_date_and_a_publisher_that_does_not_pay_is_penalised() -> None:
     # Without ledgers the released pay never reaches the worker: to it, the publisher held
     # past the date it signed, and it is penalised for it.
-    cluster = _cluster(4, streak=1_000, spot_ppm=PPM, ledgers=False, pay_hold_ms=1_000)
+    cluster = _cluster(
+        4, streak=1_000, spot_ppm=PPM, ledgers=False, pay_hold_ms=1_000, batch_idle_ms=HOUR_MS
+    )
     job_id = cluster.publish_job(0, MODULE, b"one", verify="adaptive")
     cluster.run_until(cluster.finished(0, job_id))
     job = cluster.nodes[0].engine.publisher.jobs[job_id]
@@ -248,7 +252,8 @@ def test_a_lost_note_is_sent_again_when_the_worker_re_sends_its_commit() -> None
             return True
         return False
 
-    adaptive = AdaptiveConfig(trust_streak_min=1_000, spot_check_ppm=PPM)
+    # The batch does not end by itself meanwhile (it would pay, and the note would not matter).
+    adaptive = AdaptiveConfig(trust_streak_min=1_000, spot_check_ppm=PPM, batch_idle_ms=HOUR_MS)
     config = PublisherConfig(network_prefix_v4=32, adaptive=adaptive)
     cluster = Cluster(4, ledgers=True, publisher_config=config, drop=drop_first_notes)
     job = _run_job(cluster, b"one")
@@ -257,3 +262,136 @@ def test_a_lost_note_is_sent_again_when_the_worker_re_sends_its_commit() -> None
     for worker in lost:  # its commit or reveal, sent again, brought the note again
         task = cluster.by_peer[worker].engine.worker.tasks[job.job_id]
         assert task.state is TaskState.REVEALED and task.pay_by_ms == job.pay_by_ms
+
+
+def _catch(cluster: Cluster, cheater: PeerId) -> None:
+    """Run jobs with ``cheater`` lying until it is outvoted in one, then make it honest again
+    and leave it one honest peer, so that every later job (two replicas) is awarded to it."""
+    cluster.by_peer[cheater].behaviour = "liar"
+    for round_no in range(8):
+        job = _run_job(cluster, f"catch {round_no}".encode())
+        if any(s.worker == cheater and s.verdict == "mismatch" for s in job.slots):
+            break
+    else:
+        raise AssertionError("the liar was never picked")
+    cluster.by_peer[cheater].behaviour = "honest"
+    others = [n for n in cluster.nodes[1:] if n.peer_id != cheater]
+    cluster.kill(others[0].index)
+
+
+def test_a_caught_host_is_on_proof_and_its_later_work_is_forfeited_at_the_batch_end() -> None:
+    # The trust cheater's way to earn: honest probation after each catch, paid at the batch's
+    # end. On proof, a caught host is paid only if it passes a check it cannot tell from a solo
+    # run; here N is never reached, so it cannot, and its probation pay is forfeited.
+    cluster = _cluster(4, streak=1_000, spot_ppm=PPM)
+    cheater = sorted(_matching(_run_job(cluster, b"one")))[0]
+    _catch(cluster, cheater)
+    publisher = cluster.nodes[0].engine.publisher
+    assert cheater in publisher.escrow.on_proof
+    later: list[PublisherJob] = []
+    for round_no in range(8):
+        job = _run_job(cluster, f"after {round_no}".encode())
+        if cheater in _matching(job):
+            later.append(job)
+            assert cheater in job.pay_on_proof and cheater in job.pay_held
+    assert later, "the host was never picked again"
+    cluster.inject(0, ReleaseHeldPay())
+    cluster.run_for(5_000)
+    assert _earned(cluster, cheater) == {}
+    for job in later:
+        assert cheater in job.pay_forfeited
+        for worker, amount_mc in _matching(job).items():  # the others are paid
+            if worker != cheater:
+                assert _earned(cluster, worker)[job.job_id] == amount_mc
+    assert not publisher.escrow.held
+    assert not any(job.audit_of for job in publisher.jobs.values())  # forfeited, unaudited
+    # The worker was told: it stops counting that pay as owed.
+    owed = cluster.by_peer[cheater].engine.worker.owed_mc_by_publisher
+    assert cluster.nodes[0].peer_id not in owed
+
+
+def test_a_host_on_proof_is_paid_everything_held_once_it_passes_a_spot_check() -> None:
+    # N = 2, c = 100 %: once trusted again, every job is a spot check it passes.
+    cluster = _cluster(4, streak=2, spot_ppm=PPM)
+    cheater = sorted(_matching(_run_job(cluster, b"one")))[0]
+    _catch(cluster, cheater)
+    publisher = cluster.nodes[0].engine.publisher
+    passed: PublisherJob | None = None
+    on_proof: list[PublisherJob] = []
+    for round_no in range(12):
+        job = _run_job(cluster, f"after {round_no}".encode())
+        if cheater in job.pay_on_proof:
+            on_proof.append(job)
+        if cheater in job.trusted_at_award and cheater in _matching(job):
+            passed = job
+            break
+    assert passed is not None and on_proof, "the host never passed a spot check"
+    assert cheater not in publisher.escrow.on_proof
+    earned = _earned(cluster, cheater)
+    for job in [*on_proof, passed]:
+        assert earned[job.job_id] == _matching(job)[cheater]
+
+
+def test_pay_on_proof_survives_a_publisher_restart() -> None:
+    cluster = _cluster(4, streak=1_000, spot_ppm=PPM)
+    cheater = sorted(_matching(_run_job(cluster, b"one")))[0]
+    _catch(cluster, cheater)
+    for round_no in range(8):
+        job = _run_job(cluster, f"after {round_no}".encode())
+        if cheater in job.pay_on_proof:
+            break
+    else:
+        raise AssertionError("the host was never picked again")
+    cluster.restart_publisher(0, job.job_id)
+    restored = cluster.nodes[0].engine.publisher
+    assert restored.jobs[job.job_id].pay_on_proof == job.pay_on_proof
+    assert cheater in restored.escrow.on_proof
+    cluster.inject(0, ReleaseHeldPay())
+    cluster.run_for(5_000)
+    assert job.job_id not in _earned(cluster, cheater)
+
+
+def test_the_batch_ends_by_itself_once_no_adaptive_job_is_open() -> None:
+    # No ReleaseHeldPay: the daemon's publisher ends the batch batch_idle_ms after its last
+    # adaptive job, and not while another is open.
+    cluster = _cluster(4, streak=1_000, spot_ppm=PPM, batch_idle_ms=3_000)
+    first = _run_job(cluster, b"one")  # run_for 5 s after it: past the idle time
+    for worker, amount_mc in _matching(first).items():
+        assert _earned(cluster, worker) == {first.job_id: amount_mc}
+    assert not cluster.nodes[0].engine.publisher.escrow.held
+    second_id = cluster.publish_job(0, MODULE, b"two", verify="adaptive")
+    third_id = cluster.publish_job(0, MODULE, b"three" * 1000, verify="adaptive")
+    cluster.run_until(cluster.finished(0, second_id))
+    jobs = cluster.nodes[0].engine.publisher.jobs
+    if jobs[third_id].phase.value not in ("paid", "failed"):
+        cluster.run_for(3_500)  # idle time passed, but the third job is open: still held
+        if jobs[third_id].phase.value not in ("paid", "failed"):
+            assert set(jobs[second_id].pay_held) == set(_matching(jobs[second_id]))
+    cluster.run_until(cluster.finished(0, third_id))
+    cluster.run_for(5_000)
+    for job_id in (second_id, third_id):
+        for worker, amount_mc in _matching(jobs[job_id]).items():
+            assert _earned(cluster, worker)[job_id] == amount_mc
+
+
+def test_a_caught_host_s_unchecked_solo_results_are_run_again_and_the_result_says_so() -> None:
+    # N = 1 and c = 1 ppm: once trusted, a host runs jobs alone, in practice never checked.
+    cluster = _cluster(5, streak=1, spot_ppm=1)
+    first = _run_job(cluster, b"one")
+    for worker in _matching(first):  # trusted now: they turn to lying
+        cluster.by_peer[worker].behaviour = "liar"
+    solo = [_run_job(cluster, f"solo {n}".encode()) for n in range(3)]
+    assert all(job.verified_by == "solo" for job in solo)
+    publisher = cluster.nodes[0].engine.publisher
+    cluster.inject(0, ReleaseHeldPay())  # one audit per host catches it; the rest are re-run
+    cluster.run_for(60_000)
+    for job in solo:
+        (cheater,) = _matching(job)
+        assert cheater in job.pay_forfeited and _earned(cluster, cheater) == {}
+        summary = publisher.summary(job.job_id)
+        assert summary is not None and summary.host_caught_later
+        assert summary.rechecked == "different", (summary.rechecked, summary.rechecked_by)
+        rerun = publisher.jobs[JobId(summary.rechecked_by)]
+        assert rerun.audit_of == job.job_id and rerun.phase.value == "paid"
+        assert cheater not in {s.worker for s in rerun.slots}  # never its own re-checker
+    assert not publisher.escrow.held and not publisher.escrow.unchecked
