@@ -335,7 +335,8 @@ class JobService:
         return dataclasses.replace(result, output=encoded)
 
     async def _run_tasks(self, request: JobRequest, data: bytes) -> ExecutionResult:
-        """Each task of the bundle in turn, in one warm sandbox worker; one result for all.
+        """Each task of the bundle in turn, in one warm sandbox worker and one call to it; one
+        result for all.
 
         A task that fails by itself (a trap, no fuel, an exit status) is a verified result of
         that task; a host error (deadline, crash) in any task fails the bundle as a host error,
@@ -345,17 +346,15 @@ class JobService:
             tasks = bundles.decode_tasks(data)
         except bundles.BundleError as exc:
             return ExecutionResult.failure(request.runtime, ErrorKind.CRASHED, str(exc))
-        requests = [
-            dataclasses.replace(
-                request,
-                input=task_input,
-                fuel_max=tasks.fuel_max,
-                output_bytes_max=min(tasks.output_bytes_max, OUTPUT_BYTES_MAX),
-                seed=request.seed + index.to_bytes(4, "big"),
-            )
-            for index, task_input in enumerate(tasks.inputs)
-        ]
-        ran = await self.pool.run_series(requests)
+        series = dataclasses.replace(
+            request,
+            input=b"",
+            fuel_max=tasks.fuel_max,
+            output_bytes_max=min(tasks.output_bytes_max, OUTPUT_BYTES_MAX),
+        )
+        ran = await self.pool.run_series(series, tasks.inputs)
+        if isinstance(ran, ExecutionResult):
+            return ran
         for result in ran:
             if result.error_kind is not None and str(result.error_kind) in HOST_ERROR_KINDS:
                 return result
