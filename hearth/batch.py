@@ -536,6 +536,7 @@ class BatchRunner:
         try:
             async for event in self.client.events(bundle.job_id):
                 bundle.mark(str(event.get("phase", "")))
+            bundle.mark("ended")
             summary = await self.client.job(bundle.job_id)
         except HearthError as exc:
             if "no job published" not in str(exc):
@@ -555,17 +556,9 @@ class BatchRunner:
         await send.send(BundleEnd(bundle, summary, results))
 
     async def _result_blob(self, digest: str) -> bytes:
-        """The accepted output: a large one arrives from a worker just after the job is paid."""
-        with anyio.fail_after(RESULT_FETCH_S_MAX):
-            delay_s = 0.01
-            while True:
-                try:
-                    return await self.client.blob(digest)
-                except HearthError as exc:
-                    if "no such blob" not in str(exc):
-                        raise
-                await anyio.sleep(delay_s)
-                delay_s = min(0.5, delay_s * 2)
+        """The accepted output: a large one arrives from a worker just after the job is paid, so
+        the node is asked to answer as soon as it has stored it (a long poll, not a retry)."""
+        return await self.client.blob(digest, wait_s=RESULT_FETCH_S_MAX)
 
     # Results
 
@@ -593,10 +586,12 @@ class BatchRunner:
             for index, result in zip(bundle.tasks, end.results.results, strict=True)
         ]
         await _maybe_await(self.emit(outcomes))  # outputs written before the journal says so
+        bundle.mark("written")
         verified = [o.index for o in outcomes if o.ok]
         failed = [o.index for o in outcomes if not o.ok]
         record = {"kind": "done", "no": bundle.number, "paid_mc": paid_mc}
         self.journal.append(record | {"verified": verified, "failed": failed})
+        bundle.mark("journaled")
         for index in verified:
             self.state[index] = VERIFIED
         for index in failed:
