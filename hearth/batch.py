@@ -304,6 +304,7 @@ class BundleEnd:
     summary: dict[str, Any] | None  # None: the node does not know the job
     results: bundles.ResultBundle | None = None
     problem: str = ""
+    outcomes: list[TaskOutcome] = dataclasses.field(default_factory=list)  # already emitted
 
 
 Emit = Callable[[list[TaskOutcome]], Any]
@@ -553,7 +554,23 @@ class BatchRunner:
             await send.send(BundleEnd(bundle, summary, problem=str(exc)))
             return
         bundle.mark("fetched")
-        await send.send(BundleEnd(bundle, summary, results))
+        # Emitted (the CLI writes the output files) here, in the bundle's own task, so that a
+        # bundle's outputs are written while others are still settling, not after them all.
+        outcomes = [
+            TaskOutcome(
+                index,
+                self.source.name(index),
+                result.ok,
+                result.output,
+                result.error_kind,
+                result.exit_code,
+                result.fuel_used,
+            )
+            for index, result in zip(bundle.tasks, results.results, strict=True)
+        ]
+        await _maybe_await(self.emit(outcomes))  # outputs written before the journal says so
+        bundle.mark("written")
+        await send.send(BundleEnd(bundle, summary, results, outcomes=outcomes))
 
     async def _result_blob(self, digest: str) -> bytes:
         """The accepted output: a large one arrives from a worker just after the job is paid, so
@@ -573,22 +590,8 @@ class BatchRunner:
         if end.results is None:
             await self._failed_bundle(bundle, end, paid_mc)
             return
-        outcomes = [
-            TaskOutcome(
-                index,
-                self.source.name(index),
-                result.ok,
-                result.output,
-                result.error_kind,
-                result.exit_code,
-                result.fuel_used,
-            )
-            for index, result in zip(bundle.tasks, end.results.results, strict=True)
-        ]
-        await _maybe_await(self.emit(outcomes))  # outputs written before the journal says so
-        bundle.mark("written")
-        verified = [o.index for o in outcomes if o.ok]
-        failed = [o.index for o in outcomes if not o.ok]
+        verified = [o.index for o in end.outcomes if o.ok]
+        failed = [o.index for o in end.outcomes if not o.ok]
         record = {"kind": "done", "no": bundle.number, "paid_mc": paid_mc}
         self.journal.append(record | {"verified": verified, "failed": failed})
         bundle.mark("journaled")
