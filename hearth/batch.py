@@ -304,6 +304,7 @@ class BundleEnd:
     summary: dict[str, Any] | None  # None: the node does not know the job
     results: bundles.ResultBundle | None = None
     problem: str = ""
+    outcomes: list[TaskOutcome] = dataclasses.field(default_factory=list)  # already emitted
 
 
 Emit = Callable[[list[TaskOutcome]], Any]
@@ -536,6 +537,7 @@ class BatchRunner:
         try:
             async for event in self.client.events(bundle.job_id):
                 bundle.mark(str(event.get("phase", "")))
+            bundle.mark("ended")
             summary = await self.client.job(bundle.job_id)
         except HearthError as exc:
             if "no job published" not in str(exc):
@@ -552,20 +554,28 @@ class BatchRunner:
             await send.send(BundleEnd(bundle, summary, problem=str(exc)))
             return
         bundle.mark("fetched")
-        await send.send(BundleEnd(bundle, summary, results))
+        # Emitted (the CLI writes the output files) here, in the bundle's own task, so that a
+        # bundle's outputs are written while others are still settling, not after them all.
+        outcomes = [
+            TaskOutcome(
+                index,
+                self.source.name(index),
+                result.ok,
+                result.output,
+                result.error_kind,
+                result.exit_code,
+                result.fuel_used,
+            )
+            for index, result in zip(bundle.tasks, results.results, strict=True)
+        ]
+        await _maybe_await(self.emit(outcomes))  # outputs written before the journal says so
+        bundle.mark("written")
+        await send.send(BundleEnd(bundle, summary, results, outcomes=outcomes))
 
     async def _result_blob(self, digest: str) -> bytes:
-        """The accepted output: a large one arrives from a worker just after the job is paid."""
-        with anyio.fail_after(RESULT_FETCH_S_MAX):
-            delay_s = 0.01
-            while True:
-                try:
-                    return await self.client.blob(digest)
-                except HearthError as exc:
-                    if "no such blob" not in str(exc):
-                        raise
-                await anyio.sleep(delay_s)
-                delay_s = min(0.5, delay_s * 2)
+        """The accepted output: a large one arrives from a worker just after the job is paid, so
+        the node is asked to answer as soon as it has stored it (a long poll, not a retry)."""
+        return await self.client.blob(digest, wait_s=RESULT_FETCH_S_MAX)
 
     # Results
 
@@ -580,23 +590,11 @@ class BatchRunner:
         if end.results is None:
             await self._failed_bundle(bundle, end, paid_mc)
             return
-        outcomes = [
-            TaskOutcome(
-                index,
-                self.source.name(index),
-                result.ok,
-                result.output,
-                result.error_kind,
-                result.exit_code,
-                result.fuel_used,
-            )
-            for index, result in zip(bundle.tasks, end.results.results, strict=True)
-        ]
-        await _maybe_await(self.emit(outcomes))  # outputs written before the journal says so
-        verified = [o.index for o in outcomes if o.ok]
-        failed = [o.index for o in outcomes if not o.ok]
+        verified = [o.index for o in end.outcomes if o.ok]
+        failed = [o.index for o in end.outcomes if not o.ok]
         record = {"kind": "done", "no": bundle.number, "paid_mc": paid_mc}
         self.journal.append(record | {"verified": verified, "failed": failed})
+        bundle.mark("journaled")
         for index in verified:
             self.state[index] = VERIFIED
         for index in failed:

@@ -439,8 +439,11 @@ class AsyncClient:
     async def put_blob(self, data: bytes) -> str:
         return str((await self._call("PUT", "/v1/blobs", content=data))["hash"])
 
-    async def blob(self, digest: str) -> bytes:
-        data = await self._call("GET", f"/v1/blobs/{digest}")
+    async def blob(self, digest: str, *, wait_s: float = 0.0) -> bytes:
+        """A blob the node holds; ``wait_s``: wait up to that long (and half this client's
+        timeout) for one it is still fetching."""
+        params = {"wait_s": min(wait_s, self._timeout_s / 2)} if wait_s else None
+        data = await self._call("GET", f"/v1/blobs/{digest}", params=params)
         assert isinstance(data, bytes)
         return data
 

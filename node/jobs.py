@@ -91,6 +91,7 @@ class JobService:
         driver.interpreter.register(SaveJob, self._save)
         driver.flush_saves = self.flush_saves
         self._writing = trio.Lock()
+        self._blob_stored = trio.Event()  # set, then replaced, whenever a fetch stores a blob
 
     def has_saved(self) -> bool:
         return any(self.jobs_dir.glob("*.state"))
@@ -140,6 +141,20 @@ class JobService:
     def blob(self, digest: bytes) -> bytes | None:
         """A blob from the store, or one held in memory until the disk has room for it."""
         return self.unsaved_blobs.get(digest) or self.blobs.get(digest)
+
+    async def wait_blob(self, digest: bytes, wait_s: float) -> bytes | None:
+        """The blob, waiting up to ``wait_s`` for a fetch to store it: a job's large output
+        arrives from a worker just after the job is paid, and its publisher's client asks at once.
+        """
+        with trio.move_on_after(wait_s):
+            while (data := self.blob(digest)) is None:
+                await self._blob_stored.wait()
+            return data
+        return None
+
+    def _note_blob_stored(self) -> None:
+        self._blob_stored.set()
+        self._blob_stored = trio.Event()
 
     def note_failed_write(self, what: str, exc: OSError) -> None:
         """A write elsewhere (an uploaded blob) met a full disk: degrade until a probe passes."""
@@ -211,6 +226,7 @@ class JobService:
         _, results = self.driver.engine.publisher.blobs_in_use()
         owner = "" if effect.blob_hash in results else effect.peer
         if effect.data and self._keep_inline(effect, owner):
+            self._note_blob_stored()
             await self.driver.submit(BlobFetched(effect.blob_hash))
             return
         try:
@@ -222,6 +238,7 @@ class JobService:
             self._failed_write("blob", exc)
             await self.driver.submit(BlobFetchFailed(effect.blob_hash, f"not stored: {exc}"))
             return
+        self._note_blob_stored()
         await self.driver.submit(BlobFetched(effect.blob_hash))
 
     async def _run(self, effect: RunJob) -> None:
@@ -335,7 +352,8 @@ class JobService:
         return dataclasses.replace(result, output=encoded)
 
     async def _run_tasks(self, request: JobRequest, data: bytes) -> ExecutionResult:
-        """Each task of the bundle in turn, in one warm sandbox worker; one result for all.
+        """Each task of the bundle in turn, in one warm sandbox worker and one call to it; one
+        result for all.
 
         A task that fails by itself (a trap, no fuel, an exit status) is a verified result of
         that task; a host error (deadline, crash) in any task fails the bundle as a host error,
@@ -345,17 +363,15 @@ class JobService:
             tasks = bundles.decode_tasks(data)
         except bundles.BundleError as exc:
             return ExecutionResult.failure(request.runtime, ErrorKind.CRASHED, str(exc))
-        requests = [
-            dataclasses.replace(
-                request,
-                input=task_input,
-                fuel_max=tasks.fuel_max,
-                output_bytes_max=min(tasks.output_bytes_max, OUTPUT_BYTES_MAX),
-                seed=request.seed + index.to_bytes(4, "big"),
-            )
-            for index, task_input in enumerate(tasks.inputs)
-        ]
-        ran = await self.pool.run_series(requests)
+        series = dataclasses.replace(
+            request,
+            input=b"",
+            fuel_max=tasks.fuel_max,
+            output_bytes_max=min(tasks.output_bytes_max, OUTPUT_BYTES_MAX),
+        )
+        ran = await self.pool.run_series(series, tasks.inputs)
+        if isinstance(ran, ExecutionResult):
+            return ran
         for result in ran:
             if result.error_kind is not None and str(result.error_kind) in HOST_ERROR_KINDS:
                 return result

@@ -55,6 +55,18 @@ def error(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+def wait_s_of(request: Request) -> float | JSONResponse:
+    """How long a long poll may wait (``wait_s``, at most ``EVENTS_WAIT_S_MAX``; 0 by default),
+    or the error that answers a bad value."""
+    try:
+        wait_s = min(EVENTS_WAIT_S_MAX, float(request.query_params.get("wait_s", "0")))
+    except ValueError:
+        return error("wait_s must be a number")
+    if not math.isfinite(wait_s):
+        return error("wait_s must be finite")
+    return max(0.0, wait_s)
+
+
 def job_json(summary: Any) -> dict[str, Any]:
     data: dict[str, Any] = to_json(summary)
     data.pop("output", None)  # fetched as a blob: GET /v1/blobs/<result_hash>
@@ -161,8 +173,11 @@ def build_job_routes(node: Node) -> list[Route]:
         return JSONResponse({"hash": digest.hex(), "bytes": len(data)})
 
     async def get_blob(request: Request) -> Response:
+        wait_s = wait_s_of(request)
+        if isinstance(wait_s, Response):
+            return wait_s
         try:
-            data = jobs.blob(bytes.fromhex(request.path_params["digest"]))
+            data = await jobs.wait_blob(bytes.fromhex(request.path_params["digest"]), wait_s)
         except (ValueError, BlobError):
             return error("not a blob hash")
         if data is None:
@@ -247,11 +262,11 @@ def build_job_routes(node: Node) -> list[Route]:
             return error(NO_SUCH_JOB, 404)
         try:
             after = int(request.query_params.get("after", "0"))
-            wait_s = min(EVENTS_WAIT_S_MAX, float(request.query_params.get("wait_s", "0")))
         except ValueError:
-            return error("after and wait_s must be numbers")
-        if not math.isfinite(wait_s):
-            return error("wait_s must be finite")
+            return error("after must be a number")
+        wait_s = wait_s_of(request)
+        if isinstance(wait_s, Response):
+            return wait_s
         log = jobs.log_for(summary.job_id)
         if len(log.events) <= after and not log.done and wait_s > 0:
             with trio.move_on_after(wait_s):

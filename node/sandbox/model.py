@@ -97,6 +97,15 @@ def _leb128_u32(data: bytes, offset: int) -> tuple[int | None, int]:
     return None, offset
 
 
+def task_seed(seed: bytes, index: int) -> bytes:
+    """The guest seed of task ``index`` of a series (ADR 0033): the job's seed and the task's
+    place, so replicas of a task draw the same bytes and two tasks of a bundle different ones.
+    A seed too long to take the index (job ids may be up to 64 bytes) is hashed first."""
+    if len(seed) + 4 > SEED_BYTES_MAX:
+        seed = hashlib.sha256(seed).digest()
+    return seed + index.to_bytes(4, "big")
+
+
 @dataclass(frozen=True)
 class JobRequest:
     """One job for the sandbox. ``module`` is a wasm binary or, for ``python``, UTF-8 source."""

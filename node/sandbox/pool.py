@@ -3,10 +3,12 @@
 Theory of operation: each worker is a child process (node/sandbox/worker.py) that is either idle
 (in the idle channel) or lent to exactly one `run` call. A run sends the job, waits for
 "compiled" within the compile timeout, then for "done" within the job's deadline plus a grace.
-Any overrun, a dead pipe or a cancelled caller ends with the worker killed (SIGKILL) and a
-fresh one started in the background; a worker is returned to the idle channel only after it
-answered "done". Must never happen: a job that outlives its budget by more than the grace and
-the kill, or a worker lent to two runs at once.
+A series (`run_series`, a bundle's tasks) is the same exchange for many inputs at once, its
+results arriving in "results" frames before "done", all within the one deadline. Any overrun,
+a dead pipe or a cancelled caller ends with the worker killed (SIGKILL) and a fresh one started
+in the background; a worker is returned to the idle channel only after it answered "done".
+Must never happen: a job that outlives its budget by more than the grace and the kill, or a
+worker lent to two runs at once.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -53,6 +56,15 @@ def prepare_scratch(settings: dict[str, Any]) -> Path:
 
 
 BEFORE_START = "before the job started"
+T = TypeVar("T")
+
+
+def _crashed_before_start(got: list[ExecutionResult] | ExecutionResult) -> bool:
+    return (
+        isinstance(got, ExecutionResult)
+        and got.error_kind is ErrorKind.CRASHED
+        and got.error_message.endswith(BEFORE_START)
+    )
 
 
 class WorkerProcess:
@@ -218,7 +230,7 @@ class SandboxPool:
             await self.warm_python()  # outside the job's deadline
         started = trio.current_time()
         result = await self._run_once(request)
-        if result.error_kind is ErrorKind.CRASHED and result.error_message.endswith(BEFORE_START):
+        if _crashed_before_start(result):
             # A worker can die while idle (an operator's kill, the OOM killer) just before it
             # is lent; the job never ran, so it gets one more worker. A module that kills its
             # compiler crashes twice and is reported.
@@ -226,39 +238,40 @@ class SandboxPool:
         elapsed_ms = int((trio.current_time() - started) * 1000)
         return replace(result, elapsed_ms=elapsed_ms)
 
-    async def run_series(self, requests: list[JobRequest]) -> list[ExecutionResult]:
-        """Run jobs one after another in one warm worker: the tasks of a bundle (ADR 0033).
+    async def run_series(
+        self, request: JobRequest, inputs: Sequence[bytes]
+    ) -> list[ExecutionResult] | ExecutionResult:
+        """Run ``request``'s module on each of ``inputs`` in turn in one warm worker, as one call:
+        the tasks of a bundle (ADR 0033). Task *i* gets the request's fuel and output bounds, its
+        input and its own seed (`task_seed`); ``deadline_ms`` bounds the whole series.
 
-        The module is compiled once (the worker caches it by hash) and no task waits for a
-        free worker again. A task that costs the worker its life gets a fresh one for the rest.
+        One frame goes out and a few come back, whatever the number of tasks, and the module is
+        compiled once. Returns one result per input (a task's own failure is its result), or a
+        single result when the series as a whole failed on this host (compile timeout, deadline,
+        crash), which no task's result may stand for.
         """
-        results: list[ExecutionResult] = []
-        worker: WorkerProcess | None = None
-        try:
-            for request in requests:
-                if worker is None:
-                    worker = await self._take_worker()
-                started = trio.current_time()
-                result, keep = await self._run_on(worker, request)
-                self._jobs_run += 1
-                if not keep:
-                    await self._replace(worker)
-                    worker = None
-                elapsed_ms = int((trio.current_time() - started) * 1000)
-                results.append(replace(result, elapsed_ms=elapsed_ms))
-        finally:
-            if worker is not None:
-                if self._surplus(worker):
-                    await self._retire(worker)
-                else:
-                    self._idle_send.send_nowait(worker)
-        return results
+        if request.runtime is Runtime.PYTHON:
+            await self.warm_python()  # outside the job's deadline
+        started = trio.current_time()
+        inputs = list(inputs)
+        got = await self._lend(lambda worker: self._series_on(worker, request, inputs))
+        if _crashed_before_start(got):  # the worker died idle: the series never ran
+            got = await self._lend(lambda worker: self._series_on(worker, request, inputs))
+        self._jobs_run += len(inputs) - 1  # `_lend` counted one
+        if isinstance(got, ExecutionResult):
+            elapsed_ms = int((trio.current_time() - started) * 1000)
+            return replace(got, elapsed_ms=elapsed_ms)
+        return got
 
     async def _run_once(self, request: JobRequest) -> ExecutionResult:
+        return await self._lend(lambda worker: self._run_on(worker, request))
+
+    async def _lend(self, run: Callable[[WorkerProcess], Awaitable[tuple[T, bool]]]) -> T:
+        """Run ``run`` on a free worker; it says whether the worker may serve again."""
         worker = await self._take_worker()
         keep = False
         try:
-            result, keep = await self._run_on(worker, request)
+            result, keep = await run(worker)
         finally:
             self._jobs_run += 1
             if keep and self._surplus(worker):
@@ -279,13 +292,16 @@ class SandboxPool:
                 return worker
             await self._replace(worker)  # it died while idle (OOM killer, an operator's kill)
 
-    async def _run_on(
-        self, worker: WorkerProcess, request: JobRequest
-    ) -> tuple[ExecutionResult, bool]:
+    async def _started(
+        self, worker: WorkerProcess, frame: dict[str, Any], request: JobRequest
+    ) -> dict[str, Any] | ExecutionResult:
+        """Send ``frame`` and wait for the module to compile: the worker's first answer
+        ("compiled", or "done" when the module failed on its own), or how the worker failed
+        (it must then be replaced)."""
         try:
-            await worker.send({"job": request.to_message()})
+            await worker.send(frame)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return await self._crashed(worker, request, BEFORE_START), False
+            return await self._crashed(worker, request, BEFORE_START)
         # A Python job's "compile" is a worker loading the pinned, already compiled CPython
         # (355 MB) the first time: trusted work, which takes seconds, more on a busy machine.
         limit_ms = self.config.compile_timeout_ms
@@ -294,21 +310,71 @@ class SandboxPool:
         message = await self._receive_within(worker, limit_ms)
         if message == "timeout":
             text = f"compiling took longer than {limit_ms} ms"
-            return ExecutionResult.failure(request.runtime, ErrorKind.COMPILE_TIMEOUT, text), False
+            return ExecutionResult.failure(request.runtime, ErrorKind.COMPILE_TIMEOUT, text)
         if message is None:
-            return await self._crashed(worker, request, BEFORE_START), False
-        if message["phase"] == "done":
-            return ExecutionResult.from_message(message["result"]), True
-        self._job_running.unpark_all()
-        budget_ms = request.deadline_ms + self.config.deadline_grace_ms
-        message = await self._receive_within(worker, budget_ms)
-        if message == "timeout":
-            text = f"deadline of {request.deadline_ms} ms"
-            return ExecutionResult.failure(request.runtime, ErrorKind.DEADLINE, text), False
-        if message is None:
-            return await self._crashed(worker, request, "while running"), False
+            return await self._crashed(worker, request, BEFORE_START)
+        if message["phase"] == "compiled":
+            self._job_running.unpark_all()
+        started: dict[str, Any] = message
+        return started
+
+    async def _run_on(
+        self, worker: WorkerProcess, request: JobRequest
+    ) -> tuple[ExecutionResult, bool]:
+        message = await self._started(worker, {"job": request.to_message()}, request)
+        if isinstance(message, ExecutionResult):
+            return message, False
+        if message["phase"] != "done":
+            message = await self._until_done(worker, request, worker.reader.receive)
+            if isinstance(message, ExecutionResult):
+                return message, False
         result = ExecutionResult.from_message(message["result"])
         return result, result.error_kind is not ErrorKind.CRASHED
+
+    async def _series_on(
+        self, worker: WorkerProcess, request: JobRequest, inputs: list[bytes]
+    ) -> tuple[list[ExecutionResult] | ExecutionResult, bool]:
+        frame = {"job": request.to_message(), "inputs": inputs}
+        message = await self._started(worker, frame, request)
+        results: list[ExecutionResult] = []
+        if not isinstance(message, ExecutionResult) and message["phase"] != "done":
+            message = await self._until_done(
+                worker, request, lambda: self._next_results(worker, results)
+            )
+        if isinstance(message, ExecutionResult):
+            return message, False
+        if "result" in message:  # the worker failed outside any task and is exiting
+            return ExecutionResult.from_message(message["result"]), False
+        results.extend(ExecutionResult.from_message(item) for item in message["results"])
+        if len(results) != len(inputs):
+            text = f"worker answered {len(results)} results for {len(inputs)} tasks"
+            return ExecutionResult.failure(request.runtime, ErrorKind.CRASHED, text), False
+        return results, True
+
+    async def _until_done(
+        self, worker: WorkerProcess, request: JobRequest, receive: Callable[[], Awaitable[Any]]
+    ) -> dict[str, Any] | ExecutionResult:
+        """The worker's closing frame within the request's deadline plus the grace, or how the
+        worker failed (it must then be replaced)."""
+        message: Any = "timeout"
+        with trio.move_on_after((request.deadline_ms + self.config.deadline_grace_ms) / 1000):
+            message = await receive()
+        if message == "timeout":
+            text = f"deadline of {request.deadline_ms} ms"
+            return ExecutionResult.failure(request.runtime, ErrorKind.DEADLINE, text)
+        if message is None:
+            return await self._crashed(worker, request, "while running")
+        done: dict[str, Any] = message
+        return done
+
+    async def _next_results(self, worker: WorkerProcess, results: list[ExecutionResult]) -> Any:
+        """Gather "results" frames into ``results``; return the closing frame (None: the worker
+        died)."""
+        while True:
+            message = await worker.reader.receive()
+            if message is None or message.get("phase") != "results":
+                return message
+            results.extend(ExecutionResult.from_message(item) for item in message["results"])
 
     async def _receive_within(self, worker: WorkerProcess, budget_ms: int) -> Any:
         with trio.move_on_after(budget_ms / 1000):

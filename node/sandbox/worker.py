@@ -2,26 +2,34 @@
 
 Started as ``python -m hearth.node.sandbox.worker SETTINGS_JSON`` by node/sandbox/pool.py. It reads
 request frames on stdin and answers on stdout: "ready" once, then for each job "compiled" (the
-module is compiled; the deadline starts) and "done" with the result. The pool kills it on any
-overrun, so nothing here needs to be trusted to stop. ``--warm-python`` compiles CPython into
-the cache and exits.
+module is compiled; the deadline starts) and "done" with the result. A *series* (the tasks of a
+bundle, ADR 0033) is one request for many inputs of one module: "compiled" once, then its
+results in as few frames as their outputs allow ("results" frames, then "done"), so a task
+costs no frames of its own. The pool kills it on any overrun, so nothing here needs to be
+trusted to stop. ``--warm-python`` compiles CPython into the cache and exits.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import resource
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Final
 
 from hearth.node.sandbox import frames, python
-from hearth.node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime
+from hearth.node.sandbox.model import ErrorKind, ExecutionResult, JobRequest, Runtime, task_seed
 from hearth.node.sandbox.wasm import WasmRunner, refuse_costly_module
+
+# A series' results go back in frames of about this much output each (a bundle's outputs may
+# add up to far more than one frame may hold).
+SERIES_FRAME_OUTPUT_BYTES: Final = 4 * 1024 * 1024
 
 
 def apply_limits(settings: dict[str, Any], *, heap_limited: bool) -> None:
@@ -65,10 +73,45 @@ class Worker:
         frames.write_frame(self.out, {"phase": "ready", "pid": os.getpid()})
         while (message := frames.read_frame(stream)) is not None:
             request = JobRequest.from_message(message["job"])
+            if "inputs" in message:
+                self.run_series(request, message["inputs"])
+                continue
             result = self.run(request)
             frames.write_frame(self.out, {"phase": "done", "result": result.to_message()})
 
     def run(self, request: JobRequest) -> ExecutionResult:
+        prepared = self._prepare(request)
+        if isinstance(prepared, ExecutionResult):
+            return prepared
+        self._compiled()
+        return self._timed(lambda: prepared(request))
+
+    def run_series(self, request: JobRequest, inputs: list[bytes]) -> None:
+        """Run ``request``'s module on each input in turn (task *i* keyed by its own seed) and
+        send the results: each frame carries at least one result and, past the first, no more
+        than ``SERIES_FRAME_OUTPUT_BYTES`` of outputs, so frames stay within their bound."""
+        prepared = self._prepare(request)
+        if isinstance(prepared, ExecutionResult):  # the module's own failure is every task's
+            results = [prepared.to_message()] * len(inputs)
+            frames.write_frame(self.out, {"phase": "done", "results": results})
+            return
+        self._compiled()
+        pending: list[dict[str, Any]] = []
+        pending_bytes = 0
+        for index, data in enumerate(inputs):
+            task = dataclasses.replace(request, input=data, seed=task_seed(request.seed, index))
+            result = self._timed(functools.partial(prepared, task))
+            if pending and pending_bytes + len(result.output) > SERIES_FRAME_OUTPUT_BYTES:
+                frames.write_frame(self.out, {"phase": "results", "results": pending})
+                pending, pending_bytes = [], 0
+            pending.append(result.to_message())
+            pending_bytes += len(result.output) + len(result.stderr_tail)
+        frames.write_frame(self.out, {"phase": "done", "results": pending})
+
+    def _prepare(
+        self, request: JobRequest
+    ) -> Callable[[JobRequest], ExecutionResult] | ExecutionResult:
+        """What runs the request's module once it is compiled (or loaded), or why it cannot."""
         if request.runtime is Runtime.WASM:
             too_costly = refuse_costly_module(request)  # before the compiler sees it
             if too_costly is not None:
@@ -76,20 +119,18 @@ class Worker:
             compiled = self.wasm.compile(request.module)
             if isinstance(compiled, ExecutionResult):
                 return compiled
-            self._compiled()
-            return self._timed(lambda: self.wasm.run(compiled, request))
+            return lambda task: self.wasm.run(compiled, task)
         if not self.python_loaded:
             python.warm(self.runtime_cache)  # loads the cached CPython into this process
             self.python_loaded = True
-        self._compiled()
-        return self._timed(lambda: python.run(request, self.runtime_cache))
+        return lambda task: python.run(task, self.runtime_cache)
 
     def _compiled(self) -> None:
         frames.write_frame(self.out, {"phase": "compiled"})
 
-    def _timed(self, job: Any) -> ExecutionResult:
+    def _timed(self, job: Callable[[], ExecutionResult]) -> ExecutionResult:
         started_ns = time.perf_counter_ns()
-        result: ExecutionResult = job()
+        result = job()
         elapsed_ms = (time.perf_counter_ns() - started_ns) // 1_000_000
         return dataclasses.replace(result, elapsed_ms=elapsed_ms)
 

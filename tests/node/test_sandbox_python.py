@@ -18,6 +18,7 @@ import pytest
 import trio
 
 from hearth.node.sandbox import ErrorKind, JobRequest, SandboxConfig, SandboxPool
+from hearth.node.sandbox.model import task_seed
 
 HEARTH = str(Path(sys.executable).with_name("hearth"))
 MODULES = Path(__file__).resolve().parents[2] / "node" / "sandbox" / "modules"
@@ -78,6 +79,19 @@ async def test_python_job_reports_fuel_and_agrees_across_workers(python_home: Pa
     assert first.output == expected
     assert first.fuel_used > 0
     assert first.verdict == second.verdict  # identical output and fuel
+
+
+async def test_a_python_series_runs_every_task_as_a_single_job_would(
+    python_home: Path,
+) -> None:
+    inputs = [b"1 2 3", b"40 2", NUMBERS]
+    async with SandboxPool(SandboxConfig(home=python_home, workers=1)) as pool:
+        series = await pool.run_series(python_request(HASH_AND_SUM), inputs)
+        alone = await pool.run(python_request(HASH_AND_SUM, inputs[1], seed=task_seed(b"", 1)))
+    assert isinstance(series, list) and all(result.ok for result in series)
+    sums = [int(result.output.split()[1]) for result in series]
+    assert sums == [6, 42, sum(range(100_000))]
+    assert series[1].verdict == alone.verdict
 
 
 async def test_runaway_python_job_is_stopped_by_its_fuel(python_home: Path) -> None:
