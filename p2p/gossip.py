@@ -22,7 +22,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import ContentAddressedMessageIDGenerator, Pubsub
 
 from hearth.p2p.patches import gossipsub as gossipsub_patch
-from hearth.p2p.patches.gossipsub import HearthGossipSub
+from hearth.p2p.patches.gossipsub import HearthGossipSub, HearthPubsub
 from hearth.p2p.peers import PeerReputation
 from hearth.p2p.transport import EdgeCheck, Inbound, TransportStatistics
 from hearth.protocol import limits
@@ -72,7 +72,7 @@ def router_settings(heartbeat_s: int) -> dict[str, Any]:
 def build_gossip(host: IHost, heartbeat_s: int) -> tuple[Pubsub, GossipSub]:
     gossipsub_patch.install()
     router = HearthGossipSub(**router_settings(heartbeat_s))
-    pubsub = Pubsub(
+    pubsub = HearthPubsub(
         host,
         router,
         strict_signing=True,
