@@ -11,11 +11,19 @@ Above high water, `choose_trim` closes the least valuable connections down to lo
 peer's connections beyond `connections_per_peer_max` first (relayed before direct), then by
 reputation, inbound before outbound, newest before oldest. Bootstrap peers and connections in
 their grace period stay.
+
+Below high water, a node with more than `peers_high` peers (a bootstrap hub: every newcomer's
+first link) sheds peers that dialled it down to `peers_low` (issue 14: a hub with 49 connections
+on a 2-core machine fell behind on gossip and listed 3-15 of 49). It keeps the peers it dialled
+itself (its own exchange chose them), bootstrap peers, connections in their grace period, and
+any peer that asked it for peers lately (`PeerAsks`): a node with few peers asks every few
+seconds, so a hub never cuts the last link of a peer that has few others. Of the rest, the
+longest connected go first: they have had the most time to meet others.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from hearth.p2p.transport import ConnectionLimits
@@ -32,6 +40,7 @@ class ConnectionView:
     protected: bool  # a bootstrap peer: never trimmed
     score: int  # the peer's reputation
     relayed: bool = False  # through a circuit relay: a peer's first to go (ADR 0035)
+    needy: bool = False  # the peer asked us for peers lately: it may have few others
 
 
 class InboundGate:
@@ -89,4 +98,53 @@ def choose_trim(
         ]
         candidates.sort(key=lambda v: (v.score, v.outbound, -v.opened_ms, v.key))
         chosen.extend(candidates[: remaining - limits.connections_low])
+    else:
+        chosen.extend(_shed_peers(connections, {v.key for v in chosen}, limits, now_ms))
     return [v.key for v in chosen]
+
+
+def _shed_peers(
+    connections: list[ConnectionView], taken: set[int], limits: ConnectionLimits, now_ms: int
+) -> list[ConnectionView]:
+    """All connections of the inbound peers to shed above `peers_high`, down to `peers_low`."""
+    by_peer: dict[str, list[ConnectionView]] = {}
+    for view in connections:
+        if view.key not in taken:
+            by_peer.setdefault(view.peer_id, []).append(view)
+    if len(by_peer) <= limits.peers_high:
+        return []
+    sheddable = [
+        views
+        for views in by_peer.values()
+        if not any(
+            v.outbound or v.protected or v.needy or now_ms - v.opened_ms < limits.trim_grace_ms
+            for v in views
+        )
+    ]
+    sheddable.sort(key=lambda views: (min(v.score for v in views), min(v.opened_ms for v in views)))
+    return [v for views in sheddable[: len(by_peer) - limits.peers_low] for v in views]
+
+
+class PeerAsks:
+    """When each peer last asked us for peers (pure; time: ``now_ms``).
+
+    A node with fewer than a mesh's worth of peers asks each of them at least every 8 s
+    (`p2p.discovery`), so a peer that asked within ``window_ms`` may depend on us: the trimmer
+    keeps it. At most ``peers_max`` peers are remembered, the least recent forgotten first.
+    """
+
+    def __init__(self, window_ms: int, peers_max: int) -> None:
+        assert window_ms > 0 and peers_max > 0
+        self._window_ms = window_ms
+        self._peers_max = peers_max
+        self._last_ms: OrderedDict[str, int] = OrderedDict()
+
+    def asked(self, peer_id: str, now_ms: int) -> None:
+        self._last_ms[peer_id] = now_ms
+        self._last_ms.move_to_end(peer_id)
+        while len(self._last_ms) > self._peers_max:
+            self._last_ms.popitem(last=False)
+
+    def needy(self, peer_id: str, now_ms: int) -> bool:
+        last_ms = self._last_ms.get(peer_id)
+        return last_ms is not None and now_ms - last_ms < self._window_ms

@@ -228,12 +228,18 @@ async def keep_bootstrap_connected(
     check_interval_s: float,
     on_fail: Callable[[], None],
 ) -> None:
-    """Dial ``addr`` until connected, with capped exponential backoff; re-dial if it drops."""
+    """Dial ``addr`` until connected, with capped exponential backoff; re-dial if it drops
+    while we have fewer than `EXCHANGE_PEERS_FEW` other peers.
+
+    A node with enough peers leaves a lost bootstrap node alone: a hub sheds the peers that
+    dialled it once they have others (p2p/connmgr.py), and redialling at once undid that
+    (issue 14). The peer exchange fills a node's peers from the others."""
     info = parse_peer_addr(addr)
     backoff_s = BOOTSTRAP_BACKOFF_S_MIN
     rng = random.Random()
     while True:
-        if info.peer_id in host.get_connected_peers():
+        connected = host.get_connected_peers()
+        if info.peer_id in connected or len(connected) >= EXCHANGE_PEERS_FEW:
             await trio.sleep(check_interval_s)
             continue
         if await dial(host, info, fresh=True):

@@ -22,7 +22,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import ContentAddressedMessageIDGenerator, Pubsub
 
 from hearth.p2p.patches import gossipsub as gossipsub_patch
-from hearth.p2p.patches.gossipsub import HearthGossipSub
+from hearth.p2p.patches.gossipsub import HearthGossipSub, HearthPubsub
 from hearth.p2p.peers import PeerReputation
 from hearth.p2p.transport import EdgeCheck, Inbound, TransportStatistics
 from hearth.protocol import limits
@@ -37,8 +37,8 @@ GOSSIP_PROTOCOLS: Final = (PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID)
 # so the degree multiplies the cost of every ad: with the spec's D=6/4/12, 50 nodes on one
 # 2-core machine wanted more CPU than it had. D=4 still reaches 500 nodes in about
 # log_4(500) = 5 hops; the market sync (ADR 0039) repairs what a thinner mesh misses. Gossip
-# (IHAVE) goes to max(D, 25 %) of the non-mesh peers (upstream fixes that minimum at 6), the last
-# 3 of 5 history windows.
+# (IHAVE) goes to 2 peers outside the mesh each heartbeat (`GOSSIP_PEERS_LAZY` in
+# p2p/patches/gossipsub.py), with the ids of the last 3 of 5 history windows.
 MESH_DEGREE: Final = 4
 MESH_DEGREE_LOW: Final = 3
 MESH_DEGREE_HIGH: Final = 8
@@ -72,7 +72,7 @@ def router_settings(heartbeat_s: int) -> dict[str, Any]:
 def build_gossip(host: IHost, heartbeat_s: int) -> tuple[Pubsub, GossipSub]:
     gossipsub_patch.install()
     router = HearthGossipSub(**router_settings(heartbeat_s))
-    pubsub = Pubsub(
+    pubsub = HearthPubsub(
         host,
         router,
         strict_signing=True,

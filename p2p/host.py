@@ -38,10 +38,12 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from hearth.p2p import discovery, finder
 from hearth.p2p.addresses import is_circuit
+from hearth.p2p.connmgr import PeerAsks
 from hearth.p2p.dialing import AddressBook
 from hearth.p2p.gossip import TopicGate, build_gossip, subscribe_topics
 from hearth.p2p.market_sync import MARKET_SYNC_PROTOCOL, MarketSync
 from hearth.p2p.notify import ConnectionNotifee, conn_ip
+from hearth.p2p.patches import service as service_patch
 from hearth.p2p.patches import shutdown as shutdown_patch
 from hearth.p2p.patches import swarm as swarm_patch
 from hearth.p2p.patches import tcp as tcp_patch
@@ -68,6 +70,9 @@ from hearth.protocol.messages import TOPIC_CAPACITY
 logger = logging.getLogger(__name__)
 
 PING_BYTES = 32  # the libp2p ping protocol's fixed payload
+# A peer that asked us for peers within three of its few-peer intervals may depend on us: the
+# trimmer keeps it (p2p/connmgr.py, issue 14).
+PEER_ASK_NEEDY_MS = int(3 * discovery.EXCHANGE_INTERVAL_S_MAX_FEW_PEERS * 1000)
 
 
 def _listen_multiaddr(config: HostConfig) -> multiaddr.Multiaddr:
@@ -101,6 +106,7 @@ class _Advertised:
 def _new_libp2p_host(config: HostConfig) -> IHost:
     tcp_patch.install()
     shutdown_patch.install()
+    service_patch.install()
     key_pair = create_new_key_pair(config.seed)
     noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
     return new_host(
@@ -112,6 +118,10 @@ def _new_libp2p_host(config: HostConfig) -> IHost:
         transports=[swarm_patch.SourceBoundTCP(config.listen_host)],
         connection_config=swarm_patch.connection_config(config.connection_limits),
     )
+
+
+def _now_ms() -> int:
+    return int(trio.current_time() * 1000)
 
 
 def _to_id(peer_id: str) -> ID:
@@ -196,6 +206,8 @@ class Libp2pTransport:
             self._reputation.is_banned,
             frozenset(discovery.peer_id_of(addr) for addr in self._config.bootstrap),
         )
+        self._peer_asks = PeerAsks(PEER_ASK_NEEDY_MS, limits.connections_max)
+        self._connections.needy = lambda peer_id: self._peer_asks.needy(peer_id, _now_ms())
         self._connections.install()
         return guard
 
@@ -454,6 +466,7 @@ class Libp2pTransport:
 
     async def _serve_exchange(self, stream: INetStream) -> None:
         requester_ip = "" if stream_relayed(stream) else conn_ip(stream.muxed_conn)
+        self._peer_asks.asked(stream.muxed_conn.peer_id.to_base58(), _now_ms())
         await discovery.serve_exchange(
             self.host, self._book, stream, self._timeout_s, requester_ip, self.nat.reserved_for
         )

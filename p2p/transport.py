@@ -61,7 +61,10 @@ class ConnectionLimits:
     Above ``connections_high`` the least valuable connections are closed until
     ``connections_low`` remain; at ``connections_max`` new inbound connections are refused
     before their handshake. Connections younger than ``trim_grace_ms`` and those to bootstrap
-    peers are never trimmed.
+    peers are never trimmed. Below that, more than ``peers_high`` peers are shed down to
+    ``peers_low`` (inbound peers that do not depend on us: `p2p.connmgr`). The defaults are
+    twice and one and a half times `limits.PEERS_CONNECTED_TARGET`, the peers a node dials:
+    room for the inbound ones, so that nodes do not shed each other's links in turn.
     """
 
     connections_low: int = 64
@@ -71,10 +74,14 @@ class ConnectionLimits:
     connections_per_peer_max: int = 2
     streams_per_peer_max: int = 64  # inbound streams open (or holding unread data) at once
     trim_grace_ms: int = 10_000
+    peers_low: int = limits.PEERS_CONNECTED_TARGET * 3 // 2
+    peers_high: int = limits.PEERS_CONNECTED_TARGET * 2
 
     def __post_init__(self) -> None:
         if not 0 < self.connections_low <= self.connections_high <= self.connections_max:
             raise ValueError("need 0 < connections_low <= connections_high <= connections_max")
+        if not 0 < self.peers_low <= self.peers_high:
+            raise ValueError("need 0 < peers_low <= peers_high")
         for name in ("connections_per_ip_max", "connections_per_peer_max", "streams_per_peer_max"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -25,15 +25,16 @@ REPLAY_CACHE_ENTRIES_MAX: Final = 200_000
 REPLAY_CACHE_AUTHOR_ENTRIES_MAX: Final = 8_192
 
 # Market
-# ADR 0032, amended for issue 14: every host advertises every 30 s, and an ad lives 90 s from
-# when it is made. Each node takes in every ad of the network, each several times over (its mesh
-# peers forward it), so the interval sets the idle cost: at 10 s, 50 nodes on one 2-core machine
-# spent more CPU on gossip than the machine had. An ad carries no news between changes (a change
-# of prices, caps or energy state goes out at once), so the interval is a keep-alive: three lost
-# in a row before a live host drops out of a market, and a host that has gone is forgotten
-# within 90 s. A lost ad is repaired sooner by the market sync (ADR 0039).
-CAPACITY_AD_TTL_MS: Final = 90 * 1000
-CAPACITY_AD_INTERVAL_MS: Final = 30 * 1000
+# ADR 0032, amended twice for issue 14: every host advertises every 60 s, and an ad lives 180 s
+# from when it is made. Each node takes in every ad of the network, each several times over (its
+# mesh peers forward it), so the interval sets the idle cost: at 30 s, an idle node of a 50-node
+# network spent three quarters of its CPU on receiving, checking, forwarding and taking in ads,
+# and 50 nodes wanted more than the 2-core machine had. An ad carries no news between changes (a
+# change of prices, caps or energy state goes out at once), so the interval is a keep-alive:
+# three lost in a row before a live host drops out of a market, and a host that has gone is
+# forgotten within 180 s. A lost ad is repaired sooner by the market sync (ADR 0039).
+CAPACITY_AD_TTL_MS: Final = 180 * 1000
+CAPACITY_AD_INTERVAL_MS: Final = 60 * 1000
 # A peer met for the first time brings the next ad forward to one gossipsub heartbeat later (it
 # is in our mesh by then), but never within the gap of the last ad: while a node meets its
 # first dozen peers, one ad per gap goes out, not one per peer (the newcomer's market fills by

@@ -116,6 +116,8 @@ class ConnectionManager:
         self._is_banned = is_banned
         self._protected = protected_peers
         self.gate = InboundGate(limits)
+        # Whether a peer asked us for peers lately (set by the host: its exchange server sees it).
+        self.needy: Callable[[str], bool] = lambda peer_id: False
         self._first_seen_s: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
     def install(self) -> None:
@@ -162,8 +164,10 @@ class ConnectionManager:
         # Nothing can be above a cap: skip building the views (looking through each
         # connection's layers for a relay cost 3-4 % of an idle node's CPU, every second).
         limits = self._limits
-        if sum(len(c) for _, c in connections) <= limits.connections_high and all(
-            len(c) <= limits.connections_per_peer_max for _, c in connections
+        if (
+            len(connections) <= limits.peers_high
+            and sum(len(c) for _, c in connections) <= limits.connections_high
+            and all(len(c) <= limits.connections_per_peer_max for _, c in connections)
         ):
             return 0
         views, by_key = [], {}
@@ -179,6 +183,7 @@ class ConnectionManager:
                     protected=text in self._protected,
                     score=self._score(text),
                     relayed=carried_by_stream(getattr(conn, "muxed_conn", None)),
+                    needy=self.needy(text),
                 )
                 views.append(view)
                 by_key[view.key] = conn
@@ -188,7 +193,7 @@ class ConnectionManager:
             with trio.move_on_after(CLOSE_TIMEOUT_S):
                 await by_key[key].close()
         if chosen:
-            logger.info("trimmed %d connections above high water", len(chosen))
+            logger.info("trimmed %d connections above a watermark", len(chosen))
         return len(chosen)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hearth.p2p.connmgr import ConnectionView, InboundGate, choose_trim
+from hearth.p2p.connmgr import ConnectionView, InboundGate, PeerAsks, choose_trim
 from hearth.p2p.transport import ConnectionLimits
 
 LIMITS = ConnectionLimits(
@@ -18,9 +18,11 @@ LIMITS = ConnectionLimits(
 
 
 def view(key: int, *, peer: str = "", outbound: bool = False, opened_ms: int = 0,
-         protected: bool = False, score: int = 0,
-         relayed: bool = False) -> ConnectionView:  # fmt: skip
-    return ConnectionView(key, peer or f"p{key}", outbound, opened_ms, protected, score, relayed)
+         protected: bool = False, score: int = 0, relayed: bool = False,
+         needy: bool = False) -> ConnectionView:  # fmt: skip
+    return ConnectionView(
+        key, peer or f"p{key}", outbound, opened_ms, protected, score, relayed, needy
+    )
 
 
 def test_gate_caps_each_ip_and_the_total_and_gives_slots_back() -> None:
@@ -78,3 +80,47 @@ def test_limits_are_validated() -> None:
         ConnectionLimits(connections_low=10, connections_high=5)
     with pytest.raises(ValueError):
         ConnectionLimits(connections_per_ip_max=0)
+    with pytest.raises(ValueError):
+        ConnectionLimits(peers_low=10, peers_high=5)
+
+
+HUB = ConnectionLimits(trim_grace_ms=1000, peers_low=3, peers_high=5)
+
+
+def test_a_hub_sheds_inbound_peers_above_peers_high_oldest_first() -> None:
+    views = [view(k, opened_ms=k) for k in range(1, 6)]
+    assert choose_trim(views, HUB, now_ms=10_000) == []  # at peers_high: nothing
+    views.append(view(6, opened_ms=6))
+    # Six peers, three kept: the three connected longest go, they have had time to meet others.
+    assert choose_trim(views, HUB, now_ms=10_000) == [1, 2, 3]
+
+
+def test_a_hub_keeps_peers_it_dialled_bootstraps_new_and_needy_ones() -> None:
+    views = [
+        view(1, outbound=True),  # our own exchange chose it
+        view(2, protected=True),  # a bootstrap node
+        view(3, needy=True),  # asked us for peers lately: it may have no other
+        view(4, opened_ms=9_500),  # in its grace period
+        view(5, opened_ms=5, score=-10),  # penalised: first out
+        view(6, opened_ms=6),
+        view(7, opened_ms=7),
+    ]
+    assert choose_trim(views, HUB, now_ms=10_000) == [5, 6, 7]
+    # When too few may go, fewer go: never one that is kept.
+    assert choose_trim(views[:6], HUB, now_ms=10_000) == [5, 6]
+
+
+def test_shedding_a_peer_closes_all_its_connections() -> None:
+    views = [view(k, opened_ms=k) for k in range(1, 6)]
+    views += [view(6, peer="p1", opened_ms=6), view(7, peer="p9", opened_ms=7)]
+    assert choose_trim(views, HUB, now_ms=10_000) == [1, 6, 2, 3]
+
+
+def test_peer_asks_mark_a_peer_needy_for_a_window_and_are_bounded() -> None:
+    asks = PeerAsks(window_ms=24_000, peers_max=2)
+    asks.asked("a", now_ms=1_000)
+    assert asks.needy("a", now_ms=24_999) and not asks.needy("a", now_ms=25_000)
+    assert not asks.needy("b", now_ms=1_000)
+    asks.asked("b", now_ms=2_000)
+    asks.asked("c", now_ms=3_000)  # "a" is forgotten: at most two peers
+    assert not asks.needy("a", now_ms=3_000) and asks.needy("b", now_ms=3_000)

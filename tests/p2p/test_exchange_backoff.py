@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import trio
 
+from hearth.p2p.dialing import AddressBook
 from hearth.p2p.discovery import (
     EXCHANGE_INTERVAL_S_MAX,
     EXCHANGE_INTERVAL_S_MAX_FEW_PEERS,
     EXCHANGE_PEERS_FEW,
     ExchangeBackoff,
+    keep_bootstrap_connected,
 )
 from hearth.p2p.host import open_transport
 from tests.p2p.helpers import config, connected_ids, wait_until
@@ -65,3 +67,53 @@ async def test_a_settled_node_stops_asking_every_round_and_wakes_on_a_change() -
             async with open_transport(config("d", "127.0.0.5", bootstrap=boot)) as d:
                 await wait_until(lambda: d.peer_id in connected_ids(b))
                 await wait_until(lambda: b.statistics().exchange_rounds > rounds + 1, 1.0)
+
+
+class _Network:
+    """Records the dials `keep_bootstrap_connected` makes; each one fails."""
+
+    def __init__(self) -> None:
+        self.dials = 0
+
+    def unblock_peer(self, peer: object) -> None:
+        pass
+
+    async def dial_addr(self, addr: object, peer: object) -> None:
+        self.dials += 1
+        raise OSError("refused")
+
+
+class _Host:
+    def __init__(self, peers: int) -> None:
+        self.network = _Network()
+        self.peers = [object() for _ in range(peers)]
+
+    def get_connected_peers(self) -> list[object]:
+        return self.peers
+
+    def get_network(self) -> _Network:
+        return self.network
+
+
+BOOT = "/ip4/127.0.0.9/tcp/4001/p2p/12D3KooWE6JobxV3HQFWPwcmv7R1RfanJmfyS3CJbM42gu3daio6"
+
+
+@pytest.mark.parametrize(("peers", "redials"), [(EXCHANGE_PEERS_FEW - 1, True),
+                                                (EXCHANGE_PEERS_FEW, False)])  # fmt: skip
+async def test_a_lost_bootstrap_is_redialled_only_by_a_node_with_few_peers(
+    autojump_clock: trio.abc.Clock, peers: int, redials: bool
+) -> None:
+    """A hub sheds the peers that dialled it once they have others (issue 14): a node with
+    enough peers must not dial it straight back."""
+    host = _Host(peers)
+    failures: list[None] = []
+    with trio.move_on_after(60):
+        await keep_bootstrap_connected(
+            host,  # type: ignore[arg-type]
+            AddressBook(),
+            BOOT,
+            1.0,
+            lambda: failures.append(None),
+        )
+    assert (host.network.dials > 0) is redials
+    assert len(failures) == host.network.dials
