@@ -503,7 +503,9 @@ class Cluster:
         self.counters[f"publish:{publish.topic}"] += 1
         if publish.topic == TOPIC_JOBS:
             targets = self.network.call_targets(node.index)
-        else:  # capacity ads and ledger heads: the periodic gossip
+        elif publish.topic == TOPIC_CAPACITY:
+            targets = self.network.ad_targets(node.index)
+        else:  # ledger heads: the periodic gossip
             targets = self.network.gossip_targets(node.index)
         event = MessageReceived(node.peer_id, publish.topic, publish.data)
         for target in targets:

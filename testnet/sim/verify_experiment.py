@@ -39,6 +39,7 @@ from hearth.protocol.pricing import cost_mc
 from hearth.protocol.publisher_state import PublisherJob
 from hearth.testnet.scenario import Scenario
 from hearth.testnet.sim import faults
+from hearth.testnet.sim.network import NetworkConfig
 from hearth.testnet.sim.run import run_simulation
 from hearth.testnet.sim.simulation import SimConfig, Simulation
 
@@ -78,6 +79,9 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
         verify=VERIFY_ADAPTIVE,
         adaptive=config.adaptive,
         publishers=config.publishers,
+        # Every host's ad reaches every node, as gossip does in a network this small: the
+        # publisher invites hosts from its market view (ADR 0034, third amendment).
+        network=NetworkConfig(ad_reach=config.nodes),
     )
     result = run_simulation(sim_config)
     if result.violation is not None:
@@ -89,6 +93,7 @@ def figures(sim: Simulation, config: ExperimentConfig) -> dict[str, Any]:
     cluster = sim.cluster
     jobs = [sim.jobs[job_id] for job_id in sim.job_order]
     paid = [r for r in jobs if r.phase == "paid"]
+    failed = [r for r in jobs if r.phase == "failed"]
     publisher_jobs = {}
     for index in sim.publishers:
         engine = cluster.nodes[index].engine
@@ -114,7 +119,10 @@ def figures(sim: Simulation, config: ExperimentConfig) -> dict[str, Any]:
         "roles": dict(sorted(Counter(sim.roles).items())),
         "jobs": len(jobs),
         "jobs_verified": len(paid),
-        "jobs_failed": sum(1 for r in jobs if r.phase == "failed"),
+        "jobs_failed": len(failed),
+        "jobs_failed_by_cause": dict(
+            sorted(Counter(publisher_jobs[r.job_id].cause for r in failed).items())
+        ),
         "trust_streak_min": config.adaptive.trust_streak_min,
         "spot_check_pct": config.adaptive.spot_check_ppm * 100 / PPM,
         "verified_by": dict(sorted(ways.items())),
@@ -192,7 +200,26 @@ def _trust_cheater_figures(sim: Simulation, jobs: Mapping[JobId, PublisherJob]) 
             if wrong and role_of[slot.worker] == faults.TRUST_CHEATER:
                 cheated.add(slot.worker)
     cheaters = [n for n in sim.cluster.nodes if n.role == faults.TRUST_CHEATER]
+    # An honest host's streak never resets, so one at N or more at the end reached trust with
+    # that publisher; a trust cheater cheats exactly when trusted, so "cheated" is "reached".
+    streak_min = sim.config.adaptive.trust_streak_min
+    publishers = set(sim.publishers)
+    honest = [n for n in sim.cluster.nodes if n.role == faults.HONEST and n.index not in publishers]
+    trusted = 0
+    for node in honest:
+        engines = [sim.cluster.nodes[i].engine for i in sim.publishers]
+        streaks = [e.reputation.get(node.peer_id).valid_streak for e in engines if e is not None]
+        trusted += max(streaks, default=0) >= streak_min
+    runs = Counter(key for _, key in sim.cluster.runs)
+    honest_runs = sorted(runs[bytes(n.identity.public_key)] for n in honest)
     return {
+        "honest_hosts_trusted": f"{trusted}/{len(honest)}",  # publishers left out
+        "trust_cheaters_trusted": f"{len(cheated)}/{len(cheaters)}",
+        "honest_runs_by_host_min_median_max": [
+            honest_runs[0],
+            honest_runs[len(honest_runs) // 2],
+            honest_runs[-1],
+        ],
         "trust_cheaters": len(cheaters),
         "trust_cheaters_that_cheated": len(cheated),
         "trust_cheater_net_by_host_mc": [n.ledger.balance_mc() for n in cheaters],
