@@ -24,7 +24,7 @@ from hearth.protocol.effects import JobProgress
 from hearth.protocol.events import PublishJob, ReleaseHeldPay
 from hearth.protocol.identity import Identity
 from hearth.protocol.job_messages import JobId, result_digest
-from hearth.protocol.publisher_state import PublisherConfig
+from hearth.protocol.publisher_state import PublisherConfig, PublisherJob
 from hearth.testnet.scenario import Scenario
 from hearth.testnet.sim import faults
 from hearth.testnet.sim.checkers import Checker
@@ -80,6 +80,9 @@ class JobRecord:
     phase: str = "bidding"
     finished_ms: int = -1
     awards: int = 0
+    # The publisher's own record, kept here too: it forgets finished jobs beyond
+    # PUBLISHER_JOBS_KEPT_MAX, and a long experiment reads every one at the end.
+    job: PublisherJob | None = None
 
 
 class Simulation:
@@ -338,6 +341,7 @@ class Simulation:
         job = engine.publisher.jobs.get(progress.job_id)
         if job is None:
             return
+        record.job = job
         if progress.phase == "paid" and record.phase == "paid":
             self.checker.on_paid_again(progress.job_id, self.cluster.now_ms)
         self.checker.on_job(job, record.honest_digest, self.cluster.now_ms)

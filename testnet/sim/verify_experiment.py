@@ -102,7 +102,8 @@ def figures(sim: Simulation, config: ExperimentConfig) -> dict[str, Any]:
     for index in sim.publishers:
         engine = cluster.nodes[index].engine
         assert engine is not None
-        publisher_jobs.update(engine.publisher.jobs)
+        publisher_jobs.update(engine.publisher.jobs)  # audits and re-runs too
+    publisher_jobs.update((r.job_id, r.job) for r in jobs if r.job is not None)
     wrong = [r for r in paid if publisher_jobs[r.job_id].accepted_digest != r.honest_digest]
     ways = Counter(publisher_jobs[r.job_id].verified_by for r in jobs)
     runs = Counter(job_id for job_id, _ in cluster.runs)
