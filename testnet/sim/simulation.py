@@ -80,9 +80,6 @@ class JobRecord:
     phase: str = "bidding"
     finished_ms: int = -1
     awards: int = 0
-    # The publisher's own record, kept here too: it forgets finished jobs beyond
-    # PUBLISHER_JOBS_KEPT_MAX, and a long experiment reads every one at the end.
-    job: PublisherJob | None = None
 
 
 class Simulation:
@@ -123,6 +120,9 @@ class Simulation:
         self.publishers = honest[: config.publishers] if config.publishers else []
         self.jobs: dict[bytes, JobRecord] = {}
         self.job_order: list[bytes] = []
+        # Each job's publisher record, kept here too: a publisher forgets finished jobs beyond
+        # PUBLISHER_JOBS_KEPT_MAX, and a long experiment reads every one at the end.
+        self.publisher_jobs: dict[bytes, PublisherJob] = {}
         self.phase = "safety"
         self.safety_end_ms = T0_MS + self.scenario.duration_s * 1000
         self.finished = False
@@ -334,14 +334,14 @@ class Simulation:
         raise ValueError("the scenario leaves no honest node to publish jobs")
 
     def _on_progress(self, node: SimNode, progress: JobProgress) -> None:
-        record = self.jobs.get(progress.job_id)
         engine = node.engine
-        if record is None or engine is None:
-            return
-        job = engine.publisher.jobs.get(progress.job_id)
+        job = None if engine is None else engine.publisher.jobs.get(progress.job_id)
         if job is None:
             return
-        record.job = job
+        self.publisher_jobs[progress.job_id] = job  # audits and re-runs too
+        record = self.jobs.get(progress.job_id)
+        if record is None:
+            return
         if progress.phase == "paid" and record.phase == "paid":
             self.checker.on_paid_again(progress.job_id, self.cluster.now_ms)
         self.checker.on_job(job, record.honest_digest, self.cluster.now_ms)

@@ -98,12 +98,7 @@ def figures(sim: Simulation, config: ExperimentConfig) -> dict[str, Any]:
     jobs = [sim.jobs[job_id] for job_id in sim.job_order]
     paid = [r for r in jobs if r.phase == "paid"]
     failed = [r for r in jobs if r.phase == "failed"]
-    publisher_jobs = {}
-    for index in sim.publishers:
-        engine = cluster.nodes[index].engine
-        assert engine is not None
-        publisher_jobs.update(engine.publisher.jobs)  # audits and re-runs too
-    publisher_jobs.update((r.job_id, r.job) for r in jobs if r.job is not None)
+    publisher_jobs = {JobId(job_id): job for job_id, job in sim.publisher_jobs.items()}
     wrong = [r for r in paid if publisher_jobs[r.job_id].accepted_digest != r.honest_digest]
     ways = Counter(publisher_jobs[r.job_id].verified_by for r in jobs)
     runs = Counter(job_id for job_id, _ in cluster.runs)
