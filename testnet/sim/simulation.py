@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Final
 
 from hearth.protocol.adaptive import VERIFY_ALWAYS_2, VERIFY_POLICIES, AdaptiveConfig
+from hearth.protocol.bidding import WorkerConfig
 from hearth.protocol.effects import JobProgress
 from hearth.protocol.events import PublishJob, ReleaseHeldPay
 from hearth.protocol.identity import Identity
@@ -61,6 +62,7 @@ class SimConfig:
     verify: str = VERIFY_ALWAYS_2  # every job's policy (protocol.adaptive, ADR 0034)
     adaptive: AdaptiveConfig = dataclasses.field(default_factory=AdaptiveConfig)
     publishers: int = 0  # 0: any honest node publishes; k: only the first k honest nodes
+    backlog: int = 0  # jobs a host takes beyond its cores, queued (WorkerConfig.backlog)
 
     def __post_init__(self) -> None:
         assert self.verify in VERIFY_POLICIES, self.verify
@@ -112,6 +114,7 @@ class Simulation:
             verify_signatures=not config.fake_signatures,
             publisher_config=publisher_config,
             rates=rates,
+            worker_config=WorkerConfig(backlog=config.backlog),
         )
         self.cluster.on_progress = self._on_progress
         self.cluster.on_control = self._on_control

@@ -60,6 +60,10 @@ class ExperimentConfig:
     # jobs per second per node; bounded by what one publisher keeps open
     # (PUBLISHER_JOBS_OPEN_MAX: 180 per second at 40 nodes reaches it).
     job_rate_per_s: int = 90
+    # Jobs a host queues beyond its cores (ADR 0031; the daemon's default is 2). 0 here: a host
+    # with its cores full declines, so the work spreads and every trust cheater earns trust;
+    # with a queue the best-ranked hosts take more of it (ADR 0034, third amendment).
+    backlog: int = 0
     adaptive: AdaptiveConfig = dataclasses.field(
         default_factory=lambda: AdaptiveConfig(trust_streak_min=20, spot_check_ppm=100_000)
     )
@@ -86,6 +90,7 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
         # Every host's ad reaches every node, as gossip does in a network this small: the
         # publisher invites hosts from its market view (ADR 0034, third amendment).
         network=NetworkConfig(ad_reach=config.nodes),
+        backlog=config.backlog,
     )
     result = run_simulation(sim_config)
     if result.violation is not None:
@@ -277,14 +282,25 @@ def main() -> None:
     parser.add_argument("--spot-pct", type=int, default=10, help="c: spot-check rate, percent")
     parser.add_argument("--publishers", type=int, default=1, help="honest nodes that publish")
     parser.add_argument("--rate", type=int, default=90, help="jobs published per second")
+    parser.add_argument(
+        "--backlog", type=int, default=0, help="jobs a host queues beyond its cores"
+    )
     args = parser.parse_args()
     if args.nodes < 8 or args.jobs < 2 or args.streak < 1 or not 0 < args.spot_pct <= 100:
         parser.error("need --nodes >= 8, --jobs >= 2, --streak >= 1, 0 < --spot-pct <= 100")
     if not 1 <= args.publishers <= args.nodes // 2 or not 1 <= args.rate <= 1_000:
         parser.error("need 1 <= --publishers <= --nodes / 2 and 1 <= --rate <= 1000")
+    if not 0 <= args.backlog <= 64:
+        parser.error("need 0 <= --backlog <= 64")
     adaptive = AdaptiveConfig(args.streak, args.spot_pct * PPM // 100)
     config = ExperimentConfig(
-        args.nodes, args.jobs, args.seed, args.publishers, args.rate, adaptive
+        nodes=args.nodes,
+        jobs=args.jobs,
+        seed=args.seed,
+        publishers=args.publishers,
+        job_rate_per_s=args.rate,
+        backlog=args.backlog,
+        adaptive=adaptive,
     )
     print(json.dumps(run_experiment(config)))
 
