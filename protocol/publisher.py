@@ -517,6 +517,15 @@ class PublisherComponent:
             (self._config.network_prefix_v4, self._config.network_prefix_v6),
         )
         count = invitees_wanted(job.target)
+        # Hosts that said they were busy with this job's earlier rounds go last: the best-ranked
+        # hosts are the first every other job fills, and inviting them again round after round
+        # starved the job while hosts further down the ranking were free (ADR 0034, third
+        # amendment). They stay when too few others are left.
+        busy = {peer for peer, (reason, _) in job.declines.items() if reason == "busy"}
+        busy |= {slot.worker for slot in job.slots if slot.verdict == BUSY_DECLINE_VERDICT}
+        free = [view for view in views if view.worker not in busy]
+        if len(free) >= count:
+            views = free
         max_price = job.call.max_price_mc_per_tfuel
         return sample(views, count, job.prefer, max_price, job.seed, engine.rng)
 

@@ -51,6 +51,7 @@ from typing import Any
 from hearth.ledger.audit import HeadGossip
 from hearth.ledger.errors import LedgerUnavailableError
 from hearth.ledger.memory import MemoryLedger
+from hearth.protocol.bidding import WorkerConfig
 from hearth.protocol.codec import decode_as
 from hearth.protocol.effects import (
     AbortJob,
@@ -193,6 +194,7 @@ class Cluster:
         verify_signatures: bool,
         publisher_config: PublisherConfig,
         rates: FaultRates | None = None,
+        worker_config: WorkerConfig | None = None,
     ) -> None:
         self.seed = seed
         self.rates = rates = rates or FaultRates()
@@ -209,7 +211,9 @@ class Cluster:
         self.trace = hashlib.sha256()
         self.events = 0
         self._verify = verify_signatures
-        self._jobs_config = JobsConfig(publisher=publisher_config)
+        self._jobs_config = JobsConfig(
+            worker=worker_config or WorkerConfig(), publisher=publisher_config
+        )
         self._queue: list[tuple[int, int, int, object]] = []
         self._seq = 0
         self.on_progress: Any = None  # set by Simulation: (node, JobProgress) -> None
@@ -503,7 +507,9 @@ class Cluster:
         self.counters[f"publish:{publish.topic}"] += 1
         if publish.topic == TOPIC_JOBS:
             targets = self.network.call_targets(node.index)
-        else:  # capacity ads and ledger heads: the periodic gossip
+        elif publish.topic == TOPIC_CAPACITY:
+            targets = self.network.ad_targets(node.index)
+        else:  # ledger heads: the periodic gossip
             targets = self.network.gossip_targets(node.index)
         event = MessageReceived(node.peer_id, publish.topic, publish.data)
         for target in targets:

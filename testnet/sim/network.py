@@ -9,6 +9,12 @@ message, not O(N): the periodic gossip (capacity ads, ledger heads) reaches the 
 keeps a mesh of D peers), and a call for bids ``call_fanout`` nodes drawn at random, as the first
 hosts to hear a flooded call would; a call answered by a bounded number of bids is what the
 auction's own limit allows anyway.
+
+A capacity ad reaching two nodes leaves every market view with two hosts, and since directed
+invitations (ADR 0031) a publisher invites only hosts of its view: ``ad_reach`` (0 keeps the
+mesh's fanout) makes each ad reach that many nodes, the ones after the sender on a ring, so
+that each view holds the ``ad_reach`` hosts before it; at ``size - 1`` or more every node hears
+every ad, as gossipsub delivers every message to every subscriber of a small network.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ JITTER_MS_MAX: Final = 3
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
     mesh_degree: int = 4
-    gossip_fanout: int = 2  # periodic gossip: ads (no auction reads them) and ledger heads
+    gossip_fanout: int = 2  # periodic gossip: ledger heads, and ads unless ``ad_reach``
     call_fanout: int = 16
+    ad_reach: int = 0  # nodes each capacity ad reaches (module docstring); 0: gossip_fanout
     loss_pct: int = 0
 
 
@@ -79,6 +86,12 @@ class Network:
 
     def gossip_targets(self, node: int) -> list[int]:
         return self.mesh(node)[: self.config.gossip_fanout]
+
+    def ad_targets(self, node: int) -> list[int]:
+        reach = min(self.config.ad_reach, self.size - 1)
+        if reach <= 0:
+            return self.gossip_targets(node)
+        return [(node + step) % self.size for step in range(1, reach + 1)]
 
     def call_targets(self, node: int) -> list[int]:
         count = min(self.config.call_fanout + 1, self.size)

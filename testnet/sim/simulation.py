@@ -20,11 +20,12 @@ from collections.abc import Callable
 from typing import Final
 
 from hearth.protocol.adaptive import VERIFY_ALWAYS_2, VERIFY_POLICIES, AdaptiveConfig
+from hearth.protocol.bidding import WorkerConfig
 from hearth.protocol.effects import JobProgress
 from hearth.protocol.events import PublishJob, ReleaseHeldPay
 from hearth.protocol.identity import Identity
 from hearth.protocol.job_messages import JobId, result_digest
-from hearth.protocol.publisher_state import PublisherConfig
+from hearth.protocol.publisher_state import PublisherConfig, PublisherJob
 from hearth.testnet.scenario import Scenario
 from hearth.testnet.sim import faults
 from hearth.testnet.sim.checkers import Checker
@@ -61,6 +62,7 @@ class SimConfig:
     verify: str = VERIFY_ALWAYS_2  # every job's policy (protocol.adaptive, ADR 0034)
     adaptive: AdaptiveConfig = dataclasses.field(default_factory=AdaptiveConfig)
     publishers: int = 0  # 0: any honest node publishes; k: only the first k honest nodes
+    backlog: int = 0  # jobs a host takes beyond its cores, queued (WorkerConfig.backlog)
 
     def __post_init__(self) -> None:
         assert self.verify in VERIFY_POLICIES, self.verify
@@ -112,6 +114,7 @@ class Simulation:
             verify_signatures=not config.fake_signatures,
             publisher_config=publisher_config,
             rates=rates,
+            worker_config=WorkerConfig(backlog=config.backlog),
         )
         self.cluster.on_progress = self._on_progress
         self.cluster.on_control = self._on_control
@@ -120,6 +123,9 @@ class Simulation:
         self.publishers = honest[: config.publishers] if config.publishers else []
         self.jobs: dict[bytes, JobRecord] = {}
         self.job_order: list[bytes] = []
+        # Each job's publisher record, kept here too: a publisher forgets finished jobs beyond
+        # PUBLISHER_JOBS_KEPT_MAX, and a long experiment reads every one at the end.
+        self.publisher_jobs: dict[bytes, PublisherJob] = {}
         self.phase = "safety"
         self.safety_end_ms = T0_MS + self.scenario.duration_s * 1000
         self.finished = False
@@ -331,12 +337,13 @@ class Simulation:
         raise ValueError("the scenario leaves no honest node to publish jobs")
 
     def _on_progress(self, node: SimNode, progress: JobProgress) -> None:
-        record = self.jobs.get(progress.job_id)
         engine = node.engine
-        if record is None or engine is None:
-            return
-        job = engine.publisher.jobs.get(progress.job_id)
+        job = None if engine is None else engine.publisher.jobs.get(progress.job_id)
         if job is None:
+            return
+        self.publisher_jobs[progress.job_id] = job  # audits and re-runs too
+        record = self.jobs.get(progress.job_id)
+        if record is None:
             return
         if progress.phase == "paid" and record.phase == "paid":
             self.checker.on_paid_again(progress.job_id, self.cluster.now_ms)

@@ -223,3 +223,22 @@ def test_a_job_waits_for_busy_hosts_rather_than_failing() -> None:
     cluster.run_until(lambda: all(cluster.finished(3, j)() for j in jobs))
     phases = [cluster.nodes[3].engine.publisher.summary(j).phase for j in jobs]  # type: ignore[union-attr]
     assert phases == ["paid"] * 5
+
+
+def test_hosts_busy_with_a_job_are_invited_last_in_its_next_round() -> None:
+    # The best-ranked hosts are the ones every other job fills first: a job that invited them
+    # again round after round starved while hosts further down were free (ADR 0034, third
+    # amendment). The round's own invitation is the thing decided, so it is read directly.
+    cluster = Cluster(16, market=True)
+    job_id = cluster.publish_job(15, MODULE, INPUT)
+    cluster.run_for(0)
+    publisher = cluster.nodes[15].engine.publisher
+    job = publisher.jobs[job_id]
+    first = set(job.invited)
+    assert len(first) == 6  # two replicas: twice as many, plus two spares
+    job.declines = {peer: ("busy", 0) for peer in first}
+    again = set(publisher._invitees(job, cluster.now_ms))
+    assert len(again) == 6 and not again & first
+    # Too few others left (15 hosts, 12 of them busy): the busy ones are invited after all.
+    job.declines = {peer: ("busy", 0) for peer in list(cluster.by_peer)[:12]}
+    assert len(publisher._invitees(job, cluster.now_ms)) == 6

@@ -8,17 +8,22 @@ from hearth.testnet.sim.verify_experiment import ExperimentConfig, run_experimen
 
 def test_adaptive_verification_keeps_wrong_results_within_its_bound() -> None:
     adaptive = AdaptiveConfig(trust_streak_min=5, spot_check_ppm=200_000)
-    config = ExperimentConfig(nodes=24, jobs=300, seed=2, job_rate_per_s=50, adaptive=adaptive)
+    # 20 nodes: exactly 25 % cheaters; 90 jobs per second spread the work over every host.
+    config = ExperimentConfig(nodes=20, jobs=600, seed=1, job_rate_per_s=90, adaptive=adaptive)
     figures = run_experiment(config)
     print(figures)
-    assert figures["roles"] == {"honest": 19, "trust_cheater": 3, "wrong_result": 2}
-    assert figures["jobs_verified"] + figures["jobs_failed"] == 300
-    assert figures["jobs_verified"] >= 290
+    assert figures["roles"] == {"honest": 15, "trust_cheater": 3, "wrong_result": 2}
+    assert figures["jobs_verified"] + figures["jobs_failed"] == 600
+    assert figures["jobs_verified"] >= 590
+    assert figures["jobs_failed_by_cause"].get("hosts-busy", 0) <= 2
+    # Trust was established: every host that ran jobs reached a streak of N.
+    assert figures["honest_hosts_trusted"] == "14/14"
     # Trusted hosts ran jobs alone, and some of those were spot-checked.
     assert figures["verified_by"]["solo"] > 100 and figures["verified_by"]["spot-checked"] > 10
     # The trust cheaters got some wrong results through, but within the stated bound.
     assert 0 < figures["accepted_wrong_rate_pct"] <= figures["error_bound_pct"]
-    # Fewer extra runs once hosts are trusted than while they earn it.
+    # Fewer extra runs once hosts are trusted than while they earn it (with N = 5 and
+    # c = 20 %, caught trust cheaters keep cycling through probation: see ADR 0034).
     assert figures["extra_runs_per_task_after_trust"] < figures["extra_runs_per_task_all"]
     assert figures["cheaters_net_mc"]["wrong_result"] == 0  # never matched: never paid
     assert figures["credits_sum_mc"] == 0
