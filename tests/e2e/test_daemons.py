@@ -20,7 +20,9 @@ from hearth.testnet.observe import ask
 
 pytestmark = pytest.mark.integration
 
-MARKET_DEADLINE_S = 5.0
+# A bound for the wait, not a speed target (timed targets live in bench/): the suite shares the
+# machine's cores between two workers, each with its own nodes.
+MARKET_WAIT_S = 30.0
 
 
 def config_with(power_w: int, operator: str) -> str:
@@ -53,7 +55,6 @@ def three_nodes(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_three_daemons_list_each_other_with_prices_from_their_config(three_nodes) -> None:  # type: ignore[no-untyped-def]
     # The last node has just started (the fixture returns once its node.json exists).
-    started_s = time.monotonic()
     peer_ids = {n.info["peer_id"] for n in three_nodes}
 
     def everyone_listed() -> bool:
@@ -63,8 +64,7 @@ def test_three_daemons_list_each_other_with_prices_from_their_config(three_nodes
                 return False
         return True
 
-    launch.wait_for(everyone_listed, MARKET_DEADLINE_S, "each market to list both others")
-    assert time.monotonic() - started_s < MARKET_DEADLINE_S
+    launch.wait_for(everyone_listed, MARKET_WAIT_S, "each market to list both others")
 
     views: dict[str, dict[str, int]] = {}
     for node in three_nodes:
