@@ -45,11 +45,28 @@ COUNTERS = (
     "connections_refused",
     "connections_trimmed",
     "dials_failed",
+    "bootstrap_dials",
     "exchange_rounds",
     "exchange_asks_failed",
     "exchange_dials",
     "exchange_dials_refused",
     "inbound_dropped",
+    "market_sync_asks",
+    "market_sync_asks_failed",
+    "market_sync_ads",
+)
+# What the bench shows of each of the three smallest markets, beside the market and connected
+# peers: why a node is left behind (no peer in the topic, asks to its few peers failing, its
+# bootstrap node redialled) is in these (issue 14).
+LOWEST_DETAIL = (
+    "subscribed",
+    "mesh",
+    "bootstrap_dials",
+    "dials_failed",
+    "exchange_rounds",
+    "exchange_asks_failed",
+    "exchange_dials",
+    "exchange_dials_refused",
     "market_sync_asks",
     "market_sync_asks_failed",
     "market_sync_ads",
@@ -187,9 +204,20 @@ def gossip_summary(states: list[dict[str, int]]) -> dict[str, Any]:
         values = [s[gauge] for s in answered]
         summary[gauge] = [min(values), statistics.median(values)]
     for counter in COUNTERS:
-        summary[counter] = sum(s[counter] for s in answered)
+        summary[counter] = sum(s.get(counter, 0) for s in answered)
     summary["hub"] = {k: states[0].get(k) for k in ("connected", "subscribed", "mesh", "verified")}
     return summary
+
+
+def lowest(sizes: list[int], states: list[dict[str, int]]) -> list[list[Any]]:
+    """The three smallest markets: [node, market, connected peers, {its counters}]. A minimum
+    over 50 nodes is one node's story (an API timeout counts as 0 and shows connected None)."""
+    out: list[list[Any]] = []
+    for i in sorted(range(len(sizes)), key=lambda i: sizes[i])[:3]:
+        state = states[i] or {}
+        detail = {key: state[key] for key in LOWEST_DETAIL if key in state}
+        out.append([i, sizes[i], state.get("connected"), detail])
+    return out
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -207,7 +235,7 @@ def testnet(
     ``hubs`` > 1: nodes 1 .. hubs-1 start first, off node 0, and every later node bootstraps off
     one of the ``hubs`` (round robin), so that one bootstrap node does not carry all the others'
     first peer exchange, dial-backs and DHT queries (ADR 0032, issue 14)."""
-    config = launch.default_config()
+    config = launch.loopback_config()
     if wasm_only:
         config = config.replace(*WASM_ONLY)
     psk = secrets.token_bytes(32)
@@ -275,12 +303,7 @@ def _sample(
         )
         states = sampler.gossip()
         mesh = gossip_summary(states)
-        # The three smallest markets, with each node's index and connected peers: a minimum over
-        # 50 nodes is one node's story (an API timeout counts as 0 and shows connected None).
-        mesh["lowest"] = [
-            [i, sizes[i], (states[i] or {}).get("connected")]
-            for i in sorted(range(count), key=lambda i: sizes[i])[:3]
-        ]
+        mesh["lowest"] = lowest(sizes, states)
         mesh_timeline.append([round(elapsed, 1), mesh])
         print(f"t={elapsed:6.1f}s {json.dumps(mesh)}", file=sys.stderr, flush=True)
         if converged_at_s is None and min(sizes) >= want:

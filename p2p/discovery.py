@@ -3,8 +3,8 @@
 Why our own exchange: py-libp2p 0.8.1's Kademlia refreshes its routing table every 600 s, its
 random walk rides on that refresh, and its k-buckets cap peers per subnet; gossipsub's peer
 exchange only happens on PRUNE, which a mesh smaller than D_hi never sends. None of them turns
-"two nodes bootstrap off a third" into a full mesh within seconds. Each round we ask every
-connected peer for the peers it is connected to and dial the ones we lack, up to a target.
+"two nodes bootstrap off a third" into a full mesh within seconds. Each round we ask a few
+connected peers for the peers they are connected to and dial the ones we lack, up to a target.
 Wire: the request is an empty frame; the reply one frame of newline-separated multiaddrs, each
 ending in /p2p/<peer id>.
 
@@ -20,6 +20,7 @@ import logging
 import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final
 
 import multiaddr
@@ -52,6 +53,16 @@ EXCHANGE_INTERVAL_S_MAX: Final = 64.0
 # (issue 14: at 50 nodes, nodes whose one peer was the hub backed off to 64 s and stayed alone).
 EXCHANGE_PEERS_FEW: Final = 6
 EXCHANGE_INTERVAL_S_MAX_FEW_PEERS: Final = 8.0
+# Peers asked in one round, a random choice among the connected: three replies name up to 96
+# peers, more than the round's 8 dials can use. Asking every peer each round cost a node of a
+# 50-node start a stream per peer per second while its peers changed (issue 14), and a node
+# with three peers or fewer still asks them all, so the one a newcomer depends on is asked.
+EXCHANGE_ASKS_PER_ROUND: Final = 3
+# Handshakes (probes of inbound peers' addresses, dials of named peers) a round runs at once.
+# One at a time, a round lasted as long as the sum of its handshakes: on a starved machine a
+# bootstrap hub had checked 24 of its 49 peers after 25 s, and could name only those, and a
+# node's 8 dials of a round could take 40 s (issue 14). The budgets are charged before.
+EXCHANGE_HANDSHAKES_AT_ONCE: Final = 8
 _DIALABLE_PROTOCOLS: Final = frozenset({"ip4", "ip6", "tcp", "p2p"})
 _CIRCUIT_PROTOCOLS: Final = ("ip4|ip6", "tcp", "p2p", "p2p-circuit")
 
@@ -227,6 +238,7 @@ async def keep_bootstrap_connected(
     addr: str,
     check_interval_s: float,
     on_fail: Callable[[], None],
+    on_dial: Callable[[], None] = lambda: None,
 ) -> None:
     """Dial ``addr`` until connected, with capped exponential backoff; re-dial if it drops
     while we have fewer than `EXCHANGE_PEERS_FEW` other peers.
@@ -242,6 +254,7 @@ async def keep_bootstrap_connected(
         if info.peer_id in connected or len(connected) >= EXCHANGE_PEERS_FEW:
             await trio.sleep(check_interval_s)
             continue
+        on_dial()
         if await dial(host, info, fresh=True):
             book.record_working(info.peer_id.to_base58(), transport_addr(info.addrs[0]))
             backoff_s = BOOTSTRAP_BACKOFF_S_MIN
@@ -304,7 +317,9 @@ class PeerExchange:
         remote_ip: Callable[[ID], str],
         own_ip: str = "",
         dial_circuit: CircuitDialFn | None = None,
+        rng: random.Random | None = None,
     ) -> None:
+        self._rng = rng or random.Random()
         self._own_ip = own_ip
         self._claims_penalised: OrderedDict[str, None] = OrderedDict()  # once per peer
         self._dial_circuit = dial_circuit
@@ -347,6 +362,7 @@ class PeerExchange:
         unverified = [
             p for p in sorted(connected, key=str) if not self._book.verified(p.to_base58())
         ]
+        checks: list[tuple[str, str, list[str]]] = []  # (peer, its IP, addresses to try)
         for peer in unverified[: limits.PEER_EXCHANGE_PEERS_MAX]:
             text = peer.to_base58()
             ip = self._remote_ip(peer)
@@ -360,43 +376,53 @@ class PeerExchange:
                     self._claims_penalised.popitem(last=False)
                 self._penalise(text, 1)
             own = sorted({transport_addr(a) for a in claimed if ip_of(a) == ip})
-            for addr in own[:PROBE_ADDRS_PER_PEER_MAX]:
-                if not self._book.may_probe(ip, addr, _ms()):
-                    continue
-                if await probe(self._host, peer, multiaddr.Multiaddr(addr)):
-                    self._book.record_working(text, addr)
-                    break
-                self._book.record_failed(addr, _ms())
+            checks.append((text, ip, own[:PROBE_ADDRS_PER_PEER_MAX]))
+        await _at_most(EXCHANGE_HANDSHAKES_AT_ONCE, [partial(self._check, *c) for c in checks])
+
+    async def _check(self, peer_id: str, ip: str, addrs: list[str]) -> None:
+        for addr in addrs:
+            if not self._book.may_probe(ip, addr, _ms()):
+                continue
+            if await probe(self._host, ID.from_base58(peer_id), multiaddr.Multiaddr(addr)):
+                self._book.record_working(peer_id, addr)
+                return
+            self._book.record_failed(addr, _ms())
 
     async def _ask(self, connected: set[ID]) -> list[Hearsay]:
-        own = self._host.get_id()
+        peers = sorted(connected, key=str)
+        asked = self._rng.sample(peers, min(len(peers), EXCHANGE_ASKS_PER_ROUND))
         found: dict[tuple[str, str], Hearsay] = {}
-        for peer in sorted(connected, key=str)[: limits.PEER_EXCHANGE_PEERS_MAX]:
-            source = peer.to_base58()
-            try:
-                reply = await self._request(
-                    source, PEER_EXCHANGE_PROTOCOL, b"", PEER_EXCHANGE_TIMEOUT_MS
-                )
-            except Exception as error:
-                self._stats.exchange_asks_failed += 1
-                logger.debug("peer exchange with %s failed: %r", peer, error)
-                continue
-            foreign = 0
-            for info in parse_exchange_reply(reply):
-                if info.peer_id == own or info.peer_id in connected:
-                    continue
-                for addr in info.addrs:
-                    text = str(addr) if addresses.is_circuit(str(addr)) else transport_addr(addr)
-                    if not self._may_reach(text):
-                        foreign += 1  # a private/loopback address outside its network
-                        continue
-                    key = (info.peer_id.to_base58(), text)
-                    hearsay = Hearsay(key[0], text, ip_of(text), source, self._remote_ip(peer))
-                    found.setdefault(key, hearsay)
-            if foreign:  # once per reply: a stale or misconfigured peer is not banned at once
-                self._stats.foreign_addrs += foreign - 1
-                self._penalise(source, 1)
+        await _at_most(len(asked), [partial(self._ask_one, p, connected, found) for p in asked])
         return list(found.values())
+
+    async def _ask_one(
+        self, peer: ID, connected: set[ID], found: dict[tuple[str, str], Hearsay]
+    ) -> None:
+        own = self._host.get_id()
+        source = peer.to_base58()
+        try:
+            reply = await self._request(
+                source, PEER_EXCHANGE_PROTOCOL, b"", PEER_EXCHANGE_TIMEOUT_MS
+            )
+        except Exception as error:
+            self._stats.exchange_asks_failed += 1
+            logger.debug("peer exchange with %s failed: %r", peer, error)
+            return
+        foreign = 0
+        for info in parse_exchange_reply(reply):
+            if info.peer_id == own or info.peer_id in connected:
+                continue
+            for addr in info.addrs:
+                text = str(addr) if addresses.is_circuit(str(addr)) else transport_addr(addr)
+                if not self._may_reach(text):
+                    foreign += 1  # a private/loopback address outside its network
+                    continue
+                key = (info.peer_id.to_base58(), text)
+                hearsay = Hearsay(key[0], text, ip_of(text), source, self._remote_ip(peer))
+                found.setdefault(key, hearsay)
+        if foreign:  # once per reply: a stale or misconfigured peer is not banned at once
+            self._stats.foreign_addrs += foreign - 1
+            self._penalise(source, 1)
 
     def _may_reach(self, addr: str) -> bool:
         if addresses.scope_of(self._own_ip) is addresses.Scope.UNUSABLE:
@@ -404,10 +430,12 @@ class PeerExchange:
         return addresses.reachable_from(addr, self._own_ip)
 
     async def _dial(self, candidates: list[Hearsay], connected: set[ID]) -> int:
-        dialled = attempts = 0
+        """Dial, within the budgets, up to `limits.PEER_EXCHANGE_DIALS_MAX` of the candidates;
+        returns how many connected. The budgets are charged before any dial starts."""
+        chosen: list[Hearsay] = []
         tried: set[str] = set()
         for hearsay in candidates:
-            if attempts >= limits.PEER_EXCHANGE_DIALS_MAX:
+            if len(chosen) >= limits.PEER_EXCHANGE_DIALS_MAX:
                 break
             peer = ID.from_base58(hearsay.peer_id)
             if hearsay.peer_id in tried or peer in self._host.get_connected_peers():
@@ -418,23 +446,42 @@ class PeerExchange:
                 self._stats.exchange_dials_refused += 1
                 continue
             tried.add(hearsay.peer_id)
-            attempts += 1
-            self._stats.exchange_dials += 1
-            if addresses.is_circuit(hearsay.addr):
-                ok = self._dial_circuit is not None and await self._dial_circuit(peer, hearsay.addr)
-            else:
-                ok = await dial(self._host, PeerInfo(peer, [multiaddr.Multiaddr(hearsay.addr)]))
-            if ok and not addresses.is_circuit(hearsay.addr):
-                self._book.record_working(hearsay.peer_id, hearsay.addr)
-            if ok:
-                dialled += 1
-            else:
-                self._book.record_failed(hearsay.addr, _ms())
-        return dialled
+            chosen.append(hearsay)
+        outcomes: list[bool] = []
+        await _at_most(
+            EXCHANGE_HANDSHAKES_AT_ONCE, [partial(self._dial_one, h, outcomes) for h in chosen]
+        )
+        return sum(outcomes)
+
+    async def _dial_one(self, hearsay: Hearsay, outcomes: list[bool]) -> None:
+        self._stats.exchange_dials += 1
+        peer = ID.from_base58(hearsay.peer_id)
+        if addresses.is_circuit(hearsay.addr):
+            ok = self._dial_circuit is not None and await self._dial_circuit(peer, hearsay.addr)
+        else:
+            ok = await dial(self._host, PeerInfo(peer, [multiaddr.Multiaddr(hearsay.addr)]))
+        if ok and not addresses.is_circuit(hearsay.addr):
+            self._book.record_working(hearsay.peer_id, hearsay.addr)
+        if not ok:
+            self._book.record_failed(hearsay.addr, _ms())
+        outcomes.append(ok)
 
     def _penalise(self, peer_id: str, count: int) -> None:
         self._stats.foreign_addrs += count
         self._reputation.adjust(peer_id, addresses.PENALTY_FOREIGN_ADDR * count)
+
+
+async def _at_most(at_once: int, calls: list[Callable[[], Awaitable[None]]]) -> None:
+    """Run ``calls`` concurrently, ``at_once`` at a time; returns when all have ended."""
+    limiter = trio.CapacityLimiter(max(1, at_once))
+
+    async def limited(call: Callable[[], Awaitable[None]]) -> None:
+        async with limiter:
+            await call()
+
+    async with trio.open_nursery() as nursery:
+        for call in calls:
+            nursery.start_soon(limited, call)
 
 
 def _is_routable(hearsay: Hearsay) -> bool:

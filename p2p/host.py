@@ -232,7 +232,14 @@ class Libp2pTransport:
         return [discovery.transport_addr(a) for a in self.host.get_transport_addrs()]
 
     async def _probe(self, peer: ID, addr: multiaddr.Multiaddr) -> bool:
-        return await discovery.probe(self.host, peer, addr)
+        """A dial-back's handshake probe (ADR 0035). One that worked proves the address as the
+        peer exchange's own probe would, so it is recorded: a bootstrap node asked for a
+        dial-back by every newcomer then does not handshake with each of them a second time
+        to vouch for it (issue 14)."""
+        ok = await discovery.probe(self.host, peer, addr)
+        if ok:
+            self._book.record_working(peer.to_base58(), discovery.transport_addr(addr))
+        return ok
 
     @property
     def inbound(self) -> trio.MemoryReceiveChannel[Inbound]:
@@ -278,6 +285,7 @@ class Libp2pTransport:
             "connections_refused": self._stats.connections_refused,
             "connections_trimmed": self._stats.connections_trimmed,
             "dials_failed": self._stats.dials_failed,
+            "bootstrap_dials": self._stats.bootstrap_dials,
             "exchange_dials_refused": self._stats.exchange_dials_refused,
             "exchange_rounds": self._stats.exchange_rounds,
             "exchange_asks_failed": self._stats.exchange_asks_failed,
@@ -318,6 +326,7 @@ class Libp2pTransport:
                 addr,
                 self._config.discovery_interval_s,
                 self._count_failed_dial,
+                self._count_bootstrap_dial,
             )
         exchange = discovery.PeerExchange(
             self.host,
@@ -456,6 +465,9 @@ class Libp2pTransport:
     def _count_failed_dial(self) -> None:
         self._stats.dials_failed += 1
 
+    def _count_bootstrap_dial(self) -> None:
+        self._stats.bootstrap_dials += 1
+
     def _make_handler(self, protocol_id: str) -> Callable[[INetStream], Awaitable[None]]:
         async def handle(stream: INetStream) -> None:
             peer_id = str(stream.muxed_conn.peer_id.to_base58())
@@ -476,10 +488,17 @@ class Libp2pTransport:
             self.market_sync.seen(data)
 
     def _market_peers(self) -> list[str]:
-        """Connected peers subscribed to the capacity topic: the ones a market sync may ask."""
+        """Connected peers subscribed to the capacity topic: the ones a market sync may ask;
+        every connected peer while none is known to be.
+
+        A newcomer whose one link is a busy bootstrap node may wait many seconds for that
+        node's subscriptions (its pubsub stream to us opens late under load), and its market
+        stayed empty all that time although the node would have answered an ask (issue 14).
+        A peer that does not serve the market fails the ask, which is counted."""
         subscribed = self._pubsub.peer_topics.get(TOPIC_CAPACITY, set())
         connected = set(self.host.get_connected_peers())
-        return sorted(p.to_base58() for p in subscribed if p in connected)
+        peers = [p for p in subscribed if p in connected] or list(connected)
+        return sorted(p.to_base58() for p in peers)
 
     async def _serve_market(self, stream: INetStream) -> None:
         assert self.market_sync is not None

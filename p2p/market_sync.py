@@ -14,9 +14,10 @@ length and the envelope's bytes exactly as they were gossiped. At most
 sends a random choice, so that two askers get different ones.
 
 Timing (`SyncBackoff`): the first ask `MARKET_SYNC_FIRST_S` after the node has a peer in the
-topic, then every `MARKET_SYNC_INTERVAL_S_MIN` while asks bring ads the node lacked, doubling
-to `MARKET_SYNC_INTERVAL_S_MAX` while they bring none; a server answers a peer at most
-`MARKET_SYNC_SERVE_BURST` times, then once per `MARKET_SYNC_SERVE_REFILL_MS`.
+topic, then every `MARKET_SYNC_INTERVAL_S_MIN` while asks bring ads the node lacked or new
+peers join the topic, doubling to `MARKET_SYNC_INTERVAL_S_MAX` while neither happens; a server
+answers a peer at most `MARKET_SYNC_SERVE_BURST` times, then once per
+`MARKET_SYNC_SERVE_REFILL_MS`.
 """
 
 from __future__ import annotations
@@ -183,10 +184,14 @@ class SyncBackoff:
     def __init__(self) -> None:
         self.interval_s = MARKET_SYNC_INTERVAL_S_MIN
 
-    def after_ask(self, news: int, answered: bool) -> float:
+    def after_ask(self, news: int, answered: bool, peers_grew: bool = False) -> float:
         """The wait after an ask that brought ``news`` ads we lacked (``answered`` False: it
-        failed, and another peer is tried after the short wait)."""
-        if news or not answered:
+        failed, and another peer is tried after the short wait). ``peers_grew``: peers joined
+        the topic since the ask before, and they may bring hosts we have not heard of. A node
+        that started before most of the network asked while there was little to get, backed
+        off to a minute, and then filled its market from gossip alone while 49 nodes joined: the
+        last market of a 50-node start to converge (issue 14)."""
+        if news or not answered or peers_grew:
             self.interval_s = MARKET_SYNC_INTERVAL_S_MIN
         else:
             self.interval_s = min(self.interval_s * 2, MARKET_SYNC_INTERVAL_S_MAX)
@@ -274,6 +279,7 @@ class MarketSync:
     async def run(self, topic_peers: Callable[[], list[str]]) -> None:
         """Ask one random peer of the topic now and then (the module docstring's timing)."""
         wait_s = MARKET_SYNC_FIRST_S
+        known: set[str] = set()  # topic peers at the ask before
         while True:
             # Jitter keeps nodes started together from asking in step.
             await trio.sleep(wait_s * self._rng.uniform(0.75, 1.25))
@@ -283,7 +289,9 @@ class MarketSync:
                 continue
             outcome = await self.ask(self._rng.choice(peers))
             news = 0 if outcome is None else outcome.news
-            wait_s = self.backoff.after_ask(news, answered=outcome is not None)
+            grew = bool(known) and not known.issuperset(peers)
+            wait_s = self.backoff.after_ask(news, outcome is not None, grew)
+            known = set(peers)
 
     async def serve(self, stream: INetStream, peer: str, read_timeout_s: float) -> None:
         """Answer one ask; never raises but for cancellation."""

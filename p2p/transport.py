@@ -219,6 +219,7 @@ class TransportStatistics:
     gossip_refused: int = 0  # oversize gossip, from a banned author, or refused by the edge check
     edge_refused: int = 0  # stream requests the edge check refused (never queued)
     dials_failed: int = 0
+    bootstrap_dials: int = 0  # dials of a bootstrap node (its failures are in dials_failed)
     connections_refused: int = 0  # inbound over a cap, or from a banned peer
     connections_trimmed: int = 0  # closed by the connection manager above high water
     windows_exceeded: int = 0  # yamux receive window overrun: connection closed

@@ -384,6 +384,7 @@ class MarketComponent:
         self.last_ad_ms: int | None = None
         self.next_ad_ms: int | None = None
         self._peers_met: set[PeerId] = set()  # since start; bounded by PEERS_MET_MAX
+        self._ads_brought_forward = 0  # since start; at most CAPACITY_AD_BROUGHT_FORWARD_MAX
         engine.add_local_handler(RuntimeOffered, self._on_runtime_offered)
         engine.add_local_handler(PeerConnected, self._on_peer_connected)
         engine.add_local_handler(EnergyChanged, self._on_energy_changed)
@@ -471,13 +472,16 @@ class MarketComponent:
     def _on_peer_connected(self, event: object, now_ms: int) -> list[Effect]:
         """A peer met for the first time gets our ad within seconds, not at the next interval,
         so that a newcomer's market (and its ad in ours) fills at once (ADR 0032). Bursts of
-        new peers share one ad; the gap keeps a node's start-up from flooding the topic."""
+        new peers share one ad; the gap keeps a node's start-up from flooding the topic, and
+        after `CAPACITY_AD_BROUGHT_FORWARD_MAX` such ads the market sync hands ours on."""
         assert isinstance(event, PeerConnected)
         if event.peer in self._peers_met:
             return []
         if len(self._peers_met) >= limits.CAPACITY_AD_PEERS_MET_MAX:
             self._peers_met.clear()
         self._peers_met.add(event.peer)
+        if self._ads_brought_forward >= limits.CAPACITY_AD_BROUGHT_FORWARD_MAX:
+            return []
         soon_ms = max(
             now_ms + limits.CAPACITY_AD_AFTER_CONNECT_MS,
             (self.last_ad_ms or 0) + limits.CAPACITY_AD_AFTER_CONNECT_GAP_MS,
@@ -485,6 +489,7 @@ class MarketComponent:
         if self.next_ad_ms is not None and self.next_ad_ms <= soon_ms:
             return []
         self.next_ad_ms = soon_ms
+        self._ads_brought_forward += 1
         return [SetTimer(MarketAdTimer(), soon_ms)]
 
     def _publish_ad(self, now_ms: int) -> list[Effect]:

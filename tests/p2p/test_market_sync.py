@@ -175,6 +175,15 @@ def test_asks_back_off_while_they_bring_nothing_and_not_after_news() -> None:
     assert backoff.after_ask(0, answered=False) == MARKET_SYNC_INTERVAL_S_MIN
 
 
+def test_peers_joining_the_topic_keep_the_asks_frequent() -> None:
+    """A node that started before the network asked while there was little to get; the peers
+    that join later may bring hosts it has not heard of (issue 14)."""
+    backoff = SyncBackoff()
+    assert backoff.after_ask(0, answered=True) == MARKET_SYNC_INTERVAL_S_MIN * 2
+    assert backoff.after_ask(0, answered=True, peers_grew=True) == MARKET_SYNC_INTERVAL_S_MIN
+    assert backoff.after_ask(0, answered=True) == MARKET_SYNC_INTERVAL_S_MIN * 2
+
+
 @pytest.mark.integration
 async def test_a_node_that_joins_late_gets_the_ads_a_peer_holds() -> None:
     topics = (TOPIC_CAPACITY,)

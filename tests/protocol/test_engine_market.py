@@ -178,6 +178,26 @@ def test_a_peer_met_for_the_first_time_brings_the_next_ad_forward_once() -> None
     assert a.step(PeerConnected(newcomer, "127.0.0.3"), soon_ms + 2) == []
 
 
+def test_only_the_first_ads_after_start_are_brought_forward_by_new_peers() -> None:
+    """A node meeting new peers for a minute re-advertised every gap; after the first few the
+    market sync hands its ad on, and its ads keep the interval (issue 14)."""
+    a = make_engine(1)
+    a.step(Started(), NOW_MS)
+    now_ms, forwarded, soon_ms = NOW_MS, 0, limits.CAPACITY_AD_AFTER_CONNECT_MS
+    for seed in range(2, 2 + 4 * limits.CAPACITY_AD_BROUGHT_FORWARD_MAX):
+        now_ms += limits.CAPACITY_AD_AFTER_CONNECT_GAP_MS
+        effects = a.step(PeerConnected(make_engine(seed).identity.peer_id, "127.0.0.3"), now_ms)
+        if effects:
+            assert effects == [SetTimer(MarketAdTimer(), now_ms + soon_ms)]
+            forwarded += 1
+            fired = a.step(TimerFired(MarketAdTimer()), now_ms + soon_ms)
+            assert any(isinstance(e, Publish) for e in fired)
+    assert forwarded == limits.CAPACITY_AD_BROUGHT_FORWARD_MAX
+    assert a.market_component.next_ad_ms == (
+        a.market_component.last_ad_ms + limits.CAPACITY_AD_INTERVAL_MS
+    )
+
+
 def test_an_ad_that_expired_in_our_own_queue_costs_its_sender_nothing() -> None:
     a, b = make_engine(1), make_engine(2)
     ad = published(a.step(Started(), NOW_MS))
