@@ -96,9 +96,11 @@ def prepare_home(home: Path, psk: bytes, config_text: str | None) -> None:
 
 
 def start_process(
-    home: Path, host: str, bootstrap: str | None, log_path: Path, *, tied: bool = False
+    home: Path, host: str, bootstrap: str | None, log_path: Path, *, tied: bool = True
 ) -> subprocess.Popen[bytes]:
-    """Start one node; ``tied`` nodes get SIGTERM when this process dies (node/lifeline.py).
+    """Start one node; ``tied`` nodes get SIGTERM when this process dies (node/lifeline.py), so
+    a launcher killed even by SIGKILL (a test run, a bench) leaves none behind. Only a command
+    whose nodes must outlive it (``hearth testnet up``) starts them untied.
 
     Callers hold Ctrl-C and SIGTERM (``lifeline.held``) until they have recorded the pid."""
     argv = [sys.executable, "-m", "hearth.node", "node", "start", "--host", host, "--port", "0"]
@@ -157,13 +159,13 @@ def up(
     configs: Sequence[str | None] | None = None,
     psk: bytes | None = None,
     timeout_s: float = START_TIMEOUT_S,
-    tied: bool = False,
+    tied: bool = True,
     base: str = DEFAULT_BASE,
 ) -> list[LaunchedNode]:
     """Start ``count`` nodes under ``root`` and wait until every one listens.
 
     Interrupted at any point (Ctrl-C, SIGTERM), it stops every node it started, then re-raises.
-    ``tied`` nodes also die with this process (for commands that stop their nodes on exit)."""
+    ``tied`` nodes also die with this process; ``tied=False`` leaves them running after it."""
     if not 1 <= count <= NODES_MAX:
         raise TestnetError(f"a testnet has 1 to {NODES_MAX} nodes, not {count}")
     check_base(base, count)
