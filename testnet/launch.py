@@ -27,6 +27,7 @@ from hearth.node.config import TEMPLATE
 from hearth.node.home import init_home
 
 STATE_FILE = "testnet.json"
+CALIBRATION_FILE = "calibration.json"  # node/calibrate.py's, without importing wasmtime here
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.05
@@ -89,10 +90,25 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
         time.sleep(POLL_INTERVAL_S)
 
 
-def prepare_home(home: Path, psk: bytes, config_text: str | None) -> None:
+def prepare_home(
+    home: Path, psk: bytes, config_text: str | None, calibration: str | None = None
+) -> None:
+    """A node's home; ``calibration`` (calibration.json's text) spares the node measuring its
+    fuel rate at first start, when the launcher measured it once for the whole machine."""
     init_home(home)
     (home / "swarm.key").write_text(psk.hex() + "\n")
     paths.config_path(home).write_text(default_config() if config_text is None else config_text)
+    calibrated = home / CALIBRATION_FILE
+    if calibration is not None and not calibrated.exists():
+        calibrated.write_text(calibration)
+
+
+def measure_calibration() -> str:
+    """This machine's fuel rate as calibration.json holds it: every node of a testnet runs here."""
+    from hearth.node import calibrate  # wasmtime: only a launch pays for it, not `testnet down`
+
+    fuel_per_s = calibrate.measure_fuel_per_s()
+    return json.dumps({"fuel_per_s": fuel_per_s, "measured_at_s": int(time.time())}) + "\n"
 
 
 def start_process(
@@ -174,6 +190,7 @@ def up(
     root.mkdir(parents=True, exist_ok=True)
     psk = psk or secrets.token_bytes(32)
     configs = configs or [None] * count
+    calibration = measure_calibration()
     nodes: list[LaunchedNode] = []
     # Node 0 is everyone's bootstrap, so it starts alone; the rest start STARTING_MAX at a time
     # (a node spends its first second importing, on the CPU: more at once only queue for it).
@@ -184,7 +201,7 @@ def up(
             while len(nodes) < count and len(starting) < limit:
                 index = len(nodes)
                 home = node_home(root, index)
-                prepare_home(home, psk, configs[index])
+                prepare_home(home, psk, configs[index], calibration)
                 bootstrap = nodes[0].info["multiaddrs"][0] if nodes else None
                 with lifeline.held():
                     host = host_for(index, base)

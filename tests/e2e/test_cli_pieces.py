@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hearth.node import calibrate
 from hearth.node.commands.testnet import scenario_file
 from hearth.node.config import parse
 from hearth.testnet import launch
@@ -44,6 +45,14 @@ def test_shipped_scenarios_are_found_by_name(tmp_path: Path) -> None:
 
 def test_testnet_nodes_are_each_their_own_network_group() -> None:
     assert parse(launch.default_config()).network_group_prefix_v4 == 32
+
+
+def test_a_testnet_home_gets_the_calibration_its_node_reads(tmp_path: Path) -> None:
+    """`launch.up` measures the machine's fuel rate once and writes it where every node looks,
+    so no node of the testnet measures it again at start."""
+    assert json.loads(launch.measure_calibration())["fuel_per_s"] > 0
+    launch.prepare_home(tmp_path, b"k" * 32, None, json.dumps({"fuel_per_s": 12345}))
+    assert calibrate.fuel_per_s(tmp_path) == 12345  # read, not measured (a real rate is 10^9+)
 
 
 def test_a_base_outside_loopback_is_refused() -> None:
