@@ -27,7 +27,7 @@ from hearth.node.config import TEMPLATE
 from hearth.node.home import init_home
 
 STATE_FILE = "testnet.json"
-CALIBRATION_FILE = "calibration.json"  # node/calibrate.py's, without importing wasmtime here
+CALIBRATION_FILE = "calibration.json"  # node/calibrate.py's, without importing wasmtime
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.05
@@ -94,7 +94,7 @@ def prepare_home(
     home: Path, psk: bytes, config_text: str | None, calibration: str | None = None
 ) -> None:
     """A node's home; ``calibration`` (calibration.json's text) spares the node measuring its
-    fuel rate at first start, when the launcher measured it once for the whole machine."""
+    fuel rate at first start, when another node of the machine has measured it."""
     init_home(home)
     (home / "swarm.key").write_text(psk.hex() + "\n")
     paths.config_path(home).write_text(default_config() if config_text is None else config_text)
@@ -103,12 +103,16 @@ def prepare_home(
         calibrated.write_text(calibration)
 
 
-def measure_calibration() -> str:
-    """This machine's fuel rate as calibration.json holds it: every node of a testnet runs here."""
-    from hearth.node import calibrate  # wasmtime: only a launch pays for it, not `testnet down`
+def calibration_of(home: Path) -> str | None:
+    """The fuel rate node ``home`` measured at its start (calibration.json's text), if any.
 
-    fuel_per_s = calibrate.measure_fuel_per_s()
-    return json.dumps({"fuel_per_s": fuel_per_s, "measured_at_s": int(time.time())}) + "\n"
+    Node 0 measures it before it listens; the nodes after it run on the same machine and take
+    its figure. (The launcher does not measure it itself: wasmtime's threads would take the
+    signals that ``lifeline.held`` holds off while a node is started and recorded.)"""
+    try:
+        return (home / CALIBRATION_FILE).read_text()
+    except FileNotFoundError:
+        return None
 
 
 def start_process(
@@ -190,7 +194,6 @@ def up(
     root.mkdir(parents=True, exist_ok=True)
     psk = psk or secrets.token_bytes(32)
     configs = configs or [None] * count
-    calibration = measure_calibration()
     nodes: list[LaunchedNode] = []
     # Node 0 is everyone's bootstrap, so it starts alone; the rest start STARTING_MAX at a time
     # (a node spends its first second importing, on the CPU: more at once only queue for it).
@@ -201,6 +204,7 @@ def up(
             while len(nodes) < count and len(starting) < limit:
                 index = len(nodes)
                 home = node_home(root, index)
+                calibration = calibration_of(nodes[0].home) if nodes else None
                 prepare_home(home, psk, configs[index], calibration)
                 bootstrap = nodes[0].info["multiaddrs"][0] if nodes else None
                 with lifeline.held():
