@@ -268,10 +268,13 @@ async def run_node(
         upnp=config.upnp,
     )
     ledger = open_ledger(paths.ledger_path(home), identity, clock.now_ms())
+    # The workers start while the transport and the API do (each imports wasmtime, in a
+    # process of its own); node.json waits for them, so a listening node can run a job.
     sandbox = SandboxPool(
         SandboxConfig(
             home=home, workers=config.cores, module_cache_bytes_max=config.module_cache_mb << 20
-        )
+        ),
+        wait_for_workers=False,
     )
     try:
         # The engine comes first: the transport checks inbound messages against it (ADR 0021).
@@ -335,6 +338,7 @@ async def run_node(
                 nursery.start_soon(plugin.run, PluginContext(engine, transport, ledger, clock))
             if "python" in config.runtimes:
                 nursery.start_soon(offer_python, sandbox, driver, node.runtimes)
+            await sandbox.wait_started()
             write_node_info(home, node.info())
             log(
                 "info",

@@ -27,6 +27,7 @@ from hearth.node.config import TEMPLATE
 from hearth.node.home import init_home
 
 STATE_FILE = "testnet.json"
+CALIBRATION_FILE = "calibration.json"  # node/calibrate.py's, without importing wasmtime
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 10.0
 POLL_INTERVAL_S = 0.05
@@ -97,16 +98,37 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
         time.sleep(POLL_INTERVAL_S)
 
 
-def prepare_home(home: Path, psk: bytes, config_text: str | None) -> None:
+def prepare_home(
+    home: Path, psk: bytes, config_text: str | None, calibration: str | None = None
+) -> None:
+    """A node's home; ``calibration`` (calibration.json's text) spares the node measuring its
+    fuel rate at first start, when another node of the machine has measured it."""
     init_home(home)
     (home / "swarm.key").write_text(psk.hex() + "\n")
     paths.config_path(home).write_text(loopback_config() if config_text is None else config_text)
+    calibrated = home / CALIBRATION_FILE
+    if calibration is not None and not calibrated.exists():
+        calibrated.write_text(calibration)
+
+
+def calibration_of(home: Path) -> str | None:
+    """The fuel rate node ``home`` measured at its start (calibration.json's text), if any.
+
+    Node 0 measures it before it listens; the nodes after it run on the same machine and take
+    its figure. (The launcher does not measure it itself: wasmtime's threads would take the
+    signals that ``lifeline.held`` holds off while a node is started and recorded.)"""
+    try:
+        return (home / CALIBRATION_FILE).read_text()
+    except FileNotFoundError:
+        return None
 
 
 def start_process(
-    home: Path, host: str, bootstrap: str | None, log_path: Path, *, tied: bool = False
+    home: Path, host: str, bootstrap: str | None, log_path: Path, *, tied: bool = True
 ) -> subprocess.Popen[bytes]:
-    """Start one node; ``tied`` nodes get SIGTERM when this process dies (node/lifeline.py).
+    """Start one node; ``tied`` nodes get SIGTERM when this process dies (node/lifeline.py), so
+    a launcher killed even by SIGKILL (a test run, a bench) leaves none behind. Only a command
+    whose nodes must outlive it (``hearth testnet up``) starts them untied.
 
     Callers hold Ctrl-C and SIGTERM (``lifeline.held``) until they have recorded the pid."""
     argv = [sys.executable, "-m", "hearth.node", "node", "start", "--host", host, "--port", "0"]
@@ -165,13 +187,13 @@ def up(
     configs: Sequence[str | None] | None = None,
     psk: bytes | None = None,
     timeout_s: float = START_TIMEOUT_S,
-    tied: bool = False,
+    tied: bool = True,
     base: str = DEFAULT_BASE,
 ) -> list[LaunchedNode]:
     """Start ``count`` nodes under ``root`` and wait until every one listens.
 
     Interrupted at any point (Ctrl-C, SIGTERM), it stops every node it started, then re-raises.
-    ``tied`` nodes also die with this process (for commands that stop their nodes on exit)."""
+    ``tied`` nodes also die with this process; ``tied=False`` leaves them running after it."""
     if not 1 <= count <= NODES_MAX:
         raise TestnetError(f"a testnet has 1 to {NODES_MAX} nodes, not {count}")
     check_base(base, count)
@@ -190,7 +212,8 @@ def up(
             while len(nodes) < count and len(starting) < limit:
                 index = len(nodes)
                 home = node_home(root, index)
-                prepare_home(home, psk, configs[index])
+                calibration = calibration_of(nodes[0].home) if nodes else None
+                prepare_home(home, psk, configs[index], calibration)
                 bootstrap = nodes[0].info["multiaddrs"][0] if nodes else None
                 with lifeline.held():
                     host = host_for(index, base)

@@ -70,7 +70,8 @@ def up(
                 LinkClass("home", delay_ms, jitter_ms, loss_pct, rate_kbit),
             )
         else:
-            nodes = launch.up(testnet_dir(directory), n, base=base)
+            # The nodes outlive this command: `hearth testnet down` stops them.
+            nodes = launch.up(testnet_dir(directory), n, base=base, tied=False)
     except (launch.TestnetError, SpecError) as exc:
         fail(str(exc))
     wait_for_market(nodes)

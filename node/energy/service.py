@@ -20,13 +20,12 @@ from __future__ import annotations
 import collections
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from hearth.node.clock import Clock
 from hearth.node.energy.config import OwnerConfig, SensorConfig
-from hearth.node.energy.mqtt import MqttSource
 from hearth.node.energy.owner import (
     CpuMeter,
     HeatTracker,
@@ -48,6 +47,9 @@ from hearth.protocol.energy import (
     parse_reading,
 )
 from hearth.protocol.events import EnergyChanged
+
+if TYPE_CHECKING:
+    from hearth.node.energy.mqtt import MqttSource
 
 HISTORY_MS = 24 * 3_600_000
 HISTORY_STEP_MS = 60_000  # one sample a minute: at most 1440 in the history
@@ -121,6 +123,10 @@ class EnergyService:
         if kind == "file":
             return FileSource(self.sensor.file)
         if kind == "mqtt":
+            # paho (and the DNS library it loads) costs a tenth of a second at every node
+            # start; only a home with an MQTT sensor pays it.
+            from hearth.node.energy.mqtt import MqttSource
+
             self._mqtt = MqttSource(self.sensor, self.clock, self.wake)
             return self._mqtt
         return None

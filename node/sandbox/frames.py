@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import struct
-from typing import Any, BinaryIO, Final, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, Final, cast
 
 import msgpack
-import trio
 
 from hearth.protocol import limits
+
+if TYPE_CHECKING:  # the worker process reads frames without trio; only the pool needs it
+    import trio
 
 HEADER: Final = struct.Struct(">I")
 # The largest frame is a request carrying a whole module and input, or a result carrying output.

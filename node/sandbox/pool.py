@@ -132,10 +132,16 @@ class PoolStatistics:
 
 
 class SandboxPool:
-    """``async with SandboxPool(config) as pool: result = await pool.run(request)``."""
+    """``async with SandboxPool(config) as pool: result = await pool.run(request)``.
 
-    def __init__(self, config: SandboxConfig) -> None:
+    ``wait_for_workers=False``: entering only spawns the workers (a daemon opens its transport
+    while they import wasmtime) and ``wait_started`` waits for them; a worker that fails to
+    start then fails the pool's nursery, so whatever runs inside the ``async with`` ends too."""
+
+    def __init__(self, config: SandboxConfig, *, wait_for_workers: bool = True) -> None:
         self.config = config
+        self._wait_for_workers = wait_for_workers
+        self._workers_ready = trio.Event()
         # Unbounded in type only: at most ``config.workers`` workers exist (``resize`` moves it).
         self._idle_send, self._idle_receive = trio.open_memory_channel[WorkerProcess](math.inf)
         self._starting: set[int] = set()
@@ -152,10 +158,11 @@ class SandboxPool:
         self._nursery = await self._stack.enter_async_context(trio.open_nursery())
         self._stack.push_async_callback(self._close_workers)
         try:
-            async with trio.open_nursery() as starting:
-                for index in range(self.config.workers):
-                    self._starting.add(index)
-                    starting.start_soon(self._add_worker, index)
+            for index in range(self.config.workers):
+                self._starting.add(index)
+                self._nursery.start_soon(self._add_worker, index)
+            if self._wait_for_workers:
+                await self.wait_started()
         except BaseException:
             await self._stack.aclose()
             raise
@@ -170,6 +177,10 @@ class SandboxPool:
         assert self._nursery is not None
         self._nursery.cancel_scope.cancel()  # replacements still starting are not waited for
         await self._stack.__aexit__(exc_type, exc, traceback)
+
+    async def wait_started(self) -> None:
+        """Return once the workers asked for at the start are all ready for jobs."""
+        await self._workers_ready.wait()
 
     def statistics(self) -> PoolStatistics:
         return PoolStatistics(
@@ -405,6 +416,8 @@ class SandboxPool:
             self._starting.discard(index)
         self._all[index] = worker
         self._idle_send.send_nowait(worker)
+        if len(self._all) >= self.config.workers:
+            self._workers_ready.set()
 
     async def _close_workers(self) -> None:
         for worker in list(self._all.values()):

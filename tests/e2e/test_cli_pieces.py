@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hearth.node import calibrate
 from hearth.node.commands.testnet import scenario_file
 from hearth.node.config import parse
 from hearth.testnet import launch
@@ -44,6 +45,19 @@ def test_shipped_scenarios_are_found_by_name(tmp_path: Path) -> None:
 
 def test_testnet_nodes_are_each_their_own_network_group() -> None:
     assert parse(launch.default_config()).network_group_prefix_v4 == 32
+
+
+def test_a_testnet_home_gets_the_calibration_its_node_reads(tmp_path: Path) -> None:
+    """`launch.up` gives the nodes after node 0 the fuel rate node 0 measured, so no other node
+    of the testnet measures it again at start."""
+    first, second = tmp_path / "node0", tmp_path / "node1"
+    launch.prepare_home(first, b"k" * 32, None)
+    assert launch.calibration_of(first) is None
+    measured = calibrate.fuel_per_s(first)  # what node 0 does at its start
+    launch.prepare_home(second, b"k" * 32, None, launch.calibration_of(first))
+    (first / calibrate.CALIBRATION_FILE).write_text(json.dumps({"fuel_per_s": 12345}))
+    assert calibrate.fuel_per_s(second) == measured  # read, not measured again
+    assert calibrate.fuel_per_s(first) == 12345
 
 
 def test_a_base_outside_loopback_is_refused() -> None:

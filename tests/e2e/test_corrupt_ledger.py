@@ -17,6 +17,7 @@ from hearth.ledger.memory import MemoryLedger
 from hearth.ledger.store import SqliteLedger
 from hearth.node import calibrate, paths
 from hearth.node.home import load_identity
+from hearth.node.lifeline import PARENT_ENV
 from tests.e2e.network import hearth
 from tests.ledger.conftest import exchange, identity
 
@@ -82,7 +83,7 @@ def test_node_start_on_each_corrupt_ledger_says_one_line(tmp_path: Path) -> None
                 "--port",
                 "0",
             ],
-            env={**os.environ, "HEARTH_HOME": str(home)},
+            env={**os.environ, "HEARTH_HOME": str(home), PARENT_ENV: str(os.getpid())},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -22,6 +22,7 @@ import pytest
 from hearth import Client
 from hearth.node.config import MACHINE_CORES_ENV
 from hearth.testnet import launch
+from hearth.testnet.observe import ask
 from tests.e2e.network import ECHO, config, hearth, start
 from tests.syspkg import require
 
@@ -154,6 +155,13 @@ def status(node: launch.LaunchedNode) -> dict[str, Any]:
     return info
 
 
+def api_status(node: launch.LaunchedNode) -> dict[str, Any]:
+    """The same answer through the API: for polling, where a CLI process per poll (half a
+    second of CPU each) would slow every other test on the machine."""
+    info: dict[str, Any] = ask(node, "/v1/status")
+    return info
+
+
 def test_the_node_follows_battery_and_solar_over_mqtt(pair: list[Any], broker: int) -> None:
     watcher, host = pair
     host_id = host.info["peer_id"]
@@ -253,18 +261,18 @@ def test_a_broker_that_goes_away_pauses_the_node_until_it_is_back(tmp_path: Path
         home_reports(port, battery_pct=70, solar_w=600, load_w=100)
         nodes = launch.up(tmp_path / "net", 1, configs=[energy_config(port, stale_s=3)])
         host = nodes[0]
-        launch.wait_for(lambda: status(host)["energy"]["mode"] == "surplus", 15, "surplus")
+        launch.wait_for(lambda: api_status(host)["energy"]["mode"] == "surplus", 15, "surplus")
         stop_broker(process)
         gone = time.monotonic()
         launch.wait_for(
-            lambda: "silent" in (status(host)["energy"]["paused"] or ""), 15, "a stale pause"
+            lambda: "silent" in (api_status(host)["energy"]["paused"] or ""), 15, "a stale pause"
         )
         print(f"paused {time.monotonic() - gone:.2f} s after the broker went away (stale_s=3)")
         assert status(host)["ad"]["available_now"] is False
         process = start_broker(port, tmp_path)
         home_reports(port, battery_pct=70, solar_w=600, load_w=100)
         back = time.monotonic()
-        launch.wait_for(lambda: status(host)["energy"]["mode"] == "surplus", 45, "reconnected")
+        launch.wait_for(lambda: api_status(host)["energy"]["mode"] == "surplus", 45, "reconnected")
         print(f"back on surplus {time.monotonic() - back:.2f} s after the broker returned")
         log = _log(host)
         assert "energy-mqtt-lost" in log and log.count("energy-mqtt-connected") >= 2

@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from hearth.node.calibrate import CALIBRATION_FILE
+from hearth.node.lifeline import PARENT_ENV
 from hearth.testnet import launch
 from hearth.testnet.netns.lab import Lab
 from hearth.testnet.netns.spec import HomeSpec, LabSpec, LinkClass
@@ -95,7 +96,8 @@ def spawn(lab: Lab, slot: str, root: Path, bootstrap: str | None, text: str) -> 
         process = lab.popen(
             lab.slot(slot).ns,
             argv,
-            {**os.environ, "HEARTH_HOME": str(home)},
+            # Tied: a killed test run leaves no node in the lab (`ip netns exec` execs the node).
+            {**os.environ, "HEARTH_HOME": str(home), PARENT_ENV: str(os.getpid())},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

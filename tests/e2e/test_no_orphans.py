@@ -11,10 +11,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hearth.testnet import launch, report
+from tests.e2e.network import TESTNET_CONFIG
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -70,6 +72,17 @@ def text_in(path: Path, needle: str) -> Callable[[], bool]:
     return lambda: path.exists() and needle in path.read_text(errors="replace")
 
 
+def kill_what_is_left(command: subprocess.Popen[Any], folder: Path) -> list[int]:
+    """Kill ``command`` and every process of ``folder`` still alive; return those processes (so
+    a failure leaves nothing running on the machine either)."""
+    if command.poll() is None:
+        command.kill()
+    left = processes_in(folder)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
+
+
 def stop_and_check(
     argv: list[str], folder: Path, moment: Callable[[], bool], signals: list[signal.Signals]
 ) -> None:
@@ -96,11 +109,7 @@ def stop_and_check(
         command.wait(timeout=STOP_S)
         launch.wait_for(lambda: not processes_in(folder), STOP_S, "every process to go")
     finally:
-        if command.poll() is None:
-            command.kill()
-        left = processes_in(folder)
-        for pid in left:  # so a failure leaves nothing running on the machine either
-            os.kill(pid, signal.SIGKILL)
+        left = kill_what_is_left(command, folder)
     assert command.returncode != 0
     assert left == [], out.read_text()
 
@@ -187,3 +196,39 @@ def test_run_started_with_ctrl_c_ignored_still_stops_while_nodes_start(
     assert summary["interrupted"]
     kinds = [json.loads(line)["kind"] for line in (out / report.EVENTS_FILE).open()]
     assert "job_published" not in kinds  # it stopped before the timeline, not after it
+
+
+LAUNCHER = """\
+import sys
+from pathlib import Path
+from hearth.testnet import launch
+
+config = Path(sys.argv[2]).read_text()
+launch.up(Path(sys.argv[1]), 1, configs=[config], base="127.0.7.21")
+print("up", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_nodes_die_with_a_launcher_killed_by_sigkill(tmp_path: Path) -> None:
+    """`launch.up` ties its nodes by default (what every test and bench starts through), so a
+    test run killed outright leaves no node behind: nothing could have stopped them."""
+    root = tmp_path / "tn"
+    config = tmp_path / "config.toml"
+    config.write_text(TESTNET_CONFIG)
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", LAUNCHER, str(root), str(config)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert launcher.stdout is not None
+        assert launcher.stdout.readline() == "up\n"
+        assert processes_in(root), "the node should run while its launcher does"
+        launcher.kill()
+        launcher.wait(timeout=STOP_S)
+        launch.wait_for(lambda: not processes_in(root), STOP_S, "the node to die with its launcher")
+    finally:
+        left = kill_what_is_left(launcher, root)
+    assert left == []
