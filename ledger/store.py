@@ -1,6 +1,6 @@
 """The ledger on disk: the only SQLite code in Hearth. One writer, WAL, synchronous=FULL.
 
-I/O: one SQLite file (sqlite3) and a lock file beside it. Time: ``now_ms`` arguments.
+I/O: one SQLite file (via sqlite-utils) and a lock file beside it. Time: ``now_ms`` arguments.
 
 ``SqliteLedger.open`` takes an exclusive lock (one writer per file), creates the schema and the
 genesis entry on first use, and otherwise verifies the whole chain before anything may be
@@ -26,6 +26,8 @@ import threading
 from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Final
+
+import sqlite_utils
 
 from hearth.ledger.base import LedgerBase
 from hearth.ledger.chain import ChainState
@@ -64,10 +66,11 @@ class LedgerBusyError(HearthError):
 
 class SqliteLedger(LedgerBase):
     def __init__(
-        self, identity: Identity, state: ChainState, conn: sqlite3.Connection, lock_fd: int
+        self, identity: Identity, state: ChainState, db: sqlite_utils.Database, lock_fd: int
     ) -> None:
         super().__init__(identity, state)
-        self._conn = conn
+        self._db = db
+        self._conn: sqlite3.Connection = db.conn
         self._lock_fd = lock_fd
         # The driver commits on a worker thread (ADR 0019) while the event loop may read: one
         # connection, so a reader must not see rows of a transaction that may yet roll back.
@@ -80,11 +83,11 @@ class SqliteLedger(LedgerBase):
         path.parent.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock(path)
         try:
-            conn = _connect(path)
+            db = _connect(path)
             try:
-                state = _open_state(conn, path, identity, now_ms)
+                state = _open_state(db, path, identity, now_ms)
             except BaseException:
-                conn.close()
+                db.conn.close()
                 raise
         except sqlite3.DatabaseError as exc:  # not SQLite, truncated, a table missing...
             os.close(lock_fd)
@@ -92,7 +95,7 @@ class SqliteLedger(LedgerBase):
         except BaseException:
             os.close(lock_fd)
             raise
-        return cls(identity, state, conn, lock_fd)
+        return cls(identity, state, db, lock_fd)
 
     def close(self) -> None:
         if self._lock_fd >= 0:
@@ -160,11 +163,11 @@ def _lock(path: Path) -> int:
     return fd
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path) -> sqlite_utils.Database:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
-    return conn
+    return sqlite_utils.Database(conn)
 
 
 @contextlib.contextmanager
@@ -199,77 +202,63 @@ def _credit_row(entry: Entry) -> tuple[bytes, bytes, bytes, int, int] | None:
     return None
 
 
-# The schema, word for word as sqlite-utils wrote it for the files made before (the text is
-# kept in the file's sqlite_master); plain sqlite3 spares every node start that library's
-# import, which loads numpy. One credit per (payer, job, payee) on each side.
-_CREATE_CREDITS: Final = """CREATE TABLE "credits" (
-   "payer" BLOB,
-   "job_id" BLOB,
-   "payee" BLOB,
-   "role" INTEGER,
-   "seq" INTEGER NOT NULL,
-   PRIMARY KEY ("role", "payer", "job_id", "payee")
-)"""
-_CREATE_TABLES: Final = (
-    """CREATE TABLE "entries" (
-   "seq" INTEGER PRIMARY KEY,
-   "hash" BLOB NOT NULL,
-   "kind" INTEGER NOT NULL,
-   "created_ms" INTEGER NOT NULL,
-   "wire" BLOB NOT NULL
-)""",
-    _CREATE_CREDITS,
-    """CREATE TABLE "meta" (
-   "author" BLOB NOT NULL,
-   "head_seq" INTEGER NOT NULL,
-   "head_hash" BLOB NOT NULL
-)""",
-    """CREATE TABLE "probe" (
-   "filler" BLOB
-)""",
-)
+def _create_credits(db: sqlite_utils.Database) -> None:
+    db["credits"].create(  # type: ignore[union-attr]
+        {"payer": bytes, "job_id": bytes, "payee": bytes, "role": int, "seq": int},
+        pk=("role", "payer", "job_id", "payee"),  # one credit per (payer, job, payee) each side
+        not_null={"seq"},
+    )
 
 
-def _migrate(conn: sqlite3.Connection, wires: Sequence[bytes], version: int) -> None:
+def _migrate(db: sqlite_utils.Database, wires: Sequence[bytes], version: int) -> None:
     """Schema 1 -> 2: rebuild ``credits`` from the verified chain, in one transaction."""
     assert version in _SCHEMAS_MIGRATED
     rows = [row for w in wires if (row := _credit_row(parse_entry(w))) is not None]
-    with _transaction(conn):
-        conn.execute("DROP TABLE credits")
-        conn.execute(_CREATE_CREDITS)
-        conn.executemany(_INSERT_CREDIT, rows)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    with _transaction(db.conn):
+        db.conn.execute("DROP TABLE credits")
+        _create_credits(db)
+        db.conn.executemany(_INSERT_CREDIT, rows)
+        db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def _create_schema(conn: sqlite3.Connection, identity: Identity, genesis: Entry) -> None:
-    for statement in _CREATE_TABLES:
-        conn.execute(statement)
-    conn.execute(
+def _create_schema(db: sqlite_utils.Database, identity: Identity, genesis: Entry) -> None:
+    db["entries"].create(  # type: ignore[union-attr]
+        {"seq": int, "hash": bytes, "kind": int, "created_ms": int, "wire": bytes},
+        pk="seq",
+        not_null={"hash", "kind", "created_ms", "wire"},
+    )
+    _create_credits(db)
+    db["meta"].create(  # type: ignore[union-attr]
+        {"author": bytes, "head_seq": int, "head_hash": bytes},
+        not_null={"author", "head_seq", "head_hash"},
+    )
+    db["probe"].create({"filler": bytes})  # type: ignore[union-attr]
+    db.conn.execute(
         "INSERT INTO meta VALUES (?, ?, ?)", (identity.public_key, genesis.seq, genesis.hash)
     )
-    conn.execute(
+    db.conn.execute(
         "INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
         (genesis.seq, genesis.hash, int(genesis.kind), genesis.created_ms, genesis.wire),
     )
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _open_state(
-    conn: sqlite3.Connection, path: Path, identity: Identity, now_ms: int
+    db: sqlite_utils.Database, path: Path, identity: Identity, now_ms: int
 ) -> ChainState:
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    version = int(db.conn.execute("PRAGMA user_version").fetchone()[0])
     if version == 0:
         genesis = LedgerBase.genesis(identity, now_ms=now_ms)
-        with _transaction(conn):
-            _create_schema(conn, identity, genesis)
+        with _transaction(db.conn):
+            _create_schema(db, identity, genesis)
     elif version != SCHEMA_VERSION and version not in _SCHEMAS_MIGRATED:
         raise HearthError(f"ledger {path} has schema {version}; this node reads {SCHEMA_VERSION}")
-    author, _, _ = _meta(conn, str(path))
+    author, _, _ = _meta(db.conn, str(path))
     if author != identity.public_key:
         raise HearthError(f"ledger {path} belongs to another identity")
-    state = verify_file(conn, str(path))
+    state = verify_file(db.conn, str(path))
     if version in _SCHEMAS_MIGRATED:
-        _migrate(conn, read_rows(conn, str(path))[0], version)
+        _migrate(db, read_rows(db.conn, str(path))[0], version)
     return state
 
 
