@@ -25,9 +25,7 @@ import sqlite3
 import threading
 from collections.abc import Generator, Sequence
 from pathlib import Path
-from typing import Final
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Final
 
 from hearth.ledger.base import LedgerBase
 from hearth.ledger.chain import ChainState
@@ -54,6 +52,9 @@ from hearth.ledger.parallel import THREADS_MAX, verify_chain_parallel
 from hearth.protocol.errors import HearthError
 from hearth.protocol.identity import Identity
 
+if TYPE_CHECKING:
+    import sqlite_utils
+
 SCHEMA_VERSION: Final = 2
 _SCHEMAS_MIGRATED: Final = (1,)  # older schemas this node upgrades on open
 _ROLE_EARN: Final = 0  # we are the payee
@@ -66,11 +67,10 @@ class LedgerBusyError(HearthError):
 
 class SqliteLedger(LedgerBase):
     def __init__(
-        self, identity: Identity, state: ChainState, db: sqlite_utils.Database, lock_fd: int
+        self, identity: Identity, state: ChainState, conn: sqlite3.Connection, lock_fd: int
     ) -> None:
         super().__init__(identity, state)
-        self._db = db
-        self._conn: sqlite3.Connection = db.conn
+        self._conn = conn
         self._lock_fd = lock_fd
         # The driver commits on a worker thread (ADR 0019) while the event loop may read: one
         # connection, so a reader must not see rows of a transaction that may yet roll back.
@@ -83,11 +83,11 @@ class SqliteLedger(LedgerBase):
         path.parent.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock(path)
         try:
-            db = _connect(path)
+            conn = _connect(path)
             try:
-                state = _open_state(db, path, identity, now_ms)
+                state = _open_state(conn, path, identity, now_ms)
             except BaseException:
-                db.conn.close()
+                conn.close()
                 raise
         except sqlite3.DatabaseError as exc:  # not SQLite, truncated, a table missing...
             os.close(lock_fd)
@@ -95,7 +95,7 @@ class SqliteLedger(LedgerBase):
         except BaseException:
             os.close(lock_fd)
             raise
-        return cls(identity, state, db, lock_fd)
+        return cls(identity, state, conn, lock_fd)
 
     def close(self) -> None:
         if self._lock_fd >= 0:
@@ -163,10 +163,19 @@ def _lock(path: Path) -> int:
     return fd
 
 
-def _connect(path: Path) -> sqlite_utils.Database:
+def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def _tables(conn: sqlite3.Connection) -> sqlite_utils.Database:
+    """sqlite-utils over ``conn``, for creating tables. Imported here, not at the top: its
+    import loads numpy when that is installed, a tenth of a second that a node opening an
+    existing ledger (every start after the first) need not pay."""
+    import sqlite_utils
+
     return sqlite_utils.Database(conn)
 
 
@@ -210,18 +219,19 @@ def _create_credits(db: sqlite_utils.Database) -> None:
     )
 
 
-def _migrate(db: sqlite_utils.Database, wires: Sequence[bytes], version: int) -> None:
+def _migrate(conn: sqlite3.Connection, wires: Sequence[bytes], version: int) -> None:
     """Schema 1 -> 2: rebuild ``credits`` from the verified chain, in one transaction."""
     assert version in _SCHEMAS_MIGRATED
     rows = [row for w in wires if (row := _credit_row(parse_entry(w))) is not None]
-    with _transaction(db.conn):
-        db.conn.execute("DROP TABLE credits")
-        _create_credits(db)
-        db.conn.executemany(_INSERT_CREDIT, rows)
-        db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    with _transaction(conn):
+        conn.execute("DROP TABLE credits")
+        _create_credits(_tables(conn))
+        conn.executemany(_INSERT_CREDIT, rows)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
-def _create_schema(db: sqlite_utils.Database, identity: Identity, genesis: Entry) -> None:
+def _create_schema(conn: sqlite3.Connection, identity: Identity, genesis: Entry) -> None:
+    db = _tables(conn)
     db["entries"].create(  # type: ignore[union-attr]
         {"seq": int, "hash": bytes, "kind": int, "created_ms": int, "wire": bytes},
         pk="seq",
@@ -233,32 +243,32 @@ def _create_schema(db: sqlite_utils.Database, identity: Identity, genesis: Entry
         not_null={"author", "head_seq", "head_hash"},
     )
     db["probe"].create({"filler": bytes})  # type: ignore[union-attr]
-    db.conn.execute(
+    conn.execute(
         "INSERT INTO meta VALUES (?, ?, ?)", (identity.public_key, genesis.seq, genesis.hash)
     )
-    db.conn.execute(
+    conn.execute(
         "INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
         (genesis.seq, genesis.hash, int(genesis.kind), genesis.created_ms, genesis.wire),
     )
-    db.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 def _open_state(
-    db: sqlite_utils.Database, path: Path, identity: Identity, now_ms: int
+    conn: sqlite3.Connection, path: Path, identity: Identity, now_ms: int
 ) -> ChainState:
-    version = int(db.conn.execute("PRAGMA user_version").fetchone()[0])
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version == 0:
         genesis = LedgerBase.genesis(identity, now_ms=now_ms)
-        with _transaction(db.conn):
-            _create_schema(db, identity, genesis)
+        with _transaction(conn):
+            _create_schema(conn, identity, genesis)
     elif version != SCHEMA_VERSION and version not in _SCHEMAS_MIGRATED:
         raise HearthError(f"ledger {path} has schema {version}; this node reads {SCHEMA_VERSION}")
-    author, _, _ = _meta(db.conn, str(path))
+    author, _, _ = _meta(conn, str(path))
     if author != identity.public_key:
         raise HearthError(f"ledger {path} belongs to another identity")
-    state = verify_file(db.conn, str(path))
+    state = verify_file(conn, str(path))
     if version in _SCHEMAS_MIGRATED:
-        _migrate(db, read_rows(db.conn, str(path))[0], version)
+        _migrate(conn, read_rows(conn, str(path))[0], version)
     return state
 
 
