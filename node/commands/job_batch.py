@@ -8,12 +8,14 @@ it stopped and pays for no task twice.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import functools
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -153,6 +155,20 @@ def sync_file_system(fd: int) -> None:
         raise OSError(errno, f"syncfs: {os.strerror(errno)}")
 
 
+def flush_backlog(folder: Path) -> None:
+    """Sync the outputs' file system once as the batch starts, on a thread, while the first
+    bundles are auctioned and run: whatever it holds unwritten (the inputs just made, files
+    other programs wrote or deleted) is flushed then, so each bundle's own sync at the end has
+    only that bundle's files to write. A failure here is not the batch's: a bundle's sync would
+    meet it again and say so."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            sync_file_system(fd)
+        finally:
+            os.close(fd)
+
+
 @functools.cache
 def _libc_syncfs() -> Any:
     if not sys.platform.startswith("linux"):
@@ -209,6 +225,9 @@ async def _run(
                 emit=emit,
                 on_progress=bar.update,
             )
+            # Not awaited: the batch never waits for it, and a bundle's own sync waits only
+            # for what is left of it.
+            threading.Thread(target=flush_backlog, args=(outputs,), daemon=True).start()
             with bar.progress:
                 stats = await runner.run()
     except HearthError as exc:
