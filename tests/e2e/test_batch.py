@@ -98,19 +98,27 @@ def four(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[launch.Launc
         launch.stop(nodes)
 
 
+def prepared_batch(
+    publisher: launch.LaunchedNode, tmp_path: Path, input_bytes: int
+) -> tuple[Path, Path, dict[str, str], list[str]]:
+    """TASKS distinct inputs, the outputs folder, the publisher's environment and its `hearth
+    job map` command, with small first bundles so that a kill lands between bundles."""
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for i in range(TASKS):
+        (inputs / f"task-{i:04d}").write_bytes(os.urandom(input_bytes) + i.to_bytes(2, "big"))
+    env = {**os.environ, "HEARTH_HOME": str(publisher.home)}
+    command = map_command(publisher.home, inputs, outputs, "--bundle-tasks", "16")
+    return inputs, outputs, env, command
+
+
 @pytest.mark.integration
 def test_a_batch_survives_its_publisher_killed_halfway(
     four: list[launch.LaunchedNode], tmp_path: Path
 ) -> None:
     nodes = four
     publisher = nodes[0]
-    inputs, outputs = tmp_path / "in", tmp_path / "out"
-    inputs.mkdir()
-    for i in range(TASKS):
-        (inputs / f"task-{i:04d}").write_bytes(os.urandom(1024) + i.to_bytes(2, "big"))
-    env = {**os.environ, "HEARTH_HOME": str(publisher.home)}
-    # Small first bundles, so that the kill lands between bundles on a network of one slot.
-    command = map_command(publisher.home, inputs, outputs, "--bundle-tasks", "16")
+    inputs, outputs, env, command = prepared_batch(publisher, tmp_path, 1024)
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         launch.wait_for(
@@ -193,12 +201,7 @@ def test_a_batch_resumes_after_its_runner_is_killed_between_writes(
     the same command again ends with every output whole, every task verified once, and no
     half-written file left (outputs are renamed into place, synced, then journaled)."""
     publisher = four[0]
-    inputs, outputs = tmp_path / "in", tmp_path / "out"
-    inputs.mkdir()
-    for i in range(TASKS):
-        (inputs / f"task-{i:04d}").write_bytes(os.urandom(2048) + i.to_bytes(2, "big"))
-    env = {**os.environ, "HEARTH_HOME": str(publisher.home)}
-    command = map_command(publisher.home, inputs, outputs, "--bundle-tasks", "16")
+    inputs, outputs, env, command = prepared_batch(publisher, tmp_path, 2048)
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         launch.wait_for(
