@@ -8,10 +8,14 @@ it stopped and pays for no task twice.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
+import functools
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +44,7 @@ from hearth.node.commands.common import CommandError, print_json
 
 ARGS_NAME = "args.json"
 FAILED_SHOWN_MAX = 5
+PARTIAL_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 
 
 def batches_dir() -> Path:
@@ -108,6 +113,69 @@ def start(args: MapArgs, json_output: bool) -> None:
     _report(stats, json_output)
 
 
+def write_outputs(folder: Path, files: list[tuple[str, bytes]]) -> None:
+    """Write a bundle's output files, each whole under its name or not at all, then make them
+    all durable with one sync of their file system (ADR 0033, amendment of 2026-12-03).
+
+    A file is written beside its name and renamed into place, so a reader (or a runner killed
+    mid-write) never finds half an output. The journal says a task is done only after this
+    returns, so after a crash, even a power cut, every task it calls done has its output: one
+    ``syncfs`` for the bundle costs about as much as a few ``fsync`` calls (one per file was
+    0.4 ms a file here, as long again as the tasks' run). Names are resolved against the
+    folder's descriptor, so each file costs no path walk.
+    """
+    if not files:
+        return
+    folder_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name, data in files:
+            partial = f".{name}.part"
+            fd = os.open(partial, PARTIAL_FLAGS, 0o644, dir_fd=folder_fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+            os.replace(partial, name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+        sync_file_system(folder_fd)
+    finally:
+        os.close(folder_fd)
+
+
+def sync_file_system(fd: int) -> None:
+    """Flush every write of the file system that holds ``fd`` (Linux ``syncfs``), or of every
+    file system where there is no ``syncfs``; an ``OSError`` if the disk refused."""
+    syncfs = _libc_syncfs()
+    if syncfs is None:
+        os.sync()
+        return
+    if syncfs(fd) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"syncfs: {os.strerror(errno)}")
+
+
+def flush_backlog(folder: Path) -> None:
+    """Sync the outputs' file system once as the batch starts, on a thread, while the first
+    bundles are auctioned and run: whatever it holds unwritten (the inputs just made, files
+    other programs wrote or deleted) is flushed then, so each bundle's own sync at the end has
+    only that bundle's files to write. A failure here is not the batch's: a bundle's sync would
+    meet it again and say so."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            sync_file_system(fd)
+        finally:
+            os.close(fd)
+
+
+@functools.cache
+def _libc_syncfs() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    return getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+
+
 def _missing_outputs(journal: Journal, source: FileTasks, outputs: Path) -> list[int]:
     """Tasks the journal calls verified whose output file is gone (deleted, or a lost write)."""
     verified: set[int] = set()
@@ -131,16 +199,17 @@ async def _run(
     failed: list[TaskOutcome] = []
 
     def write(outcomes: list[TaskOutcome]) -> None:
+        try:
+            write_outputs(outputs, [(o.name, o.output) for o in outcomes if o.ok])
+        except OSError as exc:  # the bundle is not journaled done: a rerun writes it again
+            raise BatchError(f"cannot write the outputs in {outputs}: {exc}") from None
         for outcome in outcomes:
-            if outcome.ok:
-                target = outputs / outcome.name
-                scratch = target.with_name(f".{target.name}.part")
-                scratch.write_bytes(outcome.output)
-                os.replace(scratch, target)
-            elif len(failed) < FAILED_SHOWN_MAX:
+            if not outcome.ok and len(failed) < FAILED_SHOWN_MAX:
                 failed.append(outcome)
 
     async def emit(outcomes: list[TaskOutcome]) -> None:
+        # A bundle's files are written and synced on a thread of their own, while the other
+        # bundles settle; the runner writes the journal's `done` only after this returns.
         await anyio.to_thread.run_sync(write, outcomes)
 
     bar = _Bar(enabled=not json_output and sys.stderr.isatty(), tasks=len(source))
@@ -156,6 +225,9 @@ async def _run(
                 emit=emit,
                 on_progress=bar.update,
             )
+            # Not awaited: the batch never waits for it, and a bundle's own sync waits only
+            # for what is left of it.
+            threading.Thread(target=flush_backlog, args=(outputs,), daemon=True).start()
             with bar.progress:
                 stats = await runner.run()
     except HearthError as exc:

@@ -98,19 +98,27 @@ def four(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[launch.Launc
         launch.stop(nodes)
 
 
+def prepared_batch(
+    publisher: launch.LaunchedNode, tmp_path: Path, input_bytes: int
+) -> tuple[Path, Path, dict[str, str], list[str]]:
+    """TASKS distinct inputs, the outputs folder, the publisher's environment and its `hearth
+    job map` command, with small first bundles so that a kill lands between bundles."""
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for i in range(TASKS):
+        (inputs / f"task-{i:04d}").write_bytes(os.urandom(input_bytes) + i.to_bytes(2, "big"))
+    env = {**os.environ, "HEARTH_HOME": str(publisher.home)}
+    command = map_command(publisher.home, inputs, outputs, "--bundle-tasks", "16")
+    return inputs, outputs, env, command
+
+
 @pytest.mark.integration
 def test_a_batch_survives_its_publisher_killed_halfway(
     four: list[launch.LaunchedNode], tmp_path: Path
 ) -> None:
     nodes = four
     publisher = nodes[0]
-    inputs, outputs = tmp_path / "in", tmp_path / "out"
-    inputs.mkdir()
-    for i in range(TASKS):
-        (inputs / f"task-{i:04d}").write_bytes(os.urandom(1024) + i.to_bytes(2, "big"))
-    env = {**os.environ, "HEARTH_HOME": str(publisher.home)}
-    # Small first bundles, so that the kill lands between bundles on a network of one slot.
-    command = map_command(publisher.home, inputs, outputs, "--bundle-tasks", "16")
+    inputs, outputs, env, command = prepared_batch(publisher, tmp_path, 1024)
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         launch.wait_for(
@@ -172,6 +180,53 @@ def test_a_batch_survives_its_publisher_killed_halfway(
             return [o.output async for o in client.map(ECHO, [b"x", b"y"])]
 
     assert sorted(anyio.run(map_async)) == [b"x", b"y"]
+
+
+def journal_of_outputs(home: Path, outputs: Path) -> list[dict[str, Any]]:
+    """The journal of the batch that writes to ``outputs`` (several batches share a module)."""
+    for batch_home in (home / "batches").iterdir() if (home / "batches").is_dir() else []:
+        args = batch_home / "args.json"
+        journal = batch_home / "journal.jsonl"
+        if args.is_file() and json.loads(args.read_text())["outputs"] == str(outputs):
+            lines = journal.read_text().splitlines() if journal.exists() else []
+            return [json.loads(line) for line in lines if line.strip()]
+    return []
+
+
+@pytest.mark.integration
+def test_a_batch_resumes_after_its_runner_is_killed_between_writes(
+    four: list[launch.LaunchedNode], tmp_path: Path
+) -> None:
+    """The runner (`hearth job map`) killed with SIGKILL while bundles are written and settled:
+    the same command again ends with every output whole, every task verified once, and no
+    half-written file left (outputs are renamed into place, synced, then journaled)."""
+    publisher = four[0]
+    inputs, outputs, env, command = prepared_batch(publisher, tmp_path, 2048)
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        launch.wait_for(
+            lambda: len(verified_in(journal_of_outputs(publisher.home, outputs))) > 0, 120,
+            "a first bundle to be verified",
+        )  # fmt: skip
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    done_before = len(set(verified_in(journal_of_outputs(publisher.home, outputs))))
+    assert 0 < done_before < TASKS, "the kill did not land halfway"
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["verified"] == TASKS and summary["failed"] == 0
+    assert sorted(p.name for p in outputs.iterdir()) == sorted(p.name for p in inputs.iterdir())
+    for path in inputs.iterdir():
+        assert (outputs / path.name).read_bytes() == path.read_bytes()
+    counts = Counter(verified_in(journal_of_outputs(publisher.home, outputs)))
+    assert set(counts) == set(range(TASKS)) and set(counts.values()) == {1}
+    launch.wait_for(lambda: settled(four), 30, "every receipt to settle")
+    assert_books_balance(four)
 
 
 class LazyInputs(Sequence[bytes]):

@@ -3,6 +3,7 @@ the budget, and inputs named in a stable order. The network half is in tests/e2e
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,6 +22,7 @@ from hearth.batch import (
     check_budget,
 )
 from hearth.client import AsyncClient
+from hearth.node.commands import job_batch
 
 
 def runner(tasks: int, journal: Journal, **options: Any) -> BatchRunner:
@@ -118,3 +120,31 @@ def test_file_tasks_are_sorted_and_refuse_colliding_names(tmp_path: Path) -> Non
         FileTasks(str(tmp_path / "**" / "*"))
     with pytest.raises(BatchError, match="no input files"):
         FileTasks(str(tmp_path / "*.none"))
+
+
+def test_a_bundles_outputs_are_written_whole_then_synced_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "b").write_bytes(b"an older output")
+    synced: list[list[str]] = []
+
+    def sync(fd: int) -> None:
+        synced.append(sorted(os.listdir(fd)))
+
+    monkeypatch.setattr(job_batch, "sync_file_system", sync)
+    files = [("a", b"one"), ("b", b"two" * 100_000), ("c", b"")]
+    job_batch.write_outputs(tmp_path, files)
+    # One sync for the bundle, after every file is in place under its name, none half-written.
+    assert synced == [["a", "b", "c"]]
+    assert {name: (tmp_path / name).read_bytes() for name, _ in files} == dict(files)
+    job_batch.write_outputs(tmp_path, [])
+    assert len(synced) == 1, "no files, no sync"
+
+
+def test_syncing_outputs_reaches_the_disk_and_a_missing_folder_is_an_error(tmp_path: Path) -> None:
+    job_batch.write_outputs(tmp_path, [("a", b"kept")])  # the real syncfs (os.sync elsewhere)
+    assert (tmp_path / "a").read_bytes() == b"kept"
+    with pytest.raises(OSError):
+        job_batch.write_outputs(tmp_path / "gone", [("a", b"x")])
+    with pytest.raises(OSError, match="syncfs"):
+        job_batch.sync_file_system(-1)  # a failed sync is raised, never taken for done
