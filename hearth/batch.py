@@ -106,6 +106,12 @@ class BatchOptions:
         return self.replicas_max * cost_mc(self.max_price_mc_per_tfuel, self.fuel_max)
 
 
+def output_digest(output: bytes) -> str:
+    """What the journal keeps of a verified output, so that a resumed batch can tell an output
+    file that is still the one verified from one lost or changed since (16 bytes, hex)."""
+    return hashlib.blake2b(output, digest_size=16).hexdigest()
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskOutcome:
     """One task's verified result: ``ok`` if it exited 0; else what its replicas agreed on."""
@@ -592,8 +598,9 @@ class BatchRunner:
             return
         verified = [o.index for o in end.outcomes if o.ok]
         failed = [o.index for o in end.outcomes if not o.ok]
+        digests = [output_digest(o.output) for o in end.outcomes if o.ok]
         record = {"kind": "done", "no": bundle.number, "paid_mc": paid_mc}
-        self.journal.append(record | {"verified": verified, "failed": failed})
+        self.journal.append(record | {"verified": verified, "failed": failed, "digests": digests})
         bundle.mark("journaled")
         for index in verified:
             self.state[index] = VERIFIED

@@ -199,7 +199,7 @@ def test_a_batch_resumes_after_its_runner_is_killed_between_writes(
 ) -> None:
     """The runner (`hearth job map`) killed with SIGKILL while bundles are written and settled:
     the same command again ends with every output whole, every task verified once, and no
-    half-written file left (outputs are renamed into place, synced, then journaled)."""
+    half-written file left (outputs are renamed into place, then journaled with their digests)."""
     publisher = four[0]
     inputs, outputs, env, command = prepared_batch(publisher, tmp_path, 2048)
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

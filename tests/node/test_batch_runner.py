@@ -20,6 +20,7 @@ from hearth.batch import (
     Journal,
     MemoryTasks,
     check_budget,
+    output_digest,
 )
 from hearth.client import AsyncClient
 from hearth.node.commands import job_batch
@@ -122,29 +123,41 @@ def test_file_tasks_are_sorted_and_refuse_colliding_names(tmp_path: Path) -> Non
         FileTasks(str(tmp_path / "*.none"))
 
 
-def test_a_bundles_outputs_are_written_whole_then_synced_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_bundles_outputs_are_written_whole_under_their_names(tmp_path: Path) -> None:
     (tmp_path / "b").write_bytes(b"an older output")
-    synced: list[list[str]] = []
-
-    def sync(fd: int) -> None:
-        synced.append(sorted(os.listdir(fd)))
-
-    monkeypatch.setattr(job_batch, "sync_file_system", sync)
     files = [("a", b"one"), ("b", b"two" * 100_000), ("c", b"")]
     job_batch.write_outputs(tmp_path, files)
-    # One sync for the bundle, after every file is in place under its name, none half-written.
-    assert synced == [["a", "b", "c"]]
     assert {name: (tmp_path / name).read_bytes() for name, _ in files} == dict(files)
-    job_batch.write_outputs(tmp_path, [])
-    assert len(synced) == 1, "no files, no sync"
-
-
-def test_syncing_outputs_reaches_the_disk_and_a_missing_folder_is_an_error(tmp_path: Path) -> None:
-    job_batch.write_outputs(tmp_path, [("a", b"kept")])  # the real syncfs (os.sync elsewhere)
-    assert (tmp_path / "a").read_bytes() == b"kept"
+    assert sorted(os.listdir(tmp_path)) == ["a", "b", "c"], "no partial file is left"
     with pytest.raises(OSError):
         job_batch.write_outputs(tmp_path / "gone", [("a", b"x")])
-    with pytest.raises(OSError, match="syncfs"):
-        job_batch.sync_file_system(-1)  # a failed sync is raised, never taken for done
+
+
+def test_a_resumed_batch_reruns_outputs_lost_or_changed_since_they_were_verified(
+    tmp_path: Path,
+) -> None:
+    """Outputs are not synced per bundle: the journal's digests tell a resumed batch which
+    verified outputs a crash (or a person) lost or changed, and only those run again."""
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    outputs.mkdir()
+    names = ["a", "b", "c", "d", "e"]
+    for name in names:
+        (inputs / name).write_bytes(name.encode())
+        (outputs / name).write_bytes(b"out-" + name.encode())
+    journal = Journal(None)
+    verified = [0, 1, 2, 3]  # "e" (4) was never verified: not the check's business
+    digests = [output_digest(b"out-" + names[i].encode()) for i in verified]
+    journal.append({"kind": "done", "no": 0, "verified": verified, "digests": digests})
+    source = FileTasks(str(inputs))
+    assert job_batch._missing_outputs(journal, source, outputs) == []
+    (outputs / "a").unlink()  # lost
+    (outputs / "b").write_bytes(b"")  # a write a power cut left empty
+    (outputs / "c").write_bytes(b"out-C")  # changed
+    assert job_batch._missing_outputs(journal, source, outputs) == [0, 1, 2]
+    journal.append({"kind": "lost", "tasks": [0, 1, 2]})
+    assert job_batch._missing_outputs(journal, source, outputs) == []
+    # A journal from before digests were kept: only a missing file is seen.
+    old = Journal(None)
+    old.append({"kind": "done", "no": 0, "verified": verified})
+    assert job_batch._missing_outputs(old, source, outputs) == [0]
