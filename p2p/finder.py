@@ -8,7 +8,9 @@ mDNS on a home LAN (`p2p.mdns`) and the Kademlia DHT under ``/hearth`` (`p2p.dht
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -49,6 +51,7 @@ class PeerStoreKeeper:
         self._pending: dict[tuple[str, str], None] = {}
         self.reconnected = 0
         self.reconnect_ms: int | None = None  # how long the dials on start took, once done
+        self.write_failures = 0  # store writes refused (a full disk, a damaged file)
 
     def note_working(self, peer_id: str, addr: str) -> None:
         """An address that worked (``AddressBook.on_working``); kept if the rules allow."""
@@ -78,7 +81,7 @@ class PeerStoreKeeper:
             info = PeerInfo(ID.from_base58(entry.peer_id), [multiaddr.Multiaddr(entry.addr)])
         except Exception as error:  # a damaged row: prune will drop it as it keeps failing
             logger.debug("unusable peer store entry %r: %r", entry, error)
-            self._store.record_failure(entry.peer_id, entry.addr)
+            self._write(self._store.record_failure, entry.peer_id, entry.addr)
             return
         if info.peer_id in self._host.get_connected_peers():
             return
@@ -87,7 +90,7 @@ class PeerStoreKeeper:
                 self.reconnected += 1
                 self.note_working(entry.peer_id, entry.addr)
             else:
-                self._store.record_failure(entry.peer_id, entry.addr)
+                self._write(self._store.record_failure, entry.peer_id, entry.addr)
 
     def flush(self, book: AddressBook | None = None) -> None:
         """Write what worked since the last flush (and, with ``book``, every connected peer)."""
@@ -97,13 +100,28 @@ class PeerStoreKeeper:
                 for addr in book.verified(text):
                     self.note_working(text, addr)
         pending, self._pending = list(self._pending), {}
-        if pending:
-            self._store.record_success(pending, wall_ms())
+        if pending and not self._write(self._store.record_success, pending, wall_ms()):
+            for pair in pending[: PENDING_MAX - len(self._pending)]:
+                self._pending.setdefault(pair, None)  # kept for the next flush
+
+    def _write(self, write: Callable[..., object], *args: object) -> bool:
+        """One write to the peer store. The store is a cache that makes restarts faster: a
+        full disk or a damaged file must never stop the node, so a refused write is logged
+        (once until writes work again) and the work goes on without it."""
+        try:
+            write(*args)
+        except (sqlite3.Error, OSError) as error:
+            if not self.write_failures:
+                logger.warning("peer store not written (%s); it is tried again later", error)
+            self.write_failures += 1
+            return False
+        self.write_failures = 0
+        return True
 
     async def run(self, book: AddressBook) -> None:
         """Flush every few seconds, mark connected peers as seen, prune now and then."""
         touched_s = pruned_s = trio.current_time()
-        self._store.prune(wall_ms())
+        self._write(self._store.prune, wall_ms())
         try:
             while True:
                 await trio.sleep(FLUSH_INTERVAL_S)
@@ -112,7 +130,7 @@ class PeerStoreKeeper:
                 self.flush(book if touch else None)
                 touched_s = now_s if touch else touched_s
                 if now_s - pruned_s >= PRUNE_INTERVAL_S:
-                    self._store.prune(wall_ms())
+                    self._write(self._store.prune, wall_ms())
                     pruned_s = now_s
         finally:
             self.flush()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
+
+from libp2p.abc import IHost
 
 from hearth.p2p.addresses import Scope, scope_of
+from hearth.p2p.finder import PeerStoreKeeper
 from hearth.p2p.peerstore import (
     ADDRS_PER_PEER_MAX,
     ENTRIES_MAX,
@@ -102,3 +106,22 @@ def test_a_damaged_store_is_set_aside_and_the_node_starts_afresh(tmp_path: Path)
     assert [e.peer_id for e in store.entries()] == ["a"]
     store.close()
     assert (tmp_path / "peers.sqlite.damaged").read_bytes().startswith(b"this is not")
+
+
+def test_a_store_that_refuses_writes_never_stops_the_keeper(tmp_path: Path) -> None:
+    """A full disk (here: SQLite refusing every write) costs the peer store its updates, not
+    the node its life: the keeper logs it, keeps what worked for the next flush, and writes it
+    once the store takes writes again."""
+    store = PeerStore(tmp_path / "peers.sqlite")
+    keeper = PeerStoreKeeper(cast(IHost, None), store, ("8.8.8.8",))
+    keeper.note_working("a", "/ip4/8.8.4.4/tcp/1")
+    store._db.execute("PRAGMA query_only = ON")  # every write now fails as on a full disk
+    keeper.flush()
+    keeper.flush()
+    assert keeper.write_failures == 2
+    assert store.entries() == []
+    store._db.execute("PRAGMA query_only = OFF")
+    keeper.flush()
+    assert keeper.write_failures == 0
+    assert [(e.peer_id, e.addr) for e in store.entries()] == [("a", "/ip4/8.8.4.4/tcp/1")]
+    store.close()
