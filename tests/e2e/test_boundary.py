@@ -144,7 +144,7 @@ def test_a_full_disk_mid_job_twenty_times_never_ends_the_publisher(network) -> N
     recovered = [json.loads(x) for x in log_text.splitlines() if '"node-recovered"' in x]
     assert len(recovered) >= hits  # each outage ends in a line that names all its reasons
     sources = Counter(reason.split(":")[0] for line in recovered for reason in line["was"])
-    assert sources["jobs"] >= CYCLES * 3 // 4, sources  # the state of a job (SaveJob)
+    assert sources["jobs"] >= hits * 3 // 4, sources  # the state of a job (SaveJob), most hits
     assert sources["ledger-unwritable"] >= 1, sources  # a pay or a settle
     assert "No space left on device" in log_text  # ENOSPC was really met, not just the filler
     assert_books_balance(nodes)
@@ -182,7 +182,7 @@ def run_one_cycle(
             shown = hearth(publisher.home, "node", "status")
             assert "degraded, taking no work" in shown.stdout, shown.stdout + shown.stderr
             assert "No space left on device" in shown.stdout
-        if when == 3:
+        if when == 3 and hit:  # not when the job was paid before the disk filled
             for _ in client.events(job_id):
                 pass  # the whole job runs on a full disk, in memory
             reasons = status(publisher)["degraded"]
