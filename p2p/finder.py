@@ -99,10 +99,9 @@ class PeerStoreKeeper:
                 text = peer.to_base58()
                 for addr in book.verified(text):
                     self.note_working(text, addr)
-        pending, self._pending = list(self._pending), {}
-        if pending and not self._write(self._store.record_success, pending, wall_ms()):
-            for pair in pending[: PENDING_MAX - len(self._pending)]:
-                self._pending.setdefault(pair, None)  # kept for the next flush
+        pending = list(self._pending)
+        if pending and self._write(self._store.record_success, pending, wall_ms()):
+            self._pending = {}  # written; a refused write keeps them for the next flush
 
     def _write(self, write: Callable[..., object], *args: object) -> bool:
         """One write to the peer store. The store is a cache that makes restarts faster: a
