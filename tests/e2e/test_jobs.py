@@ -123,7 +123,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes(five) -> None
 
 @pytest.fixture
 def four_with_a_liar(tmp_path: Path) -> Iterator[list[launch.LaunchedNode]]:
-    # The liar is the cheapest host, so it is always among the first winners.
+    # The liar is the cheapest host: the test publishes at a max price where that decides.
     root = tmp_path / "liar"
     configs = [config(200), config(5), config(200), config(200)]
     adversaries.write(root / "node1", "wrong-result")
@@ -137,13 +137,22 @@ def four_with_a_liar(tmp_path: Path) -> Iterator[list[launch.LaunchedNode]]:
 def test_a_liar_is_outvoted_recorded_and_not_paid(four_with_a_liar) -> None:  # type: ignore[no-untyped-def]
     nodes = four_with_a_liar
     liar = nodes[1].info["peer_id"]
-    # The liar bids cheapest, but a bid can still miss a window while the gossip mesh forms:
-    # publish until it has taken part, checking every accepted result on the way.
     verdicts: dict[str, dict[str, Any]] = {}
     with Client(nodes[0].home) as client:
+        # The liar asks a fortieth of the others' price, but under the default max price
+        # (100,000 mc/Tfuel) every ask here is a rounding error: the winner rule then ranks by
+        # round trip and reputation, and once two honest hosts have a record the newcomer cap
+        # keeps the liar out for good. A max price at the honest hosts' ask makes price count.
+        asks = {o["peer_id"]: o["price_mc_per_tfuel"] for o in client.market()["offers"]}
+        assert asks[liar] < min(p for peer, p in asks.items() if peer != liar), asks
+        max_price = max(asks.values())
+        # A bid can still be lost on a loaded machine: publish until the liar has taken part,
+        # checking every accepted result on the way.
         for attempt in range(LIAR_ATTEMPTS_MAX):
             data = f"the truth, byte for byte ({attempt})".encode()
-            result = client.run(ECHO, data, replicas=2, replicas_max=3)
+            result = client.run(
+                ECHO, data, replicas=2, replicas_max=3, max_price_mc_per_tfuel=max_price
+            )
             assert result.ok, result.reason
             assert result.output == data
             verdicts = {r["worker"]: r for r in result.summary["replicas_detail"]}
