@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
+import anyio.abc
 
 from hearth.client import AsyncClient, HearthError, module_bytes, runtime_for
 from hearth.protocol import bundles
@@ -314,6 +315,7 @@ class BundleEnd:
 
 
 Emit = Callable[[list[TaskOutcome]], Any]
+Prepare = Callable[[list[str]], Any]  # the names of a bundle's tasks, as it starts
 
 
 def check_budget(options: BatchOptions) -> None:
@@ -348,9 +350,11 @@ class BatchRunner:
         journal: Journal,
         emit: Emit,
         on_progress: Callable[[BatchStats], None] = lambda stats: None,
+        prepare: Prepare | None = None,
     ) -> None:
         self.client, self.module, self.source, self.options = client, module, source, options
         self.journal, self.emit, self.on_progress = journal, emit, on_progress
+        self.prepare = prepare
         self.state = bytearray(len(source))
         self.attempts = bytearray(len(source))
         self.queue: deque[int] = deque()
@@ -402,6 +406,7 @@ class BatchRunner:
         async with anyio.create_task_group() as group:
             for bundle in recovered:
                 self._start(bundle)
+                self._prepare(bundle, group)
                 group.start_soon(self._follow, bundle, send)
             while True:
                 while not self.cancelled and self._room():
@@ -409,11 +414,19 @@ class BatchRunner:
                     if fresh is None:
                         break
                     self._start(fresh)
+                    self._prepare(bundle=fresh, group=group)
                     group.start_soon(self._publish, fresh, send)
                 if not self.in_flight:
                     break
                 await self._finish(await receive.receive())
                 self.on_progress(self.stats)
+
+    def _prepare(self, bundle: Bundle, group: anyio.abc.TaskGroup) -> None:
+        """Let the caller get ready for the bundle's outputs while it runs (the CLI makes the
+        files' inodes then, not all at the end)."""
+        if self.prepare is not None:
+            names = [self.source.name(index) for index in bundle.tasks]
+            group.start_soon(_maybe_await, self.prepare(names))
 
     # Journal replay
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, cast
 
+import anyio
 import pytest
 
 from hearth.batch import (
@@ -161,3 +162,48 @@ def test_a_resumed_batch_reruns_outputs_lost_or_changed_since_they_were_verified
     old = Journal(None)
     old.append({"kind": "done", "no": 0, "verified": verified})
     assert job_batch._missing_outputs(old, source, outputs) == [0]
+
+
+def test_scratch_files_made_ahead_become_the_outputs_and_the_rest_are_removed(
+    tmp_path: Path,
+) -> None:
+    """A bundle's scratch files are made while it runs: writing it then allocates no inode (the
+    costly part of a small file), and what was made for tasks never written is removed."""
+    (tmp_path / ".c.part").write_bytes(b"left by a killed run")
+    outputs = job_batch._Outputs(tmp_path)
+    outputs.make_scratch(["a", "b", "c"])
+    inodes = {name: (tmp_path / f".{name}.part").stat().st_ino for name in "abc"}
+    assert (tmp_path / ".c.part").read_bytes() == b"left by a killed run", "made, not emptied"
+    outputs.write([("a", b"one"), ("c", b"three")])
+    assert (tmp_path / "a").stat().st_ino == inodes["a"], "the scratch file became the output"
+    assert (tmp_path / "c").read_bytes() == b"three"
+    outputs.make_scratch(["a", "d"])  # "a" is written: not made again
+    assert not (tmp_path / ".a.part").exists()
+    outputs.remove_scratch()
+    assert sorted(os.listdir(tmp_path)) == ["a", "c"], "no scratch file is left"
+    job_batch._Outputs(tmp_path / "gone").make_scratch(["a"])  # only a head start: no error
+
+
+def test_the_runner_names_a_bundles_tasks_as_the_bundle_starts() -> None:
+    prepared: list[list[str]] = []
+    batch = BatchRunner(
+        cast(AsyncClient, None),
+        Path("echo.wat"),
+        MemoryTasks([b"%d" % i for i in range(40)]),
+        BatchOptions(bundles_in_flight=2, fuel_per_s=10**9),
+        batch_id="test",
+        journal=Journal(None),
+        emit=lambda outcomes: None,
+        prepare=prepared.append,
+    )
+    batch._replay()
+    bundle = batch._next_bundle()
+    assert bundle is not None
+    batch._start(bundle)
+
+    async def start() -> None:
+        async with anyio.create_task_group() as group:
+            batch._prepare(bundle, group)
+
+    anyio.run(start)
+    assert prepared == [[str(i) for i in bundle.tasks]]
