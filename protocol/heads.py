@@ -5,9 +5,12 @@ Time: now_ms.
 
 Theory of operation
 -------------------
-Every node gossips the latest entry of its own chain on ``hearth/heads/1`` every
-``HEADS_INTERVAL_MS``, preceded by the entries it committed since its last gossip (at most
-``HEADS_CATCHUP_MAX``), so that a peer sees each entry's successor. Each node remembers the
+Every ``HEADS_INTERVAL_MS`` a node whose chain grew gossips the entries it committed since its
+last gossip (at most ``HEADS_CATCHUP_MAX``), then its head, on ``hearth/heads/1``, so that a
+peer sees each entry's successor. A head that has not moved is gossiped again only every
+``HEADS_REFRESH_MS``, so that a peer that joined since learns it: an unchanged head carries no
+news for the others, and at 50 idle nodes these repeats were five in six of all gossip messages
+(issue 14, ADR 0032). Each node remembers the
 entries it saw per (author, seq) in a bounded ``ForkWatch``. Two validly signed entries with one
 author and one seq, or an entry and one at the next seq that does not link to it, are a fork: a
 proof that needs no context (ADR 0030: a forker that showed a twin of its head to one peer and
@@ -42,6 +45,9 @@ if TYPE_CHECKING:
     from hearth.protocol.engine import Engine, MessageHandler
 
 HEADS_INTERVAL_MS: Final = 10_000
+# An unchanged head is gossiped again this often (ADR 0032, fourth amendment): the capacity ad's
+# interval, the other keep-alive a newcomer waits for.
+HEADS_REFRESH_MS: Final = 60_000
 HEADS_TTL_MS: Final = 60_000
 HEADS_CATCHUP_MAX: Final = 16  # entries gossiped per interval besides the head
 
@@ -55,6 +61,7 @@ class HeadsComponent:
         self.watch = ForkWatch()
         self.forks_detected = 0
         self._gossiped_seq = -1  # the last own entry gossiped in this life
+        self._gossiped_ms = 0  # when it was gossiped
         for author in sorted(ledger.state.refused):
             engine.refused_authors.add(PublicKey(author))
 
@@ -71,18 +78,24 @@ class HeadsComponent:
 
     def _publish_head(self, now_ms: int) -> list[Effect]:
         # Only durable entries are gossiped: one taken back and signed anew would read as a fork.
-        # The head always goes (a peer that just joined learns it); before it, the entries since
-        # the last gossip, oldest first, so that a twin shown to a peer meets its real successor.
+        # A head that moved goes with the entries since the last gossip before it, oldest first,
+        # so that a twin shown to a peer meets its real successor; one that did not goes again
+        # only when a refresh is due (a peer that joined since learns it).
         head_seq = self.ledger.committed_seq
+        timer = SetTimer(HeadsTimer(), now_ms + HEADS_INTERVAL_MS)
+        moved = head_seq != self._gossiped_seq
+        if not moved and now_ms - self._gossiped_ms < HEADS_REFRESH_MS:
+            return [timer]
         first = head_seq if self._gossiped_seq < 0 else self._gossiped_seq + 1
         first = min(head_seq, max(first, head_seq - HEADS_CATCHUP_MAX))
         self._gossiped_seq = head_seq
+        self._gossiped_ms = now_ms
         effects: list[Effect] = []
         for seq in range(first, head_seq + 1):
             wire = self.ledger.entry_at(seq).wire
             data = self._engine.seal(HeadGossip(wire), now_ms=now_ms, ttl_ms=HEADS_TTL_MS)
             effects.append(Publish(TOPIC_HEADS, data))
-        effects.append(SetTimer(HeadsTimer(), now_ms + HEADS_INTERVAL_MS))
+        effects.append(timer)
         return effects
 
     def _on_head(self, envelope: Envelope, peer: PeerId, now_ms: int) -> list[Effect]:
