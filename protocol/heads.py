@@ -7,16 +7,18 @@ Theory of operation
 -------------------
 Every ``HEADS_INTERVAL_MS`` a node whose chain grew gossips the entries it committed since its
 last gossip (at most ``HEADS_CATCHUP_MAX``), then its head, on ``hearth/heads/1``, so that a
-peer sees each entry's successor. A head that has not moved is gossiped again only every
-``HEADS_REFRESH_MS``, so that a peer that joined since learns it: an unchanged head carries no
-news for the others, and at 50 idle nodes these repeats were five in six of all gossip messages
-(issue 14, ADR 0032). Each node remembers the
-entries it saw per (author, seq) in a bounded ``ForkWatch``. Two validly signed entries with one
-author and one seq, or an entry and one at the next seq that does not link to it, are a fork: a
-proof that needs no context (ADR 0030: a forker that showed a twin of its head to one peer and
-then moved on is convicted by that peer when the real successor arrives). The node records it
-in its own ledger (a fork-evidence entry, so the refusal survives restarts), refuses the author
-in the engine from then on, and gossips the proof so that nodes which saw only one of the two
+peer sees each entry's successor. For ``HEADS_REFRESH_MS`` after its head moved (and after
+start) a node repeats its head at every tick, so that a peer that missed it (a lost message, a
+restart) has it within one interval while it is news; a head that has not moved for that long
+is repeated once per ``HEADS_REFRESH_MS``, for peers met since. Repeating a settled head every
+10 s was five in six of all gossip messages of 50 idle nodes (issue 14, ADR 0032).
+
+Each node remembers the entries it saw per (author, seq) in a bounded ``ForkWatch``. Two validly
+signed entries with one author and one seq, or an entry and one at the next seq that does not link
+to it, are a fork: a proof that needs no context (ADR 0030: a forker that showed a twin of its head
+to one peer and then moved on is convicted by that peer when the real successor arrives). The node
+records it in its own ledger (a fork-evidence entry, so the refusal survives restarts), refuses the
+author in the engine from then on, and gossips the proof so that nodes which saw only one of the two
 entries refuse the author too.
 
 What must never happen: an author refused on a forged proof (every proof is verified first), or
@@ -45,8 +47,9 @@ if TYPE_CHECKING:
     from hearth.protocol.engine import Engine, MessageHandler
 
 HEADS_INTERVAL_MS: Final = 10_000
-# An unchanged head is gossiped again this often (ADR 0032, fourth amendment): the capacity ad's
-# interval, the other keep-alive a newcomer waits for.
+# A head is repeated at every tick for this long after it moved, and this often once it has
+# settled (ADR 0032, fourth amendment): the capacity ad's interval, the other keep-alive that a
+# newcomer waits for.
 HEADS_REFRESH_MS: Final = 60_000
 HEADS_TTL_MS: Final = 60_000
 HEADS_CATCHUP_MAX: Final = 16  # entries gossiped per interval besides the head
@@ -62,6 +65,7 @@ class HeadsComponent:
         self.forks_detected = 0
         self._gossiped_seq = -1  # the last own entry gossiped in this life
         self._gossiped_ms = 0  # when it was gossiped
+        self._moved_ms = 0  # when a head that moved was last gossiped
         for author in sorted(ledger.state.refused):
             engine.refused_authors.add(PublicKey(author))
 
@@ -79,13 +83,16 @@ class HeadsComponent:
     def _publish_head(self, now_ms: int) -> list[Effect]:
         # Only durable entries are gossiped: one taken back and signed anew would read as a fork.
         # A head that moved goes with the entries since the last gossip before it, oldest first,
-        # so that a twin shown to a peer meets its real successor; one that did not goes again
-        # only when a refresh is due (a peer that joined since learns it).
+        # so that a twin shown to a peer meets its real successor; one that did not is repeated
+        # at every tick while it is fresh, then only when a refresh is due.
         head_seq = self.ledger.committed_seq
         timer = SetTimer(HeadsTimer(), now_ms + HEADS_INTERVAL_MS)
         moved = head_seq != self._gossiped_seq
-        if not moved and now_ms - self._gossiped_ms < HEADS_REFRESH_MS:
+        settled = now_ms - self._moved_ms >= HEADS_REFRESH_MS
+        if not moved and settled and now_ms - self._gossiped_ms < HEADS_REFRESH_MS:
             return [timer]
+        if moved:
+            self._moved_ms = now_ms
         first = head_seq if self._gossiped_seq < 0 else self._gossiped_seq + 1
         first = min(head_seq, max(first, head_seq - HEADS_CATCHUP_MAX))
         self._gossiped_seq = head_seq
