@@ -7,11 +7,12 @@ Theory of operation
 -------------------
 Every ``HEADS_INTERVAL_MS`` a node whose chain grew gossips the entries it committed since its
 last gossip (at most ``HEADS_CATCHUP_MAX``), then its head, on ``hearth/heads/1``, so that a
-peer sees each entry's successor. For ``HEADS_REFRESH_MS`` after its head moved (and after
-start) a node repeats its head at every tick, so that a peer that missed it (a lost message, a
-restart) has it within one interval while it is news; a head that has not moved for that long
-is repeated once per ``HEADS_REFRESH_MS``, for peers met since. Repeating a settled head every
-10 s was five in six of all gossip messages of 50 idle nodes (issue 14, ADR 0032).
+peer sees each entry's successor. A head is then repeated at growing gaps: one interval after
+it was gossiped, then two, four, ... up to ``HEADS_REFRESH_MS`` (Trickle, RFC 6206): a peer
+that missed a fresh head (a lost message, a restart) has it again within seconds, and a head
+that has not moved for minutes, which is all an idle network has to say, goes out once per
+``HEADS_REFRESH_MS``, for peers met since. Repeating every head every 10 s was five in six of
+all gossip messages of 50 idle nodes (issue 14, ADR 0032).
 
 Each node remembers the entries it saw per (author, seq) in a bounded ``ForkWatch``. Two validly
 signed entries with one author and one seq, or an entry and one at the next seq that does not link
@@ -47,10 +48,9 @@ if TYPE_CHECKING:
     from hearth.protocol.engine import Engine, MessageHandler
 
 HEADS_INTERVAL_MS: Final = 10_000
-# A head is repeated at every tick for this long after it moved, and this often once it has
-# settled (ADR 0032, fourth amendment): the capacity ad's interval, the other keep-alive that a
-# newcomer waits for.
-HEADS_REFRESH_MS: Final = 60_000
+# The longest gap between two repeats of a head that has not moved (ADR 0032, fourth amendment):
+# the capacity ad's life, the other keep-alive that a newcomer waits for.
+HEADS_REFRESH_MS: Final = 180_000
 HEADS_TTL_MS: Final = 60_000
 HEADS_CATCHUP_MAX: Final = 16  # entries gossiped per interval besides the head
 
@@ -64,8 +64,8 @@ class HeadsComponent:
         self.watch = ForkWatch()
         self.forks_detected = 0
         self._gossiped_seq = -1  # the last own entry gossiped in this life
-        self._gossiped_ms = 0  # when it was gossiped
-        self._moved_ms = 0  # when a head that moved was last gossiped
+        self._repeat_gap_ms = HEADS_INTERVAL_MS  # doubles at each repeat of an unmoved head
+        self._repeat_at_ms = 0  # when the head is due again
         for author in sorted(ledger.state.refused):
             engine.refused_authors.add(PublicKey(author))
 
@@ -84,19 +84,19 @@ class HeadsComponent:
         # Only durable entries are gossiped: one taken back and signed anew would read as a fork.
         # A head that moved goes with the entries since the last gossip before it, oldest first,
         # so that a twin shown to a peer meets its real successor; one that did not is repeated
-        # at every tick while it is fresh, then only when a refresh is due.
+        # when due, at gaps that double from one heads interval to `HEADS_REFRESH_MS`.
         head_seq = self.ledger.committed_seq
         timer = SetTimer(HeadsTimer(), now_ms + HEADS_INTERVAL_MS)
-        moved = head_seq != self._gossiped_seq
-        settled = now_ms - self._moved_ms >= HEADS_REFRESH_MS
-        if not moved and settled and now_ms - self._gossiped_ms < HEADS_REFRESH_MS:
-            return [timer]
-        if moved:
-            self._moved_ms = now_ms
+        if head_seq == self._gossiped_seq:
+            if now_ms < self._repeat_at_ms:
+                return [timer]
+            self._repeat_gap_ms = min(2 * self._repeat_gap_ms, HEADS_REFRESH_MS)
+        else:
+            self._repeat_gap_ms = HEADS_INTERVAL_MS
+        self._repeat_at_ms = now_ms + self._repeat_gap_ms
         first = head_seq if self._gossiped_seq < 0 else self._gossiped_seq + 1
         first = min(head_seq, max(first, head_seq - HEADS_CATCHUP_MAX))
         self._gossiped_seq = head_seq
-        self._gossiped_ms = now_ms
         effects: list[Effect] = []
         for seq in range(first, head_seq + 1):
             wire = self.ledger.entry_at(seq).wire

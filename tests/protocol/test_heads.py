@@ -79,7 +79,7 @@ def test_honest_heads_are_gossiped_and_convict_nobody() -> None:
     cluster.run_for(60_000)
     heads = [e for n in cluster.nodes for _, e in n.effects
              if isinstance(e, Publish) and e.topic == TOPIC_HEADS]  # fmt: skip
-    assert len(heads) >= 4 * 6
+    assert len(heads) >= 4 * 3  # each: the head at start, repeated after 10 s and 30 s
     assert all(not n.engine.refused_authors for n in cluster.nodes)
     # Every committed entry was gossiped (the head and those since the last gossip: ADR 0030).
     for node in cluster.nodes:
@@ -132,24 +132,26 @@ def _heads_published(node: Node, since_ms: int) -> list[int]:
     ]
 
 
-def test_a_head_is_gossiped_each_tick_for_a_minute_after_it_moved_then_once_a_minute() -> None:
+def test_an_unmoved_head_is_repeated_at_doubling_gaps_up_to_the_refresh_interval() -> None:
     """A settled head carries no news (issue 14: at 50 idle nodes the repeats every 10 s were
-    five in six of all gossip messages); a head that moved is repeated at every tick for a
-    minute, so a peer that missed it has it within one interval while it is news (ADR 0030)."""
+    five in six of all gossip messages); a fresh one is repeated within seconds, so that a peer
+    that missed it has it while it is news (ADR 0030)."""
     cluster = Cluster(4, ledgers=True)
     for node in cluster.nodes:
         cluster.inject(node.index, Started())
     cluster.run_for(0)
     idle = cluster.nodes[2]
     started_ms = cluster.now_ms
-    cluster.run_for(3 * HEADS_REFRESH_MS)
+    cluster.run_for(4 * HEADS_REFRESH_MS)
     published = _heads_published(idle, started_ms)
     gaps_ms = [later - earlier for earlier, later in itertools.pairwise(published)]
-    fresh = HEADS_REFRESH_MS // HEADS_INTERVAL_MS - 1  # the repeats within the first minute
     assert published[0] == started_ms
-    assert gaps_ms[:fresh] == [HEADS_INTERVAL_MS] * fresh
-    assert gaps_ms[fresh:] == [HEADS_REFRESH_MS] * 2  # settled: once a minute
-    # A node whose chain moves gossips it at the next tick, settled or not.
+    doubling = [HEADS_INTERVAL_MS * 2**i for i in range(5)]  # 10, 20, 40, 80, 160 s
+    assert all(gap < HEADS_REFRESH_MS for gap in doubling)
+    assert gaps_ms[:5] == doubling
+    assert gaps_ms[5:] == [HEADS_REFRESH_MS] * (len(gaps_ms) - 5)
+    assert len(gaps_ms) >= 7  # settled: once per refresh interval, at least twice
+    # A node whose chain moves gossips it at the next tick, however long its head had settled.
     publisher = cluster.nodes[0]
     ledger = publisher.ledger
     assert ledger is not None
