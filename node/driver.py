@@ -85,9 +85,11 @@ from hearth.protocol.timers import TimerKey
 
 CommitHandler = Callable[[Sequence[Entry]], None]  # blocking; raises LedgerUnavailableError
 # A round trip changes slowly on a home link, and each ping opens a fresh stream (a yamux SYN and
-# a multistream-select round at both ends): every 10 s it was a quarter of an idle node's CPU in
-# a 50-node testnet (issue 14). A new peer is pinged when it connects, so its bids have an RTT.
-PING_INTERVAL_S = 60.0
+# a multistream-select round at both ends, about eight frames in all): every 10 s it was a
+# quarter of an idle node's CPU in a 50-node testnet, and every 60 s still about one frame in
+# five that an idle node of it sent (issue 14, ADR 0032). A new peer is pinged when it
+# connects, so its bids have an RTT from the start.
+PING_INTERVAL_S = 300.0
 
 if TYPE_CHECKING:  # trio-typing's stubs (a py-libp2p dependency) shadow trio's own types
     from trio_typing import TaskStatus

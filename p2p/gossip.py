@@ -37,12 +37,14 @@ GOSSIP_PROTOCOLS: Final = (PROTOCOL_ID_V12, PROTOCOL_ID_V11, PROTOCOL_ID)
 # so the degree multiplies the cost of every ad: with the spec's D=6/4/12, 50 nodes on one
 # 2-core machine wanted more CPU than it had. D=4 still reaches 500 nodes in about
 # log_4(500) = 5 hops; the market sync (ADR 0039) repairs what a thinner mesh misses. Gossip
-# (IHAVE) goes to 2 peers outside the mesh each heartbeat (`GOSSIP_PEERS_LAZY` in
-# p2p/patches/gossipsub.py), with the ids of the last 3 of 5 history windows.
+# (IHAVE) goes to 2 peers outside the mesh every third heartbeat (`GOSSIP_PEERS_LAZY` and
+# `GOSSIP_EVERY_HEARTBEATS` in p2p/patches/gossipsub.py), with the ids of the last 3 of 5
+# history windows: the window spans the heartbeats between two IHAVE rounds, so every id is
+# offered once.
 MESH_DEGREE: Final = 4
 MESH_DEGREE_LOW: Final = 3
 MESH_DEGREE_HIGH: Final = 8
-GOSSIP_WINDOW_HEARTBEATS: Final = 3
+GOSSIP_WINDOW_HEARTBEATS: Final = gossipsub_patch.GOSSIP_EVERY_HEARTBEATS
 GOSSIP_HISTORY_HEARTBEATS: Final = 5
 # The spam limit per forwarding peer and topic (py-libp2p's default is 10). A forwarder may relay
 # every ad of the network to us: 500 hosts each advertising every 10 s (ADR 0032; every 30 s

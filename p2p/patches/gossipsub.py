@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
@@ -82,6 +82,13 @@ OWN_RECORD_REUSE_S: Final = 5.0
 # peers hear of each message from each node that has it. At 4 per second they were a third of the
 # RPCs of an idle node of a 50-node network.
 GOSSIP_PEERS_LAZY: Final = 2
+# IHAVE goes out every this many heartbeats, naming the ids of the gossip window, which spans
+# as many heartbeats (p2p/gossip.py): each id is offered once by each node that has it, not on
+# three heartbeats in a row. At 50 idle nodes an IHAVE was nearly every other RPC a node sent,
+# and each costs a yamux frame, a Noise message and a send on every connection it goes out on
+# (issue 14). An IHAVE answered late by up to two heartbeats is no loss: ads and heads are
+# keep-alives, and our own messages already reach every topic peer (flood publishing).
+GOSSIP_EVERY_HEARTBEATS: Final = 3
 # go-libp2p's IDontWantMessageThreshold: smaller messages are cheaper to receive twice.
 IDONTWANT_MESSAGE_BYTES_MIN: Final = 1024
 
@@ -227,6 +234,15 @@ class HearthGossipSub(GossipSub):
         peers.discard(origin)
         return peers
 
+    def gossip_heartbeat(self) -> Any:
+        """Upstream's IHAVE choice every `GOSSIP_EVERY_HEARTBEATS` heartbeats, none between;
+        the mesh and fanout upkeep of the other heartbeats is unchanged."""
+        self._heartbeats_since_gossip += 1
+        if self._heartbeats_since_gossip < GOSSIP_EVERY_HEARTBEATS:
+            return defaultdict(dict)
+        self._heartbeats_since_gossip = 0
+        return super().gossip_heartbeat()
+
     def _get_adaptive_gossip_peers_count(self, topic: str, total_peers: int) -> int:
         """IHAVE goes to `GOSSIP_PEERS_LAZY` peers outside the mesh each heartbeat (go-libp2p's
         D_lazy, 6 there and in upstream's minimum, which also adds 25 % of the others)."""
@@ -238,6 +254,7 @@ class HearthGossipSub(GossipSub):
         return super()._check_spam_protection(peer_id, msg)
 
     _idontwant_wanted = True
+    _heartbeats_since_gossip = 0
 
 
 class HearthPubsub(Pubsub):

@@ -185,3 +185,37 @@ def test_ihave_goes_to_two_peers_outside_the_mesh_however_many_there_are() -> No
     for others in (10, 40):
         assert gossip._get_adaptive_gossip_peers_count(TOPIC, others) == patch.GOSSIP_PEERS_LAZY
         assert upstream._get_adaptive_gossip_peers_count(TOPIC, others) >= 6
+
+
+def test_ihave_goes_out_every_third_heartbeat_naming_every_id_of_the_window() -> None:
+    """IHAVE rounds every `GOSSIP_EVERY_HEARTBEATS` heartbeats, each naming the ids of the
+    window, which spans as many heartbeats: an id put in the cache at any heartbeat between two
+    rounds is named by the next one (issue 14)."""
+    own, mesh_peer = peer(0), peer(1)
+    others = [peer(i) for i in range(2, 12)]
+
+    def cut(cls: type[GossipSub]) -> Any:
+        gossip = router(cls, own, [mesh_peer, *others])
+        gossip.mesh[TOPIC] = {mesh_peer}
+        return gossip
+
+    assert router_settings(heartbeat_s=1)["gossip_window"] == patch.GOSSIP_EVERY_HEARTBEATS
+    fixed, upstream = cut(HearthGossipSub), cut(GossipSub)
+    rounds: list[dict[ID, dict[str, list[bytes]]]] = []
+    for beat in range(2 * patch.GOSSIP_EVERY_HEARTBEATS):
+        message = rpc_pb2.Message(data=bytes([beat]), topicIDs=[TOPIC], seqno=bytes([beat]))
+        message.from_id = own.to_bytes()
+        for gossip in (fixed, upstream):
+            gossip.mcache.put(message)
+        rounds.append(fixed.gossip_heartbeat())
+        assert upstream.gossip_heartbeat()  # upstream: every heartbeat
+        for gossip in (fixed, upstream):
+            gossip.mcache.shift()
+    emitting = [i for i, r in enumerate(rounds) if r]
+    every = patch.GOSSIP_EVERY_HEARTBEATS
+    assert emitting == [every - 1, 2 * every - 1]
+    for i in emitting:
+        assert len(rounds[i]) == patch.GOSSIP_PEERS_LAZY
+        assert mesh_peer not in rounds[i]
+        named = {mid for topics in rounds[i].values() for mid in topics[TOPIC]}
+        assert len(named) == every  # the ids of the three heartbeats since the last round

@@ -6,12 +6,16 @@ upstream fixes it, the unpatched case fails and says the patch can go.
 
 from __future__ import annotations
 
+import itertools
 import struct
+from types import SimpleNamespace
 
 import pytest
 import trio
+import trio.testing
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from hearth.p2p.host import Libp2pTransport, open_transport
 from hearth.p2p.patches import yamux as yamux_patch
@@ -123,3 +127,25 @@ def test_frame_headers_are_seen_however_the_reads_split_them() -> None:
         for offset in range(0, len(stream), step):
             frames._scan(stream[offset : offset + step])
         assert recorder.frames == [(3, 0, 7), (5, 4, 2)], step
+
+
+async def test_a_connection_measures_its_round_trip_every_two_minutes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Upstream's loop, run on a stand-in connection whose PING is answered at once: it pings
+    every `YAMUX_RTT_MEASURE_INTERVAL_S`, not upstream's 30 s (about one frame in ten an idle
+    node of a 50-node network sent: issue 14)."""
+    yamux_patch.apply_window_cap()
+    sent_s: list[float] = []
+    conn = SimpleNamespace(event_shutting_down=trio.Event(), _ping_id=0, _ping_sent_time=0.0)
+
+    async def write_frame(header: bytes) -> None:
+        sent_s.append(trio.current_time())
+        conn._ping_event.set()
+
+    conn._write_frame = write_frame
+    with trio.move_on_after(3 * yamux_patch.YAMUX_RTT_MEASURE_INTERVAL_S):
+        await Yamux._measure_rtt_loop(conn)  # type: ignore[arg-type]
+    gaps_s = [later - earlier for earlier, later in itertools.pairwise(sent_s)]
+    assert len(gaps_s) == 2
+    assert all(gap == pytest.approx(yamux_patch.YAMUX_RTT_MEASURE_INTERVAL_S) for gap in gaps_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from hearth.ledger.audit import HeadGossip
@@ -11,11 +12,11 @@ from hearth.protocol.codec import decode, decode_as
 from hearth.protocol.effects import Log, Penalise, Publish
 from hearth.protocol.envelope import EnvelopeWire, SignedWire, seal
 from hearth.protocol.events import MessageReceived, Started
-from hearth.protocol.heads import HEADS_INTERVAL_MS
+from hearth.protocol.heads import HEADS_INTERVAL_MS, HEADS_REFRESH_MS
 from hearth.protocol.identity import Identity
 from hearth.protocol.messages import TOPIC_HEADS
 from hearth.testnet.sim.faults import forged_heads
-from tests.protocol.harness import T0_MS, Cluster, step_committing
+from tests.protocol.harness import T0_MS, Cluster, Node, step_committing
 
 
 def forked_heads(identity: Identity) -> tuple[bytes, bytes]:
@@ -78,7 +79,7 @@ def test_honest_heads_are_gossiped_and_convict_nobody() -> None:
     cluster.run_for(60_000)
     heads = [e for n in cluster.nodes for _, e in n.effects
              if isinstance(e, Publish) and e.topic == TOPIC_HEADS]  # fmt: skip
-    assert len(heads) >= 4 * 6
+    assert len(heads) >= 4 * 3  # each: the head at start, repeated after 10 s and 30 s
     assert all(not n.engine.refused_authors for n in cluster.nodes)
     # Every committed entry was gossiped (the head and those since the last gossip: ADR 0030).
     for node in cluster.nodes:
@@ -86,10 +87,7 @@ def test_honest_heads_are_gossiped_and_convict_nobody() -> None:
         seqs = []
         for _, effect in node.effects:
             if isinstance(effect, Publish) and effect.topic == TOPIC_HEADS:
-                body = decode(
-                    decode_as(decode_as(effect.data, EnvelopeWire).signed, SignedWire).body
-                )
-                seqs.append(parse_entry(body.entry).seq)
+                seqs.append(_head_seq(effect.data))
         assert sorted(set(seqs)) == list(range(node.ledger.committed_seq + 1))
     assert cluster.nodes[3].ledger is not None and cluster.nodes[3].ledger.committed_seq >= 2
 
@@ -118,3 +116,54 @@ def test_a_forker_that_moves_on_is_convicted_by_the_peer_that_holds_its_twin() -
     assert forker.engine.identity.public_key in watcher.refused_authors
     for other in cluster.nodes[2:]:  # the proof spread to nodes that never saw the twin
         assert forker.engine.identity.public_key in other.engine.refused_authors
+
+
+def _head_seq(data: bytes) -> int:
+    body = decode(decode_as(decode_as(data, EnvelopeWire).signed, SignedWire).body)
+    return parse_entry(body.entry).seq
+
+
+def _heads_published(node: Node, since_ms: int) -> list[int]:
+    """The times at which ``node`` gossiped on the heads topic from ``since_ms`` on."""
+    return [
+        at_ms
+        for at_ms, effect in node.effects
+        if at_ms >= since_ms and isinstance(effect, Publish) and effect.topic == TOPIC_HEADS
+    ]
+
+
+def test_an_unmoved_head_is_repeated_at_doubling_gaps_up_to_the_refresh_interval() -> None:
+    """A settled head carries no news (issue 14: at 50 idle nodes the repeats every 10 s were
+    five in six of all gossip messages); a fresh one is repeated within seconds, so that a peer
+    that missed it has it while it is news (ADR 0030)."""
+    cluster = Cluster(4, ledgers=True)
+    for node in cluster.nodes:
+        cluster.inject(node.index, Started())
+    cluster.run_for(0)
+    idle = cluster.nodes[2]
+    started_ms = cluster.now_ms
+    cluster.run_for(4 * HEADS_REFRESH_MS)
+    published = _heads_published(idle, started_ms)
+    gaps_ms = [later - earlier for earlier, later in itertools.pairwise(published)]
+    assert published[0] == started_ms
+    doubling = [HEADS_INTERVAL_MS * 2**i for i in range(5)]  # 10, 20, 40, 80, 160 s
+    assert all(gap < HEADS_REFRESH_MS for gap in doubling)
+    assert gaps_ms[:5] == doubling
+    assert gaps_ms[5:] == [HEADS_REFRESH_MS] * (len(gaps_ms) - 5)
+    assert len(gaps_ms) >= 7  # settled: once per refresh interval, at least twice
+    # A node whose chain moves gossips it at the next tick, however long its head had settled.
+    publisher = cluster.nodes[0]
+    ledger = publisher.ledger
+    assert ledger is not None
+    seq_before = ledger.committed_seq
+    cluster.publish_job(0, b"\0asm fake module", b"hello")
+    cluster.run_until(lambda: ledger.committed_seq > seq_before)
+    moved_ms, moved_seq = cluster.now_ms, ledger.committed_seq
+    cluster.run_for(HEADS_INTERVAL_MS)
+    seqs = [
+        _head_seq(e.data)
+        for at_ms, e in publisher.effects
+        if moved_ms <= at_ms <= moved_ms + HEADS_INTERVAL_MS
+        and isinstance(e, Publish) and e.topic == TOPIC_HEADS
+    ]  # fmt: skip
+    assert moved_seq in seqs
