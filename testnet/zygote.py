@@ -170,11 +170,15 @@ def become_child(request: Request, log_fd: int, zygote: int) -> None:
 
 
 def reseed() -> None:
-    """Random generators made at import, which a fork would otherwise share between nodes.
-    (The ``random`` module reseeds its own after a fork; ``secrets`` reads the kernel's.)"""
+    """State made at import that a fork would otherwise share between nodes: trio's scheduling
+    generator and logging's start time (``relativeCreated``). The ``random`` module reseeds its
+    own generator after a fork, ``tempfile`` notices the new pid, ``secrets`` reads the kernel."""
+    import logging
+
     from trio._core import _run
 
     _run._r.seed()
+    logging._startTime = time.time()  # type: ignore[attr-defined]
 
 
 def reap(running: set[int], exit_codes: collections.OrderedDict[int, int]) -> None:
