@@ -13,7 +13,7 @@ interpreter's normal exit (atexit, exit status, traceback), never back into this
 Theory of operation (zygote side): one thread, never trio, never a thread before a fork. A
 ``select`` waits on the socket and on a SIGCHLD wake-up pipe; every turn reaps the exited
 children and keeps their exit codes (as ``Popen.returncode`` has them: negative for a signal)
-until the launcher asks for them with ``poll``. The zygote dies with the launcher
+for the launcher's ``poll``. The zygote dies with the launcher
 (node/lifeline.py: PR_SET_PDEATHSIG, checked against the launcher's pid), and each tied child
 gets the zygote's pid as its parent to die with, so a launcher killed even by SIGKILL takes the
 zygote and then every node with it. End of the socket (the launcher closed it or died): exit.
@@ -48,7 +48,7 @@ MODULE = "hearth.testnet.zygote"
 REQUEST_BYTES_MAX = 128 * 1024  # an environment of a few kB; the socket's buffer holds this
 REPLY_BYTES_MAX = 4096
 ANSWER_TIMEOUT_S = 120.0  # the first answer waits for the imports, on a machine busy starting nodes
-EXIT_CODES_MAX = 4096  # exit codes nobody asked for (a launcher that never polls) are dropped
+EXIT_CODES_MAX = 4096  # the oldest exit codes are forgotten (the launcher's handles keep theirs)
 POLL_INTERVAL_S = 0.05
 PR_SET_NAME = 15  # <linux/prctl.h>: the name `ps -o comm`, top and psutil show
 NODE_PROCESS_NAME = b"hearth-node"
@@ -124,10 +124,12 @@ def serve(sock: socket.socket) -> Request | None:
                 sock.detach()  # closed with the rest in the child: its fd number may be reused
                 return child
             running.add(pid)
+            exit_codes.pop(pid, None)  # a reused pid: the code kept is an earlier child's
             answer(sock, {"pid": pid})
         elif request["op"] == "poll":
             pid = int(request["pid"])
-            answer(sock, {"returncode": exit_codes.pop(pid, None), "known": pid in running})
+            known = pid in running or pid in exit_codes
+            answer(sock, {"returncode": exit_codes.get(pid), "known": known})
         else:
             answer(sock, {"error": f"unknown request {request['op']!r}"})
 
@@ -280,7 +282,7 @@ class Zygote:
         return ZygoteProcess(self, pid, [module, *args])
 
     def returncode_of(self, pid: int) -> int | None:
-        """``pid``'s exit code once it has exited (asked once: the zygote then forgets it)."""
+        """``pid``'s exit code once it has exited; None while it runs."""
         with self._lock:
             self._send(json.dumps({"op": "poll", "pid": pid}).encode(), [])
             reply = self._receive()

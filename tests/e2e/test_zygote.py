@@ -79,6 +79,8 @@ def test_a_signal_reaches_the_node_and_its_status_reaches_poll(tmp_path: Path) -
     process.kill()
     assert process.wait(timeout=STOP_S) == -signal.SIGKILL
     assert not launch.is_running(node.pid)
+    assert not the_zygote().is_running_child(node.pid)  # asked again, the code is still there
+    assert zygote.ZygoteProcess(the_zygote(), node.pid, []).poll() == -signal.SIGKILL
     process.kill()  # a pid that has exited is never signalled again (it may be reused)
 
 
