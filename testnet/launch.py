@@ -267,7 +267,8 @@ def up(
     configs = configs or [None] * count
     nodes: list[LaunchedNode] = []
     # Node 0 is everyone's bootstrap, so it starts alone; the rest start STARTING_MAX at a time
-    # (a node spends its first second importing, on the CPU: more at once only queue for it).
+    # (a node spends its first half second on the CPU, opening its store, host and sandbox
+    # worker; a plain process a second more importing: more at once only queue for it).
     starting: dict[int, tuple[NodeProcess, float]] = {}
     try:
         while len(nodes) < count or starting:
