@@ -13,10 +13,10 @@ interpreter's normal exit (atexit, exit status, traceback), never back into this
 Theory of operation (zygote side): one thread, never trio, never a thread before a fork. A
 ``select`` waits on the socket and on a SIGCHLD wake-up pipe; every turn reaps the exited
 children and keeps their exit codes (as ``Popen.returncode`` has them: negative for a signal)
-for the launcher's ``poll``. The zygote dies with the launcher
-(node/lifeline.py: PR_SET_PDEATHSIG, checked against the launcher's pid), and each tied child
-gets the zygote's pid as its parent to die with, so a launcher killed even by SIGKILL takes the
-zygote and then every node with it. End of the socket (the launcher closed it or died): exit.
+for the launcher's ``poll``. The zygote dies with the launcher (node/lifeline.py:
+PR_SET_PDEATHSIG, checked against the launcher's pid), and each tied child gets the zygote's pid
+as its parent to die with, so a launcher killed even by SIGKILL takes the zygote and then every
+node with it. End of the socket (the launcher closed it or died): exit.
 
 Launcher side: ``Zygote`` starts the process and sends requests under a lock (the launcher may
 poll from several threads); ``ZygoteProcess`` is the subset of ``subprocess.Popen`` that the
