@@ -6,6 +6,8 @@ ready); each is stopped before the next. Then it starts three fresh nodes togeth
 tests do (``launch.up``), and times how long after the last one listens every node's market
 lists the two others (tests/e2e/test_daemons.py waits for this with a generous bound; the
 figure lives here). The fresh homes measure their fuel rate at first start, as a new node does.
+Nodes are forked by the launcher's zygote (ADR 0040), whose own start (the imports, once) falls
+in the first single start; ``HEARTH_ZYGOTE=0`` times plain processes.
 Last line: one JSON object.
 """
 
@@ -72,6 +74,7 @@ def main() -> None:
         starts_s = [one_start_s(root / "single", i) for i in range(args.starts)]
         up_s, market_s = three_node_market(root / "three")
     figures = {
+        "zygote": launch.zygote_enabled(),
         "starts": args.starts,
         "node_start_s_median": round(statistics.median(starts_s), 3),
         "node_start_s_min": round(min(starts_s), 3),
@@ -85,6 +88,7 @@ def main() -> None:
         f"node start (spawn to node.json) median {figures['node_start_s_median']} s over "
         f"{args.starts}; three fresh nodes listening in {figures['three_nodes_listening_s']} s, "
         f"every market complete {figures['three_nodes_market_complete_s']} s later; "
+        f"{'forked by the zygote' if figures['zygote'] else 'plain processes'}; "
         f"load average {load_before:.1f} before, {figures['load_average'][1]} after"
     )
     print(json.dumps(figures))

@@ -3,7 +3,8 @@
 A testnet launcher (`hearth testnet demo`, `testnet run`) sets ``PARENT_ENV`` in each node's
 environment; the node then asks Linux to send it SIGTERM when that parent dies
 (``prctl(PR_SET_PDEATHSIG)``), so a launcher killed by any signal, even SIGKILL, leaves no node
-behind. Elsewhere it is a no-op.
+behind. Elsewhere it is a no-op. A node forked by the launcher's zygote (testnet/zygote.py) is
+given the zygote's pid instead, and the zygote itself dies with the launcher the same way.
 """
 
 from __future__ import annotations

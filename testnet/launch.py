@@ -8,6 +8,7 @@ records exactly which processes were started, so ``down`` stops those and nothin
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import ipaddress
@@ -17,14 +18,16 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hearth.node import lifeline, paths
 from hearth.node.config import TEMPLATE
 from hearth.node.home import init_home
+from hearth.testnet.zygote import Zygote, ZygoteError
 
 STATE_FILE = "testnet.json"
 CALIBRATION_FILE = "calibration.json"  # node/calibrate.py's, without importing wasmtime
@@ -34,10 +37,31 @@ POLL_INTERVAL_S = 0.05
 DEFAULT_BASE = "127.0.0.2"
 NODES_MAX = 250
 STARTING_MAX = 4
+ZYGOTE_ENV = "HEARTH_ZYGOTE"  # "0": tied nodes start as plain processes, not from the zygote
 
 
 class TestnetError(Exception):
     """A testnet could not be started or stopped; the message says why."""
+
+
+class NodeProcess(Protocol):
+    """A started node: a ``subprocess.Popen`` or a child of the zygote (testnet/zygote.py)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+    def terminate(self) -> None: ...
+
+    def kill(self) -> None: ...
 
 
 @dataclasses.dataclass
@@ -125,27 +149,64 @@ def calibration_of(home: Path) -> str | None:
 
 def start_process(
     home: Path, host: str, bootstrap: str | None, log_path: Path, *, tied: bool = True
-) -> subprocess.Popen[bytes]:
+) -> NodeProcess:
     """Start one node; ``tied`` nodes get SIGTERM when this process dies (node/lifeline.py), so
     a launcher killed even by SIGKILL (a test run, a bench) leaves none behind. Only a command
     whose nodes must outlive it (``hearth testnet up``) starts them untied.
 
+    A tied node is forked by this process's zygote, which has already imported what a node
+    imports (ADR 0040); an untied one, or any with ``HEARTH_ZYGOTE=0``, is a plain process.
     Callers hold Ctrl-C and SIGTERM (``lifeline.held``) until they have recorded the pid."""
-    argv = [sys.executable, "-m", "hearth.node", "node", "start", "--host", host, "--port", "0"]
+    args = ["node", "start", "--host", host, "--port", "0"]
     if bootstrap:
-        argv += ["--bootstrap", bootstrap]
+        args += ["--bootstrap", bootstrap]
     env = {**os.environ, "HEARTH_HOME": str(home)}
     if tied:
         env[lifeline.PARENT_ENV] = str(os.getpid())
     with log_path.open("ab") as log_file:
+        zygote = shared_zygote(env) if tied else None
+        if zygote is not None:
+            try:
+                return zygote.spawn("hearth.node", args, env, log_file.fileno())
+            except ZygoteError as exc:
+                raise TestnetError(str(exc)) from None
         return subprocess.Popen(
-            argv,
+            [sys.executable, "-m", "hearth.node", *args],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C in the launcher's terminal goes to the launcher only
         )
+
+
+_zygote: Zygote | None = None
+_zygote_owner = 0  # the pid that started it: a forked launcher starts its own
+_zygote_lock = threading.Lock()
+
+
+def zygote_enabled() -> bool:
+    return os.environ.get(ZYGOTE_ENV, "1") != "0" and sys.platform.startswith("linux")
+
+
+def shared_zygote(env: Mapping[str, str]) -> Zygote | None:
+    """This launcher's zygote, started at its first use; None where a node must be a plain
+    process: the zygote is off, or ``env`` changes what an interpreter reads at its start.
+
+    Only the main thread starts one: Linux sends the death signal when the THREAD that forked
+    the zygote ends, and a worker thread's end must not take every node with it."""
+    global _zygote, _zygote_owner
+    if not zygote_enabled():
+        return None
+    with _zygote_lock:
+        if _zygote is not None and (_zygote_owner != os.getpid() or not _zygote.alive()):
+            _zygote = None  # a dead zygote's nodes report its end through their poll()
+        if _zygote is None:
+            if threading.current_thread() is not threading.main_thread():
+                return None
+            _zygote, _zygote_owner = Zygote(), os.getpid()
+            atexit.register(_zygote.close)
+        return _zygote if _zygote.serves(env) else None
 
 
 def read_info(home: Path, pid: int) -> dict[str, Any] | None:
@@ -156,18 +217,20 @@ def read_info(home: Path, pid: int) -> dict[str, Any] | None:
     return info if info.get("pid") == pid else None
 
 
-def listening_info(home: Path, process: subprocess.Popen[bytes]) -> dict[str, Any] | None:
+def listening_info(home: Path, process: NodeProcess) -> dict[str, Any] | None:
     """The node's ``node.json`` once it listens; None before; TestnetError if it has exited."""
-    if process.poll() is not None:
+    try:
+        exited = process.poll() is not None
+    except ZygoteError as exc:
+        raise TestnetError(str(exc)) from None
+    if exited:
         raise TestnetError(
             f"node in {home} exited with code {process.returncode}; see {home / 'node.out'}"
         )
     return read_info(home, process.pid)
 
 
-def wait_until_listening(
-    home: Path, process: subprocess.Popen[bytes], timeout_s: float
-) -> dict[str, Any]:
+def wait_until_listening(home: Path, process: NodeProcess, timeout_s: float) -> dict[str, Any]:
     found: dict[str, Any] = {}
 
     def listening() -> bool:
@@ -204,8 +267,9 @@ def up(
     configs = configs or [None] * count
     nodes: list[LaunchedNode] = []
     # Node 0 is everyone's bootstrap, so it starts alone; the rest start STARTING_MAX at a time
-    # (a node spends its first second importing, on the CPU: more at once only queue for it).
-    starting: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
+    # (a node spends its first half second on the CPU, opening its store, host and sandbox
+    # worker; a plain process a second more importing: more at once only queue for it).
+    starting: dict[int, tuple[NodeProcess, float]] = {}
     try:
         while len(nodes) < count or starting:
             limit = STARTING_MAX if nodes and nodes[0].info else 1
@@ -271,6 +335,13 @@ def is_alive(pid: int, home: Path) -> bool:
 
 
 def _is_our_child_starting(pid: int) -> bool:
+    """A node of ours that has not written its node.json yet: by its command line, or (forked
+    by the zygote, whose command line it shares) by the zygote's word."""
+    zygote = _zygote
+    if zygote is not None and _zygote_owner == os.getpid():
+        with contextlib.suppress(ZygoteError):
+            if zygote.is_running_child(pid):
+                return True
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:

@@ -17,7 +17,6 @@ import dataclasses
 import os
 import secrets
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -360,7 +359,7 @@ class Runner:
         node.restarts += 1
         self.events.add("node_restarted", node=node.plan.name, pid=process.pid)
 
-    def _start_again(self, node: Managed) -> subprocess.Popen[bytes]:
+    def _start_again(self, node: Managed) -> launch.NodeProcess:
         home = node.launched.home
         bootstrap = next(
             (m.launched.info["multiaddrs"][0] for m in self.nodes if m.up and m.launched.info),

@@ -1,9 +1,10 @@
 """`testnet demo`, `testnet run` and `testnet up` stopped by SIGTERM or SIGINT at any moment
-leave no process behind: no node, no sandbox worker (found by a scan of /proc for anything
-whose command line or HEARTH_HOME lies in the testnet's folder)."""
+leave no process behind: no node, no sandbox worker, no zygote (found by a scan of /proc for
+anything whose command line, HEARTH_HOME or open files lie in the testnet's folder)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,8 +41,19 @@ publishers = 1
 """
 
 
+def open_files(entry: Path) -> bytes:
+    """What a process's descriptors point at: a node forked by the launcher's zygote has the
+    zygote's command line and first environment, but its log and database lie in its home."""
+    seen = []
+    with contextlib.suppress(OSError):
+        for fd in (entry / "fd").iterdir():
+            with contextlib.suppress(OSError):
+                seen.append(os.readlink(fd).encode())
+    return b"\0".join(seen)
+
+
 def processes_in(folder: Path) -> list[int]:
-    """Every live process whose command line or environment names ``folder``."""
+    """Every live process whose command line, environment or open files name ``folder``."""
     needle = str(folder).encode()
     found = []
     for entry in Path("/proc").iterdir():
@@ -52,7 +64,7 @@ def processes_in(folder: Path) -> list[int]:
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if needle in seen and state != "Z":
+        if (needle in seen or needle in open_files(entry)) and state != "Z":
             found.append(int(entry.name))
     return found
 
