@@ -20,6 +20,8 @@ from hearth.p2p.market_sync import (
     MARKET_SYNC_INTERVAL_S_MAX,
     MARKET_SYNC_INTERVAL_S_MIN,
     MARKET_SYNC_REPLY_BYTES_MAX,
+    MARKET_SYNC_RETRIES_MAX,
+    MARKET_SYNC_RETRY_S,
     AdCache,
     MarketSync,
     SyncBackoff,
@@ -172,7 +174,22 @@ def test_asks_back_off_while_they_bring_nothing_and_not_after_news() -> None:
     assert waits == sorted(waits) and waits[-1] == MARKET_SYNC_INTERVAL_S_MAX
     assert backoff.after_ask(3, answered=True) == MARKET_SYNC_INTERVAL_S_MIN
     backoff.after_ask(0, answered=True)
+    assert backoff.after_ask(0, answered=False) == MARKET_SYNC_RETRY_S
+    assert backoff.after_ask(0, answered=True) == MARKET_SYNC_INTERVAL_S_MIN * 2
+
+
+def test_a_failed_ask_is_retried_soon_a_few_times_then_at_the_short_interval() -> None:
+    """A node linked only to a saturated bootstrap waited 15 s after each failed ask and listed
+    9 of 49 hosts 40 s after a 50-node start (issue 14)."""
+    backoff = SyncBackoff()
+    for _ in range(4):  # backed off to the longest wait first
+        backoff.after_ask(0, answered=True)
+    retries = [backoff.after_ask(0, answered=False) for _ in range(MARKET_SYNC_RETRIES_MAX)]
+    assert retries == [MARKET_SYNC_RETRY_S] * MARKET_SYNC_RETRIES_MAX
     assert backoff.after_ask(0, answered=False) == MARKET_SYNC_INTERVAL_S_MIN
+    assert backoff.after_ask(0, answered=False) == MARKET_SYNC_INTERVAL_S_MIN
+    assert backoff.after_ask(5, answered=True) == MARKET_SYNC_INTERVAL_S_MIN
+    assert backoff.after_ask(0, answered=False) == MARKET_SYNC_RETRY_S
 
 
 def test_peers_joining_the_topic_keep_the_asks_frequent() -> None:
