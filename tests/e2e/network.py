@@ -86,6 +86,20 @@ def market_ready(nodes: list[launch.LaunchedNode]) -> bool:
     return market_complete(nodes)
 
 
+def connected_to_all(nodes: list[launch.LaunchedNode]) -> bool:
+    from hearth.testnet.observe import ask
+
+    return all(len(ask(node, "/v1/peers")["peers"]) == len(nodes) - 1 for node in nodes)
+
+
+def wait_before_killing_the_hub(nodes: list[launch.LaunchedNode]) -> None:
+    """Node 0 is everyone's bootstrap. Killed before the others have found each other (nodes
+    forked by the zygote are up seconds sooner), it leaves them unlinked: they redial its old
+    port, and the restarted node reaches only its own bootstrap. A test that kills node 0 to
+    test a restart waits for the whole mesh first."""
+    launch.wait_for(lambda: connected_to_all(nodes), 30, "every node to link to every other")
+
+
 def start(root: Path, configs: list[str]) -> list[launch.LaunchedNode]:
     nodes = launch.up(root, len(configs), configs=configs)
     try:

@@ -19,7 +19,16 @@ import pytest
 
 from hearth import AsyncClient, Client
 from hearth.testnet import launch
-from tests.e2e.network import ECHO, LOOP, assert_books_balance, config, hearth, settled, start
+from tests.e2e.network import (
+    ECHO,
+    LOOP,
+    assert_books_balance,
+    config,
+    hearth,
+    settled,
+    start,
+    wait_before_killing_the_hub,
+)
 
 TASKS = 150
 
@@ -118,6 +127,7 @@ def test_a_batch_survives_its_publisher_killed_halfway(
 ) -> None:
     nodes = four
     publisher = nodes[0]
+    wait_before_killing_the_hub(nodes)  # the other tests of the module use these nodes after
     inputs, outputs, env, command = prepared_batch(publisher, tmp_path, 1024)
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

@@ -16,7 +16,6 @@ import pytest
 from hearth import Client, JobOptions
 from hearth.client import module_bytes
 from hearth.testnet import adversaries, launch
-from hearth.testnet.observe import ask
 from tests.e2e.network import (
     ECHO,
     LOOP,
@@ -26,6 +25,7 @@ from tests.e2e.network import (
     hearth,
     settled,
     start,
+    wait_before_killing_the_hub,
 )
 
 pytestmark = pytest.mark.integration
@@ -170,17 +170,10 @@ def test_a_liar_is_outvoted_recorded_and_not_paid(four_with_a_liar) -> None:  # 
     assert '"mismatch"' in shown.stdout
 
 
-def connected_to_all(nodes: list[launch.LaunchedNode]) -> bool:
-    return all(len(ask(node, "/v1/peers")["peers"]) == len(nodes) - 1 for node in nodes)
-
-
 def test_a_publisher_killed_mid_job_resumes_after_restart(tmp_path: Path) -> None:
     nodes = start(tmp_path / "restart", [config(60 + 10 * i) for i in range(4)])
     try:
-        # The publisher is node 0, everyone's bootstrap: killed before the workers have found
-        # each other, it would leave them unlinked, and a restarted node redials only its
-        # bootstrap (issue 14), so its call for bids would not reach them.
-        launch.wait_for(lambda: connected_to_all(nodes), 30, "every node to link to every other")
+        wait_before_killing_the_hub(nodes)
         publisher = nodes[0]
         options = JobOptions(fuel_max=LOOP_FUEL_MAX, deadline_s=180)
         with Client(publisher.home) as client:

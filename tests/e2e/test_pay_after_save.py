@@ -19,7 +19,15 @@ import pytest
 from hearth import Client, JobOptions
 from hearth.node.testhooks import BEFORE_PAY_COMMIT
 from hearth.testnet import launch
-from tests.e2e.network import ECHO, assert_books_balance, balances, config, hearth, market_ready
+from tests.e2e.network import (
+    ECHO,
+    assert_books_balance,
+    balances,
+    config,
+    hearth,
+    market_ready,
+    wait_before_killing_the_hub,
+)
 from tests.e2e.network import start as start_network
 
 pytestmark = pytest.mark.integration
@@ -60,6 +68,7 @@ def test_a_publisher_killed_between_saving_and_paying_pays_each_worker_once(
     nodes = start_network(tmp_path / "crash", [config(60 + 10 * i) for i in range(4)])
     try:
         publisher, bootstrap = nodes[0], nodes[1].info["multiaddrs"][0]
+        wait_before_killing_the_hub(nodes)
         os.kill(publisher.pid, signal.SIGKILL)  # come back with the crash point armed
         launch.wait_for(lambda: not launch.is_running(publisher.pid), 10, "the publisher to die")
         process = restart(publisher, bootstrap, {"HEARTH_TEST_CRASH_AT": BEFORE_PAY_COMMIT})
